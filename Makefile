@@ -1,0 +1,47 @@
+# Two set-up commands for a fresh Debian 12 machine with Python 3.11: `make demo` and `make test`.
+# Both install what is missing first: Debian packages (DCMTK, Orthanc) and a virtual environment.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := dcmtk orthanc
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test demo bench lint typecheck system-deps venv clean
+
+test: venv
+	$(PY) -m ruff check dicomwire agent server_agent hial_mock devtools tests bench
+	$(PY) -m mypy dicomwire
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: venv
+	$(PY) -m devtools.demo
+
+bench: venv
+	$(PY) -m bench.run $(if $(QUICK),--quick,)
+
+lint: venv
+	$(PY) -m ruff check .
+
+venv: system-deps $(STAMP)
+
+# Debian packages: installed only when one of their commands is missing.
+system-deps:
+	@missing=""; \
+	for cmd in /usr/bin/storescu /usr/sbin/Orthanc; do [ -x $$cmd ] || missing="yes"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""agent: see README.md; built by its own issue."""

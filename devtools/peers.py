@@ -1,0 +1,204 @@
+"""Real DICOM peers on loopback for tests, the demo and the benchmarks.
+
+Orthanc (the unchanged PACS), DCMTK's tools (the legacy apps) and ``dicom-relay`` run as separate
+processes on free ports of 127.0.0.1 and are stopped afterwards. DCMTK is called by absolute path:
+pynetdicom installs console scripts of the same names that would shadow it inside a virtualenv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DCMTK_BIN = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
+ORTHANC = shutil.which("Orthanc", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", "")) or "/usr/sbin/Orthanc"
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process {process.args!r} exited with {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def dcmtk_env() -> dict[str, str]:
+    # Debian's DCMTK leaves Nagle's algorithm on unless TCP_NODELAY=1 is set (each C-STORE stalls ~40 ms).
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def dcmtk(tool: str, *args: str | os.PathLike[str], timeout: float = 120.0,
+          check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool by absolute path, capturing its output."""
+    result = subprocess.run(
+        [str(DCMTK_BIN / tool), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=dcmtk_env()
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{tool} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _stop(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+@dataclass
+class Orthanc:
+    """An Orthanc server with a configuration of its own in ``folder``; only its modality list is set."""
+
+    folder: Path
+    aet: str = "ORTHANC"
+    modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    dicom_port: int = 0
+    http_port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Orthanc:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.dicom_port = self.dicom_port or free_port()
+        self.http_port = self.http_port or free_port()
+        config = {
+            "Name": "dicom-identity-agents-test",
+            "StorageDirectory": str(self.folder / "db"),
+            "IndexDirectory": str(self.folder / "db"),
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "Plugins": [],
+            "SaveJobs": False,
+            "DicomModalities": {name: list(entry) for name, entry in self.modalities.items()},
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowFind": True,
+            "DicomAlwaysAllowGet": True,
+            "DicomAlwaysAllowMove": True,
+            "DicomScpTimeout": 30,
+        }
+        path = self.folder / "orthanc.json"
+        path.write_text(json.dumps(config, indent=2))
+        log = open(self.folder / "orthanc.log", "wb")  # noqa: SIM115 - kept open for the process
+        self.process = subprocess.Popen([ORTHANC, "--verbose", str(path)], stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.http_port, 30, self.process)
+        wait_for_port(self.dicom_port, 30, self.process)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+    def rest(self, path: str, body: bytes | None = None) -> object:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=body,
+                                         method="POST" if body is not None else "GET")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def upload(self, paths: Sequence[Path]) -> None:
+        for path in paths:
+            self.rest("/instances", path.read_bytes())
+
+    def instances(self) -> list[str]:
+        result = self.rest("/instances")
+        assert isinstance(result, list)
+        return result
+
+    def log_text(self) -> str:
+        return (self.folder / "orthanc.log").read_text(errors="replace")
+
+
+@dataclass
+class StoreSCP:
+    """DCMTK ``storescp`` writing what it receives to ``folder`` (or discarding it with ``ignore``)."""
+
+    folder: Path
+    aet: str = "STORESCP"
+    port: int = 0
+    ignore: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> StoreSCP:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        args = [str(DCMTK_BIN / "storescp"), "-aet", self.aet, "--output-directory", str(self.folder)]
+        if self.ignore:
+            args.append("--ignore")
+        args.append(str(self.port))
+        log = open(self.folder.parent / f"storescp-{self.port}.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dcmtk_env())
+        wait_for_port(self.port, 20, self.process)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+    def received(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+
+@dataclass
+class RelayProcess:
+    """``dicom-relay`` as its users run it: a separate process."""
+
+    to: tuple[str, int]
+    port: int = 0
+    trace: bool = False
+    extra: Sequence[str] = ()
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RelayProcess:
+        self.port = self.port or free_port()
+        args = [sys.executable, "-m", "dicomwire.relay_cli", "--listen", f"127.0.0.1:{self.port}",
+                "--to", f"{self.to[0]}:{self.to[1]}", *self.extra]
+        if self.trace:
+            args.append("--trace")
+        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT)
+        wait_for_port(self.port, 20, self.process)
+        return self
+
+    def stop(self) -> int | None:
+        _stop(self.process)
+        return None if self.process is None else self.process.returncode
+
+
+@contextlib.contextmanager
+def running(*peers: Orthanc | StoreSCP | RelayProcess) -> Iterator[None]:
+    started = []
+    try:
+        for peer in peers:
+            peer.start()
+            started.append(peer)
+        yield
+    finally:
+        for peer in reversed(started):
+            peer.stop()

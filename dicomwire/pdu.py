@@ -1,0 +1,527 @@
+"""PDU framing, decoding and encoding (PS3.8 section 9.3).
+
+Every PDU starts with ``type(1) reserved(1) length(4, big-endian)``; ``length`` counts the bytes
+after those six (PS3.8 9.3.1). :class:`PduFramer` cuts a byte stream into whole PDUs without copying
+what arrives in one piece, and refuses declared lengths past a configured bound before buffering
+anything, so a peer cannot make us hold gigabytes.
+
+Decoded A-ASSOCIATE-RQ/AC PDUs keep every byte they were made of (reserved fields, unknown items,
+item order) so that ``decode(x).encode() == x`` holds for anything we accept.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from .errors import (
+    AbortReason,
+    AbortSource,
+    AssociationRejected,
+    EncodeError,
+    ProtocolError,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+)
+from .items import (
+    Item,
+    ItemType,
+    PresentationContext,
+    UserInformation,
+    decode_items,
+    encode_items,
+)
+
+Buffer = bytes | memoryview
+
+HEADER = struct.Struct(">BBI")
+HEADER_LENGTH = 6
+# PS3.8 9.3.2: 2 protocol version + 2 reserved + 16 called + 16 calling + 32 reserved.
+ASSOCIATE_FIXED = 68
+PROTOCOL_VERSION = 0x0001
+DICOM_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+
+# Why these defaults: DCMTK and Orthanc negotiate 16 KiB to 4 MiB PDUs; association PDUs with 128
+# presentation contexts of ten transfer syntaxes each stay far below 1 MiB.
+DEFAULT_MAX_PDU_LENGTH = 4 * 1024 * 1024
+DEFAULT_MAX_ASSOCIATE_LENGTH = 1024 * 1024
+
+
+class PduType(enum.IntEnum):
+    """PS3.8 Table 9-11 and following: the seven PDU types."""
+
+    ASSOCIATE_RQ = 0x01
+    ASSOCIATE_AC = 0x02
+    ASSOCIATE_RJ = 0x03
+    P_DATA_TF = 0x04
+    RELEASE_RQ = 0x05
+    RELEASE_RP = 0x06
+    ABORT = 0x07
+
+
+PDU_NAMES = {
+    PduType.ASSOCIATE_RQ: "A-ASSOCIATE-RQ",
+    PduType.ASSOCIATE_AC: "A-ASSOCIATE-AC",
+    PduType.ASSOCIATE_RJ: "A-ASSOCIATE-RJ",
+    PduType.P_DATA_TF: "P-DATA-TF",
+    PduType.RELEASE_RQ: "A-RELEASE-RQ",
+    PduType.RELEASE_RP: "A-RELEASE-RP",
+    PduType.ABORT: "A-ABORT",
+}
+
+# PDUs whose body is exactly four bytes (PS3.8 9.3.4, 9.3.6, 9.3.7, 9.3.8).
+_FIXED_FOUR = frozenset({PduType.ASSOCIATE_RJ, PduType.RELEASE_RQ, PduType.RELEASE_RP, PduType.ABORT})
+_ASSOCIATE = frozenset({PduType.ASSOCIATE_RQ, PduType.ASSOCIATE_AC})
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One whole PDU as received: ``data`` holds the six header bytes and the body, untouched."""
+
+    type: PduType
+    data: Buffer
+
+    @property
+    def body_length(self) -> int:
+        return len(self.data) - HEADER_LENGTH
+
+
+class PduFramer:
+    """Incremental PDU framing from a byte stream (PS3.8 9.3.1).
+
+    ``feed`` returns every PDU completed by the new bytes. PDUs that arrive whole inside one chunk are
+    returned as memoryview slices of that chunk (no copy); only a PDU split across chunks is joined.
+    A declared length above the bound for its type raises :class:`ProtocolError` as soon as the header
+    is read. After an error the framer refuses further input.
+    """
+
+    __slots__ = ("_broken", "_max_associate", "_max_pdu", "_need", "_partial")
+
+    def __init__(
+        self,
+        max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
+        max_associate_length: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
+    ) -> None:
+        self._max_pdu = max_pdu_length
+        self._max_associate = max_associate_length
+        self._partial = bytearray()
+        self._need = 0  # total size of the PDU being joined, 0 while its header is incomplete
+        self._broken = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete PDU held: non-zero at end of stream means a truncated PDU."""
+        return len(self._partial)
+
+    def _check_header(self, pdu_type: int, length: int) -> PduType:
+        if pdu_type not in _TYPES:
+            self._broken = True
+            raise ProtocolError(
+                f"unknown PDU type 0x{pdu_type:02x}", reason=AbortReason.UNRECOGNIZED_PDU
+            )
+        kind = _TYPES[pdu_type]
+        if kind in _FIXED_FOUR:
+            if length != 4:
+                self._broken = True
+                raise ProtocolError(
+                    f"{PDU_NAMES[kind]} declares length {length}, PS3.8 requires 4",
+                    reason=AbortReason.INVALID_PDU_PARAMETER_VALUE,
+                )
+        else:
+            limit = self._max_associate if kind in _ASSOCIATE else self._max_pdu
+            if length > limit:
+                self._broken = True
+                raise ProtocolError(
+                    f"{PDU_NAMES[kind]} declares length {length}, above the limit of {limit}",
+                    reason=AbortReason.INVALID_PDU_PARAMETER_VALUE,
+                )
+        return kind
+
+    def feed(self, data: Buffer) -> list[Frame]:
+        if self._broken:
+            raise ProtocolError("stream already broken", reason=AbortReason.UNRECOGNIZED_PDU)
+        frames: list[Frame] = []
+        view = memoryview(data)
+        size = len(view)
+        pos = 0
+        partial = self._partial
+        if partial:
+            # Join a PDU split across chunks, taking only what it needs from this chunk.
+            if not self._need:
+                take = min(HEADER_LENGTH - len(partial), size)
+                partial += view[:take]
+                pos = take
+                if len(partial) < HEADER_LENGTH:
+                    return frames
+                pdu_type, _, length = HEADER.unpack_from(partial, 0)
+                self._check_header(pdu_type, length)
+                self._need = HEADER_LENGTH + length
+            take = min(self._need - len(partial), size - pos)
+            partial += view[pos : pos + take]
+            pos += take
+            if len(partial) < self._need:
+                return frames
+            whole = bytes(partial)
+            partial.clear()
+            self._need = 0
+            frames.append(Frame(_TYPES[whole[0]], whole))
+        unpack = HEADER.unpack_from
+        while size - pos >= HEADER_LENGTH:
+            pdu_type, _, length = unpack(view, pos)
+            kind = self._check_header(pdu_type, length)
+            end = pos + HEADER_LENGTH + length
+            if end > size:
+                self._need = end - pos
+                break
+            frames.append(Frame(kind, view[pos:end]))
+            pos = end
+        if pos < size:
+            partial += view[pos:]
+        return frames
+
+
+_TYPES = {int(t): t for t in PduType}
+
+
+# --------------------------------------------------------------------------------------------------
+# A-ASSOCIATE-RQ / A-ASSOCIATE-AC (PS3.8 9.3.2, 9.3.3)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssociatePdu:
+    """A-ASSOCIATE-RQ (type 1) or A-ASSOCIATE-AC (type 2), kept byte-exact.
+
+    ``called_ae_raw``/``calling_ae_raw`` are the 16-byte fields as sent (in an AC they are reserved
+    but conventionally echo the RQ; PS3.8 9.3.3 says receivers must not test them).
+    ``items`` are the variable items in wire order, unknown ones included.
+    """
+
+    pdu_type: PduType
+    protocol_version: int = PROTOCOL_VERSION
+    called_ae_raw: bytes = b" " * 16
+    calling_ae_raw: bytes = b" " * 16
+    header_reserved: int = 0
+    reserved_after_version: bytes = b"\x00\x00"
+    reserved_block: bytes = b"\x00" * 32
+    items: tuple[Item, ...] = ()
+
+    # -- typed views ------------------------------------------------------------------------------
+    @property
+    def called_ae(self) -> str:
+        return self.called_ae_raw.decode("ascii", "replace").strip(" ")
+
+    @property
+    def calling_ae(self) -> str:
+        return self.calling_ae_raw.decode("ascii", "replace").strip(" ")
+
+    @property
+    def application_context(self) -> str | None:
+        for item in self.items:
+            if item.type == ItemType.APPLICATION_CONTEXT:
+                return item.value.decode("ascii", "replace").rstrip("\x00 ")
+        return None
+
+    @property
+    def presentation_contexts(self) -> tuple[PresentationContext, ...]:
+        wanted = (
+            ItemType.PRESENTATION_CONTEXT_RQ
+            if self.pdu_type == PduType.ASSOCIATE_RQ
+            else ItemType.PRESENTATION_CONTEXT_AC
+        )
+        return tuple(PresentationContext.decode(i) for i in self.items if i.type == wanted)
+
+    @property
+    def user_information(self) -> UserInformation | None:
+        for item in self.items:
+            if item.type == ItemType.USER_INFORMATION:
+                return UserInformation.decode(item)
+        return None
+
+    # -- rewriting --------------------------------------------------------------------------------
+    def with_user_information(self, info: UserInformation) -> AssociatePdu:
+        """Replace (or append) the User Information item, keeping every other item in place."""
+        new = info.to_item()
+        items = list(self.items)
+        for n, item in enumerate(items):
+            if item.type == ItemType.USER_INFORMATION:
+                items[n] = new
+                break
+        else:
+            items.append(new)
+        return replace(self, items=tuple(items))
+
+    def with_ae_titles(self, *, called: str | None = None, calling: str | None = None) -> AssociatePdu:
+        return replace(
+            self,
+            called_ae_raw=self.called_ae_raw if called is None else encode_ae_title(called),
+            calling_ae_raw=self.calling_ae_raw if calling is None else encode_ae_title(calling),
+        )
+
+    def encode(self) -> bytes:
+        body = b"".join(
+            (
+                struct.pack(">H", self.protocol_version),
+                self.reserved_after_version,
+                self.called_ae_raw,
+                self.calling_ae_raw,
+                self.reserved_block,
+                encode_items(self.items),
+            )
+        )
+        return HEADER.pack(self.pdu_type, self.header_reserved, len(body)) + body
+
+
+def decode_associate(data: Buffer) -> AssociatePdu:
+    """Decode an A-ASSOCIATE-RQ or -AC. Raises :class:`ProtocolError` on any structural fault."""
+    view = memoryview(data)
+    if len(view) < HEADER_LENGTH + ASSOCIATE_FIXED:
+        raise ProtocolError("A-ASSOCIATE PDU shorter than its fixed fields")
+    pdu_type, header_reserved, length = HEADER.unpack_from(view, 0)
+    if pdu_type not in (PduType.ASSOCIATE_RQ, PduType.ASSOCIATE_AC):
+        raise ProtocolError(f"PDU type 0x{pdu_type:02x} is not A-ASSOCIATE-RQ/AC")
+    if length != len(view) - HEADER_LENGTH:
+        raise ProtocolError(f"A-ASSOCIATE length {length} does not match the {len(view) - 6} bytes given")
+    (version,) = struct.unpack_from(">H", view, 6)
+    items = decode_items(view, HEADER_LENGTH + ASSOCIATE_FIXED, len(view), where="A-ASSOCIATE")
+    return AssociatePdu(
+        pdu_type=PduType(pdu_type),
+        protocol_version=version,
+        header_reserved=header_reserved,
+        reserved_after_version=bytes(view[8:10]),
+        called_ae_raw=bytes(view[10:26]),
+        calling_ae_raw=bytes(view[26:42]),
+        reserved_block=bytes(view[42:74]),
+        items=items,
+    )
+
+
+def encode_ae_title(title: str) -> bytes:
+    """PS3.8 9.3.2: 16 bytes, space padded. Raises :class:`EncodeError` if it cannot fit."""
+    problem = ae_title_problem(title.encode("ascii", "replace"))
+    if problem:
+        raise EncodeError(f"AE title {title!r}: {problem}")
+    return title.encode("ascii").ljust(16, b" ")
+
+
+def ae_title_problem(raw: bytes) -> str | None:
+    """Why ``raw`` is not a valid AE title (PS3.5 6.2, VR AE), or None if it is.
+
+    At most 16 characters of the default repertoire, no backslash, no control characters, and not
+    only spaces (leading and trailing spaces are not significant).
+    """
+    if len(raw) > 16:
+        return f"longer than 16 characters ({len(raw)})"
+    for b in raw:
+        if b < 0x20 or b > 0x7E:
+            return f"contains the control or non-ASCII byte 0x{b:02x}"
+        if b == 0x5C:
+            return "contains a backslash"
+    if not raw.strip(b" "):
+        return "is empty"
+    return None
+
+
+def check_associate_rq(rq: AssociatePdu) -> None:
+    """Checks an A-ASSOCIATE-RQ must pass before anything acts on it (PS3.8 9.3.2, PS3.7 D.3.3).
+
+    Raises :class:`AssociationRejected` with the PS3.8 9.3.4 code that fits, or
+    :class:`ProtocolError` for a structural fault inside the items.
+    """
+    if not rq.protocol_version & PROTOCOL_VERSION:
+        raise AssociationRejected(
+            f"protocol version 0x{rq.protocol_version:04x} not supported",
+            source=RejectSource.SERVICE_PROVIDER_ACSE,
+            reason=RejectReason.PROTOCOL_VERSION_NOT_SUPPORTED,
+        )
+    problem = ae_title_problem(rq.called_ae_raw)
+    if problem:
+        raise AssociationRejected(
+            f"called AE title {rq.called_ae_raw!r} {problem}", reason=RejectReason.CALLED_AE_NOT_RECOGNIZED
+        )
+    problem = ae_title_problem(rq.calling_ae_raw)
+    if problem:
+        raise AssociationRejected(
+            f"calling AE title {rq.calling_ae_raw!r} {problem}",
+            reason=RejectReason.CALLING_AE_NOT_RECOGNIZED,
+        )
+    context = rq.application_context
+    if context != DICOM_APPLICATION_CONTEXT:
+        raise AssociationRejected(
+            f"application context {context!r} is not the DICOM application context",
+            reason=RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED,
+        )
+    for pc in rq.presentation_contexts:
+        pc.check()
+    info = rq.user_information
+    if info is None:
+        raise ProtocolError("A-ASSOCIATE-RQ has no User Information item (PS3.8 9.3.2)")
+    info.check()
+
+
+# --------------------------------------------------------------------------------------------------
+# The fixed-size PDUs (PS3.8 9.3.4, 9.3.6-9.3.8)
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateRJ:
+    result: int
+    source: int
+    reason: int
+
+    def encode(self) -> bytes:
+        return HEADER.pack(PduType.ASSOCIATE_RJ, 0, 4) + bytes((0, self.result, self.source, self.reason))
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    source: int = AbortSource.SERVICE_PROVIDER
+    reason: int = AbortReason.NOT_SPECIFIED
+
+    def encode(self) -> bytes:
+        return HEADER.pack(PduType.ABORT, 0, 4) + bytes((0, 0, self.source, self.reason))
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRQ:
+    def encode(self) -> bytes:
+        return RELEASE_RQ_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRP:
+    def encode(self) -> bytes:
+        return RELEASE_RP_BYTES
+
+
+RELEASE_RQ_BYTES = HEADER.pack(PduType.RELEASE_RQ, 0, 4) + b"\x00" * 4
+RELEASE_RP_BYTES = HEADER.pack(PduType.RELEASE_RP, 0, 4) + b"\x00" * 4
+
+
+def reject_pdu(result: RejectResult, source: RejectSource, reason: int) -> bytes:
+    return AssociateRJ(int(result), int(source), int(reason)).encode()
+
+
+def abort_pdu(source: AbortSource = AbortSource.SERVICE_PROVIDER, reason: int = 0) -> bytes:
+    # PS3.8 9.3.8: when the source is the service user the reason is not significant and sent as 0.
+    return Abort(int(source), 0 if source == AbortSource.SERVICE_USER else int(reason)).encode()
+
+
+# --------------------------------------------------------------------------------------------------
+# P-DATA-TF and PDV items (PS3.8 9.3.5, Annex E.2)
+
+PDV_HEADER = struct.Struct(">IBB")
+PDV_COMMAND = 0x01  # Message Control Header bit 0: command (1) or data set (0) fragment
+PDV_LAST = 0x02  # bit 1: last fragment
+
+
+@dataclass(frozen=True, slots=True)
+class Pdv:
+    """One Presentation Data Value item: ``control`` is the Message Control Header (Annex E.2)."""
+
+    context_id: int
+    control: int
+    value: Buffer = field(repr=False)
+
+    @property
+    def is_command(self) -> bool:
+        return bool(self.control & PDV_COMMAND)
+
+    @property
+    def is_last(self) -> bool:
+        return bool(self.control & PDV_LAST)
+
+
+@dataclass(frozen=True, slots=True)
+class PDataTF:
+    pdvs: tuple[Pdv, ...]
+
+    def encode(self) -> bytes:
+        return encode_p_data(self.pdvs)
+
+
+def iter_pdvs(data: Buffer) -> list[Pdv]:
+    """Split a whole P-DATA-TF PDU into its PDV items (values are views, not copies)."""
+    view = memoryview(data)
+    end = len(view)
+    pos = HEADER_LENGTH
+    out: list[Pdv] = []
+    unpack = PDV_HEADER.unpack_from
+    while pos < end:
+        if end - pos < 6:
+            raise ProtocolError("PDV item header overruns its P-DATA-TF PDU")
+        length, context_id, control = unpack(view, pos)
+        if length < 2:
+            raise ProtocolError(f"PDV item length {length} is below the 2-byte minimum")
+        stop = pos + 4 + length
+        if stop > end:
+            raise ProtocolError(f"PDV item length {length} overruns its P-DATA-TF PDU")
+        out.append(Pdv(context_id, control, view[pos + 6 : stop]))
+        pos = stop
+    if not out:
+        raise ProtocolError("P-DATA-TF carries no PDV item (PS3.8 9.3.5 requires one or more)")
+    return out
+
+
+def encode_p_data(pdvs: Iterable[Pdv]) -> bytes:
+    parts: list[Buffer] = []
+    total = 0
+    for pdv in pdvs:
+        parts.append(PDV_HEADER.pack(len(pdv.value) + 2, pdv.context_id, pdv.control))
+        parts.append(pdv.value)
+        total += 6 + len(pdv.value)
+    return HEADER.pack(PduType.P_DATA_TF, 0, total) + b"".join(parts)
+
+
+def fragment_message(
+    context_id: int, command: bytes, dataset: bytes | None, max_pdu_length: int
+) -> list[bytes]:
+    """Encode one DIMSE message as P-DATA-TF PDUs no longer than the peer accepts (PS3.8 Annex E).
+
+    ``max_pdu_length`` is what the receiver announced in its Maximum Length sub-item (0 = no limit).
+    """
+    room = (max_pdu_length or DEFAULT_MAX_PDU_LENGTH) - 6  # one PDV per PDU: 4 length + ctx + MCH
+    if room < 1:
+        raise ValueError(f"maximum PDU length {max_pdu_length} leaves no room for a PDV")
+    pdus: list[bytes] = []
+    for payload, is_command in ((command, True), (dataset, False)):
+        if payload is None:
+            continue
+        chunks: Sequence[bytes] = [payload[i : i + room] for i in range(0, len(payload), room)] or [b""]
+        for n, chunk in enumerate(chunks):
+            control = (PDV_COMMAND if is_command else 0) | (PDV_LAST if n == len(chunks) - 1 else 0)
+            pdus.append(encode_p_data((Pdv(context_id, control, chunk),)))
+    return pdus
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+Pdu = AssociatePdu | AssociateRJ | PDataTF | ReleaseRQ | ReleaseRP | Abort
+
+
+def decode_pdu(data: Buffer) -> Pdu:
+    """Decode one whole PDU of any of the seven types."""
+    view = memoryview(data)
+    if len(view) < HEADER_LENGTH:
+        raise ProtocolError("PDU shorter than its 6-byte header")
+    pdu_type, _, length = HEADER.unpack_from(view, 0)
+    if length != len(view) - HEADER_LENGTH:
+        raise ProtocolError(f"PDU length {length} does not match the {len(view) - 6} bytes given")
+    if pdu_type in (PduType.ASSOCIATE_RQ, PduType.ASSOCIATE_AC):
+        return decode_associate(view)
+    if pdu_type == PduType.P_DATA_TF:
+        return PDataTF(tuple(iter_pdvs(view)))
+    if pdu_type in _FIXED_FOUR and length != 4:
+        raise ProtocolError(f"{PDU_NAMES[_TYPES[pdu_type]]} must have length 4, has {length}")
+    if pdu_type == PduType.ASSOCIATE_RJ:
+        return AssociateRJ(view[7], view[8], view[9])
+    if pdu_type == PduType.RELEASE_RQ:
+        return ReleaseRQ()
+    if pdu_type == PduType.RELEASE_RP:
+        return ReleaseRP()
+    if pdu_type == PduType.ABORT:
+        return Abort(view[8], view[9])
+    raise ProtocolError(f"unknown PDU type 0x{pdu_type:02x}", reason=AbortReason.UNRECOGNIZED_PDU)

@@ -1,0 +1,1 @@
+"""hial_mock: see README.md; built by its own issue."""

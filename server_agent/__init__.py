@@ -1,0 +1,1 @@
+"""server_agent: see README.md; built by its own issue."""

@@ -1,0 +1,77 @@
+"""Helpers for the golden-byte ring: read annotated hex, feed decoders three ways, build PDUs with pynetdicom."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pynetdicom import pdu as pn_pdu
+from pynetdicom import pdu_primitives as pn_prim
+from pynetdicom.presentation import PresentationContext
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+
+
+def hex_bytes(text: str) -> bytes:
+    """Annotated hex: ``#`` starts a comment; whitespace is ignored."""
+    return bytes.fromhex("".join(line.split("#", 1)[0] for line in text.splitlines()))
+
+
+def golden(name: str) -> bytes:
+    return hex_bytes((GOLDEN / name).read_text())
+
+
+def feed_three_ways(feed_factory: Callable[[], Callable[[bytes], list]], data: bytes,
+                    trailing: bytes = b"\x04\x00\x00\x00") -> Iterable[tuple[str, list]]:
+    """Yield (how, results) for: all at once, one byte at a time, with trailing bytes of a next PDU."""
+    feed = feed_factory()
+    yield "whole", feed(data)
+    feed = feed_factory()
+    out: list = []
+    for i in range(len(data)):
+        out.extend(feed(data[i : i + 1]))
+    yield "bytewise", out
+    feed = feed_factory()
+    yield "trailing", feed(data + trailing)
+
+
+def pynetdicom_rq(
+    *,
+    called: str = "ORTHANC",
+    calling: str = "FINDSCU",
+    contexts: Iterable[tuple[int, str, list[str]]] = ((1, "1.2.840.10008.1.1", ["1.2.840.10008.1.2"]),),
+    max_length: int = 16384,
+    identity: tuple[int, bytes, bytes, bool] | None = None,
+) -> bytes:
+    """An A-ASSOCIATE-RQ encoded by pynetdicom (the specification oracle)."""
+    primitive = pn_prim.A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = calling
+    primitive.called_ae_title = called
+    pcs = []
+    for cid, abstract, transfers in contexts:
+        pc = PresentationContext()
+        pc.context_id = cid
+        pc.abstract_syntax = abstract
+        pc.transfer_syntax = transfers
+        pcs.append(pc)
+    primitive.presentation_context_definition_list = pcs
+    length = pn_prim.MaximumLengthNotification()
+    length.maximum_length_received = max_length
+    impl = pn_prim.ImplementationClassUIDNotification()
+    impl.implementation_class_uid = "1.2.826.0.1.3680043.9.3811.2.0.0"
+    version = pn_prim.ImplementationVersionNameNotification()
+    version.implementation_version_name = "PYNETDICOM_TEST"
+    user_info = [length, impl, version]
+    if identity is not None:
+        uid = pn_prim.UserIdentityNegotiation()
+        uid.user_identity_type = identity[0]
+        uid.primary_field = identity[1]
+        if identity[0] == 2:
+            uid.secondary_field = identity[2]
+        uid.positive_response_requested = identity[3]
+        user_info.append(uid)
+    primitive.user_information = user_info
+    rq = pn_pdu.A_ASSOCIATE_RQ()
+    rq.from_primitive(primitive)
+    return bytes(rq.encode())
