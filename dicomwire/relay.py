@@ -504,7 +504,8 @@ class RelayCore:
             if action is Action.RELAY_DATA:
                 if not self._relay_data(side, frame, out):
                     return  # a question stopped us inside this frame; it stays first in the queue
-                queue.popleft()
+                if queue and queue[0] is frame:  # (a protocol error empties the queue)
+                    queue.popleft()
                 continue
             queue.popleft()
             if inbound.held and action is not Action.IGNORE:

@@ -1,0 +1,167 @@
+"""DIMSE command sets against pynetdicom's encoder (PS3.7 9.3, E.1) and message assembly (PS3.8 E.2)."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import dimse_messages as dm
+from pynetdicom import dimse_primitives as dp
+from pynetdicom.dsutils import decode as pn_decode
+
+from dicomwire.dimse import (
+    CommandField,
+    MessageAssembler,
+    MessageCompleted,
+    MessageStarted,
+    Tag,
+    command_values,
+    decode_command,
+    encode_command,
+    refusal_response,
+)
+from dicomwire.errors import ProtocolError
+from dicomwire.pdu import fragment_message, iter_pdvs
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+GET = "1.2.840.10008.5.1.4.1.2.2.3"
+
+
+_PRIMITIVE = {"ECHO": dp.C_ECHO, "FIND": dp.C_FIND, "MOVE": dp.C_MOVE, "GET": dp.C_GET, "STORE": dp.C_STORE,
+              "CANCEL": dp.C_CANCEL}
+_IDENTIFIER = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "  # (0008,0052) CS "STUDY"
+
+
+def _pynetdicom_command(kind: str, **fields: object) -> bytes:
+    """The command set pynetdicom encodes for a DIMSE primitive (its own message path, PS3.7 9.3)."""
+    primitive = _PRIMITIVE[kind.split("_")[1]]()
+    data_set = fields.pop("CommandDataSetType", 0x0101) != 0x0101
+    for key, value in fields.items():
+        setattr(primitive, key, value)
+    if data_set:
+        setattr(primitive, "DataSet" if kind.startswith("C_STORE") else "Identifier", BytesIO(_IDENTIFIER))
+    message = getattr(dm, kind)()
+    message.primitive_to_message(primitive)
+    values = [v for p in message.encode_msg(1, 16384) for _, v in p.presentation_data_value_list]
+    return b"".join(v[1:] for v in values if v[0] & 1)
+
+
+CASES = [
+    ("C_ECHO_RQ", CommandField.C_ECHO_RQ, dict(MessageID=1, AffectedSOPClassUID="1.2.840.10008.1.1",
+                                              CommandDataSetType=0x0101)),
+    ("C_ECHO_RSP", CommandField.C_ECHO_RSP, dict(MessageIDBeingRespondedTo=1, AffectedSOPClassUID="1.2.840.10008.1.1",
+                                                CommandDataSetType=0x0101, Status=0)),
+    ("C_FIND_RQ", CommandField.C_FIND_RQ, dict(MessageID=7, AffectedSOPClassUID=FIND, Priority=0,
+                                              CommandDataSetType=1)),
+    ("C_FIND_RSP", CommandField.C_FIND_RSP, dict(MessageIDBeingRespondedTo=7, AffectedSOPClassUID=FIND,
+                                                CommandDataSetType=1, Status=0xFF00)),
+    ("C_MOVE_RQ", CommandField.C_MOVE_RQ, dict(MessageID=9, AffectedSOPClassUID=MOVE, Priority=0,
+                                              MoveDestination="VIEWER1@WS1", CommandDataSetType=1)),
+    ("C_MOVE_RSP", CommandField.C_MOVE_RSP, dict(MessageIDBeingRespondedTo=9, AffectedSOPClassUID=MOVE,
+                                                CommandDataSetType=0x0101, Status=0xFF00,
+                                                NumberOfRemainingSuboperations=3, NumberOfCompletedSuboperations=1,
+                                                NumberOfFailedSuboperations=0, NumberOfWarningSuboperations=0)),
+    ("C_GET_RQ", CommandField.C_GET_RQ, dict(MessageID=11, AffectedSOPClassUID=GET, Priority=0,
+                                            CommandDataSetType=1)),
+    ("C_GET_RSP", CommandField.C_GET_RSP, dict(MessageIDBeingRespondedTo=11, AffectedSOPClassUID=GET,
+                                              CommandDataSetType=0x0101, Status=0)),
+    ("C_STORE_RQ", CommandField.C_STORE_RQ, dict(MessageID=3, AffectedSOPClassUID=CT, Priority=0,
+                                                CommandDataSetType=1, AffectedSOPInstanceUID="1.2.3.4.5",
+                                                MoveOriginatorApplicationEntityTitle="FINDSCU",
+                                                MoveOriginatorMessageID=9)),
+    ("C_STORE_RSP", CommandField.C_STORE_RSP, dict(MessageIDBeingRespondedTo=3, AffectedSOPClassUID=CT,
+                                                  CommandDataSetType=0x0101, Status=0,
+                                                  AffectedSOPInstanceUID="1.2.3.4.5")),
+    ("C_CANCEL_RQ", CommandField.C_CANCEL_RQ, dict(MessageIDBeingRespondedTo=7, CommandDataSetType=0x0101)),
+]
+
+
+@pytest.mark.parametrize(("kind", "field", "fields"), CASES, ids=[c[0] for c in CASES])
+def test_command_sets_decode_and_reencode_like_pynetdicom(kind: str, field: int, fields: dict) -> None:
+    theirs = _pynetdicom_command(kind, **dict(fields))
+    command = decode_command(theirs)
+    assert command.command_field == field
+    assert command.raw == theirs
+    assert encode_command(command_values(command)) == theirs
+    if "MessageID" in fields:
+        assert command.message_id == fields["MessageID"]
+    if "MoveDestination" in fields:
+        assert command.move_destination == "VIEWER1@WS1"
+    assert command.has_data_set == (fields.get("CommandDataSetType", 0x0101) != 0x0101)
+
+
+@pytest.mark.parametrize("kind", ["C_ECHO_RQ", "C_FIND_RQ", "C_MOVE_RQ", "C_GET_RQ", "C_STORE_RQ"])
+def test_refusal_is_a_valid_0124_response_for_each_service(kind: str) -> None:
+    fields = dict(next(c[2] for c in CASES if c[0] == kind))
+    request = decode_command(_pynetdicom_command(kind, **fields))
+    comment = "Refused: user alice may not see patient X" + "!" * 40
+    response = decode_command(refusal_response(request, comment=comment))
+    assert response.command_field == request.command_field | 0x8000
+    assert response.status == 0x0124
+    assert response.message_id_responded_to == request.message_id
+    assert response.affected_sop_class_uid == request.affected_sop_class_uid
+    assert response.error_comment == comment[:64]
+    assert not response.has_data_set
+    # pynetdicom (a second implementation) reads it as the matching response message.
+    ds = pn_decode(BytesIO(response.raw), True, True)
+    assert ds.Status == 0x0124 and ds.ErrorComment == comment[:64]
+    assert ds.CommandField == request.command_field | 0x8000
+    if kind == "C_STORE_RQ":
+        assert response.affected_sop_instance_uid == "1.2.3.4.5"
+
+
+def test_malformed_command_sets_are_protocol_errors() -> None:
+    good = _pynetdicom_command("C_ECHO_RQ", MessageID=1, AffectedSOPClassUID="1.2.840.10008.1.1",
+                               CommandDataSetType=0x0101)
+    with pytest.raises(ProtocolError):
+        decode_command(good[:-3])  # last element overruns
+    with pytest.raises(ProtocolError):
+        decode_command(b"\x08\x00\x10\x00\x02\x00\x00\x00AB")  # group 0008 in a command set
+    with pytest.raises(ProtocolError):
+        decode_command(encode_command({Tag.MESSAGE_ID: 1}))  # no Command Field
+
+
+def _message_pdvs(dataset: bytes | None, max_pdu: int) -> list:
+    command = _pynetdicom_command("C_STORE_RQ", MessageID=3, AffectedSOPClassUID=CT, Priority=0,
+                                  CommandDataSetType=1 if dataset is not None else 0x0101,
+                                  AffectedSOPInstanceUID="1.2.3")
+    return [p for pdu in fragment_message(5, command, dataset, max_pdu) for p in iter_pdvs(pdu)]
+
+
+def test_assembler_follows_fragmented_messages() -> None:
+    assembler = MessageAssembler()
+    events = []
+    for pdv in _message_pdvs(b"x" * 1000, 64) + _message_pdvs(b"y" * 10, 16384):
+        events.extend(assembler.feed(pdv.context_id, pdv.control, pdv.value))
+    kinds = [type(e) for e in events]
+    assert kinds == [MessageStarted, MessageCompleted, MessageStarted, MessageCompleted]
+    assert [e.data_set_length for e in events if isinstance(e, MessageCompleted)] == [1000, 10]
+    assert [e.seq for e in events] == [1, 1, 2, 2]
+    assert assembler.idle
+
+
+def test_assembler_refuses_out_of_order_fragments() -> None:
+    pdvs = _message_pdvs(b"x" * 100, 16384)
+    with pytest.raises(ProtocolError, match="no command"):
+        MessageAssembler().feed(5, 0x02, b"data")
+    assembler = MessageAssembler()
+    assembler.feed(pdvs[0].context_id, pdvs[0].control, pdvs[0].value)
+    with pytest.raises(ProtocolError, match="context"):
+        assembler.feed(7, 0x02, b"data")
+    assembler = MessageAssembler()
+    assembler.feed(pdvs[0].context_id, pdvs[0].control, pdvs[0].value)
+    with pytest.raises(ProtocolError, match="command fragment"):
+        assembler.feed(5, 0x03, pdvs[0].value)
+
+
+def test_dataset_not_decoded_by_assembly() -> None:
+    # A data set that is not valid DICOM at all still passes: we never parse data sets here.
+    ds = Dataset()
+    ds.PatientID = "X"
+    assembler = MessageAssembler()
+    for pdv in _message_pdvs(b"\xff" * 33, 16384):
+        assembler.feed(pdv.context_id, pdv.control, pdv.value)
+    assert assembler.idle

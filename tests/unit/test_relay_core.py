@@ -1,0 +1,316 @@
+"""Playbooks: whole associations through the sans-I/O relay core, no sockets."""
+
+from __future__ import annotations
+
+from pynetdicom import pdu as pn_pdu
+
+from dicomwire.association import Side, State
+from dicomwire.dimse import decode_command
+from dicomwire.errors import AbortReason
+from dicomwire.identity import UserIdentity, insert_user_identity
+from dicomwire.pdu import (
+    RELEASE_RP_BYTES,
+    RELEASE_RQ_BYTES,
+    Abort,
+    AssociateRJ,
+    decode_associate,
+    decode_pdu,
+    fragment_message,
+    iter_pdvs,
+)
+from dicomwire.relay import (
+    AssociationQuestion,
+    DimseQuestion,
+    Drop,
+    ForwardAssociation,
+    Permit,
+    Refuse,
+    RejectAssociation,
+    RelayCore,
+    RelayLimits,
+    Timer,
+)
+from tests.support.playbook import Playbook, transparent
+from tests.support.wire import pynetdicom_rq
+from tests.unit.test_dimse import _pynetdicom_command
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+
+
+def _ac(max_length: int = 16384, contexts: tuple[int, ...] = (1,)) -> bytes:
+    from pynetdicom import pdu_primitives as prim
+    from pynetdicom.presentation import PresentationContext
+
+    primitive = prim.A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "FINDSCU"
+    primitive.called_ae_title = "ORTHANC"
+    primitive.result = 0
+    pcs = []
+    for cid in contexts:
+        pc = PresentationContext()
+        pc.context_id = cid
+        pc.abstract_syntax = "1.2.840.10008.1.1"
+        pc.transfer_syntax = ["1.2.840.10008.1.2"]
+        pc.result = 0
+        pcs.append(pc)
+    primitive.presentation_context_definition_results_list = pcs
+    length = prim.MaximumLengthNotification()
+    length.maximum_length_received = max_length
+    impl = prim.ImplementationClassUIDNotification()
+    impl.implementation_class_uid = "1.2.3.4"
+    primitive.user_information = [length, impl]
+    ac = pn_pdu.A_ASSOCIATE_AC()
+    ac.from_primitive(primitive)
+    return bytes(ac.encode())
+
+
+RQ = pynetdicom_rq(contexts=[(1, FIND, ["1.2.840.10008.1.2"]), (3, CT, ["1.2.840.10008.1.2"])])
+AC = _ac(contexts=(1, 3))
+
+
+def message(kind: str, dataset: bytes | None = None, ctx: int = 1, max_pdu: int = 16384, **fields: object) -> bytes:
+    if dataset is not None:
+        fields["CommandDataSetType"] = 1
+    command = _pynetdicom_command(kind, **fields)
+    return b"".join(fragment_message(ctx, command, dataset, max_pdu))
+
+
+def established(decide=transparent, limits: RelayLimits | None = None,  # type: ignore[no-untyped-def]
+                **core_args: object) -> Playbook:
+    book = Playbook(RelayCore(limits, **core_args), decide)
+    book.client(RQ)
+    book.server(AC)
+    assert book.core.state is State.ESTABLISHED
+    return book
+
+
+def test_transparent_association_forwards_every_byte_unchanged() -> None:
+    book = established()
+    assert book.take(Side.SERVER) == RQ
+    assert book.take(Side.CLIENT) == AC
+    echo = message("C_ECHO_RQ", MessageID=1, AffectedSOPClassUID="1.2.840.10008.1.1")
+    find = message("C_FIND_RQ", b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ", MessageID=2, AffectedSOPClassUID=FIND,
+                   Priority=0)
+    book.client(echo + find)
+    assert book.take(Side.SERVER) == echo + find
+    rsp = message("C_FIND_RSP", b"\x10\x00\x20\x00\x02\x00\x00\x00P1", MessageIDBeingRespondedTo=2,
+                  AffectedSOPClassUID=FIND, Status=0xFF00)
+    book.server(rsp)
+    assert book.take(Side.CLIENT) == rsp
+    book.client(RELEASE_RQ_BYTES)
+    book.server(RELEASE_RP_BYTES)
+    assert book.take(Side.SERVER) == RELEASE_RQ_BYTES and book.take(Side.CLIENT) == RELEASE_RP_BYTES
+    assert book.core.state is State.CLOSING
+    book.run(book.core.eof_received(Side.CLIENT))
+    assert book.core.closed and book.closed == {Side.CLIENT, Side.SERVER}
+
+
+def test_bytes_split_anywhere_come_out_identical() -> None:
+    book = established()
+    book.take(Side.SERVER)
+    stream = b"".join(
+        message("C_STORE_RQ", bytes(range(256)) * 40, ctx=3, max_pdu=1000, MessageID=n, AffectedSOPClassUID=CT,
+                Priority=0, AffectedSOPInstanceUID=f"1.2.3.{n}")
+        for n in range(1, 4)
+    )
+    for i in range(0, len(stream), 7):
+        book.client(stream[i : i + 7])
+    assert book.take(Side.SERVER) == stream
+
+
+def test_association_question_can_reject_with_any_code() -> None:
+    book = Playbook(RelayCore(), lambda q: RejectAssociation(reason_text="unknown PACS", reason=7))
+    book.client(RQ)
+    assert decode_pdu(book.take(Side.CLIENT)) == AssociateRJ(1, 1, 7)
+    assert book.core.closed and Side.CLIENT in book.closed
+    assert book.sent[Side.SERVER] == b""
+
+
+def test_association_verdict_may_rewrite_the_request() -> None:
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, AssociationQuestion):
+            rq = insert_user_identity(question.rq, UserIdentity(type=5, primary=b"token"))
+            return ForwardAssociation(target="x", rq=rq.with_ae_titles(called="PACS1"))
+        return transparent(question)
+
+    book = established(decide)
+    forwarded = decode_associate(book.take(Side.SERVER))
+    assert forwarded.called_ae == "PACS1"
+    from dicomwire.identity import extract_user_identity
+
+    identity = extract_user_identity(forwarded)
+    assert identity is not None and identity.primary == b"token"
+
+
+def test_unlimited_maximum_length_is_capped() -> None:
+    book = Playbook(RelayCore(RelayLimits(max_pdu_length=65536)))
+    book.client(pynetdicom_rq(max_length=0))
+    forwarded = decode_associate(book.take(Side.SERVER))
+    assert forwarded.user_information is not None and forwarded.user_information.maximum_length == 65536
+
+
+def test_busy_relay_rejects_transient_local_limit() -> None:
+    book = Playbook(RelayCore(busy=True))
+    book.client(RQ)
+    assert decode_pdu(book.take(Side.CLIENT)) == AssociateRJ(2, 3, 2)
+
+
+def test_refused_request_never_reaches_the_server_and_the_association_stays_usable() -> None:
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, DimseQuestion) and question.command.message_id == 1:
+            return Refuse(comment="Not authorized: patient under consent restriction")
+        return transparent(question)
+
+    book = established(decide, ask_requests=True)
+    book.take(Side.SERVER), book.take(Side.CLIENT)
+    refused = message("C_STORE_RQ", b"\x00" * 5000, ctx=3, max_pdu=1024, MessageID=1, AffectedSOPClassUID=CT,
+                      Priority=0, AffectedSOPInstanceUID="1.2.3.1")
+    allowed = message("C_STORE_RQ", b"\x01" * 100, ctx=3, MessageID=2, AffectedSOPClassUID=CT, Priority=0,
+                      AffectedSOPInstanceUID="1.2.3.2")
+    book.client(refused + allowed)
+    assert book.take(Side.SERVER) == allowed
+    (pdv,) = iter_pdvs(book.take(Side.CLIENT))
+    response = decode_command(pdv.value)
+    assert (response.name, response.status, response.message_id_responded_to) == ("C-STORE-RSP", 0x0124, 1)
+    assert response.error_comment == "Not authorized: patient under consent restriction"
+    assert response.affected_sop_instance_uid == "1.2.3.1"
+
+
+def test_reading_pauses_while_a_decision_is_pending() -> None:
+    book = established(lambda q: None if isinstance(q, DimseQuestion) else transparent(q), ask_requests=True)
+    book.take(Side.SERVER)
+    echo = message("C_ECHO_RQ", MessageID=5, AffectedSOPClassUID="1.2.840.10008.1.1")
+    book.client(echo + RELEASE_RQ_BYTES)
+    (question,) = book.pending
+    assert book.paused[Side.CLIENT] and book.sent[Side.SERVER] == b""
+    book.answer(question, Permit())
+    assert not book.paused[Side.CLIENT]
+    assert book.take(Side.SERVER) == echo + RELEASE_RQ_BYTES  # in order, the release after the echo
+
+
+def test_c_store_question_carries_the_head_not_the_whole_data_set() -> None:
+    seen: list[DimseQuestion] = []
+
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, DimseQuestion):
+            seen.append(question)
+            return Permit()
+        return transparent(question)
+
+    book = established(decide, RelayLimits(store_head_length=4096), ask_requests=True)
+    book.take(Side.SERVER)
+    data = bytes(range(256)) * 400  # 100 KiB
+    store = message("C_STORE_RQ", data, ctx=3, max_pdu=2048, MessageID=1, AffectedSOPClassUID=CT, Priority=0,
+                    AffectedSOPInstanceUID="1.2.3.1")
+    book.client(store)
+    (question,) = seen
+    assert not question.data_set_complete and 4096 <= len(question.data_set) < 8192
+    assert data.startswith(question.data_set)
+    assert book.take(Side.SERVER) == store
+
+
+def test_response_review_drops_pending_matches() -> None:
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, DimseQuestion):
+            if question.side is Side.CLIENT:
+                return Permit(review_responses=True)
+            return Drop() if b"SECRET" in question.data_set else Permit()
+        return transparent(question)
+
+    book = established(decide, ask_requests=True)
+    book.take(Side.CLIENT)
+    find = message("C_FIND_RQ", b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ", MessageID=9, AffectedSOPClassUID=FIND,
+                   Priority=0)
+    book.client(find)
+    visible = message("C_FIND_RSP", b"\x10\x00\x20\x00\x06\x00\x00\x00PUBLIC", MessageIDBeingRespondedTo=9,
+                      AffectedSOPClassUID=FIND, Status=0xFF00)
+    hidden = message("C_FIND_RSP", b"\x10\x00\x20\x00\x06\x00\x00\x00SECRET", MessageIDBeingRespondedTo=9,
+                     AffectedSOPClassUID=FIND, Status=0xFF00)
+    final = message("C_FIND_RSP", MessageIDBeingRespondedTo=9, AffectedSOPClassUID=FIND, Status=0)
+    book.server(visible + hidden + final)
+    assert book.take(Side.CLIENT) == visible + final
+
+
+def test_malformed_p_data_aborts_both_and_is_never_forwarded() -> None:
+    book = established()
+    book.take(Side.SERVER), book.take(Side.CLIENT)
+    bad = bytes.fromhex("04 00 0000000c 00000020 01 03 deadbeef0001".replace(" ", ""))
+    book.client(bad)
+    assert decode_pdu(book.take(Side.CLIENT)) == Abort(2, AbortReason.INVALID_PDU_PARAMETER_VALUE)
+    assert decode_pdu(book.take(Side.SERVER)) == Abort(2, 0)  # the server sees an abort, not the bad PDU
+    assert book.core.closed
+    assert any("malformed" in line for line in book.logs)
+
+
+def test_unknown_pdu_type_before_association_aborts() -> None:
+    book = Playbook(RelayCore())
+    book.client(bytes.fromhex("0a00000000040000000"[:-1] + "00"))
+    assert decode_pdu(book.take(Side.CLIENT)) == Abort(2, AbortReason.UNRECOGNIZED_PDU)
+    assert book.core.closed
+
+
+def test_second_user_identity_in_request_aborts_before_anything_goes_upstream() -> None:
+    rq = decode_associate(pynetdicom_rq(identity=(1, b"alice", b"", False)))
+    info = rq.user_information
+    assert info is not None
+    from dicomwire.items import ItemType
+
+    doubled = rq.with_user_information(type(info)(info.sub_items + (info.find(ItemType.USER_IDENTITY_RQ),)))
+    book = Playbook(RelayCore())
+    book.client(doubled.encode())
+    assert decode_pdu(book.take(Side.CLIENT)) == Abort(2, AbortReason.UNEXPECTED_PDU_PARAMETER)
+    assert not any(type(c).__name__ == "OpenUpstream" for c in book.commands)
+
+
+def test_artim_expiry_closes_a_silent_connection() -> None:
+    book = Playbook(RelayCore())
+    book.run(book.core.timer_expired(Timer.ARTIM))
+    assert book.core.closed and Side.CLIENT in book.closed
+
+
+def test_decision_timeout_fails_closed() -> None:
+    book = established(lambda q: None if isinstance(q, DimseQuestion) else transparent(q), ask_requests=True)
+    book.take(Side.SERVER), book.take(Side.CLIENT)
+    book.client(message("C_ECHO_RQ", MessageID=5, AffectedSOPClassUID="1.2.840.10008.1.1"))
+    book.run(book.core.timer_expired(Timer.DECISION))
+    (pdv,) = iter_pdvs(book.take(Side.CLIENT))
+    assert decode_command(pdv.value).status == 0x0124
+    assert book.sent[Side.SERVER] == b""
+    assert not book.paused[Side.CLIENT]
+
+
+def test_upstream_unreachable_rejects_transient() -> None:
+    book = Playbook(RelayCore())
+    book.auto_connect = False
+    book.client(RQ)
+    book.run(book.core.upstream_failed("connection refused"))
+    assert decode_pdu(book.take(Side.CLIENT)) == AssociateRJ(2, 3, 1)
+
+
+def test_server_abort_is_forwarded() -> None:
+    book = established()
+    book.take(Side.CLIENT)
+    book.server(Abort(0, 0).encode())
+    assert decode_pdu(book.take(Side.CLIENT)) == Abort(0, 0)
+    assert book.core.closed
+
+
+def test_client_vanishing_mid_association_aborts_the_server() -> None:
+    book = established()
+    book.take(Side.SERVER)
+    book.run(book.core.connection_lost(Side.CLIENT))
+    assert decode_pdu(book.take(Side.SERVER)) == Abort(2, 0)
+    assert book.core.closed
+
+
+def test_half_close_after_release_request_still_gets_the_reply() -> None:
+    book = established()
+    book.take(Side.CLIENT), book.take(Side.SERVER)
+    book.client(RELEASE_RQ_BYTES)
+    book.run(book.core.eof_received(Side.CLIENT))
+    assert not book.core.closed
+    book.server(RELEASE_RP_BYTES)
+    assert book.take(Side.CLIENT) == RELEASE_RP_BYTES
+    assert book.core.closed
