@@ -444,7 +444,7 @@ class RelayServer:
                 if not association.done.done():
                     association.run(association.core.shutdown())
             if pending:
-                _, still = await asyncio.wait(pending, timeout=1.0)
+                _, _still = await asyncio.wait(pending, timeout=1.0)
                 for association in list(self.associations):
                     if not association.done.done():
                         association.abort_transports()

@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 from .errors import AbortReason, EncodeError, ProtocolError
 
-Buffer = bytes | memoryview
+Buffer = bytes | bytearray | memoryview
 
 # A command set holds a handful of short elements; anything this large is hostile or broken.
 MAX_COMMAND_LENGTH = 64 * 1024
@@ -319,7 +319,7 @@ def command_values(command: CommandSet) -> dict[int, Value]:
     return out
 
 
-_RESPONSE_SOP_CLASS_TAG = {
+_RESPONSE_SOP_CLASS_TAG: dict[int, int] = {
     # PS3.7 9.3: N- services answer with the Affected SOP Class; their requests carry Requested.
     CommandField.N_GET_RQ: Tag.REQUESTED_SOP_CLASS_UID,
     CommandField.N_SET_RQ: Tag.REQUESTED_SOP_CLASS_UID,

@@ -84,7 +84,7 @@ def test_second_user_identity_is_refused() -> None:
     rq = decode_associate(pynetdicom_rq(identity=(1, b"alice", b"", False)))
     info = rq.user_information
     assert info is not None
-    doubled = rq.with_user_information(type(info)(info.sub_items + (info.find(ItemType.USER_IDENTITY_RQ),)))
+    doubled = rq.with_user_information(type(info)((*info.sub_items, info.find(ItemType.USER_IDENTITY_RQ))))
     with pytest.raises(ProtocolError, match="more than one"):
         extract_user_identity(decode_associate(doubled.encode()))
 

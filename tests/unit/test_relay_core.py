@@ -257,7 +257,7 @@ def test_second_user_identity_in_request_aborts_before_anything_goes_upstream() 
     assert info is not None
     from dicomwire.items import ItemType
 
-    doubled = rq.with_user_information(type(info)(info.sub_items + (info.find(ItemType.USER_IDENTITY_RQ),)))
+    doubled = rq.with_user_information(type(info)((*info.sub_items, info.find(ItemType.USER_IDENTITY_RQ))))
     book = Playbook(RelayCore())
     book.client(doubled.encode())
     assert decode_pdu(book.take(Side.CLIENT)) == Abort(2, AbortReason.UNEXPECTED_PDU_PARAMETER)
