@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import logging
+import os
 import socket
 import ssl as _ssl
 import sys
@@ -116,16 +117,23 @@ def _deny(question: Question, why: str) -> Verdict:
 TraceSink = Callable[[str], None]
 
 
-def _tune_socket(transport: asyncio.BaseTransport, quickack: bool) -> Any:
+def _tune_socket(transport: asyncio.BaseTransport, quickack: bool) -> socket.socket | None:
+    """Set TCP_NODELAY; with ``quickack`` return a socket object on which to re-arm TCP_QUICKACK.
+
+    uvloop's pseudo-socket builds a new ``socket.socket`` on every ``setsockopt``; a duplicate of
+    the descriptor made once is cheaper per read (options belong to the socket, not the descriptor).
+    The caller closes it when the connection is lost.
+    """
     sock = transport.get_extra_info("socket")
     if sock is None:
         return None
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if quickack and _TCP_QUICKACK is not None:
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-            return sock
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            own = socket.socket(fileno=os.dup(sock.fileno()))
+            own.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            return own
     return None
 
 
@@ -158,6 +166,9 @@ class _SideProtocol(asyncio.Protocol):
         return True  # keep our writing half open (half-close) until the core says close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._quickack_sock is not None:
+            self._quickack_sock.close()
+            self._quickack_sock = None
         self.association.transport_lost(self.side, exc)
 
     def pause_writing(self) -> None:

@@ -19,6 +19,10 @@ from .pdu import PduType
 
 
 class Side(enum.Enum):
+    # Members are singletons: identity hashing is a C slot, where Enum's default hashes the name in
+    # Python on every dict lookup (measured as 10% of the relay's time per PDU).
+    __hash__ = object.__hash__
+
     CLIENT = "client"  # the association requestor (the app, or the agent in front of it)
     SERVER = "server"  # the association acceptor (the PACS, or the agent in front of it)
 
@@ -32,6 +36,8 @@ class Side(enum.Enum):
 
 
 class State(enum.Enum):
+    __hash__ = object.__hash__
+
     AWAIT_RQ = "awaiting A-ASSOCIATE-RQ"  # transport accepted, ARTIM running (PS3.8 Sta2)
     DECIDING = "deciding on the association"  # a question about the RQ is pending
     CONNECTING = "connecting upstream"
@@ -47,6 +53,8 @@ class State(enum.Enum):
 
 
 class Action(enum.Enum):
+    __hash__ = object.__hash__
+
     ASK_ASSOCIATION = "ask about the A-ASSOCIATE-RQ"
     FORWARD_AC = "forward the A-ASSOCIATE-AC"
     FORWARD_RJ = "forward the A-ASSOCIATE-RJ and close"

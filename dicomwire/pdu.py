@@ -98,7 +98,7 @@ class PduFramer:
     is read. After an error the framer refuses further input.
     """
 
-    __slots__ = ("_broken", "_max_associate", "_max_pdu", "_need", "_partial")
+    __slots__ = ("_broken", "_max_associate", "_max_pdu", "_need", "_partial", "joined", "span")
 
     def __init__(
         self,
@@ -110,6 +110,11 @@ class PduFramer:
         self._partial = bytearray()
         self._need = 0  # total size of the PDU being joined, 0 while its header is incomplete
         self._broken = False
+        # After feed(): whether frames[0] was joined from earlier chunks, and the (start, end) offsets
+        # in the chunk just fed of the other frames, which lie back to back: a relay can forward them
+        # as one slice.
+        self.joined = False
+        self.span = (0, 0)
 
     @property
     def buffered(self) -> int:
@@ -148,6 +153,7 @@ class PduFramer:
         size = len(view)
         pos = 0
         partial = self._partial
+        self.joined = False
         if partial:
             # Join a PDU split across chunks, taking only what it needs from this chunk.
             if not self._need:
@@ -168,6 +174,8 @@ class PduFramer:
             partial.clear()
             self._need = 0
             frames.append(Frame(_TYPES[whole[0]], whole))
+            self.joined = True
+        start = pos
         unpack = HEADER.unpack_from
         while size - pos >= HEADER_LENGTH:
             pdu_type, _, length = unpack(view, pos)
@@ -178,6 +186,7 @@ class PduFramer:
                 break
             frames.append(Frame(kind, view[pos:end]))
             pos = end
+        self.span = (start, pos)
         if pos < size:
             partial += view[pos:]
         return frames

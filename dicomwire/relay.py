@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .association import PAUSED_STATES, Action, Side, State, transition
+from .association import PAUSED_STATES, TRANSITIONS, Action, Side, State, transition
 from .dimse import (
     STATUS_NOT_AUTHORIZED,
     STATUS_PENDING,
@@ -86,6 +86,8 @@ class RelayLimits:
 
 
 class Timer(enum.Enum):
+    __hash__ = object.__hash__
+
     ARTIM = "artim"  # waiting for A-ASSOCIATE-RQ, A-ASSOCIATE-AC, or for transports to close
     CONNECT = "connect"
     IDLE = "idle"  # the driver re-arms it while traffic flows; it fires after idle_timeout of silence
@@ -243,6 +245,8 @@ Verdict = ForwardAssociation | RejectAssociation | ForwardAccept | Permit | Refu
 
 
 class _Fate(enum.Enum):
+    __hash__ = object.__hash__
+
     PASS = "pass"
     GATHER = "gather"  # collecting the data set before asking
     ASKED = "asked"
@@ -287,6 +291,11 @@ class _Inbound:
         self.messages: dict[int, _Message] = {}  # messages whose fate is not PASS, by seq
         self.eof = False
 
+
+# (state, side) pairs in which a P-DATA-TF is relayed: where the pass-through path may run.
+_RELAY_DATA = frozenset(
+    (state, side) for (state, side, pdu), (action, _) in TRANSITIONS.items() if action is Action.RELAY_DATA
+)
 
 _NEEDS_WHOLE_IDENTIFIER = frozenset(
     {CommandField.C_FIND_RQ, CommandField.C_GET_RQ, CommandField.C_MOVE_RQ, CommandField.C_FIND_RSP}
@@ -355,9 +364,43 @@ class RelayCore:
             self._protocol_error(side, error, out)
             return out
         if frames:
+            if not inbound.queue and self._pass_through(side, frames, data, out):
+                return out
             inbound.queue.extend(frames)
             self._pump(side, out)
         return out
+
+    def _pass_through(self, side: Side, frames: list[Frame], data: Buffer, out: list[Command]) -> bool:
+        """Forward a chunk of P-DATA-TF PDUs that need no decision as one slice of what was read.
+
+        The bulk of every transfer takes this path: the PDUs are checked (PDV structure, fragment
+        order) and followed (message boundaries), then the original bytes go on without a copy.
+        Returns False, having done nothing, when the frames need the general path.
+        """
+        inbound = self._in[side]
+        if (self.trace or (self.state, side) not in _RELAY_DATA or inbound.held or inbound.messages
+                or self._may_ask(side)):
+            return False
+        for frame in frames:
+            if frame.type is not PduType.P_DATA_TF:
+                return False
+        try:
+            events = inbound.assembler.feed_p_data(frames)
+        except ProtocolError as error:
+            self._protocol_error(side, error, out)
+            return True
+        for event in events:
+            if isinstance(event, MessageStarted):
+                self._on_message_started(side, event, out)
+        framer = inbound.framer
+        buffers: list[Buffer] = [frames[0].data] if framer.joined else []
+        start, end = framer.span
+        if end > start:
+            buffers.append(memoryview(data)[start:end])
+        last = len(buffers) - 1
+        for n, buffer in enumerate(buffers):
+            self._emit(side, buffer, inbound.assembler.idle if n == last else False, out)
+        return True
 
     def eof_received(self, side: Side) -> list[Command]:
         """The side closed its writing half (or the whole connection, see :meth:`connection_lost`)."""

@@ -1,0 +1,190 @@
+"""``make bench``: wall-time ratios against a direct connection, measured side by side in one run.
+
+One hop: DCMTK ``storescu`` sends a generated 100 MB CT study (200 slices of 512x512) to DCMTK
+``storescp --ignore``, directly and through ``dicom-relay``, alternating runs; we report the median
+wall time of each path, min-max, the ratio relay/direct against the target (issue 2: <= 1.3x), and
+the relay's peak RSS and CPU seconds. ``--quick`` uses fewer rounds.
+
+Rules (issue 7): ratios come from the same run; a compared command that fails makes the benchmark
+exit non-zero, so a broken path is never reported as fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from devtools.dicomdata import make_ct_study
+from devtools.peers import DCMTK_BIN, RelayProcess, StoreSCP, dcmtk_env
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT / "data"
+RESULTS = ROOT / "results"
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass
+class Row:
+    name: str
+    runs: list[float] = field(default_factory=list)
+    baseline: str | None = None
+    target: float | None = None
+    ratio: float | None = None
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+
+def study(slices: int, size: int) -> list[Path]:
+    folder = DATA / f"ct-{slices}x{size}"
+    files = sorted(folder.glob("*.dcm")) if folder.exists() else []
+    if len(files) != slices:
+        print(f"generating {slices} CT slices of {size}x{size} in {folder} ...", file=sys.stderr)
+        files = make_ct_study(folder, slices=slices, size=size, patient_id="BENCH001", seed=42)
+    return files
+
+
+def storescu(port: int, files: list[Path], *, nodelay: bool = True) -> float:
+    env = dcmtk_env()
+    if not nodelay:
+        env.pop("TCP_NODELAY", None)
+    args = [str(DCMTK_BIN / "storescu"), "-aec", "STORESCP", "127.0.0.1", str(port), *map(str, files)]
+    started = time.perf_counter()
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise BenchError(f"storescu to port {port} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return elapsed
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds, peak RSS in bytes) of a live process, from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    return cpu, peak
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dcmtk_version = subprocess.run([str(DCMTK_BIN / "storescu"), "--version"], capture_output=True,
+                                   text=True).stdout.splitlines()[:1]
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "platform": platform.platform(), "dcmtk": dcmtk_version[0] if dcmtk_version else "?"}
+
+
+def one_hop(rounds: int, files: list[Path], work: Path) -> tuple[list[Row], dict[str, float]]:
+    scp = StoreSCP(work / "scp", port=0, ignore=True).start()
+    relay = RelayProcess(to=("127.0.0.1", scp.port), log_path=work / "relay.log").start()
+    assert relay.process is not None
+    try:
+        direct = Row("C-STORE 100 MB, direct (storescu -> storescp --ignore)")
+        hop = Row("C-STORE 100 MB, one hop (dicom-relay)", baseline=direct.name, target=1.3)
+        storescu(scp.port, files[:2])  # warm both paths (page cache, first connections)
+        storescu(relay.port, files[:2])
+        cpu_before, _ = proc_usage(relay.process.pid)
+        for n in range(rounds):
+            # Alternate the order so neither path always runs on a warmer machine.
+            order = [(direct, scp.port), (hop, relay.port)]
+            for row, port in order if n % 2 == 0 else reversed(order):
+                row.runs.append(storescu(port, files))
+                print(f"  {row.name}: {row.runs[-1]:.3f} s", file=sys.stderr)
+        cpu_after, peak = proc_usage(relay.process.pid)
+        usage = {"relay_cpu_seconds_per_run": (cpu_after - cpu_before) / rounds, "relay_peak_rss_mib": peak / 2**20}
+        rows = [direct, hop]
+        # Legacy senders with Nagle on (Debian's DCMTK default): TCP_QUICKACK on our side removes the stall.
+        nagle_direct = Row("C-STORE 100 MB, Nagle on, direct", note="storescu without TCP_NODELAY=1")
+        nagle_hop = Row("C-STORE 100 MB, Nagle on, one hop", baseline=nagle_direct.name,
+                        note="the relay re-arms TCP_QUICKACK")
+        for n in range(max(1, rounds // 2)):
+            order = [(nagle_direct, scp.port), (nagle_hop, relay.port)]
+            for row, port in order if n % 2 == 0 else reversed(order):
+                row.runs.append(storescu(port, files, nodelay=False))
+                print(f"  {row.name}: {row.runs[-1]:.3f} s", file=sys.stderr)
+        rows += [nagle_direct, nagle_hop]
+    finally:
+        relay.stop()
+        scp.stop()
+    by_name = {r.name: r for r in rows}
+    for row in rows:
+        if row.baseline:
+            row.ratio = row.median / by_name[row.baseline].median
+            if row.target is not None:
+                row.met = row.ratio <= row.target
+    return rows, usage
+
+
+def report(rows: list[Row], usage: dict[str, float], info: dict[str, object], quick: bool) -> str:
+    lines = [
+        f"# dicom-relay benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC{' (quick)' if quick else ''}",
+        "",
+        f"Machine: {info['cores']} cores, {info['cpu']}; Python {info['python']}; {info['dcmtk']}",
+        "",
+        "| path | median s | min-max s | runs | x direct | target | met |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "1.00" if not row.baseline else "-"
+        target = f"<= {row.target:g}" if row.target is not None else "-"
+        met = "-" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(f"| {row.name} | {row.median:.3f} | {min(row.runs):.3f}-{max(row.runs):.3f} | {len(row.runs)} "
+                     f"| {ratio} | {target} | {met} |")
+    lines += ["", f"dicom-relay: {usage['relay_cpu_seconds_per_run']:.2f} CPU s per 100 MB run, "
+                  f"peak RSS {usage['relay_peak_rss_mib']:.1f} MiB"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a short pass)")
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 9)
+    files = study(200, 512)
+    work = DATA / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    try:
+        rows, usage = one_hop(rounds, files, work)
+    except BenchError as error:
+        print(f"benchmark FAILED: {error}", file=sys.stderr)
+        return 1
+    text = report(rows, usage, info, args.quick)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"relay-{stamp}.json"
+    out.write_text(json.dumps({"date": stamp, "quick": args.quick, "machine": info, "usage": usage,
+                               "rows": [asdict(r) | {"median": r.median} for r in rows]}, indent=2))
+    print(f"\nresults written to {out.relative_to(ROOT.parent)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
