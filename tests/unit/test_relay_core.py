@@ -120,6 +120,21 @@ def test_bytes_split_anywhere_come_out_identical() -> None:
     assert book.take(Side.SERVER) == stream
 
 
+def test_real_dcmtk_request_fed_byte_by_byte_goes_upstream_unchanged() -> None:
+    from tests.support.wire import golden
+
+    rq = golden("dcmtk-storescu-jwt.hex")
+    for how in ("whole", "bytewise", "trailing"):
+        book = Playbook(RelayCore())
+        if how == "bytewise":
+            for i in range(len(rq)):
+                book.client(rq[i : i + 1])
+        else:
+            book.client(rq + (RELEASE_RQ_BYTES[:3] if how == "trailing" else b""))
+        assert book.take(Side.SERVER) == rq, how
+        assert book.core.state is State.AWAIT_AC
+
+
 def test_association_question_can_reject_with_any_code() -> None:
     book = Playbook(RelayCore(), lambda q: RejectAssociation(reason_text="unknown PACS", reason=7))
     book.client(RQ)
