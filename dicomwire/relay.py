@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from .association import PAUSED_STATES, TRANSITIONS, Action, Side, State, transi
 from .dimse import (
     STATUS_NOT_AUTHORIZED,
     STATUS_PENDING,
+    AssemblyEvent,
     CommandField,
     CommandSet,
     MessageAssembler,
@@ -389,9 +391,7 @@ class RelayCore:
         except ProtocolError as error:
             self._protocol_error(side, error, out)
             return True
-        for event in events:
-            if isinstance(event, MessageStarted):
-                self._on_message_started(side, event, out)
+        self._on_events(side, events, out)
         framer = inbound.framer
         buffers: list[Buffer] = [frames[0].data] if framer.joined else []
         start, end = framer.span
@@ -746,11 +746,7 @@ class RelayCore:
             except ProtocolError as error:
                 self._protocol_error(side, error, out)
                 return True
-            for event in events:
-                if isinstance(event, MessageStarted):
-                    self._on_message_started(side, event, out)
-                else:
-                    self._on_message_completed(side, event, out)
+            self._on_events(side, events, out)
             message = inbound.messages.get(seq)
             if message is not None and message.fate is _Fate.GATHER:
                 limit = (self.limits.max_identifier_length
@@ -773,16 +769,19 @@ class RelayCore:
                 self._trace_pdu(side, PduType.P_DATA_TF, frame.data, out, pdvs=pdvs)
             feed = inbound.assembler.feed
             for pdv in pdvs:
-                for event in feed(pdv.context_id, pdv.control, pdv.value):
-                    if isinstance(event, MessageStarted):
-                        self._on_message_started(side, event, out)
-                    else:
-                        self._on_message_completed(side, event, out)
+                self._on_events(side, feed(pdv.context_id, pdv.control, pdv.value), out)
         except ProtocolError as error:
             self._protocol_error(side, error, out)
             return True
         self._emit(side, frame.data, inbound.assembler.idle, out)
         return True
+
+    def _on_events(self, side: Side, events: Iterable[AssemblyEvent], out: list[Command]) -> None:
+        for event in events:
+            if isinstance(event, MessageStarted):
+                self._on_message_started(side, event, out)
+            else:
+                self._on_message_completed(side, event, out)
 
     def _on_message_started(self, side: Side, event: MessageStarted, out: list[Command]) -> None:
         command = event.command

@@ -6,19 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dicomwire.aio import TransparentPolicy, Upstream
 from dicomwire.association import Side
 from dicomwire.relay import (
-    AcceptQuestion,
     Ask,
-    AssociationQuestion,
     Close,
     Command,
-    ForwardAccept,
-    ForwardAssociation,
     Log,
     OpenUpstream,
     PauseReading,
-    Permit,
     Question,
     RelayCore,
     ResumeReading,
@@ -29,12 +25,8 @@ from dicomwire.relay import (
 Decide = Callable[[Question], Verdict | None]
 
 
-def transparent(question: Question) -> Verdict:
-    if isinstance(question, AssociationQuestion):
-        return ForwardAssociation(target="upstream")
-    if isinstance(question, AcceptQuestion):
-        return ForwardAccept()
-    return Permit()
+# The relay's own transparent policy, with a placeholder upstream: playbooks never connect.
+transparent = TransparentPolicy(Upstream(host="upstream", port=0)).decide_now
 
 
 @dataclass

@@ -75,3 +75,30 @@ def pynetdicom_rq(
     rq = pn_pdu.A_ASSOCIATE_RQ()
     rq.from_primitive(primitive)
     return bytes(rq.encode())
+
+
+def pynetdicom_ac(*, max_length: int = 16384, contexts: Iterable[int] = (1,),
+                  abstract: str = "1.2.840.10008.1.1") -> bytes:
+    """An A-ASSOCIATE-AC encoded by pynetdicom, accepting ``contexts``."""
+    primitive = pn_prim.A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "FINDSCU"
+    primitive.called_ae_title = "ORTHANC"
+    primitive.result = 0
+    pcs = []
+    for cid in contexts:
+        pc = PresentationContext()
+        pc.context_id = cid
+        pc.abstract_syntax = abstract
+        pc.transfer_syntax = ["1.2.840.10008.1.2"]
+        pc.result = 0
+        pcs.append(pc)
+    primitive.presentation_context_definition_results_list = pcs
+    length = pn_prim.MaximumLengthNotification()
+    length.maximum_length_received = max_length
+    impl = pn_prim.ImplementationClassUIDNotification()
+    impl.implementation_class_uid = "1.2.3.4"
+    primitive.user_information = [length, impl]
+    ac = pn_pdu.A_ASSOCIATE_AC()
+    ac.from_primitive(primitive)
+    return bytes(ac.encode())

@@ -18,7 +18,7 @@ from dicomwire.identity import (
 )
 from dicomwire.items import ItemType
 from dicomwire.pdu import PduType, decode_associate
-from tests.support.wire import golden, hex_bytes, pynetdicom_rq
+from tests.support.wire import golden, hex_bytes, pynetdicom_ac, pynetdicom_rq
 
 # PS3.7 Table D.3-14 for type 2, annotated.
 USER_PASSCODE_ITEM = hex_bytes("""
@@ -108,7 +108,7 @@ def test_truncated_identity_fields_are_protocol_errors() -> None:
 
 
 def test_identity_ac_item_built_stripped_and_read_by_pynetdicom() -> None:
-    ac_bytes = _pynetdicom_ac()
+    ac_bytes = pynetdicom_ac()
     ac = decode_associate(ac_bytes)
     with_response = add_identity_response(ac, b"")
     assert identity_response(with_response) == b""
@@ -122,28 +122,3 @@ def test_identity_ac_item_built_stripped_and_read_by_pynetdicom() -> None:
 def test_repr_never_shows_secrets() -> None:
     identity = UserIdentity(type=2, primary=b"alice", secondary=b"hunter2")
     assert "hunter2" not in repr(identity) and "alice" not in repr(identity)
-
-
-def _pynetdicom_ac() -> bytes:
-    from pynetdicom import pdu_primitives as prim
-    from pynetdicom.presentation import PresentationContext
-
-    primitive = prim.A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = "FINDSCU"
-    primitive.called_ae_title = "ORTHANC"
-    primitive.result = 0
-    pc = PresentationContext()
-    pc.context_id = 1
-    pc.abstract_syntax = "1.2.840.10008.1.1"
-    pc.transfer_syntax = ["1.2.840.10008.1.2"]
-    pc.result = 0
-    primitive.presentation_context_definition_results_list = [pc]
-    length = prim.MaximumLengthNotification()
-    length.maximum_length_received = 16384
-    impl = prim.ImplementationClassUIDNotification()
-    impl.implementation_class_uid = "1.2.3.4"
-    primitive.user_information = [length, impl]
-    ac = pn_pdu.A_ASSOCIATE_AC()
-    ac.from_primitive(primitive)
-    return bytes(ac.encode())

@@ -24,7 +24,7 @@ from dicomwire.pdu import (
     fragment_message,
     iter_pdvs,
 )
-from tests.support.wire import feed_three_ways, golden, hex_bytes, pynetdicom_rq
+from tests.support.wire import feed_three_ways, golden, hex_bytes, pynetdicom_ac, pynetdicom_rq
 
 RJ_CALLED_AE = hex_bytes("""
     03 00           # A-ASSOCIATE-RJ, reserved
@@ -122,29 +122,7 @@ def test_unknown_items_and_sub_items_survive_untouched() -> None:
 
 
 def test_associate_ac_round_trip_from_pynetdicom() -> None:
-    ac = pn_pdu.A_ASSOCIATE_AC()
-    from pynetdicom import pdu_primitives as prim
-
-    primitive = prim.A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = "FINDSCU"
-    primitive.called_ae_title = "ORTHANC"
-    primitive.result = 0
-    from pynetdicom.presentation import PresentationContext
-
-    pc = PresentationContext()
-    pc.context_id = 1
-    pc.abstract_syntax = "1.2.840.10008.1.1"
-    pc.transfer_syntax = ["1.2.840.10008.1.2"]
-    pc.result = 0
-    primitive.presentation_context_definition_results_list = [pc]
-    length = prim.MaximumLengthNotification()
-    length.maximum_length_received = 32768
-    impl = prim.ImplementationClassUIDNotification()
-    impl.implementation_class_uid = "1.2.3.4"
-    primitive.user_information = [length, impl]
-    ac.from_primitive(primitive)
-    data = bytes(ac.encode())
+    data = pynetdicom_ac(max_length=32768)
     ours = decode_associate(data)
     assert ours.pdu_type == PduType.ASSOCIATE_AC
     assert ours.encode() == data

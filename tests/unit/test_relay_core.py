@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pynetdicom import pdu as pn_pdu
-
 from dicomwire.association import Side, State
 from dicomwire.dimse import decode_command
 from dicomwire.errors import AbortReason
@@ -31,43 +29,15 @@ from dicomwire.relay import (
     Timer,
 )
 from tests.support.playbook import Playbook, transparent
-from tests.support.wire import pynetdicom_rq
+from tests.support.wire import pynetdicom_ac, pynetdicom_rq
 from tests.unit.test_dimse import _pynetdicom_command
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
 
-def _ac(max_length: int = 16384, contexts: tuple[int, ...] = (1,)) -> bytes:
-    from pynetdicom import pdu_primitives as prim
-    from pynetdicom.presentation import PresentationContext
-
-    primitive = prim.A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = "FINDSCU"
-    primitive.called_ae_title = "ORTHANC"
-    primitive.result = 0
-    pcs = []
-    for cid in contexts:
-        pc = PresentationContext()
-        pc.context_id = cid
-        pc.abstract_syntax = "1.2.840.10008.1.1"
-        pc.transfer_syntax = ["1.2.840.10008.1.2"]
-        pc.result = 0
-        pcs.append(pc)
-    primitive.presentation_context_definition_results_list = pcs
-    length = prim.MaximumLengthNotification()
-    length.maximum_length_received = max_length
-    impl = prim.ImplementationClassUIDNotification()
-    impl.implementation_class_uid = "1.2.3.4"
-    primitive.user_information = [length, impl]
-    ac = pn_pdu.A_ASSOCIATE_AC()
-    ac.from_primitive(primitive)
-    return bytes(ac.encode())
-
-
 RQ = pynetdicom_rq(contexts=[(1, FIND, ["1.2.840.10008.1.2"]), (3, CT, ["1.2.840.10008.1.2"])])
-AC = _ac(contexts=(1, 3))
+AC = pynetdicom_ac(contexts=(1, 3))
 
 
 def message(kind: str, dataset: bytes | None = None, ctx: int = 1, max_pdu: int = 16384, **fields: object) -> bytes:
