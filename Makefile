@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 test: venv
 	$(PY) -m ruff check dicomwire agent server_agent hial_mock devtools tests bench
-	$(PY) -m mypy dicomwire
+	$(PY) -m mypy dicomwire hial_mock
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: venv

@@ -57,6 +57,8 @@ class KeyStore:
             self._keys = [_new_key()]
             self._save()
         self._cached_private: tuple[str, Any] | None = None
+        self._public: dict[str, Any] = {}
+        self._jwks: tuple[tuple[str, ...], dict[str, Any]] | None = None
 
     def _load(self) -> list[SigningKey]:
         if self._path is None or not self._path.exists():
@@ -105,10 +107,20 @@ class KeyStore:
     def jwks(self) -> dict[str, Any]:
         with self._lock:
             self._prune(time.time())
-            return {"keys": [k.public_jwk() for k in self._keys]}
+            kids = tuple(k.kid for k in self._keys)
+            if self._jwks is None or self._jwks[0] != kids:
+                self._jwks = (kids, {"keys": [k.public_jwk() for k in self._keys]})
+            return self._jwks[1]
 
     def public_key(self, kid: str) -> Any:
+        """The public key of ``kid`` if it is still published. Cached: loading a PEM private key
+        validates the RSA key, which costs tens of milliseconds per call."""
+        cached = self._public.get(kid)
+        if cached is not None and any(k.kid == kid for k in self._keys):
+            return cached
         for key in self._keys:
             if key.kid == kid:
-                return key.private_key().public_key()
+                public = key.private_key().public_key()
+                self._public[kid] = public
+                return public
         return None

@@ -42,7 +42,7 @@ log = logging.getLogger("hial_mock.auth")
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 section 2.1
 
 
-class MfaRequiredError(InvalidGrantError):
+class MfaRequiredError(InvalidGrantError):  # type: ignore[misc]
     """invalid_grant (RFC 6749 5.2) with ``mfa_required: true``: ask the user for a TOTP code."""
 
     def get_body(self) -> list[tuple[str, Any]]:
@@ -188,13 +188,16 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):  # type: igno
 
     def authenticate_token_endpoint_client(self) -> Client:
         # authlib sets request.client only after authenticate_user; the lockout needs it before.
-        self._client: Client = super().authenticate_token_endpoint_client()
-        return self._client
+        client: Client = super().authenticate_token_endpoint_client()
+        self._client = client
+        return client
 
     def authenticate_user(self, username: str, password: str) -> Authenticated:
         hial = self.server.hial
         otp = self.request.payload.data.get("otp")
-        return hial.login(username, password, otp, client_id=self._client.client_id, how="password grant")
+        user: Authenticated = hial.login(username, password, otp, client_id=self._client.client_id,
+                                         how="password grant")
+        return user
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
@@ -411,8 +414,26 @@ class Revocation(_TokenLookup, RevocationEndpoint):  # type: ignore[misc]
                  token.username or token.client_id, token.client_id)
 
 
+class StrictPkce(CodeChallenge):  # type: ignore[misc]
+    """RFC 7636 for every client, S256 only (RFC 9700 2.1.1: plain is not to be used).
+
+    authlib requires PKCE only of public clients, at the token endpoint; we refuse the authorization
+    request itself when it has no S256 challenge.
+    """
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: missing 'code_challenge' (S256)")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
 def pkce() -> CodeChallenge:
-    return CodeChallenge(required=True)
+    return StrictPkce(required=True)
 
 
 def verify_totp(secret: str, code: str) -> bool:

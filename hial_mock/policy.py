@@ -64,7 +64,8 @@ class Consent:
     document_id: str = ""
 
     def active(self, at: dt.datetime) -> bool:
-        return (self.valid_from is None or self.valid_from <= at) and (self.valid_until is None or at < self.valid_until)
+        starts = self.valid_from is None or self.valid_from <= at
+        return starts and (self.valid_until is None or at < self.valid_until)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
