@@ -6,6 +6,7 @@ production would; each figure is measured from the client, so it includes the lo
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
@@ -59,8 +60,6 @@ def run(work: Path, quick: bool) -> list[Latency]:
     hial = HialProcess(work / "hial", lockout={"max_failures": 1_000_000, "slow_after": 1_000_000}).start()
     try:
         client = _Client(hial.issuer)
-        import base64
-
         basic = base64.b64encode(b"server-agent:demo-server-agent-secret").decode()
         status, raw = client.post("/token", b"grant_type=client_credentials&scope=authzen%3Aevaluate",
                                   {"Authorization": f"Basic {basic}",
@@ -103,7 +102,8 @@ def run(work: Path, quick: bool) -> list[Latency]:
 
 
 def report(rows: list[Latency]) -> str:
-    lines = ["| HIAL | p50 ms | p90 ms | p99 ms | per second | target p50 | met |", "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| HIAL | p50 ms | p90 ms | p99 ms | per second | target p50 | met |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         target = f"<= {row.target_p50_ms:g} ms" if row.target_p50_ms is not None else "-"
         met = "-" if row.met is None else ("yes" if row.met else "**no**")
