@@ -414,6 +414,11 @@ class MessageAssembler:
         return self._seq + 1 if self._context is None else self._seq
 
     @property
+    def collecting_command(self) -> bool:
+        """True while a command set's fragments are arriving (its message has not started yet)."""
+        return self._context is not None and self._message is None
+
+    @property
     def idle(self) -> bool:
         """True between messages (a message may be injected here without interleaving)."""
         return self._context is None

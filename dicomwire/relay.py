@@ -240,7 +240,16 @@ class Drop:
     reason_text: str = ""
 
 
-Verdict = ForwardAssociation | RejectAssociation | ForwardAccept | Permit | Refuse | Drop
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rewrite:
+    """Forward the message with its command set replaced by ``command`` (an encoded command set, e.g.
+    a C-MOVE-RQ whose Move Destination was rewritten); its data set passes unchanged."""
+
+    command: bytes
+    review_responses: bool = False
+
+
+Verdict = ForwardAssociation | RejectAssociation | ForwardAccept | Permit | Refuse | Drop | Rewrite
 
 
 # ---- internals -----------------------------------------------------------------------------------
@@ -254,6 +263,7 @@ class _Fate(enum.Enum):
     ASKED = "asked"
     REFUSE = "refuse"
     DROP = "drop"
+    REWRITE = "rewrite"  # forward with a replaced command set
 
 
 @dataclass(slots=True)
@@ -278,6 +288,7 @@ class _Message:
     complete: bool = False
     refusal: Refuse | None = None
     question: DimseQuestion | None = None
+    new_command: bytes | None = None  # with fate REWRITE; None once it was sent
 
 
 class _Inbound:
@@ -302,6 +313,31 @@ _RELAY_DATA = frozenset(
 _NEEDS_WHOLE_IDENTIFIER = frozenset(
     {CommandField.C_FIND_RQ, CommandField.C_GET_RQ, CommandField.C_MOVE_RQ, CommandField.C_FIND_RSP}
 )
+
+
+def _command_pdvs(context_id: int, command: bytes, max_pdu: int) -> list[Pdv]:
+    """A command set as PDVs that each fit a PDU the receiver accepts (PS3.8 Annex E)."""
+    room = max(1, (max_pdu or DEFAULT_MAX_PDU_LENGTH) - 6)
+    chunks = [command[i : i + room] for i in range(0, len(command), room)] or [b""]
+    return [Pdv(context_id, 0x01 | (0x02 if n == len(chunks) - 1 else 0), chunk) for n, chunk in enumerate(chunks)]
+
+
+def _p_data_pdus(pdvs: list[Pdv], max_pdu: int) -> list[bytes]:
+    """Pack PDVs, in order, into as few P-DATA-TF PDUs as the receiver's maximum allows."""
+    limit = max_pdu or DEFAULT_MAX_PDU_LENGTH
+    pdus: list[bytes] = []
+    batch: list[Pdv] = []
+    size = 0
+    for pdv in pdvs:
+        need = 6 + len(pdv.value)
+        if batch and size + need > limit:
+            pdus.append(encode_p_data(batch))
+            batch, size = [], 0
+        batch.append(pdv)
+        size += need
+    if batch:
+        pdus.append(encode_p_data(batch))
+    return pdus
 
 
 class RelayCore:
@@ -843,8 +879,11 @@ class RelayCore:
             return
         if not self._dimse_questions:
             out.append(CancelTimer(Timer.DECISION))
-        if isinstance(verdict, Permit):
+        if isinstance(verdict, Permit | Rewrite):
             message.fate = _Fate.PASS
+            if isinstance(verdict, Rewrite):
+                message.fate = _Fate.REWRITE
+                message.new_command = verdict.command
             if verdict.review_responses and question.command.message_id is not None:
                 self._reviewed.add(question.command.message_id)
         elif isinstance(verdict, Refuse):
@@ -907,9 +946,12 @@ class RelayCore:
         inbound = self._in[side]
         messages = inbound.messages
         held = inbound.held
+        # A command whose last fragment has not arrived may still be refused or rewritten: hold it.
+        assembler = inbound.assembler
+        incomplete = assembler.seq if assembler.collecting_command else None
         while held:
             first = held[0]
-            if not first.processed:
+            if not first.processed or incomplete in first.seqs:
                 return
             fates = [messages[s].fate if s in messages else _Fate.PASS for s in first.seqs]
             if any(f in (_Fate.GATHER, _Fate.ASKED) for f in fates):
@@ -917,10 +959,19 @@ class RelayCore:
             held.popleft()
             if all(f is _Fate.PASS for f in fates):
                 self._emit(side, first.frame.data, first.ends_idle, out)
-            else:
-                kept = [pdv for pdv, f in zip(first.pdvs, fates, strict=True) if f is _Fate.PASS]
-                if kept:
-                    self._emit(side, encode_p_data(kept), first.ends_idle, out)
+                continue
+            kept: list[Pdv] = []
+            for pdv, seq, fate in zip(first.pdvs, first.seqs, fates, strict=True):
+                if fate is _Fate.PASS or (fate is _Fate.REWRITE and not pdv.is_command):
+                    kept.append(pdv)
+                elif fate is _Fate.REWRITE:
+                    message = messages[seq]
+                    if message.new_command is not None:  # the first command fragment carries it all
+                        kept.extend(_command_pdvs(pdv.context_id, message.new_command,
+                                                  self._max_receive[side.other]))
+                        message.new_command = None
+            for pdu in _p_data_pdus(kept, self._max_receive[side.other]):
+                self._emit(side, pdu, first.ends_idle, out)
         # Forget the fates of messages that are complete and no longer referenced by a held frame.
         live = {s for h in held for s in h.seqs}
         for seq in [s for s, m in messages.items() if m.complete and m.refusal is None and s not in live
@@ -1053,6 +1104,7 @@ __all__ = [
     "Question",
     "Refuse",
     "RejectAssociation",
+    "Rewrite",
     "RelayCore",
     "RelayLimits",
     "ResumeReading",

@@ -299,3 +299,52 @@ def test_half_close_after_release_request_still_gets_the_reply() -> None:
     book.server(RELEASE_RP_BYTES)
     assert book.take(Side.CLIENT) == RELEASE_RP_BYTES
     assert book.core.closed
+
+
+def test_rewrite_replaces_the_move_destination_and_keeps_the_identifier() -> None:
+    from dicomwire.dimse import Tag, command_values, encode_command
+    from dicomwire.relay import Rewrite
+
+    move_class = "1.2.840.10008.5.1.4.1.2.2.2"
+
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, DimseQuestion) and question.command.move_destination:
+            values = command_values(question.command)
+            values[Tag.MOVE_DESTINATION] = question.command.move_destination + "@WS1"
+            return Rewrite(command=encode_command(values))
+        return transparent(question)
+
+    book = established(decide, ask_requests=True)
+    book.take(Side.SERVER)
+    identifier = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " * 3
+    move = message("C_MOVE_RQ", identifier, ctx=1, max_pdu=64, MessageID=4, AffectedSOPClassUID=move_class,
+                   Priority=0, MoveDestination="VIEWER1")
+    book.client(move)
+    forwarded = book.take(Side.SERVER)
+    pdvs = [p for pdu in _split_pdus(forwarded) for p in iter_pdvs(pdu)]
+    command = decode_command(b"".join(bytes(p.value) for p in pdvs if p.is_command))
+    assert command.move_destination == "VIEWER1@WS1" and command.message_id == 4
+    assert b"".join(bytes(p.value) for p in pdvs if not p.is_command) == identifier
+    assert all(len(pdu) <= 16384 + 6 for pdu in _split_pdus(forwarded))
+
+
+def _split_pdus(data: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos + 2 : pos + 6], "big")
+        out.append(data[pos : pos + 6 + length])
+        pos += 6 + length
+    return out
+
+
+def test_refused_request_with_a_fragmented_command_leaks_no_fragment() -> None:
+    book = established(lambda q: Refuse(comment="no") if isinstance(q, DimseQuestion) else transparent(q),
+                       ask_requests=True)
+    book.take(Side.SERVER), book.take(Side.CLIENT)
+    echo = message("C_ECHO_RQ", max_pdu=30, MessageID=8, AffectedSOPClassUID="1.2.840.10008.1.1")
+    assert len(_split_pdus(echo)) > 2  # the command set is split over several PDUs
+    for pdu in _split_pdus(echo):
+        book.client(pdu)
+    assert book.sent[Side.SERVER] == b""
+    (pdv,) = iter_pdvs(book.take(Side.CLIENT))
+    assert decode_command(pdv.value).status == 0x0124
