@@ -6,13 +6,13 @@ file, the key and what is wrong. Paths are relative to the file that names them.
 
 from __future__ import annotations
 
-import tomllib
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .errors import ConfigError
+from tomlconf import Table, read
+
 from .passwords import is_password_hash
 from .policy import Policy, load_policy
 
@@ -101,167 +101,92 @@ class HialConfig:
     files: tuple[Path, ...] = field(default=())
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(path, "(file)", "not found") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(path, "(syntax)", str(error)) from None
-
-
-def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: Path, prefix: str,
-         default: Any = ..., ) -> Any:
-    if key not in table:
-        if default is ...:
-            raise ConfigError(path, f"{prefix}{key}", "is required")
-        return default
-    value = table[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(path, f"{prefix}{key}", f"must be {names}, not {type(value).__name__}")
-    return value
-
-
-def _strings(table: Mapping[str, Any], key: str, path: Path, prefix: str) -> tuple[str, ...]:
-    value = _get(table, key, list, path, prefix, [])
-    if not all(isinstance(v, str) for v in value):
-        raise ConfigError(path, f"{prefix}{key}", "must be a list of strings")
-    return tuple(value)
-
-
-def _unknown(table: Mapping[str, Any], allowed: set[str], path: Path, prefix: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise ConfigError(path, f"{prefix}{key}", f"unknown key (known: {', '.join(sorted(allowed))})")
-
-
-def _positive(value: float, path: Path, key: str) -> None:
-    if value <= 0:
-        raise ConfigError(path, key, "must be above 0")
-
-
 def load_users(path: Path) -> dict[str, User]:
-    data = _read(path)
-    _unknown(data, {"users"}, path, "")
+    root = Table(read(path), path).allow("users")
     users: dict[str, User] = {}
-    for username, table in _get(data, "users", dict, path, "").items():
-        prefix = f"users.{username}."
-        if not isinstance(table, dict):
-            raise ConfigError(path, f"users.{username}", "must be a table")
-        _unknown(table, {"password_hash", "name", "email", "roles", "organization", "totp_secret", "disabled"},
-                 path, prefix)
-        password_hash = _get(table, "password_hash", str, path, prefix)
+    for username in root.get("users", dict):
+        t = root.table("users").table(username).allow(
+            "password_hash", "name", "email", "roles", "organization", "totp_secret", "disabled")
+        password_hash = t.get("password_hash", str)
         if not is_password_hash(password_hash):
-            raise ConfigError(path, f"{prefix}password_hash",
-                              "is not a scrypt hash (make one with `hial-mock hash-password`)")
-        totp = _get(table, "totp_secret", str, path, prefix, None)
+            raise t.error("password_hash", "is not a scrypt hash (make one with `hial-mock hash-password`)")
+        totp = t.get("totp_secret", str, None)
         if totp is not None:
-            import base64
-
             try:
                 base64.b32decode(totp.upper() + "=" * (-len(totp) % 8))
             except ValueError:
-                raise ConfigError(path, f"{prefix}totp_secret", "is not base32") from None
+                raise t.error("totp_secret", "is not base32") from None
         users[username] = User(
-            username=username, password_hash=password_hash, name=_get(table, "name", str, path, prefix, ""),
-            email=_get(table, "email", str, path, prefix, ""), roles=_strings(table, "roles", path, prefix),
-            organization=_get(table, "organization", str, path, prefix, ""), totp_secret=totp,
-            disabled=_get(table, "disabled", bool, path, prefix, False),
+            username=username, password_hash=password_hash, name=t.get("name", str, ""),
+            email=t.get("email", str, ""), roles=t.strings("roles"), organization=t.get("organization", str, ""),
+            totp_secret=totp, disabled=t.get("disabled", bool, False),
         )
     return users
 
 
 def load_clients(path: Path) -> dict[str, ClientConfig]:
-    data = _read(path)
-    _unknown(data, {"clients"}, path, "")
+    root = Table(read(path), path).allow("clients")
     clients: dict[str, ClientConfig] = {}
-    for client_id, table in _get(data, "clients", dict, path, "").items():
-        prefix = f"clients.{client_id}."
-        _unknown(table, {"secret_hash", "grant_types", "scopes", "redirect_uris", "token_endpoint_auth_method",
-                         "audience", "name", "may_evaluate", "may_introspect"}, path, prefix)
-        method = _get(table, "token_endpoint_auth_method", str, path, prefix, "client_secret_basic")
+    for client_id in root.get("clients", dict):
+        t = root.table("clients").table(client_id).allow(
+            "secret_hash", "grant_types", "scopes", "redirect_uris", "token_endpoint_auth_method", "audience",
+            "name", "may_evaluate", "may_introspect")
+        method = t.get("token_endpoint_auth_method", str, "client_secret_basic")
         if method not in AUTH_METHODS:
-            raise ConfigError(path, f"{prefix}token_endpoint_auth_method", f"must be one of {sorted(AUTH_METHODS)}")
-        secret = _get(table, "secret_hash", str, path, prefix, None)
+            raise t.error("token_endpoint_auth_method", f"must be one of {sorted(AUTH_METHODS)}")
+        secret = t.get("secret_hash", str, None)
         if method != "none" and (secret is None or not is_password_hash(secret)):
-            raise ConfigError(path, f"{prefix}secret_hash", "a confidential client needs a scrypt secret hash")
-        grants = _strings(table, "grant_types", path, prefix)
+            raise t.error("secret_hash", "a confidential client needs a scrypt secret hash")
+        grants = t.strings("grant_types")
         for grant in grants:
             if grant not in GRANT_TYPES:
-                raise ConfigError(path, f"{prefix}grant_types", f"unknown grant type {grant!r}")
+                raise t.error("grant_types", f"unknown grant type {grant!r}")
         if method == "none" and GRANT_CLIENT_CREDENTIALS in grants:
-            raise ConfigError(path, f"{prefix}grant_types", "a public client cannot use client_credentials")
+            raise t.error("grant_types", "a public client cannot use client_credentials")
         clients[client_id] = ClientConfig(
-            client_id=client_id, secret_hash=secret, grant_types=grants, scopes=_strings(table, "scopes", path, prefix),
-            redirect_uris=_strings(table, "redirect_uris", path, prefix), auth_method=method,
-            audience=_get(table, "audience", str, path, prefix, None), name=_get(table, "name", str, path, prefix, ""),
-            may_evaluate=_get(table, "may_evaluate", bool, path, prefix, False),
-            may_introspect=_get(table, "may_introspect", bool, path, prefix, False),
+            client_id=client_id, secret_hash=secret, grant_types=grants, scopes=t.strings("scopes"),
+            redirect_uris=t.strings("redirect_uris"), auth_method=method, audience=t.get("audience", str, None),
+            name=t.get("name", str, ""), may_evaluate=t.get("may_evaluate", bool, False),
+            may_introspect=t.get("may_introspect", bool, False),
         )
     return clients
 
 
 def load_config(path: Path | str) -> HialConfig:
     path = Path(path).resolve()
-    data = _read(path)
-    _unknown(data, {"server", "lockout", "files"}, path, "")
-    base = path.parent
-    server_table = _get(data, "server", dict, path, "", {})
-    _unknown(server_table, set(ServerConfig.__dataclass_fields__) , path, "server.")
-    p = "server."
-
-    def opt_path(key: str) -> Path | None:
-        value = _get(server_table, key, str, path, p, None)
-        return None if value is None else (base / value).resolve()
-
-    issuer = _get(server_table, "issuer", str, path, p, None)
+    root = Table(read(path), path).allow("server", "lockout", "files")
+    t = root.table("server").allow(*ServerConfig.__dataclass_fields__)
+    issuer = t.get("issuer", str, None)
     if issuer is not None and (not issuer.startswith(("https://", "http://")) or issuer.endswith("/")):
-        raise ConfigError(path, "server.issuer", "must be an http(s) URL without a trailing slash")
+        raise t.error("issuer", "must be an http(s) URL without a trailing slash")
     server = ServerConfig(
-        issuer=issuer,
-        host=_get(server_table, "host", str, path, p, "127.0.0.1"),
-        port=_get(server_table, "port", int, path, p, 8800),
-        tls_certificate=opt_path("tls_certificate"),
-        tls_key=opt_path("tls_key"),
-        state_dir=opt_path("state_dir"),
-        access_token_lifetime=_get(server_table, "access_token_lifetime", int, path, p, 300),
-        refresh_token_lifetime=_get(server_table, "refresh_token_lifetime", int, path, p, 8 * 3600),
-        id_token_lifetime=_get(server_table, "id_token_lifetime", int, path, p, 300),
-        authorization_code_lifetime=_get(server_table, "authorization_code_lifetime", int, path, p, 300),
-        device_code_lifetime=_get(server_table, "device_code_lifetime", int, path, p, 600),
-        device_poll_interval=_get(server_table, "device_poll_interval", int, path, p, 5),
-        key_rotation_interval=_get(server_table, "key_rotation_interval", float, path, p, 0.0),
-        default_audience=_get(server_table, "default_audience", str, path, p, "dicom-server-agent"),
+        issuer=issuer, host=t.get("host", str, "127.0.0.1"), port=t.get("port", int, 8800),
+        tls_certificate=t.path_value("tls_certificate", None), tls_key=t.path_value("tls_key", None),
+        state_dir=t.path_value("state_dir", None),
+        access_token_lifetime=t.positive("access_token_lifetime", int, 300),
+        refresh_token_lifetime=t.positive("refresh_token_lifetime", int, 8 * 3600),
+        id_token_lifetime=t.positive("id_token_lifetime", int, 300),
+        authorization_code_lifetime=t.positive("authorization_code_lifetime", int, 300),
+        device_code_lifetime=t.positive("device_code_lifetime", int, 600),
+        device_poll_interval=t.positive("device_poll_interval", int, 5),
+        key_rotation_interval=t.get("key_rotation_interval", float, 0.0),
+        default_audience=t.get("default_audience", str, "dicom-server-agent"),
     )
-    for key in ("access_token_lifetime", "refresh_token_lifetime", "id_token_lifetime",
-                "authorization_code_lifetime", "device_code_lifetime", "device_poll_interval"):
-        _positive(getattr(server, key), path, f"server.{key}")
     if not 0 <= server.port <= 65535:
-        raise ConfigError(path, "server.port", "must be 0-65535")
+        raise t.error("port", "must be 0-65535")
     if (server.tls_certificate is None) != (server.tls_key is None):
-        raise ConfigError(path, "server.tls_certificate", "tls_certificate and tls_key go together")
+        raise t.error("tls_certificate", "tls_certificate and tls_key go together")
     if server.tls_certificate is None and server.host not in ("127.0.0.1", "::1", "localhost"):
-        raise ConfigError(path, "server.host", "plain HTTP is only allowed on loopback; configure tls_certificate")
-    lock_table = _get(data, "lockout", dict, path, "", {})
-    _unknown(lock_table, set(LockoutConfig.__dataclass_fields__), path, "lockout.")
+        raise t.error("host", "plain HTTP is only allowed on loopback; configure tls_certificate")
+    lt = root.table("lockout").allow(*LockoutConfig.__dataclass_fields__)
     lockout = LockoutConfig(
-        max_failures=_get(lock_table, "max_failures", int, path, "lockout.", 5),
-        window=_get(lock_table, "window", float, path, "lockout.", 300.0),
-        lock_seconds=_get(lock_table, "lock_seconds", float, path, "lockout.", 900.0),
-        slow_after=_get(lock_table, "slow_after", int, path, "lockout.", 3),
-        slow_delay=_get(lock_table, "slow_delay", float, path, "lockout.", 1.0),
+        max_failures=lt.positive("max_failures", int, 5), window=lt.positive("window", float, 300.0),
+        lock_seconds=lt.positive("lock_seconds", float, 900.0), slow_after=lt.positive("slow_after", int, 3),
+        slow_delay=lt.get("slow_delay", float, 1.0),
     )
-    files = _get(data, "files", dict, path, "", {})
-    _unknown(files, {"users", "clients", "policy"}, path, "files.")
-    users_path = base / _get(files, "users", str, path, "files.")
-    clients_path = base / _get(files, "clients", str, path, "files.")
-    policy_path = base / _get(files, "policy", str, path, "files.")
-    users = load_users(users_path)
-    clients = load_clients(clients_path)
-    policy = load_policy(policy_path)
-    return HialConfig(path=path, server=server, lockout=lockout, users=users, clients=clients, policy=policy,
+    files = root.table("files").allow("users", "clients", "policy")
+    users_path, clients_path, policy_path = (files.path_value(k) for k in ("users", "clients", "policy"))
+    assert users_path and clients_path and policy_path
+    return HialConfig(path=path, server=server, lockout=lockout, users=load_users(users_path),
+                      clients=load_clients(clients_path), policy=load_policy(policy_path),
                       files=(path, users_path, clients_path, policy_path))

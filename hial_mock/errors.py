@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from tomlconf import ConfigError
 
-
-class ConfigError(ValueError):
-    def __init__(self, path: Path | str, key: str, problem: str) -> None:
-        super().__init__(f"{path}: {key}: {problem}")
-        self.path = str(path)
-        self.key = key
-        self.problem = problem
+__all__ = ["ConfigError"]

@@ -17,13 +17,12 @@ Every decision carries a reason code, the id of the rule that decided and the po
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from tomlconf import ConfigError, read
 
 ACTIONS = ("C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE")
 PATIENT_SCOPES = ("any", "care", "none")
@@ -192,13 +191,7 @@ def _when(value: Any, path: Path, key: str) -> dt.datetime | None:
 
 
 def load_policy(path: Path) -> Policy:
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(path, "(file)", "not found") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(path, "(syntax)", str(error)) from None
+    data = read(path)
     known = {"version", "roles", "care_relationships", "consent_policies", "consents"}
     for key in data:
         if key not in known:
