@@ -185,7 +185,8 @@ class _Association:
         self.server = server
         self.id = association_id
         self.loop = asyncio.get_running_loop()
-        self.core = RelayCore(server.limits, ask_requests=server.ask_requests, trace=server.trace is not None,
+        self.core = RelayCore(server.limits, ask_requests=server.ask_requests, ask_commands=server.ask_commands,
+                              trace=server.trace is not None,
                               busy=busy, label=str(association_id))
         self.transports: dict[Side, asyncio.Transport | None] = {Side.CLIENT: None, Side.SERVER: None}
         self.core_paused = {Side.CLIENT: False, Side.SERVER: False}
@@ -326,8 +327,10 @@ class _Association:
         policy = self.server.policy
         decide_now = getattr(policy, "decide_now", None)
         if decide_now is not None:
-            self.run(self.core.answer(question, decide_now(question)))
-            return
+            verdict = decide_now(question)  # a policy answers at once what needs no I/O
+            if verdict is not None:
+                self.run(self.core.answer(question, verdict))
+                return
         task = self.loop.create_task(self._decide(policy, question))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -406,6 +409,7 @@ class RelayServer:
         limits: RelayLimits | None = None,
         max_associations: int = 200,
         ask_requests: bool = False,
+        ask_commands: frozenset[int] | None = None,
         trace: TraceSink | None = None,
         ssl: _ssl.SSLContext | None = None,
         quickack: bool = True,
@@ -416,6 +420,7 @@ class RelayServer:
         self.limits = limits or RelayLimits()
         self.max_associations = max_associations
         self.ask_requests = ask_requests
+        self.ask_commands = ask_commands
         self.trace = trace
         self.ssl = ssl
         self.quickack = quickack

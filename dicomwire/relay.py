@@ -10,7 +10,7 @@ Hooks are questions, not callbacks: the core returns ``Ask(question)`` and stops
 (``PauseReading``) until ``answer(question, verdict)`` comes back, so TCP does the buffering while
 someone decides. Questions arise for the A-ASSOCIATE-RQ (always: route, rewrite or reject), for the
 A-ASSOCIATE-AC (when the association verdict asks to review it), for DIMSE requests (when
-``ask_requests`` is set) and for responses to a request whose verdict asked to review them.
+``ask_requests`` is set; ``ask_commands`` narrows them to some command fields) and for responses to a request whose verdict asked to review them.
 """
 
 from __future__ import annotations
@@ -315,6 +315,18 @@ _NEEDS_WHOLE_IDENTIFIER = frozenset(
 )
 
 
+def _has_command_pdv(frames: list[Frame]) -> bool:
+    """Whether any PDV of these P-DATA-TF PDUs carries a command fragment (header scan only)."""
+    for frame in frames:
+        data = frame.data
+        pos, end = 6, len(data)
+        while pos + 6 <= end:
+            if data[pos + 5] & 0x01:
+                return True
+            pos += 4 + int.from_bytes(data[pos : pos + 4], "big")
+    return False
+
+
 def _command_pdvs(context_id: int, command: bytes, max_pdu: int) -> list[Pdv]:
     """A command set as PDVs that each fit a PDU the receiver accepts (PS3.8 Annex E)."""
     room = max(1, (max_pdu or DEFAULT_MAX_PDU_LENGTH) - 6)
@@ -352,12 +364,16 @@ class RelayCore:
         limits: RelayLimits | None = None,
         *,
         ask_requests: bool = False,
+        ask_commands: frozenset[int] | None = None,
         trace: bool = False,
         busy: bool = False,
         label: str = "",
     ) -> None:
         self.limits = limits or RelayLimits()
         self.ask_requests = ask_requests
+        # Which requests are asked about (None: every request but C-CANCEL). The workstation agent asks
+        # only about C-MOVE, so C-STORE data sets keep streaming through the pass-through path.
+        self.ask_commands = ask_commands
         self.trace = trace
         self.busy = busy
         self.label = label
@@ -416,12 +432,13 @@ class RelayCore:
         Returns False, having done nothing, when the frames need the general path.
         """
         inbound = self._in[side]
-        if (self.trace or (self.state, side) not in _RELAY_DATA or inbound.held or inbound.messages
-                or self._may_ask(side)):
+        if self.trace or (self.state, side) not in _RELAY_DATA or inbound.held or inbound.messages:
             return False
         for frame in frames:
             if frame.type is not PduType.P_DATA_TF:
                 return False
+        if self._may_ask(side) and _has_command_pdv(frames):
+            return False  # a command that may need a question: the general path can hold it
         try:
             events = inbound.assembler.feed_p_data(frames)
         except ProtocolError as error:
@@ -758,7 +775,8 @@ class RelayCore:
     def _relay_data(self, side: Side, frame: Frame, out: list[Command]) -> bool:
         """Process one P-DATA-TF; False if a question stopped processing inside it."""
         inbound = self._in[side]
-        if not inbound.held and not inbound.messages and not self._may_ask(side):
+        if not inbound.held and not inbound.messages and not (
+                self._may_ask(side) and _has_command_pdv([frame])):
             return self._relay_fast(side, frame, out)
         if inbound.held and inbound.held[-1].frame is frame:
             held = inbound.held[-1]  # resuming a frame a question interrupted
@@ -824,7 +842,7 @@ class RelayCore:
         self.messages_seen[side] += 1
         needs = False
         if command.is_request and command.command_field != CommandField.C_CANCEL_RQ and self.ask_requests:
-            needs = True
+            needs = self.ask_commands is None or command.command_field in self.ask_commands
         elif (command.is_response and side is Side.SERVER
               and command.message_id_responded_to in self._reviewed):
             if command.status in STATUS_PENDING:

@@ -348,3 +348,25 @@ def test_refused_request_with_a_fragmented_command_leaks_no_fragment() -> None:
     assert book.sent[Side.SERVER] == b""
     (pdv,) = iter_pdvs(book.take(Side.CLIENT))
     assert decode_command(pdv.value).status == 0x0124
+
+
+def test_ask_commands_limits_questions_and_stores_stream_without_holding() -> None:
+    from dicomwire.dimse import CommandField
+
+    asked: list[str] = []
+
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, DimseQuestion):
+            asked.append(question.command.name)
+        return transparent(question)
+
+    book = established(decide, ask_requests=True, ask_commands=frozenset({CommandField.C_MOVE_RQ}))
+    book.take(Side.SERVER)
+    store = message("C_STORE_RQ", b"\x01" * 50000, ctx=3, max_pdu=4096, MessageID=1, AffectedSOPClassUID=CT,
+                    Priority=0, AffectedSOPInstanceUID="1.2.3.1")
+    pdus = _split_pdus(store)
+    book.client(pdus[0] + pdus[1])
+    assert book.take(Side.SERVER) == pdus[0] + pdus[1]  # forwarded at once: no head is held
+    book.client(b"".join(pdus[2:]))
+    assert book.take(Side.SERVER) == b"".join(pdus[2:])
+    assert asked == []
