@@ -1,0 +1,222 @@
+"""``dicom-agent``: the clinician's entry point and the workstation agent.
+
+    dicom-agent launch [--user NAME] [--password-stdin | --device] -- APP [ARGS...]
+    dicom-agent login [--user NAME] [--password-stdin | --device]
+    dicom-agent status | logout | serve
+    dicom-agent certs init --dir DIR | certs issue --dir DIR --name NAME [--host H ...]
+
+``launch`` logs in, starts the agent, runs APP unchanged (its exit code is ours) and, whatever
+happens to APP or to us, logs out (revokes the tokens) and stops the agent. ``login`` keeps the
+session (tokens only, mode 0600) for ``serve``; ``logout`` revokes and deletes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from dicomwire.aio import run
+from tomlconf import ConfigError
+
+from . import certs
+from .config import WorkstationConfig, config_path, load
+from .oidc import LoginError, MfaRequired, OidcClient, Tokens, delete_session, load_session, save_session
+from .service import Session, WorkstationAgent
+
+log = logging.getLogger("dicom_agent")
+
+
+def _read_line(prompt: str, from_stdin: bool, secret: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise LoginError(f"{prompt.strip(': ')} expected on standard input")
+        return line.rstrip("\n")
+    return getpass.getpass(prompt) if secret else input(prompt)
+
+
+def login(client: OidcClient, args: argparse.Namespace) -> tuple[Tokens, str | None]:
+    """Interactive or scripted login; returns the tokens and the password (kept for type-2 mode)."""
+    if args.device:
+        start = client.device_start()
+        where = start.verification_uri_complete or start.verification_uri
+        print(f"To sign in, open {where} and enter the code {start.user_code}", file=sys.stderr, flush=True)
+        return client.device_poll(start), None
+    user = args.user or _read_line("User: ", args.password_stdin, secret=False)
+    password = _read_line("Password: ", args.password_stdin, secret=True)
+    try:
+        return client.password_login(user, password), password
+    except MfaRequired:
+        otp = _read_line("One-time code: ", args.password_stdin, secret=False)
+        return client.password_login(user, password, otp), password
+
+
+async def _serve_agent(config: WorkstationConfig, session: Session, app: list[str] | None) -> int:
+    agent = WorkstationAgent(config, session)
+    await agent.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if app is None:
+            await stop.wait()
+            return 0
+        process = await asyncio.create_subprocess_exec(*app)
+        waiter = asyncio.create_task(process.wait())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            log.info("interrupted: stopping %s", app[0])
+            process.terminate()
+            try:
+                await asyncio.wait_for(waiter, 10)
+            except TimeoutError:
+                process.kill()
+                await waiter
+        stopper.cancel()
+        code = process.returncode
+        return code if code is not None and code >= 0 else 128 + (-(code or 0))
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await agent.stop()
+
+
+def cmd_launch(config: WorkstationConfig, args: argparse.Namespace) -> int:
+    app = list(args.app)
+    if app and app[0] == "--":
+        app = app[1:]
+    if not app:
+        print("dicom-agent launch: name the app to run after --", file=sys.stderr)
+        return 2
+    client = OidcClient(config.provider)
+    tokens, password = login(client, args)
+    session = Session(client, tokens, password, config.refresh_margin)
+    print(f"dicom-agent: {tokens.username} logged in; starting {app[0]}", file=sys.stderr, flush=True)
+    try:
+        return int(run(lambda: _serve_agent(config, session, app)))
+    finally:
+        client.revoke(session.current().tokens)  # logout, even if the app crashed or we were interrupted
+        print(f"dicom-agent: {tokens.username} logged out", file=sys.stderr, flush=True)
+
+
+def cmd_login(config: WorkstationConfig, args: argparse.Namespace) -> int:
+    client = OidcClient(config.provider)
+    tokens, _ = login(client, args)
+    save_session(config.session_file, tokens)
+    print(f"logged in as {tokens.username}; session in {config.session_file}")
+    return 0
+
+
+def cmd_status(config: WorkstationConfig, args: argparse.Namespace) -> int:
+    tokens = load_session(config.session_file)
+    print(f"workstation {config.name}: apps connect to {config.listen[0]}:{config.listen[1]}; "
+          f"routes {', '.join(config.routes) or '-'} (default {config.default_route or '-'})")
+    if tokens is None:
+        print("not logged in")
+        return 1
+    state = f"access token valid {int(tokens.remaining)} s more" if tokens.remaining > 0 else "access token expired"
+    print(f"logged in as {tokens.username}: {state}; refresh token {'yes' if tokens.refresh_token else 'no'}")
+    return 0
+
+
+def cmd_logout(config: WorkstationConfig, args: argparse.Namespace) -> int:
+    tokens = load_session(config.session_file)
+    if tokens is None:
+        print("not logged in")
+        return 0
+    OidcClient(config.provider).revoke(tokens)
+    delete_session(config.session_file)
+    print(f"{tokens.username} logged out")
+    return 0
+
+
+def cmd_serve(config: WorkstationConfig, args: argparse.Namespace) -> int:
+    tokens = load_session(config.session_file)
+    if tokens is None:
+        print("dicom-agent serve: not logged in (run `dicom-agent login`)", file=sys.stderr)
+        return 2
+    client = OidcClient(config.provider)
+    session = Session(client, tokens, None, config.refresh_margin)
+    return int(run(lambda: _serve_agent(config, session, None)))
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    folder = Path(args.dir)
+    if args.certs_command == "init":
+        print(f"CA certificate: {certs.init_ca(folder, args.name or 'DICOM identity agents site CA')}")
+    else:
+        cert, key = certs.issue(folder, args.name, args.host)
+        print(f"certificate: {cert}\nkey: {key}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicom-agent", description="DICOM workstation agent and apps wrapper")
+    parser.add_argument("--config", type=Path, help="default: $DICOM_AGENT_CONFIG or "
+                                                     "~/.config/dicom-agent/workstation.toml")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("launch", "login"):
+        p = sub.add_parser(name)
+        p.add_argument("--user")
+        how = p.add_mutually_exclusive_group()
+        how.add_argument("--password-stdin", action="store_true", help="read the password (and a one-time code "
+                                                                        "if asked) from standard input")
+        how.add_argument("--device", action="store_true", help="log in with the device flow (RFC 8628)")
+        if name == "launch":
+            p.add_argument("app", nargs=argparse.REMAINDER, help="-- APP [ARGS...]")
+    for name in ("status", "logout", "serve"):
+        sub.add_parser(name)
+    certs_parser = sub.add_parser("certs", help="a private CA and agent certificates for a site")
+    certs_sub = certs_parser.add_subparsers(dest="certs_command", required=True)
+    init = certs_sub.add_parser("init")
+    init.add_argument("--dir", required=True)
+    init.add_argument("--name")
+    issue = certs_sub.add_parser("issue")
+    issue.add_argument("--dir", required=True)
+    issue.add_argument("--name", required=True, help="the agent's name (certificate CN and DNS SAN)")
+    issue.add_argument("--host", action="append", default=[], help="an address or DNS name (repeatable)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "certs":
+        try:
+            return cmd_certs(args)
+        except (OSError, ValueError) as error:
+            print(f"dicom-agent certs: {error}", file=sys.stderr)
+            return 2
+    try:
+        config = load(config_path(args.config))
+    except ConfigError as error:
+        print(f"dicom-agent: bad configuration: {error}", file=sys.stderr)
+        return 2
+    commands = {"launch": cmd_launch, "login": cmd_login, "status": cmd_status, "logout": cmd_logout,
+                "serve": cmd_serve}
+    try:
+        return commands[args.command](config, args)
+    except LoginError as error:
+        print(f"dicom-agent: login failed: {error}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:
+        print(f"dicom-agent: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,91 @@
+"""The workstation agent's composition root: TLS contexts, the session, the two listeners.
+
+The only place that builds real clients (HTTP to the identity provider, TLS to server agents).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from dicomwire.aio import RelayServer
+from dicomwire.dimse import CommandField
+
+from .config import WorkstationConfig
+from .oidc import LoginError, OidcClient, Tokens
+from .policy import AssociationLog, Credentials, ReturnPolicy, WorkstationPolicy
+
+log = logging.getLogger("dicom_agent")
+
+
+def client_context(config: WorkstationConfig) -> ssl.SSLContext:
+    """TLS 1.2+ to server agents, verifying them against the site CA, presenting our certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.tls.ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(config.tls.certificate), str(config.tls.key))
+    return context
+
+
+def server_context(config: WorkstationConfig) -> ssl.SSLContext:
+    """The return listener: TLS 1.2+, a client certificate from the site CA required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(config.tls.ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(str(config.tls.certificate), str(config.tls.key))
+    return context
+
+
+class Session:
+    """The logged-in user's credentials, kept fresh while the agent runs."""
+
+    def __init__(self, client: OidcClient, tokens: Tokens, password: str | None, margin: float) -> None:
+        self.client = client
+        self.credentials = Credentials(tokens, password)
+        self.margin = margin
+
+    def current(self) -> Credentials:
+        return self.credentials
+
+    async def keep_fresh(self) -> None:
+        """Refresh the access token ``margin`` seconds before it expires (RFC 6749 section 6)."""
+        while True:
+            tokens = self.credentials.tokens
+            wait = max(1.0, tokens.remaining - self.margin)
+            await asyncio.sleep(wait)
+            if not tokens.refresh_token:
+                continue
+            try:
+                fresh = await asyncio.to_thread(self.client.refresh, tokens)
+            except LoginError as error:
+                log.warning("token refresh failed (%s); retrying in 10 s", error)
+                await asyncio.sleep(10)
+                continue
+            self.credentials = Credentials(fresh, self.credentials.password)
+            log.info("access token refreshed for %s", fresh.username)
+
+
+class WorkstationAgent:
+    def __init__(self, config: WorkstationConfig, session: Session) -> None:
+        self.config = config
+        self.session = session
+        journal = AssociationLog(config.log_file)
+        self.main = RelayServer(
+            WorkstationPolicy(config, session.current, client_context(config), journal),
+            host=config.listen[0], port=config.listen[1], ask_requests=True,
+            ask_commands=frozenset({CommandField.C_MOVE_RQ}))
+        self.returns = RelayServer(ReturnPolicy(config, journal), host=config.return_listen[0],
+                                   port=config.return_listen[1], ssl=server_context(config))
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.main.start()
+        await self.returns.start()
+        self._refresher = asyncio.create_task(self.session.keep_fresh())
+        log.info("workstation agent %s: apps connect to %s:%d; return listener on %s:%d", self.config.name,
+                 *self.main.address, *self.returns.address)
+
+    async def stop(self, deadline: float = 5.0) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await asyncio.gather(self.main.shutdown(deadline), self.returns.shutdown(deadline))
