@@ -153,13 +153,12 @@ class OidcClient:
         if not endpoint:
             return
         for token, hint in ((tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")):
-            if token:
-                try:
-                    self.http.post(endpoint, data={"token": token, "token_type_hint": hint,
-                                                   "client_id": self.provider.client_id},
-                                   timeout=self.provider.timeout)
-                except requests.RequestException:
-                    pass  # best effort: the token still expires on its own
+            if not token:
+                continue
+            # Best effort: a token we could not revoke still expires on its own.
+            with contextlib.suppress(requests.RequestException):
+                self.http.post(endpoint, data={"token": token, "token_type_hint": hint,
+                                               "client_id": self.provider.client_id}, timeout=self.provider.timeout)
 
 
 # ---- the session file (between `login` and `serve`): tokens only, never the password ---------------

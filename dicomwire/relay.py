@@ -10,7 +10,8 @@ Hooks are questions, not callbacks: the core returns ``Ask(question)`` and stops
 (``PauseReading``) until ``answer(question, verdict)`` comes back, so TCP does the buffering while
 someone decides. Questions arise for the A-ASSOCIATE-RQ (always: route, rewrite or reject), for the
 A-ASSOCIATE-AC (when the association verdict asks to review it), for DIMSE requests (when
-``ask_requests`` is set; ``ask_commands`` narrows them to some command fields) and for responses to a request whose verdict asked to review them.
+``ask_requests`` is set; ``ask_commands`` narrows them to some command fields) and for responses
+to a request whose verdict asked to review them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,195 @@
+"""Workstation agent pieces without sockets: configuration, owner lookup, policy answers, certificates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from agent import certs
+from agent.config import load
+from agent.oidc import LoginError, Tokens, load_session, save_session
+from agent.peercred import _proc_address, peer_uid
+from agent.policy import AssociationLog, Credentials, WorkstationPolicy, certificate_names
+from dicomwire.aio import ConnectionInfo
+from dicomwire.dimse import Tag, decode_command, encode_command
+from dicomwire.pdu import decode_associate
+from dicomwire.relay import AcceptQuestion, DimseQuestion, ForwardAccept, Permit, Rewrite
+from tests.support.wire import pynetdicom_ac, pynetdicom_rq
+from tomlconf import ConfigError
+
+BASE = """
+[workstation]
+name = "WS1"
+[identity_provider]
+issuer = "http://127.0.0.1:8800"
+client_id = "workstation-agent"
+[tls]
+certificate = "{pki}/ws1.crt"
+key = "{pki}/ws1.key"
+ca = "{pki}/ca.crt"
+[routes.GW1]
+host = "127.0.0.1"
+port = 2762
+"""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki")
+    certs.init_ca(folder)
+    certs.issue(folder, "ws1", ["127.0.0.1"])
+    certs.issue(folder, "gw1", ["127.0.0.1", "gw1.example.org"])
+    return folder
+
+
+def _config(tmp_path: Path, pki: Path, extra: str = "", replace: tuple[str, str] | None = None) -> Path:
+    text = BASE.format(pki=pki) + extra
+    if replace:
+        text = text.replace(*replace)
+    path = tmp_path / "ws.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_loads_with_defaults(tmp_path: Path, pki: Path) -> None:
+    config = load(_config(tmp_path, pki))
+    assert config.listen == ("127.0.0.1", 11112) and config.identity == "jwt"
+    assert config.routes["GW1"].server_name == "gw1" and config.allowed_server_agents == ("gw1",)
+
+
+@pytest.mark.parametrize(("replace", "extra", "key"), [
+    (('name = "WS1"', 'name = "WS@1"'), "", "workstation.name"),
+    (('name = "WS1"', 'name = "WS1"\nlisten = "0.0.0.0:104"'), "", "workstation.listen"),
+    (('name = "WS1"', 'name = "WS1"\nidentity = "kerberos"'), "", "workstation.identity"),
+    (('name = "WS1"', 'name = "WS1"\ndefault_route = "GW9"'), "", "workstation.default_route"),
+    (('issuer = "http://127.0.0.1:8800"', 'issuer = "http://idp.example.org"'), "", "identity_provider.issuer"),
+    (None, '[apps.AVERYLONGVIEWER1]\nstore_scp = "127.0.0.1:1"\n', "apps.AVERYLONGVIEWER1.store_scp"),
+    (None, '[apps.V]\nstore_scp = "nowhere"\n', "apps.V.store_scp"),
+    (("port = 2762", 'port = "2762"'), "", "routes.GW1.port"),
+    (('name = "WS1"', 'name = "WS1"\ncolour = "blue"'), "", "workstation.colour"),
+])
+def test_bad_config_names_file_and_key(tmp_path: Path, pki: Path, replace: tuple[str, str] | None, extra: str,
+                                       key: str) -> None:
+    path = _config(tmp_path, pki, extra, replace)
+    with pytest.raises(ConfigError) as raised:
+        load(path)
+    assert raised.value.key == key and str(path) in str(raised.value)
+
+
+def test_missing_certificate_is_named(tmp_path: Path, pki: Path) -> None:
+    path = _config(tmp_path, pki, replace=("ws1.key", "nope.key"))
+    with pytest.raises(ConfigError, match=r"tls\.key"):
+        load(path)
+
+
+def test_proc_net_tcp_addresses_and_owner_of_a_real_connection() -> None:
+    assert _proc_address("0100007F:1F90") == ("127.0.0.1", 8080)
+    assert _proc_address("0000000000000000FFFF00000100007F:0050") == ("127.0.0.1", 80)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    try:
+        assert peer_uid(server.getpeername(), server.getsockname()) == os.getuid()
+        assert peer_uid(("127.0.0.1", 1), server.getsockname()) is None
+    finally:
+        client.close()
+        server.close()
+        listener.close()
+
+
+def _policy(tmp_path: Path, pki: Path) -> WorkstationPolicy:
+    import ssl
+
+    tokens = Tokens(access_token="a.b.c", refresh_token=None, expires_at=4e9, username="rad")
+    return WorkstationPolicy(load(_config(tmp_path, pki)), lambda: Credentials(tokens), ssl.create_default_context(),
+                             AssociationLog(None))
+
+
+def _move(destination: str) -> DimseQuestion:
+    command = decode_command(encode_command({Tag.COMMAND_FIELD: 0x0021, Tag.MESSAGE_ID: 3, Tag.PRIORITY: 0,
+                                             Tag.AFFECTED_SOP_CLASS_UID: "1.2.840.10008.5.1.4.1.2.2.2",
+                                             Tag.MOVE_DESTINATION: destination, Tag.COMMAND_DATA_SET_TYPE: 1}))
+    return DimseQuestion(id=1, side=None, context_id=1, abstract_syntax=None, command=command,  # type: ignore[arg-type]
+                         data_set=b"", data_set_complete=True)
+
+
+def test_move_destination_gets_the_workstation_name(tmp_path: Path, pki: Path) -> None:
+    policy = _policy(tmp_path, pki)
+    verdict = policy.decide_now(_move("VIEWER1"))
+    assert isinstance(verdict, Rewrite)
+    rewritten = decode_command(verdict.command)
+    assert rewritten.move_destination == "VIEWER1@WS1" and rewritten.message_id == 3
+    assert isinstance(policy.decide_now(_move("OTHER@WS2")), Permit)  # already self-describing
+    assert isinstance(policy.decide_now(_move("ABCDEFGHIJKLMN")), Permit)  # would not fit 16 characters
+
+
+def test_identity_response_is_stripped_from_the_accept(tmp_path: Path, pki: Path) -> None:
+    from dicomwire.identity import add_identity_response, identity_response
+
+    policy = _policy(tmp_path, pki)
+    ac = add_identity_response(decode_associate(pynetdicom_ac()))
+    verdict = policy.decide_now(AcceptQuestion(id=1, rq=decode_associate(pynetdicom_rq()), ac=ac))
+    assert isinstance(verdict, ForwardAccept) and verdict.ac is not None
+    assert identity_response(verdict.ac) is None
+
+
+def test_association_with_identity_route_and_calling_title(tmp_path: Path, pki: Path) -> None:
+    import asyncio
+
+    from dicomwire.identity import extract_user_identity
+    from dicomwire.relay import AssociationQuestion, ForwardAssociation, RejectAssociation
+
+    config_path = _config(tmp_path, pki, replace=('name = "WS1"', 'name = "WS1"\ncheck_owner = false'))
+    import ssl
+
+    tokens = Tokens(access_token="a.b.c", refresh_token=None, expires_at=4e9, username="rad")
+    policy = WorkstationPolicy(load(config_path), lambda: Credentials(tokens), ssl.create_default_context(),
+                               AssociationLog(tmp_path / "log.jsonl"))
+    info = ConnectionInfo(1, ("127.0.0.1", 5000), ("127.0.0.1", 11112))
+    rq = decode_associate(pynetdicom_rq(called="PACS1@GW1", calling="VIEWER1"))
+    verdict = asyncio.run(policy.decide(AssociationQuestion(id=1, rq=rq), info))
+    assert isinstance(verdict, ForwardAssociation) and verdict.rq is not None and verdict.review_ac
+    assert verdict.rq.calling_ae == "VIEWER1@WS1" and verdict.rq.called_ae == "PACS1@GW1"
+    identity = extract_user_identity(verdict.rq)
+    assert identity is not None and identity.type == 5 and identity.primary == b"a.b.c"
+    assert verdict.target.server_hostname == "gw1" and verdict.target.port == 2762
+    nowhere = asyncio.run(policy.decide(AssociationQuestion(id=2, rq=decode_associate(
+        pynetdicom_rq(called="PACS1@GW9"))), info))
+    assert isinstance(nowhere, RejectAssociation) and nowhere.reason == 7
+    assert "a.b.c" not in (tmp_path / "log.jsonl").read_text()  # the token is never logged
+
+
+def test_certificates_are_signed_by_the_site_ca_and_keys_private(pki: Path) -> None:
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    leaf = x509.load_pem_x509_certificate((pki / "gw1.crt").read_bytes())
+    leaf.verify_directly_issued_by(ca)  # raises if the signature or issuer does not match
+    usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in usages and ExtendedKeyUsageOID.CLIENT_AUTH in usages
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "gw1.example.org" in names.get_values_for_type(x509.DNSName)
+    assert leaf.not_valid_after_utc > dt.datetime.now(dt.UTC)
+    for key in ("ca.key", "gw1.key", "ws1.key"):
+        assert (pki / key).stat().st_mode & 0o077 == 0
+    with pytest.raises(FileExistsError):
+        certs.init_ca(pki)
+    assert certificate_names({"subject": ((("commonName", "gw1"),),),
+                              "subjectAltName": (("DNS", "gw1.example.org"),)}) == ["gw1", "gw1.example.org"]
+
+
+def test_session_file_is_private_and_refused_if_not(tmp_path: Path) -> None:
+    path = tmp_path / "s" / "session.json"
+    tokens = Tokens(access_token="a.b.c", refresh_token="r", expires_at=4e9, username="rad")
+    save_session(path, tokens)
+    assert path.stat().st_mode & 0o777 == 0o600 and load_session(path) == tokens
+    path.chmod(0o644)
+    with pytest.raises(LoginError, match="readable by others"):
+        load_session(path)
+    assert "a.b.c" not in repr(tokens)

@@ -1,0 +1,93 @@
+"""A stand-in for the server agent, until that exists (issue 4 allows it): built from dicomwire.
+
+Forward side: TLS with a client certificate required; checks that the request carries a User
+Identity sub-item (recording it), strips it, routes ``ORTHANC@...`` to Orthanc and rejects any other
+called AE title (called AE title not recognized); answers a positive-response request with 0x59.
+Return side: a plain listener the PACS sends C-MOVE sub-operations to, relayed over TLS to the
+workstation agent's return listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dicomwire.aio import ConnectionInfo, RelayServer, TransparentPolicy, Upstream
+from dicomwire.identity import UserIdentity, add_identity_response, extract_user_identity, strip_user_identity
+from dicomwire.relay import (
+    AcceptQuestion,
+    AssociationQuestion,
+    ForwardAccept,
+    ForwardAssociation,
+    Permit,
+    Question,
+    RejectAssociation,
+    Verdict,
+)
+
+
+@dataclass
+class Seen:
+    identity: UserIdentity | None
+    called: str
+    calling: str
+
+
+@dataclass
+class DoublePolicy:
+    orthanc: Upstream
+    seen: list[Seen] = field(default_factory=list)
+
+    async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
+        if isinstance(question, AssociationQuestion):
+            rq = question.rq
+            identity = extract_user_identity(rq)
+            self.seen.append(Seen(identity, rq.called_ae, rq.calling_ae))
+            if identity is None:
+                return RejectAssociation(reason_text="no identity", result=1, source=2, reason=1)
+            name = rq.called_ae.partition("@")[0]
+            if name != "ORTHANC":
+                return RejectAssociation(reason_text="unknown PACS", result=1, source=1, reason=7)
+            return ForwardAssociation(target=self.orthanc, rq=strip_user_identity(rq).with_ae_titles(called=name),
+                                      review_ac=identity.positive_response_requested)
+        if isinstance(question, AcceptQuestion):
+            return ForwardAccept(ac=add_identity_response(question.ac))
+        return Permit()
+
+
+class ServerDouble:
+    def __init__(self, pki: Path, orthanc: tuple[str, int], forward_port: int, return_port: int,
+                 workstation_return: tuple[str, int]) -> None:
+        self.policy = DoublePolicy(Upstream(host=orthanc[0], port=orthanc[1]))
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.crt"))
+        server_ctx.verify_mode = ssl.CERT_REQUIRED
+        server_ctx.load_cert_chain(str(pki / "gw1.crt"), str(pki / "gw1.key"))
+        client_ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.crt"))
+        client_ctx.load_cert_chain(str(pki / "gw1.crt"), str(pki / "gw1.key"))
+        self.forward = RelayServer(self.policy, port=forward_port, ssl=server_ctx)
+        self.returns = RelayServer(TransparentPolicy(Upstream(host=workstation_return[0], port=workstation_return[1],
+                                                              ssl=client_ctx, server_hostname="ws1")),
+                                   port=return_port)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> ServerDouble:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        await self.forward.start()
+        await self.returns.start()
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            await self.forward.shutdown(1)
+            await self.returns.shutdown(1)
+
+        asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
