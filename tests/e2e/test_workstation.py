@@ -225,3 +225,27 @@ def test_login_serve_status_logout_and_the_identity_response_is_stripped(site: S
     assert site.agent("logout").returncode == 0
     assert not session.exists()
     assert site.introspect(token) == {"active": False}
+
+
+def test_login_with_mfa_code_on_stdin_and_with_the_device_flow(site: Site) -> None:
+    import pyotp
+
+    code = pyotp.TOTP("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").now()
+    mfa = site.agent("login", "--user", "mfarad", "--password-stdin", stdin=f"demo-mfarad\n{code}\n")
+    assert mfa.returncode == 0, mfa.stderr
+    assert "logged in as mfarad" in mfa.stdout
+    assert site.agent("logout").returncode == 0
+    device = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(site.config), "login", "--device"],
+                              cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert device.stderr is not None
+    line = device.stderr.readline()
+    while "enter the code" not in line:
+        line = device.stderr.readline()
+        assert line, "no device code was shown"
+    user_code = line.rsplit(" ", 1)[1].strip()
+    approve = requests.post(f"{site.hial.issuer}/device", timeout=10, data={
+        "user_code": user_code, "username": "rad", "password": "demo-rad", "action": "approve"})
+    assert "Approved" in approve.text
+    out, _ = device.communicate(timeout=60)
+    assert device.returncode == 0 and "logged in as rad" in out
+    assert site.agent("logout").returncode == 0
