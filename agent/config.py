@@ -27,6 +27,7 @@ class Route:
     host: str
     port: int
     server_name: str
+    warm: int = 2  # TLS connections kept ready, so no handshake waits in an association's set-up
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,9 +105,12 @@ def load(path: Path) -> WorkstationConfig:
     routes: dict[str, Route] = {}
     routes_table = root.table("routes")
     for route_name in routes_table.data:
-        rt = routes_table.table(route_name).allow("host", "port", "server_name")
+        rt = routes_table.table(route_name).allow("host", "port", "server_name", "warm")
+        warm = rt.get("warm", int, 2)
+        if not 0 <= warm <= 16:
+            raise rt.error("warm", "must be 0-16")
         routes[route_name] = Route(name=route_name, host=rt.get("host", str), port=rt.get("port", int),
-                                   server_name=rt.get("server_name", str, route_name.lower()))
+                                   server_name=rt.get("server_name", str, route_name.lower()), warm=warm)
     default_route = ws.get("default_route", str, None)
     if default_route is not None and default_route not in routes:
         raise ws.error("default_route", f"names {default_route!r}, which [routes] does not define")

@@ -70,8 +70,9 @@ class WorkstationAgent:
         self.config = config
         self.session = session
         journal = AssociationLog(config.log_file)
+        self.policy = WorkstationPolicy(config, session.current, client_context(config), journal)
         self.main = RelayServer(
-            WorkstationPolicy(config, session.current, client_context(config), journal),
+            self.policy,
             host=config.listen[0], port=config.listen[1], ask_requests=True,
             ask_commands=frozenset({CommandField.C_MOVE_RQ}))
         self.returns = RelayServer(ReturnPolicy(config, journal), host=config.return_listen[0],
@@ -81,6 +82,9 @@ class WorkstationAgent:
     async def start(self) -> None:
         await self.main.start()
         await self.returns.start()
+        for route in self.config.routes.values():
+            if route.warm:
+                self.main.pool.refill(self.policy.upstream(route))
         self._refresher = asyncio.create_task(self.session.keep_fresh())
         log.info("workstation agent %s: apps connect to %s:%d; return listener on %s:%d", self.config.name,
                  *self.main.address, *self.returns.address)

@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from agent import certs
 from agent.config import load
 from agent.oidc import LoginError, Tokens, load_session, save_session
-from agent.peercred import _proc_address, peer_uid
+from agent.peercred import _diag_uid, _proc_address, _proc_uid, peer_uid
 from agent.policy import AssociationLog, Credentials, WorkstationPolicy, certificate_names
 from dicomwire.aio import ConnectionInfo
 from dicomwire.dimse import Tag, decode_command, encode_command
@@ -98,6 +98,8 @@ def test_proc_net_tcp_addresses_and_owner_of_a_real_connection() -> None:
     server, _ = listener.accept()
     try:
         assert peer_uid(server.getpeername(), server.getsockname()) == os.getuid()
+        assert _diag_uid(server.getpeername(), server.getsockname()) == os.getuid()  # netlink
+        assert _proc_uid(server.getpeername(), server.getsockname(), Path("/proc/net")) == os.getuid()  # fallback
         assert peer_uid(("127.0.0.1", 1), server.getsockname()) is None
     finally:
         client.close()

@@ -23,9 +23,9 @@ from agent import certs
 from devtools.dicomdata import make_ct_study
 from devtools.hial import HialProcess
 from devtools.peers import DCMTK_BIN, Orthanc, StoreSCP, dcmtk, dcmtk_env, free_port, wait_for_port
+from devtools.server_double import ServerDouble
 from dicomwire.identity import identity_response
 from dicomwire.pdu import decode_associate
-from tests.support.server_double import ServerDouble
 from tests.support.wire import pynetdicom_rq
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""A stand-in for the server agent, until that exists (issue 4 allows it): built from dicomwire.
+"""A stand-in for the server agent in tests and benchmarks (issue 4 allows one): built from dicomwire.
 
 Forward side: TLS with a client certificate required; checks that the request carries a User
 Identity sub-item (recording it), strips it, routes ``ORTHANC@...`` to Orthanc and rejects any other
@@ -40,6 +40,7 @@ class Seen:
 class DoublePolicy:
     orthanc: Upstream
     seen: list[Seen] = field(default_factory=list)
+    pacs_name: str = "ORTHANC"
 
     async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
         if isinstance(question, AssociationQuestion):
@@ -49,7 +50,7 @@ class DoublePolicy:
             if identity is None:
                 return RejectAssociation(reason_text="no identity", result=1, source=2, reason=1)
             name = rq.called_ae.partition("@")[0]
-            if name != "ORTHANC":
+            if name != self.pacs_name:
                 return RejectAssociation(reason_text="unknown PACS", result=1, source=1, reason=7)
             return ForwardAssociation(target=self.orthanc, rq=strip_user_identity(rq).with_ae_titles(called=name),
                                       review_ac=identity.positive_response_requested)
@@ -60,8 +61,8 @@ class DoublePolicy:
 
 class ServerDouble:
     def __init__(self, pki: Path, orthanc: tuple[str, int], forward_port: int, return_port: int,
-                 workstation_return: tuple[str, int]) -> None:
-        self.policy = DoublePolicy(Upstream(host=orthanc[0], port=orthanc[1]))
+                 workstation_return: tuple[str, int], pacs_name: str = "ORTHANC") -> None:
+        self.policy = DoublePolicy(Upstream(host=orthanc[0], port=orthanc[1]), pacs_name=pacs_name)
         server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.crt"))
         server_ctx.verify_mode = ssl.CERT_REQUIRED
         server_ctx.load_cert_chain(str(pki / "gw1.crt"), str(pki / "gw1.key"))
