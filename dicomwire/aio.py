@@ -385,6 +385,9 @@ class _Association:
             self.timers.clear()
             for task in list(self.tasks):
                 task.cancel()
+            ended = getattr(self.server.policy, "association_ended", None)
+            if ended is not None:
+                ended(self.info)  # the policy forgets what it kept about this association
             self.done.set_result(None)
 
     def abort_transports(self) -> None:

@@ -86,6 +86,8 @@ class RelayLimits:
     idle_timeout: float = 600.0
     # A question not answered in time is answered "deny" (fail closed).
     decision_timeout: float = 10.0
+    # Responses under review at once (C-FIND post-filter), decided as a batch; bounds held data.
+    max_pending_reviews: int = 64
 
 
 class Timer(enum.Enum):
@@ -192,6 +194,7 @@ class DimseQuestion:
     command: CommandSet
     data_set: bytes
     data_set_complete: bool
+    transfer_syntax: str | None = None  # of the presentation context: how to read ``data_set``
 
 
 Question = AssociationQuestion | AcceptQuestion | DimseQuestion
@@ -390,7 +393,8 @@ class RelayCore:
         self._rq_bytes: Buffer = b""
         self._frame_bytes: Buffer = b""  # the RQ as received
         self._max_receive = {Side.CLIENT: 0, Side.SERVER: 0}  # what each side can receive (0: unknown)
-        self._contexts: dict[int, str | None] = {}
+        self._contexts: dict[int, str | None] = {}  # accepted presentation contexts: abstract syntax
+        self._transfer: dict[int, str] = {}  # ... and the transfer syntax the acceptor chose
         self._reviewed: set[int] = set()  # message ids (from the client) whose responses we review
         self._mid_message = {Side.CLIENT: False, Side.SERVER: False}  # output to side is mid-message
         self._injections: dict[Side, list[bytes]] = {Side.CLIENT: [], Side.SERVER: []}
@@ -640,7 +644,14 @@ class RelayCore:
     def _blocked(self, side: Side) -> bool:
         if self.state in PAUSED_STATES:
             return True
-        return any(m.fate is _Fate.ASKED for m in self._in[side].messages.values())
+        asked = [m for m in self._in[side].messages.values() if m.fate is _Fate.ASKED]
+        if not asked:
+            return False
+        # Responses under review (C-FIND post-filter) are pipelined: several may be asked about at
+        # once, so the policy can decide them in one batch; their frames still leave in order.
+        if all(m.started.command.is_response for m in asked):
+            return len(asked) >= self.limits.max_pending_reviews
+        return True
 
     # ---- association establishment --------------------------------------------------------------
     def _on_associate_rq(self, frame: Frame, out: list[Command]) -> None:
@@ -726,6 +737,8 @@ class RelayCore:
         for pc in capped.presentation_contexts:
             if pc.result != 0:
                 self._contexts.pop(pc.id, None)
+            elif pc.transfer_syntaxes:
+                self._transfer[pc.id] = pc.transfer_syntaxes[0]
         assert self.rq is not None
         if self._verdict is not None and self._verdict.review_ac:
             self.state = State.REVIEWING_AC
@@ -875,6 +888,7 @@ class RelayCore:
             side=side,
             context_id=started.context_id,
             abstract_syntax=self._contexts.get(started.context_id),
+            transfer_syntax=self._transfer.get(started.context_id),
             command=started.command,
             data_set=bytes(message.data),
             data_set_complete=message.complete or not started.command.has_data_set,
@@ -883,7 +897,8 @@ class RelayCore:
         message.question = question
         message.data = bytearray()
         self._dimse_questions[question.id] = (side, started.seq)
-        out.append(PauseReading(side))
+        if self._blocked(side):
+            out.append(PauseReading(side))
         out.append(StartTimer(Timer.DECISION, self.limits.decision_timeout))
         out.append(Ask(question))
 

@@ -370,3 +370,28 @@ def test_ask_commands_limits_questions_and_stores_stream_without_holding() -> No
     book.client(b"".join(pdus[2:]))
     assert book.take(Side.SERVER) == b"".join(pdus[2:])
     assert asked == []
+
+
+def test_response_reviews_are_pipelined_and_leave_in_order() -> None:
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, DimseQuestion) and question.side is Side.CLIENT:
+            return Permit(review_responses=True)
+        if isinstance(question, DimseQuestion):
+            return None  # leave the responses pending
+        return transparent(question)
+
+    book = established(decide, ask_requests=True)
+    book.take(Side.CLIENT)
+    book.client(message("C_FIND_RQ", b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ", MessageID=9,
+                        AffectedSOPClassUID=FIND, Priority=0))
+    responses = [message("C_FIND_RSP", b"\x10\x00\x20\x00\x02\x00\x00\x00P" + bytes([48 + n]),
+                         MessageIDBeingRespondedTo=9, AffectedSOPClassUID=FIND, Status=0xFF00) for n in range(5)]
+    final = message("C_FIND_RSP", MessageIDBeingRespondedTo=9, AffectedSOPClassUID=FIND, Status=0)
+    book.server(b"".join(responses) + final)
+    assert len(book.pending) == 5 and not book.paused[Side.SERVER]  # asked together, reading goes on
+    assert book.sent[Side.CLIENT] == b""
+    # Answered out of order: the output still follows the server's order.
+    for n in (3, 0, 4, 1, 2):
+        verdict = Drop() if n == 1 else Permit()
+        book.answer(next(q for q in book.pending if q.data_set.endswith(bytes([48 + n]))), verdict)
+    assert book.take(Side.CLIENT) == responses[0] + responses[2] + responses[3] + responses[4] + final
