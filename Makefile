@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 test: venv
 	$(PY) -m ruff check dicomwire agent server_agent hial_mock tomlconf devtools tests bench
-	$(PY) -m mypy dicomwire hial_mock tomlconf agent
+	$(PY) -m mypy dicomwire hial_mock tomlconf agent server_agent
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: venv

@@ -1,0 +1,182 @@
+"""The server agent's configuration (TOML), validated once; see ``configs/demo/server-agent.toml``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicomwire.pdu import ae_title_problem
+from dicomwire.relay import RelayLimits
+from tomlconf import ConfigError, Table, read
+
+ACTIONS = ("C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pacs:
+    name: str
+    host: str
+    port: int
+    ae_title: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workstation:
+    """A workstation agent's return listener, for the C-STORE sub-operations of C-MOVE."""
+
+    name: str
+    host: str
+    port: int
+    server_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    """A device without user identity (a modality): node policy by AE title and address."""
+
+    ae_title: str
+    addresses: tuple[str, ...]
+    actions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentityConfig:
+    issuer: str
+    audience: str
+    algorithms: tuple[str, ...]
+    token_types: tuple[str, ...]
+    client_id: str
+    client_secret: str
+    introspect: bool
+    introspect_cache: float
+    username_only: bool  # identity type 1
+    username_only_workstations: tuple[str, ...]  # certificate names allowed to assert type 1
+    jwks_min_refresh: float
+    timeout: float
+    ca_file: Path | None
+    leeway: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PdpConfig:
+    url: str
+    timeout: float
+    cache_seconds: float
+    cache_size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerAgentConfig:
+    path: Path
+    name: str
+    listen: tuple[str, int]
+    plain_listen: tuple[str, int] | None
+    return_listen: tuple[str, int]
+    certificate: Path
+    key: Path
+    ca: Path
+    identity: IdentityConfig
+    pdp: PdpConfig
+    pacs: Mapping[str, Pacs]
+    default_pacs: str | None
+    workstations: Mapping[str, Workstation]
+    nodes: Mapping[str, Node]
+    decision_log: Path
+    max_associations: int
+    move_timeout: float
+    limits: RelayLimits
+
+
+def load(path: Path) -> ServerAgentConfig:
+    path = path.expanduser().resolve()
+    root = Table(read(path), path).allow("server", "tls", "identity", "pdp", "pacs", "workstations", "nodes",
+                                         "limits")
+    s = root.table("server").allow("name", "listen", "plain_listen", "return_listen", "default_pacs",
+                                   "decision_log", "max_associations", "move_timeout")
+    tls = root.table("tls").allow("certificate", "key", "ca")
+    files = {}
+    for key in ("certificate", "key", "ca"):
+        value = tls.path_value(key)
+        if value is None or not value.exists():
+            raise tls.error(key, f"file {value} not found")
+        files[key] = value
+    i = root.table("identity").allow(
+        "issuer", "audience", "algorithms", "token_types", "client_id", "client_secret", "client_secret_file",
+        "introspect", "introspect_cache", "username_only", "username_only_workstations", "jwks_min_refresh",
+        "timeout", "ca_file", "leeway")
+    issuer = i.get("issuer", str).rstrip("/")
+    if not issuer.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
+        raise i.error("issuer", "must be https (plain http only on loopback)")
+    secret = i.get("client_secret", str, None)
+    secret_file = i.path_value("client_secret_file", None)
+    if secret_file is not None:
+        try:
+            secret = secret_file.read_text().strip()
+        except OSError as error:
+            raise i.error("client_secret_file", str(error)) from None
+    if not secret:
+        raise i.error("client_secret", "client_secret or client_secret_file is required")
+    algorithms = i.strings("algorithms", ("RS256", "ES256"))
+    if any(a.lower() == "none" or a.startswith("HS") for a in algorithms):
+        raise i.error("algorithms", "only asymmetric algorithms (RS*, ES*, PS*, EdDSA) may verify tokens")
+    identity = IdentityConfig(
+        issuer=issuer, audience=i.get("audience", str, "dicom-server-agent"), algorithms=algorithms,
+        token_types=i.strings("token_types", ("at+jwt", "application/at+jwt", "JWT", "IUA-JWT")),
+        client_id=i.get("client_id", str), client_secret=secret, introspect=i.get("introspect", bool, False),
+        introspect_cache=i.get("introspect_cache", float, 10.0), username_only=i.get("username_only", bool, False),
+        username_only_workstations=i.strings("username_only_workstations"),
+        jwks_min_refresh=i.positive("jwks_min_refresh", float, 10.0), timeout=i.positive("timeout", float, 5.0),
+        ca_file=i.path_value("ca_file", None), leeway=i.get("leeway", float, 30.0))
+    p = root.table("pdp").allow("url", "timeout", "cache_seconds", "cache_size")
+    pdp = PdpConfig(url=p.get("url", str, issuer).rstrip("/"), timeout=p.positive("timeout", float, 2.0),
+                    cache_seconds=p.get("cache_seconds", float, 30.0), cache_size=p.positive("cache_size", int, 10000))
+    pacs: dict[str, Pacs] = {}
+    for name in root.get("pacs", dict, {}):
+        t = root.table("pacs").table(name).allow("host", "port", "ae_title")
+        title = t.get("ae_title", str, name)
+        if ae_title_problem(title.encode("ascii", "replace")):
+            raise t.error("ae_title", f"{title!r} is not a valid AE title")
+        pacs[name] = Pacs(name=name, host=t.get("host", str), port=t.get("port", int), ae_title=title)
+    if not pacs:
+        raise root.error("pacs", "at least one [pacs.NAME] is required")
+    default_pacs = s.get("default_pacs", str, None)
+    if default_pacs is not None and default_pacs not in pacs:
+        raise s.error("default_pacs", f"names {default_pacs!r}, which [pacs] does not define")
+    workstations: dict[str, Workstation] = {}
+    for name in root.get("workstations", dict, {}):
+        t = root.table("workstations").table(name).allow("host", "port", "server_name")
+        workstations[name] = Workstation(name=name, host=t.get("host", str), port=t.get("port", int),
+                                         server_name=t.get("server_name", str, name.lower()))
+    nodes: dict[str, Node] = {}
+    for title in root.get("nodes", dict, {}):
+        t = root.table("nodes").table(title).allow("addresses", "actions")
+        actions = t.strings("actions", ("C-ECHO", "C-STORE"))
+        for action in actions:
+            if action not in ACTIONS:
+                raise t.error("actions", f"unknown action {action!r}")
+        nodes[title] = Node(ae_title=title, addresses=t.strings("addresses"), actions=actions)
+    lim = root.table("limits").allow("max_pdu_length", "artim_timeout", "connect_timeout", "idle_timeout",
+                                     "decision_timeout", "store_head_length")
+    defaults = RelayLimits()
+    limits = RelayLimits(
+        max_pdu_length=lim.positive("max_pdu_length", int, defaults.max_pdu_length),
+        artim_timeout=lim.positive("artim_timeout", float, defaults.artim_timeout),
+        connect_timeout=lim.positive("connect_timeout", float, defaults.connect_timeout),
+        idle_timeout=lim.positive("idle_timeout", float, defaults.idle_timeout),
+        decision_timeout=lim.positive("decision_timeout", float, defaults.decision_timeout),
+        store_head_length=lim.positive("store_head_length", int, defaults.store_head_length))
+    plain = s.get("plain_listen", str, None)
+    return ServerAgentConfig(
+        path=path, name=s.get("name", str), listen=s.host_port("listen", "127.0.0.1:2762"),
+        plain_listen=s.host_port("plain_listen") if plain else None,
+        return_listen=s.host_port("return_listen", "127.0.0.1:2763"),
+        certificate=files["certificate"], key=files["key"], ca=files["ca"], identity=identity, pdp=pdp, pacs=pacs,
+        default_pacs=default_pacs, workstations=workstations, nodes=nodes,
+        decision_log=s.path_value("decision_log", "decisions.jsonl") or path.parent / "decisions.jsonl",
+        max_associations=s.positive("max_associations", int, 200), move_timeout=s.positive("move_timeout", float,
+                                                                                         600.0),
+        limits=limits)
+
+
+__all__ = ["ConfigError", "IdentityConfig", "Node", "Pacs", "PdpConfig", "ServerAgentConfig", "Workstation", "load"]

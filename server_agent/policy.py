@@ -1,0 +1,333 @@
+"""The server agent's answers to the relay core's questions: authentication, routing, authorization.
+
+Every association: route by the called AE title (``PACS@GW``, or the default PACS), authenticate its
+User Identity (or apply node policy to a device without one), present the self-describing calling
+AE title to the PACS, never forward the identity. Every request: the token must still be valid, the
+OAuth scopes must allow the action, then the policy decision point decides; a deny never reaches the
+PACS (status 0124H with the reason). C-FIND not pinned to one patient is forwarded and each match is
+decided in batches (post-filter); C-STORE is decided from the head of its data set; a C-MOVE goes
+only to the requester's own workstation and opens the return path for its sub-operations; C-GET
+sub-operations are decided like their request. Each decision becomes a decision event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dicomwire.aio import ConnectionInfo, Upstream
+from dicomwire.dimse import STATUS_PENDING, CommandField
+from dicomwire.errors import RejectReason, RejectResult, RejectSource
+from dicomwire.identity import add_identity_response, extract_user_identity, strip_user_identity
+from dicomwire.relay import (
+    AcceptQuestion,
+    AssociationQuestion,
+    DimseQuestion,
+    Drop,
+    ForwardAccept,
+    ForwardAssociation,
+    Permit,
+    Question,
+    Refuse,
+    RejectAssociation,
+    Verdict,
+)
+
+from .authn import AuthenticationFailed, Authenticator, Subject
+from .config import Pacs, ServerAgentConfig
+from .decisions import DecisionLog
+from .pdp import Decision, PdpClient, PdpUnavailable
+from .resources import ACTION_NAMES, Context, authzen_request, pinned_patient, read_keys, scope_allows
+
+log = logging.getLogger("server_agent")
+
+
+def certificate_names(cert: dict[str, Any] | None) -> list[str]:
+    if not cert:
+        return []
+    names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    return names + [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
+
+
+@dataclass
+class AssociationState:
+    subject: Subject
+    context: Context
+    pacs: Pacs
+    positive_response: bool
+    gets: set[int] = field(default_factory=set)  # message ids of permitted C-GETs
+    batch: list[tuple[dict[str, Any], asyncio.Future[Decision]]] = field(default_factory=list)
+
+
+class MoveRegistry:
+    """C-MOVE destinations with an authorized move outstanding (the return path opens only for them).
+
+    In one process: several server agents behind a load balancer need the PACS to send each move's
+    sub-operations back through the agent that authorized it (one return port per agent).
+    """
+
+    def __init__(self) -> None:
+        self._moves: dict[str, dict[int, float]] = {}
+
+    def allow(self, destination: str, association_id: int, until: float) -> None:
+        self._moves.setdefault(destination, {})[association_id] = until
+
+    def active(self, destination: str) -> bool:
+        now = time.monotonic()
+        holders = self._moves.get(destination, {})
+        for key in [k for k, until in holders.items() if until < now]:
+            del holders[key]
+        return bool(holders)
+
+    def end(self, association_id: int) -> None:
+        for holders in self._moves.values():
+            holders.pop(association_id, None)
+
+
+def _comment(text: str) -> str:
+    return ("Not authorized: " + text)[:64] if text else "Not authorized"
+
+
+class ServerPolicy:
+    def __init__(self, config: ServerAgentConfig, authn: Authenticator, pdp: PdpClient, moves: MoveRegistry,
+                 decisions: DecisionLog) -> None:
+        self.config = config
+        self.authn = authn
+        self.pdp = pdp
+        self.moves = moves
+        self.decisions = decisions
+        self.states: dict[int, AssociationState] = {}
+
+    # ---- association -------------------------------------------------------------------------------------
+    async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
+        if isinstance(question, AssociationQuestion):
+            return await self._associate(question, connection)
+        state = self.states.get(connection.association_id)
+        if isinstance(question, AcceptQuestion):
+            if state is not None and state.positive_response:
+                return ForwardAccept(ac=add_identity_response(question.ac))  # PS3.7 D.3.3.7.2
+            return ForwardAccept()
+        assert isinstance(question, DimseQuestion)
+        if state is None:
+            return Refuse(comment="Not authorized: no authenticated association")
+        if question.command.is_response:
+            return await self._review(state, question, connection.association_id)
+        return await self._request(state, question, connection.association_id)
+
+    def association_ended(self, connection: ConnectionInfo) -> None:
+        state = self.states.pop(connection.association_id, None)
+        self.moves.end(connection.association_id)
+        if state is not None:
+            self.decisions.write("association-end", association=connection.association_id,
+                                 user=state.subject.describe(), calling_ae=state.context.calling_ae)
+
+    def _route(self, called: str) -> Pacs | None:
+        name, at, _ = called.partition("@")
+        if name in self.config.pacs:
+            return self.config.pacs[name]
+        if not at and self.config.default_pacs:
+            return self.config.pacs[self.config.default_pacs]
+        return None
+
+    async def _associate(self, question: AssociationQuestion, connection: ConnectionInfo) -> Verdict:
+        started = time.perf_counter()
+        rq = question.rq
+        names = certificate_names(connection.peer_certificate)
+        peer = f"{connection.peer[0]}:{connection.peer[1]}" if connection.peer else ""
+        event: dict[str, Any] = {"association": connection.association_id, "peer": peer, "certificate": names,
+                                 "calling_ae": rq.calling_ae, "called_ae": rq.called_ae}
+
+        def reject(reason: str, code: tuple[int, int, int]) -> RejectAssociation:
+            self.decisions.write("authentication", **event, decision="deny", reason=reason,
+                                 latency_ms=round((time.perf_counter() - started) * 1000, 3))
+            log.warning("association %d from %s refused: %s", connection.association_id, peer, reason)
+            return RejectAssociation(reason_text=reason, result=code[0], source=code[1], reason=code[2])
+
+        pacs = self._route(rq.called_ae)
+        if pacs is None:
+            return reject(f"called AE title {rq.called_ae!r} names no PACS here",
+                          (RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLED_AE_NOT_RECOGNIZED))
+        event["pacs"] = pacs.name
+        identity = extract_user_identity(rq)
+        auth_failed = (RejectResult.PERMANENT, RejectSource.SERVICE_PROVIDER_ACSE, RejectReason.NO_REASON)
+        if identity is None:
+            node = self.config.nodes.get(rq.calling_ae)
+            if node is None or (connection.peer and connection.peer[0] not in node.addresses):
+                return reject("no user identity, and not a registered node at this address", auth_failed)
+            subject = Subject(kind="node", id=node.ae_title, username=node.ae_title)
+        else:
+            event["identity_type"] = identity.type
+            try:
+                subject = await self.authn.authenticate(identity, names)
+            except AuthenticationFailed as error:
+                return reject(str(error), auth_failed)
+        workstation = rq.calling_ae.partition("@")[2]
+        context = Context(calling_ae=rq.calling_ae, called_ae=rq.called_ae, workstation=workstation,
+                          certificate=names, peer=peer)
+        positive = bool(identity and identity.positive_response_requested)
+        self.states[connection.association_id] = AssociationState(subject, context, pacs, positive)
+        self.decisions.write("authentication", **event, decision="permit", user=subject.describe(),
+                             reason="authenticated" if subject.kind == "user" else "node policy",
+                             latency_ms=round((time.perf_counter() - started) * 1000, 3))
+        forwarded = (strip_user_identity(rq) if identity else rq).with_ae_titles(called=pacs.ae_title)
+        return ForwardAssociation(target=Upstream(host=pacs.host, port=pacs.port), rq=forwarded,
+                                  review_ac=positive)
+
+    # ---- requests ----------------------------------------------------------------------------------------------
+    async def _request(self, state: AssociationState, question: DimseQuestion, association: int) -> Verdict:
+        started = time.perf_counter()
+        command = question.command
+        action = ACTION_NAMES.get(command.command_field)  # type: ignore[call-overload]
+        keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
+        subop = question.side.value == "server"  # a C-STORE the PACS sends on a C-GET association
+        event: dict[str, Any] = {"association": association, "message_id": command.message_id,
+                                 "action": action or command.name, "user": state.subject.describe(),
+                                 "calling_ae": state.context.calling_ae, "workstation": state.context.workstation,
+                                 "pacs": state.pacs.name, "resource": keys}
+        if subop:
+            event["sub_operation_of"] = "C-GET"
+
+        def refuse(reason: str, text: str, **extra: Any) -> Refuse:
+            self._event("authorization", event, started, "deny", reason, **extra)
+            return Refuse(comment=_comment(text))
+
+        if action is None:
+            return refuse("unsupported_service", f"{command.name} is not supported here")
+        if command.move_destination:
+            event["move_destination"] = command.move_destination
+        why = await self.authn.still_valid(state.subject)
+        if why is not None:
+            return refuse("token_invalid", why)
+        patient = pinned_patient(keys)
+        if subop:
+            if not state.gets:
+                return refuse("unsolicited_sub_operation", "C-STORE without an authorized C-GET")
+            action = "C-GET"
+        if state.subject.kind == "node":
+            node = self.config.nodes[state.subject.id]
+            if action not in node.actions:
+                return refuse("node_action_not_permitted", f"node {node.ae_title} may not {action}")
+            self._event("authorization", event, started, "permit", "node_policy", rule_id=f"node:{node.ae_title}")
+            return Permit()
+        if not scope_allows(state.subject, action, patient):
+            return refuse("insufficient_scope", f"token scopes do not allow {action}")
+        if action == "C-MOVE":
+            destination = command.move_destination or ""
+            name, _, workstation = destination.partition("@")
+            if not name or workstation != state.context.workstation or workstation not in self.config.workstations:
+                return refuse("move_destination_not_allowed",
+                              f"move destination {destination!r} is not the requester's workstation")
+        try:
+            (decision,) = await self.pdp.evaluate([authzen_request(state.subject, action, command, keys,
+                                                                   state.context)])
+        except PdpUnavailable as error:
+            log.error("PDP unavailable, request denied: %s", error)
+            return refuse("pdp_unavailable", "authorization service unavailable", detail=str(error))
+        self._event("authorization", event, started, "permit" if decision.allowed else "deny", decision.reason,
+                    rule_id=decision.rule_id, policy_version=decision.policy_version, cached=decision.cached,
+                    break_glass=decision.break_glass)
+        if decision.break_glass:
+            log.warning("BREAK-GLASS: %s %s patient %s (%s)", state.subject.username, action, patient,
+                        decision.rule_id)
+        if not decision.allowed:
+            return Refuse(comment=_comment(decision.message or decision.reason))
+        if action == "C-MOVE":
+            self.moves.allow(command.move_destination or "", association, time.monotonic() +
+                             self.config.move_timeout)
+        if action == "C-GET" and not subop and command.message_id is not None:
+            state.gets.add(command.message_id)
+        # A query not pinned to one patient: every match is checked before the user sees it.
+        return Permit(review_responses=action == "C-FIND" and patient is None)
+
+    # ---- C-FIND post-filter, in batches --------------------------------------------------------------------
+    async def _review(self, state: AssociationState, question: DimseQuestion, association: int) -> Verdict:
+        command = question.command
+        if command.status not in STATUS_PENDING or command.command_field != CommandField.C_FIND_RSP:
+            return Permit()
+        keys = read_keys(question.data_set, question.transfer_syntax)
+        patient = pinned_patient(keys)
+        event: dict[str, Any] = {"association": association, "message_id": command.message_id_responded_to,
+                                 "action": "C-FIND", "user": state.subject.describe(), "pacs": state.pacs.name,
+                                 "resource": keys, "post_filter": True}
+        started = time.perf_counter()
+        if patient is None:
+            self._event("authorization", event, started, "deny", "no_patient_id_to_check")
+            return Drop(reason_text="match without a Patient ID cannot be checked")
+        request = authzen_request(state.subject, "C-FIND", command, keys, state.context)
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        state.batch.append((request, future))
+        if len(state.batch) == 1:
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush(state)))
+        try:
+            decision = await future
+        except PdpUnavailable as error:
+            self._event("authorization", event, started, "deny", "pdp_unavailable", detail=str(error))
+            return Drop(reason_text="authorization service unavailable")
+        self._event("authorization", event, started, "permit" if decision.allowed else "deny", decision.reason,
+                    rule_id=decision.rule_id, policy_version=decision.policy_version, cached=decision.cached)
+        return Permit() if decision.allowed else Drop(reason_text=decision.reason)
+
+    async def _flush(self, state: AssociationState) -> None:
+        batch, state.batch = state.batch, []
+        if not batch:
+            return
+        try:
+            decisions = await self.pdp.evaluate([request for request, _ in batch])
+        except PdpUnavailable as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), decision in zip(batch, decisions, strict=True):
+            if not future.done():
+                future.set_result(decision)
+
+    def _event(self, kind: str, event: dict[str, Any], started: float, decision: str, reason: str,
+               **extra: Any) -> None:
+        self.decisions.write(kind, **event, decision=decision, reason=reason,
+                             latency_ms=round((time.perf_counter() - started) * 1000, 3), **extra)
+
+
+class ReturnPolicy:
+    """The return listener: C-STORE sub-operations of an authorized C-MOVE, from the PACS to the
+    workstation agent of the destination, over TLS. Anything else is refused."""
+
+    def __init__(self, config: ServerAgentConfig, moves: MoveRegistry, decisions: DecisionLog,
+                 client_ssl: Any) -> None:
+        self.config = config
+        self.moves = moves
+        self.decisions = decisions
+        self.client_ssl = client_ssl
+        self.pacs_hosts = {p.host for p in config.pacs.values()}
+
+    async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
+        if isinstance(question, AcceptQuestion):
+            return ForwardAccept()
+        if isinstance(question, DimseQuestion):
+            keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
+            self.decisions.write("sub-operation", association=connection.association_id, action="C-STORE",
+                                 sub_operation_of="C-MOVE", message_id=question.command.message_id,
+                                 move_originator=question.command.get(0x00001030), resource=keys, decision="permit",
+                                 reason="authorized move outstanding")
+            return Permit()
+        assert isinstance(question, AssociationQuestion)
+        rq = question.rq
+        peer = connection.peer[0] if connection.peer else ""
+        event = {"association": connection.association_id, "peer": peer, "calling_ae": rq.calling_ae,
+                 "called_ae": rq.called_ae, "path": "return"}
+        if peer not in self.pacs_hosts:
+            self.decisions.write("authentication", **event, decision="deny", reason="not a configured PACS")
+            return RejectAssociation(reason_text=f"{peer} is not a configured PACS", result=1, source=1, reason=3)
+        workstation = self.config.workstations.get(rq.called_ae.partition("@")[2])
+        if workstation is None or not self.moves.active(rq.called_ae):
+            self.decisions.write("authentication", **event, decision="deny",
+                                 reason="no authorized C-MOVE outstanding for this destination")
+            return RejectAssociation(reason_text=f"unsolicited C-STORE to {rq.called_ae!r}", result=1, source=1,
+                                     reason=7)
+        self.decisions.write("authentication", **event, decision="permit", reason="authorized move outstanding",
+                             workstation=workstation.name)
+        return ForwardAssociation(target=Upstream(host=workstation.host, port=workstation.port, ssl=self.client_ssl,
+                                                  server_hostname=workstation.server_name))

@@ -1,0 +1,133 @@
+"""From a DIMSE request to an AuthZEN question (architecture: subject / action / resource / context).
+
+The identifier (C-FIND/C-GET/C-MOVE) or the head of a C-STORE data set is read with pydicom in the
+presentation context's transfer syntax, tolerating a head cut in the middle of an element (only the
+elements before the cut are used). Only the keys the decision needs are kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from pydicom.filereader import data_element_generator
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from dicomwire.dimse import CommandField, CommandSet
+
+from .authn import Subject
+
+ACTION_NAMES = {
+    CommandField.C_ECHO_RQ: "C-ECHO",
+    CommandField.C_FIND_RQ: "C-FIND",
+    CommandField.C_GET_RQ: "C-GET",
+    CommandField.C_MOVE_RQ: "C-MOVE",
+    CommandField.C_STORE_RQ: "C-STORE",
+}
+KEYS = {
+    0x00080052: "level",
+    0x00100020: "patient_id",
+    0x00100021: "patient_id_issuer",
+    0x0020000D: "study_instance_uid",
+    0x0020000E: "series_instance_uid",
+    0x00080018: "sop_instance_uid",
+    0x00080016: "sop_class_uid",
+    0x00080050: "accession_number",
+}
+_LAST_TAG = max(KEYS)
+WILDCARDS = ("*", "?", "\\")
+
+
+def read_keys(data: bytes, transfer_syntax: str | None) -> dict[str, str]:
+    """The decision keys of a (possibly truncated) data set; never raises on damaged input.
+
+    An element whose value the cut shortened is dropped, never read partially: a Patient ID cut in
+    two must not become another patient's ID.
+    """
+    implicit = transfer_syntax in (None, ImplicitVRLittleEndian)
+    little = transfer_syntax != ExplicitVRBigEndian
+    found: dict[str, str] = {}
+    try:
+        for raw in data_element_generator(BytesIO(data), implicit, little, defer_size=None,
+                                          stop_when=lambda tag, vr, length: tag > _LAST_TAG):
+            name = KEYS.get(raw.tag)
+            if name is None:
+                continue
+            value = raw.value if isinstance(raw.value, bytes) else b""
+            length = getattr(raw, "length", len(value))
+            if length != 0xFFFFFFFF and len(value) != length:
+                break  # cut inside this element
+            found[name] = value.decode("latin-1", "replace").strip(" \x00")
+    except Exception:
+        pass
+    return found
+
+
+def pinned_patient(keys: dict[str, str]) -> str | None:
+    """The one patient a request names, or None if it names none or matches with wildcards."""
+    patient = keys.get("patient_id", "")
+    if not patient or any(w in patient for w in WILDCARDS):
+        return None
+    return patient
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    calling_ae: str
+    called_ae: str
+    workstation: str
+    certificate: list[str]
+    peer: str
+
+
+def authzen_request(subject: Subject, action: str, command: CommandSet, keys: dict[str, str],
+                    context: Context) -> dict[str, Any]:
+    level = keys.get("level", "").upper()
+    patient = pinned_patient(keys)
+    kinds = {"PATIENT": "patient", "STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
+    resource_type = kinds.get(level, "instance" if action == "C-STORE" else "study" if action != "C-ECHO"
+                              else "service")
+    resource_id = (keys.get("sop_instance_uid") if resource_type == "instance" else
+                   keys.get("series_instance_uid") if resource_type == "series" else
+                   keys.get("study_instance_uid") if resource_type == "study" else patient) or "*"
+    if any(w in resource_id for w in WILDCARDS):
+        resource_id = "*"
+    properties: dict[str, Any] = {k: v for k, v in keys.items() if v and k != "level"}
+    if patient is None:
+        properties.pop("patient_id", None)
+    if level:
+        properties["level"] = level
+    if command.affected_sop_class_uid:
+        properties["sop_class_uid"] = command.affected_sop_class_uid
+    if command.move_destination:
+        properties["move_destination"] = command.move_destination
+    return {
+        "subject": {"type": subject.kind, "id": subject.id,
+                    "properties": {"username": subject.username, "roles": list(subject.roles),
+                                   "organization": subject.organization, "client_id": subject.client_id}},
+        "action": {"name": action},
+        "resource": {"type": resource_type, "id": resource_id, "properties": properties},
+        "context": {"calling_ae": context.calling_ae, "called_ae": context.called_ae,
+                    "workstation": context.workstation, "client_certificate": context.certificate,
+                    "purpose_of_use": subject.purpose_of_use, "time": dt.datetime.now(dt.UTC).isoformat()},
+    }
+
+
+def scope_allows(subject: Subject, action: str, patient: str | None) -> bool:
+    """SMART v2 scopes as the first gate (standards digest 7.9): C-FIND needs ``s``, C-GET and C-MOVE
+    ``r``, C-STORE ``c``, on ``ImagingStudy`` or ``*``, as ``user/`` (or ``patient/`` for one patient)."""
+    if subject.kind != "user" or action == "C-ECHO":
+        return True
+    if subject.identity_type == 1:
+        return True  # a username alone carries no scopes: the PDP alone decides
+    need = {"C-FIND": "s", "C-GET": "r", "C-MOVE": "r", "C-STORE": "c"}[action]
+    for scope in subject.scopes:
+        context, _, rest = scope.partition("/")
+        resource, _, letters = rest.partition(".")
+        letters = {"read": "rs", "write": "cud", "*": "cruds"}.get(letters.split("?")[0], letters.split("?")[0])
+        if resource in ("ImagingStudy", "*") and need in letters and (
+                context in ("user", "system") or (context == "patient" and patient is not None)):
+            return True
+    return False

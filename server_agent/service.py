@@ -1,0 +1,75 @@
+"""The server agent's composition root: TLS contexts, the identity provider and PDP clients, the
+listeners. The only place that builds real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from dicomwire.aio import RelayServer
+from dicomwire.dimse import CommandField
+
+from .authn import Authenticator
+from .config import ServerAgentConfig
+from .decisions import DecisionLog
+from .pdp import PdpClient
+from .policy import MoveRegistry, ReturnPolicy, ServerPolicy
+
+log = logging.getLogger("server_agent")
+
+
+def server_context(config: ServerAgentConfig) -> ssl.SSLContext:
+    """TLS 1.2+ for workstation agents, whose certificate (from the site CA) is required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(config.ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(str(config.certificate), str(config.key))
+    return context
+
+
+def client_context(config: ServerAgentConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(config.certificate), str(config.key))
+    return context
+
+
+class ServerAgent:
+    def __init__(self, config: ServerAgentConfig) -> None:
+        self.config = config
+        self.decisions = DecisionLog(config.decision_log)
+        self.authn = Authenticator(config.identity)
+        self.pdp = PdpClient(config.pdp, config.identity, self.authn.http)
+        self.moves = MoveRegistry()
+        self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions)
+        requests = frozenset({CommandField.C_ECHO_RQ, CommandField.C_FIND_RQ, CommandField.C_GET_RQ,
+                              CommandField.C_MOVE_RQ, CommandField.C_STORE_RQ})
+        common = {"limits": config.limits, "max_associations": config.max_associations, "ask_requests": True,
+                  "ask_commands": requests}
+        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
+                                ssl=server_context(config), **common)  # type: ignore[arg-type]
+        self.plain = (RelayServer(self.policy, host=config.plain_listen[0], port=config.plain_listen[1],
+                                  **common) if config.plain_listen else None)  # type: ignore[arg-type]
+        self.returns = RelayServer(ReturnPolicy(config, self.moves, self.decisions, client_context(config)),
+                                   host=config.return_listen[0], port=config.return_listen[1],
+                                   limits=config.limits, ask_requests=True,
+                                   ask_commands=frozenset({CommandField.C_STORE_RQ}))
+
+    @property
+    def servers(self) -> list[RelayServer]:
+        return [s for s in (self.main, self.plain, self.returns) if s is not None]
+
+    async def start(self) -> None:
+        for server in self.servers:
+            await server.start()
+        self.decisions.write("application-start", name=self.config.name,
+                             listen=f"{self.main.address[0]}:{self.main.address[1]}")
+        log.info("server agent %s: TLS on %s:%d%s, return listener on %s:%d, PACS %s", self.config.name,
+                 *self.main.address, f", plain on {self.plain.address[0]}:{self.plain.address[1]}" if self.plain
+                 else "", *self.returns.address, ", ".join(self.config.pacs))
+
+    async def stop(self, deadline: float = 10.0) -> None:
+        await asyncio.gather(*(s.shutdown(deadline) for s in self.servers))
+        self.decisions.write("application-stop", name=self.config.name)
+        self.decisions.close()
