@@ -141,17 +141,19 @@ def _tune_socket(transport: asyncio.BaseTransport, quickack: bool) -> socket.soc
 
 
 class _SideProtocol(asyncio.Protocol):
-    __slots__ = ("_quickack_sock", "association", "side")
+    __slots__ = ("_quickack_sock", "_tls", "association", "side")
 
     def __init__(self, association: _Association, side: Side) -> None:
         self.association = association
         self.side = side
         self._quickack_sock: Any = None
+        self._tls = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        self._tls = transport.get_extra_info("sslcontext") is not None
         self._quickack_sock = _tune_socket(transport, self.association.server.quickack)
         self.association.transport_made(self.side, transport)
 
@@ -166,7 +168,8 @@ class _SideProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.association.run(self.association.core.eof_received(self.side))
-        return True  # keep our writing half open (half-close) until the core says close
+        # Keep our writing half open (half-close) until the core says close; TLS has no half-close.
+        return not self._tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._quickack_sock is not None:

@@ -183,6 +183,8 @@ class ServerPolicy:
         action = ACTION_NAMES.get(command.command_field)  # type: ignore[call-overload]
         keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
         subop = question.side.value == "server"  # a C-STORE the PACS sends on a C-GET association
+        if subop:
+            action = "C-GET"  # decided as the retrieval it belongs to
         event: dict[str, Any] = {"association": association, "message_id": command.message_id,
                                  "action": action or command.name, "user": state.subject.describe(),
                                  "calling_ae": state.context.calling_ae, "workstation": state.context.workstation,
@@ -202,10 +204,8 @@ class ServerPolicy:
         if why is not None:
             return refuse("token_invalid", why)
         patient = pinned_patient(keys)
-        if subop:
-            if not state.gets:
-                return refuse("unsolicited_sub_operation", "C-STORE without an authorized C-GET")
-            action = "C-GET"
+        if subop and not state.gets:
+            return refuse("unsolicited_sub_operation", "C-STORE without an authorized C-GET")
         if state.subject.kind == "node":
             node = self.config.nodes[state.subject.id]
             if action not in node.actions:

@@ -1,0 +1,148 @@
+"""A whole site on loopback, for the end-to-end tests and ``make demo``.
+
+HIAL (OIDC provider + PDP), Orthanc (the unchanged PACS, only its modality list set), the server
+agent ``GW1`` in front of it, the workstation ``WS1`` (its agent is run per command by
+``dicom-agent launch``, or kept running with ``serve``), and a DCMTK storescp as the app's own SCP.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent import certs
+
+from .hial import HialProcess
+from .peers import DCMTK_BIN, PROJECT, Orthanc, StoreSCP, dcmtk_env, free_port, wait_for_port
+
+
+@dataclass
+class Site:
+    root: Path
+    hial_server: dict[str, object] = field(default_factory=dict)
+    identity_extra: str = ""
+    pdp_url: str | None = None
+    pdp_cache: float = 30.0
+    leeway: float = 30.0
+    hial: HialProcess | None = None
+    orthanc: Orthanc | None = None
+    scp: StoreSCP | None = None
+    server: subprocess.Popen[str] | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    def start(self) -> Site:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.pki / "ca.crt").exists():
+            certs.init_ca(self.pki)
+            certs.issue(self.pki, "gw1", ["127.0.0.1"])
+            certs.issue(self.pki, "ws1", ["127.0.0.1"])
+        self.ports = {name: free_port() for name in ("server", "plain", "return", "agent", "agent_return", "scp")}
+        self.hial = HialProcess(self.root / "hial", server=self.hial_server).start()
+        self.orthanc = Orthanc(self.root / "orthanc",
+                               modalities={"ws1-app": ("MOVESCP@WS1", "127.0.0.1", self.ports["return"])}).start()
+        self.scp = StoreSCP(self.root / "scp" / "in", aet="MOVESCP", port=self.ports["scp"]).start()
+        self._write_configs()
+        self.start_server()
+        return self
+
+    def _write_configs(self) -> None:
+        assert self.hial is not None and self.orthanc is not None
+        p = self.ports
+        (self.root / "server-agent.toml").write_text(f"""
+[server]
+name = "GW1"
+listen = "127.0.0.1:{p['server']}"
+plain_listen = "127.0.0.1:{p['plain']}"
+return_listen = "127.0.0.1:{p['return']}"
+default_pacs = "ORTHANC"
+decision_log = "{self.root / 'decisions.jsonl'}"
+[tls]
+certificate = "{self.pki / 'gw1.crt'}"
+key = "{self.pki / 'gw1.key'}"
+ca = "{self.pki / 'ca.crt'}"
+[identity]
+issuer = "{self.hial.issuer}"
+client_id = "server-agent"
+client_secret = "demo-server-agent-secret"
+leeway = {self.leeway}
+{self.identity_extra}
+[pdp]
+url = "{self.pdp_url or self.hial.issuer}"
+timeout = 2
+cache_seconds = {self.pdp_cache}
+[pacs.ORTHANC]
+host = "127.0.0.1"
+port = {self.orthanc.dicom_port}
+ae_title = "ORTHANC"
+[workstations.WS1]
+host = "127.0.0.1"
+port = {p['agent_return']}
+server_name = "ws1"
+[nodes.CTSCANNER]
+addresses = ["127.0.0.1"]
+actions = ["C-ECHO", "C-STORE"]
+""")
+        (self.root / "workstation.toml").write_text(f"""
+[workstation]
+name = "WS1"
+listen = "127.0.0.1:{p['agent']}"
+default_route = "GW1"
+session_file = "{self.root / 'session.json'}"
+log_file = "{self.root / 'associations.jsonl'}"
+refresh_margin = 2
+[identity_provider]
+issuer = "{self.hial.issuer}"
+client_id = "workstation-agent"
+[tls]
+certificate = "{self.pki / 'ws1.crt'}"
+key = "{self.pki / 'ws1.key'}"
+ca = "{self.pki / 'ca.crt'}"
+[routes.GW1]
+host = "127.0.0.1"
+port = {p['server']}
+server_name = "gw1"
+[return]
+listen = "127.0.0.1:{p['agent_return']}"
+allowed_server_agents = ["gw1"]
+[apps.MOVESCP]
+store_scp = "127.0.0.1:{p['scp']}"
+""")
+
+    def start_server(self) -> None:
+        log = open(self.root / "server-agent.log", "a")  # noqa: SIM115 - kept open for the process
+        self.server = subprocess.Popen([sys.executable, "-m", "server_agent.cli", "serve", "--config",
+                                        str(self.root / "server-agent.toml")], cwd=PROJECT, stdout=log,
+                                       stderr=subprocess.STDOUT, text=True)
+        wait_for_port(self.ports["server"], 30, self.server)  # type: ignore[arg-type]
+        wait_for_port(self.ports["return"], 30, self.server)  # type: ignore[arg-type]
+
+    def stop_server(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            self.server.wait(15)
+
+    def agent(self, *args: str, stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(self.root / "workstation.toml"),
+                               *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+                              env=dcmtk_env(), cwd=PROJECT)
+
+    def launch(self, user: str, tool: str, *args: object) -> subprocess.CompletedProcess[str]:
+        """Run a DCMTK app through `dicom-agent launch` as ``user`` (demo password)."""
+        return self.agent("launch", "--user", user, "--password-stdin", "--", str(DCMTK_BIN / tool),
+                          *map(str, args), stdin=f"demo-{user}\n")
+
+    def decisions(self) -> str:
+        path = self.root / "decisions.jsonl"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        self.stop_server()
+        for part in (self.scp, self.orthanc, self.hial):
+            if part is not None:
+                part.stop()

@@ -1,0 +1,282 @@
+"""Issue 5 end to end: the server agent in front of an unchanged Orthanc, real DCMTK apps through
+the workstation agent, DCMTK and pynetdicom sending identities straight to the server agent, a live
+HIAL as identity provider and policy decision point."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from devtools.dicomdata import make_ct_study
+from devtools.peers import dcmtk
+from devtools.site import Site
+
+PATIENTS = ("PAT-1", "PAT-REF-1", "PAT-OPTOUT", "PAT-CONSENT-ORG")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("gw")
+    site = Site(root, hial_server={"access_token_lifetime": 10}, leeway=0).start()
+    assert site.orthanc is not None
+    for n, patient in enumerate(PATIENTS):
+        site.orthanc.upload(make_ct_study(root / "data" / patient, slices=2, patient_id=patient,
+                                          accession=f"ACC{n}", seed=n))
+    yield site
+    site.stop()
+
+
+def refused(output: str) -> bool:
+    """DCMTK prints status 0124H ("Refused: Not authorized") as 0x124 (or 0x0124)."""
+    return re.search(r"0x0?124\b", output) is not None
+
+
+def find_patients(site: Site, user: str, patient: str) -> tuple[list[str], str]:
+    result = site.launch(user, "findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient}",
+                         "-k", "StudyInstanceUID", "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+    answers = re.findall(r"\(0010,0020\) LO \[([^\]]*)\]", result.stderr.split("Find Response", 1)[-1])
+    return sorted(a.strip() for a in answers), result.stderr
+
+
+def direct_patients(site: Site, patient: str) -> list[str]:
+    assert site.orthanc is not None
+    result = dcmtk("findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient}",
+                   "-k", "StudyInstanceUID", "-aec", "ORTHANC", "127.0.0.1", site.orthanc.dicom_port)
+    return sorted(a.strip() for a in re.findall(r"\(0010,0020\) LO \[([^\]]*)\]",
+                                                 result.stderr.split("Find Response", 1)[-1]))
+
+
+def orthanc_finds(site: Site) -> int:
+    assert site.orthanc is not None
+    return site.orthanc.log_text().count("DICOM C-Find request")
+
+
+def events(site: Site, **match: object) -> list[dict]:
+    out = []
+    for line in site.decisions().splitlines():
+        record = json.loads(line)
+        if all(record.get(k) == v for k, v in match.items()):
+            out.append(record)
+    return out
+
+
+def test_radiologist_gets_what_a_direct_query_returns(site: Site) -> None:
+    got, _ = find_patients(site, "rad", "PAT-1")
+    assert got == direct_patients(site, "PAT-1") == ["PAT-1"]
+
+
+def test_researcher_is_refused_with_0124_and_nothing_reaches_orthanc(site: Site) -> None:
+    before = orthanc_finds(site)
+    got, output = find_patients(site, "researcher", "PAT-1")
+    assert got == []
+    assert refused(output), output
+    time.sleep(0.3)
+    assert orthanc_finds(site) == before
+    denied = events(site, event="authorization", action="C-FIND", decision="deny")
+    assert denied and denied[-1]["user"]["username"] == "researcher"
+    assert denied[-1]["reason"] == "not_identifiable" and denied[-1]["policy_version"] == "demo-2026-11-22"
+
+
+def test_referring_physician_sees_only_his_patient(site: Site) -> None:
+    everything = direct_patients(site, "*")
+    assert set(PATIENTS) <= set(everything)
+    got, _ = find_patients(site, "refdoc", "*")
+    assert got == ["PAT-REF-1"]  # PAT-CONSENT-ORG is in his care, but its consent denies other organizations
+    pinned, output = find_patients(site, "refdoc", "PAT-1")
+    assert pinned == []
+    filtered = events(site, event="authorization", post_filter=True)
+    assert {e["resource"].get("patient_id") for e in filtered if e["decision"] == "deny"} >= {"PAT-1", "PAT-OPTOUT"}
+
+
+def test_consent_opt_out_refuses_even_the_radiologist(site: Site) -> None:
+    got, output = find_patients(site, "rad", "PAT-OPTOUT")
+    assert got == []
+    assert events(site, event="authorization", decision="deny", reason="consent_denied")
+
+
+def test_store_as_technologist_but_not_as_radiologist(site: Site, tmp_path: Path) -> None:
+    assert site.orthanc is not None
+    files = make_ct_study(tmp_path / "tech", slices=2, patient_id="PAT-NEW", seed=11)
+    before = set(site.orthanc.instances())
+    denied = site.launch("rad", "storescu", "-v", "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"], *files)
+    assert refused(denied.stderr), denied.stderr
+    assert set(site.orthanc.instances()) == before
+    stored = site.launch("tech", "storescu", "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"], *files)
+    assert stored.returncode == 0, stored.stderr
+    assert len(set(site.orthanc.instances()) - before) == 2
+    permits = events(site, event="authorization", action="C-STORE", decision="permit")
+    assert permits[-1]["resource"]["patient_id"] == "PAT-NEW"
+
+
+def test_move_through_both_agents_delivers_to_the_apps_scp(site: Site) -> None:
+    assert site.scp is not None
+    for old in site.scp.received():
+        old.unlink()
+    study = site.root / "data" / "PAT-1"
+    uid = dcmread(next(study.iterdir())).StudyInstanceUID
+    result = site.launch("rad", "movescu", "-v", "-S", "-aet", "MOVESCP", "-aem", "MOVESCP",
+                         "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=PAT-1", "-k", f"StudyInstanceUID={uid}",
+                         "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 10
+    while len(site.scp.received()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert {str(dcmread(p).SOPInstanceUID) for p in site.scp.received()} == \
+        {str(dcmread(p).SOPInstanceUID) for p in study.iterdir()}
+    assert len(events(site, event="sub-operation", sub_operation_of="C-MOVE")) >= 2
+    move = events(site, event="authorization", action="C-MOVE", decision="permit")[-1]
+    assert move["move_destination"] == "MOVESCP@WS1"
+
+
+def test_move_of_a_forbidden_patient_is_refused(site: Site) -> None:
+    result = site.launch("refdoc", "movescu", "-S", "-aet", "MOVESCP", "-aem", "MOVESCP",
+                         "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=PAT-1",
+                         "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+    assert refused(result.stderr), result.stderr
+
+
+def test_unsolicited_store_to_the_return_port_is_refused(site: Site, tmp_path: Path) -> None:
+    files = make_ct_study(tmp_path / "x", slices=1, patient_id="PAT-X", seed=5)
+    result = dcmtk("storescu", "-aec", "MOVESCP@WS1", "127.0.0.1", site.ports["return"], *files)
+    assert result.returncode != 0 and "Association Rejected" in result.stderr
+    assert events(site, event="authentication", path="return", decision="deny")
+
+
+def test_get_through_the_agents(site: Site, tmp_path: Path) -> None:
+    out = tmp_path / "got"
+    out.mkdir()
+    result = site.launch("rad", "getscu", "-S", "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=PAT-REF-1",
+                         "-od", out, "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+    assert result.returncode == 0, result.stderr
+    assert len(list(out.iterdir())) == 2
+    assert len(events(site, event="authorization", action="C-GET", decision="permit")) >= 3  # request + 2 sub-ops
+
+
+def test_dcmtk_user_password_and_jwt_straight_to_the_server_agent(site: Site, tmp_path: Path) -> None:
+    assert site.orthanc is not None and site.hial is not None
+    files = make_ct_study(tmp_path / "d", slices=1, patient_id="PAT-DIRECT", seed=9)
+    before = set(site.orthanc.instances())
+    typed = dcmtk("storescu", "--user", "tech", "--password", "demo-tech", "-aec", "ORTHANC", "127.0.0.1",
+                  site.ports["plain"], *files)
+    assert typed.returncode == 0, typed.stderr
+    token = requests.post(f"{site.hial.issuer}/token", timeout=10, data={
+        "grant_type": "password", "client_id": "workstation-agent", "username": "tech", "password": "demo-tech",
+        "scope": "openid user/ImagingStudy.c"}).json()["access_token"]
+    jwt_file = tmp_path / "token.jwt"
+    jwt_file.write_text(token)
+    with_jwt = dcmtk("storescu", "--jwt", jwt_file, "-aec", "ORTHANC", "127.0.0.1", site.ports["plain"], *files)
+    assert with_jwt.returncode == 0, with_jwt.stderr
+    assert len(set(site.orthanc.instances()) - before) == 1
+    wrong = dcmtk("storescu", "--user", "tech", "--password", "guess", "-aec", "ORTHANC", "127.0.0.1",
+                  site.ports["plain"], *files)
+    assert wrong.returncode != 0 and "Association Rejected" in wrong.stderr
+    assert "Rejected Permanent" in wrong.stderr
+    assert "guess" not in site.decisions() and token not in site.decisions()
+
+
+def _pynetdicom_echo(site: Site, kind: int, primary: bytes, secondary: bytes = b"", wait: float = 0):
+    ae = AE(ae_title="PYNET")
+    ae.add_requested_context(Verification)
+    identity = UserIdentityNegotiation()
+    identity.user_identity_type = kind
+    identity.primary_field = primary
+    if kind == 2:
+        identity.secondary_field = secondary
+    identity.positive_response_requested = True
+    assoc = ae.associate("127.0.0.1", site.ports["plain"], ae_title="ORTHANC", ext_neg=[identity])
+    return ae, assoc
+
+
+def test_pynetdicom_identity_types_1_2_and_5(site: Site) -> None:
+    assert site.hial is not None
+    _, type1 = _pynetdicom_echo(site, 1, b"rad")
+    assert type1.is_rejected
+    _, type2 = _pynetdicom_echo(site, 2, b"rad", b"demo-rad")
+    assert type2.is_established and type2.send_c_echo().Status == 0
+    type2.release()
+    token = requests.post(f"{site.hial.issuer}/token", timeout=10, data={
+        "grant_type": "password", "client_id": "workstation-agent", "username": "rad", "password": "demo-rad"}
+    ).json()["access_token"]
+    _, type5 = _pynetdicom_echo(site, 5, token.encode())
+    assert type5.is_established and type5.send_c_echo().Status == 0
+    type5.release()
+
+
+def test_token_expiry_mid_association_refuses_later_requests(site: Site) -> None:
+    assert site.hial is not None
+    token = requests.post(f"{site.hial.issuer}/token", timeout=10, data={
+        "grant_type": "password", "client_id": "workstation-agent", "username": "rad", "password": "demo-rad"}
+    ).json()
+    _, assoc = _pynetdicom_echo(site, 5, token["access_token"].encode())
+    assert assoc.is_established and assoc.send_c_echo().Status == 0
+    expires = time.time() + token["expires_in"]
+    statuses = []
+    while time.time() < expires + 1.5:  # keep the association busy (Orthanc closes idle ones)
+        statuses.append(assoc.send_c_echo().Status)
+        time.sleep(1)
+    assert statuses[0] == 0 and statuses[-1] == 0x0124
+    assoc.release()
+    assert events(site, event="authorization", reason="token_invalid")
+
+
+def test_node_policy_for_a_modality_without_identity(site: Site, tmp_path: Path) -> None:
+    files = make_ct_study(tmp_path / "ct", slices=1, patient_id="PAT-CT", seed=4)
+    stored = dcmtk("storescu", "-aet", "CTSCANNER", "-aec", "ORTHANC", "127.0.0.1", site.ports["plain"], *files)
+    assert stored.returncode == 0, stored.stderr
+    stranger = dcmtk("storescu", "-aet", "STRANGER", "-aec", "ORTHANC", "127.0.0.1", site.ports["plain"], *files)
+    assert stranger.returncode != 0 and "Association Rejected" in stranger.stderr
+
+
+def test_idp_key_rotation_is_followed(site: Site) -> None:
+    assert site.hial is not None
+    site.hial.signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    got, _ = find_patients(site, "rad", "PAT-1")  # a token signed with the new key
+    assert got == ["PAT-1"]
+
+
+def test_unknown_pacs_is_rejected_called_ae_not_recognized(site: Site) -> None:
+    result = site.launch("rad", "echoscu", "-aec", "NOSUCH@GW1", "127.0.0.1", site.ports["agent"])
+    assert "Called AE Title Not Recognized" in result.stderr
+
+
+def test_idp_and_pdp_down_denies_then_recovers(tmp_path: Path) -> None:
+    from devtools.hial import HialProcess
+
+    site = Site(tmp_path / "outage", pdp_cache=0).start()
+    try:
+        assert site.hial is not None
+        token = requests.post(f"{site.hial.issuer}/token", timeout=10, data={
+            "grant_type": "password", "client_id": "workstation-agent", "username": "rad", "password": "demo-rad"}
+        ).json()["access_token"]
+        _, before = _pynetdicom_echo(site, 5, token.encode())
+        assert before.is_established and before.send_c_echo().Status == 0
+        before.release()
+        port = int(site.hial.issuer.rsplit(":", 1)[1])
+        site.hial.stop()  # the HIAL (identity provider and PDP) goes down
+        _, during = _pynetdicom_echo(site, 5, token.encode())
+        assert during.is_established  # the token is still verified locally with the cached keys
+        started = time.monotonic()
+        assert during.send_c_echo().Status == 0x0124  # fail closed
+        assert time.monotonic() - started < 5
+        during.release()
+        assert events(site, event="authorization", reason="pdp_unavailable")
+        _, password = _pynetdicom_echo(site, 2, b"rad", b"demo-rad")
+        assert password.is_rejected  # a password cannot be checked without the provider
+        site.hial = HialProcess(site.root / "hial", server={"port": port}).start()  # back, same keys
+        _, after = _pynetdicom_echo(site, 5, token.encode())
+        assert after.is_established and after.send_c_echo().Status == 0  # recovered by itself
+        after.release()
+    finally:
+        site.stop()
