@@ -94,14 +94,14 @@ def test_referring_physician_sees_only_his_patient(site: Site) -> None:
     got, _ = find_patients(site, "refdoc", "*")
     assert got == ["PAT-REF-1"]  # PAT-CONSENT-ORG is in his care, but its consent denies other organizations
     pinned, output = find_patients(site, "refdoc", "PAT-1")
-    assert pinned == []
+    assert pinned == [] and refused(output)
     filtered = events(site, event="authorization", post_filter=True)
     assert {e["resource"].get("patient_id") for e in filtered if e["decision"] == "deny"} >= {"PAT-1", "PAT-OPTOUT"}
 
 
 def test_consent_opt_out_refuses_even_the_radiologist(site: Site) -> None:
     got, output = find_patients(site, "rad", "PAT-OPTOUT")
-    assert got == []
+    assert got == [] and refused(output)
     assert events(site, event="authorization", decision="deny", reason="consent_denied")
 
 
