@@ -1,13 +1,16 @@
-"""``make demo``: the relay between real DICOM apps and an unchanged PACS, on this machine.
+"""``make demo``: the whole system on this machine, with the demo's users and patients.
 
-Starts Orthanc (the PACS), a DCMTK storescp (a viewer's storage SCP) and ``dicom-relay --trace``
-on free loopback ports, then stores a generated CT study through the relay, queries it, moves it to
-the storescp and gets it back with C-GET, and prints what the relay saw. Everything is stopped at
-the end. (The identity agents and the HIAL join this demo as their issues land.)
+Starts the HIAL (identity provider and policy decision point), Orthanc (unchanged; only its modality
+list names the server agent's return port), the server agent GW1 in front of it, and the workstation
+WS1 whose apps (DCMTK tools, unchanged) run through ``dicom-agent launch``. Then: the technologist
+stores a study; the radiologist finds it and retrieves it to his viewer's SCP; the researcher is
+refused; the referring physician sees only his own patient. Last, what the decision log recorded.
+Everything is stopped at the end.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import tempfile
@@ -15,77 +18,90 @@ import time
 from pathlib import Path
 
 from devtools.dicomdata import make_ct_study
-from devtools.peers import Orthanc, RelayProcess, StoreSCP, dcmtk, free_port
+from devtools.peers import dcmtk
+from devtools.site import Site
 
 
 def step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
+def answers(output: str) -> list[str]:
+    return [a.strip() for a in re.findall(r"\(0010,0020\) LO \[([^\]]*)\]", output.split("Find Response", 1)[-1])]
+
+
+def status(output: str) -> str:
+    if re.search(r"0x0?124\b", output):
+        return "REFUSED 0124H (Not authorized)"
+    return "ok"
+
+
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="dicom-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dicom-identity-demo-") as tmp:
         root = Path(tmp)
-        scp_port = free_port()
-        orthanc = Orthanc(root / "orthanc", modalities={"viewer": ("VIEWER1", "127.0.0.1", scp_port)})
-        viewer = StoreSCP(root / "viewer", aet="VIEWER1", port=scp_port)
-        orthanc.start()
-        viewer.start()
-        relay = RelayProcess(to=("127.0.0.1", orthanc.dicom_port), trace=True, log_path=root / "relay.log").start()
+        print("starting the HIAL, Orthanc, the server agent GW1 and the workstation WS1 ...", flush=True)
+        site = Site(root).start()
         try:
-            files = make_ct_study(root / "study", slices=4, size=128, patient_id="DEMO001",
-                                  patient_name="DEMO^PATIENT", accession="DEMOACC")
-            study_uid = re.sub(r"\s", "", str(__import__("pydicom").dcmread(files[0]).StudyInstanceUID))
-            print(f"PACS: Orthanc on 127.0.0.1:{orthanc.dicom_port}; relay on 127.0.0.1:{relay.port}; "
-                  f"viewer SCP on 127.0.0.1:{scp_port}")
+            assert site.orthanc is not None and site.scp is not None and site.hial is not None
+            for n, patient in enumerate(("PAT-REF-1", "PAT-CONSENT-ORG", "PAT-OTHER")):
+                site.orthanc.upload(make_ct_study(root / "existing" / patient, slices=2, patient_id=patient, seed=n))
+            agent = site.ports["agent"]
+            print(f"HIAL {site.hial.issuer} | Orthanc 127.0.0.1:{site.orthanc.dicom_port} | server agent GW1 "
+                  f"127.0.0.1:{site.ports['server']} (TLS) | apps call ORTHANC@GW1 at 127.0.0.1:{agent}")
 
-            step("C-ECHO through the relay (echoscu)")
-            print(_outcome(dcmtk("echoscu", "-aec", "ORTHANC", "127.0.0.1", relay.port)))
+            step("tech (technologist) stores a new CT study with storescu, through dicom-agent launch")
+            files = make_ct_study(root / "new", slices=4, size=128, patient_id="PAT-DEMO",
+                                  patient_name="DEMO^PATIENT", accession="DEMO1")
+            stored = site.launch("tech", "storescu", "-v", "-aec", "ORTHANC@GW1", "127.0.0.1", agent, *files)
+            print(f"storescu: {status(stored.stderr) if stored.returncode == 0 else 'FAILED'}; "
+                  f"Orthanc now holds {len(site.orthanc.instances())} instances")
 
-            step(f"C-STORE of {len(files)} CT images through the relay (storescu)")
-            print(_outcome(dcmtk("storescu", "-aec", "ORTHANC", "127.0.0.1", relay.port, *files)))
-            print(f"Orthanc now holds {len(orthanc.instances())} instance(s)")
+            step("rad (radiologist) queries PAT-DEMO with findscu")
+            found = site.launch("rad", "findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY",
+                                "-k", "PatientID=PAT-DEMO", "-k", "StudyInstanceUID", "-aec", "ORTHANC@GW1",
+                                "127.0.0.1", agent)
+            print(f"findscu: {status(found.stderr)}; matches: {answers(found.stderr)}")
 
-            step("C-FIND through the relay (findscu)")
-            found = dcmtk("findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=DEMO001",
-                          "-k", "PatientName", "-k", "AccessionNumber", "-k", "StudyInstanceUID",
-                          "-aec", "ORTHANC", "127.0.0.1", relay.port)
-            answers = found.stderr.split("Find Response", 1)[-1]  # skip the echo of the request
-            for line in answers.splitlines():
-                if re.match(r"^I: \((0010|0008,0050|0020,000d)", line):
-                    print("  " + line[3:])
-            print(_outcome(found))
-
-            step("C-MOVE to the viewer through the relay (movescu)")
-            moved = dcmtk("movescu", "-S", "-aem", "VIEWER1", "-k", "QueryRetrieveLevel=STUDY",
-                          "-k", f"StudyInstanceUID={study_uid}", "-aec", "ORTHANC", "127.0.0.1", relay.port)
+            step("rad retrieves it with movescu to his viewer's own storage SCP (VIEWER = MOVESCP)")
+            moved = site.launch("rad", "movescu", "-S", "-aet", "MOVESCP", "-aem", "MOVESCP",
+                                "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=PAT-DEMO",
+                                "-aec", "ORTHANC@GW1", "127.0.0.1", agent)
             deadline = time.monotonic() + 10
-            while len(viewer.received()) < len(files) and time.monotonic() < deadline:
+            while len(site.scp.received()) < len(files) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            print(_outcome(moved), f"- the viewer received {len(viewer.received())} image(s)")
+            print(f"movescu: {status(moved.stderr)}; images arrived at the viewer: {len(site.scp.received())}")
 
-            step("C-GET through the relay (getscu)")
-            got_dir = root / "got"
-            got_dir.mkdir()
-            got = dcmtk("getscu", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
-                        "-od", got_dir, "-aec", "ORTHANC", "127.0.0.1", relay.port)
-            print(_outcome(got), f"- {len(list(got_dir.iterdir()))} image(s) written")
+            step("researcher asks for PAT-DEMO")
+            research = site.launch("researcher", "findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY",
+                                   "-k", "PatientID=PAT-DEMO", "-aec", "ORTHANC@GW1", "127.0.0.1", agent)
+            print(f"findscu: {status(research.stderr)}; matches: {answers(research.stderr)}")
+
+            step("refdoc (referring physician) asks for every patient (PatientID=*)")
+            direct = dcmtk("findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=*",
+                           "-aec", "ORTHANC", "127.0.0.1", site.orthanc.dicom_port)
+            ref = site.launch("refdoc", "findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY",
+                              "-k", "PatientID=*", "-aec", "ORTHANC@GW1", "127.0.0.1", agent)
+            print(f"Orthanc holds studies of: {sorted(answers(direct.stderr))}")
+            print(f"refdoc sees:              {sorted(answers(ref.stderr))}  (his care relationship; the other "
+                  "patient in his care shares only within hospital-a)")
         finally:
-            relay.stop()
-            viewer.stop()
-            orthanc.stop()
-        step("what dicom-relay --trace printed for the C-FIND association")
-        trace = (root / "relay.log").read_text().splitlines()
-        ids = [m.group(1) for line in trace if (m := re.search(r" #(\d+) C>S DIMSE C-FIND-RQ", line))]
-        for line in trace:
-            if ids and f" #{ids[0]} " in line:
-                print("  " + line)
-        print("\ndemo finished: every part stopped.")
+            site.stop()
+
+        step("what the decision log recorded (decisions.jsonl)")
+        print(f"{'time':<15} {'user':<10} {'action':<8} {'patient':<16} {'decision':<7} {'reason':<22} rule")
+        for line in site.decisions().splitlines():
+            record = json.loads(line)
+            if record["event"] not in ("authorization", "authentication"):
+                continue
+            user = (record.get("user") or {}).get("username", "(PACS)" if record.get("path") == "return" else "-")
+            action = record.get("action", "return" if record.get("path") == "return" else "login")
+            action += "*" if record.get("post_filter") else ""
+            patient = (record.get("resource") or {}).get("patient_id", "")
+            print(f"{record['time'][11:26]:<15} {user:<10} {action:<8} {patient:<16} {record['decision']:<7} "
+                  f"{record.get('reason', ''):<22} {record.get('rule_id', '')}")
+        print("\n(* = a match of a query not pinned to one patient, checked before the user saw it)")
+        print("demo finished: every part stopped.")
     return 0
-
-
-def _outcome(result: object) -> str:
-    code = getattr(result, "returncode", 1)
-    return "ok" if code == 0 else f"FAILED ({code}): {getattr(result, 'stderr', '')[-500:]}"
 
 
 if __name__ == "__main__":
