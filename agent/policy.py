@@ -86,7 +86,7 @@ class WorkstationPolicy:
         self.journal = journal
         self.owner_uid = os.getuid() if owner_uid is None and hasattr(os, "getuid") else owner_uid
 
-    def decide_now(self, question: Question) -> Verdict | None:
+    def decide_now(self, question: Question, connection: ConnectionInfo | None = None) -> Verdict | None:
         if isinstance(question, AcceptQuestion):
             stripped = strip_user_identity(question.ac)  # the app never sees 0x59
             return ForwardAccept(ac=stripped if stripped is not question.ac else None)
@@ -171,7 +171,7 @@ class ReturnPolicy:
         self.config = config
         self.journal = journal
 
-    def decide_now(self, question: Question) -> Verdict | None:
+    def decide_now(self, question: Question, connection: ConnectionInfo | None = None) -> Verdict | None:
         if isinstance(question, AcceptQuestion):
             return ForwardAccept()
         if isinstance(question, DimseQuestion):

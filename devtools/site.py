@@ -26,6 +26,8 @@ class Site:
     pdp_url: str | None = None
     pdp_cache: float = 30.0
     leeway: float = 30.0
+    pacs_scp: bool = False  # the PACS is a DCMTK storescp --ignore (benchmarks) instead of Orthanc
+    pacs: StoreSCP | None = None
     hial: HialProcess | None = None
     orthanc: Orthanc | None = None
     scp: StoreSCP | None = None
@@ -44,15 +46,23 @@ class Site:
             certs.issue(self.pki, "ws1", ["127.0.0.1"])
         self.ports = {name: free_port() for name in ("server", "plain", "return", "agent", "agent_return", "scp")}
         self.hial = HialProcess(self.root / "hial", server=self.hial_server).start()
-        self.orthanc = Orthanc(self.root / "orthanc",
-                               modalities={"ws1-app": ("MOVESCP@WS1", "127.0.0.1", self.ports["return"])}).start()
+        if self.pacs_scp:
+            self.pacs = StoreSCP(self.root / "pacs" / "in", aet="ORTHANC", ignore=True).start()
+        else:
+            self.orthanc = Orthanc(self.root / "orthanc",
+                                   modalities={"ws1-app": ("MOVESCP@WS1", "127.0.0.1", self.ports["return"])}).start()
         self.scp = StoreSCP(self.root / "scp" / "in", aet="MOVESCP", port=self.ports["scp"]).start()
         self._write_configs()
         self.start_server()
         return self
 
+    @property
+    def pacs_port(self) -> int:
+        port = self.pacs.port if self.pacs is not None else self.orthanc.dicom_port if self.orthanc else 0
+        return port
+
     def _write_configs(self) -> None:
-        assert self.hial is not None and self.orthanc is not None
+        assert self.hial is not None
         p = self.ports
         (self.root / "server-agent.toml").write_text(f"""
 [server]
@@ -78,7 +88,7 @@ timeout = 2
 cache_seconds = {self.pdp_cache}
 [pacs.ORTHANC]
 host = "127.0.0.1"
-port = {self.orthanc.dicom_port}
+port = {self.pacs_port}
 ae_title = "ORTHANC"
 [workstations.WS1]
 host = "127.0.0.1"
@@ -143,6 +153,6 @@ store_scp = "127.0.0.1:{p['scp']}"
 
     def stop(self) -> None:
         self.stop_server()
-        for part in (self.scp, self.orthanc, self.hial):
+        for part in (self.scp, self.pacs, self.orthanc, self.hial):
             if part is not None:
                 part.stop()

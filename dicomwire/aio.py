@@ -102,7 +102,7 @@ class TransparentPolicy:
     async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
         return self.decide_now(question)
 
-    def decide_now(self, question: Question) -> Verdict:
+    def decide_now(self, question: Question, connection: ConnectionInfo | None = None) -> Verdict:
         if isinstance(question, AssociationQuestion):
             return ForwardAssociation(target=self.upstream)
         if isinstance(question, AcceptQuestion):
@@ -333,7 +333,7 @@ class _Association:
         policy = self.server.policy
         decide_now = getattr(policy, "decide_now", None)
         if decide_now is not None:
-            verdict = decide_now(question)  # a policy answers at once what needs no I/O
+            verdict = decide_now(question, self.info)  # a policy answers at once what needs no I/O
             if verdict is not None:
                 self.run(self.core.answer(question, verdict))
                 return

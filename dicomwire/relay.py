@@ -77,8 +77,9 @@ class RelayLimits:
     max_associate_length: int = DEFAULT_MAX_ASSOCIATE_LENGTH
     # C-FIND/C-GET/C-MOVE identifiers held while a decision is made; real ones are a few KiB.
     max_identifier_length: int = 1024 * 1024
-    # Head of a C-STORE data set held for a decision: Patient ID and Study UID come early in tag order.
-    store_head_length: int = 64 * 1024
+    # Head of a C-STORE data set held for a decision: Patient ID and Study UID come early in tag order,
+    # within the first kilobytes; one 16 KiB PDU holds them, and a smaller head stalls the stream less.
+    store_head_length: int = 16 * 1024
     # PS3.8 9.1.5 ARTIM: pynetdicom and DCMTK use 30 s for request/release/close supervision.
     artim_timeout: float = 30.0
     connect_timeout: float = 10.0
@@ -1006,10 +1007,13 @@ class RelayCore:
                         message.new_command = None
             for pdu in _p_data_pdus(kept, self._max_receive[side.other]):
                 self._emit(side, pdu, first.ends_idle, out)
-        # Forget the fates of messages that are complete and no longer referenced by a held frame.
+        # Forget the fates no frame needs any more: a message passed (PASS is what an unknown message
+        # gets, so the rest of its data set takes the pass-through path) or finished being refused,
+        # dropped or rewritten, and referenced by no held frame.
         live = {s for h in held for s in h.seqs}
-        for seq in [s for s, m in messages.items() if m.complete and m.refusal is None and s not in live
-                    and m.fate not in (_Fate.GATHER, _Fate.ASKED)]:
+        for seq in [s for s, m in messages.items() if s not in live and m.refusal is None and (
+                    m.fate is _Fate.PASS or (m.fate is _Fate.REWRITE and m.new_command is None)
+                    or (m.complete and m.fate in (_Fate.REFUSE, _Fate.DROP)))]:
             del messages[seq]
 
     def _emit(self, side: Side, data: Buffer, ends_idle: bool, out: list[Command]) -> None:

@@ -53,6 +53,20 @@ def certificate_names(cert: dict[str, Any] | None) -> list[str]:
 
 
 @dataclass
+class _Pending:
+    """A request prepared for the PDP: what to ask, and what to log with the answer."""
+
+    started: float
+    event: dict[str, Any]
+    action: str
+    command: Any
+    keys: dict[str, str]
+    subop: bool
+    request: dict[str, Any] = field(default_factory=dict)
+    patient: str | None = None
+
+
+@dataclass
 class AssociationState:
     subject: Subject
     context: Context
@@ -102,6 +116,20 @@ class ServerPolicy:
         self.states: dict[int, AssociationState] = {}
 
     # ---- association -------------------------------------------------------------------------------------
+    def decide_now(self, question: Question, connection: ConnectionInfo | None = None) -> Verdict | None:
+        """The verdicts that need no I/O, answered without a task (the driver tries this first)."""
+        if connection is None or isinstance(question, AssociationQuestion):
+            return None
+        state = self.states.get(connection.association_id)
+        if isinstance(question, AcceptQuestion):
+            if state is not None and state.positive_response:
+                return ForwardAccept(ac=add_identity_response(question.ac))  # PS3.7 D.3.3.7.2
+            return ForwardAccept()
+        assert isinstance(question, DimseQuestion)
+        if state is None or question.command.is_response:
+            return None
+        return self._request_now(state, question, connection.association_id)
+
     async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
         if isinstance(question, AssociationQuestion):
             return await self._associate(question, connection)
@@ -177,7 +205,9 @@ class ServerPolicy:
                                   review_ac=positive)
 
     # ---- requests ----------------------------------------------------------------------------------------------
-    async def _request(self, state: AssociationState, question: DimseQuestion, association: int) -> Verdict:
+    def _prepare(self, state: AssociationState, question: DimseQuestion,
+                 association: int) -> Verdict | _Pending:
+        """Everything about a request that needs no I/O: a verdict, or the question for the PDP."""
         started = time.perf_counter()
         command = question.command
         action = ACTION_NAMES.get(command.command_field)  # type: ignore[call-overload]
@@ -191,21 +221,23 @@ class ServerPolicy:
                                  "pacs": state.pacs.name, "resource": keys}
         if subop:
             event["sub_operation_of"] = "C-GET"
+        if command.move_destination:
+            event["move_destination"] = command.move_destination
+        pending = _Pending(started, event, action or "", command, keys, subop)
 
-        def refuse(reason: str, text: str, **extra: Any) -> Refuse:
-            self._event("authorization", event, started, "deny", reason, **extra)
+        def refuse(reason: str, text: str) -> Refuse:
+            self._event("authorization", event, started, "deny", reason)
             return Refuse(comment=_comment(text))
 
         if action is None:
             return refuse("unsupported_service", f"{command.name} is not supported here")
-        if command.move_destination:
-            event["move_destination"] = command.move_destination
-        why = await self.authn.still_valid(state.subject)
-        if why is not None:
-            return refuse("token_invalid", why)
+        if state.subject.kind == "user" and time.time() >= state.subject.expires_at:
+            return refuse("token_invalid", "the user's token has expired")
         patient = pinned_patient(keys)
         if subop and not state.gets:
             return refuse("unsolicited_sub_operation", "C-STORE without an authorized C-GET")
+        if action in ("C-STORE", "C-GET") and command.command_field == CommandField.C_STORE_RQ and patient is None:
+            return refuse("patient_unknown", "no Patient ID in the head of the data set")
         if state.subject.kind == "node":
             node = self.config.nodes[state.subject.id]
             if action not in node.actions:
@@ -220,27 +252,54 @@ class ServerPolicy:
             if not name or workstation != state.context.workstation or workstation not in self.config.workstations:
                 return refuse("move_destination_not_allowed",
                               f"move destination {destination!r} is not the requester's workstation")
-        try:
-            (decision,) = await self.pdp.evaluate([authzen_request(state.subject, action, command, keys,
-                                                                   state.context)])
-        except PdpUnavailable as error:
-            log.error("PDP unavailable, request denied: %s", error)
-            return refuse("pdp_unavailable", "authorization service unavailable", detail=str(error))
-        self._event("authorization", event, started, "permit" if decision.allowed else "deny", decision.reason,
-                    rule_id=decision.rule_id, policy_version=decision.policy_version, cached=decision.cached,
-                    break_glass=decision.break_glass)
+        pending.request = authzen_request(state.subject, action, command, keys, state.context)
+        pending.patient = patient
+        return pending
+
+    def _conclude(self, state: AssociationState, pending: _Pending, decision: Decision, association: int) -> Verdict:
+        action, command = pending.action, pending.command
+        self._event("authorization", pending.event, pending.started, "permit" if decision.allowed else "deny",
+                    decision.reason, rule_id=decision.rule_id, policy_version=decision.policy_version,
+                    cached=decision.cached, break_glass=decision.break_glass)
         if decision.break_glass:
-            log.warning("BREAK-GLASS: %s %s patient %s (%s)", state.subject.username, action, patient,
+            log.warning("BREAK-GLASS: %s %s patient %s (%s)", state.subject.username, action, pending.patient,
                         decision.rule_id)
         if not decision.allowed:
             return Refuse(comment=_comment(decision.message or decision.reason))
         if action == "C-MOVE":
             self.moves.allow(command.move_destination or "", association, time.monotonic() +
                              self.config.move_timeout)
-        if action == "C-GET" and not subop and command.message_id is not None:
+        if action == "C-GET" and not pending.subop and command.message_id is not None:
             state.gets.add(command.message_id)
         # A query not pinned to one patient: every match is checked before the user sees it.
-        return Permit(review_responses=action == "C-FIND" and patient is None)
+        return Permit(review_responses=action == "C-FIND" and pending.patient is None)
+
+    def _request_now(self, state: AssociationState, question: DimseQuestion, association: int) -> Verdict | None:
+        """The request's verdict without waiting, when no I/O is needed (warm cache, no introspection)."""
+        prepared = self._prepare(state, question, association)
+        if not isinstance(prepared, _Pending):
+            return prepared
+        if self.config.identity.introspect:
+            return None
+        decision = self.pdp.cached(prepared.request)
+        return None if decision is None else self._conclude(state, prepared, decision, association)
+
+    async def _request(self, state: AssociationState, question: DimseQuestion, association: int) -> Verdict:
+        prepared = self._prepare(state, question, association)
+        if not isinstance(prepared, _Pending):
+            return prepared
+        why = await self.authn.still_valid(state.subject)  # revocation, when introspection is on
+        if why is not None:
+            self._event("authorization", prepared.event, prepared.started, "deny", "token_invalid")
+            return Refuse(comment=_comment(why))
+        try:
+            (decision,) = await self.pdp.evaluate([prepared.request])
+        except PdpUnavailable as error:
+            log.error("PDP unavailable, request denied: %s", error)
+            self._event("authorization", prepared.event, prepared.started, "deny", "pdp_unavailable",
+                        detail=str(error))
+            return Refuse(comment=_comment("authorization service unavailable"))
+        return self._conclude(state, prepared, decision, association)
 
     # ---- C-FIND post-filter, in batches --------------------------------------------------------------------
     async def _review(self, state: AssociationState, question: DimseQuestion, association: int) -> Verdict:

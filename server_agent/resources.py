@@ -7,7 +7,6 @@ elements before the cut are used). Only the keys the decision needs are kept.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -97,6 +96,11 @@ def authzen_request(subject: Subject, action: str, command: CommandSet, keys: di
     properties: dict[str, Any] = {k: v for k, v in keys.items() if v and k != "level"}
     if patient is None:
         properties.pop("patient_id", None)
+    if action == "C-STORE":
+        # A store is decided for its study: the instance UID is logged, not asked about, so the
+        # decision for one instance holds (from the cache) for the rest of the study.
+        resource_type, resource_id = "study", keys.get("study_instance_uid") or "*"
+        properties.pop("sop_instance_uid", None)
     if level:
         properties["level"] = level
     if command.affected_sop_class_uid:
@@ -111,7 +115,8 @@ def authzen_request(subject: Subject, action: str, command: CommandSet, keys: di
         "resource": {"type": resource_type, "id": resource_id, "properties": properties},
         "context": {"calling_ae": context.calling_ae, "called_ae": context.called_ae,
                     "workstation": context.workstation, "client_certificate": context.certificate,
-                    "purpose_of_use": subject.purpose_of_use, "time": dt.datetime.now(dt.UTC).isoformat()},
+                    "purpose_of_use": subject.purpose_of_use},  # no time: the PDP uses its clock, and a
+        # timestamp would make every request unique to the decision cache
     }
 
 

@@ -1,0 +1,105 @@
+"""Server agent benchmark (issue 5): both agents in the path, measured against direct in one run.
+
+* C-STORE of the 100 MB study with DCMTK storescu: direct to the PACS, and through
+  workstation agent -> TLS -> server agent -> PACS (target <= 2x with storescp --ignore as PACS;
+  the Orthanc rows, target <= 1.15x, run with ``--orthanc``).
+* Association set-up + C-ECHO + release with a type-5 token, warm caches: direct, through the server
+  agent alone (the client sends its token), and through both agents (target <= 3 ms added at p50,
+  <= 15 ms at p99, for the server agent alone).
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from devtools.peers import PROJECT, wait_for_port
+from devtools.site import Site
+from dicomwire.identity import UserIdentity, insert_user_identity
+from dicomwire.pdu import decode_associate
+from tests.support.wire import pynetdicom_rq
+
+from .workstation_bench import Measure, echo_once, storescu
+
+
+def run(work: Path, files: list[Path], quick: bool) -> tuple[list[Measure], list[Measure], float]:
+    site = Site((work / "server").resolve(), pacs_scp=True, hial_server={"access_token_lifetime": 3600}).start()
+    agent = None
+    try:
+        assert site.hial is not None
+        login = site.agent("login", "--user", "rad", "--password-stdin", stdin="demo-rad\n")
+        if login.returncode != 0:
+            raise RuntimeError(f"login failed: {login.stderr}")
+        agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"),
+                                  "--log-level", "WARNING", "serve"], cwd=PROJECT)
+        wait_for_port(site.ports["agent"], 20, agent)  # type: ignore[arg-type]
+        token = requests.post(f"{site.hial.issuer}/token", timeout=10, data={
+            "grant_type": "password", "client_id": "workstation-agent", "username": "tech",
+            "password": "demo-tech", "scope": "openid user/ImagingStudy.rs user/ImagingStudy.c"}).json()["access_token"]
+        direct_rq = pynetdicom_rq(called="ORTHANC", calling="BENCH")
+        token_rq = insert_user_identity(decode_associate(pynetdicom_rq(called="ORTHANC", calling="BENCH@WS1")),
+                                        UserIdentity(type=5, primary=token.encode())).encode()
+        hop_rq = pynetdicom_rq(called="ORTHANC@GW1", calling="BENCH")
+        paths = [(site.pacs_port, direct_rq), (site.ports["plain"], token_rq), (site.ports["agent"], hop_rq)]
+        for _ in range(20):
+            for port, rq in paths:
+                echo_once(port, rq)  # warm the JWKS, the decision cache, the TLS spares
+        latency = [Measure("association + C-ECHO + release, direct", []),
+                   Measure("... through the server agent (type-5 token)", []),
+                   Measure("... through both agents (TLS between them)", [])]
+        for n in range(100 if quick else 400):
+            order = list(zip(latency, paths, strict=True))
+            for measure, (port, rq) in order if n % 2 == 0 else reversed(order):
+                measure.samples.append(echo_once(port, rq))
+        token_file = site.root / "tech.jwt"
+        token_file.write_text(token)
+        store = [Measure("C-STORE 100 MB to storescp --ignore, direct", []),
+                 Measure("C-STORE 100 MB, through both agents", [])]
+        targets = [(site.pacs_port, "ORTHANC", []), (site.ports["agent"], "ORTHANC@GW1", [])]
+        # The workstation agent carries rad's identity, and radiologists may not store: log in as tech.
+        subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"),
+                        "logout"], capture_output=True, cwd=PROJECT)
+        agent.terminate()
+        agent.wait(10)
+        site.agent("login", "--user", "tech", "--password-stdin", stdin="demo-tech\n")
+        agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"),
+                                  "--log-level", "WARNING", "serve"], cwd=PROJECT)
+        wait_for_port(site.ports["agent"], 20, agent)  # type: ignore[arg-type]
+        time.sleep(0.5)
+        storescu(site.ports["agent"], files[:2], "ORTHANC@GW1")
+        for n in range(3 if quick else 7):
+            order = list(zip(store, targets, strict=True))
+            for measure, (port, called, extra) in order if n % 2 == 0 else reversed(order):
+                measure.samples.append(storescu(port, files, called, *extra))
+                print(f"  {measure.name}: {measure.samples[-1]:.3f} s", file=sys.stderr)
+        ratio = statistics.median(store[1].samples) / statistics.median(store[0].samples)
+        return latency, store, ratio
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(10)
+        site.stop()
+
+
+def report(latency: list[Measure], store: list[Measure], ratio: float) -> tuple[str, dict[str, object]]:
+    direct, server, _ = latency
+    added_p50, added_p99 = server.p50 - direct.p50, server.pct(0.99) - direct.pct(0.99)
+    lines = ["| server agent | p50 ms | p99 ms | added p50 | added p99 |", "|---|---:|---:|---:|---:|"]
+    for m in latency:
+        lines.append(f"| {m.name} | {m.p50:.2f} | {m.pct(0.99):.2f} | {m.p50 - direct.p50:.2f} | "
+                     f"{m.pct(0.99) - direct.pct(0.99):.2f} |")
+    lines.append(f"\nTarget (server agent): <= 3 ms added at p50: {'met' if added_p50 <= 3 else '**not met**'}; "
+                 f"<= 15 ms at p99: {'met' if added_p99 <= 15 else '**not met**'}\n")
+    lines += ["| C-STORE 100 MB | median s | x direct |", "|---|---:|---:|"]
+    for m in store:
+        lines.append(f"| {m.name} | {statistics.median(m.samples):.3f} | "
+                     f"{statistics.median(m.samples) / statistics.median(store[0].samples):.2f} |")
+    lines.append(f"\nTarget: both agents <= 2x direct: {'met' if ratio <= 2 else '**not met**'} ({ratio:.2f}x)")
+    data = {"latency": {m.name: {"p50_ms": m.p50, "p99_ms": m.pct(0.99)} for m in latency},
+            "added_p50_ms": added_p50, "added_p99_ms": added_p99, "store_ratio": ratio}
+    return "\n".join(lines), data
