@@ -280,3 +280,16 @@ def test_idp_and_pdp_down_denies_then_recovers(tmp_path: Path) -> None:
         after.release()
     finally:
         site.stop()
+
+
+def test_store_without_a_patient_id_is_refused(site: Site, tmp_path: Path) -> None:
+    assert site.orthanc is not None
+    (path,) = make_ct_study(tmp_path / "anon", slices=1, patient_id="PAT-ANON", seed=21)
+    ds = dcmread(path)
+    del ds.PatientID
+    ds.save_as(path)
+    before = set(site.orthanc.instances())
+    result = site.launch("tech", "storescu", "-v", "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"], path)
+    assert refused(result.stderr), result.stderr
+    assert set(site.orthanc.instances()) == before
+    assert events(site, event="authorization", reason="patient_unknown")

@@ -1,0 +1,101 @@
+"""From DIMSE requests to AuthZEN questions: keys read from (cut) data sets, scopes, request shape."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomwire.dimse import Tag, decode_command, encode_command
+from server_agent.authn import Subject
+from server_agent.resources import Context, authzen_request, pinned_patient, read_keys, scope_allows
+
+
+def encoded(ds: Dataset, implicit: bool = True) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = implicit
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def ct_head() -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = "1.2.3.4.5"
+    ds.AccessionNumber = "A1"
+    seq_item = Dataset()
+    seq_item.ReferencedSOPInstanceUID = "9.9.9"
+    ds.ReferencedImageSequence = [seq_item]
+    ds.PatientID = "PAT-42"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = "1.2.3.1"
+    ds.BitsAllocated = 16
+    ds.PixelData = b"\0" * 1000
+    return ds
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_keys_from_a_whole_data_set(implicit: bool) -> None:
+    keys = read_keys(encoded(ct_head(), implicit), None if implicit else ExplicitVRLittleEndian)
+    assert keys == {"sop_class_uid": "1.2.840.10008.5.1.4.1.1.2", "sop_instance_uid": "1.2.3.4.5",
+                    "accession_number": "A1", "patient_id": "PAT-42", "study_instance_uid": "1.2.3",
+                    "series_instance_uid": "1.2.3.1"}
+
+
+def test_a_cut_element_is_dropped_never_read_in_part() -> None:
+    data = encoded(ct_head())
+    at = data.index(b"PAT-42")
+    keys = read_keys(data[: at + 3], None)  # cut in the middle of the Patient ID
+    assert "patient_id" not in keys and keys["accession_number"] == "A1"
+    for cut in range(len(data)):
+        keys = read_keys(data[:cut], None)  # never raises, never a wrong value
+        assert keys.get("patient_id") in (None, "PAT-42")
+
+
+def test_wildcards_do_not_pin_a_patient() -> None:
+    assert pinned_patient({"patient_id": "PAT-1"}) == "PAT-1"
+    for value in ("", "PAT*", "P?T", "A\\B"):
+        assert pinned_patient({"patient_id": value}) is None
+
+
+def subject(*scopes: str) -> Subject:
+    return Subject(kind="user", id="rad", username="rad", roles=("radiologist",), scopes=frozenset(scopes),
+                   identity_type=5)
+
+
+@pytest.mark.parametrize(("scopes", "action", "patient", "allowed"), [
+    (("user/ImagingStudy.rs",), "C-FIND", None, True),
+    (("user/ImagingStudy.rs",), "C-MOVE", "P", True),
+    (("user/ImagingStudy.rs",), "C-STORE", "P", False),
+    (("user/ImagingStudy.c",), "C-STORE", "P", True),
+    (("user/ImagingStudy.r",), "C-FIND", None, False),
+    (("patient/ImagingStudy.rs",), "C-FIND", None, False),  # patient/ scopes need one patient
+    (("patient/ImagingStudy.rs",), "C-FIND", "P", True),
+    (("user/*.cruds",), "C-STORE", "P", True),
+    (("user/ImagingStudy.read",), "C-GET", "P", True),  # SMART v1 spelling
+    (("user/Observation.rs",), "C-FIND", "P", False),
+    ((), "C-ECHO", None, True),
+])
+def test_smart_scopes_gate(scopes: tuple[str, ...], action: str, patient: str | None, allowed: bool) -> None:
+    assert scope_allows(subject(*scopes), action, patient) is allowed
+
+
+def test_authzen_request_for_a_store_is_about_the_study() -> None:
+    command = decode_command(encode_command({Tag.COMMAND_FIELD: 0x0001, Tag.MESSAGE_ID: 1, Tag.PRIORITY: 0,
+                                             Tag.AFFECTED_SOP_CLASS_UID: "1.2.840.10008.5.1.4.1.1.2",
+                                             Tag.AFFECTED_SOP_INSTANCE_UID: "1.2.3.4.5",
+                                             Tag.COMMAND_DATA_SET_TYPE: 1}))
+    keys = read_keys(encoded(ct_head()), None)
+    context = Context(calling_ae="VIEWER1@WS1", called_ae="ORTHANC@GW1", workstation="WS1", certificate=["ws1"],
+                      peer="127.0.0.1:5")
+    request = authzen_request(subject("user/ImagingStudy.c"), "C-STORE", command, keys, context)
+    assert request["action"] == {"name": "C-STORE"}
+    assert request["resource"]["type"] == "study" and request["resource"]["id"] == "1.2.3"
+    assert request["resource"]["properties"]["patient_id"] == "PAT-42"
+    assert "sop_instance_uid" not in request["resource"]["properties"]  # one decision serves the study
+    assert request["context"]["workstation"] == "WS1" and "time" not in request["context"]
+    other = dict(keys, sop_instance_uid="1.2.3.4.6")
+    assert authzen_request(subject("user/ImagingStudy.c"), "C-STORE", command, other, context) == request
