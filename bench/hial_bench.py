@@ -10,36 +10,13 @@ import base64
 import http.client
 import json
 import socket
-import statistics
 import time
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 from devtools.hial import HialProcess
 
-
-@dataclass
-class Latency:
-    name: str
-    samples: list[float]
-    target_p50_ms: float | None = None
-
-    @property
-    def p50(self) -> float:
-        return statistics.median(self.samples) * 1000
-
-    def pct(self, q: float) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
-
-    @property
-    def per_second(self) -> float:
-        return len(self.samples) / sum(self.samples)
-
-    @property
-    def met(self) -> bool | None:
-        return None if self.target_p50_ms is None else self.p50 <= self.target_p50_ms
+from .stats import Measure
 
 
 class _Client:
@@ -56,7 +33,7 @@ class _Client:
         return response.status, response.read()
 
 
-def run(work: Path, quick: bool) -> list[Latency]:
+def run(work: Path, quick: bool) -> list[Measure]:
     hial = HialProcess(work / "hial", lockout={"max_failures": 1_000_000, "slow_after": 1_000_000}).start()
     try:
         client = _Client(hial.issuer)
@@ -76,7 +53,7 @@ def run(work: Path, quick: bool) -> list[Latency]:
                                             for i in range(100)]}).encode()
 
         def measure(name: str, path: str, body: bytes, count: int, target: float | None,
-                    hdrs: dict[str, str] = headers, expect: int = 200) -> Latency:
+                    hdrs: dict[str, str] = headers, expect: int = 200) -> Measure:
             for _ in range(min(20, count)):
                 client.post(path, body, hdrs)  # warm up
             samples = []
@@ -86,7 +63,7 @@ def run(work: Path, quick: bool) -> list[Latency]:
                 samples.append(time.perf_counter() - started)
                 if status != expect:
                     raise RuntimeError(f"{name}: HTTP {status} {raw[:200]!r}")
-            return Latency(name, samples, target)
+            return Measure(name, samples, target)
 
         n = 300 if quick else 2000
         rows = [
@@ -101,7 +78,7 @@ def run(work: Path, quick: bool) -> list[Latency]:
         hial.stop()
 
 
-def report(rows: list[Latency]) -> str:
+def report(rows: list[Measure]) -> str:
     lines = ["| HIAL | p50 ms | p90 ms | p99 ms | per second | target p50 | met |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:

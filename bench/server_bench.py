@@ -24,7 +24,8 @@ from dicomwire.identity import UserIdentity, insert_user_identity
 from dicomwire.pdu import decode_associate
 from tests.support.wire import pynetdicom_rq
 
-from .workstation_bench import Measure, echo_once, storescu
+from .stats import Measure
+from .workstation_bench import echo_once, storescu
 
 
 def run(work: Path, files: list[Path], quick: bool) -> tuple[list[Measure], list[Measure], float]:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import socket
 import ssl
 import statistics
-import struct
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from agent import certs
+from devtools.capture import read_pdu
 from devtools.hial import HialProcess
 from devtools.peers import DCMTK_BIN, PROJECT, StoreSCP, dcmtk_env, free_port, wait_for_port
 from devtools.server_double import ServerDouble
@@ -33,43 +32,14 @@ from dicomwire.identity import UserIdentity, insert_user_identity
 from dicomwire.pdu import RELEASE_RQ_BYTES, Pdv, decode_associate, encode_p_data
 from tests.support.wire import pynetdicom_rq
 
+from .stats import Measure
+
 PACE = 0.02  # seconds between two associations in the paced series
-
-
-@dataclass
-class Measure:
-    name: str
-    samples: list[float]
-
-    @property
-    def p50(self) -> float:
-        return statistics.median(self.samples) * 1000
-
-    def pct(self, q: float) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
 
 
 ECHO = encode_p_data([Pdv(1, 0x03, encode_command({Tag.COMMAND_FIELD: 0x0030, Tag.MESSAGE_ID: 1,
                                                    Tag.AFFECTED_SOP_CLASS_UID: "1.2.840.10008.1.1",
                                                    Tag.COMMAND_DATA_SET_TYPE: 0x0101}))])
-
-
-def _read_pdu(sock: socket.socket) -> bytes:
-    header = b""
-    while len(header) < 6:
-        chunk = sock.recv(6 - len(header))
-        if not chunk:
-            raise ConnectionError("closed")
-        header += chunk
-    length = struct.unpack(">I", header[2:])[0]
-    body = b""
-    while len(body) < length:
-        chunk = sock.recv(length - len(body))
-        if not chunk:
-            raise ConnectionError("closed")
-        body += chunk
-    return header + body
 
 
 def echo_once(port: int, rq: bytes, context: ssl.SSLContext | None = None) -> float:
@@ -79,13 +49,13 @@ def echo_once(port: int, rq: bytes, context: ssl.SSLContext | None = None) -> fl
     sock = context.wrap_socket(raw, server_hostname="gw1") if context else raw
     try:
         sock.sendall(rq)
-        if _read_pdu(sock)[0] != 0x02:
+        if read_pdu(sock)[0] != 0x02:
             raise RuntimeError(f"association on port {port} not accepted")
         sock.sendall(ECHO)
-        if _read_pdu(sock)[0] != 0x04:
+        if read_pdu(sock)[0] != 0x04:
             raise RuntimeError("no C-ECHO response")
         sock.sendall(RELEASE_RQ_BYTES)
-        if _read_pdu(sock)[0] != 0x06:
+        if read_pdu(sock)[0] != 0x06:
             raise RuntimeError("no A-RELEASE-RP")
     finally:
         sock.close()

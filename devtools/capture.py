@@ -26,6 +26,13 @@ def _read_exact(conn: socket.socket, size: int) -> bytes:
     return data
 
 
+def read_pdu(conn: socket.socket) -> bytes:
+    """Read one whole PDU (PS3.8 9.3.1: 6-byte header, then the length it declares)."""
+    header = _read_exact(conn, 6)
+    (length,) = struct.unpack(">I", header[2:6])
+    return header + _read_exact(conn, length)
+
+
 def capture_first_pdu(tool: str, *args: str, files: tuple[str, ...] = (), timeout: float = 20.0) -> bytes:
     """Run DCMTK ``tool`` against a one-shot listener; return the bytes of its first PDU."""
     listener = socket.socket()
@@ -39,9 +46,7 @@ def capture_first_pdu(tool: str, *args: str, files: tuple[str, ...] = (), timeou
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(timeout)
-            header = _read_exact(conn, 6)
-            (length,) = struct.unpack(">I", header[2:6])
-            result["pdu"] = header + _read_exact(conn, length)
+            result["pdu"] = read_pdu(conn)
             conn.sendall(bytes.fromhex("07000000000400000000"))  # A-ABORT, service user
 
     thread = threading.Thread(target=serve, daemon=True)

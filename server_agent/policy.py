@@ -135,9 +135,9 @@ class ServerPolicy:
             return await self._associate(question, connection)
         state = self.states.get(connection.association_id)
         if isinstance(question, AcceptQuestion):
-            if state is not None and state.positive_response:
-                return ForwardAccept(ac=add_identity_response(question.ac))  # PS3.7 D.3.3.7.2
-            return ForwardAccept()
+            verdict = self.decide_now(question, connection)
+            assert verdict is not None
+            return verdict
         assert isinstance(question, DimseQuestion)
         if state is None:
             return Refuse(comment="Not authorized: no authenticated association")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import socket
-import struct
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from devtools.capture import read_pdu
 from devtools.peers import Orthanc, RelayProcess, StoreSCP, dcmtk, free_port
 from tests.support.wire import pynetdicom_rq
 
@@ -118,27 +118,10 @@ def test_trace_prints_pdus_and_dimse_messages(relay: RelayProcess) -> None:
 # ---- bad input ---------------------------------------------------------------------------------
 
 
-def _recv_pdu(sock: socket.socket) -> bytes:
-    header = b""
-    while len(header) < 6:
-        chunk = sock.recv(6 - len(header))
-        if not chunk:
-            return header
-        header += chunk
-    (length,) = struct.unpack(">I", header[2:])
-    body = b""
-    while len(body) < length:
-        chunk = sock.recv(length - len(body))
-        if not chunk:
-            break
-        body += chunk
-    return header + body
-
-
 def test_unknown_pdu_type_gets_abort_and_log_line(relay: RelayProcess) -> None:
     with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as sock:
         sock.sendall(bytes.fromhex("09 00 00000004 00000000".replace(" ", "")))
-        assert _recv_pdu(sock) == bytes.fromhex("07 00 00000004 0000 02 01".replace(" ", ""))
+        assert read_pdu(sock) == bytes.fromhex("07 00 00000004 0000 02 01".replace(" ", ""))
         assert sock.recv(1) == b""  # and the connection is closed
     time.sleep(0.2)
     log = relay.log_path.read_text() if relay.log_path else ""
@@ -148,7 +131,7 @@ def test_unknown_pdu_type_gets_abort_and_log_line(relay: RelayProcess) -> None:
 def test_four_gib_length_is_refused_at_once(relay: RelayProcess) -> None:
     with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as sock:
         sock.sendall(bytes.fromhex("04 00 ffffffff 0000".replace(" ", "")))
-        assert _recv_pdu(sock) == bytes.fromhex("07 00 00000004 0000 02 06".replace(" ", ""))
+        assert read_pdu(sock) == bytes.fromhex("07 00 00000004 0000 02 06".replace(" ", ""))
 
 
 def test_bad_called_ae_title_is_rejected(relay: RelayProcess) -> None:
@@ -156,7 +139,7 @@ def test_bad_called_ae_title_is_rejected(relay: RelayProcess) -> None:
     data[10:26] = b"ORTH\x07ANC".ljust(16, b" ")
     with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as sock:
         sock.sendall(bytes(data))
-        assert _recv_pdu(sock) == bytes.fromhex("03 00 00000004 00 01 01 07".replace(" ", ""))
+        assert read_pdu(sock) == bytes.fromhex("03 00 00000004 00 01 01 07".replace(" ", ""))
 
 
 def test_malformed_pdu_mid_association_never_reaches_upstream(orthanc: Orthanc, tmp_path: Path) -> None:
@@ -167,9 +150,9 @@ def test_malformed_pdu_mid_association_never_reaches_upstream(orthanc: Orthanc, 
     try:
         with socket.create_connection(("127.0.0.1", outer.port), timeout=5) as sock:
             sock.sendall(pynetdicom_rq(called="ORTHANC"))
-            assert _recv_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
+            assert read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
             sock.sendall(bytes.fromhex("04 00 0000000c 000000ff 01 03 deadbeef0001".replace(" ", "")))
-            assert _recv_pdu(sock) == bytes.fromhex("07 00 00000004 0000 02 06".replace(" ", ""))
+            assert read_pdu(sock) == bytes.fromhex("07 00 00000004 0000 02 06".replace(" ", ""))
         time.sleep(0.3)
     finally:
         outer.stop()

@@ -225,7 +225,9 @@ def test_token_expiry_mid_association_refuses_later_requests(site: Site) -> None
     while time.time() < expires + 1.5:  # keep the association busy (Orthanc closes idle ones)
         statuses.append(assoc.send_c_echo().Status)
         time.sleep(1)
-    assert statuses[0] == 0 and statuses[-1] == 0x0124
+    assert statuses[0] == 0 and statuses[-1] == 0x0124, statuses
+    refused_from = statuses.index(0x0124)
+    assert all(s == 0x0124 for s in statuses[refused_from:]), statuses  # refused from expiry on
     assoc.release()
     assert events(site, event="authorization", reason="token_invalid")
 
