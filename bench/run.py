@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import hial_bench, server_bench, workstation_bench
+from bench import hial_bench, server_bench, site_bench, workstation_bench
 from devtools.dicomdata import make_ct_study
 from devtools.peers import DCMTK_BIN, RelayProcess, StoreSCP, dcmtk_env
 
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (3 if args.quick else 9)
     files = study(200, 512)
     work = DATA / "work"
+    if work.exists():
+        shutil.rmtree(work)  # every run starts from empty PACS databases and fresh certificates
     work.mkdir(parents=True, exist_ok=True)
     info = machine()
     try:
@@ -178,12 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         hial_rows = hial_bench.run(work, args.quick)
         ws_latency, ws_throughput = workstation_bench.run(work, files, args.quick)
         sa_latency, sa_store, sa_ratio = server_bench.run(work, files, args.quick)
+        site_data = site_bench.run(work, files, args.quick)
     except (BenchError, RuntimeError, OSError) as error:
         print(f"benchmark FAILED: {error}", file=sys.stderr)
         return 1
     ws_text, ws_data = workstation_bench.report(ws_latency, ws_throughput)
     sa_text, sa_data = server_bench.report(sa_latency, sa_store, sa_ratio)
-    text = "\n\n".join((report(rows, usage, info, args.quick), hial_bench.report(hial_rows), ws_text, sa_text))
+    site_text, site_out = site_bench.report(site_data)
+    text = "\n\n".join((report(rows, usage, info, args.quick), hial_bench.report(hial_rows), ws_text, sa_text,
+                         site_text))
     print(text)
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                                "hial": [{"name": r.name, "p50_ms": r.p50, "p90_ms": r.pct(0.9),
                                          "p99_ms": r.pct(0.99), "per_second": r.per_second,
                                          "target_p50_ms": r.target_p50_ms, "met": r.met} for r in hial_rows],
-                               "workstation": ws_data, "server_agent": sa_data},
+                               "workstation": ws_data, "server_agent": sa_data, "site": site_out},
                               indent=2))
     print(f"\nresults written to {out.relative_to(ROOT.parent)}", file=sys.stderr)
     return 0

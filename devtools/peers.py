@@ -122,6 +122,15 @@ class Orthanc:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"null")
 
+    def delete_patient(self, patient_id: str) -> None:
+        """Remove a patient and its studies (so the next store writes them anew)."""
+        ids = self.rest("/tools/lookup", patient_id.encode())
+        for entry in ids if isinstance(ids, list) else []:
+            if entry.get("Type") == "Patient":
+                request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{entry['Path']}",
+                                                 method="DELETE")
+                urllib.request.urlopen(request, timeout=30).close()
+
     def upload(self, paths: Sequence[Path]) -> None:
         for path in paths:
             self.rest("/instances", path.read_bytes())

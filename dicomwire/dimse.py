@@ -134,6 +134,8 @@ class CommandSet:
 
     elements: Mapping[int, bytes]
     raw: bytes
+    # Decoded once: the relay asks for it on every PDU while messages await a decision.
+    command_field: int = -1
 
     # -- typed access ------------------------------------------------------------------------------
     def get(self, tag: int) -> Value | None:
@@ -149,11 +151,6 @@ class CommandSet:
     def _str(self, tag: int) -> str | None:
         value = self.get(tag)
         return value if isinstance(value, str) else None
-
-    @property
-    def command_field(self) -> int:
-        value = self._int(Tag.COMMAND_FIELD)
-        return -1 if value is None else value
 
     @property
     def name(self) -> str:
@@ -253,7 +250,8 @@ def decode_command(data: Buffer) -> CommandSet:
         pos = stop
     if Tag.COMMAND_FIELD not in elements:
         raise ProtocolError("command set has no Command Field (0000,0100)")
-    return CommandSet(MappingProxyType(elements), bytes(view))
+    field = _decode_value("US", elements[Tag.COMMAND_FIELD])
+    return CommandSet(MappingProxyType(elements), bytes(view), field if isinstance(field, int) else -1)
 
 
 def _decode_value(vr: str, value: bytes) -> Value:

@@ -299,7 +299,7 @@ class _Message:
 class _Inbound:
     """What one side sends us: framing, message assembly, frames held for a decision."""
 
-    __slots__ = ("assembler", "eof", "framer", "held", "messages", "queue")
+    __slots__ = ("asked_requests", "asked_responses", "assembler", "eof", "framer", "held", "messages", "queue")
 
     def __init__(self, limits: RelayLimits) -> None:
         self.framer = PduFramer(limits.max_pdu_length, limits.max_associate_length)
@@ -308,6 +308,9 @@ class _Inbound:
         self.held: deque[_Held] = deque()
         self.messages: dict[int, _Message] = {}  # messages whose fate is not PASS, by seq
         self.eof = False
+        # Messages whose fate is ASKED, by kind: counted, since _blocked() runs for every PDU.
+        self.asked_requests = 0
+        self.asked_responses = 0
 
 
 # (state, side) pairs in which a P-DATA-TF is relayed: where the pass-through path may run.
@@ -645,14 +648,12 @@ class RelayCore:
     def _blocked(self, side: Side) -> bool:
         if self.state in PAUSED_STATES:
             return True
-        asked = [m for m in self._in[side].messages.values() if m.fate is _Fate.ASKED]
-        if not asked:
-            return False
+        inbound = self._in[side]
+        if inbound.asked_requests:
+            return True
         # Responses under review (C-FIND post-filter) are pipelined: several may be asked about at
         # once, so the policy can decide them in one batch; their frames still leave in order.
-        if all(m.started.command.is_response for m in asked):
-            return len(asked) >= self.limits.max_pending_reviews
-        return True
+        return inbound.asked_responses >= self.limits.max_pending_reviews
 
     # ---- association establishment --------------------------------------------------------------
     def _on_associate_rq(self, frame: Frame, out: list[Command]) -> None:
@@ -895,6 +896,7 @@ class RelayCore:
             data_set_complete=message.complete or not started.command.has_data_set,
         )
         message.fate = _Fate.ASKED
+        self._count_asked(side, message, +1)
         message.question = question
         message.data = bytearray()
         self._dimse_questions[question.id] = (side, started.seq)
@@ -914,6 +916,8 @@ class RelayCore:
             return
         if not self._dimse_questions:
             out.append(CancelTimer(Timer.DECISION))
+        if message.fate is _Fate.ASKED:
+            self._count_asked(side, message, -1)
         if isinstance(verdict, Permit | Rewrite):
             message.fate = _Fate.PASS
             if isinstance(verdict, Rewrite):
@@ -936,6 +940,13 @@ class RelayCore:
         if not self._blocked(side) and self.state != State.CLOSED:
             out.append(ResumeReading(side))
             self._pump(side, out)
+
+    def _count_asked(self, side: Side, message: _Message, delta: int) -> None:
+        inbound = self._in[side]
+        if message.started.command.is_response:
+            inbound.asked_responses += delta
+        else:
+            inbound.asked_requests += delta
 
     def _decision_timeout(self, out: list[Command]) -> None:
         question = self._question
