@@ -115,7 +115,7 @@ def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
         find = [Measure(f"C-FIND with {matches} matches, direct", []),
                 Measure("... through both agents, every match post-filtered", [])]
         counts: dict[str, int] = {}
-        for n in range(2 if quick else 5):
+        for _ in range(2 if quick else 5):
             for measure, port, called in ((find[0], site.orthanc.dicom_port, "ORTHANC"),
                                           (find[1], site.ports["agent"], "ORTHANC@GW1")):
                 started = time.perf_counter()
@@ -154,6 +154,6 @@ def report(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                  f"{data['concurrent_failures']} failures (target 0), p50 {statistics.median(times) * 1000:.0f} ms, "
                  f"p99 {p99:.0f} ms; peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in data["rss"].items()))
     out = {"into_orthanc_ratio": ratio, "find_added_ms": added, "find_counts": data["find_counts"],
-           "concurrent": data["concurrent"], "concurrent_failures": data["concurrent_failures"], "concurrent_p99_ms": p99,
-           "peak_rss_mib": data["rss"]}
+           "concurrent": data["concurrent"], "concurrent_failures": data["concurrent_failures"],
+           "concurrent_p99_ms": p99, "peak_rss_mib": data["rss"]}
     return "\n".join(lines), out

@@ -117,6 +117,7 @@ class ServerPolicy:
         self.moves = moves
         self.decisions = decisions
         self.states: dict[int, AssociationState] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
 
     # ---- association -------------------------------------------------------------------------------------
     def decide_now(self, question: Question, connection: ConnectionInfo | None = None) -> Verdict | None:
@@ -324,9 +325,9 @@ class ServerPolicy:
         if len(state.batch) == 1:
             # Gather the matches that arrive within a few milliseconds into one AuthZEN batch (the core
             # keeps reading while up to RelayLimits.max_pending_reviews matches await their decision).
-            asyncio.get_running_loop().call_later(BATCH_WINDOW, lambda: asyncio.ensure_future(self._flush(state)))
+            asyncio.get_running_loop().call_later(BATCH_WINDOW, self._spawn_flush, state)
         elif len(state.batch) >= BATCH_MAX:
-            asyncio.ensure_future(self._flush(state))
+            self._spawn_flush(state)
         try:
             decision = await future
         except PdpUnavailable as error:
@@ -335,6 +336,11 @@ class ServerPolicy:
         self._event("authorization", event, started, "permit" if decision.allowed else "deny", decision.reason,
                     rule_id=decision.rule_id, policy_version=decision.policy_version, cached=decision.cached)
         return Permit() if decision.allowed else Drop(reason_text=decision.reason)
+
+    def _spawn_flush(self, state: AssociationState) -> None:
+        task = asyncio.ensure_future(self._flush(state))
+        self._tasks.add(task)  # asyncio keeps only a weak reference to running tasks
+        task.add_done_callback(self._tasks.discard)
 
     async def _flush(self, state: AssociationState) -> None:
         batch, state.batch = state.batch, []
