@@ -83,6 +83,10 @@ class ServerAgentConfig:
     workstations: Mapping[str, Workstation]
     nodes: Mapping[str, Node]
     decision_log: Path
+    decision_log_key: Path
+    decision_log_max_bytes: int
+    checkpoint_interval: float
+    refuse_unlogged: bool
     max_associations: int
     move_timeout: float
     limits: RelayLimits
@@ -91,7 +95,7 @@ class ServerAgentConfig:
 def load(path: Path) -> ServerAgentConfig:
     path = path.expanduser().resolve()
     root = Table(read(path), path).allow("server", "tls", "identity", "pdp", "pacs", "workstations", "nodes",
-                                         "limits")
+                                         "limits", "decision_log")
     s = root.table("server").allow("name", "listen", "plain_listen", "return_listen", "default_pacs",
                                    "decision_log", "max_associations", "move_timeout")
     tls = root.table("tls").allow("certificate", "key", "ca")
@@ -166,6 +170,11 @@ def load(path: Path) -> ServerAgentConfig:
         idle_timeout=lim.positive("idle_timeout", float, defaults.idle_timeout),
         decision_timeout=lim.positive("decision_timeout", float, defaults.decision_timeout),
         store_head_length=lim.positive("store_head_length", int, defaults.store_head_length))
+    dl = root.table("decision_log").allow("key_file", "max_bytes", "checkpoint_interval", "on_failure")
+    on_failure = dl.get("on_failure", str, "refuse")
+    if on_failure not in ("refuse", "continue"):
+        raise dl.error("on_failure", "must be 'refuse' or 'continue'")
+    decision_log = s.path_value("decision_log", "decisions.jsonl") or path.parent / "decisions.jsonl"
     plain = s.get("plain_listen", str, None)
     return ServerAgentConfig(
         path=path, name=s.get("name", str), listen=s.host_port("listen", "127.0.0.1:2762"),
@@ -173,7 +182,10 @@ def load(path: Path) -> ServerAgentConfig:
         return_listen=s.host_port("return_listen", "127.0.0.1:2763"),
         certificate=files["certificate"], key=files["key"], ca=files["ca"], identity=identity, pdp=pdp, pacs=pacs,
         default_pacs=default_pacs, workstations=workstations, nodes=nodes,
-        decision_log=s.path_value("decision_log", "decisions.jsonl") or path.parent / "decisions.jsonl",
+        decision_log=decision_log,
+        decision_log_key=dl.path_value("key_file", str(decision_log.parent / "decision-log.key")) or decision_log,
+        decision_log_max_bytes=dl.positive("max_bytes", int, 64 * 1024 * 1024),
+        checkpoint_interval=dl.positive("checkpoint_interval", float, 60.0), refuse_unlogged=on_failure == "refuse",
         max_associations=s.positive("max_associations", int, 200), move_timeout=s.positive("move_timeout", float,
                                                                                          600.0),
         limits=limits)

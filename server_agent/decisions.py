@@ -1,32 +1,52 @@
-"""Decision events: one JSON line per authentication and authorization decision.
+"""Decision events: one record per authentication and authorization decision, hash-chained.
 
-Written by a thread of its own from a bounded queue, so the relay's event loop never waits on the
-disk. (The decision-log issue adds the hash chain, rotation and checkpoints on top of this.)
+Records go through a bounded queue to a writer thread of their own (the relay's event loop never
+waits on the disk), which appends them to a :class:`audit.chain.ChainWriter`: every record is
+chained to the one before, and a checkpoint signed with the agent's HMAC key is written every
+``checkpoint_interval`` seconds, idle or not. If the disk fails, :attr:`healthy` turns false and
+the agent refuses new work (``on_failure = "refuse"``, the default) rather than act unlogged.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import queue
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
+
+from audit.chain import ChainWriter
 
 log = logging.getLogger("server_agent.decisions")
 
 QUEUE_SIZE = 10_000  # events waiting for the disk; beyond it the writer is failing and we say so
 
 
-class DecisionLog:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+def load_key(path: Path) -> bytes:
+    """The checkpoint key; created (32 random bytes, mode 0600) on first use."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(QUEUE_SIZE)
-        self._thread = threading.Thread(target=self._writer, name="decision-log", daemon=True)
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key.hex())
+        return key
+
+
+class DecisionLog:
+    def __init__(self, path: Path, key: bytes, *, max_bytes: int = 64 * 1024 * 1024,
+                 checkpoint_interval: float = 60.0) -> None:
+        self.path = path
         self.failed: str | None = None
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(QUEUE_SIZE)
+        self._writer = ChainWriter(path, key, max_bytes=max_bytes, checkpoint_interval=checkpoint_interval)
+        self._interval = checkpoint_interval
+        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
 
     def write(self, event: str, **fields: Any) -> None:
@@ -41,19 +61,24 @@ class DecisionLog:
     def healthy(self) -> bool:
         return self.failed is None
 
-    def _writer(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        with os.fdopen(fd, "a", buffering=1) as out:
-            while True:
-                record = self._queue.get()
+    def _run(self) -> None:
+        while True:
+            try:
+                record = self._queue.get(timeout=self._interval)
+            except queue.Empty:
+                record = {}
+            try:
                 if record is None:
+                    self._writer.close()
                     return
-                try:
-                    out.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-                except OSError as error:
-                    self.failed = f"cannot write {self.path}: {error}"
-                    log.error("DECISION LOG FAILING: %s", self.failed)
+                if record:
+                    self._writer.write(record)
+                else:
+                    self._writer.checkpoint()  # idle: a signed checkpoint all the same
+            except OSError as error:
+                self.failed = f"cannot write {self.path}: {error}"
+                log.error("DECISION LOG FAILING, refusing new work: %s", self.failed)
 
     def close(self) -> None:
         self._queue.put(None)
-        self._thread.join(5)
+        self._thread.join(10)

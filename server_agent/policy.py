@@ -178,6 +178,10 @@ class ServerPolicy:
             log.warning("association %d from %s refused: %s", connection.association_id, peer, reason)
             return RejectAssociation(reason_text=reason, result=code[0], source=code[1], reason=code[2])
 
+        if self.config.refuse_unlogged and not self.decisions.healthy:
+            return reject(f"decision log unavailable ({self.decisions.failed}): refusing to act unlogged",
+                          (RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                           RejectReason.TEMPORARY_CONGESTION))
         pacs = self._route(rq.called_ae)
         if pacs is None:
             return reject(f"called AE title {rq.called_ae!r} names no PACS here",
@@ -235,6 +239,8 @@ class ServerPolicy:
 
         if action is None:
             return refuse("unsupported_service", f"{command.name} is not supported here")
+        if self.config.refuse_unlogged and not self.decisions.healthy:
+            return refuse("decision_log_unavailable", "decision log unavailable")
         if state.subject.kind == "user" and time.time() >= state.subject.expires_at:
             return refuse("token_invalid", "the user's token has expired")
         patient = pinned_patient(keys)

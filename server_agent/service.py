@@ -12,7 +12,7 @@ from dicomwire.dimse import CommandField
 
 from .authn import Authenticator
 from .config import ServerAgentConfig
-from .decisions import DecisionLog
+from .decisions import DecisionLog, load_key
 from .pdp import PdpClient
 from .policy import MoveRegistry, ReturnPolicy, ServerPolicy
 
@@ -38,7 +38,9 @@ def client_context(config: ServerAgentConfig) -> ssl.SSLContext:
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
-        self.decisions = DecisionLog(config.decision_log)
+        self.decisions = DecisionLog(config.decision_log, load_key(config.decision_log_key),
+                                     max_bytes=config.decision_log_max_bytes,
+                                     checkpoint_interval=config.checkpoint_interval)
         self.authn = Authenticator(config.identity)
         self.pdp = PdpClient(config.pdp, config.identity, self.authn.http)
         self.moves = MoveRegistry()

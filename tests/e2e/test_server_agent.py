@@ -295,3 +295,26 @@ def test_store_without_a_patient_id_is_refused(site: Site, tmp_path: Path) -> No
     assert refused(result.stderr), result.stderr
     assert set(site.orthanc.instances()) == before
     assert events(site, event="authorization", reason="patient_unknown")
+
+
+def test_each_decision_is_logged_once_and_the_chain_verifies(site: Site) -> None:
+    import subprocess
+    import sys
+
+    before = len(events(site, event="authorization"))
+    got, _ = find_patients(site, "rad", "PAT-REF-1")
+    assert got == ["PAT-REF-1"]
+    time.sleep(0.5)  # the writer thread appends asynchronously
+    new = events(site, event="authorization")[before:]
+    assert len(new) == 1  # one C-FIND, one decision
+    record = new[0]
+    assert (record["action"], record["decision"], record["user"]["username"]) == ("C-FIND", "permit", "rad")
+    assert record["resource"]["patient_id"] == "PAT-REF-1" and record["workstation"] == "WS1"
+    assert record["calling_ae"] == "FINDSCU@WS1" and record["pacs"] == "ORTHANC"
+    assert record["rule_id"] == "role:radiologist" and record["policy_version"] == "demo-2026-11-22"
+    assert isinstance(record["latency_ms"], float) and record["association"] > 0
+    key = site.root / "decision-log.key"
+    result = subprocess.run([sys.executable, "-m", "audit.cli", "verify", "--log", str(site.root / "decisions.jsonl"),
+                             "--key-file", str(key)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    assert key.stat().st_mode & 0o077 == 0

@@ -1,0 +1,1 @@
+"""The security team's side: the tamper-evident decision log, its verification and review."""

@@ -1,0 +1,142 @@
+"""``decision-log``: what security teams run on a server agent's decision log.
+
+    decision-log verify --log decisions.jsonl --key-file decision-log.key [--stale-after 300]
+    decision-log tail   --log decisions.jsonl [-n 20] [-f]
+    decision-log search --log decisions.jsonl [--user U] [--patient P] [--study S] [--workstation W]
+                        [--action A] [--decision permit|deny] [--reason R] [--since T] [--until T] [--json]
+    decision-log export --log decisions.jsonl --format csv|jsonl [filters as for search]
+
+``verify`` exits 0 when the chain and every checkpoint hold, 1 with the first broken record and the
+kind of damage (edited, deleted, reordered, truncated, file-missing) otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .chain import iter_lines, verify
+
+COLUMNS = ["seq", "time", "event", "user", "action", "patient", "study", "workstation", "calling_ae", "decision",
+           "reason", "rule_id", "policy_version", "latency_ms", "association", "pacs"]
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    resource = record.get("resource") or {}
+    user = record.get("user") or {}
+    return {"seq": record.get("seq"), "time": record.get("time", ""), "event": record.get("event", ""),
+            "user": user.get("username", ""), "action": record.get("action", ""),
+            "patient": resource.get("patient_id", ""), "study": resource.get("study_instance_uid", ""),
+            "workstation": record.get("workstation", ""), "calling_ae": record.get("calling_ae", ""),
+            "decision": record.get("decision", ""), "reason": record.get("reason", ""),
+            "rule_id": record.get("rule_id", ""), "policy_version": record.get("policy_version", ""),
+            "latency_ms": record.get("latency_ms", ""), "association": record.get("association", ""),
+            "pacs": record.get("pacs", "")}
+
+
+def records(path: Path) -> Iterator[dict[str, Any]]:
+    for _, _, line in iter_lines(path):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
+def matches(row: dict[str, Any], args: argparse.Namespace) -> bool:
+    for field in ("user", "patient", "study", "workstation", "action", "decision", "reason"):
+        wanted = getattr(args, field, None)
+        if wanted and str(row[field]) != wanted:
+            return False
+    when = str(row["time"])
+    if args.since and when < args.since:
+        return False
+    return not (args.until and when > args.until)
+
+
+def line(row: dict[str, Any]) -> str:
+    return (f"{row['time'][:26]:<26} {row['user'] or '-':<12} {row['action'] or row['event']:<9} "
+            f"{row['patient'] or '-':<16} {row['decision'] or '-':<7} {row['reason'] or '-':<24} {row['rule_id']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="decision-log", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("verify")
+    v.add_argument("--key-file", required=True, type=Path)
+    v.add_argument("--stale-after", type=float, default=None,
+                   help="report a log whose last checkpoint is older than this (seconds) and not final as truncated")
+    v.add_argument("--json", action="store_true")
+    t = sub.add_parser("tail")
+    t.add_argument("-n", type=int, default=20)
+    t.add_argument("-f", "--follow", action="store_true")
+    for name in ("search", "export"):
+        p = sub.add_parser(name)
+        for field in ("user", "patient", "study", "workstation", "action", "decision", "reason"):
+            p.add_argument(f"--{field}")
+        p.add_argument("--since", help="ISO time, inclusive")
+        p.add_argument("--until", help="ISO time, inclusive")
+        if name == "search":
+            p.add_argument("--json", action="store_true")
+        else:
+            p.add_argument("--format", choices=["csv", "jsonl"], required=True)
+    for p in (v, t, *sub.choices.values()):
+        if not any(a.dest == "log" for a in p._actions):
+            p.add_argument("--log", required=True, type=Path, help="the live decision log file")
+    args = parser.parse_args(argv)
+    if args.command == "verify":
+        key = bytes.fromhex(args.key_file.read_text().strip())
+        report = verify(args.log, key, stale_after=args.stale_after)
+        if args.json:
+            print(json.dumps(report.as_dict(), indent=2))
+        elif report.ok:
+            print(f"ok: {report.records} records in {report.files} file(s), {report.checkpoints} checkpoints, "
+                  f"{report.unsigned_tail} record(s) after the last checkpoint"
+                  f"{' (closed cleanly)' if report.final else ''}")
+        else:
+            d = report.damage
+            assert d is not None
+            print(f"BROKEN: {d.kind} at {d.file}:{d.line} (seq {d.seq}): {d.detail}")
+        return 0 if report.ok else 1
+    if args.command == "tail":
+        rows = [flatten(r) for r in records(args.log)][-args.n:]
+        for row in rows:
+            print(line(row))
+        if args.follow:
+            seen = rows[-1]["seq"] if rows else 0
+            try:
+                while True:
+                    time.sleep(1)
+                    for row in (flatten(r) for r in records(args.log)):
+                        if (row["seq"] or 0) > seen:
+                            print(line(row), flush=True)
+                            seen = row["seq"]
+            except KeyboardInterrupt:
+                return 0
+        return 0
+    selected = [row for row in (flatten(r) for r in records(args.log)) if row["event"] not in
+                ("file-start", "checkpoint") and matches(row, args)]
+    if args.command == "search":
+        for row in selected:
+            print(json.dumps(row) if args.json else line(row))
+        if not args.json:
+            print(f"{len(selected)} record(s)", file=sys.stderr)
+        return 0
+    if args.format == "jsonl":
+        for row in selected:
+            print(json.dumps(row))
+    else:
+        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(selected)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

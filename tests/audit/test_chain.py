@@ -1,0 +1,132 @@
+"""The decision log's tamper evidence: every kind of damage is caught and named."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from audit.chain import ChainWriter, log_files, verify
+
+KEY = b"k" * 32
+
+
+def write_log(folder: Path, count: int = 60, *, max_bytes: int = 4000, close: bool = True) -> Path:
+    path = folder / "decisions.jsonl"
+    writer = ChainWriter(path, KEY, max_bytes=max_bytes, checkpoint_interval=3600)
+    for n in range(count):
+        writer.write({"event": "authorization", "user": {"username": f"user{n % 3}"}, "action": "C-FIND",
+                      "resource": {"patient_id": f"PAT-{n}"}, "decision": "permit" if n % 4 else "deny"})
+        if n % 10 == 9:
+            writer.checkpoint()
+    if close:
+        writer.close()
+    return path
+
+
+def lines_of(path: Path) -> tuple[Path, list[bytes]]:
+    file = log_files(path)[0]
+    return file, file.read_bytes().splitlines()
+
+
+def test_an_untouched_log_verifies_across_rotated_files(tmp_path: Path) -> None:
+    path = write_log(tmp_path)
+    assert len(log_files(path)) > 3  # rotation happened
+    report = verify(path, KEY, stale_after=60)
+    assert report.ok and report.final and report.records > 60 and report.unsigned_tail == 0
+
+
+def test_a_log_reopened_continues_the_chain(tmp_path: Path) -> None:
+    path = write_log(tmp_path, 15)
+    writer = ChainWriter(path, KEY, max_bytes=4000)
+    writer.write({"event": "authorization", "decision": "permit"})
+    writer.close()
+    assert verify(path, KEY).ok
+
+
+def test_an_edited_field_is_caught_at_that_record(tmp_path: Path) -> None:
+    path = write_log(tmp_path)
+    file, lines = lines_of(path)
+    record = json.loads(lines[3])
+    record["decision"] = "permit" if record.get("decision") == "deny" else "deny"
+    lines[3] = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    file.write_bytes(b"\n".join(lines) + b"\n")
+    report = verify(path, KEY)
+    assert report.damage is not None and report.damage.kind == "edited"
+    assert report.damage.line == 4 and report.damage.seq == record["seq"]
+
+
+def test_a_deleted_record_is_caught(tmp_path: Path) -> None:
+    path = write_log(tmp_path)
+    file, lines = lines_of(path)
+    gone = json.loads(lines[5])["seq"]
+    file.write_bytes(b"\n".join(lines[:5] + lines[6:]) + b"\n")
+    report = verify(path, KEY)
+    assert report.damage is not None and report.damage.kind == "deleted" and str(gone) in report.damage.detail
+
+
+def test_two_swapped_records_are_caught(tmp_path: Path) -> None:
+    path = write_log(tmp_path)
+    file, lines = lines_of(path)
+    lines[4], lines[5] = lines[5], lines[4]
+    file.write_bytes(b"\n".join(lines) + b"\n")
+    report = verify(path, KEY)
+    assert report.damage is not None and report.damage.kind == "reordered"
+
+
+def test_a_truncated_tail_is_caught(tmp_path: Path) -> None:
+    path = write_log(tmp_path, close=False)  # checkpoints every 10 records, never a final one
+    live = log_files(path)[-1]
+    lines = live.read_bytes().splitlines()
+    live.write_bytes(b"\n".join(lines[:-3]) + b"\n")  # the last records are cut away
+    assert verify(path, KEY, stale_after=3600).ok  # while recent, the unsigned tail is only reported
+    report = verify(path, KEY, stale_after=60, now=time.time() + 3600)
+    assert report.damage is not None and report.damage.kind == "truncated"
+
+
+def test_a_removed_rotated_file_is_caught(tmp_path: Path) -> None:
+    path = write_log(tmp_path)
+    os.remove(log_files(path)[1])
+    report = verify(path, KEY)
+    assert report.damage is not None and report.damage.kind == "file-missing"
+
+
+def test_a_forged_checkpoint_is_caught(tmp_path: Path) -> None:
+    path = write_log(tmp_path)
+    assert not verify(path, b"another key" * 3).ok
+    report = verify(path, b"another key" * 3)
+    assert report.damage is not None and "signature" in report.damage.detail
+
+
+@pytest.mark.parametrize("damage", ["none", "edit"])
+def test_the_verify_command(tmp_path: Path, damage: str) -> None:
+    path = write_log(tmp_path, 20)
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY.hex())
+    if damage == "edit":
+        file, lines = lines_of(path)
+        lines[2] = lines[2].replace(b"PAT-", b"PAX-")
+        file.write_bytes(b"\n".join(lines) + b"\n")
+    result = subprocess.run([sys.executable, "-m", "audit.cli", "verify", "--log", str(path), "--key-file",
+                             str(key_file)], capture_output=True, text=True)
+    if damage == "none":
+        assert result.returncode == 0 and result.stdout.startswith("ok:")
+    else:
+        assert result.returncode == 1 and "BROKEN: edited" in result.stdout
+
+
+def test_search_and_export(tmp_path: Path) -> None:
+    path = write_log(tmp_path, 30)
+    run = [sys.executable, "-m", "audit.cli"]
+    found = subprocess.run([*run, "search", "--log", str(path), "--user", "user1", "--decision", "deny", "--json"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    expected = [n for n in range(30) if n % 3 == 1 and n % 4 == 0]
+    assert [json.loads(r)["patient"] for r in found] == [f"PAT-{n}" for n in expected]
+    csv_out = subprocess.run([*run, "export", "--log", str(path), "--format", "csv"], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    assert csv_out[0].startswith("seq,time,event,user") and len(csv_out) == 31
