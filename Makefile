@@ -1,11 +1,11 @@
 # Two set-up commands for a fresh Debian 12 machine with Python 3.11: `make demo` and `make test`.
-# Both install what is missing first: Debian packages (DCMTK, Orthanc) and a virtual environment.
+# Both install what is missing first: Debian packages (DCMTK, Orthanc, rsyslog) and a virtual environment.
 
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := dcmtk orthanc
+APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system-deps venv clean
@@ -29,7 +29,8 @@ venv: system-deps $(STAMP)
 # Debian packages: installed only when one of their commands is missing.
 system-deps:
 	@missing=""; \
-	for cmd in /usr/bin/storescu /usr/sbin/Orthanc; do [ -x $$cmd ] || missing="yes"; done; \
+	for cmd in /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd; do [ -x $$cmd ] || missing="yes"; done; \
+	[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -e /usr/lib/aarch64-linux-gnu/rsyslog/lmnsd_gtls.so ] || missing="yes"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && \

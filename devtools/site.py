@@ -27,6 +27,7 @@ class Site:
     pdp_cache: float = 30.0
     leeway: float = 30.0
     pacs_scp: bool = False  # the PACS is a DCMTK storescp --ignore (benchmarks) instead of Orthanc
+    audit_port: int | None = None  # an audit record repository (rsyslog, TLS) to send audit messages to
     pacs: StoreSCP | None = None
     hial: HialProcess | None = None
     orthanc: Orthanc | None = None
@@ -94,6 +95,7 @@ ae_title = "ORTHANC"
 host = "127.0.0.1"
 port = {p['agent_return']}
 server_name = "ws1"
+{self._audit_section()}
 [nodes.CTSCANNER]
 addresses = ["127.0.0.1"]
 actions = ["C-ECHO", "C-STORE"]
@@ -123,6 +125,11 @@ allowed_server_agents = ["gw1"]
 [apps.MOVESCP]
 store_scp = "127.0.0.1:{p['scp']}"
 """)
+
+    def _audit_section(self) -> str:
+        if self.audit_port is None:
+            return ""
+        return f'[audit]\nrepository = "127.0.0.1:{self.audit_port}"\nserver_name = "audit"\n'
 
     def start_server(self) -> None:
         log = open(self.root / "server-agent.log", "a")  # noqa: SIM115 - kept open for the process

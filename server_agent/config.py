@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from audit.syslog import SyslogTarget
 from dicomwire.pdu import ae_title_problem
 from dicomwire.relay import RelayLimits
 from tomlconf import ConfigError, Table, read
@@ -87,6 +88,8 @@ class ServerAgentConfig:
     decision_log_max_bytes: int
     checkpoint_interval: float
     refuse_unlogged: bool
+    audit: SyslogTarget | None
+    audit_spool: Path
     max_associations: int
     move_timeout: float
     limits: RelayLimits
@@ -95,7 +98,7 @@ class ServerAgentConfig:
 def load(path: Path) -> ServerAgentConfig:
     path = path.expanduser().resolve()
     root = Table(read(path), path).allow("server", "tls", "identity", "pdp", "pacs", "workstations", "nodes",
-                                         "limits", "decision_log")
+                                         "limits", "decision_log", "audit")
     s = root.table("server").allow("name", "listen", "plain_listen", "return_listen", "default_pacs",
                                    "decision_log", "max_associations", "move_timeout")
     tls = root.table("tls").allow("certificate", "key", "ca")
@@ -175,6 +178,17 @@ def load(path: Path) -> ServerAgentConfig:
     if on_failure not in ("refuse", "continue"):
         raise dl.error("on_failure", "must be 'refuse' or 'continue'")
     decision_log = s.path_value("decision_log", "decisions.jsonl") or path.parent / "decisions.jsonl"
+    a = root.table("audit").allow("repository", "transport", "ca", "certificate", "key", "server_name", "spool")
+    audit = None
+    if "repository" in a.data:
+        transport = a.get("transport", str, "tls")
+        if transport not in ("tls", "udp"):
+            raise a.error("transport", "must be 'tls' (RFC 5425) or 'udp' (RFC 5426)")
+        host, port = a.host_port("repository")
+        audit = SyslogTarget(host=host, port=port, transport=transport,
+                             ca=a.path_value("ca", None) or files["ca"],
+                             certificate=a.path_value("certificate", None) or files["certificate"],
+                             key=a.path_value("key", None) or files["key"], server_name=a.get("server_name", str, None))
     plain = s.get("plain_listen", str, None)
     return ServerAgentConfig(
         path=path, name=s.get("name", str), listen=s.host_port("listen", "127.0.0.1:2762"),
@@ -186,6 +200,7 @@ def load(path: Path) -> ServerAgentConfig:
         decision_log_key=dl.path_value("key_file", str(decision_log.parent / "decision-log.key")) or decision_log,
         decision_log_max_bytes=dl.positive("max_bytes", int, 64 * 1024 * 1024),
         checkpoint_interval=dl.positive("checkpoint_interval", float, 60.0), refuse_unlogged=on_failure == "refuse",
+        audit=audit, audit_spool=a.path_value("spool", str(decision_log.parent / "audit-spool")) or decision_log,
         max_associations=s.positive("max_associations", int, 200), move_timeout=s.positive("move_timeout", float,
                                                                                          600.0),
         limits=limits)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from audit.chain import ChainWriter
+from audit.dicom_audit import AUDITED, audit_message
+from audit.syslog import SpooledSender
 
 log = logging.getLogger("server_agent.decisions")
 
@@ -40,8 +42,11 @@ def load_key(path: Path) -> bytes:
 
 class DecisionLog:
     def __init__(self, path: Path, key: bytes, *, max_bytes: int = 64 * 1024 * 1024,
-                 checkpoint_interval: float = 60.0) -> None:
+                 checkpoint_interval: float = 60.0, audit: SpooledSender | None = None,
+                 source_id: str = "server-agent") -> None:
         self.path = path
+        self.audit = audit  # DICOM audit messages (PS3.15 A.5) by syslog, from the same events
+        self.source_id = source_id
         self.failed: str | None = None
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(QUEUE_SIZE)
         self._writer = ChainWriter(path, key, max_bytes=max_bytes, checkpoint_interval=checkpoint_interval)
@@ -73,6 +78,8 @@ class DecisionLog:
                     return
                 if record:
                     self._writer.write(record)
+                    if self.audit is not None and record.get("event") in AUDITED:
+                        self.audit.submit(audit_message(record, self.source_id))
                 else:
                     self._writer.checkpoint()  # idle: a signed checkpoint all the same
             except OSError as error:
@@ -82,3 +89,5 @@ class DecisionLog:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(10)
+        if self.audit is not None:
+            self.audit.close()

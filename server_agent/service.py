@@ -7,6 +7,7 @@ import asyncio
 import logging
 import ssl
 
+from audit.syslog import SpooledSender
 from dicomwire.aio import RelayServer
 from dicomwire.dimse import CommandField
 
@@ -38,9 +39,11 @@ def client_context(config: ServerAgentConfig) -> ssl.SSLContext:
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
+        audit = SpooledSender(config.audit, config.audit_spool) if config.audit else None
         self.decisions = DecisionLog(config.decision_log, load_key(config.decision_log_key),
                                      max_bytes=config.decision_log_max_bytes,
-                                     checkpoint_interval=config.checkpoint_interval)
+                                     checkpoint_interval=config.checkpoint_interval, audit=audit,
+                                     source_id=config.name)
         self.authn = Authenticator(config.identity)
         self.pdp = PdpClient(config.pdp, config.identity, self.authn.http)
         self.moves = MoveRegistry()

@@ -20,6 +20,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from devtools.dicomdata import make_ct_study
 from devtools.peers import dcmtk
+from agent import certs
+from devtools.rsyslog import RSYSLOGD, Rsyslog
 from devtools.site import Site
 
 PATIENTS = ("PAT-1", "PAT-REF-1", "PAT-OPTOUT", "PAT-CONSENT-ORG")
@@ -28,13 +30,23 @@ PATIENTS = ("PAT-1", "PAT-REF-1", "PAT-OPTOUT", "PAT-CONSENT-ORG")
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("gw")
-    site = Site(root, hial_server={"access_token_lifetime": 10}, leeway=0).start()
+    pki = root / "pki"
+    certs.init_ca(pki)
+    for name in ("gw1", "ws1", "audit"):
+        certs.issue(pki, name, ["127.0.0.1"])
+    repository = Rsyslog(root / "rsyslog", ca=pki / "ca.crt", certificate=pki / "audit.crt",
+                         key=pki / "audit.key").start() if Path(RSYSLOGD).exists() else None
+    site = Site(root, hial_server={"access_token_lifetime": 10}, leeway=0,
+                audit_port=repository.port if repository else None).start()
+    site.repository = repository  # type: ignore[attr-defined]
     assert site.orthanc is not None
     for n, patient in enumerate(PATIENTS):
         site.orthanc.upload(make_ct_study(root / "data" / patient, slices=2, patient_id=patient,
                                           accession=f"ACC{n}", seed=n))
     yield site
     site.stop()
+    if repository is not None:
+        repository.stop()
 
 
 def refused(output: str) -> bool:
@@ -318,3 +330,35 @@ def test_each_decision_is_logged_once_and_the_chain_verifies(site: Site) -> None
                              "--key-file", str(key)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
     assert key.stat().st_mode & 0o077 == 0
+
+
+def test_audit_messages_reach_the_repository(site: Site) -> None:
+    from xml.etree import ElementTree as ET
+
+    repository = site.repository  # type: ignore[attr-defined]
+    if repository is None:
+        pytest.skip("rsyslog is installed by `make test`")
+    got, _ = find_patients(site, "rad", "PAT-1")
+    assert got == ["PAT-1"]
+    deadline = time.monotonic() + 10
+
+    def queries() -> list[ET.Element]:
+        found = []
+        for text in repository.messages():
+            message = ET.fromstring(text)
+            event = message.find("EventIdentification/EventID")
+            objects = [o.get("ParticipantObjectID") for o in message.findall("ParticipantObjectIdentification")]
+            if event is not None and event.get("csd-code") == "110112" and "PAT-1" in objects:
+                found.append(message)
+        return found
+
+    while not queries() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    message = queries()[-1]
+    requestor = message.find("ActiveParticipant[@UserIsRequestor='true']")
+    assert requestor is not None and requestor.get("UserID") == "rad"
+    assert message.find("ActiveParticipant[@UserID='FINDSCU@WS1']") is not None
+    assert message.find("AuditSourceIdentification").get("AuditSourceID") == "GW1"  # type: ignore[union-attr]
+    kinds = {ET.fromstring(t).find("EventIdentification/EventID").get("csd-code")  # type: ignore[union-attr]
+             for t in repository.messages()}
+    assert {"110114", "110112", "110113"} <= kinds  # logins, queries, and the refusals as security alerts

@@ -1,0 +1,84 @@
+"""DICOM audit messages reach a real rsyslog over TLS; while it is down they wait, none lost, none twice."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from agent import certs
+from audit.dicom_audit import audit_message
+from audit.syslog import SpooledSender, SyslogTarget, rfc5424
+from devtools.rsyslog import RSYSLOGD, Rsyslog
+
+pytestmark = pytest.mark.skipif(not Path(RSYSLOGD).exists(), reason="rsyslog is installed by `make test`")
+
+
+def record(n: int, **extra: object) -> dict:
+    return {"time": f"2026-11-22T10:00:{n:02d}.000000+00:00", "event": "authorization", "action": "C-FIND",
+            "decision": "permit", "reason": "permit", "user": {"username": "rad", "sub": "rad"},
+            "calling_ae": "FINDSCU@WS1", "peer": "127.0.0.1:5000",
+            "resource": {"patient_id": f"PAT-{n}", "study_instance_uid": f"1.2.3.{n}"}, **extra}
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_audit_message_shapes() -> None:
+    query = ET.fromstring(audit_message(record(1), "GW1"))
+    assert query.find("EventIdentification/EventID").get("csd-code") == "110112"  # type: ignore[union-attr]
+    requestor = query.find("ActiveParticipant[@UserIsRequestor='true']")
+    assert requestor is not None and requestor.get("UserID") == "rad"
+    node = query.find("ActiveParticipant[@UserID='FINDSCU@WS1']")
+    assert node is not None and node.get("NetworkAccessPointID") == "127.0.0.1"
+    objects = {o.get("ParticipantObjectTypeCode"): o.get("ParticipantObjectID")
+               for o in query.findall("ParticipantObjectIdentification")}
+    assert objects == {"1": "PAT-1", "2": "1.2.3.1"}
+    denied = ET.fromstring(audit_message(record(2, decision="deny"), "GW1"))
+    assert denied.find("EventIdentification/EventID").get("csd-code") == "110113"  # type: ignore[union-attr]
+    assert denied.find("EventIdentification").get("EventOutcomeIndicator") == "4"  # type: ignore[union-attr]
+    login = ET.fromstring(audit_message({"event": "authentication", "decision": "permit", "time": "t",
+                                         "user": {"username": "rad"}}, "GW1"))
+    assert login.find("EventIdentification/EventTypeCode").get("csd-code") == "110122"  # type: ignore[union-attr]
+    glass = ET.fromstring(audit_message(record(3, break_glass=True), "GW1"))
+    assert glass.find("EventIdentification/EventTypeCode").get("csd-code") == "110127"  # type: ignore[union-attr]
+    frame = rfc5424(b"<AuditMessage/>", "dicom-server-agent")
+    assert frame.startswith(b"<85>1 ") and b" DICOM+RFC3881 - \xef\xbb\xbf<AuditMessage/>" in frame
+
+
+def test_delivered_to_rsyslog_over_tls_in_order_none_lost_none_twice(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    certs.init_ca(pki)
+    certs.issue(pki, "audit", ["127.0.0.1"])
+    certs.issue(pki, "gw1", ["127.0.0.1"])
+    repository = Rsyslog(tmp_path / "rsyslog", ca=pki / "ca.crt", certificate=pki / "audit.crt",
+                         key=pki / "audit.key").start()
+    sender = SpooledSender(SyslogTarget(host="127.0.0.1", port=repository.port, ca=pki / "ca.crt",
+                                        certificate=pki / "gw1.crt", key=pki / "gw1.key", server_name="audit"),
+                           tmp_path / "spool")
+    try:
+        for n in range(5):
+            sender.submit(audit_message(record(n), "GW1"))
+        wait_for(lambda: len(repository.messages()) == 5)
+        parsed = [ET.fromstring(m) for m in repository.messages()]
+        assert all(p.tag == "AuditMessage" for p in parsed)
+        repository.stop()  # the repository goes down...
+        for n in range(5, 15):
+            sender.submit(audit_message(record(n), "GW1"))
+        time.sleep(1.0)
+        assert sender.pending() > 0  # ...the messages wait in the spool
+        repository.start()  # ...and it comes back on the same port
+        wait_for(lambda: sender.pending() == 0 and len(repository.messages()) >= 15)
+        time.sleep(0.5)
+        patients = [ET.fromstring(m).find("ParticipantObjectIdentification").get("ParticipantObjectID")  # type: ignore[union-attr]
+                    for m in repository.messages()]
+        assert patients == [f"PAT-{n}" for n in range(15)]  # every one, once, in order
+    finally:
+        sender.close(1)
+        repository.stop()
