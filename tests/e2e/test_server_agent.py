@@ -18,9 +18,9 @@ from pynetdicom import AE
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from agent import certs
 from devtools.dicomdata import make_ct_study
 from devtools.peers import dcmtk
-from agent import certs
 from devtools.rsyslog import RSYSLOGD, Rsyslog
 from devtools.site import Site
 
