@@ -5,6 +5,7 @@
     decision-log search --log decisions.jsonl [--user U] [--patient P] [--study S] [--workstation W]
                         [--action A] [--decision permit|deny] [--reason R] [--since T] [--until T] [--json]
     decision-log export --log decisions.jsonl --format csv|jsonl [filters as for search]
+    decision-log report --log decisions.jsonl [--since T] [--until T] [--html FILE]
 
 ``verify`` exits 0 when the chain and every checkpoint hold, 1 with the first broken record and the
 kind of damage (edited, deleted, reordered, truncated, file-missing) otherwise.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .chain import iter_lines, verify
+from .report import html_page, summarize, text
 
 COLUMNS = ["seq", "time", "event", "user", "action", "patient", "study", "workstation", "calling_ae", "decision",
            "reason", "rule_id", "policy_version", "latency_ms", "association", "pacs"]
@@ -37,7 +39,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
             "decision": record.get("decision", ""), "reason": record.get("reason", ""),
             "rule_id": record.get("rule_id", ""), "policy_version": record.get("policy_version", ""),
             "latency_ms": record.get("latency_ms", ""), "association": record.get("association", ""),
-            "pacs": record.get("pacs", "")}
+            "pacs": record.get("pacs", ""), "break_glass": bool(record.get("break_glass"))}
 
 
 def records(path: Path) -> Iterator[dict[str, Any]]:
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("tail")
     t.add_argument("-n", type=int, default=20)
     t.add_argument("-f", "--follow", action="store_true")
-    for name in ("search", "export"):
+    for name in ("search", "export", "report"):
         p = sub.add_parser(name)
         for field in ("user", "patient", "study", "workstation", "action", "decision", "reason"):
             p.add_argument(f"--{field}")
@@ -84,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--until", help="ISO time, inclusive")
         if name == "search":
             p.add_argument("--json", action="store_true")
-        else:
+        elif name == "export":
             p.add_argument("--format", choices=["csv", "jsonl"], required=True)
+        else:
+            p.add_argument("--html", type=Path, help="write a self-contained HTML report with charts")
     for p in (v, t, *sub.choices.values()):
         if not any(a.dest == "log" for a in p._actions):
             p.add_argument("--log", required=True, type=Path, help="the live decision log file")
@@ -122,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     selected = [row for row in (flatten(r) for r in records(args.log)) if row["event"] not in
                 ("file-start", "checkpoint") and matches(row, args)]
+    if args.command == "report":
+        summary = summarize(selected)
+        if args.html:
+            period = f"{args.since or 'start'} to {args.until or 'now'}"
+            args.html.write_text(html_page(summary, f"Decision log report, {period}"), encoding="utf-8")
+            print(f"report written to {args.html}", file=sys.stderr)
+        print(text(summary))
+        return 0
     if args.command == "search":
         for row in selected:
             print(json.dumps(row) if args.json else line(row))
@@ -132,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in selected:
             print(json.dumps(row))
     else:
-        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS)
+        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(selected)
     return 0

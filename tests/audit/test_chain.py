@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -130,3 +131,47 @@ def test_search_and_export(tmp_path: Path) -> None:
     csv_out = subprocess.run([*run, "export", "--log", str(path), "--format", "csv"], capture_output=True,
                              text=True, check=True).stdout.splitlines()
     assert csv_out[0].startswith("seq,time,event,user") and len(csv_out) == 31
+
+
+def test_report_numbers_match_search_and_the_html_renders(tmp_path: Path) -> None:
+    from html.parser import HTMLParser
+
+    path = tmp_path / "decisions.jsonl"
+    writer = ChainWriter(path, KEY)
+    users = ["rad"] * 30 + ["refdoc"] * 5 + ["researcher"] * 4 + ["erdoc"] * 3
+    for n, user in enumerate(users):
+        writer.write({"event": "authorization", "time": f"2026-11-22T{(n % 24):02d}:10:00.000000+00:00",
+                      "user": {"username": user}, "action": "C-FIND" if n % 2 else "C-MOVE",
+                      "resource": {"patient_id": f"P{n}" if user == "rad" else "P1"},
+                      "decision": "deny" if user == "researcher" else "permit",
+                      "reason": "not_identifiable" if user == "researcher" else "permit",
+                      "break_glass": user == "erdoc", "workstation": "WS1"})
+    writer.close()
+    run = [sys.executable, "-m", "audit.cli"]
+    html_file = tmp_path / "report.html"
+    report = subprocess.run([*run, "report", "--log", str(path), "--html", str(html_file)], capture_output=True,
+                            text=True, check=True).stdout
+
+    def count(*filters: str) -> int:
+        out = subprocess.run([*run, "search", "--log", str(path), "--json", *filters], capture_output=True,
+                             text=True, check=True).stdout
+        return len(out.splitlines())
+
+    assert f"{count()} decisions" in report
+    assert re.search(rf"researcher\s+{count('--user', 'researcher')}\b", report)
+    assert re.search(rf"not_identifiable\s+{count('--decision', 'deny')}\b", report)
+    assert f"break-glass uses: {count('--user', 'erdoc')}" in report
+    assert "users touching unusually many patients: rad (30)" in report
+    page = html_file.read_text()
+
+    class Check(HTMLParser):
+        svgs = 0
+
+        def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+            if tag == "svg":
+                self.svgs += 1
+            assert tag not in ("script", "link"), "the report must render offline, with no scripts"
+
+    checker = Check()
+    checker.feed(page)
+    assert checker.svgs == 3 and "rad (30 patients)" in page
