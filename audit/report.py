@@ -120,5 +120,5 @@ table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:.2e
 <h2>Break-glass uses</h2><table>{head}{rows(summary.break_glass)}</table>
 <h2>Users touching unusually many patients</h2>
 <p>{", ".join(f"{html.escape(u)} ({c} patients)" for u, c in unusual) or "none"}</p>
-<h2>Access outside working hours (before 07:00 or after 19:00 UTC)</h2><table>{head}{rows(summary.off_hours)}</table>
+<h2>Access outside working hours (before 07:00 or from 19:00 UTC)</h2><table>{head}{rows(summary.off_hours)}</table>
 </body></html>"""
