@@ -6,6 +6,7 @@
                         [--action A] [--decision permit|deny] [--reason R] [--since T] [--until T] [--json]
     decision-log export --log decisions.jsonl --format csv|jsonl [filters as for search]
     decision-log report --log decisions.jsonl [--since T] [--until T] [--html FILE]
+    decision-log index  --log decisions.jsonl      # then search/export/report use the SQLite index
 
 ``verify`` exits 0 when the chain and every checkpoint hold, 1 with the first broken record and the
 kind of damage (edited, deleted, reordered, truncated, file-missing) otherwise.
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import index
 from .chain import iter_lines, verify
 from .report import html_page, summarize, text
 
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("tail")
     t.add_argument("-n", type=int, default=20)
     t.add_argument("-f", "--follow", action="store_true")
+    ix = sub.add_parser("index", help="bring the SQLite index up to date (search, export, report use it)")
+    ix.add_argument("--quiet", action="store_true")
     for name in ("search", "export", "report"):
         p = sub.add_parser(name)
         for field in ("user", "patient", "study", "workstation", "action", "decision", "reason"):
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--format", choices=["csv", "jsonl"], required=True)
         else:
             p.add_argument("--html", type=Path, help="write a self-contained HTML report with charts")
-    for p in (v, t, *sub.choices.values()):
+    for p in sub.choices.values():
         if not any(a.dest == "log" for a in p._actions):
             p.add_argument("--log", required=True, type=Path, help="the live decision log file")
     args = parser.parse_args(argv)
@@ -124,8 +128,15 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:
                 return 0
         return 0
-    selected = [row for row in (flatten(r) for r in records(args.log)) if row["event"] not in
-                ("file-start", "checkpoint") and matches(row, args)]
+    if args.command == "index":
+        index.build(args.log, flatten, progress=not args.quiet)
+        return 0
+    if index.current(args.log):
+        filters = {name: getattr(args, name, None) for name in index.FILTERS}
+        selected = [flatten(r) for r in index.search(args.log, filters, args.since, args.until)]
+    else:
+        selected = [row for row in (flatten(r) for r in records(args.log)) if row["event"] not in
+                    ("file-start", "checkpoint") and matches(row, args)]
     if args.command == "report":
         summary = summarize(selected)
         if args.html:

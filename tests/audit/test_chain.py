@@ -175,3 +175,26 @@ def test_report_numbers_match_search_and_the_html_renders(tmp_path: Path) -> Non
     checker = Check()
     checker.feed(page)
     assert checker.svgs == 3 and "rad (30 patients)" in page
+
+
+def test_the_index_answers_like_the_scan_and_follows_new_records(tmp_path: Path) -> None:
+    from audit import index
+
+    path = write_log(tmp_path, 40, close=False)
+    run = [sys.executable, "-m", "audit.cli"]
+
+    def search(*filters: str) -> list[str]:
+        out = subprocess.run([*run, "search", "--log", str(path), "--json", *filters], capture_output=True, text=True,
+                             check=True).stdout
+        return [json.loads(r)["patient"] for r in out.splitlines()]
+
+    scanned = search("--user", "user2")
+    subprocess.run([*run, "index", "--log", str(path), "--quiet"], check=True)
+    assert index.current(path)
+    assert search("--user", "user2") == scanned and scanned
+    writer = ChainWriter(path, KEY, max_bytes=4000)
+    writer.write({"event": "authorization", "user": {"username": "user2"}, "resource": {"patient_id": "PAT-NEW"}})
+    assert not index.current(path)  # the log grew: searches fall back to reading it
+    assert search("--user", "user2")[-1] == "PAT-NEW"
+    subprocess.run([*run, "index", "--log", str(path), "--quiet"], check=True)
+    assert index.current(path) and search("--user", "user2")[-1] == "PAT-NEW"
