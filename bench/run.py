@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import hial_bench, server_bench, site_bench, workstation_bench
+from bench import audit_bench, hial_bench, server_bench, site_bench, workstation_bench
 from devtools.dicomdata import make_ct_study
 from devtools.peers import DCMTK_BIN, RelayProcess, StoreSCP, dcmtk_env
 
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         ws_latency, ws_throughput = workstation_bench.run(work, files, args.quick)
         sa_latency, sa_store, sa_ratio = server_bench.run(work, files, args.quick)
         site_data = site_bench.run(work, files, args.quick)
+        audit_rows = audit_bench.run(work, args.quick)
     except (BenchError, RuntimeError, OSError) as error:
         print(f"benchmark FAILED: {error}", file=sys.stderr)
         return 1
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     sa_text, sa_data = server_bench.report(sa_latency, sa_store, sa_ratio)
     site_text, site_out = site_bench.report(site_data)
     text = "\n\n".join((report(rows, usage, info, args.quick), hial_bench.report(hial_rows), ws_text, sa_text,
-                         site_text))
+                         site_text, audit_bench.report(audit_rows)))
     print(text)
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -199,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                                "hial": [{"name": r.name, "p50_ms": r.p50, "p90_ms": r.pct(0.9),
                                          "p99_ms": r.pct(0.99), "per_second": r.per_second,
                                          "target_p50_ms": r.target_p50_ms, "met": r.met} for r in hial_rows],
-                               "workstation": ws_data, "server_agent": sa_data, "site": site_out},
+                               "workstation": ws_data, "server_agent": sa_data, "site": site_out,
+                               "decision_log": [{"name": n, "seconds": t, "target_s": g, "met": m}
+                                                for n, t, g, m in audit_rows]},
                               indent=2))
     print(f"\nresults written to {out.relative_to(ROOT.parent)}", file=sys.stderr)
     return 0
