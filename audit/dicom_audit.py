@@ -6,7 +6,7 @@
 | association-end | 110114 User Authentication | 110123 Logout |
 | authorization permit, C-FIND | 110112 Query | - |
 | authorization permit, C-MOVE / C-GET | 110102 Begin Transferring DICOM Instances | - |
-| authorization permit, C-STORE; sub-operation | 110104 DICOM Instances Transferred | - |
+| authorization permit, C-STORE; sub-operation; C-MOVE/C-GET transfer summary | 110104 DICOM Instances Transferred | - |
 | any deny; break-glass | 110113 Security Alert | 110132 Use of Restricted Function / 110127 Emergency Override |
 | application-start / -stop | 110100 Application Activity | 110120 / 110121 |
 
@@ -35,6 +35,8 @@ def _event(record: dict[str, Any]) -> tuple[tuple[str, str], tuple[str, str] | N
         return ("110100", "Application Activity"), ("110121", "Application Stop"), "E"
     if event == "association-end":
         return ("110114", "User Authentication"), ("110123", "Logout"), "E"
+    if event == "transfer-summary":
+        return ("110104", "DICOM Instances Transferred"), None, "R"
     if record.get("break_glass"):
         return ("110113", "Security Alert"), ("110127", "Emergency Override Started"), "E"
     if event == "authentication":
@@ -93,5 +95,5 @@ def audit_message(record: dict[str, Any], source_id: str) -> bytes:
     return ET.tostring(root, encoding="unicode").encode("utf-8")  # one line, no XML declaration
 
 
-AUDITED = frozenset({"authentication", "authorization", "association-end", "sub-operation", "application-start",
-                     "application-stop"})
+AUDITED = frozenset({"authentication", "authorization", "association-end", "sub-operation", "transfer-summary",
+                     "application-start", "application-stop"})

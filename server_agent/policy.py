@@ -76,6 +76,8 @@ class AssociationState:
     pacs: Pacs
     positive_response: bool
     gets: set[int] = field(default_factory=set)  # message ids of permitted C-GETs
+    transfers: list[dict[str, Any]] = field(default_factory=list)  # permitted C-MOVE/C-GET, for the summary
+    get_sub_operations: int = 0
     batch: list[tuple[dict[str, Any], asyncio.Future[Decision]]] = field(default_factory=list)
 
 
@@ -88,6 +90,7 @@ class MoveRegistry:
 
     def __init__(self) -> None:
         self._moves: dict[str, dict[int, float]] = {}
+        self._counts: dict[int, dict[str, int]] = {}  # association -> destination -> sub-operations
 
     def allow(self, destination: str, association_id: int, until: float) -> None:
         self._moves.setdefault(destination, {})[association_id] = until
@@ -99,9 +102,16 @@ class MoveRegistry:
             del holders[key]
         return bool(holders)
 
-    def end(self, association_id: int) -> None:
+    def record_sub_operation(self, destination: str) -> None:
+        for association_id in self._moves.get(destination, {}):
+            counts = self._counts.setdefault(association_id, {})
+            counts[destination] = counts.get(destination, 0) + 1
+
+    def end(self, association_id: int) -> dict[str, int]:
+        """Close the association's moves; the sub-operations relayed for each destination."""
         for holders in self._moves.values():
             holders.pop(association_id, None)
+        return self._counts.pop(association_id, {})
 
 
 def _comment(text: str) -> str:
@@ -151,8 +161,14 @@ class ServerPolicy:
 
     def association_ended(self, connection: ConnectionInfo) -> None:
         state = self.states.pop(connection.association_id, None)
-        self.moves.end(connection.association_id)
+        relayed = self.moves.end(connection.association_id)
         if state is not None:
+            for transfer in state.transfers:  # one summary per retrieval (issue 6)
+                count = (relayed.get(transfer.get("move_destination", ""), 0) if transfer["action"] == "C-MOVE"
+                         else state.get_sub_operations)
+                self.decisions.write("transfer-summary", association=connection.association_id,
+                                     user=state.subject.describe(), workstation=state.context.workstation,
+                                     pacs=state.pacs.name, sub_operations=count, **transfer)
             self.decisions.write("association-end", association=connection.association_id,
                                  user=state.subject.describe(), calling_ae=state.context.calling_ae)
 
@@ -281,6 +297,11 @@ class ServerPolicy:
                              self.config.move_timeout)
         if action == "C-GET" and not pending.subop and command.message_id is not None:
             state.gets.add(command.message_id)
+        if action in ("C-MOVE", "C-GET") and not pending.subop:
+            state.transfers.append({"action": action, "message_id": command.message_id, "resource": pending.keys,
+                                    **({"move_destination": command.move_destination} if action == "C-MOVE" else {})})
+        if pending.subop:
+            state.get_sub_operations += 1
         # A query not pinned to one patient: every match is checked before the user sees it.
         return Permit(review_responses=action == "C-FIND" and pending.patient is None)
 
@@ -380,12 +401,17 @@ class ReturnPolicy:
         self.decisions = decisions
         self.client_ssl = client_ssl
         self.pacs_hosts = {p.host for p in config.pacs.values()}
+        self.destinations: dict[int, str] = {}  # return association -> the move destination it serves
+
+    def association_ended(self, connection: ConnectionInfo) -> None:
+        self.destinations.pop(connection.association_id, None)
 
     async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
         if isinstance(question, AcceptQuestion):
             return ForwardAccept()
         if isinstance(question, DimseQuestion):
             keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
+            self.moves.record_sub_operation(self.destinations.get(connection.association_id, ""))
             self.decisions.write("sub-operation", association=connection.association_id, action="C-STORE",
                                  sub_operation_of="C-MOVE", message_id=question.command.message_id,
                                  move_originator=question.command.get(0x00001030), resource=keys, decision="permit",
@@ -407,5 +433,6 @@ class ReturnPolicy:
                                      reason=7)
         self.decisions.write("authentication", **event, decision="permit", reason="authorized move outstanding",
                              workstation=workstation.name)
+        self.destinations[connection.association_id] = rq.called_ae
         return ForwardAssociation(target=Upstream(host=workstation.host, port=workstation.port, ssl=self.client_ssl,
                                                   server_hostname=workstation.server_name))

@@ -82,3 +82,24 @@ def test_delivered_to_rsyslog_over_tls_in_order_none_lost_none_twice(tmp_path: P
     finally:
         sender.close(1)
         repository.stop()
+
+
+def test_udp_transport_sends_one_message_per_datagram(tmp_path: Path) -> None:
+    import socket
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(10)
+    sender = SpooledSender(SyslogTarget(host="127.0.0.1", port=receiver.getsockname()[1], transport="udp"),
+                           tmp_path / "spool")
+    try:
+        sender.submit(audit_message(record(1), "GW1"))
+        sender.submit(audit_message(record(2), "GW1"))
+        datagrams = [receiver.recv(65535), receiver.recv(65535)]
+    finally:
+        sender.close(1)
+        receiver.close()
+    for n, datagram in zip((1, 2), datagrams, strict=True):
+        assert datagram.startswith(b"<85>1 ")  # RFC 5426: the RFC 5424 message alone, no octet count
+        xml = datagram.split(b"\xef\xbb\xbf", 1)[1]
+        assert ET.fromstring(xml).find("ParticipantObjectIdentification").get("ParticipantObjectID") == f"PAT-{n}"  # type: ignore[union-attr]

@@ -149,6 +149,10 @@ def test_move_through_both_agents_delivers_to_the_apps_scp(site: Site) -> None:
     assert len(events(site, event="sub-operation", sub_operation_of="C-MOVE")) >= 2
     move = events(site, event="authorization", action="C-MOVE", decision="permit")[-1]
     assert move["move_destination"] == "MOVESCP@WS1"
+    time.sleep(0.5)
+    summary = events(site, event="transfer-summary", action="C-MOVE")[-1]
+    assert summary["sub_operations"] == 2 and summary["move_destination"] == "MOVESCP@WS1"
+    assert summary["user"]["username"] == "rad" and summary["resource"]["patient_id"] == "PAT-1"
 
 
 def test_move_of_a_forbidden_patient_is_refused(site: Site) -> None:
@@ -173,6 +177,8 @@ def test_get_through_the_agents(site: Site, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert len(list(out.iterdir())) == 2
     assert len(events(site, event="authorization", action="C-GET", decision="permit")) >= 3  # request + 2 sub-ops
+    time.sleep(0.5)
+    assert events(site, event="transfer-summary", action="C-GET")[-1]["sub_operations"] == 2
 
 
 def test_dcmtk_user_password_and_jwt_straight_to_the_server_agent(site: Site, tmp_path: Path) -> None:
