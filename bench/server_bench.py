@@ -11,14 +11,12 @@
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
 
-from devtools.peers import PROJECT, wait_for_port
 from devtools.site import Site
 from dicomwire.identity import UserIdentity, insert_user_identity
 from dicomwire.pdu import decode_associate
@@ -33,12 +31,7 @@ def run(work: Path, files: list[Path], quick: bool) -> tuple[list[Measure], list
     agent = None
     try:
         assert site.hial is not None
-        login = site.agent("login", "--user", "rad", "--password-stdin", stdin="demo-rad\n")
-        if login.returncode != 0:
-            raise RuntimeError(f"login failed: {login.stderr}")
-        agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"),
-                                  "--log-level", "WARNING", "serve"], cwd=PROJECT)
-        wait_for_port(site.ports["agent"], 20, agent)  # type: ignore[arg-type]
+        agent = site.serve_agent("rad")
         token = requests.post(f"{site.hial.issuer}/token", timeout=10, data={
             "grant_type": "password", "client_id": "workstation-agent", "username": "tech",
             "password": "demo-tech", "scope": "openid user/ImagingStudy.rs user/ImagingStudy.c"}).json()["access_token"]
@@ -63,14 +56,7 @@ def run(work: Path, files: list[Path], quick: bool) -> tuple[list[Measure], list
                  Measure("C-STORE 100 MB, through both agents", [])]
         targets = [(site.pacs_port, "ORTHANC", []), (site.ports["agent"], "ORTHANC@GW1", [])]
         # The workstation agent carries rad's identity, and radiologists may not store: log in as tech.
-        subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"),
-                        "logout"], capture_output=True, cwd=PROJECT)
-        agent.terminate()
-        agent.wait(10)
-        site.agent("login", "--user", "tech", "--password-stdin", stdin="demo-tech\n")
-        agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"),
-                                  "--log-level", "WARNING", "serve"], cwd=PROJECT)
-        wait_for_port(site.ports["agent"], 20, agent)  # type: ignore[arg-type]
+        agent = site.serve_agent("tech", previous=agent)
         time.sleep(0.5)
         storescu(site.ports["agent"], files[:2], "ORTHANC@GW1")
         for n in range(3 if quick else 7):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from devtools.dicomdata import make_ct_study
-from devtools.peers import PROJECT, dcmtk, wait_for_port
+from devtools.peers import dcmtk
 from devtools.site import Site
 from dicomwire.dimse import Tag, encode_command
 from dicomwire.pdu import RELEASE_RQ_BYTES, Pdv, encode_p_data
@@ -90,10 +89,7 @@ def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
         for n in range(matches):
             site.orthanc.upload(make_ct_study(site.root / "q" / f"{n}", slices=1, size=8, patient_id=f"Q{n:05d}",
                                               seed=n))
-        site.agent("login", "--user", "tech", "--password-stdin", stdin="demo-tech\n")
-        agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"),
-                                  "--log-level", "WARNING", "serve"], cwd=PROJECT)
-        wait_for_port(site.ports["agent"], 20, agent)  # type: ignore[arg-type]
+        agent = site.serve_agent("tech")
         time.sleep(0.5)
         into = [Measure("C-STORE 100 MB into Orthanc, direct", []), Measure("... through both agents", [])]
         for n in range(2 if quick else 4):
@@ -102,14 +98,7 @@ def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
                 site.orthanc.delete_patient("BENCH001")  # every run stores the study anew
                 measure.samples.append(storescu(port, files, called))
                 print(f"  {measure.name}: {measure.samples[-1]:.2f} s", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"),
-                        "logout"], capture_output=True, cwd=PROJECT)
-        agent.terminate()
-        agent.wait(10)
-        site.agent("login", "--user", "rad", "--password-stdin", stdin="demo-rad\n")
-        agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"),
-                                  "--log-level", "WARNING", "serve"], cwd=PROJECT)
-        wait_for_port(site.ports["agent"], 20, agent)  # type: ignore[arg-type]
+        agent = site.serve_agent("rad", previous=agent)
         time.sleep(0.5)
         keys = ["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=Q*", "-k", "StudyInstanceUID"]
         find = [Measure(f"C-FIND with {matches} matches, direct", []),

@@ -27,6 +27,7 @@ from devtools.capture import read_pdu
 from devtools.hial import HialProcess
 from devtools.peers import DCMTK_BIN, PROJECT, StoreSCP, dcmtk_env, free_port, wait_for_port
 from devtools.server_double import ServerDouble
+from devtools.site import write_workstation_config
 from dicomwire.dimse import Tag, encode_command
 from dicomwire.identity import UserIdentity, insert_user_identity
 from dicomwire.pdu import RELEASE_RQ_BYTES, Pdv, decode_associate, encode_p_data
@@ -83,25 +84,8 @@ def run(work: Path, files: list[Path], quick: bool) -> tuple[list[Measure], list
     forward, agent_port = free_port(), free_port()
     double = ServerDouble(pki, ("127.0.0.1", scp.port), forward, free_port(), ("127.0.0.1", 1),
                           pacs_name="STORESCP").start()
-    config = root / "workstation.toml"
-    config.write_text(f"""
-[workstation]
-name = "WS1"
-listen = "127.0.0.1:{agent_port}"
-session_file = "{root / 'session.json'}"
-[identity_provider]
-issuer = "{hial.issuer}"
-client_id = "workstation-agent"
-[tls]
-certificate = "{pki / 'ws1.crt'}"
-key = "{pki / 'ws1.key'}"
-ca = "{pki / 'ca.crt'}"
-[routes.GW1]
-host = "127.0.0.1"
-port = {forward}
-[return]
-listen = "127.0.0.1:{free_port()}"
-""")
+    config = write_workstation_config(root / "workstation.toml", pki=pki, issuer=hial.issuer, listen=agent_port,
+                                      route_port=forward, return_port=free_port())
     cli = [sys.executable, "-m", "agent.cli", "--config", str(config), "--log-level", "WARNING"]
     agent = None
     try:

@@ -100,31 +100,25 @@ server_name = "ws1"
 addresses = ["127.0.0.1"]
 actions = ["C-ECHO", "C-STORE"]
 """)
-        (self.root / "workstation.toml").write_text(f"""
-[workstation]
-name = "WS1"
-listen = "127.0.0.1:{p['agent']}"
-default_route = "GW1"
-session_file = "{self.root / 'session.json'}"
-log_file = "{self.root / 'associations.jsonl'}"
-refresh_margin = 2
-[identity_provider]
-issuer = "{self.hial.issuer}"
-client_id = "workstation-agent"
-[tls]
-certificate = "{self.pki / 'ws1.crt'}"
-key = "{self.pki / 'ws1.key'}"
-ca = "{self.pki / 'ca.crt'}"
-[routes.GW1]
-host = "127.0.0.1"
-port = {p['server']}
-server_name = "gw1"
-[return]
-listen = "127.0.0.1:{p['agent_return']}"
-allowed_server_agents = ["gw1"]
-[apps.MOVESCP]
-store_scp = "127.0.0.1:{p['scp']}"
-""")
+        write_workstation_config(self.root / "workstation.toml", pki=self.pki, issuer=self.hial.issuer,
+                                 listen=p["agent"], route_port=p["server"], return_port=p["agent_return"],
+                                 apps={"MOVESCP": p["scp"]}, extra="log_file = \"%s\"\nrefresh_margin = 2\n"
+                                 % (self.root / "associations.jsonl"))
+
+    def serve_agent(self, user: str, previous: subprocess.Popen[bytes] | None = None) -> subprocess.Popen[bytes]:
+        """`dicom-agent serve` logged in as ``user`` (stopping and logging out ``previous`` first)."""
+        config = str(self.root / "workstation.toml")
+        if previous is not None:
+            previous.terminate()
+            previous.wait(10)
+            self.agent("logout")
+        login = self.agent("login", "--user", user, "--password-stdin", stdin=f"demo-{user}\n")
+        if login.returncode != 0:
+            raise RuntimeError(f"dicom-agent login as {user} failed: {login.stderr}")
+        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", config, "--log-level", "WARNING",
+                                    "serve"], cwd=PROJECT)
+        wait_for_port(self.ports["agent"], 20, process)  # type: ignore[arg-type]
+        return process
 
     def _audit_section(self) -> str:
         if self.audit_port is None:
@@ -163,3 +157,32 @@ store_scp = "127.0.0.1:{p['scp']}"
         for part in (self.scp, self.pacs, self.orthanc, self.hial):
             if part is not None:
                 part.stop()
+
+
+def write_workstation_config(path: Path, *, pki: Path, issuer: str, listen: int, route_port: int, return_port: int,
+                             apps: dict[str, int] | None = None, extra: str = "", workstation: str = "") -> Path:
+    """The configuration of workstation WS1 whose route GW1 leads to a server agent on ``route_port``."""
+    app_tables = "".join(f'[apps.{name}]\nstore_scp = "127.0.0.1:{port}"\n' for name, port in (apps or {}).items())
+    path.write_text(f"""
+[workstation]
+name = "WS1"
+listen = "127.0.0.1:{listen}"
+default_route = "GW1"
+session_file = "{path.parent / 'session.json'}"
+{extra}{workstation}
+[identity_provider]
+issuer = "{issuer}"
+client_id = "workstation-agent"
+[tls]
+certificate = "{pki / 'ws1.crt'}"
+key = "{pki / 'ws1.key'}"
+ca = "{pki / 'ca.crt'}"
+[routes.GW1]
+host = "127.0.0.1"
+port = {route_port}
+server_name = "gw1"
+[return]
+listen = "127.0.0.1:{return_port}"
+allowed_server_agents = ["gw1"]
+{app_tables}""")
+    return path

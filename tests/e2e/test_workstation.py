@@ -24,6 +24,7 @@ from devtools.dicomdata import make_ct_study
 from devtools.hial import HialProcess
 from devtools.peers import DCMTK_BIN, Orthanc, StoreSCP, dcmtk, dcmtk_env, free_port, wait_for_port
 from devtools.server_double import ServerDouble
+from devtools.site import write_workstation_config
 from dicomwire.identity import identity_response
 from dicomwire.pdu import decode_associate
 from tests.support.wire import pynetdicom_rq
@@ -66,38 +67,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     double = ServerDouble(pki, ("127.0.0.1", orthanc.dicom_port), forward_port, double_return,
                           ("127.0.0.1", agent_return)).start()
     scp = StoreSCP(root / "scp" / "in", aet="MOVESCP", port=scp_port).start()
-    config = root / "workstation.toml"
-    config.write_text(f"""
-[workstation]
-name = "WS1"
-listen = "127.0.0.1:{agent_port}"
-identity = "jwt"
-positive_response = true
-default_route = "GW1"
-session_file = "{root / 'session.json'}"
-log_file = "{root / 'associations.jsonl'}"
-
-[identity_provider]
-issuer = "{hial.issuer}"
-client_id = "workstation-agent"
-
-[tls]
-certificate = "{pki / 'ws1.crt'}"
-key = "{pki / 'ws1.key'}"
-ca = "{pki / 'ca.crt'}"
-
-[routes.GW1]
-host = "127.0.0.1"
-port = {forward_port}
-server_name = "gw1"
-
-[return]
-listen = "127.0.0.1:{agent_return}"
-allowed_server_agents = ["gw1"]
-
-[apps.MOVESCP]
-store_scp = "127.0.0.1:{scp_port}"
-""")
+    config = write_workstation_config(
+        root / "workstation.toml", pki=pki, issuer=hial.issuer, listen=agent_port, route_port=forward_port,
+        return_port=agent_return, apps={"MOVESCP": scp_port},
+        extra=f'identity = "jwt"\npositive_response = true\nlog_file = "{root / "associations.jsonl"}"\n')
     yield Site(root, hial, orthanc, double, scp, agent_port, agent_return, config)
     scp.stop()
     double.stop()
