@@ -76,8 +76,13 @@ class ChainWriter:
                     if line.strip():
                         last = line.rstrip(b"\n")
             if last:
-                record = json.loads(last)
-                return int(record["seq"]), line_hash(last), index
+                try:
+                    record = json.loads(last)
+                    return int(record["seq"]), line_hash(last), index
+                except (ValueError, KeyError, TypeError):
+                    raise ValueError(f"{file} does not end with a chained log record: move it aside (it may be "
+                                     "a log from before chaining, or damaged: check it with decision-log verify)"
+                                     ) from None
         return 0, GENESIS, index
 
     def _open(self) -> Any:

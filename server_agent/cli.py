@@ -22,7 +22,11 @@ from .service import ServerAgent
 
 
 async def _serve(config: ServerAgentConfig) -> int:
-    agent = ServerAgent(config)
+    try:
+        agent = ServerAgent(config)
+    except (OSError, ValueError) as error:
+        print(f"dicom-server-agent: cannot start: {error}", file=sys.stderr)
+        return 2
     try:
         await agent.start()
     except OSError as error:

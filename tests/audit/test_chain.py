@@ -198,3 +198,10 @@ def test_the_index_answers_like_the_scan_and_follows_new_records(tmp_path: Path)
     assert search("--user", "user2")[-1] == "PAT-NEW"
     subprocess.run([*run, "index", "--log", str(path), "--quiet"], check=True)
     assert index.current(path) and search("--user", "user2")[-1] == "PAT-NEW"
+
+
+def test_a_log_that_is_not_chained_is_not_appended_to(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.jsonl"
+    path.write_text('{"event": "authorization", "decision": "permit"}\n')
+    with pytest.raises(ValueError, match="move it aside"):
+        ChainWriter(path, KEY)
