@@ -4,7 +4,8 @@ Starts the HIAL (identity provider and policy decision point), Orthanc (unchange
 list names the server agent's return port), the server agent GW1 in front of it, and the workstation
 WS1 whose apps (DCMTK tools, unchanged) run through ``dicom-agent launch``. Then: the technologist
 stores a study; the radiologist finds it and retrieves it to his viewer's SCP; the researcher is
-refused; the referring physician sees only his own patient. Last, what the decision log recorded.
+refused; the referring physician sees only his own patient. Last, what the decision log recorded,
+and that its hash chain verifies.
 Everything is stopped at the end.
 """
 
@@ -17,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from audit.chain import verify
 from devtools.dicomdata import make_ct_study
 from devtools.peers import dcmtk
 from devtools.site import Site
@@ -100,6 +102,10 @@ def main() -> int:
             print(f"{record['time'][11:26]:<15} {user:<10} {action:<8} {patient:<16} {record['decision']:<7} "
                   f"{record.get('reason', ''):<22} {record.get('rule_id', '')}")
         print("\n(* = a match of a query not pinned to one patient, checked before the user saw it)")
+        key = bytes.fromhex((root / "decision-log.key").read_text().strip())
+        report = verify(root / "decisions.jsonl", key)
+        print(f"decision-log verify: {'ok' if report.ok else 'BROKEN'}: {report.records} records, hash-chained, "
+              f"{report.checkpoints} signed checkpoint(s){', closed cleanly' if report.final else ''}")
         print("demo finished: every part stopped.")
     return 0
 
