@@ -26,9 +26,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import audit_bench, hial_bench, server_bench, site_bench, workstation_bench
+from bench import audit_bench, chart, hial_bench, server_bench, site_bench, workstation_bench
 from devtools.dicomdata import make_ct_study
-from devtools.peers import DCMTK_BIN, RelayProcess, StoreSCP, dcmtk_env
+from devtools.peers import DCMTK_BIN, RelayProcess, StoreSCP, dcmtk_env, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -132,6 +132,20 @@ def one_hop(rounds: int, files: list[Path], work: Path) -> tuple[list[Row], dict
                 row.runs.append(storescu(port, files, nodelay=False))
                 print(f"  {row.name}: {row.runs[-1]:.3f} s", file=sys.stderr)
         rows += [nagle_direct, nagle_hop]
+        # The do-it-yourself reference: a store-and-forward proxy written with pynetdicom.
+        snf_port = free_port()
+        snf = subprocess.Popen([sys.executable, "-m", "devtools.snf_proxy", "--listen", str(snf_port), "--to",
+                                f"127.0.0.1:{scp.port}"], cwd=ROOT.parent, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(snf_port, 20, snf)  # type: ignore[arg-type]
+            reference = Row("C-STORE 100 MB, pynetdicom store-and-forward proxy", baseline=direct.name,
+                            note="the do-it-yourself reference")
+            reference.runs.append(storescu(snf_port, files))
+            print(f"  {reference.name}: {reference.runs[-1]:.3f} s", file=sys.stderr)
+            rows.append(reference)
+        finally:
+            snf.terminate()
+            snf.wait(10)
     finally:
         relay.stop()
         scp.stop()
@@ -205,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
                                                 for n, t, g, m in audit_rows]},
                               indent=2))
     print(f"\nresults written to {out.relative_to(ROOT.parent)}", file=sys.stderr)
+    ratios: list[tuple[str, float, float | None]] = [(r.name.replace("C-STORE 100 MB, ", ""), r.ratio, r.target)
+                                                     for r in rows if r.ratio is not None]
+    ratios.append(("workstation hop vs server side only (throughput)", 1 / float(ws_data["hop_share"]), 1.25))
+    ratios.append(("both agents vs direct (storescp)", float(sa_data["store_ratio"]), 2.0))
+    ratios.append(("both agents vs direct (into Orthanc)", float(site_out["into_orthanc_ratio"]), 1.15))
+    latencies = [(m.name.replace("association + C-ECHO + release, ", ""), m.p50, m.pct(0.99))
+                 for m in (*sa_latency, *ws_latency)]
+    png = chart.draw(RESULTS / f"relay-{stamp}.png", ratios, latencies,
+                     f"DICOM identity agents, {info['cores']} cores, {stamp}{' (quick)' if args.quick else ''}")
+    print(f"chart written to {png.relative_to(ROOT.parent)}", file=sys.stderr)
     return 0
 
 

@@ -84,7 +84,7 @@ def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
     agent = None
     try:
         assert site.orthanc is not None
-        matches = 200 if quick else 1000
+        matches = 100 if quick else 1000
         print(f"  loading {matches} studies into Orthanc ...", file=sys.stderr)
         for n in range(matches):
             site.orthanc.upload(make_ct_study(site.root / "q" / f"{n}", slices=1, size=8, patient_id=f"Q{n:05d}",
@@ -92,7 +92,7 @@ def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
         agent = site.serve_agent("tech")
         time.sleep(0.5)
         into = [Measure("C-STORE 100 MB into Orthanc, direct", []), Measure("... through both agents", [])]
-        for n in range(2 if quick else 4):
+        for n in range(1 if quick else 4):
             order = [(into[0], site.orthanc.dicom_port, "ORTHANC"), (into[1], site.ports["agent"], "ORTHANC@GW1")]
             for measure, port, called in order if n % 2 == 0 else reversed(order):
                 site.orthanc.delete_patient("BENCH001")  # every run stores the study anew
