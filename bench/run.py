@@ -224,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     ratios.append(("workstation hop vs server side only (throughput)", 1 / float(ws_data["hop_share"]), 1.25))
     ratios.append(("both agents vs direct (storescp)", float(sa_data["store_ratio"]), 2.0))
     ratios.append(("both agents vs direct (into Orthanc)", float(site_out["into_orthanc_ratio"]), 1.15))
-    latencies = [(m.name.replace("association + C-ECHO + release, ", ""), m.p50, m.pct(0.99))
-                 for m in (*sa_latency, *ws_latency)]
+    latencies = [(f"{section}: {m.name.replace('association + C-ECHO + release, ', '').replace('... ', '')}",
+                  m.p50, m.pct(0.99))
+                 for section, measures in (("server agent", sa_latency), ("workstation hop", ws_latency))
+                 for m in measures]
     png = chart.draw(RESULTS / f"relay-{stamp}.png", ratios, latencies,
                      f"DICOM identity agents, {info['cores']} cores, {stamp}{' (quick)' if args.quick else ''}")
     print(f"chart written to {png.relative_to(ROOT.parent)}", file=sys.stderr)
