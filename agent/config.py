@@ -17,6 +17,7 @@ from tomlconf import ConfigError, Table, read
 
 DEFAULT_PATH = Path("~/.config/dicom-agent/workstation.toml")
 IDENTITY_MODES = ("jwt", "password")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +29,7 @@ class Route:
     port: int
     server_name: str
     warm: int = 2  # TLS connections kept ready, so no handshake waits in an association's set-up
+    tls: bool = True  # False only on loopback, to measure what TLS costs (tokens would cross in clear)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +66,7 @@ class WorkstationConfig:
     log_file: Path | None
     check_owner: bool
     refresh_margin: float  # refresh the access token this many seconds before it expires
+    max_associations: int = 200  # beyond it, A-ASSOCIATE-RJ local-limit-exceeded (PS3.8 9.3.4)
 
 
 def config_path(explicit: Path | None) -> Path:
@@ -77,13 +80,14 @@ def load(path: Path) -> WorkstationConfig:
     path = path.expanduser().resolve()
     root = Table(read(path), path).allow("workstation", "identity_provider", "tls", "routes", "return", "apps")
     ws = root.table("workstation").allow("name", "listen", "identity", "positive_response", "default_route",
-                                         "session_file", "log_file", "check_owner", "refresh_margin")
+                                         "session_file", "log_file", "check_owner", "refresh_margin",
+                                         "max_associations")
     name = ws.get("name", str)
     problem = ae_title_problem(name.encode("ascii", "replace"))
     if problem or "@" in name:
         raise ws.error("name", problem or "must not contain '@'")
     listen = ws.host_port("listen", "127.0.0.1:11112")
-    if listen[0] not in ("127.0.0.1", "::1", "localhost"):
+    if listen[0] not in LOOPBACK:
         raise ws.error("listen", "the workstation agent listens on loopback only")
     identity = ws.get("identity", str, "jwt")
     if identity not in IDENTITY_MODES:
@@ -105,12 +109,16 @@ def load(path: Path) -> WorkstationConfig:
     routes: dict[str, Route] = {}
     routes_table = root.table("routes")
     for route_name in routes_table.data:
-        rt = routes_table.table(route_name).allow("host", "port", "server_name", "warm")
+        rt = routes_table.table(route_name).allow("host", "port", "server_name", "warm", "tls")
         warm = rt.get("warm", int, 2)
         if not 0 <= warm <= 16:
             raise rt.error("warm", "must be 0-16")
-        routes[route_name] = Route(name=route_name, host=rt.get("host", str), port=rt.get("port", int),
-                                   server_name=rt.get("server_name", str, route_name.lower()), warm=warm)
+        host, use_tls = rt.get("host", str), rt.get("tls", bool, True)
+        if not use_tls and host not in LOOPBACK:
+            raise rt.error("tls", "plain TCP to a server agent is allowed on loopback only (to measure TLS's cost): "
+                                  "tokens and images would cross the network in clear")
+        routes[route_name] = Route(name=route_name, host=host, port=rt.get("port", int),
+                                   server_name=rt.get("server_name", str, route_name.lower()), warm=warm, tls=use_tls)
     default_route = ws.get("default_route", str, None)
     if default_route is not None and default_route not in routes:
         raise ws.error("default_route", f"names {default_route!r}, which [routes] does not define")
@@ -132,6 +140,7 @@ def load(path: Path) -> WorkstationConfig:
         apps=apps, session_file=ws.path_value("session_file", str(config_dir / "session.json")) or config_dir,
         log_file=ws.path_value("log_file", None), check_owner=ws.get("check_owner", bool, True),
         refresh_margin=ws.positive("refresh_margin", float, 60.0),
+        max_associations=ws.positive("max_associations", int, 200),
     )
 
 

@@ -74,6 +74,7 @@ class WorkstationAgent:
         self.main = RelayServer(
             self.policy,
             host=config.listen[0], port=config.listen[1], ask_requests=True,
+            max_associations=config.max_associations,
             ask_commands=frozenset({CommandField.C_MOVE_RQ}))
         self.returns = RelayServer(ReturnPolicy(config, journal), host=config.return_listen[0],
                                    port=config.return_listen[1], ssl=server_context(config))

@@ -92,17 +92,30 @@ class ChainWriter:
     def _file_start(self) -> None:
         self._append({"event": "file-start", "file_index": self.file_index})
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _chain(self, record: dict[str, Any]) -> bytes:
+        """The record's line (with ``seq`` and ``prev``), and the chain head moved past it."""
         self.seq += 1
         record = {**record, "seq": self.seq, "prev": self.head}
         if record.get("event") == "checkpoint":
             record["mac"] = checkpoint_mac(self.key, record)
         line = encode(record)
-        self._out.write(line + b"\n")
         self.head = line_hash(line)
+        return line + b"\n"
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # an unbuffered write may be partial
+            view = view[self._out.write(view):]
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self._write_all(self._chain(record))
 
     def write(self, record: dict[str, Any]) -> None:
-        self._append(record)
+        self.write_many([record])
+
+    def write_many(self, records: list[dict[str, Any]]) -> None:
+        """Chain ``records`` and append them in one write (a batch never straddles a rotation)."""
+        self._write_all(b"".join([self._chain(record) for record in records]))
         if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval:
             self.checkpoint()
         if self._out.tell() >= self.max_bytes:

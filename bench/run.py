@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench import audit_bench, chart, hial_bench, server_bench, site_bench, workstation_bench
+from bench.stats import proc_usage
 from devtools.dicomdata import make_ct_study
 from devtools.peers import DCMTK_BIN, RelayProcess, StoreSCP, dcmtk_env, free_port, wait_for_port
 
@@ -74,18 +75,6 @@ def storescu(port: int, files: list[Path], *, nodelay: bool = True) -> float:
     if result.returncode != 0:
         raise BenchError(f"storescu to port {port} failed ({result.returncode}): {result.stderr[-2000:]}")
     return elapsed
-
-
-def proc_usage(pid: int) -> tuple[float, int]:
-    """(CPU seconds, peak RSS in bytes) of a live process, from /proc (Linux)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    peak = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) * 1024
-    return cpu, peak
 
 
 def machine() -> dict[str, object]:

@@ -17,17 +17,10 @@ from dicomwire.dimse import Tag, encode_command
 from dicomwire.pdu import RELEASE_RQ_BYTES, Pdv, encode_p_data
 from tests.support.wire import pynetdicom_rq
 
-from .stats import Measure
+from .stats import Measure, proc_usage
 from .workstation_bench import storescu
 
 FIND_MODEL = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
-
-
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _find_pdus(patient: str) -> bytes:
@@ -64,8 +57,11 @@ async def _one_find(port: int, rq: bytes, find: bytes) -> float:
                 raise RuntimeError("association ended during the query")
             if body[5] & 0x01 and body[5] & 0x02:  # a whole command set in this PDV
                 status = body[6:].find(b"\x00\x00\x00\x09\x02\x00\x00\x00")
-                if status >= 0 and body[6 + status + 8 : 6 + status + 10] not in (b"\x00\xff", b"\x01\xff"):
+                code = body[6 + status + 8 : 6 + status + 10] if status >= 0 else b""
+                if code == b"\x00\x00":
                     break
+                if code and code not in (b"\x00\xff", b"\x01\xff"):  # not pending: refused or failed
+                    raise RuntimeError(f"C-FIND ended with status {int.from_bytes(code, 'little'):04X}H")
         writer.write(RELEASE_RQ_BYTES)
         await reader.readexactly(10)
     finally:
@@ -79,11 +75,60 @@ async def _concurrent(port: int, rq: bytes, find: bytes, count: int) -> tuple[li
     return times, count - len(times)
 
 
+def _pinned_finds(site: Site, quick: bool) -> list[Measure]:
+    """Association + C-FIND for one patient + release, in process: direct; through both agents with the
+    decision caches warm (the same patient each time) and cold (a patient not asked about before); and
+    warm through the server agent that logs nothing (route GW1N)."""
+    assert site.orthanc is not None
+    direct_rq = pynetdicom_rq(called="ORTHANC", calling="LOAD", contexts=[(1, FIND_MODEL, ["1.2.840.10008.1.2"])])
+    agents_rq = pynetdicom_rq(called="ORTHANC@GW1", calling="LOAD", contexts=[(1, FIND_MODEL, ["1.2.840.10008.1.2"])])
+    unlogged_rq = pynetdicom_rq(called="ORTHANC@GW1N", calling="LOAD",
+                                contexts=[(1, FIND_MODEL, ["1.2.840.10008.1.2"])])
+    warm_find = _find_pdus("Q00001")
+    measures = [Measure("C-FIND one patient, direct", []),
+                Measure("... through both agents, decision caches warm", []),
+                Measure("... through both agents, decision caches cold (a new patient)", []),
+                Measure("... through both agents, warm, server agent logging nothing", [])]
+    paths = [(site.orthanc.dicom_port, direct_rq, warm_find), (site.ports["agent"], agents_rq, warm_find),
+             (site.ports["agent"], agents_rq, None), (site.ports["agent"], unlogged_rq, warm_find)]
+
+    async def measure() -> None:
+        for _ in range(5):
+            for port, rq, find in paths:
+                await _one_find(port, rq, find or warm_find)
+        for n in range(30 if quick else 90):
+            order = list(zip(measures, paths, strict=True))
+            for m, (port, rq, find) in order if n % 2 == 0 else reversed(order):
+                m.samples.append(await _one_find(port, rq, find or _find_pdus(f"Q{n + 2:05d}")))
+
+    asyncio.run(measure())
+    return measures
+
+
+def _concurrency(site: Site, agent_pid: int, levels: tuple[int, ...]) -> list[dict[str, Any]]:
+    """``count`` associations at once, each a C-FIND through both agents: failures, latencies, and each
+    agent's CPU seconds over the burst and peak RSS."""
+    rq = pynetdicom_rq(called="ORTHANC@GW1", calling="LOAD", contexts=[(1, FIND_MODEL, ["1.2.840.10008.1.2"])])
+    pids = {"workstation agent": agent_pid, "server agent": site.server.pid if site.server else 0}
+    out = []
+    for count in levels:
+        before = {name: proc_usage(pid)[0] for name, pid in pids.items()}
+        times, failures = asyncio.run(_concurrent(site.ports["agent"], rq, _find_pdus("Q00001"), count))
+        usage = {name: proc_usage(pid) for name, pid in pids.items()}
+        out.append({"count": count, "times": times, "failures": failures,
+                    "cpu_seconds": {name: usage[name][0] - before[name] for name in pids},
+                    "peak_rss_mib": {name: usage[name][1] / 2**20 for name in pids}})
+        print(f"  {count} concurrent: {failures} failures", file=sys.stderr)
+    return out
+
+
 def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
-    site = Site((work / "site").resolve(), hial_server={"access_token_lifetime": 3600}).start()
+    site = Site((work / "site").resolve(), hial_server={"access_token_lifetime": 3600}, bench_routes=True,
+                max_associations=600).start()
     agent = None
     try:
         assert site.orthanc is not None
+        site.start_unlogged_server()
         matches = 100 if quick else 1000
         print(f"  loading {matches} studies into Orthanc ...", file=sys.stderr)
         for n in range(matches):
@@ -102,22 +147,20 @@ def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
         time.sleep(0.5)
         keys = ["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=Q*", "-k", "StudyInstanceUID"]
         find = [Measure(f"C-FIND with {matches} matches, direct", []),
-                Measure("... through both agents, every match post-filtered", [])]
+                Measure("... through both agents, every match post-filtered", []),
+                Measure("... the same, server agent logging nothing", [])]
         counts: dict[str, int] = {}
-        for _ in range(2 if quick else 5):
-            for measure, port, called in ((find[0], site.orthanc.dicom_port, "ORTHANC"),
-                                          (find[1], site.ports["agent"], "ORTHANC@GW1")):
+        for n in range(3 if quick else 7):
+            order = [(find[0], site.orthanc.dicom_port, "ORTHANC"), (find[1], site.ports["agent"], "ORTHANC@GW1"),
+                     (find[2], site.ports["agent"], "ORTHANC@GW1N")]
+            for measure, port, called in order if n % 2 == 0 else reversed(order):
                 started = time.perf_counter()
                 result = dcmtk("findscu", *keys, "-aec", called, "127.0.0.1", port, "-v")
                 measure.samples.append(time.perf_counter() - started)
-                counts[measure.name] = result.stderr.count("Find Response:") - 1
-        rq = pynetdicom_rq(called="ORTHANC@GW1", calling="LOAD", contexts=[(1, FIND_MODEL, ["1.2.840.10008.1.2"])])
-        concurrent = 50 if quick else 200
-        times, failures = asyncio.run(_concurrent(site.ports["agent"], rq, _find_pdus("Q00001"), concurrent))
-        server_pid = site.server.pid if site.server else 0
-        return {"into": into, "find": find, "find_counts": counts, "concurrent": concurrent,
-                "concurrent_times": times, "concurrent_failures": failures,
-                "rss": {"workstation agent": _peak_rss_mib(agent.pid), "server agent": _peak_rss_mib(server_pid)}}
+                counts[measure.name] = result.stderr.count("Find Response:")  # one per match (findscu -v)
+        pinned = _pinned_finds(site, quick)
+        concurrency = _concurrency(site, agent.pid, (50,) if quick else (50, 200, 500))
+        return {"into": into, "find": find, "find_counts": counts, "pinned": pinned, "concurrency": concurrency}
     finally:
         if agent is not None:
             agent.terminate()
@@ -125,24 +168,49 @@ def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
         site.stop()
 
 
+def _median_ms(m: Measure) -> float:
+    return statistics.median(m.samples) * 1000
+
+
 def report(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    into, find = data["into"], data["find"]
+    into, find, pinned = data["into"], data["find"], data["pinned"]
     ratio = statistics.median(into[1].samples) / statistics.median(into[0].samples)
     lines = ["| into Orthanc | median s | x direct |", "|---|---:|---:|"]
     lines += [f"| {m.name} | {statistics.median(m.samples):.2f} | "
               f"{statistics.median(m.samples) / statistics.median(into[0].samples):.2f} |" for m in into]
     lines.append(f"\nTarget: <= 1.15x direct-to-Orthanc: {'met' if ratio <= 1.15 else '**not met**'} ({ratio:.2f}x)\n")
-    added = (statistics.median(find[1].samples) - statistics.median(find[0].samples)) * 1000
-    lines += ["| C-FIND | median ms | matches seen |", "|---|---:|---:|"]
-    lines += [f"| {m.name} | {statistics.median(m.samples) * 1000:.0f} | {data['find_counts'].get(m.name)} |"
-              for m in find]
+    added = _median_ms(find[1]) - _median_ms(find[0])
+    lines += ["| C-FIND | median ms | min-max ms | matches seen |", "|---|---:|---:|---:|"]
+    lines += [f"| {m.name} | {_median_ms(m):.0f} | {min(m.samples) * 1000:.0f}-{max(m.samples) * 1000:.0f} | "
+              f"{data['find_counts'].get(m.name)} |" for m in find]
     lines.append(f"\nAdded by post-filtering every match through both agents: {added:.0f} ms\n")
-    times = data["concurrent_times"]
-    p99 = sorted(times)[int(len(times) * 0.99) - 1] * 1000 if times else float("nan")
-    lines.append(f"{data['concurrent']} concurrent associations doing C-FIND through both agents: "
-                 f"{data['concurrent_failures']} failures (target 0), p50 {statistics.median(times) * 1000:.0f} ms, "
-                 f"p99 {p99:.0f} ms; peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in data["rss"].items()))
+    lines += ["| C-FIND, one patient per association | p50 ms | p90 ms | p99 ms | added p50 |",
+              "|---|---:|---:|---:|---:|"]
+    lines += [f"| {m.name} | {m.p50:.2f} | {m.pct(0.9):.2f} | {m.pct(0.99):.2f} | {m.p50 - pinned[0].p50:.2f} |"
+              for m in pinned]
+    # Issue 6: logging adds <= 5% to the server agent's C-FIND benchmark (logged vs unlogged agent, same run).
+    logging_cost = {"post-filtered C-FIND": _median_ms(find[1]) / _median_ms(find[2]),
+                    "one-patient C-FIND": pinned[1].p50 / pinned[3].p50}
+    lines.append("\nWhat the decision log adds (target <= 5%): " + "; ".join(
+        f"{name} {100 * (r - 1):+.1f}% ({'met' if r <= 1.05 else '**not met**'})" for name, r in logging_cost.items()))
+    lines += ["", "| concurrent associations, C-FIND through both agents | failures | p50 ms | p99 ms | "
+              "CPU s (workstation / server agent) | peak RSS MiB (workstation / server agent) |",
+              "|---|---:|---:|---:|---:|---:|"]
+    concurrency_out = []
+    for level in data["concurrency"]:
+        times = level["times"]
+        p50 = statistics.median(times) * 1000 if times else float("nan")
+        p99 = sorted(times)[min(len(times) - 1, int(len(times) * 0.99))] * 1000 if times else float("nan")
+        cpu, rss = level["cpu_seconds"], level["peak_rss_mib"]
+        lines.append(f"| {level['count']} | {level['failures']} | {p50:.0f} | {p99:.0f} | "
+                     f"{cpu['workstation agent']:.2f} / {cpu['server agent']:.2f} | "
+                     f"{rss['workstation agent']:.0f} / {rss['server agent']:.0f} |")
+        concurrency_out.append({"count": level["count"], "failures": level["failures"], "p50_ms": p50, "p99_ms": p99,
+                                "cpu_seconds": cpu, "peak_rss_mib": rss})
+    failures = sum(level["failures"] for level in data["concurrency"])
+    lines.append(f"\nTarget: no failures under concurrency: {'met' if failures == 0 else '**not met**'}")
     out = {"into_orthanc_ratio": ratio, "find_added_ms": added, "find_counts": data["find_counts"],
-           "concurrent": data["concurrent"], "concurrent_failures": data["concurrent_failures"],
-           "concurrent_p99_ms": p99, "peak_rss_mib": data["rss"]}
+           "find_ms": {m.name: _median_ms(m) for m in find},
+           "pinned_find": {m.name: {"p50_ms": m.p50, "p90_ms": m.pct(0.9), "p99_ms": m.pct(0.99)} for m in pinned},
+           "logging_cost_ratio": logging_cost, "concurrency": concurrency_out}
     return "\n".join(lines), out

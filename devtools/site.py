@@ -28,6 +28,11 @@ class Site:
     leeway: float = 30.0
     pacs_scp: bool = False  # the PACS is a DCMTK storescp --ignore (benchmarks) instead of Orthanc
     audit_port: int | None = None  # an audit record repository (rsyslog, TLS) to send audit messages to
+    max_associations: int = 200  # of each agent
+    # Benchmarks: route GW1P (no TLS between the agents, to the server agent's plain listener) and
+    # route GW1N (to a second server agent that logs nothing: start_unlogged_server()).
+    bench_routes: bool = False
+    unlogged: subprocess.Popen[str] | None = None
     pacs: StoreSCP | None = None
     hial: HialProcess | None = None
     orthanc: Orthanc | None = None
@@ -45,7 +50,10 @@ class Site:
             certs.init_ca(self.pki)
             certs.issue(self.pki, "gw1", ["127.0.0.1"])
             certs.issue(self.pki, "ws1", ["127.0.0.1"])
-        self.ports = {name: free_port() for name in ("server", "plain", "return", "agent", "agent_return", "scp")}
+        names = ["server", "plain", "return", "agent", "agent_return", "scp"]
+        if self.bench_routes:
+            names += ["unlogged", "unlogged_plain", "unlogged_return"]
+        self.ports = {name: free_port() for name in names}
         self.hial = HialProcess(self.root / "hial", server=self.hial_server).start()
         if self.pacs_scp:
             self.pacs = StoreSCP(self.root / "pacs" / "in", aet="ORTHANC", ignore=True).start()
@@ -73,6 +81,7 @@ plain_listen = "127.0.0.1:{p['plain']}"
 return_listen = "127.0.0.1:{p['return']}"
 default_pacs = "ORTHANC"
 decision_log = "{self.root / 'decisions.jsonl'}"
+max_associations = {self.max_associations}
 [tls]
 certificate = "{self.pki / 'gw1.crt'}"
 key = "{self.pki / 'gw1.key'}"
@@ -102,8 +111,29 @@ actions = ["C-ECHO", "C-STORE"]
 """)
         write_workstation_config(self.root / "workstation.toml", pki=self.pki, issuer=self.hial.issuer,
                                  listen=p["agent"], route_port=p["server"], return_port=p["agent_return"],
-                                 apps={"MOVESCP": p["scp"]}, extra="log_file = \"%s\"\nrefresh_margin = 2\n"
-                                 % (self.root / "associations.jsonl"))
+                                 apps={"MOVESCP": p["scp"]}, extra=f'log_file = "{self.root / "associations.jsonl"}"\n'
+                                 f"refresh_margin = 2\nmax_associations = {self.max_associations}\n",
+                                 routes=self._bench_routes())
+
+    def _bench_routes(self) -> str:
+        if not self.bench_routes:
+            return ""
+        p = self.ports
+        return (f'[routes.GW1P]\nhost = "127.0.0.1"\nport = {p["plain"]}\ntls = false\n'
+                f'[routes.GW1N]\nhost = "127.0.0.1"\nport = {p["unlogged"]}\nserver_name = "gw1"\n')
+
+    def start_unlogged_server(self) -> None:
+        """A second server agent, the same but with ``[decision_log] enabled = false``, behind route GW1N."""
+        p = self.ports
+        text = (self.root / "server-agent.toml").read_text()
+        for name, other in (("server", "unlogged"), ("plain", "unlogged_plain"), ("return", "unlogged_return")):
+            text = text.replace(f"127.0.0.1:{p[name]}", f"127.0.0.1:{p[other]}")
+        config = self.root / "server-agent-unlogged.toml"
+        config.write_text(text + "\n[decision_log]\nenabled = false\n")
+        log = open(self.root / "server-agent-unlogged.log", "a")  # noqa: SIM115 - kept open for the process
+        self.unlogged = subprocess.Popen([sys.executable, "-m", "server_agent.cli", "serve", "--config", str(config)],
+                                         cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, text=True)
+        wait_for_port(p["unlogged"], 30, self.unlogged)  # type: ignore[arg-type]
 
     def serve_agent(self, user: str, previous: subprocess.Popen[bytes] | None = None) -> subprocess.Popen[bytes]:
         """`dicom-agent serve` logged in as ``user`` (stopping and logging out ``previous`` first)."""
@@ -154,13 +184,17 @@ actions = ["C-ECHO", "C-STORE"]
 
     def stop(self) -> None:
         self.stop_server()
+        if self.unlogged is not None and self.unlogged.poll() is None:
+            self.unlogged.terminate()
+            self.unlogged.wait(15)
         for part in (self.scp, self.pacs, self.orthanc, self.hial):
             if part is not None:
                 part.stop()
 
 
 def write_workstation_config(path: Path, *, pki: Path, issuer: str, listen: int, route_port: int, return_port: int,
-                             apps: dict[str, int] | None = None, extra: str = "", workstation: str = "") -> Path:
+                             apps: dict[str, int] | None = None, extra: str = "", workstation: str = "",
+                             routes: str = "") -> Path:
     """The configuration of workstation WS1 whose route GW1 leads to a server agent on ``route_port``."""
     app_tables = "".join(f'[apps.{name}]\nstore_scp = "127.0.0.1:{port}"\n' for name, port in (apps or {}).items())
     path.write_text(f"""
@@ -181,7 +215,7 @@ ca = "{pki / 'ca.crt'}"
 host = "127.0.0.1"
 port = {route_port}
 server_name = "gw1"
-[return]
+{routes}[return]
 listen = "127.0.0.1:{return_port}"
 allowed_server_agents = ["gw1"]
 {app_tables}""")

@@ -523,6 +523,24 @@ class WarmPool:
         self.ready.clear()
 
 
+def open_files_for(needed: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to the hard limit when ``needed`` descriptors would not
+    fit (Debian's default soft limit is 1024: two sockets per association reach it at ~500); returns
+    the soft limit now in force, and warns when even the hard limit is too low."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return needed
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = hard if hard == resource.RLIM_INFINITY else max(soft, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("open-file limit %d is below the %d that max_associations needs: raise it (ulimit -n)",
+                    soft, needed)
+    return int(soft)
+
+
 class RelayServer:
     """Accepts client connections and runs one :class:`RelayCore` per association.
 
@@ -567,8 +585,11 @@ class RelayServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        open_files_for(2 * self.max_associations + 64)  # two sockets per association, a margin for spares
+        # A backlog sized for the association limit: a burst of connections is queued, not dropped
+        # (a dropped SYN costs the client a one-second retransmission).
         self._server = await loop.create_server(self._protocol, self.host, self.port, ssl=self.ssl,
-                                                reuse_address=True)
+                                                reuse_address=True, backlog=min(4096, max(128, self.max_associations)))
         log.info("listening on %s:%d", *self.address)
 
     def _protocol(self) -> asyncio.Protocol:

@@ -84,6 +84,7 @@ class ServerAgentConfig:
     workstations: Mapping[str, Workstation]
     nodes: Mapping[str, Node]
     decision_log: Path
+    decision_log_enabled: bool
     decision_log_key: Path
     decision_log_max_bytes: int
     checkpoint_interval: float
@@ -173,7 +174,8 @@ def load(path: Path) -> ServerAgentConfig:
         idle_timeout=lim.positive("idle_timeout", float, defaults.idle_timeout),
         decision_timeout=lim.positive("decision_timeout", float, defaults.decision_timeout),
         store_head_length=lim.positive("store_head_length", int, defaults.store_head_length))
-    dl = root.table("decision_log").allow("key_file", "max_bytes", "checkpoint_interval", "on_failure")
+    dl = root.table("decision_log").allow("enabled", "key_file", "max_bytes", "checkpoint_interval", "on_failure")
+    logging_enabled = dl.get("enabled", bool, True)
     on_failure = dl.get("on_failure", str, "refuse")
     if on_failure not in ("refuse", "continue"):
         raise dl.error("on_failure", "must be 'refuse' or 'continue'")
@@ -189,6 +191,9 @@ def load(path: Path) -> ServerAgentConfig:
                              ca=a.path_value("ca", None) or files["ca"],
                              certificate=a.path_value("certificate", None) or files["certificate"],
                              key=a.path_value("key", None) or files["key"], server_name=a.get("server_name", str, None))
+        if not logging_enabled:
+            raise dl.error("enabled", "the audit messages of [audit] are made from decision log records: "
+                                      "it cannot be disabled while [audit] names a repository")
     plain = s.get("plain_listen", str, None)
     return ServerAgentConfig(
         path=path, name=s.get("name", str), listen=s.host_port("listen", "127.0.0.1:2762"),
@@ -196,7 +201,7 @@ def load(path: Path) -> ServerAgentConfig:
         return_listen=s.host_port("return_listen", "127.0.0.1:2763"),
         certificate=files["certificate"], key=files["key"], ca=files["ca"], identity=identity, pdp=pdp, pacs=pacs,
         default_pacs=default_pacs, workstations=workstations, nodes=nodes,
-        decision_log=decision_log,
+        decision_log=decision_log, decision_log_enabled=logging_enabled,
         decision_log_key=dl.path_value("key_file", str(decision_log.parent / "decision-log.key")) or decision_log,
         decision_log_max_bytes=dl.positive("max_bytes", int, 64 * 1024 * 1024),
         checkpoint_interval=dl.positive("checkpoint_interval", float, 60.0), refuse_unlogged=on_failure == "refuse",

@@ -1,20 +1,24 @@
 """Decision events: one record per authentication and authorization decision, hash-chained.
 
-Records go through a bounded queue to a writer thread of their own (the relay's event loop never
-waits on the disk), which appends them to a :class:`audit.chain.ChainWriter`: every record is
-chained to the one before, and a checkpoint signed with the agent's HMAC key is written every
-``checkpoint_interval`` seconds, idle or not. If the disk fails, :attr:`healthy` turns false and
-the agent refuses new work (``on_failure = "refuse"``, the default) rather than act unlogged.
+The relay's event loop only appends ``(time, event, fields)`` to a deque (no lock, no encoding: a
+C-FIND whose thousand matches are post-filtered writes a thousand records). A writer thread of its
+own drains the deque in batches, encodes and chains each record and appends the batch to a
+:class:`audit.chain.ChainWriter` in one write: every record is chained to the one before, and a
+checkpoint signed with the agent's HMAC key is written every ``checkpoint_interval`` seconds, idle
+or not. If the disk fails, :attr:`healthy` turns false and the agent refuses new work
+(``on_failure = "refuse"``, the default) rather than act unlogged; while the writer is behind by
+more than ``BACKLOG_HIGH`` records it is unhealthy too, until it catches up.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import os
-import queue
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,9 @@ from audit.syslog import SpooledSender
 
 log = logging.getLogger("server_agent.decisions")
 
-QUEUE_SIZE = 10_000  # events waiting for the disk; beyond it the writer is failing and we say so
+BACKLOG_HIGH = 20_000  # records waiting for the disk: above it, new work waits for the writer to catch up
+BACKLOG_LIMIT = 200_000  # beyond it records would be lost: the log has failed, loudly (bounded memory)
+YIELD_EVERY = 64  # records encoded between two releases of the GIL, so the event loop never waits long
 
 
 def load_key(path: Path) -> bytes:
@@ -41,6 +47,8 @@ def load_key(path: Path) -> bytes:
 
 
 class DecisionLog:
+    """The chained, checkpointed decision log, written by a thread of its own."""
+
     def __init__(self, path: Path, key: bytes, *, max_bytes: int = 64 * 1024 * 1024,
                  checkpoint_interval: float = 60.0, audit: SpooledSender | None = None,
                  source_id: str = "server-agent") -> None:
@@ -48,46 +56,95 @@ class DecisionLog:
         self.audit = audit  # DICOM audit messages (PS3.15 A.5) by syslog, from the same events
         self.source_id = source_id
         self.failed: str | None = None
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(QUEUE_SIZE)
+        self.dropped = 0
+        self._pending: collections.deque[tuple[float, str, dict[str, Any]]] = collections.deque()
+        self._wake = threading.Event()
+        self._closing = False
         self._writer = ChainWriter(path, key, max_bytes=max_bytes, checkpoint_interval=checkpoint_interval)
         self._interval = checkpoint_interval
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
 
     def write(self, event: str, **fields: Any) -> None:
-        record = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"), "event": event, **fields}
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self.failed = "decision log queue full (disk too slow or failing)"
-            log.error("%s: event dropped: %s", self.failed, event)
+        """Record one event (called on the event loop: an append, and a wake-up when the writer sleeps)."""
+        if len(self._pending) >= BACKLOG_LIMIT:
+            self.dropped += 1
+            if self.failed is None:
+                self.failed = f"decision log {BACKLOG_LIMIT} records behind (disk too slow or failing): records lost"
+                log.error("DECISION LOG FAILING, refusing new work: %s", self.failed)
+            return
+        self._pending.append((time.time(), event, fields))
+        if not self._wake.is_set():
+            self._wake.set()
 
     @property
     def healthy(self) -> bool:
-        return self.failed is None
+        return self.failed is None and len(self._pending) < BACKLOG_HIGH
+
+    @property
+    def problem(self) -> str | None:
+        """Why the log is not healthy, for the refusals it causes."""
+        if self.failed is not None:
+            return self.failed
+        if len(self._pending) >= BACKLOG_HIGH:
+            return f"decision log writer {len(self._pending)} records behind"
+        return None
 
     def _run(self) -> None:
         while True:
+            woken = self._wake.wait(self._interval)
+            self._wake.clear()
             try:
-                record = self._queue.get(timeout=self._interval)
-            except queue.Empty:
-                record = {}
-            try:
-                if record is None:
+                if self._pending:
+                    self._drain()
+                elif not woken:
+                    self._writer.checkpoint()  # idle: a signed checkpoint all the same
+                if self._closing and not self._pending:
                     self._writer.close()
                     return
-                if record:
-                    self._writer.write(record)
-                    if self.audit is not None and record.get("event") in AUDITED:
-                        self.audit.submit(audit_message(record, self.source_id))
-                else:
-                    self._writer.checkpoint()  # idle: a signed checkpoint all the same
             except OSError as error:
                 self.failed = f"cannot write {self.path}: {error}"
                 log.error("DECISION LOG FAILING, refusing new work: %s", self.failed)
+                if self._closing:
+                    return
+
+    def _drain(self) -> None:
+        records = []
+        pending = self._pending
+        while pending:
+            stamp, event, fields = pending.popleft()  # atomic against the event loop's append
+            records.append({"time": dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat(timespec="microseconds"),
+                            "event": event, **fields})
+            if len(records) % YIELD_EVERY == 0:
+                time.sleep(0)  # let the event loop take the GIL between chunks of encoding
+        self._writer.write_many(records)
+        if self.audit is not None:
+            for record in records:
+                if record["event"] in AUDITED:
+                    self.audit.submit(audit_message(record, self.source_id))
 
     def close(self) -> None:
-        self._queue.put(None)
+        self._closing = True
+        self._wake.set()
         self._thread.join(10)
         if self.audit is not None:
             self.audit.close()
+
+
+class UnloggedDecisions:
+    """``[decision_log] enabled = false``: nothing is recorded. Exists to measure what logging costs
+    (issue 6: <= 5% of the C-FIND benchmark); the agent says so loudly at start."""
+
+    path = None
+    failed: str | None = None
+    problem: str | None = None
+    healthy = True
+
+    def write(self, event: str, **fields: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+Decisions = DecisionLog | UnloggedDecisions

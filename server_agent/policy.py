@@ -38,7 +38,7 @@ from dicomwire.relay import (
 
 from .authn import AuthenticationFailed, Authenticator, Subject
 from .config import Pacs, ServerAgentConfig
-from .decisions import DecisionLog
+from .decisions import Decisions
 from .pdp import Decision, PdpClient, PdpUnavailable
 from .resources import ACTION_NAMES, Context, authzen_request, pinned_patient, read_keys, scope_allows
 
@@ -120,7 +120,7 @@ def _comment(text: str) -> str:
 
 class ServerPolicy:
     def __init__(self, config: ServerAgentConfig, authn: Authenticator, pdp: PdpClient, moves: MoveRegistry,
-                 decisions: DecisionLog) -> None:
+                 decisions: Decisions) -> None:
         self.config = config
         self.authn = authn
         self.pdp = pdp
@@ -195,7 +195,7 @@ class ServerPolicy:
             return RejectAssociation(reason_text=reason, result=code[0], source=code[1], reason=code[2])
 
         if self.config.refuse_unlogged and not self.decisions.healthy:
-            return reject(f"decision log unavailable ({self.decisions.failed}): refusing to act unlogged",
+            return reject(f"decision log unavailable ({self.decisions.problem}): refusing to act unlogged",
                           (RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION,
                            RejectReason.TEMPORARY_CONGESTION))
         pacs = self._route(rq.called_ae)
@@ -394,7 +394,7 @@ class ReturnPolicy:
     """The return listener: C-STORE sub-operations of an authorized C-MOVE, from the PACS to the
     workstation agent of the destination, over TLS. Anything else is refused."""
 
-    def __init__(self, config: ServerAgentConfig, moves: MoveRegistry, decisions: DecisionLog,
+    def __init__(self, config: ServerAgentConfig, moves: MoveRegistry, decisions: Decisions,
                  client_ssl: Any) -> None:
         self.config = config
         self.moves = moves

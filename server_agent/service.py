@@ -13,7 +13,7 @@ from dicomwire.dimse import CommandField
 
 from .authn import Authenticator
 from .config import ServerAgentConfig
-from .decisions import DecisionLog, load_key
+from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
 from .pdp import PdpClient
 from .policy import MoveRegistry, ReturnPolicy, ServerPolicy
 
@@ -40,10 +40,16 @@ class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
         audit = SpooledSender(config.audit, config.audit_spool) if config.audit else None
-        self.decisions = DecisionLog(config.decision_log, load_key(config.decision_log_key),
-                                     max_bytes=config.decision_log_max_bytes,
-                                     checkpoint_interval=config.checkpoint_interval, audit=audit,
-                                     source_id=config.name)
+        self.decisions: Decisions
+        if config.decision_log_enabled:
+            self.decisions = DecisionLog(config.decision_log, load_key(config.decision_log_key),
+                                         max_bytes=config.decision_log_max_bytes,
+                                         checkpoint_interval=config.checkpoint_interval, audit=audit,
+                                         source_id=config.name)
+        else:
+            log.critical("DECISION LOG DISABLED ([decision_log] enabled = false in %s): decisions are not "
+                         "recorded; for measurements only", config.path)
+            self.decisions = UnloggedDecisions()
         self.authn = Authenticator(config.identity)
         self.pdp = PdpClient(config.pdp, config.identity, self.authn.http)
         self.moves = MoveRegistry()

@@ -16,6 +16,7 @@ from agent.config import load
 from agent.oidc import LoginError, Tokens, load_session, save_session
 from agent.peercred import _diag_uid, _proc_address, _proc_uid, peer_uid
 from agent.policy import AssociationLog, Credentials, WorkstationPolicy, certificate_names
+from agent.service import client_context
 from dicomwire.aio import ConnectionInfo
 from dicomwire.dimse import Tag, decode_command, encode_command
 from dicomwire.pdu import decode_associate
@@ -61,6 +62,14 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path, pki: Path) -> None:
     config = load(_config(tmp_path, pki))
     assert config.listen == ("127.0.0.1", 11112) and config.identity == "jwt"
     assert config.routes["GW1"].server_name == "gw1" and config.allowed_server_agents == ("gw1",)
+    assert config.routes["GW1"].tls
+
+
+def test_plain_route_only_on_loopback_and_without_tls(tmp_path: Path, pki: Path) -> None:
+    config = load(_config(tmp_path, pki, '[routes.NEAR]\nhost = "127.0.0.1"\nport = 2764\ntls = false\n'))
+    policy = WorkstationPolicy(config, lambda: None, client_context(config), AssociationLog(None))  # type: ignore
+    assert policy.upstream(config.routes["NEAR"]).ssl is None
+    assert policy.upstream(config.routes["GW1"]).ssl is not None
 
 
 @pytest.mark.parametrize(("replace", "extra", "key"), [
@@ -72,6 +81,7 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path, pki: Path) -> None:
     (None, '[apps.AVERYLONGVIEWER1]\nstore_scp = "127.0.0.1:1"\n', "apps.AVERYLONGVIEWER1.store_scp"),
     (None, '[apps.V]\nstore_scp = "nowhere"\n', "apps.V.store_scp"),
     (("port = 2762", 'port = "2762"'), "", "routes.GW1.port"),
+    (None, '[routes.FAR]\nhost = "gw2.example.org"\nport = 2762\ntls = false\n', "routes.FAR.tls"),
     (('name = "WS1"', 'name = "WS1"\ncolour = "blue"'), "", "workstation.colour"),
 ])
 def test_bad_config_names_file_and_key(tmp_path: Path, pki: Path, replace: tuple[str, str] | None, extra: str,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from audit.chain import verify
+from server_agent import decisions
 from server_agent.decisions import DecisionLog, load_key
 
 
@@ -30,3 +35,39 @@ def test_a_failing_disk_makes_the_log_unhealthy(tmp_path: Path) -> None:
     while log.healthy and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not log.healthy and "cannot write" in (log.failed or "")
+
+
+def test_a_writer_behind_pauses_new_work_until_it_catches_up_and_never_drops_quietly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decisions, "BACKLOG_HIGH", 10)
+    monkeypatch.setattr(decisions, "BACKLOG_LIMIT", 20)
+    log = DecisionLog(tmp_path / "decisions.jsonl", b"k" * 32, checkpoint_interval=60)
+    disk = threading.Event()
+    original = log._writer.write_many
+
+    def slow_disk(records: list[dict[str, object]]) -> None:
+        disk.wait(10)
+        original(records)
+
+    monkeypatch.setattr(log._writer, "write_many", slow_disk)
+    log.write("authorization", n=0)
+    time.sleep(0.1)  # the writer holds record 0, waiting on the disk
+    for n in range(1, 12):
+        log.write("authorization", n=n)
+    assert not log.healthy and log.failed is None and "behind" in (log.problem or "")
+    disk.set()
+    deadline = time.monotonic() + 5
+    while not log.healthy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log.healthy and log.problem is None  # caught up: new work goes on
+    disk.clear()
+    log.write("authorization", n=12)
+    time.sleep(0.1)
+    for n in range(13, 40):
+        log.write("authorization", n=n)
+    assert log.dropped == 40 - 13 - 20 and "records lost" in (log.failed or "") and not log.healthy
+    disk.set()
+    log.close()
+    written = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    assert [r["n"] for r in written if r["event"] == "authorization"] == list(range(0, 33))
+    assert verify(tmp_path / "decisions.jsonl", b"k" * 32).ok

@@ -68,3 +68,25 @@ def test_backpressure_stops_reading_the_client_while_upstream_is_full() -> None:
         pacs.close()
 
     asyncio.run(scenario())
+
+
+def test_a_server_raises_a_low_open_file_limit_for_its_associations() -> None:
+    """Debian's default soft limit (1024) would fail the 500th association with EMFILE."""
+    import subprocess
+    import sys
+
+    script = """
+import asyncio, resource
+from dicomwire.aio import RelayServer, TransparentPolicy, Upstream
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+async def main():
+    server = RelayServer(TransparentPolicy(Upstream(host="127.0.0.1", port=9)), max_associations=600)
+    await server.start()
+    print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)
+    await server.shutdown(0.1)
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    soft, hard = map(int, out.stdout.split())
+    assert soft == hard and soft >= 2 * 600
