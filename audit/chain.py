@@ -20,7 +20,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,11 +180,13 @@ def iter_lines(path: Path) -> Iterator[tuple[Path, int, bytes]]:
                 yield file, number, line.rstrip(b"\n")
 
 
-def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: float | None = None) -> Report:
+def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: float | None = None,
+           progress: Callable[[int, str], None] | None = None) -> Report:
     """Check the whole chain; the report names the first broken record and the kind of damage.
 
     ``stale_after``: a log whose last checkpoint is older than this many seconds and not final has
-    lost its tail (the writer checkpoints every interval, even when idle).
+    lost its tail (the writer checkpoints every interval, even when idle). ``progress(lines, pass)``
+    is called every 10,000 lines of each of the two passes.
     """
     report = Report()
     files = log_files(path)
@@ -193,7 +195,9 @@ def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: flo
         return report
     # First pass: which sequence numbers exist at all (tells a deletion from a reordering).
     present: set[int] = set()
-    for _, _, line in iter_lines(path):
+    for count, (_, _, line) in enumerate(iter_lines(path), 1):
+        if progress is not None and count % 10_000 == 0:
+            progress(count, " (pass 1 of 2)")
         try:
             present.add(int(json.loads(line)["seq"]))
         except (ValueError, KeyError, TypeError):
@@ -203,6 +207,8 @@ def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: flo
     for file, number, line in iter_lines(path):
         if not line.strip():
             continue
+        if progress is not None and report.records % 10_000 == 0 and report.records:
+            progress(report.records, " (pass 2 of 2)")
         try:
             record = json.loads(line)
             seq = int(record["seq"])

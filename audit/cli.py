@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -24,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from . import index
-from .chain import iter_lines, verify
+from .chain import iter_lines, log_files, verify
+from .progress import Progress
 from .report import html_page, summarize, text
 
 COLUMNS = ["seq", "time", "event", "user", "action", "patient", "study", "workstation", "calling_ae", "decision",
@@ -51,6 +54,60 @@ def records(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except ValueError:
                 continue
+
+
+def last_lines(log: Path, count: int, block: int = 65536) -> list[bytes]:
+    """The last ``count`` complete, non-empty lines of the log, read backwards from the end of the
+    newest file (and of older rotated files when it has fewer): no re-reading of months of records."""
+    found: list[bytes] = []
+    for file in reversed(log_files(log)):
+        with file.open("rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            data = b""
+            while end > 0 and data.count(b"\n") <= count - len(found):
+                start = max(0, end - block)
+                handle.seek(start)
+                data = handle.read(end - start) + data
+                end = start
+        lines = [raw for raw in data.split(b"\n") if raw.strip()]
+        if end > 0:
+            lines = lines[1:]  # the first may be the cut end of a longer line
+        found = lines[-(count - len(found)):] + found if count > len(found) else found
+        if len(found) >= count:
+            break
+    return found[-count:] if count else []
+
+
+def follow(log: Path, poll: float = 0.5) -> Iterator[bytes]:
+    """Lines appended to the live file from now on, across rotations (as ``tail -F``): reads only what
+    is new, never the whole log again."""
+    handle = log.open("rb")
+    handle.seek(0, os.SEEK_END)
+    inode = os.fstat(handle.fileno()).st_ino
+    partial = b""
+    try:
+        while True:
+            chunk = handle.read()
+            if chunk:
+                partial += chunk
+                *complete, partial = partial.split(b"\n")
+                yield from (raw for raw in complete if raw.strip())
+                continue
+            try:
+                renamed = os.stat(log).st_ino != inode
+            except FileNotFoundError:
+                renamed = False  # between the rename and the new file: wait for it
+            if renamed:  # rotated: finish the old file, then read the new one from its start
+                partial += handle.read()
+                yield from (raw for raw in partial.split(b"\n") if raw.strip())
+                handle.close()
+                handle = log.open("rb")
+                inode = os.fstat(handle.fileno()).st_ino
+                partial = b""
+                continue
+            time.sleep(poll)
+    finally:
+        handle.close()
 
 
 def matches(row: dict[str, Any], args: argparse.Namespace) -> bool:
@@ -100,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "verify":
         key = bytes.fromhex(args.key_file.read_text().strip())
-        report = verify(args.log, key, stale_after=args.stale_after)
+        progress = Progress("verify")
+        report = verify(args.log, key, stale_after=args.stale_after, progress=progress.update)
+        progress.done(f"{report.records:,} records checked")
         if args.json:
             print(json.dumps(report.as_dict(), indent=2))
         elif report.ok:
@@ -113,30 +172,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"BROKEN: {d.kind} at {d.file}:{d.line} (seq {d.seq}): {d.detail}")
         return 0 if report.ok else 1
     if args.command == "tail":
-        rows = [flatten(r) for r in records(args.log)][-args.n:]
-        for row in rows:
-            print(line(row))
+        for raw in last_lines(args.log, args.n):
+            print(line(flatten(json.loads(raw))))
         if args.follow:
-            seen = rows[-1]["seq"] if rows else 0
             try:
-                while True:
-                    time.sleep(1)
-                    for row in (flatten(r) for r in records(args.log)):
-                        if (row["seq"] or 0) > seen:
-                            print(line(row), flush=True)
-                            seen = row["seq"]
+                for raw in follow(args.log):
+                    print(line(flatten(json.loads(raw))), flush=True)
             except KeyboardInterrupt:
                 return 0
         return 0
     if args.command == "index":
-        index.build(args.log, flatten, progress=not args.quiet)
+        index.build(args.log, flatten, progress=Progress("index", enabled=False if args.quiet else None))
         return 0
-    if index.current(args.log):
-        filters = {name: getattr(args, name, None) for name in index.FILTERS}
-        selected = [flatten(r) for r in index.search(args.log, filters, args.since, args.until)]
-    else:
-        selected = [row for row in (flatten(r) for r in records(args.log)) if row["event"] not in
-                    ("file-start", "checkpoint") and matches(row, args)]
+    selected = None
+    if index.index_path(args.log).exists():
+        try:  # bring it up to date (only what was appended since) and answer from it
+            index.build(args.log, flatten, progress=Progress("index"))
+            filters = {name: getattr(args, name, None) for name in index.FILTERS}
+            selected = [flatten(r) for r in index.search(args.log, filters, args.since, args.until)]
+        except (OSError, sqlite3.Error) as error:
+            print(f"index unusable ({error}): reading the log", file=sys.stderr)
+    if selected is None:
+        progress = Progress("read")
+        selected = []
+        for count, row in enumerate((flatten(r) for r in records(args.log)), 1):
+            if count % 10_000 == 0:
+                progress.update(count)
+            if row["event"] not in ("file-start", "checkpoint") and matches(row, args):
+                selected.append(row)
+        progress.done()
     if args.command == "report":
         summary = summarize(selected)
         if args.html:

@@ -1,7 +1,8 @@
 """An SQLite index of the decision log, so that months of records are searched, not re-read.
 
 ``decision-log index`` adds what was appended since the last run (it remembers how far it read in
-each file); ``search``/``export``/``report`` use the index when it is current. The index holds no more
+each file); once an index exists, ``search``/``export``/``report`` bring it up to date the same way
+(incrementally) and answer from it. The index holds no more
 than the log does and can be rebuilt at any time; it is not part of the evidence (``verify`` reads
 the log itself).
 """
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .chain import log_files
+from .progress import Progress
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, time TEXT, event TEXT, user TEXT, action TEXT,
@@ -32,7 +33,7 @@ def index_path(log: Path) -> Path:
     return log.with_name(log.name + ".index.sqlite")
 
 
-def build(log: Path, flatten: Any, progress: bool = False) -> int:
+def build(log: Path, flatten: Any, progress: Progress | None = None) -> int:
     """Index what is new in the log; returns the number of records added."""
     db = sqlite3.connect(index_path(log))
     db.executescript(SCHEMA)
@@ -65,13 +66,13 @@ def build(log: Path, flatten: Any, progress: bool = False) -> int:
                         db.executemany("INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
                         added += len(rows)
                         rows = []
-                        if progress:
-                            print(f"\rindexed {added} records ...", end="", file=sys.stderr, flush=True)
+                        if progress is not None:
+                            progress.update(added)
                 db.executemany("INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
                 added += len(rows)
             db.execute("INSERT OR REPLACE INTO files VALUES (?, ?)", (file.name, offset))
-    if progress:
-        print(f"\rindexed {added} new records", file=sys.stderr)
+    if progress is not None:
+        progress.done(f"{added:,} new records indexed")
     db.close()
     return added
 

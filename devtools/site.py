@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,8 +179,17 @@ actions = ["C-ECHO", "C-STORE"]
         return self.agent("launch", "--user", user, "--password-stdin", "--", str(DCMTK_BIN / tool),
                           *map(str, args), stdin=f"demo-{user}\n")
 
-    def decisions(self) -> str:
+    def decisions(self, settle: float = 0.05) -> str:
+        """The decision log once its writer has caught up: records are written in batches (at most
+        ``server_agent.decisions.LINGER`` apart), so wait until the file stops growing."""
         path = self.root / "decisions.jsonl"
+        size, deadline = -1, time.monotonic() + 5
+        while time.monotonic() < deadline:
+            now = path.stat().st_size if path.exists() else 0
+            if now == size:
+                break
+            size = now
+            time.sleep(settle)
         return path.read_text() if path.exists() else ""
 
     def stop(self) -> None:

@@ -2,7 +2,7 @@
 
 The relay's event loop only appends ``(time, event, fields)`` to a deque (no lock, no encoding: a
 C-FIND whose thousand matches are post-filtered writes a thousand records). A writer thread of its
-own drains the deque in batches, encodes and chains each record and appends the batch to a
+own drains the deque in batches (``LINGER`` apart at most), encodes and chains each record and appends the batch to a
 :class:`audit.chain.ChainWriter` in one write: every record is chained to the one before, and a
 checkpoint signed with the agent's HMAC key is written every ``checkpoint_interval`` seconds, idle
 or not. If the disk fails, :attr:`healthy` turns false and the agent refuses new work
@@ -31,6 +31,10 @@ log = logging.getLogger("server_agent.decisions")
 BACKLOG_HIGH = 20_000  # records waiting for the disk: above it, new work waits for the writer to catch up
 BACKLOG_LIMIT = 200_000  # beyond it records would be lost: the log has failed, loudly (bounded memory)
 YIELD_EVERY = 64  # records encoded between two releases of the GIL, so the event loop never waits long
+# Woken by a record, the writer lets the next ones gather this long before it writes: one wake-up,
+# one GIL hand-over and one write per batch instead of per record (which cost the event loop ~50 us
+# a record on 2 busy cores). A record reaches the disk within this much time.
+LINGER = 0.01
 
 
 def load_key(path: Path) -> bytes:
@@ -93,6 +97,8 @@ class DecisionLog:
     def _run(self) -> None:
         while True:
             woken = self._wake.wait(self._interval)
+            if woken and not self._closing:
+                time.sleep(LINGER)
             self._wake.clear()
             try:
                 if self._pending:

@@ -205,3 +205,74 @@ def test_a_log_that_is_not_chained_is_not_appended_to(tmp_path: Path) -> None:
     path.write_text('{"event": "authorization", "decision": "permit"}\n')
     with pytest.raises(ValueError, match="move it aside"):
         ChainWriter(path, KEY)
+
+
+def test_tail_reads_only_the_end_and_follows_across_rotations(tmp_path: Path) -> None:
+    import threading
+
+    from audit.cli import follow, last_lines
+
+    path = write_log(tmp_path, 60, close=False)  # several rotated files of 4000 bytes
+    assert len(log_files(path)) > 3
+    every = [json.loads(line) for file in log_files(path) for line in file.read_bytes().splitlines()]
+    for n in (1, 5, 25, 200):
+        assert [json.loads(raw)["seq"] for raw in last_lines(path, n)] == [r["seq"] for r in every[-n:]]
+    seen: list[int] = []
+
+    def reader() -> None:
+        for raw in follow(path, poll=0.02):
+            seen.append(json.loads(raw)["seq"])
+            if len(seen) >= 5 and seen[-1] == last_seq:
+                return
+
+    last_seq = -1
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    writer = ChainWriter(path, KEY, max_bytes=1500, checkpoint_interval=3600)  # rotates within what follows
+    for n in range(30):
+        writer.write({"event": "authorization", "user": {"username": "late"}, "resource": {"patient_id": f"L{n}"}})
+        time.sleep(0.005)
+    last_seq = writer.seq
+    writer.write({"event": "authorization", "user": {"username": "late"}, "resource": {"patient_id": "END"}})
+    last_seq = writer.seq
+    thread.join(10)
+    first_new = every[-1]["seq"] + 1
+    assert seen == list(range(first_new, last_seq + 1))  # every record once, in order, rotations included
+    assert writer.file_index > 0 and len(log_files(path)) > 4
+    cli = subprocess.run([sys.executable, "-m", "audit.cli", "tail", "--log", str(path), "-n", "3"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(cli) == 3 and "late" in cli[-1] and "END" in cli[-1]
+
+
+def test_long_verifies_and_index_builds_show_progress(tmp_path: Path) -> None:
+    import io
+
+    from audit import index
+    from audit.cli import flatten
+    from audit.progress import Progress
+
+    path = tmp_path / "decisions.jsonl"
+    writer = ChainWriter(path, KEY, checkpoint_interval=3600)
+    writer.write_many([{"event": "authorization", "user": {"username": f"u{n % 7}"}} for n in range(60_000)])
+    writer.close()
+    shown = io.StringIO()
+    progress = Progress("verify", enabled=True, stream=shown)
+    progress._shown = -1e9  # show every update, however fast this machine is
+    calls: list[tuple[int, str]] = []
+    report = verify(path, KEY, progress=lambda n, detail: (calls.append((n, detail)), progress.update(n, detail)))
+    progress.done(f"{report.records:,} records checked")
+    assert report.ok and report.records == 60_002
+    assert (10_000, " (pass 1 of 2)") in calls and (60_000, " (pass 2 of 2)") in calls
+    text = shown.getvalue()
+    assert "verify: 10,000 records (pass 1 of 2)" in text and "60,002 records checked in" in text
+    shown = io.StringIO()
+    assert index.build(path, flatten, Progress("index", enabled=True, stream=shown)) == 60_002
+    assert "50,000 records" in shown.getvalue() and "60,002 new records indexed" in shown.getvalue()
+    assert "\r" not in subprocess.run([sys.executable, "-m", "audit.cli", "verify", "--log", str(path), "--key-file",
+                                       str(_key_file(tmp_path))], capture_output=True, text=True).stderr  # not a tty
+
+
+def _key_file(folder: Path) -> Path:
+    (folder / "key").write_text(KEY.hex())
+    return folder / "key"
