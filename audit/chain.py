@@ -16,7 +16,6 @@ import calendar
 import dataclasses
 import hashlib
 import hmac
-import json
 import os
 import re
 import time
@@ -24,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 GENESIS = "0" * 64
 _ROTATED = re.compile(r"\.(\d{6})$")
@@ -40,7 +41,10 @@ def checkpoint_mac(key: bytes, record: dict[str, Any]) -> str:
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
+    """Compact JSON, keys sorted (so a checkpoint's MAC can be recomputed from its parsed record),
+    UTF-8 (RFC 8259 section 8.1); what json.dumps(sort_keys=True, separators=(",", ":")) writes for
+    ASCII content, ten times faster."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=str)
 
 
 def log_files(path: Path) -> list[Path]:
@@ -77,7 +81,7 @@ class ChainWriter:
                         last = line.rstrip(b"\n")
             if last:
                 try:
-                    record = json.loads(last)
+                    record = orjson.loads(last)
                     return int(record["seq"]), line_hash(last), index
                 except (ValueError, KeyError, TypeError):
                     raise ValueError(f"{file} does not end with a chained log record: move it aside (it may be "
@@ -199,7 +203,7 @@ def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: flo
         if progress is not None and count % 10_000 == 0:
             progress(count, " (pass 1 of 2)")
         try:
-            present.add(int(json.loads(line)["seq"]))
+            present.add(int(orjson.loads(line)["seq"]))
         except (ValueError, KeyError, TypeError):
             continue
     expected_seq, expected_prev, expected_index = 1, GENESIS, 0
@@ -210,7 +214,7 @@ def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: flo
         if progress is not None and report.records % 10_000 == 0 and report.records:
             progress(report.records, " (pass 2 of 2)")
         try:
-            record = json.loads(line)
+            record = orjson.loads(line)
             seq = int(record["seq"])
             prev = str(record["prev"])
         except (ValueError, KeyError, TypeError):

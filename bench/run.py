@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -88,8 +90,12 @@ def machine() -> dict[str, object]:
         pass
     dcmtk_version = subprocess.run([str(DCMTK_BIN / "storescu"), "--version"], capture_output=True,
                                    text=True).stdout.splitlines()[:1]
+    orthanc = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    orthanc_version = subprocess.run([orthanc, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    versions = {name: importlib.metadata.version(name) for name in ("uvloop", "pynetdicom", "pydicom", "authlib")}
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform(), "dcmtk": dcmtk_version[0] if dcmtk_version else "?"}
+            "platform": platform.platform(), "dcmtk": dcmtk_version[0].strip("$ ") if dcmtk_version else "?",
+            "orthanc": orthanc_version[0] if orthanc_version else "?", "openssl": ssl.OPENSSL_VERSION, **versions}
 
 
 def one_hop(rounds: int, files: list[Path], work: Path) -> tuple[list[Row], dict[str, float]]:
@@ -151,7 +157,8 @@ def report(rows: list[Row], usage: dict[str, float], info: dict[str, object], qu
     lines = [
         f"# dicom-relay benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC{' (quick)' if quick else ''}",
         "",
-        f"Machine: {info['cores']} cores, {info['cpu']}; Python {info['python']}; {info['dcmtk']}",
+        f"Machine: {info['cores']} cores, {info['cpu']}; Python {info['python']}; {info['dcmtk']}; "
+        f"Orthanc {info['orthanc']}; {info['openssl']}; uvloop {info['uvloop']}, pynetdicom {info['pynetdicom']}",
         "",
         "| path | median s | min-max s | runs | x direct | target | met |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -212,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                                                      for r in rows if r.ratio is not None]
     ratios.append(("workstation hop vs server side only (throughput)", 1 / float(ws_data["hop_share"]), 1.25))
     ratios.append(("both agents vs direct (storescp)", float(sa_data["store_ratio"]), 2.0))
+    store_s = sa_data["store"]
+    assert isinstance(store_s, dict)
+    plain_ratio = store_s["C-STORE 100 MB, through both agents, no TLS between them"] / store_s[
+        "C-STORE 100 MB to storescp --ignore, direct"]
+    ratios.append(("both agents, no TLS between them, vs direct (storescp)", plain_ratio, None))
     ratios.append(("both agents vs direct (into Orthanc)", float(site_out["into_orthanc_ratio"]), 1.15))
     latencies = [(f"{section}: {m.name.replace('association + C-ECHO + release, ', '').replace('... ', '')}",
                   m.p50, m.pct(0.99))

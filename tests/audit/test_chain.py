@@ -276,3 +276,21 @@ def test_long_verifies_and_index_builds_show_progress(tmp_path: Path) -> None:
 def _key_file(folder: Path) -> Path:
     (folder / "key").write_text(KEY.hex())
     return folder / "key"
+
+
+def test_logs_written_with_the_standard_json_encoder_still_verify(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Earlier versions encoded with json.dumps (non-ASCII escaped): their chains and MACs still hold,
+    and a record with non-ASCII text written now verifies too."""
+    from audit import chain
+
+    monkeypatch.setattr(chain, "encode", lambda record: json.dumps(record, sort_keys=True, separators=(",", ":"),
+                                                                   default=str).encode())
+    path = write_log(tmp_path, 25, close=False)
+    monkeypatch.undo()
+    writer = ChainWriter(path, KEY, max_bytes=4000)
+    writer.write({"event": "authorization", "user": {"username": "Zoë Müller"}, "decision": "permit"})
+    writer.close()
+    assert "Zoë Müller" in log_files(path)[-1].read_text(encoding="utf-8")
+    report = verify(path, KEY)
+    assert report.ok and report.checkpoints >= 3
