@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import requests
 
 from .config import IdentityConfig, PdpConfig
@@ -59,7 +59,7 @@ class PdpClient:
         self._token: tuple[str, float] | None = None
         self._token_lock = threading.Lock()
         self._endpoints: dict[str, str] | None = None
-        self._cache: OrderedDict[str, tuple[float, Decision]] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[float, Decision]] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     # ---- plumbing ----------------------------------------------------------------------------------------
@@ -116,10 +116,10 @@ class PdpClient:
 
     # ---- cache ------------------------------------------------------------------------------------------------
     @staticmethod
-    def _key(request: dict[str, Any]) -> str:
-        return json.dumps(request, sort_keys=True, separators=(",", ":"))
+    def _key(request: dict[str, Any]) -> bytes:
+        return orjson.dumps(request, option=orjson.OPT_SORT_KEYS)  # ~1 us; every C-STORE asks
 
-    def _cached(self, key: str) -> Decision | None:
+    def _cached(self, key: bytes) -> Decision | None:
         if self.config.cache_seconds <= 0:
             return None
         with self._cache_lock:
@@ -132,7 +132,7 @@ class PdpClient:
             self._cache.move_to_end(key)
             return dataclasses.replace(entry[1], cached=True)
 
-    def _remember(self, key: str, decision: Decision) -> None:
+    def _remember(self, key: bytes, decision: Decision) -> None:
         if self.config.cache_seconds <= 0:
             return
         with self._cache_lock:

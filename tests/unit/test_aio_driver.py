@@ -90,3 +90,56 @@ asyncio.run(main())
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
     soft, hard = map(int, out.stdout.split())
     assert soft == hard and soft >= 2 * 600
+
+
+def test_a_warm_connection_carries_the_association_and_is_replaced_only_after_it() -> None:
+    """The spare's replacement is opened when the association ends: its handshake must not take the
+    CPU while the association is being set up."""
+    from dicomwire.pdu import RELEASE_RP_BYTES, RELEASE_RQ_BYTES
+
+    async def scenario() -> None:
+        accepted: list[float] = []
+        carried: list[int] = []
+
+        async def pacs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            number = len(accepted)
+            accepted.append(asyncio.get_running_loop().time())
+            try:
+                await _read_pdu(reader)
+            except asyncio.IncompleteReadError:
+                return  # a spare closed unused
+            carried.append(number)
+            writer.write(AC)
+            if (await _read_pdu(reader))[0] == 0x05:
+                writer.write(RELEASE_RP_BYTES)
+                await writer.drain()
+            writer.close()
+
+        upstream_server = await asyncio.start_server(pacs, "127.0.0.1", 0)
+        target = Upstream(host="127.0.0.1", port=upstream_server.sockets[0].getsockname()[1], warm=2)
+        server = RelayServer(TransparentPolicy(target))
+        await server.start()
+        server.pool.refill(target)
+        for _ in range(100):
+            if len(server.pool.ready.get(target, [])) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(accepted) == 2
+        opened_before = asyncio.get_running_loop().time()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(RQ)
+        assert (await _read_pdu(reader))[0] == 0x02
+        await asyncio.sleep(0.2)
+        assert carried == [0] and len(accepted) == 2  # a spare carried it; no replacement yet
+        writer.write(RELEASE_RQ_BYTES)
+        assert (await _read_pdu(reader))[0] == 0x06
+        writer.close()
+        for _ in range(100):
+            if len(accepted) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert len(accepted) == 3 and accepted[2] > opened_before + 0.2  # replaced once it was over
+        await server.shutdown(1)
+        upstream_server.close()
+
+    asyncio.run(scenario())
