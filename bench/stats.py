@@ -15,6 +15,7 @@ class Measure:
     name: str
     samples: list[float]
     target_p50_ms: float | None = None
+    cpu_ms: float | None = None  # CPU of the part measured, per sample, where the section reads it
 
     @property
     def p50(self) -> float:
