@@ -21,6 +21,9 @@ from .stats import Measure, proc_usage
 from .workstation_bench import storescu
 
 FIND_MODEL = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
+# Between two measured associations: the workstation agent replaces a used warm TLS connection when
+# an association ends, and that handshake must not land on the next row.
+PAUSE = 0.02
 
 
 def _find_pdus(patient: str) -> bytes:
@@ -100,6 +103,7 @@ def _pinned_finds(site: Site, quick: bool) -> list[Measure]:
             order = list(zip(measures, paths, strict=True))
             for m, (port, rq, find) in order if n % 2 == 0 else reversed(order):
                 m.samples.append(await _one_find(port, rq, find or _find_pdus(f"Q{n + 2:05d}")))
+                await asyncio.sleep(PAUSE)  # let the warm TLS connection's replacement finish first
 
     asyncio.run(measure())
     return measures
@@ -157,6 +161,7 @@ def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
                 started = time.perf_counter()
                 result = dcmtk("findscu", *keys, "-aec", called, "127.0.0.1", port, "-v")
                 measure.samples.append(time.perf_counter() - started)
+                time.sleep(PAUSE)
                 counts[measure.name] = result.stderr.count("Find Response:")  # one per match (findscu -v)
         pinned = _pinned_finds(site, quick)
         concurrency = _concurrency(site, agent.pid, (50,) if quick else (50, 200, 500))
