@@ -248,10 +248,13 @@ class Drop:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rewrite:
     """Forward the message with its command set replaced by ``command`` (an encoded command set, e.g.
-    a C-MOVE-RQ whose Move Destination was rewritten); its data set passes unchanged."""
+    a C-MOVE-RQ whose Move Destination was rewritten) and/or its data set replaced by ``data_set``
+    (e.g. a C-FIND identifier with a return key added). What is None passes unchanged. A data set can
+    be replaced only when the question held all of it (``data_set_complete``)."""
 
-    command: bytes
+    command: bytes | None = None
     review_responses: bool = False
+    data_set: bytes | None = None
 
 
 Verdict = ForwardAssociation | RejectAssociation | ForwardAccept | Permit | Refuse | Drop | Rewrite
@@ -293,7 +296,15 @@ class _Message:
     complete: bool = False
     refusal: Refuse | None = None
     question: DimseQuestion | None = None
-    new_command: bytes | None = None  # with fate REWRITE; None once it was sent
+    new_command: bytes | None = None  # with fate REWRITE: the command set to send instead
+    new_data_set: bytes | None = None  # with fate REWRITE: the data set to send instead
+    command_sent: bool = False
+    data_set_sent: bool = False
+
+    @property
+    def rewritten(self) -> bool:
+        """Every replacement went out (the message's own PDVs may still be held, and are skipped)."""
+        return (self.new_command is None or self.command_sent) and (self.new_data_set is None or self.data_set_sent)
 
 
 class _Inbound:
@@ -335,11 +346,12 @@ def _has_command_pdv(frames: list[Frame]) -> bool:
     return False
 
 
-def _command_pdvs(context_id: int, command: bytes, max_pdu: int) -> list[Pdv]:
-    """A command set as PDVs that each fit a PDU the receiver accepts (PS3.8 Annex E)."""
+def _pdvs(context_id: int, value: bytes, kind: int, max_pdu: int) -> list[Pdv]:
+    """A command set (``kind`` 0x01) or data set (0x00) as PDVs that each fit a PDU the receiver
+    accepts, the last one flagged last (PS3.8 Annex E, E.2)."""
     room = max(1, (max_pdu or DEFAULT_MAX_PDU_LENGTH) - 6)
-    chunks = [command[i : i + room] for i in range(0, len(command), room)] or [b""]
-    return [Pdv(context_id, 0x01 | (0x02 if n == len(chunks) - 1 else 0), chunk) for n, chunk in enumerate(chunks)]
+    chunks = [value[i : i + room] for i in range(0, len(value), room)] or [b""]
+    return [Pdv(context_id, kind | (0x02 if n == len(chunks) - 1 else 0), chunk) for n, chunk in enumerate(chunks)]
 
 
 def _p_data_pdus(pdvs: list[Pdv], max_pdu: int) -> list[bytes]:
@@ -918,11 +930,16 @@ class RelayCore:
             out.append(CancelTimer(Timer.DECISION))
         if message.fate is _Fate.ASKED:
             self._count_asked(side, message, -1)
+        if isinstance(verdict, Rewrite) and verdict.data_set is not None and not question.data_set_complete:
+            out.append(Log("error", f"{question.command.name}: a data set held only in part cannot be "
+                                    "rewritten; refused"))
+            verdict = Refuse(comment="identifier too long to be checked")
         if isinstance(verdict, Permit | Rewrite):
             message.fate = _Fate.PASS
             if isinstance(verdict, Rewrite):
                 message.fate = _Fate.REWRITE
                 message.new_command = verdict.command
+                message.new_data_set = verdict.data_set
             if verdict.review_responses and question.command.message_id is not None:
                 self._reviewed.add(question.command.message_id)
         elif isinstance(verdict, Refuse):
@@ -1008,14 +1025,21 @@ class RelayCore:
                 continue
             kept: list[Pdv] = []
             for pdv, seq, fate in zip(first.pdvs, first.seqs, fates, strict=True):
-                if fate is _Fate.PASS or (fate is _Fate.REWRITE and not pdv.is_command):
+                if fate is _Fate.PASS:
                     kept.append(pdv)
                 elif fate is _Fate.REWRITE:
+                    # The first fragment of the command (of the data set) carries the whole replacement;
+                    # the original's other fragments are skipped.
                     message = messages[seq]
-                    if message.new_command is not None:  # the first command fragment carries it all
-                        kept.extend(_command_pdvs(pdv.context_id, message.new_command,
-                                                  self._max_receive[side.other]))
-                        message.new_command = None
+                    replacement = message.new_command if pdv.is_command else message.new_data_set
+                    if replacement is None:
+                        kept.append(pdv)
+                    elif pdv.is_command and not message.command_sent:
+                        kept.extend(_pdvs(pdv.context_id, replacement, 0x01, self._max_receive[side.other]))
+                        message.command_sent = True
+                    elif not pdv.is_command and not message.data_set_sent:
+                        kept.extend(_pdvs(pdv.context_id, replacement, 0x00, self._max_receive[side.other]))
+                        message.data_set_sent = True
             for pdu in _p_data_pdus(kept, self._max_receive[side.other]):
                 self._emit(side, pdu, first.ends_idle, out)
         # Forget the fates no frame needs any more: a message passed (PASS is what an unknown message
@@ -1023,7 +1047,7 @@ class RelayCore:
         # dropped or rewritten, and referenced by no held frame.
         live = {s for h in held for s in h.seqs}
         for seq in [s for s, m in messages.items() if s not in live and m.refusal is None and (
-                    m.fate is _Fate.PASS or (m.fate is _Fate.REWRITE and m.new_command is None)
+                    m.fate is _Fate.PASS or (m.fate is _Fate.REWRITE and m.rewritten)
                     or (m.complete and m.fate in (_Fate.REFUSE, _Fate.DROP)))]:
             del messages[seq]
 

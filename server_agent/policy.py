@@ -33,6 +33,7 @@ from dicomwire.relay import (
     Question,
     Refuse,
     RejectAssociation,
+    Rewrite,
     Verdict,
 )
 
@@ -40,7 +41,17 @@ from .authn import AuthenticationFailed, Authenticator, Subject
 from .config import Pacs, ServerAgentConfig
 from .decisions import Decisions
 from .pdp import Decision, PdpClient, PdpUnavailable
-from .resources import ACTION_NAMES, Context, authzen_request, pinned_patient, read_keys, scope_allows
+from .resources import (
+    ACTION_NAMES,
+    PATIENT_ID,
+    Context,
+    authzen_request,
+    pinned_patient,
+    read_keys,
+    scope_allows,
+    with_return_key,
+    without_element,
+)
 
 log = logging.getLogger("server_agent")
 
@@ -67,6 +78,8 @@ class _Pending:
     subop: bool
     request: dict[str, Any] = field(default_factory=dict)
     patient: str | None = None
+    identifier: bytes = b""
+    transfer_syntax: str | None = None
 
 
 @dataclass
@@ -79,6 +92,8 @@ class AssociationState:
     transfers: list[dict[str, Any]] = field(default_factory=list)  # permitted C-MOVE/C-GET, for the summary
     get_sub_operations: int = 0
     batch: list[tuple[dict[str, Any], asyncio.Future[Decision]]] = field(default_factory=list)
+    # C-FINDs whose Patient ID return key we added to check each match: removed from the matches again
+    strip_patient_id: set[int] = field(default_factory=set)
 
 
 class MoveRegistry:
@@ -247,7 +262,8 @@ class ServerPolicy:
             event["sub_operation_of"] = "C-GET"
         if command.move_destination:
             event["move_destination"] = command.move_destination
-        pending = _Pending(started, event, action or "", command, keys, subop)
+        pending = _Pending(started, event, action or "", command, keys, subop, identifier=question.data_set,
+                           transfer_syntax=question.transfer_syntax)
 
         def refuse(reason: str, text: str) -> Refuse:
             self._event("authorization", event, started, "deny", reason)
@@ -302,8 +318,20 @@ class ServerPolicy:
                                     **({"move_destination": command.move_destination} if action == "C-MOVE" else {})})
         if pending.subop:
             state.get_sub_operations += 1
-        # A query not pinned to one patient: every match is checked before the user sees it.
-        return Permit(review_responses=action == "C-FIND" and pending.patient is None)
+        if action != "C-FIND" or pending.patient is not None:
+            return Permit()
+        # A query not pinned to one patient: every match is checked before the user sees it, by its
+        # Patient ID. If the query did not ask for it, ask the PACS for it too, and remove it from
+        # the matches again so that the user sees what was asked (PS3.4 C.4.1.1.3).
+        if "patient_id" not in pending.keys and command.message_id is not None:
+            try:
+                asked = with_return_key(pending.identifier, pending.transfer_syntax, PATIENT_ID, "LO")
+            except ValueError as error:
+                log.warning("association %d: C-FIND identifier unreadable (%s): refused", association, error)
+                return Refuse(comment=_comment("query identifier could not be read"))
+            state.strip_patient_id.add(command.message_id)
+            return Rewrite(data_set=asked, review_responses=True)
+        return Permit(review_responses=True)
 
     def _request_now(self, state: AssociationState, question: DimseQuestion, association: int) -> Verdict | None:
         """The request's verdict without waiting, when no I/O is needed (warm cache, no introspection)."""
@@ -336,6 +364,7 @@ class ServerPolicy:
     async def _review(self, state: AssociationState, question: DimseQuestion, association: int) -> Verdict:
         command = question.command
         if command.status not in STATUS_PENDING or command.command_field != CommandField.C_FIND_RSP:
+            state.strip_patient_id.discard(command.message_id_responded_to or 0)  # the final response
             return Permit()
         keys = read_keys(question.data_set, question.transfer_syntax)
         patient = pinned_patient(keys)
@@ -362,7 +391,14 @@ class ServerPolicy:
             return Drop(reason_text="authorization service unavailable")
         self._event("authorization", event, started, "permit" if decision.allowed else "deny", decision.reason,
                     rule_id=decision.rule_id, policy_version=decision.policy_version, cached=decision.cached)
-        return Permit() if decision.allowed else Drop(reason_text=decision.reason)
+        if not decision.allowed:
+            return Drop(reason_text=decision.reason)
+        if command.message_id_responded_to in state.strip_patient_id:
+            try:
+                return Rewrite(data_set=without_element(question.data_set, question.transfer_syntax, PATIENT_ID))
+            except ValueError:  # the match was allowed; only a key the user did not ask for stays in it
+                return Permit()
+        return Permit()
 
     def _spawn_flush(self, state: AssociationState) -> None:
         task = asyncio.ensure_future(self._flush(state))

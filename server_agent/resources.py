@@ -7,6 +7,7 @@ elements before the cut are used). Only the keys the decision needs are kept.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -62,6 +63,63 @@ def read_keys(data: bytes, transfer_syntax: str | None) -> dict[str, str]:
     except Exception:
         pass
     return found
+
+
+PATIENT_ID = 0x00100020
+
+
+def _top_level(data: bytes, transfer_syntax: str | None) -> list[tuple[int, int, int]]:
+    """(tag, start, end) of each top-level element of a whole data set."""
+    implicit = transfer_syntax in (None, ImplicitVRLittleEndian)
+    little = transfer_syntax != ExplicitVRBigEndian
+    out: list[tuple[int, int, int]] = []
+    stream = BytesIO(data)
+    elements = data_element_generator(stream, implicit, little, defer_size=None)
+    while True:
+        # The generator reads one whole element (a sequence up to its delimiter) per step and no
+        # further, so the stream position before and after a step bounds that element.
+        start = stream.tell()
+        try:
+            element = next(elements)
+        except StopIteration:
+            return out
+        except Exception as error:  # an untrusted data set: say it cannot be read, never guess
+            raise ValueError(f"data set unreadable at byte {start}: {error}") from None
+        length = getattr(element, "length", None)
+        value = getattr(element, "value", None)
+        if length not in (None, 0xFFFFFFFF) and isinstance(value, bytes) and len(value) != length:
+            raise ValueError(f"data set unreadable at byte {start}: element {element.tag} is cut short")
+        out.append((int(element.tag), start, stream.tell()))
+
+
+def with_return_key(data: bytes, transfer_syntax: str | None, tag: int, vr: str) -> bytes:
+    """The identifier with an empty (return key) element ``tag`` inserted in tag order, every other
+    byte unchanged (PS3.4 C.2.2.1.2: an empty key asks the SCP to return the attribute). Raises
+    ValueError when the identifier cannot be read."""
+    implicit = transfer_syntax in (None, ImplicitVRLittleEndian)
+    order = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
+    group, element = tag >> 16, tag & 0xFFFF
+    if implicit:
+        item = struct.pack(order + "HHI", group, element, 0)
+    else:
+        item = struct.pack(order + "HH", group, element) + vr.encode("ascii") + struct.pack(order + "H", 0)
+    for found, start, _ in _top_level(data, transfer_syntax):
+        if found == tag:
+            return data
+        if found > tag:
+            return data[:start] + item + data[start:]
+    return data + item
+
+
+def without_element(data: bytes, transfer_syntax: str | None, tag: int) -> bytes:
+    """The data set without the top-level element ``tag``, every other byte unchanged. Raises
+    ValueError when the data set cannot be read."""
+    for found, start, end in _top_level(data, transfer_syntax):
+        if found == tag:
+            return data[:start] + data[end:]
+        if found > tag:
+            break
+    return data
 
 
 def pinned_patient(keys: dict[str, str]) -> str | None:

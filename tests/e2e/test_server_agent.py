@@ -111,6 +111,28 @@ def test_referring_physician_sees_only_his_patient(site: Site) -> None:
     assert {e["resource"].get("patient_id") for e in filtered if e["decision"] == "deny"} >= {"PAT-1", "PAT-OPTOUT"}
 
 
+def test_a_query_without_patient_id_is_filtered_and_answered_as_asked(site: Site) -> None:
+    """The agent adds the Patient ID return key to check each match, and takes it out again."""
+    assert site.orthanc is not None
+    keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", "AccessionNumber", "-k", "StudyInstanceUID"]
+
+    def answers(output: str) -> tuple[list[str], bool]:
+        responses = output.split("Find Response", 1)[-1]
+        found = sorted(a.strip() for a in re.findall(r"\(0008,0050\) SH \[([^\]]*)\]", responses))
+        return found, "(0010,0020)" in responses
+
+    direct = dcmtk("findscu", "-v", "-S", *keys, "-aec", "ORTHANC", "127.0.0.1", site.orthanc.dicom_port)
+    everything, _ = answers(direct.stderr)
+    assert {f"ACC{n}" for n in range(len(PATIENTS))} <= set(everything)
+    for user, expected in (("rad", [a for a in everything if a != f"ACC{PATIENTS.index('PAT-OPTOUT')}"]),
+                           ("refdoc", [f"ACC{PATIENTS.index('PAT-REF-1')}"])):
+        result = site.launch(user, "findscu", "-v", "-S", *keys, "-aec", "ORTHANC@GW1", "127.0.0.1",
+                             site.ports["agent"])
+        assert result.returncode == 0, result.stderr
+        got, patient_id_shown = answers(result.stderr)
+        assert got == expected and not patient_id_shown, (user, got)
+
+
 def test_consent_opt_out_refuses_even_the_radiologist(site: Site) -> None:
     got, output = find_patients(site, "rad", "PAT-OPTOUT")
     assert got == [] and refused(output)

@@ -99,3 +99,63 @@ def test_authzen_request_for_a_store_is_about_the_study() -> None:
     assert request["context"]["workstation"] == "WS1" and "time" not in request["context"]
     other = dict(keys, sop_instance_uid="1.2.3.4.6")
     assert authzen_request(subject("user/ImagingStudy.c"), "C-STORE", command, other, context) == request
+
+
+def _encode(ds: Dataset, implicit: bool, undefined_sequences: bool = False) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, implicit
+    if undefined_sequences:
+        for element in ds:
+            if element.VR == "SQ":
+                element.is_undefined_length = True
+                for item in element.value:
+                    item.is_undefined_length_sequence_item = True
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _read(data: bytes, implicit: bool) -> Dataset:
+    from pydicom.filereader import read_dataset
+
+    return read_dataset(DicomBytesIO(data), implicit, True)
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+@pytest.mark.parametrize("undefined", [True, False])
+def test_a_patient_id_return_key_is_added_in_tag_order_and_removed_again(implicit: bool, undefined: bool) -> None:
+    from server_agent.resources import PATIENT_ID, with_return_key, without_element
+
+    syntax = None if implicit else ExplicitVRLittleEndian
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.ReferencedStudySequence = [Dataset()]  # (0008,1110), before the insertion point
+    query.ReferencedStudySequence[0].ReferencedSOPInstanceUID = "7.7"
+    query.StudyDate = "20260101-20261231"
+    query.StudyInstanceUID = ""  # (0020,000D), after it
+    original = _encode(query, implicit, undefined)
+    asked = with_return_key(original, syntax, PATIENT_ID, "LO")
+    parsed = _read(asked, implicit)
+    assert parsed.PatientID == "" and [e.tag for e in parsed] == sorted(e.tag for e in parsed)
+    assert parsed.StudyDate == "20260101-20261231"
+    assert parsed.ReferencedStudySequence[0].ReferencedSOPInstanceUID == "7.7"
+    assert len(asked) == len(original) + 8 and with_return_key(asked, syntax, PATIENT_ID, "LO") == asked
+    match = _read(asked, implicit)
+    match.PatientID = "PAT-7"
+    match.StudyInstanceUID = "1.2.3"
+    answered = _encode(match, implicit, undefined)
+    shown = without_element(answered, syntax, PATIENT_ID)
+    assert "PatientID" not in _read(shown, implicit) and _read(shown, implicit).StudyInstanceUID == "1.2.3"
+    assert len(answered) - len(shown) == 8 + 6  # the element, header and even-padded value, and nothing else
+    last = Dataset()
+    last.QueryRetrieveLevel = "PATIENT"
+    assert _read(with_return_key(_encode(last, implicit), syntax, PATIENT_ID, "LO"), implicit).PatientID == ""
+
+
+def test_an_unreadable_identifier_is_said_to_be_so() -> None:
+    from server_agent.resources import PATIENT_ID, with_return_key, without_element
+
+    broken = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + b"\x10\x00\x10\x00\xff\xff\x00\x00PART"  # length overruns
+    with pytest.raises(ValueError, match="unreadable"):
+        with_return_key(broken, None, PATIENT_ID, "LO")
+    with pytest.raises(ValueError, match="unreadable"):
+        without_element(broken, None, PATIENT_ID)

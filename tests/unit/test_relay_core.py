@@ -395,3 +395,65 @@ def test_response_reviews_are_pipelined_and_leave_in_order() -> None:
         verdict = Drop() if n == 1 else Permit()
         book.answer(next(q for q in book.pending if q.data_set.endswith(bytes([48 + n]))), verdict)
     assert book.take(Side.CLIENT) == responses[0] + responses[2] + responses[3] + responses[4] + final
+
+
+def test_rewrite_replaces_a_fragmented_identifier_and_keeps_the_command() -> None:
+    from dicomwire.relay import Rewrite
+
+    find_class = "1.2.840.10008.5.1.4.1.2.2.1"
+    replacement = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY \x10\x00\x20\x00\x00\x00\x00\x00"
+
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, DimseQuestion) and question.command.is_request:
+            assert question.data_set_complete
+            return Rewrite(data_set=replacement, review_responses=True)
+        return transparent(question)
+
+    book = established(decide, ask_requests=True)
+    book.take(Side.SERVER), book.take(Side.CLIENT)
+    identifier = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + b"\x08\x00\x50\x00\x08\x00\x00\x00ACC12345" * 4
+    find = message("C_FIND_RQ", identifier, max_pdu=40, MessageID=6, AffectedSOPClassUID=find_class, Priority=0)
+    assert len(_split_pdus(find)) > 3  # command and identifier each in several fragments
+    book.client(find)
+    forwarded = book.take(Side.SERVER)
+    pdvs = [p for pdu in _split_pdus(forwarded) for p in iter_pdvs(pdu)]
+    command = decode_command(b"".join(bytes(p.value) for p in pdvs if p.is_command))
+    assert command.message_id == 6 and command.affected_sop_class_uid == find_class
+    data = [p for p in pdvs if not p.is_command]
+    assert b"".join(bytes(p.value) for p in data) == replacement and data[-1].is_last
+    assert [p.is_last for p in data].count(True) == 1
+    # A response to the rewritten request is reviewed, and its identifier may be rewritten too.
+    match = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY \x10\x00\x20\x00\x04\x00\x00\x00PAT1"
+    stripped = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "
+    asked = []
+
+    def review(question):  # type: ignore[no-untyped-def]
+        asked.append(question)
+        return Rewrite(data_set=stripped)
+
+    book.decide = review
+    book.server(message("C_FIND_RSP", match, MessageIDBeingRespondedTo=6, AffectedSOPClassUID=find_class,
+                        Status=0xFF00))
+    back = book.take(Side.CLIENT)
+    assert asked and asked[0].data_set == match
+    pdvs = [p for pdu in _split_pdus(back) for p in iter_pdvs(pdu)]
+    assert b"".join(bytes(p.value) for p in pdvs if not p.is_command) == stripped
+    assert decode_command(b"".join(bytes(p.value) for p in pdvs if p.is_command)).status == 0xFF00
+
+
+def test_rewriting_an_identifier_held_only_in_part_is_refused_not_truncated() -> None:
+    from dicomwire.relay import Rewrite
+
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, DimseQuestion) and question.command.is_request:
+            return Rewrite(data_set=b"")
+        return transparent(question)
+
+    book = established(decide, RelayLimits(max_identifier_length=32), ask_requests=True)
+    book.take(Side.SERVER), book.take(Side.CLIENT)
+    identifier = b"\x08\x00\x50\x00\x08\x00\x00\x00ACC12345" * 8
+    book.client(message("C_FIND_RQ", identifier, max_pdu=40, MessageID=7,
+                        AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.1", Priority=0))
+    assert book.take(Side.SERVER) == b""  # not one fragment of it
+    response = decode_command(b"".join(bytes(p.value) for p in iter_pdvs(book.take(Side.CLIENT)) if p.is_command))
+    assert response.status == 0x0124 and book.core.state is State.ESTABLISHED
