@@ -79,6 +79,8 @@ class Orthanc:
     modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     dicom_port: int = 0
     http_port: int = 0
+    # DICOM over TLS (Orthanc >= 1.9): (its certificate, its key, the CA its clients' certificates chain to)
+    tls: tuple[Path, Path, Path] | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Orthanc:
@@ -105,6 +107,11 @@ class Orthanc:
             "DicomAlwaysAllowMove": True,
             "DicomScpTimeout": 30,
         }
+        if self.tls is not None:
+            certificate, key, trusted = self.tls
+            config |= {"DicomTlsEnabled": True, "DicomTlsCertificate": str(certificate),
+                       "DicomTlsPrivateKey": str(key), "DicomTlsTrustedCertificates": str(trusted),
+                       "DicomTlsRemoteCertificateRequired": True}
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
         log = open(self.folder / "orthanc.log", "wb")  # noqa: SIM115 - kept open for the process

@@ -30,6 +30,7 @@ class Site:
     pacs_scp: bool = False  # the PACS is a DCMTK storescp --ignore (benchmarks) instead of Orthanc
     audit_port: int | None = None  # an audit record repository (rsyslog, TLS) to send audit messages to
     max_associations: int = 200  # of each agent
+    pacs_tls: bool = False  # Orthanc speaks DICOM over TLS (client certificates required); the agent uses it
     # Benchmarks: route GW1P (no TLS between the agents, to the server agent's plain listener) and
     # route GW1N (to a second server agent that logs nothing: start_unlogged_server()).
     bench_routes: bool = False
@@ -51,6 +52,7 @@ class Site:
             certs.init_ca(self.pki)
             certs.issue(self.pki, "gw1", ["127.0.0.1"])
             certs.issue(self.pki, "ws1", ["127.0.0.1"])
+            certs.issue(self.pki, "pacs", ["127.0.0.1"])
         names = ["server", "plain", "return", "agent", "agent_return", "scp"]
         if self.bench_routes:
             names += ["unlogged", "unlogged_plain", "unlogged_return"]
@@ -59,7 +61,8 @@ class Site:
         if self.pacs_scp:
             self.pacs = StoreSCP(self.root / "pacs" / "in", aet="ORTHANC", ignore=True).start()
         else:
-            self.orthanc = Orthanc(self.root / "orthanc",
+            tls = (self.pki / "pacs.crt", self.pki / "pacs.key", self.pki / "ca.crt") if self.pacs_tls else None
+            self.orthanc = Orthanc(self.root / "orthanc", tls=tls,
                                    modalities={"ws1-app": ("MOVESCP@WS1", "127.0.0.1", self.ports["return"])}).start()
         self.scp = StoreSCP(self.root / "scp" / "in", aet="MOVESCP", port=self.ports["scp"]).start()
         self._write_configs()
@@ -101,7 +104,7 @@ cache_seconds = {self.pdp_cache}
 host = "127.0.0.1"
 port = {self.pacs_port}
 ae_title = "ORTHANC"
-[workstations.WS1]
+{self._pacs_tls_keys()}[workstations.WS1]
 host = "127.0.0.1"
 port = {p['agent_return']}
 server_name = "ws1"
@@ -115,6 +118,11 @@ actions = ["C-ECHO", "C-STORE"]
                                  apps={"MOVESCP": p["scp"]}, extra=f'log_file = "{self.root / "associations.jsonl"}"\n'
                                  f"refresh_margin = 2\nmax_associations = {self.max_associations}\n",
                                  routes=self._bench_routes())
+
+    def _pacs_tls_keys(self) -> str:
+        if not self.pacs_tls:
+            return ""
+        return f'tls = true\nca = "{self.pki / "ca.crt"}"\nserver_name = "127.0.0.1"\n'
 
     def _bench_routes(self) -> str:
         if not self.bench_routes:

@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -17,8 +19,8 @@ from dicomwire.aio import run
 from tomlconf import ConfigError
 
 from .authn import AuthenticationFailed, Authenticator
-from .config import ServerAgentConfig, load
-from .service import ServerAgent
+from .config import Pacs, ServerAgentConfig, load
+from .service import ServerAgent, pacs_context
 
 
 async def _serve(config: ServerAgentConfig) -> int:
@@ -43,14 +45,24 @@ async def _serve(config: ServerAgentConfig) -> int:
     return 0
 
 
-def _echo(host: str, port: int, called: str) -> str:
+def _echo(pacs: Pacs) -> str:
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
     ae = AE(ae_title="CHECKCONFIG")
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.network_timeout = 5
-    assoc = ae.associate(host, port, ae_title=called)
+    tls_args = None
+    if pacs.tls is not None:
+        context = pacs_context(pacs.tls)
+        try:  # the handshake alone first, for a clear reason (pynetdicom only logs a traceback)
+            with socket.create_connection((pacs.host, pacs.port), timeout=5) as raw, \
+                    context.wrap_socket(raw, server_hostname=pacs.tls.server_name):
+                pass
+        except (OSError, ssl.SSLError) as error:
+            return f"failed: TLS: {error}"
+        tls_args = (context, pacs.tls.server_name)
+    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         return "no association"
     status = assoc.send_c_echo()
@@ -71,8 +83,9 @@ def check(config: ServerAgentConfig) -> int:
         print(f"identity provider {config.identity.issuer}: UNREACHABLE: {error}")
         problems += 1
     for pacs in config.pacs.values():
-        result = _echo(pacs.host, pacs.port, pacs.ae_title)
-        print(f"PACS {pacs.name}: {pacs.ae_title} at {pacs.host}:{pacs.port}: C-ECHO {result}"
+        result = _echo(pacs)
+        print(f"PACS {pacs.name}: {pacs.ae_title} at {pacs.host}:{pacs.port}{' (TLS)' if pacs.tls else ''}: "
+              f"C-ECHO {result}"
               f"{' (default)' if pacs.name == config.default_pacs else ''}")
         problems += result != "ok"
     for ws in config.workstations.values():

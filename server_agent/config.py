@@ -20,6 +20,15 @@ class Pacs:
     host: str
     port: int
     ae_title: str
+    tls: PacsTls | None = None  # DICOM over TLS to this PACS (PS3.15 B.1), when it offers it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PacsTls:
+    ca: Path  # what the PACS's certificate must chain to
+    certificate: Path  # ours, for a PACS that requires client certificates (the agent's by default)
+    key: Path
+    server_name: str  # the name the PACS's certificate must carry
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,11 +150,29 @@ def load(path: Path) -> ServerAgentConfig:
                     cache_seconds=p.get("cache_seconds", float, 30.0), cache_size=p.positive("cache_size", int, 10000))
     pacs: dict[str, Pacs] = {}
     for name in root.get("pacs", dict, {}):
-        t = root.table("pacs").table(name).allow("host", "port", "ae_title")
+        t = root.table("pacs").table(name).allow("host", "port", "ae_title", "tls", "ca", "certificate", "key",
+                                                 "server_name")
         title = t.get("ae_title", str, name)
         if ae_title_problem(title.encode("ascii", "replace")):
             raise t.error("ae_title", f"{title!r} is not a valid AE title")
-        pacs[name] = Pacs(name=name, host=t.get("host", str), port=t.get("port", int), ae_title=title)
+        host = t.get("host", str)
+        pacs_tls = None
+        if t.get("tls", bool, False):
+            tls_files = {}
+            for key in ("ca", "certificate", "key"):
+                value = t.path_value(key, None) or (files[key] if key != "ca" else None)
+                if value is None:
+                    raise t.error(key, "required with tls = true (the CA the PACS's certificate chains to)")
+                if not value.exists():
+                    raise t.error(key, f"file {value} not found")
+                tls_files[key] = value
+            pacs_tls = PacsTls(ca=tls_files["ca"], certificate=tls_files["certificate"], key=tls_files["key"],
+                               server_name=t.get("server_name", str, host))
+        else:
+            for key in ("ca", "certificate", "key", "server_name"):
+                if key in t.data:
+                    raise t.error(key, "only meaningful with tls = true")
+        pacs[name] = Pacs(name=name, host=host, port=t.get("port", int), ae_title=title, tls=pacs_tls)
     if not pacs:
         raise root.error("pacs", "at least one [pacs.NAME] is required")
     default_pacs = s.get("default_pacs", str, None)
@@ -211,4 +238,5 @@ def load(path: Path) -> ServerAgentConfig:
         limits=limits)
 
 
-__all__ = ["ConfigError", "IdentityConfig", "Node", "Pacs", "PdpConfig", "ServerAgentConfig", "Workstation", "load"]
+__all__ = ["ConfigError", "IdentityConfig", "Node", "Pacs", "PacsTls", "PdpConfig", "ServerAgentConfig", "Workstation",
+           "load"]

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,12 +137,13 @@ def _comment(text: str) -> str:
 
 class ServerPolicy:
     def __init__(self, config: ServerAgentConfig, authn: Authenticator, pdp: PdpClient, moves: MoveRegistry,
-                 decisions: Decisions) -> None:
+                 decisions: Decisions, pacs_ssl: Mapping[str, ssl.SSLContext] | None = None) -> None:
         self.config = config
         self.authn = authn
         self.pdp = pdp
         self.moves = moves
         self.decisions = decisions
+        self.pacs_ssl = dict(pacs_ssl or {})  # by PACS name, for those reached over TLS
         self.states: dict[int, AssociationState] = {}
         self._tasks: set[asyncio.Future[None]] = set()
 
@@ -240,7 +243,10 @@ class ServerPolicy:
                              reason="authenticated" if subject.kind == "user" else "node policy",
                              latency_ms=round((time.perf_counter() - started) * 1000, 3))
         forwarded = (strip_user_identity(rq) if identity else rq).with_ae_titles(called=pacs.ae_title)
-        return ForwardAssociation(target=Upstream(host=pacs.host, port=pacs.port), rq=forwarded,
+        pacs_ssl = self.pacs_ssl.get(pacs.name)
+        target = Upstream(host=pacs.host, port=pacs.port, ssl=pacs_ssl,
+                          server_hostname=pacs.tls.server_name if pacs_ssl is not None and pacs.tls else None)
+        return ForwardAssociation(target=target, rq=forwarded,
                                   review_ac=positive)
 
     # ---- requests ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dicomwire.aio import RelayServer
 from dicomwire.dimse import CommandField
 
 from .authn import Authenticator
-from .config import ServerAgentConfig
+from .config import PacsTls, ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
 from .pdp import PdpClient
 from .policy import MoveRegistry, ReturnPolicy, ServerPolicy
@@ -26,6 +26,15 @@ def server_context(config: ServerAgentConfig) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_cert_chain(str(config.certificate), str(config.key))
+    return context
+
+
+def pacs_context(tls: PacsTls) -> ssl.SSLContext:
+    """TLS 1.2+ to a PACS that offers DICOM over TLS (PS3.15 B.1), verified against its CA, presenting
+    our certificate for one that requires client certificates."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(tls.certificate), str(tls.key))
     return context
 
 
@@ -53,7 +62,8 @@ class ServerAgent:
         self.authn = Authenticator(config.identity)
         self.pdp = PdpClient(config.pdp, config.identity, self.authn.http)
         self.moves = MoveRegistry()
-        self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions)
+        pacs_ssl = {p.name: pacs_context(p.tls) for p in config.pacs.values() if p.tls is not None}
+        self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl)
         requests = frozenset({CommandField.C_ECHO_RQ, CommandField.C_FIND_RQ, CommandField.C_GET_RQ,
                               CommandField.C_MOVE_RQ, CommandField.C_STORE_RQ})
         common = {"limits": config.limits, "max_associations": config.max_associations, "ask_requests": True,

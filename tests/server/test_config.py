@@ -65,6 +65,9 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path, pki: Path) -> None:
     (None, '[decision_log]\nenabled = false\n[audit]\nrepository = "127.0.0.1:6514"\n', "decision_log.enabled"),
     (None, '[nodes.CT]\naddresses = ["10.0.0.9"]\nactions = ["C-DELETE"]\n', "nodes.CT.actions"),
     (None, '[limits]\nidle_timeout = -1\n', "limits.idle_timeout"),
+    (("port = 4242", "port = 4242\ntls = true"), "", "pacs.ORTHANC.ca"),
+    (("port = 4242", 'port = 4242\ntls = true\nca = "nowhere.crt"'), "", "pacs.ORTHANC.ca"),
+    (("port = 4242", 'port = 4242\nserver_name = "pacs"'), "", "pacs.ORTHANC.server_name"),
 ])
 def test_bad_config_names_file_and_key(tmp_path: Path, pki: Path, replace: tuple[str, str] | None, extra: str,
                                        key: str) -> None:
@@ -72,6 +75,13 @@ def test_bad_config_names_file_and_key(tmp_path: Path, pki: Path, replace: tuple
     with pytest.raises(ConfigError) as raised:
         load(path)
     assert raised.value.key == key and str(path) in str(raised.value)
+
+
+def test_a_tls_pacs_gets_its_ca_our_certificate_and_its_name(tmp_path: Path, pki: Path) -> None:
+    config = load(_config(tmp_path, pki, replace=("port = 4242", f'port = 4242\ntls = true\nca = "{pki}/ca.crt"')))
+    tls = config.pacs["ORTHANC"].tls
+    assert tls is not None and tls.server_name == "127.0.0.1" and tls.certificate == config.certificate
+    assert load(_config(tmp_path, pki)).pacs["ORTHANC"].tls is None
 
 
 def test_disabled_decision_log_records_nothing_and_says_so(tmp_path: Path, pki: Path,
