@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_ratio = store_s["C-STORE 100 MB, through both agents, no TLS between them"] / store_s[
         "C-STORE 100 MB to storescp --ignore, direct"]
     ratios.append(("both agents, no TLS between them, vs direct (storescp)", plain_ratio, None))
+    ratios.append(("one hop vs direct (into Orthanc)", float(site_out["into_orthanc_one_hop_ratio"]), None))
     ratios.append(("both agents vs direct (into Orthanc)", float(site_out["into_orthanc_ratio"]), 1.15))
     latencies = [(f"{section}: {m.name.replace('association + C-ECHO + release, ', '').replace('... ', '')}",
                   m.p50, m.pct(0.99))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.dicomdata import make_ct_study
-from devtools.peers import dcmtk
+from devtools.peers import RelayProcess, dcmtk
 from devtools.site import Site
 from dicomwire.dimse import Tag, encode_command
 from dicomwire.pdu import RELEASE_RQ_BYTES, Pdv, encode_p_data
@@ -146,13 +146,19 @@ def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
             list(pool.map(site.orthanc.upload, made))
         agent = site.serve_agent("tech")
         time.sleep(0.5)
-        into = [Measure("C-STORE 100 MB into Orthanc, direct", []), Measure("... through both agents", [])]
-        for n in range(1 if quick else 4):
-            order = [(into[0], site.orthanc.dicom_port, "ORTHANC"), (into[1], site.ports["agent"], "ORTHANC@GW1")]
-            for measure, port, called in order if n % 2 == 0 else reversed(order):
-                site.orthanc.delete_patient("BENCH001")  # every run stores the study anew
-                measure.samples.append(storescu(port, files, called))
-                print(f"  {measure.name}: {measure.samples[-1]:.2f} s", file=sys.stderr)
+        into = [Measure("C-STORE 100 MB into Orthanc, direct", []), Measure("... through both agents", []),
+                Measure("... through one hop (dicom-relay)", [])]
+        relay = RelayProcess(to=("127.0.0.1", site.orthanc.dicom_port), log_path=site.root / "relay.log").start()
+        try:
+            for n in range(1 if quick else 4):
+                order = [(into[0], site.orthanc.dicom_port, "ORTHANC"),
+                         (into[1], site.ports["agent"], "ORTHANC@GW1"), (into[2], relay.port, "ORTHANC")]
+                for measure, port, called in order if n % 2 == 0 else reversed(order):
+                    site.orthanc.delete_patient("BENCH001")  # every run stores the study anew
+                    measure.samples.append(storescu(port, files, called))
+                    print(f"  {measure.name}: {measure.samples[-1]:.2f} s", file=sys.stderr)
+        finally:
+            relay.stop()
         agent = site.serve_agent("rad", previous=agent)
         time.sleep(0.5)
         keys = ["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={prefix}", "-k", "StudyInstanceUID"]
@@ -221,6 +227,7 @@ def report(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     failures = sum(level["failures"] for level in data["concurrency"])
     lines.append(f"\nTarget: no failures under concurrency: {'met' if failures == 0 else '**not met**'}")
     out = {"into_orthanc_ratio": ratio, "find_added_ms": added, "find_counts": data["find_counts"],
+           "into_orthanc_one_hop_ratio": statistics.median(into[2].samples) / statistics.median(into[0].samples),
            "find_ms": {m.name: _median_ms(m) for m in find},
            "pinned_find": {m.name: {"p50_ms": m.p50, "p90_ms": m.pct(0.9), "p99_ms": m.pct(0.99)} for m in pinned},
            "logging_cost_ratio": logging_cost, "concurrency": concurrency_out}
