@@ -457,3 +457,39 @@ def test_rewriting_an_identifier_held_only_in_part_is_refused_not_truncated() ->
     assert book.take(Side.SERVER) == b""  # not one fragment of it
     response = decode_command(b"".join(bytes(p.value) for p in iter_pdvs(book.take(Side.CLIENT)) if p.is_command))
     assert response.status == 0x0124 and book.core.state is State.ESTABLISHED
+
+
+def test_any_fragmentation_of_a_rewritten_identifier_forwards_exactly_the_replacement() -> None:
+    """Property: whatever the PDU sizes of the request and however the stream is cut into reads, the
+    server side receives the original command and exactly the replacement identifier, once."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dicomwire.relay import Rewrite
+
+    find_class = "1.2.840.10008.5.1.4.1.2.2.1"
+
+    @settings(max_examples=60, deadline=None)
+    @given(max_pdu=st.integers(min_value=20, max_value=400), original_length=st.integers(1, 60),
+           replacement_length=st.integers(0, 900), cuts=st.lists(st.integers(1, 97), max_size=8))
+    def check(max_pdu: int, original_length: int, replacement_length: int, cuts: list[int]) -> None:
+        replacement = bytes(n % 251 for n in range(replacement_length))
+        book = established(lambda q: Rewrite(data_set=replacement) if isinstance(q, DimseQuestion)
+                           else transparent(q), ask_requests=True)
+        book.take(Side.SERVER), book.take(Side.CLIENT)
+        identifier = b"\x08\x00\x50\x00\x08\x00\x00\x00ACC12345" * original_length
+        stream = message("C_FIND_RQ", identifier, max_pdu=max_pdu, MessageID=9, AffectedSOPClassUID=find_class,
+                         Priority=0)
+        pos = 0
+        for cut in cuts:
+            book.client(stream[pos : pos + cut])
+            pos += cut
+        book.client(stream[pos:])
+        pdvs = [p for pdu in _split_pdus(book.take(Side.SERVER)) for p in iter_pdvs(pdu)]
+        command = decode_command(b"".join(bytes(p.value) for p in pdvs if p.is_command))
+        data = [p for p in pdvs if not p.is_command]
+        assert command.message_id == 9 and b"".join(bytes(p.value) for p in data) == replacement
+        assert [p.is_last for p in data] == [False] * (len(data) - 1) + [True]
+        assert book.core.state is State.ESTABLISHED and book.take(Side.CLIENT) == b""
+
+    check()
