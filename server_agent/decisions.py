@@ -109,8 +109,9 @@ class DecisionLog:
                     self._writer.close()
                     return
             except OSError as error:
+                if self.failed is None:  # said once, loudly; not again for every batch after it
+                    log.error("DECISION LOG FAILING, refusing new work: cannot write %s: %s", self.path, error)
                 self.failed = f"cannot write {self.path}: {error}"
-                log.error("DECISION LOG FAILING, refusing new work: %s", self.failed)
                 if self._closing:
                     return
 
