@@ -101,22 +101,32 @@ def machine() -> dict[str, object]:
 def one_hop(rounds: int, files: list[Path], work: Path) -> tuple[list[Row], dict[str, float]]:
     scp = StoreSCP(work / "scp", port=0, ignore=True).start()
     relay = RelayProcess(to=("127.0.0.1", scp.port), log_path=work / "relay.log").start()
-    assert relay.process is not None
+    # A second relay in front of the first: two hops of the bare relay core (no TLS, no identity, no
+    # decisions), the floor under any path through both agents (issue 5's 2x target).
+    outer = RelayProcess(to=("127.0.0.1", relay.port), log_path=work / "relay-outer.log").start()
+    assert relay.process is not None and outer.process is not None
     try:
         direct = Row("C-STORE 100 MB, direct (storescu -> storescp --ignore)")
         hop = Row("C-STORE 100 MB, one hop (dicom-relay)", baseline=direct.name, target=1.3)
-        storescu(scp.port, files[:2])  # warm both paths (page cache, first connections)
-        storescu(relay.port, files[:2])
+        two = Row("C-STORE 100 MB, two hops (two dicom-relay in series)", baseline=direct.name,
+                  note="the bare relay core twice: the floor under both agents")
+        storescu(scp.port, files[:2])  # warm the paths (page cache, first connections)
+        storescu(outer.port, files[:2])
+        for n in range(rounds):
+            # Alternate the order so no path always runs on a warmer machine.
+            order = [(direct, scp.port), (two, outer.port)]
+            for row, port in order if n % 2 == 0 else reversed(order):
+                row.runs.append(storescu(port, files))
+                print(f"  {row.name}: {row.runs[-1]:.3f} s", file=sys.stderr)
         cpu_before, _ = proc_usage(relay.process.pid)
         for n in range(rounds):
-            # Alternate the order so neither path always runs on a warmer machine.
             order = [(direct, scp.port), (hop, relay.port)]
             for row, port in order if n % 2 == 0 else reversed(order):
                 row.runs.append(storescu(port, files))
                 print(f"  {row.name}: {row.runs[-1]:.3f} s", file=sys.stderr)
         cpu_after, peak = proc_usage(relay.process.pid)
         usage = {"relay_cpu_seconds_per_run": (cpu_after - cpu_before) / rounds, "relay_peak_rss_mib": peak / 2**20}
-        rows = [direct, hop]
+        rows = [direct, hop, two]
         # Legacy senders with Nagle on (Debian's DCMTK default): TCP_QUICKACK on our side removes the stall.
         nagle_direct = Row("C-STORE 100 MB, Nagle on, direct", note="storescu without TCP_NODELAY=1")
         nagle_hop = Row("C-STORE 100 MB, Nagle on, one hop", baseline=nagle_direct.name,
@@ -142,6 +152,7 @@ def one_hop(rounds: int, files: list[Path], work: Path) -> tuple[list[Row], dict
             snf.terminate()
             snf.wait(10)
     finally:
+        outer.stop()
         relay.stop()
         scp.stop()
     by_name = {r.name: r for r in rows}
