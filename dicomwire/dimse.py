@@ -254,6 +254,26 @@ def decode_command(data: Buffer) -> CommandSet:
     return CommandSet(MappingProxyType(elements), bytes(view), field if isinstance(field, int) else -1)
 
 
+def peek_command_field(data: Buffer) -> int | None:
+    """The Command Field (0000,0100) of a whole Implicit VR Little Endian command set, or None.
+
+    A header walk only (PS3.7 6.3.1, E.1: group 0000 in ascending tag order), for the relay's
+    pass-through path to tell whether a command may need a question without decoding it. None on
+    anything irregular; :func:`decode_command` then decides what is wrong.
+    """
+    size = len(data)
+    pos = 0
+    unpack = _ELEMENT.unpack_from
+    while size - pos >= 8:
+        group, element, length = unpack(data, pos)
+        if group != 0x0000 or element > Tag.COMMAND_FIELD & 0xFFFF:
+            return None
+        if element == Tag.COMMAND_FIELD & 0xFFFF:
+            return int.from_bytes(data[pos + 8 : pos + 10], "little") if length == 2 and pos + 10 <= size else None
+        pos += 8 + length
+    return None
+
+
 def _decode_value(vr: str, value: bytes) -> Value:
     if vr == "US":
         return int.from_bytes(value[:2], "little") if len(value) >= 2 else 0

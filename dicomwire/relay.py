@@ -33,6 +33,7 @@ from .dimse import (
     MessageAssembler,
     MessageCompleted,
     MessageStarted,
+    peek_command_field,
     refusal_response,
 )
 from .errors import (
@@ -334,15 +335,27 @@ _NEEDS_WHOLE_IDENTIFIER = frozenset(
 )
 
 
-def _has_command_pdv(frames: list[Frame]) -> bool:
-    """Whether any PDV of these P-DATA-TF PDUs carries a command fragment (header scan only)."""
+def _may_need_question(frames: list[Frame], asked: frozenset[int] | None) -> bool:
+    """Whether a command in these P-DATA-TF PDUs may need a question (a header scan).
+
+    ``asked``: the Command Fields asked about, or None when any command may be. A command whole in
+    one PDV (control 0x03, how every DICOM implementation sends a command set of a few hundred
+    bytes) is peeked at for its Command Field; a fragmented one or one that cannot be read counts as
+    needing a question, and the general path then decides.
+    """
     for frame in frames:
         data = frame.data
         pos, end = 6, len(data)
         while pos + 6 <= end:
-            if data[pos + 5] & 0x01:
-                return True
-            pos += 4 + int.from_bytes(data[pos : pos + 4], "big")
+            length = int.from_bytes(data[pos : pos + 4], "big")
+            control = data[pos + 5]
+            if control & 0x01:
+                if asked is None or control != 0x03:
+                    return True
+                field = peek_command_field(data[pos + 6 : min(end, pos + 4 + length)])
+                if field is None or field in asked:
+                    return True
+            pos += 4 + length
     return False
 
 
@@ -458,7 +471,7 @@ class RelayCore:
         for frame in frames:
             if frame.type is not PduType.P_DATA_TF:
                 return False
-        if self._may_ask(side) and _has_command_pdv(frames):
+        if self._may_ask(side) and _may_need_question(frames, self._asked(side)):
             return False  # a command that may need a question: the general path can hold it
         try:
             events = inbound.assembler.feed_p_data(frames)
@@ -800,11 +813,18 @@ class RelayCore:
     def _may_ask(self, side: Side) -> bool:
         return (self.ask_requests) or (side is Side.SERVER and bool(self._reviewed))
 
+    def _asked(self, side: Side) -> frozenset[int] | None:
+        """The Command Fields a command from ``side`` is asked about (None: any), see
+        :meth:`_on_message_started`; responses under review can be of any kind."""
+        if not self.ask_requests or (side is Side.SERVER and self._reviewed):
+            return None
+        return self.ask_commands
+
     def _relay_data(self, side: Side, frame: Frame, out: list[Command]) -> bool:
         """Process one P-DATA-TF; False if a question stopped processing inside it."""
         inbound = self._in[side]
         if not inbound.held and not inbound.messages and not (
-                self._may_ask(side) and _has_command_pdv([frame])):
+                self._may_ask(side) and _may_need_question([frame], self._asked(side))):
             return self._relay_fast(side, frame, out)
         if inbound.held and inbound.held[-1].frame is frame:
             held = inbound.held[-1]  # resuming a frame a question interrupted

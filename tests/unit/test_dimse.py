@@ -19,6 +19,7 @@ from dicomwire.dimse import (
     command_values,
     decode_command,
     encode_command,
+    peek_command_field,
     refusal_response,
 )
 from dicomwire.errors import ProtocolError
@@ -111,6 +112,38 @@ def test_refusal_is_a_valid_0124_response_for_each_service(kind: str) -> None:
     assert ds.CommandField == request.command_field | 0x8000
     if kind == "C_STORE_RQ":
         assert response.affected_sop_instance_uid == "1.2.3.4.5"
+
+
+@pytest.mark.parametrize(("kind", "field", "fields"), CASES, ids=[c[0] for c in CASES])
+def test_peeked_command_field_is_the_decoded_one(kind: str, field: int, fields: dict) -> None:
+    raw = _pynetdicom_command(kind, **dict(fields))  # pynetdicom's encoding, a second implementation
+    assert peek_command_field(raw) == decode_command(raw).command_field == field
+    # Cut before the Command Field's value is whole: no answer rather than a wrong one.
+    cut = raw.index(b"\x00\x00\x00\x01\x02\x00\x00\x00") + 9
+    assert peek_command_field(raw[:cut]) is None
+
+
+def test_peek_never_guesses_on_damaged_command_sets() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=80))
+    def check(data: bytes) -> None:
+        field = peek_command_field(data)  # never raises
+        if field is not None:  # only ever the value of a 2-byte (0000,0100), reached in tag order
+            pos = 0
+            while True:
+                group, element, length = (int.from_bytes(data[pos : pos + 2], "little"),
+                                          int.from_bytes(data[pos + 2 : pos + 4], "little"),
+                                          int.from_bytes(data[pos + 4 : pos + 8], "little"))
+                assert group == 0 and element <= 0x0100
+                if element == 0x0100:
+                    assert length == 2 and field == int.from_bytes(data[pos + 8 : pos + 10], "little")
+                    break
+                pos += 8 + length
+
+    check()
 
 
 def test_malformed_command_sets_are_protocol_errors() -> None:

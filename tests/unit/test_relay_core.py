@@ -493,3 +493,57 @@ def test_any_fragmentation_of_a_rewritten_identifier_forwards_exactly_the_replac
         assert book.core.state is State.ESTABLISHED and book.take(Side.CLIENT) == b""
 
     check()
+
+
+def test_only_the_commands_asked_about_are_asked_however_the_stream_is_cut() -> None:
+    """Property: with questions for C-MOVE only (the workstation agent), every C-MOVE is asked once,
+    whether its command set is whole in one PDV or fragmented, whatever the reads, and held until
+    answered (here: refused, so none of its bytes may reach the server); nothing else is asked, and
+    every other byte goes on unchanged."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dicomwire.dimse import CommandField
+
+    move_class = "1.2.840.10008.5.1.4.1.2.2.2"
+    identifier = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "
+
+    @settings(max_examples=60, deadline=None)
+    @given(kinds=st.lists(st.sampled_from(["store", "move", "echo"]), min_size=1, max_size=6),
+           max_pdu=st.sampled_from([24, 60, 150, 400, 16384]), cuts=st.lists(st.integers(1, 900), max_size=10))
+    def check(kinds: list[str], max_pdu: int, cuts: list[int]) -> None:
+        asked: list[int] = []
+
+        def decide(question):  # type: ignore[no-untyped-def]
+            if isinstance(question, DimseQuestion):
+                asked.append(question.command.message_id)
+                return Refuse(comment="no")
+            return transparent(question)
+
+        book = established(decide, ask_requests=True, ask_commands=frozenset({CommandField.C_MOVE_RQ}))
+        book.take(Side.SERVER), book.take(Side.CLIENT)
+        messages = []
+        for n, kind in enumerate(kinds, start=1):
+            if kind == "store":
+                messages.append(message("C_STORE_RQ", b"\x07" * 3000, ctx=3, max_pdu=max_pdu, MessageID=n,
+                                        AffectedSOPClassUID=CT, Priority=0, AffectedSOPInstanceUID=f"1.2.3.{n}"))
+            elif kind == "move":
+                messages.append(message("C_MOVE_RQ", identifier, max_pdu=max_pdu, MessageID=n,
+                                        AffectedSOPClassUID=move_class, Priority=0, MoveDestination="VIEWER"))
+            else:
+                messages.append(message("C_ECHO_RQ", max_pdu=max_pdu, MessageID=n,
+                                        AffectedSOPClassUID="1.2.840.10008.1.1"))
+        stream = b"".join(messages)
+        pos = 0
+        for cut in cuts:
+            book.client(stream[pos : pos + cut])
+            pos += cut
+        book.client(stream[pos:])
+        moves = [n for n, kind in enumerate(kinds, start=1) if kind == "move"]
+        assert asked == moves
+        assert book.take(Side.SERVER) == b"".join(m for m, kind in zip(messages, kinds, strict=True) if kind != "move")
+        refusals = [decode_command(p.value) for pdu in _split_pdus(book.take(Side.CLIENT)) for p in iter_pdvs(pdu)]
+        assert [(r.message_id_responded_to, r.status) for r in refusals] == [(n, 0x0124) for n in moves]
+        assert book.core.state is State.ESTABLISHED
+
+    check()
