@@ -257,14 +257,16 @@ class ServerPolicy:
         command = question.command
         action = ACTION_NAMES.get(command.command_field)  # type: ignore[call-overload]
         keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
-        subop = question.side.value == "server"  # a C-STORE the PACS sends on a C-GET association
+        subop = question.side.value == "server"  # a request from the PACS: only C-GET's C-STOREs are expected
         if subop:
-            action = "C-GET"  # decided as the retrieval it belongs to
+            # A C-STORE is decided as the retrieval it belongs to; any other request from the PACS
+            # side has no policy here and is refused below.
+            action = "C-GET" if command.command_field == CommandField.C_STORE_RQ else None
         event: dict[str, Any] = {"association": association, "message_id": command.message_id,
                                  "action": action or command.name, "user": state.subject.describe(),
                                  "calling_ae": state.context.calling_ae, "workstation": state.context.workstation,
                                  "pacs": state.pacs.name, "resource": keys}
-        if subop:
+        if action == "C-GET" and subop:
             event["sub_operation_of"] = "C-GET"
         if command.move_destination:
             event["move_destination"] = command.move_destination
@@ -452,6 +454,12 @@ class ReturnPolicy:
         if isinstance(question, AcceptQuestion):
             return ForwardAccept()
         if isinstance(question, DimseQuestion):
+            command = question.command
+            if command.command_field != CommandField.C_STORE_RQ or question.side.value != "client":
+                # Only the PACS's C-STORE sub-operations travel here; anything else is refused.
+                self.decisions.write("sub-operation", association=connection.association_id, action=command.name,
+                                     message_id=command.message_id, decision="deny", reason="unsupported_service")
+                return Refuse(comment=_comment(f"{command.name} not accepted on the return path"))
             keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
             self.moves.record_sub_operation(self.destinations.get(connection.association_id, ""))
             self.decisions.write("sub-operation", association=connection.association_id, action="C-STORE",

@@ -9,7 +9,6 @@ import ssl
 
 from audit.syslog import SpooledSender
 from dicomwire.aio import RelayServer
-from dicomwire.dimse import CommandField
 
 from .authn import Authenticator
 from .config import PacsTls, ServerAgentConfig
@@ -64,18 +63,17 @@ class ServerAgent:
         self.moves = MoveRegistry()
         pacs_ssl = {p.name: pacs_context(p.tls) for p in config.pacs.values() if p.tls is not None}
         self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl)
-        requests = frozenset({CommandField.C_ECHO_RQ, CommandField.C_FIND_RQ, CommandField.C_GET_RQ,
-                              CommandField.C_MOVE_RQ, CommandField.C_STORE_RQ})
+        # Deny by default: every request is decided (ask_commands=None), so one the agent has no
+        # policy for (N-ACTION, N-CREATE, ...) is refused 0124H instead of reaching the PACS unchecked.
         common = {"limits": config.limits, "max_associations": config.max_associations, "ask_requests": True,
-                  "ask_commands": requests}
+                  "ask_commands": None}
         self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
                                 ssl=server_context(config), **common)  # type: ignore[arg-type]
         self.plain = (RelayServer(self.policy, host=config.plain_listen[0], port=config.plain_listen[1],
                                   **common) if config.plain_listen else None)  # type: ignore[arg-type]
         self.returns = RelayServer(ReturnPolicy(config, self.moves, self.decisions, client_context(config)),
                                    host=config.return_listen[0], port=config.return_listen[1],
-                                   limits=config.limits, ask_requests=True,
-                                   ask_commands=frozenset({CommandField.C_STORE_RQ}))
+                                   limits=config.limits, ask_requests=True)  # every request: deny by default
 
     @property
     def servers(self) -> list[RelayServer]:

@@ -390,3 +390,48 @@ def test_audit_messages_reach_the_repository(site: Site) -> None:
     kinds = {ET.fromstring(t).find("EventIdentification/EventID").get("csd-code")  # type: ignore[union-attr]
              for t in repository.messages()}
     assert {"110114", "110112", "110113"} <= kinds  # logins, queries, and the refusals as security alerts
+
+
+def test_a_service_the_agent_does_not_decide_is_refused_not_forwarded(site: Site) -> None:
+    """Deny by default: a DIMSE request outside C-ECHO/C-FIND/C-GET/C-MOVE/C-STORE (here N-ACTION,
+    Storage Commitment, which Orthanc implements) gets 0124H with a reason and never reaches the PACS."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    commitment, instance = "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1"  # PS3.4 J.3, well-known instance
+    ae = AE(ae_title="PYNET")
+    ae.add_requested_context(commitment)
+    ae.add_requested_context(Verification)
+    identity = UserIdentityNegotiation()
+    identity.user_identity_type = 2
+    identity.primary_field, identity.secondary_field = b"tech", b"demo-tech"
+    request = Dataset()
+    request.TransactionUID = generate_uid()
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
+    request.ReferencedSOPSequence = [item]
+    assert site.orthanc is not None
+
+    def n_actions() -> int:
+        assert site.orthanc is not None
+        return site.orthanc.log_text().count("Incoming N-ACTION request")
+
+    # Straight to Orthanc the request arrives (Orthanc then refuses an AE it does not list): the
+    # count below can see one.
+    before = n_actions()
+    direct = ae.associate("127.0.0.1", site.orthanc.dicom_port, ae_title="ORTHANC")
+    assert direct.is_established
+    direct.send_n_action(request, 1, commitment, instance)
+    direct.release()
+    time.sleep(0.3)
+    assert n_actions() == before + 1
+    assoc = ae.associate("127.0.0.1", site.ports["plain"], ae_title="ORTHANC", ext_neg=[identity])
+    assert assoc.is_established
+    status, _ = assoc.send_n_action(request, 1, commitment, instance)
+    assert status.Status == 0x0124 and "not supported" in status.ErrorComment
+    assert assoc.send_c_echo().Status == 0  # the association stays usable
+    assoc.release()
+    time.sleep(0.3)
+    assert n_actions() == before + 1  # nothing more reached Orthanc
+    denied = events(site, event="authorization", reason="unsupported_service")
+    assert denied and denied[-1]["user"]["username"] == "tech"
