@@ -221,6 +221,21 @@ class ServerPolicy:
             return reject(f"called AE title {rq.called_ae!r} names no PACS here",
                           (RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLED_AE_NOT_RECOGNIZED))
         event["pacs"] = pacs.name
+        # The workstation named in the calling AE title (APP@WS) is where the C-MOVE return path goes
+        # and what the decision log and the PDP see: a workstation agent's client certificate must
+        # prove it (its name is the one this agent checks when it connects back to that workstation).
+        # Without a certificate (the plain listener) the claim proves nothing: no workstation.
+        workstation = claimed = rq.calling_ae.partition("@")[2]
+        if claimed:
+            registered = self.config.workstations.get(claimed)
+            expected = (registered.server_name if registered else claimed).lower()
+            if not names:
+                workstation = ""
+                event["claimed_workstation"] = claimed
+            elif expected not in {name.lower() for name in names}:
+                return reject(f"calling AE title {rq.calling_ae!r} names workstation {claimed!r}, which the client "
+                              f"certificate {names} does not prove", (RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                                                                      RejectReason.CALLING_AE_NOT_RECOGNIZED))
         identity = extract_user_identity(rq)
         auth_failed = (RejectResult.PERMANENT, RejectSource.SERVICE_PROVIDER_ACSE, RejectReason.NO_REASON)
         if identity is None:
@@ -234,7 +249,6 @@ class ServerPolicy:
                 subject = await self.authn.authenticate(identity, names)
             except AuthenticationFailed as error:
                 return reject(str(error), auth_failed)
-        workstation = rq.calling_ae.partition("@")[2]
         context = Context(calling_ae=rq.calling_ae, called_ae=rq.called_ae, workstation=workstation,
                           certificate=names, peer=peer)
         positive = bool(identity and identity.positive_response_requested)

@@ -435,3 +435,71 @@ def test_a_service_the_agent_does_not_decide_is_refused_not_forwarded(site: Site
     assert n_actions() == before + 1  # nothing more reached Orthanc
     denied = events(site, event="authorization", reason="unsupported_service")
     assert denied and denied[-1]["user"]["username"] == "tech"
+
+
+def _rad_token(site: Site) -> bytes:
+    assert site.hial is not None
+    return requests.post(f"{site.hial.issuer}/token", timeout=10, data={
+        "grant_type": "password", "client_id": "workstation-agent", "username": "rad", "password": "demo-rad",
+        "scope": "openid user/ImagingStudy.rs"}).json()["access_token"].encode()
+
+
+def test_a_calling_ae_naming_another_workstation_than_the_certificate_is_rejected(site: Site) -> None:
+    """The workstation in APP@WS decides where C-MOVE images go and what the log says: over TLS the
+    client certificate must prove it (ws1's certificate cannot speak for WS2)."""
+    import ssl
+
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
+
+    assert site.orthanc is not None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(site.pki / "ca.crt"))
+    context.load_cert_chain(str(site.pki / "ws1.crt"), str(site.pki / "ws1.key"))
+    identity = UserIdentityNegotiation()
+    identity.user_identity_type = 5
+    identity.primary_field = _rad_token(site)
+
+    def associate(calling: str):  # type: ignore[no-untyped-def]
+        ae = AE(ae_title=calling)
+        ae.add_requested_context(Verification)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        return ae.associate("127.0.0.1", site.ports["server"], ae_title="ORTHANC@GW1", ext_neg=[identity],
+                            tls_args=(context, "gw1"))
+
+    own = associate("VIEWER@WS1")
+    assert own.is_established and own.send_c_echo().Status == 0
+    own.release()
+    seen = site.orthanc.log_text().count("from AET VIEWER@WS2")
+    other = associate("VIEWER@WS2")
+    assert other.is_rejected
+    assert (other.acceptor.primitive.result, other.acceptor.primitive.result_source,
+            other.acceptor.primitive.diagnostic) == (1, 1, 3)  # permanent, service user, calling AE not recognized
+    denied = events(site, event="authentication", calling_ae="VIEWER@WS2", decision="deny")
+    assert denied and "does not prove" in denied[-1]["reason"] and "ws1" in denied[-1]["certificate"]
+    time.sleep(0.3)
+    assert site.orthanc.log_text().count("from AET VIEWER@WS2") == seen
+
+
+def test_a_workstation_claimed_without_a_certificate_gets_no_move_to_it(site: Site) -> None:
+    """On the plain listener nothing proves APP@WS1: the association works, but a C-MOVE to WS1 is
+    refused, and the log keeps the claim apart from the (empty) workstation."""
+    from pydicom.dataset import Dataset
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
+
+    identity = UserIdentityNegotiation()
+    identity.user_identity_type = 5
+    identity.primary_field = _rad_token(site)
+    ae = AE(ae_title="VIEWER@WS1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", site.ports["plain"], ae_title="ORTHANC", ext_neg=[identity])
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel, query.PatientID = "PATIENT", "PAT-1"
+    statuses = [status.Status for status, _ in assoc.send_c_move(query, "MOVESCP@WS1",
+                                                                 StudyRootQueryRetrieveInformationModelMove)]
+    assoc.release()
+    assert statuses == [0x0124]
+    move = events(site, event="authorization", action="C-MOVE", calling_ae="VIEWER@WS1")[-1]
+    assert move["decision"] == "deny" and move["reason"] == "move_destination_not_allowed"
+    assert move["workstation"] == ""
+    login = events(site, event="authentication", calling_ae="VIEWER@WS1", decision="permit")[-1]
+    assert login["claimed_workstation"] == "WS1"
