@@ -97,11 +97,12 @@ def main() -> int:
                 continue
             user = (record.get("user") or {}).get("username", "(PACS)" if record.get("path") == "return" else "-")
             action = record.get("action", "return" if record.get("path") == "return" else "login")
-            action += "*" if record.get("post_filter") else ""
+            action += "*" if record.get("post_filter") else "+" if record.get("sub_operation_of") else ""
             patient = (record.get("resource") or {}).get("patient_id", "")
             print(f"{record['time'][11:26]:<15} {user:<10} {action:<8} {patient:<16} {record['decision']:<7} "
                   f"{record.get('reason', ''):<22} {record.get('rule_id', '')}")
-        print("\n(* = a match of a query not pinned to one patient, checked before the user saw it)")
+        print("\n(* = a match of a query not pinned to one patient, checked before the user saw it;"
+              "\n + = an image of a retrieval, checked on its way to the app)")
         key = bytes.fromhex((root / "decision-log.key").read_text().strip())
         report = verify(root / "decisions.jsonl", key)
         print(f"decision-log verify: {'ok' if report.ok else 'BROKEN'}: {report.records} records, hash-chained, "

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dicomwire.aio import ConnectionInfo, Upstream
-from dicomwire.dimse import STATUS_PENDING, CommandField
+from dicomwire.dimse import STATUS_PENDING, CommandField, Tag
 from dicomwire.errors import RejectReason, RejectResult, RejectSource
 from dicomwire.identity import add_identity_response, extract_user_identity, strip_user_identity
 from dicomwire.relay import (
@@ -108,9 +108,25 @@ class MoveRegistry:
     def __init__(self) -> None:
         self._moves: dict[str, dict[int, float]] = {}
         self._counts: dict[int, dict[str, int]] = {}  # association -> destination -> sub-operations
+        self._origins: dict[int, tuple[str, set[int]]] = {}  # association -> its calling AE, its moves' IDs
 
-    def allow(self, destination: str, association_id: int, until: float) -> None:
+    def allow(self, destination: str, association_id: int, until: float, calling_ae: str = "",
+              message_id: int | None = None) -> None:
         self._moves.setdefault(destination, {})[association_id] = until
+        origin = self._origins.setdefault(association_id, (calling_ae, set()))
+        if message_id is not None:
+            origin[1].add(message_id)
+
+    def origin(self, destination: str, originator_ae: str | None, originator_id: int | None) -> int | None:
+        """The association whose C-MOVE a sub-operation for ``destination`` belongs to, by the Move
+        Originator AE Title and Message ID the PACS puts in it (PS3.7 9.1.1.1); None when no
+        outstanding move matches, or more than one does."""
+        if not self.active(destination):
+            return None
+        matches = [association for association in self._moves.get(destination, {})
+                   if (not originator_ae or self._origins.get(association, ("", set()))[0] == originator_ae)
+                   and (originator_id is None or originator_id in self._origins.get(association, ("", set()))[1])]
+        return matches[0] if len(matches) == 1 else None
 
     def active(self, destination: str) -> bool:
         now = time.monotonic()
@@ -119,15 +135,15 @@ class MoveRegistry:
             del holders[key]
         return bool(holders)
 
-    def record_sub_operation(self, destination: str) -> None:
-        for association_id in self._moves.get(destination, {}):
-            counts = self._counts.setdefault(association_id, {})
-            counts[destination] = counts.get(destination, 0) + 1
+    def record_sub_operation(self, destination: str, association_id: int) -> None:
+        counts = self._counts.setdefault(association_id, {})
+        counts[destination] = counts.get(destination, 0) + 1
 
     def end(self, association_id: int) -> dict[str, int]:
         """Close the association's moves; the sub-operations relayed for each destination."""
         for holders in self._moves.values():
             holders.pop(association_id, None)
+        self._origins.pop(association_id, None)
         return self._counts.pop(association_id, {})
 
 
@@ -189,6 +205,28 @@ class ServerPolicy:
                                      pacs=state.pacs.name, sub_operations=count, **transfer)
             self.decisions.write("association-end", association=connection.association_id,
                                  user=state.subject.describe(), calling_ae=state.context.calling_ae)
+
+    async def decide_move_sub_operation(self, question: DimseQuestion, destination: str) -> Verdict:
+        """A C-STORE the PACS sends on the return path, decided as the C-MOVE it belongs to: for the
+        user who made it, with this image's Patient ID and study. The move's request may have named
+        the study alone (PS3.4 C.4.2.1.4), which no consent directive can be checked against."""
+        command = question.command
+        originator_ae, originator_id = command.get(Tag.MOVE_ORIGINATOR_AE_TITLE), command.get(
+            Tag.MOVE_ORIGINATOR_MESSAGE_ID)
+        association = self.moves.origin(destination, originator_ae if isinstance(originator_ae, str) else None,
+                                        originator_id if isinstance(originator_id, int) else None)
+        state = self.states.get(association) if association is not None else None
+        if association is None or state is None:
+            self.decisions.write("authorization", action="C-MOVE", sub_operation_of="C-MOVE",
+                                 message_id=command.message_id, move_destination=destination, decision="deny",
+                                 reason="no_matching_move")
+            return Refuse(comment=_comment("no outstanding C-MOVE of this user matches"))
+        verdict = self._request_now(state, question, association, move_sub_operation=destination)
+        if verdict is None:
+            verdict = await self._request(state, question, association, move_sub_operation=destination)
+        if isinstance(verdict, Permit):
+            self.moves.record_sub_operation(destination, association)
+        return verdict
 
     def _route(self, called: str) -> Pacs | None:
         name, at, _ = called.partition("@")
@@ -264,26 +302,32 @@ class ServerPolicy:
                                   review_ac=positive)
 
     # ---- requests ----------------------------------------------------------------------------------------------
-    def _prepare(self, state: AssociationState, question: DimseQuestion,
-                 association: int) -> Verdict | _Pending:
-        """Everything about a request that needs no I/O: a verdict, or the question for the PDP."""
+    def _prepare(self, state: AssociationState, question: DimseQuestion, association: int,
+                 move_sub_operation: str | None = None) -> Verdict | _Pending:
+        """Everything about a request that needs no I/O: a verdict, or the question for the PDP.
+
+        ``move_sub_operation``: the destination of a C-STORE the PACS sends on the return path for a
+        C-MOVE this association made, decided as that retrieval (``association``: the C-MOVE's).
+        """
         started = time.perf_counter()
         command = question.command
         action = ACTION_NAMES.get(command.command_field)  # type: ignore[call-overload]
         keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
-        subop = question.side.value == "server"  # a request from the PACS: only C-GET's C-STOREs are expected
+        # A request from the PACS: on this association only C-GET's C-STOREs are expected.
+        subop = question.side.value == "server" or move_sub_operation is not None
         if subop:
             # A C-STORE is decided as the retrieval it belongs to; any other request from the PACS
             # side has no policy here and is refused below.
-            action = "C-GET" if command.command_field == CommandField.C_STORE_RQ else None
+            action = (("C-MOVE" if move_sub_operation is not None else "C-GET")
+                      if command.command_field == CommandField.C_STORE_RQ else None)
         event: dict[str, Any] = {"association": association, "message_id": command.message_id,
                                  "action": action or command.name, "user": state.subject.describe(),
                                  "calling_ae": state.context.calling_ae, "workstation": state.context.workstation,
                                  "pacs": state.pacs.name, "resource": keys}
-        if action == "C-GET" and subop:
-            event["sub_operation_of"] = "C-GET"
-        if command.move_destination:
-            event["move_destination"] = command.move_destination
+        if action is not None and subop:
+            event["sub_operation_of"] = action
+        if command.move_destination or move_sub_operation:
+            event["move_destination"] = command.move_destination or move_sub_operation
         pending = _Pending(started, event, action or "", command, keys, subop, identifier=question.data_set,
                            transfer_syntax=question.transfer_syntax)
 
@@ -298,7 +342,7 @@ class ServerPolicy:
         if state.subject.kind == "user" and time.time() >= state.subject.expires_at:
             return refuse("token_invalid", "the user's token has expired")
         patient = pinned_patient(keys)
-        if subop and not state.gets:
+        if action == "C-GET" and subop and not state.gets:
             return refuse("unsolicited_sub_operation", "C-STORE without an authorized C-GET")
         if action in ("C-STORE", "C-GET") and command.command_field == CommandField.C_STORE_RQ and patient is None:
             return refuse("patient_unknown", "no Patient ID in the head of the data set")
@@ -310,7 +354,7 @@ class ServerPolicy:
             return Permit()
         if not scope_allows(state.subject, action, patient):
             return refuse("insufficient_scope", f"token scopes do not allow {action}")
-        if action == "C-MOVE":
+        if action == "C-MOVE" and not subop:  # the sub-operations' destination was checked with the move
             destination = command.move_destination or ""
             name, _, workstation = destination.partition("@")
             if not name or workstation != state.context.workstation or workstation not in self.config.workstations:
@@ -330,15 +374,15 @@ class ServerPolicy:
                         decision.rule_id)
         if not decision.allowed:
             return Refuse(comment=_comment(decision.message or decision.reason))
-        if action == "C-MOVE":
+        if action == "C-MOVE" and not pending.subop:
             self.moves.allow(command.move_destination or "", association, time.monotonic() +
-                             self.config.move_timeout)
+                             self.config.move_timeout, state.context.calling_ae, command.message_id)
         if action == "C-GET" and not pending.subop and command.message_id is not None:
             state.gets.add(command.message_id)
         if action in ("C-MOVE", "C-GET") and not pending.subop:
             state.transfers.append({"action": action, "message_id": command.message_id, "resource": pending.keys,
                                     **({"move_destination": command.move_destination} if action == "C-MOVE" else {})})
-        if pending.subop:
+        if pending.subop and action == "C-GET":
             state.get_sub_operations += 1
         if action != "C-FIND" or pending.patient is not None:
             return Permit()
@@ -355,9 +399,10 @@ class ServerPolicy:
             return Rewrite(data_set=asked, review_responses=True)
         return Permit(review_responses=True)
 
-    def _request_now(self, state: AssociationState, question: DimseQuestion, association: int) -> Verdict | None:
+    def _request_now(self, state: AssociationState, question: DimseQuestion, association: int,
+                     move_sub_operation: str | None = None) -> Verdict | None:
         """The request's verdict without waiting, when no I/O is needed (warm cache, no introspection)."""
-        prepared = self._prepare(state, question, association)
+        prepared = self._prepare(state, question, association, move_sub_operation)
         if not isinstance(prepared, _Pending):
             return prepared
         if self.config.identity.introspect:
@@ -365,8 +410,9 @@ class ServerPolicy:
         decision = self.pdp.cached(prepared.request)
         return None if decision is None else self._conclude(state, prepared, decision, association)
 
-    async def _request(self, state: AssociationState, question: DimseQuestion, association: int) -> Verdict:
-        prepared = self._prepare(state, question, association)
+    async def _request(self, state: AssociationState, question: DimseQuestion, association: int,
+                       move_sub_operation: str | None = None) -> Verdict:
+        prepared = self._prepare(state, question, association, move_sub_operation)
         if not isinstance(prepared, _Pending):
             return prepared
         why = await self.authn.still_valid(state.subject)  # revocation, when introspection is on
@@ -453,10 +499,11 @@ class ReturnPolicy:
     workstation agent of the destination, over TLS. Anything else is refused."""
 
     def __init__(self, config: ServerAgentConfig, moves: MoveRegistry, decisions: Decisions,
-                 client_ssl: Any) -> None:
+                 client_ssl: Any, requests: ServerPolicy) -> None:
         self.config = config
         self.moves = moves
         self.decisions = decisions
+        self.requests = requests  # decides each sub-operation as the C-MOVE it belongs to
         self.client_ssl = client_ssl
         self.pacs_hosts = {p.host for p in config.pacs.values()}
         self.destinations: dict[int, str] = {}  # return association -> the move destination it serves
@@ -474,13 +521,8 @@ class ReturnPolicy:
                 self.decisions.write("sub-operation", association=connection.association_id, action=command.name,
                                      message_id=command.message_id, decision="deny", reason="unsupported_service")
                 return Refuse(comment=_comment(f"{command.name} not accepted on the return path"))
-            keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
-            self.moves.record_sub_operation(self.destinations.get(connection.association_id, ""))
-            self.decisions.write("sub-operation", association=connection.association_id, action="C-STORE",
-                                 sub_operation_of="C-MOVE", message_id=question.command.message_id,
-                                 move_originator=question.command.get(0x00001030), resource=keys, decision="permit",
-                                 reason="authorized move outstanding")
-            return Permit()
+            destination = self.destinations.get(connection.association_id, "")
+            return await self.requests.decide_move_sub_operation(question, destination)
         assert isinstance(question, AssociationQuestion)
         rq = question.rq
         peer = connection.peer[0] if connection.peer else ""

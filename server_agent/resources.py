@@ -154,9 +154,10 @@ def authzen_request(subject: Subject, action: str, command: CommandSet, keys: di
     properties: dict[str, Any] = {k: v for k, v in keys.items() if v and k != "level"}
     if patient is None:
         properties.pop("patient_id", None)
-    if action == "C-STORE":
-        # A store is decided for its study: the instance UID is logged, not asked about, so the
-        # decision for one instance holds (from the cache) for the rest of the study.
+    if command.command_field == CommandField.C_STORE_RQ:
+        # A store (or a C-GET/C-MOVE sub-operation) is decided for its study: the instance UID is
+        # logged, not asked about, so the decision for one instance holds (from the cache) for the
+        # rest of the study.
         resource_type, resource_id = "study", keys.get("study_instance_uid") or "*"
         properties.pop("sop_instance_uid", None)
     if level:

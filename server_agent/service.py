@@ -71,7 +71,8 @@ class ServerAgent:
                                 ssl=server_context(config), **common)  # type: ignore[arg-type]
         self.plain = (RelayServer(self.policy, host=config.plain_listen[0], port=config.plain_listen[1],
                                   **common) if config.plain_listen else None)  # type: ignore[arg-type]
-        self.returns = RelayServer(ReturnPolicy(config, self.moves, self.decisions, client_context(config)),
+        returns = ReturnPolicy(config, self.moves, self.decisions, client_context(config), self.policy)
+        self.returns = RelayServer(returns,
                                    host=config.return_listen[0], port=config.return_listen[1],
                                    limits=config.limits, ask_requests=True)  # every request: deny by default
 

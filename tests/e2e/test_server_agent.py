@@ -168,9 +168,12 @@ def test_move_through_both_agents_delivers_to_the_apps_scp(site: Site) -> None:
         time.sleep(0.1)
     assert {str(dcmread(p).SOPInstanceUID) for p in site.scp.received()} == \
         {str(dcmread(p).SOPInstanceUID) for p in study.iterdir()}
-    assert len(events(site, event="sub-operation", sub_operation_of="C-MOVE")) >= 2
-    move = events(site, event="authorization", action="C-MOVE", decision="permit")[-1]
-    assert move["move_destination"] == "MOVESCP@WS1"
+    subops = events(site, event="authorization", sub_operation_of="C-MOVE", decision="permit")
+    assert len(subops) >= 2 and subops[-1]["user"]["username"] == "rad"  # each image decided as rad's C-MOVE
+    assert subops[-1]["resource"]["patient_id"] == "PAT-1"
+    move = [e for e in events(site, event="authorization", action="C-MOVE", decision="permit")
+            if "sub_operation_of" not in e][-1]
+    assert move["move_destination"] == "MOVESCP@WS1" and subops[-1]["move_destination"] == "MOVESCP@WS1"
     time.sleep(0.5)
     summary = events(site, event="transfer-summary", action="C-MOVE")[-1]
     assert summary["sub_operations"] == 2 and summary["move_destination"] == "MOVESCP@WS1"
@@ -503,3 +506,23 @@ def test_a_workstation_claimed_without_a_certificate_gets_no_move_to_it(site: Si
     assert move["workstation"] == ""
     login = events(site, event="authentication", calling_ae="VIEWER@WS1", decision="permit")[-1]
     assert login["claimed_workstation"] == "WS1"
+
+
+def test_a_move_by_study_uid_alone_cannot_bypass_a_patients_consent(site: Site) -> None:
+    """A Study Root C-MOVE names the study only (PS3.4 C.4.2.1.4: the Patient ID is not required),
+    so the decision on the request cannot see the patient's consent. Each C-STORE sub-operation
+    carries the Patient ID and is decided as the requester's retrieval: PAT-OPTOUT's images never
+    reach the app, while the same move of PAT-1's study delivers."""
+    assert site.scp is not None
+    for name, expected in (("PAT-OPTOUT", 0), ("PAT-1", 2)):
+        for old in site.scp.received():
+            old.unlink()
+        uid = dcmread(next((site.root / "data" / name).iterdir())).StudyInstanceUID
+        result = site.launch("rad", "movescu", "-v", "-S", "-aet", "MOVESCP", "-aem", "MOVESCP",
+                             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uid}",
+                             "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+        time.sleep(1.0)
+        assert len(site.scp.received()) == expected, (name, result.stderr)
+    denied = events(site, event="authorization", sub_operation_of="C-MOVE", decision="deny")
+    assert denied and denied[-1]["reason"] == "consent_denied"
+    assert denied[-1]["resource"]["patient_id"] == "PAT-OPTOUT" and denied[-1]["user"]["username"] == "rad"

@@ -48,11 +48,19 @@ N_ACTION = {Tag.COMMAND_FIELD: 0x0130, Tag.MESSAGE_ID: 7, Tag.REQUESTED_SOP_CLAS
 def test_only_c_store_sub_operations_from_the_pacs_pass(side: Side, fields: dict[int, Any], allowed: bool) -> None:
     log = Recorded()
     config = SimpleNamespace(pacs={}, workstations={})
-    policy = ReturnPolicy(config, MoveRegistry(), log, client_ssl=None)  # type: ignore[arg-type]
+    decided: list[str] = []
+
+    class Requests:  # the server policy: decides a C-STORE sub-operation as its C-MOVE
+        async def decide_move_sub_operation(self, question: DimseQuestion, destination: str) -> Permit:
+            decided.append(question.command.name)
+            log.write("authorization", decision="permit")
+            return Permit()
+
+    policy = ReturnPolicy(config, MoveRegistry(), log, None, Requests())  # type: ignore[arg-type]
     verdict = asyncio.run(policy.decide(question(side, fields), ConnectionInfo(1, ("127.0.0.1", 4242), None)))
     if allowed:
-        assert isinstance(verdict, Permit)
-        assert log.events[-1][1]["decision"] == "permit"
+        assert isinstance(verdict, Permit) and decided == ["C-STORE-RQ"]
     else:
         assert isinstance(verdict, Refuse) and "return path" in verdict.comment
         assert log.events[-1][1]["decision"] == "deny" and log.events[-1][1]["reason"] == "unsupported_service"
+        assert decided == []  # refused before any policy
