@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -494,6 +495,23 @@ class ServerPolicy:
                              latency_ms=round((time.perf_counter() - started) * 1000, 3), **extra)
 
 
+def pacs_addresses(pacs: Iterable[Pacs]) -> set[str]:
+    """The addresses the PACS open return associations from: each configured host as written and,
+    for a name, every address it resolves to now (a return association arrives from an address,
+    never a name). Resolved once, at start: a PACS that moves needs a restart."""
+    addresses: set[str] = set()
+    for entry in pacs:
+        addresses.add(entry.host)
+        try:
+            infos = socket.getaddrinfo(entry.host, None, type=socket.SOCK_STREAM)
+        except OSError as error:
+            log.warning("PACS %s: host %r does not resolve (%s); return associations are accepted only from "
+                        "that literal address", entry.name, entry.host, error)
+            continue
+        addresses.update(str(info[4][0]) for info in infos)
+    return addresses
+
+
 class ReturnPolicy:
     """The return listener: C-STORE sub-operations of an authorized C-MOVE, from the PACS to the
     workstation agent of the destination, over TLS. Anything else is refused."""
@@ -505,7 +523,7 @@ class ReturnPolicy:
         self.decisions = decisions
         self.requests = requests  # decides each sub-operation as the C-MOVE it belongs to
         self.client_ssl = client_ssl
-        self.pacs_hosts = {p.host for p in config.pacs.values()}
+        self.pacs_hosts = pacs_addresses(config.pacs.values())
         self.destinations: dict[int, str] = {}  # return association -> the move destination it serves
 
     def association_ended(self, connection: ConnectionInfo) -> None:

@@ -64,3 +64,14 @@ def test_only_c_store_sub_operations_from_the_pacs_pass(side: Side, fields: dict
         assert isinstance(verdict, Refuse) and "return path" in verdict.comment
         assert log.events[-1][1]["decision"] == "deny" and log.events[-1][1]["reason"] == "unsupported_service"
         assert decided == []  # refused before any policy
+
+
+def test_a_pacs_configured_by_name_is_recognised_by_its_addresses() -> None:
+    from server_agent.policy import pacs_addresses
+
+    by_name = SimpleNamespace(name="PACS", host="localhost")
+    by_address = SimpleNamespace(name="OTHER", host="10.9.8.7")
+    unknown = SimpleNamespace(name="GONE", host="no-such-host.invalid")
+    addresses = pacs_addresses([by_name, by_address, unknown])  # type: ignore[list-item]
+    assert "127.0.0.1" in addresses  # what localhost resolves to: where its associations come from
+    assert {"localhost", "10.9.8.7", "no-such-host.invalid"} <= addresses
