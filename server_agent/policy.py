@@ -118,16 +118,14 @@ class MoveRegistry:
         if message_id is not None:
             origin[1].add(message_id)
 
-    def origin(self, destination: str, originator_ae: str | None, originator_id: int | None) -> int | None:
-        """The association whose C-MOVE a sub-operation for ``destination`` belongs to, by the Move
-        Originator AE Title and Message ID the PACS puts in it (PS3.7 9.1.1.1); None when no
-        outstanding move matches, or more than one does."""
+    def origins(self, destination: str, originator_ae: str | None, originator_id: int | None) -> list[int]:
+        """The associations whose C-MOVE a sub-operation for ``destination`` may belong to, by the Move
+        Originator AE Title and Message ID the PACS puts in it (PS3.7 9.1.1.1)."""
         if not self.active(destination):
-            return None
-        matches = [association for association in self._moves.get(destination, {})
-                   if (not originator_ae or self._origins.get(association, ("", set()))[0] == originator_ae)
-                   and (originator_id is None or originator_id in self._origins.get(association, ("", set()))[1])]
-        return matches[0] if len(matches) == 1 else None
+            return []
+        return [association for association in self._moves.get(destination, {})
+                if (not originator_ae or self._origins.get(association, ("", set()))[0] == originator_ae)
+                and (originator_id is None or originator_id in self._origins.get(association, ("", set()))[1])]
 
     def active(self, destination: str) -> bool:
         now = time.monotonic()
@@ -214,14 +212,19 @@ class ServerPolicy:
         command = question.command
         originator_ae, originator_id = command.get(Tag.MOVE_ORIGINATOR_AE_TITLE), command.get(
             Tag.MOVE_ORIGINATOR_MESSAGE_ID)
-        association = self.moves.origin(destination, originator_ae if isinstance(originator_ae, str) else None,
-                                        originator_id if isinstance(originator_id, int) else None)
-        state = self.states.get(association) if association is not None else None
-        if association is None or state is None:
+        candidates = [(a, self.states[a]) for a in self.moves.origins(
+            destination, originator_ae if isinstance(originator_ae, str) else None,
+            originator_id if isinstance(originator_id, int) else None) if a in self.states]
+        # Several matching moves (a viewer moving studies in parallel, each association with message
+        # ID 1) are one as long as one user made them all; otherwise nothing says whose image it is.
+        if not candidates or any((s.subject.kind, s.subject.id) != (candidates[0][1].subject.kind,
+                                                                    candidates[0][1].subject.id)
+                                 for _, s in candidates):
             self.decisions.write("authorization", action="C-MOVE", sub_operation_of="C-MOVE",
                                  message_id=command.message_id, move_destination=destination, decision="deny",
-                                 reason="no_matching_move")
-            return Refuse(comment=_comment("no outstanding C-MOVE of this user matches"))
+                                 reason="no_matching_move" if not candidates else "ambiguous_move")
+            return Refuse(comment=_comment("no single C-MOVE this image belongs to"))
+        association, state = candidates[0]
         verdict = self._request_now(state, question, association, move_sub_operation=destination)
         if verdict is None:
             verdict = await self._request(state, question, association, move_sub_operation=destination)

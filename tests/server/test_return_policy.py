@@ -75,3 +75,23 @@ def test_a_pacs_configured_by_name_is_recognised_by_its_addresses() -> None:
     addresses = pacs_addresses([by_name, by_address, unknown])  # type: ignore[list-item]
     assert "127.0.0.1" in addresses  # what localhost resolves to: where its associations come from
     assert {"localhost", "10.9.8.7", "no-such-host.invalid"} <= addresses
+
+
+def test_move_registry_finds_the_moves_a_sub_operation_may_belong_to() -> None:
+    import time
+
+    moves = MoveRegistry()
+    later = time.monotonic() + 60
+    moves.allow("VIEWER@WS1", 1, later, "VIEWER@WS1", 7)
+    moves.allow("VIEWER@WS1", 2, later, "OTHER@WS1", 7)
+    moves.allow("VIEWER@WS1", 3, later, "VIEWER@WS1", 1)
+    moves.allow("VIEWER@WS2", 4, later, "VIEWER@WS2", 7)
+    assert moves.origins("VIEWER@WS1", "VIEWER@WS1", 7) == [1]
+    assert moves.origins("VIEWER@WS1", "VIEWER@WS1", None) == [1, 3]  # no Message ID: every move of that AE
+    assert sorted(moves.origins("VIEWER@WS1", None, None)) == [1, 2, 3]
+    assert moves.origins("VIEWER@WS1", "VIEWER@WS1", 9) == []
+    assert moves.origins("VIEWER@WS3", None, None) == []
+    moves.end(1)
+    assert moves.origins("VIEWER@WS1", "VIEWER@WS1", 7) == []  # its association is over
+    moves.allow("VIEWER@WS9", 5, time.monotonic() - 1, "VIEWER@WS9", 1)
+    assert moves.origins("VIEWER@WS9", "VIEWER@WS9", 1) == []  # expired (move_timeout)
