@@ -348,7 +348,7 @@ class ServerPolicy:
         patient = pinned_patient(keys)
         if action == "C-GET" and subop and not state.gets:
             return refuse("unsolicited_sub_operation", "C-STORE without an authorized C-GET")
-        if action in ("C-STORE", "C-GET") and command.command_field == CommandField.C_STORE_RQ and patient is None:
+        if command.command_field == CommandField.C_STORE_RQ and patient is None:  # a store or a sub-operation
             return refuse("patient_unknown", "no Patient ID in the head of the data set")
         if state.subject.kind == "node":
             node = self.config.nodes[state.subject.id]

@@ -526,3 +526,20 @@ def test_a_move_by_study_uid_alone_cannot_bypass_a_patients_consent(site: Site) 
     denied = events(site, event="authorization", sub_operation_of="C-MOVE", decision="deny")
     assert denied and denied[-1]["reason"] == "consent_denied"
     assert denied[-1]["resource"]["patient_id"] == "PAT-OPTOUT" and denied[-1]["user"]["username"] == "rad"
+
+
+def test_a_moved_image_without_a_patient_id_is_refused(site: Site, tmp_path: Path) -> None:
+    """An image whose head names no patient cannot be checked against anyone's consent: refused on
+    the return path like a C-STORE without one, even though the move itself was allowed."""
+    assert site.scp is not None and site.orthanc is not None
+    files = make_ct_study(tmp_path / "anon", slices=1, patient_id="", accession="ACCX", seed=9)
+    site.orthanc.upload(files)
+    for old in site.scp.received():
+        old.unlink()
+    uid = dcmread(files[0]).StudyInstanceUID
+    site.launch("rad", "movescu", "-S", "-aet", "MOVESCP", "-aem", "MOVESCP", "-k", "QueryRetrieveLevel=STUDY",
+                "-k", f"StudyInstanceUID={uid}", "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+    time.sleep(1.0)
+    assert site.scp.received() == []
+    denied = events(site, event="authorization", sub_operation_of="C-MOVE", decision="deny")
+    assert denied and denied[-1]["reason"] == "patient_unknown"
