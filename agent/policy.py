@@ -23,22 +23,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicomwire.aio import ConnectionInfo, Upstream
-from dicomwire.dimse import Tag, command_values, encode_command
+from dicomwire.commands import Notice
+from dicomwire.dimse import CommandField, Tag, command_values, encode_command
 from dicomwire.errors import RejectReason
 from dicomwire.identity import UserIdentity, UserIdentityType, insert_user_identity, strip_user_identity
-from dicomwire.relay import (
+from dicomwire.policy import NO_REQUEST, Asks, ConnectionInfo, Ending
+from dicomwire.questions import (
     AcceptQuestion,
+    AcceptVerdict,
     AssociationQuestion,
-    DimseQuestion,
+    AssociationVerdict,
     ForwardAccept,
     ForwardAssociation,
     Permit,
-    Question,
     RejectAssociation,
+    RequestQuestion,
+    RequestVerdict,
+    ResponseQuestion,
+    ResponseVerdict,
     Rewrite,
-    Verdict,
 )
+from dicomwire.tls import certificate_names
+from dicomwire.upstream import Upstream
 
 from .config import Route, WorkstationConfig
 from .oidc import Tokens
@@ -78,6 +84,11 @@ def _reject(text: str, reason: int = RejectReason.NO_REASON) -> RejectAssociatio
 
 
 class WorkstationPolicy:
+    """Opens one :class:`WorkstationAssociation` per app connection (asks about C-MOVE only, so that
+    C-STORE data sets keep the relay's pass-through path)."""
+
+    asks: Asks = frozenset({CommandField.C_MOVE_RQ})
+
     def __init__(self, config: WorkstationConfig, credentials: Callable[[], Credentials | None],
                  client_ssl: ssl.SSLContext, journal: AssociationLog, owner_uid: int | None = None) -> None:
         self.config = config
@@ -86,67 +97,8 @@ class WorkstationPolicy:
         self.journal = journal
         self.owner_uid = os.getuid() if owner_uid is None and hasattr(os, "getuid") else owner_uid
 
-    def decide_now(self, question: Question, connection: ConnectionInfo | None = None) -> Verdict | None:
-        if isinstance(question, AcceptQuestion):
-            stripped = strip_user_identity(question.ac)  # the app never sees 0x59
-            return ForwardAccept(ac=stripped if stripped is not question.ac else None)
-        if isinstance(question, DimseQuestion):
-            return self._move_destination(question)
-        return None  # AssociationQuestion: needs the connection, see decide()
-
-    async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
-        now = self.decide_now(question)
-        if now is not None:
-            return now
-        assert isinstance(question, AssociationQuestion)
-        # Answered on the loop: the owner lookup is one netlink round trip (~30 us, see peercred).
-        return self._associate(question, connection)
-
-    def _associate(self, question: AssociationQuestion, connection: ConnectionInfo) -> Verdict:
-        rq = question.rq
-        record: dict[str, Any] = {"app": rq.calling_ae, "called": rq.called_ae,
-                                  "peer": f"{connection.peer[0]}:{connection.peer[1]}" if connection.peer else None}
-
-        def refuse(text: str, reason: int = RejectReason.NO_REASON) -> RejectAssociation:
-            self.journal.write(**record, result="refused", reason=text)
-            return _reject(text, reason)
-
-        if self.config.check_owner:
-            uid = peer_uid(connection.peer, connection.local) if connection.peer and connection.local else None
-            record["uid"] = uid
-            if uid is None:
-                return refuse("the owner of the connecting process could not be determined")
-            if uid != self.owner_uid:
-                return refuse(f"connection from a process of uid {uid}, not of the logged-in user "
-                              f"(uid {self.owner_uid})")
-        name, at, route_name = rq.called_ae.partition("@")
-        route = self.config.routes.get(route_name if at else (self.config.default_route or ""))
-        record["route"] = route.name if route else route_name or None
-        if route is None or not name:
-            return refuse(f"called AE title {rq.called_ae!r} names no known route",
-                          RejectReason.CALLED_AE_NOT_RECOGNIZED)
-        credentials = self.credentials()
-        if credentials is None or credentials.tokens.remaining <= 0:
-            return refuse("no user is logged in (or the session expired)")
-        record["user"] = credentials.tokens.username
-        if self.config.identity == "password":
-            if credentials.password is None:
-                return refuse("identity mode 'password' needs the password: use `dicom-agent launch`")
-            identity = UserIdentity(type=UserIdentityType.USERNAME_AND_PASSCODE,
-                                    primary=credentials.tokens.username.encode(),
-                                    secondary=credentials.password.encode(),
-                                    positive_response_requested=self.config.positive_response)
-        else:
-            identity = UserIdentity(type=UserIdentityType.JWT, primary=credentials.tokens.access_token.encode(),
-                                    positive_response_requested=self.config.positive_response)
-        app = rq.calling_ae
-        calling = app if "@" in app else f"{app}@{self.config.name}"
-        if len(calling) > 16:
-            return refuse(f"calling AE title {calling!r} would exceed 16 characters",
-                          RejectReason.CALLING_AE_NOT_RECOGNIZED)
-        forwarded = insert_user_identity(rq, identity).with_ae_titles(calling=calling)
-        self.journal.write(**record, result="forwarded", calling=calling)
-        return ForwardAssociation(target=self.upstream(route), rq=forwarded, review_ac=True)
+    def open(self, connection: ConnectionInfo) -> WorkstationAssociation:
+        return WorkstationAssociation(self, connection)
 
     def upstream(self, route: Route) -> Upstream:
         if not route.tls:  # loopback only (the configuration checks), for measuring TLS's cost
@@ -154,7 +106,75 @@ class WorkstationPolicy:
         return Upstream(host=route.host, port=route.port, ssl=self.client_ssl, server_hostname=route.server_name,
                         warm=route.warm)
 
-    def _move_destination(self, question: DimseQuestion) -> Verdict:
+
+class WorkstationAssociation:
+    """One app's association: every answer needs no I/O but the owner lookup (one netlink round trip,
+    ~30 us, see :mod:`agent.peercred`), so every verdict is given at once."""
+
+    def __init__(self, factory: WorkstationPolicy, connection: ConnectionInfo) -> None:
+        self.factory = factory
+        self.config = factory.config
+        self.connection = connection
+
+    def associate(self, question: AssociationQuestion) -> AssociationVerdict:
+        config, connection = self.config, self.connection
+        rq = question.rq
+        record: dict[str, Any] = {"app": rq.calling_ae, "called": rq.called_ae,
+                                  "association": connection.association_id,
+                                  "peer": f"{connection.peer[0]}:{connection.peer[1]}" if connection.peer else None}
+
+        def refuse(text: str, reason: int = RejectReason.NO_REASON) -> RejectAssociation:
+            self.factory.journal.write(**record, result="refused", reason=text)
+            return _reject(text, reason)
+
+        if config.check_owner:
+            uid = peer_uid(connection.peer, connection.local) if connection.peer and connection.local else None
+            record["uid"] = uid
+            if uid is None:
+                return refuse("the owner of the connecting process could not be determined")
+            if uid != self.factory.owner_uid:
+                return refuse(f"connection from a process of uid {uid}, not of the logged-in user "
+                              f"(uid {self.factory.owner_uid})")
+        name, at, route_name = rq.called_ae.partition("@")
+        route = config.routes.get(route_name if at else (config.default_route or ""))
+        record["route"] = route.name if route else route_name or None
+        if route is None or not name:
+            return refuse(f"called AE title {rq.called_ae!r} names no known route",
+                          RejectReason.CALLED_AE_NOT_RECOGNIZED)
+        credentials = self.factory.credentials()
+        if credentials is None or credentials.tokens.remaining <= 0:
+            return refuse("no user is logged in (or the session expired)")
+        record["user"] = credentials.tokens.username
+        identity = self._identity(credentials)
+        if identity is None:
+            return refuse("identity mode 'password' needs the password: use `dicom-agent launch`")
+        app = rq.calling_ae
+        calling = app if "@" in app else f"{app}@{config.name}"
+        if len(calling) > 16:
+            return refuse(f"calling AE title {calling!r} would exceed 16 characters",
+                          RejectReason.CALLING_AE_NOT_RECOGNIZED)
+        forwarded = insert_user_identity(rq, identity).with_ae_titles(calling=calling)
+        self.factory.journal.write(**record, result="forwarded", calling=calling)
+        return ForwardAssociation(target=self.factory.upstream(route), rq=forwarded, review_ac=True)
+
+    def _identity(self, credentials: Credentials) -> UserIdentity | None:
+        """The User Identity sub-item (PS3.7 D.3.3.7): a JWT, or user and password in password mode."""
+        positive = self.config.positive_response
+        if self.config.identity == "password":
+            if credentials.password is None:
+                return None
+            return UserIdentity(type=UserIdentityType.USERNAME_AND_PASSCODE,
+                                primary=credentials.tokens.username.encode(), secondary=credentials.password.encode(),
+                                positive_response_requested=positive)
+        return UserIdentity(type=UserIdentityType.JWT, primary=credentials.tokens.access_token.encode(),
+                            positive_response_requested=positive)
+
+    def accept(self, question: AcceptQuestion) -> AcceptVerdict:
+        stripped = strip_user_identity(question.ac)  # the app never sees 0x59
+        return ForwardAccept(ac=stripped if stripped is not question.ac else None)
+
+    def request(self, question: RequestQuestion) -> RequestVerdict:
+        """A C-MOVE's Move Destination ``APP`` becomes ``APP@WS``, naming this workstation."""
         destination = question.command.move_destination
         if not destination or "@" in destination:
             return Permit()
@@ -165,47 +185,67 @@ class WorkstationPolicy:
         values[Tag.MOVE_DESTINATION] = composed
         return Rewrite(command=encode_command(values))
 
+    def response(self, question: ResponseQuestion) -> ResponseVerdict:
+        return Permit()  # no response is reviewed here
+
+    def notice(self, notice: Notice) -> None:
+        log.info("association %s: %s from the %s: %s", self.connection.association_id, notice.kind.value,
+                 notice.side.value, notice.detail)
+
+    def close(self, ending: Ending) -> None:
+        pass
+
 
 class ReturnPolicy:
-    """The return listener: C-STORE sub-operations from a server agent to an app's storage SCP."""
+    """The return listener: C-STORE sub-operations from a server agent to an app's storage SCP.
+    Asks about the association only; the C-STOREs stream through (the server agent decided them)."""
+
+    asks: Asks = NO_REQUEST
 
     def __init__(self, config: WorkstationConfig, journal: AssociationLog) -> None:
         self.config = config
         self.journal = journal
 
-    def decide_now(self, question: Question, connection: ConnectionInfo | None = None) -> Verdict | None:
-        if isinstance(question, AcceptQuestion):
-            return ForwardAccept()
-        if isinstance(question, DimseQuestion):
-            return Permit()
-        return None
+    def open(self, connection: ConnectionInfo) -> ReturnAssociation:
+        return ReturnAssociation(self, connection)
 
-    async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
-        now = self.decide_now(question)
-        if now is not None:
-            return now
-        assert isinstance(question, AssociationQuestion)
+
+class ReturnAssociation:
+    def __init__(self, factory: ReturnPolicy, connection: ConnectionInfo) -> None:
+        self.factory = factory
+        self.connection = connection
+
+    def associate(self, question: AssociationQuestion) -> AssociationVerdict:
+        config = self.factory.config
         rq = question.rq
-        names = certificate_names(connection.peer_certificate)
-        record = {"direction": "return", "called": rq.called_ae, "calling": rq.calling_ae, "server_agent": names}
-        if not set(names) & set(self.config.allowed_server_agents):
-            self.journal.write(**record, result="refused", reason="not a configured server agent")
+        names = certificate_names(self.connection.peer_certificate)
+        record = {"direction": "return", "called": rq.called_ae, "calling": rq.calling_ae, "server_agent": names,
+                  "association": self.connection.association_id}
+        if not set(names) & set(config.allowed_server_agents):
+            self.factory.journal.write(**record, result="refused", reason="not a configured server agent")
             return _reject(f"certificate {names} is not a configured server agent",
                            RejectReason.CALLING_AE_NOT_RECOGNIZED)
         app, _, workstation = rq.called_ae.partition("@")
-        scp = self.config.apps.get(app)
-        if workstation != self.config.name or scp is None:
-            self.journal.write(**record, result="refused", reason="unknown destination")
-            return _reject(f"{rq.called_ae!r} is not an app of workstation {self.config.name}",
+        scp = config.apps.get(app)
+        if workstation != config.name or scp is None:
+            self.factory.journal.write(**record, result="refused", reason="unknown destination")
+            return _reject(f"{rq.called_ae!r} is not an app of workstation {config.name}",
                            RejectReason.CALLED_AE_NOT_RECOGNIZED)
-        self.journal.write(**record, result="forwarded", store_scp=f"{scp[0]}:{scp[1]}")
+        self.factory.journal.write(**record, result="forwarded", store_scp=f"{scp[0]}:{scp[1]}")
         return ForwardAssociation(target=Upstream(host=scp[0], port=scp[1]), rq=rq.with_ae_titles(called=app))
 
+    def accept(self, question: AcceptQuestion) -> AcceptVerdict:
+        return ForwardAccept()
 
-def certificate_names(cert: dict[str, Any] | None) -> list[str]:
-    """Subject CN and DNS subject-alternative names of a peer certificate (ssl.getpeercert form)."""
-    if not cert:
-        return []
-    names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
-    names += [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
-    return names
+    def request(self, question: RequestQuestion) -> RequestVerdict:
+        return Permit()
+
+    def response(self, question: ResponseQuestion) -> ResponseVerdict:
+        return Permit()
+
+    def notice(self, notice: Notice) -> None:
+        log.info("return association %s: %s from the %s: %s", self.connection.association_id, notice.kind.value,
+                 notice.side.value, notice.detail)
+
+    def close(self, ending: Ending) -> None:
+        pass

@@ -9,8 +9,7 @@ import asyncio
 import logging
 import ssl
 
-from dicomwire.aio import RelayServer
-from dicomwire.dimse import CommandField
+from dicomwire.listener import RelayServer
 
 from .config import WorkstationConfig
 from .oidc import LoginError, OidcClient, Tokens
@@ -71,13 +70,10 @@ class WorkstationAgent:
         self.session = session
         journal = AssociationLog(config.log_file)
         self.policy = WorkstationPolicy(config, session.current, client_context(config), journal)
-        self.main = RelayServer(
-            self.policy,
-            host=config.listen[0], port=config.listen[1], ask_requests=True,
-            max_associations=config.max_associations,
-            ask_commands=frozenset({CommandField.C_MOVE_RQ}))
+        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
+                                max_associations=config.max_associations, name="apps")
         self.returns = RelayServer(ReturnPolicy(config, journal), host=config.return_listen[0],
-                                   port=config.return_listen[1], ssl=server_context(config))
+                                   port=config.return_listen[1], ssl=server_context(config), name="return")
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -101,6 +101,7 @@ class Reason(enum.StrEnum):
     NOT_IN_MOVE = "not_in_move"  # an image the C-MOVE did not ask for, or more than the PACS announced
     NODE_ACTION_NOT_PERMITTED = "node_action_not_permitted"
     PDP_UNAVAILABLE = "pdp_unavailable"
+    OBLIGATION_NOT_UNDERSTOOD = "obligation_not_understood"  # a permit on a condition the agent cannot meet
     MALFORMED = "malformed"  # a data set or command that could be read two ways, or not at all
     DECISION_TIMEOUT = "decision_timeout"
     POLICY_ERROR = "policy_error"  # the agent's own code failed: denied (fail closed)

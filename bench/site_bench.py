@@ -17,7 +17,8 @@ from devtools.dicomdata import make_ct_study
 from devtools.peers import RelayProcess, dcmtk
 from devtools.site import Site
 from dicomwire.dimse import Tag, encode_command
-from dicomwire.pdu import RELEASE_RQ_BYTES, Pdv, encode_p_data
+from dicomwire.pdu import RELEASE_RQ_BYTES
+from dicomwire.pdv import Pdv, encode_p_data
 from tests.support.wire import pynetdicom_rq
 
 from .stats import Measure, proc_usage

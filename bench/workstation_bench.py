@@ -33,7 +33,8 @@ from devtools.server_double import ServerDouble
 from devtools.site import write_workstation_config
 from dicomwire.dimse import Tag, encode_command
 from dicomwire.identity import UserIdentity, insert_user_identity
-from dicomwire.pdu import RELEASE_RQ_BYTES, Pdv, decode_associate, encode_p_data
+from dicomwire.pdu import RELEASE_RQ_BYTES, decode_associate
+from dicomwire.pdv import Pdv, encode_p_data
 from tests.support.wire import pynetdicom_rq
 
 from .stats import Measure, proc_usage

@@ -15,18 +15,19 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dicomwire.aio import ConnectionInfo, RelayServer, TransparentPolicy, Upstream
 from dicomwire.identity import UserIdentity, add_identity_response, extract_user_identity, strip_user_identity
-from dicomwire.relay import (
+from dicomwire.listener import RelayServer
+from dicomwire.policy import NO_REQUEST, Asks, ConnectionInfo, TransparentPolicy
+from dicomwire.questions import (
     AcceptQuestion,
+    AcceptVerdict,
     AssociationQuestion,
+    AssociationVerdict,
     ForwardAccept,
     ForwardAssociation,
-    Permit,
-    Question,
     RejectAssociation,
-    Verdict,
 )
+from dicomwire.upstream import Upstream
 
 
 @dataclass
@@ -37,32 +38,40 @@ class Seen:
 
 
 @dataclass
-class DoublePolicy:
-    orthanc: Upstream
+class DoublePolicy(TransparentPolicy):
+    """Transparent for DIMSE; checks and strips the identity of each association request."""
+
+    orthanc: Upstream = field(default_factory=lambda: Upstream(host="127.0.0.1", port=0))
     seen: list[Seen] = field(default_factory=list)
     pacs_name: str = "ORTHANC"
+    asks: Asks = NO_REQUEST
 
-    async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
-        if isinstance(question, AssociationQuestion):
-            rq = question.rq
-            identity = extract_user_identity(rq)
-            self.seen.append(Seen(identity, rq.called_ae, rq.calling_ae))
-            if identity is None:
-                return RejectAssociation(reason_text="no identity", result=1, source=2, reason=1)
-            name = rq.called_ae.partition("@")[0]
-            if name != self.pacs_name:
-                return RejectAssociation(reason_text="unknown PACS", result=1, source=1, reason=7)
-            return ForwardAssociation(target=self.orthanc, rq=strip_user_identity(rq).with_ae_titles(called=name),
-                                      review_ac=identity.positive_response_requested)
-        if isinstance(question, AcceptQuestion):
-            return ForwardAccept(ac=add_identity_response(question.ac))
-        return Permit()
+    def __post_init__(self) -> None:
+        super().__init__(self.orthanc)
+
+    def open(self, connection: ConnectionInfo) -> DoublePolicy:
+        return self  # it holds nothing per association but what it records for the test
+
+    def associate(self, question: AssociationQuestion) -> AssociationVerdict:
+        rq = question.rq
+        identity = extract_user_identity(rq)
+        self.seen.append(Seen(identity, rq.called_ae, rq.calling_ae))
+        if identity is None:
+            return RejectAssociation(reason_text="no identity", result=1, source=2, reason=1)
+        name = rq.called_ae.partition("@")[0]
+        if name != self.pacs_name:
+            return RejectAssociation(reason_text="unknown PACS", result=1, source=1, reason=7)
+        return ForwardAssociation(target=self.orthanc, rq=strip_user_identity(rq).with_ae_titles(called=name),
+                                  review_ac=identity.positive_response_requested)
+
+    def accept(self, question: AcceptQuestion) -> AcceptVerdict:
+        return ForwardAccept(ac=add_identity_response(question.ac))
 
 
 class ServerDouble:
     def __init__(self, pki: Path, orthanc: tuple[str, int], forward_port: int, return_port: int,
                  workstation_return: tuple[str, int], pacs_name: str = "ORTHANC") -> None:
-        self.policy = DoublePolicy(Upstream(host=orthanc[0], port=orthanc[1]), pacs_name=pacs_name)
+        self.policy = DoublePolicy(orthanc=Upstream(host=orthanc[0], port=orthanc[1]), pacs_name=pacs_name)
         server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.crt"))
         server_ctx.verify_mode = ssl.CERT_REQUIRED
         server_ctx.load_cert_chain(str(pki / "gw1.crt"), str(pki / "gw1.key"))

@@ -6,118 +6,63 @@ backpressure: a side is read only while the core has no question pending for it 
 side's write buffer is below its high-water mark. Data is handed on as the ``bytes`` the transport
 gave us (views of it, never joined), and consecutive sends go out in one ``writelines`` call.
 
+One :class:`_Association` per connection executes one :class:`~dicomwire.relay.RelayCore`'s commands
+and puts its questions to the :class:`~dicomwire.policy.AssociationPolicy` its listener's factory
+opened for it. The listener (:mod:`dicomwire.listener`) admits connections and does the TLS handshake.
 uvloop is used where it is installed (not on Windows): it is chosen once, in :func:`run`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import datetime as _dt
+import inspect
+import itertools
 import logging
 import os
 import socket
 import ssl as _ssl
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from .association import Side
-from .relay import (
-    AcceptQuestion,
+from .admission import Pending
+from .association import Side, State
+from .commands import (
     Ask,
-    AssociationQuestion,
     CancelTimer,
     Close,
     Command,
-    DimseQuestion,
-    ForwardAccept,
-    ForwardAssociation,
     Log,
     OpenUpstream,
     PauseReading,
-    Permit,
-    Question,
-    Refuse,
-    RejectAssociation,
-    RelayCore,
-    RelayLimits,
     ResumeReading,
     Send,
     StartTimer,
+    Tell,
     Timer,
+    TimerKey,
     Trace,
-    Verdict,
 )
+from .policy import AssociationPolicy, ConnectionInfo
+from .questions import Question, Verdict
+from .relay import RelayCore
+from .upstream import Upstream
+
+if TYPE_CHECKING:
+    from .listener import RelayServer
 
 log = logging.getLogger("dicomwire.relay")
 
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_ids = itertools.count(1)  # association ids: one sequence for every listener of the process
 
 # Write buffer marks per transport: enough to keep a 1 Gbit/s loopback busy between wake-ups,
 # small enough that 500 associations cannot pin much memory (every buffer is bounded).
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Upstream:
-    """Where an association goes: a TCP peer, optionally over TLS."""
-
-    host: str
-    port: int
-    ssl: _ssl.SSLContext | None = None
-    server_hostname: str | None = None
-    # Connections kept ready (handshake done) for the next associations: a TLS handshake with a
-    # Python TLS peer costs milliseconds, paid here off the association's critical path.
-    warm: int = 0
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}{' (TLS)' if self.ssl else ''}"
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionInfo:
-    """What the driver knows about the client's connection, for the policy to decide with."""
-
-    association_id: int
-    peer: tuple[str, int] | None
-    local: tuple[str, int] | None
-    peer_certificate: dict[str, Any] | None = None
-
-
-class RelayPolicy(Protocol):
-    """Answers the core's questions. May do I/O (HTTP to an identity provider, a PDP...)."""
-
-    async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict: ...
-
-
-class TransparentPolicy:
-    """Relay everything, unchanged, to one upstream: what ``dicom-relay`` does."""
-
-    def __init__(self, upstream: Upstream) -> None:
-        self.upstream = upstream
-
-    async def decide(self, question: Question, connection: ConnectionInfo) -> Verdict:
-        return self.decide_now(question)
-
-    def decide_now(self, question: Question, connection: ConnectionInfo | None = None) -> Verdict:
-        if isinstance(question, AssociationQuestion):
-            return ForwardAssociation(target=self.upstream)
-        if isinstance(question, AcceptQuestion):
-            return ForwardAccept()
-        return Permit()
-
-
-def _deny(question: Question, why: str) -> Verdict:
-    """Fail closed: what to answer when the policy itself failed."""
-    if isinstance(question, AssociationQuestion | AcceptQuestion):
-        return RejectAssociation(reason_text=why, result=2, source=3, reason=1)
-    return Refuse(comment=why)
-
-
-TraceSink = Callable[[str], None]
+_PENDING_STATES = frozenset({State.AWAIT_RQ, State.DECIDING})
 
 
 def _tune_socket(transport: asyncio.BaseTransport, quickack: bool) -> socket.socket | None:
@@ -167,7 +112,7 @@ class _SideProtocol(asyncio.Protocol):
         self.association.data_received(self.side, data)
 
     def eof_received(self) -> bool:
-        self.association.run(self.association.core.eof_received(self.side))
+        self.association.eof_received(self.side)
         # Keep our writing half open (half-close) until the core says close; TLS has no half-close.
         return not self._tls
 
@@ -185,43 +130,61 @@ class _SideProtocol(asyncio.Protocol):
 
 
 class _Association:
-    """Executes one RelayCore's commands on two transports."""
+    """Executes one RelayCore's commands on two transports, and asks one policy."""
 
-    def __init__(self, server: RelayServer, association_id: int, busy: bool) -> None:
+    def __init__(self, server: RelayServer, pending: Pending | None) -> None:
         self.server = server
-        self.id = association_id
+        self.pending = pending  # while the association request is undecided (bounded by the listener)
+        self.id = str(next(_ids))
         self.loop = asyncio.get_running_loop()
-        self.core = RelayCore(server.limits, ask_requests=server.ask_requests, ask_commands=server.ask_commands,
-                              trace=server.trace is not None,
-                              busy=busy, label=str(association_id))
+        self.core = RelayCore(server.limits, asks=server.factory.asks, tracing=server.trace is not None)
+        self.policy: AssociationPolicy | None = None
+        self.slot = False  # counts against the listener's max_associations
         self.transports: dict[Side, asyncio.Transport | None] = {Side.CLIENT: None, Side.SERVER: None}
         self.core_paused = {Side.CLIENT: False, Side.SERVER: False}
         self.write_paused = {Side.CLIENT: False, Side.SERVER: False}
         self.reading = {Side.CLIENT: True, Side.SERVER: True}
-        self.timers: dict[Timer, asyncio.TimerHandle] = {}
+        self.timers: dict[TimerKey, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.connect_task: asyncio.Task[Any] | None = None
-        self.info = ConnectionInfo(association_id, None, None)
+        self.info = ConnectionInfo(association_id=self.id, peer=None, local=None, listener=server.name)
         self.last_activity = self.loop.time()
         self.done = self.loop.create_future()
+        self._answers: collections.deque[tuple[Question, Verdict]] = collections.deque()
+        self._draining = False
 
     # -- transport events -------------------------------------------------------------------------
     def transport_made(self, side: Side, transport: asyncio.Transport) -> None:
         self.transports[side] = transport
         if side is Side.CLIENT:
+            ssl_object = transport.get_extra_info("ssl_object")
             self.info = ConnectionInfo(
-                self.id,
-                _addr(transport.get_extra_info("peername")),
-                _addr(transport.get_extra_info("sockname")),
-                transport.get_extra_info("peercert"),
-            )
-            self._log("info", f"connection from {_fmt(self.info.peer)}")
+                association_id=self.id, peer=_addr(transport.get_extra_info("peername")),
+                local=_addr(transport.get_extra_info("sockname")), listener=self.server.name,
+                peer_certificate=ssl_object.getpeercert() if ssl_object is not None else None)
+            self.slot = self.server.take_slot()
+            self.core.busy = not self.slot
+            try:
+                self.policy = self.server.factory.open(self.info)
+            except Exception as error:  # no policy, no association: fail closed
+                self._log("error", f"policy factory failed: {error!r}; connection closed")
+                transport.abort()
+                return
+            self._log("debug", f"connection from {_fmt(self.info.peer)}")
             self.run(self.core.start())
         self._apply_reading(side)
 
     def data_received(self, side: Side, data: bytes) -> None:
         self.last_activity = self.loop.time()
+        pending = self.pending
+        if pending is not None and not pending.charge(len(data)):
+            self._log("warning", "pre-association memory budget spent: refused")
+            self.run(self.core.overloaded())
+            return
         self.run(self.core.data_received(side, data))
+
+    def eof_received(self, side: Side) -> None:
+        self.run(self.core.eof_received(side))
 
     def transport_lost(self, side: Side, exc: Exception | None) -> None:
         self.transports[side] = None
@@ -237,6 +200,26 @@ class _Association:
 
     # -- command execution --------------------------------------------------------------------------
     def run(self, commands: list[Command]) -> None:
+        """Execute ``commands`` in order, then the verdicts the policy gave at once (in the order asked):
+        applied after the batch, so that commands the core made before an answer never go out after
+        those the answer makes."""
+        self._execute_all(commands)
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            answers = self._answers
+            while answers:
+                question, verdict = answers.popleft()
+                self._execute_all(self.core.answer(question, verdict))
+        finally:
+            self._draining = False
+        pending = self.pending
+        if pending is not None and self.core.state not in _PENDING_STATES:
+            pending.leave()  # decided (or ended): no longer an anonymous connection
+            self.pending = None
+
+    def _execute_all(self, commands: list[Command]) -> None:
         batch: list[Any] = []
         batch_side: Side | None = None
         for command in commands:
@@ -264,31 +247,33 @@ class _Association:
             transport.writelines(buffers)
 
     def _execute(self, command: Command) -> None:
-        if isinstance(command, Trace):
-            sink = self.server.trace
-            if sink is not None:
-                now = _dt.datetime.now().strftime("%H:%M:%S.%f")
-                sink(f"{now} #{self.id} {command.side.arrow} {command.text}")
-        elif isinstance(command, PauseReading):
-            self.core_paused[command.side] = True
-            self._apply_reading(command.side)
-        elif isinstance(command, ResumeReading):
-            self.core_paused[command.side] = False
-            self._apply_reading(command.side)
-        elif isinstance(command, StartTimer):
-            self._start_timer(command.timer, command.seconds)
-        elif isinstance(command, CancelTimer):
-            handle = self.timers.pop(command.timer, None)
+        kind = type(command)
+        if kind is PauseReading or kind is ResumeReading:
+            side = cast(PauseReading | ResumeReading, command).side
+            self.core_paused[side] = kind is PauseReading
+            self._apply_reading(side)
+        elif kind is StartTimer:
+            start = cast(StartTimer, command)
+            self._start_timer(start.timer, start.seconds)
+        elif kind is CancelTimer:
+            handle = self.timers.pop(cast(CancelTimer, command).timer, None)
             if handle is not None:
                 handle.cancel()
-        elif isinstance(command, Ask):
-            self._ask(command.question)
-        elif isinstance(command, OpenUpstream):
-            self.connect_task = self.loop.create_task(self._connect(command.target))
-        elif isinstance(command, Close):
-            self._close(command.side)
-        elif isinstance(command, Log):
-            self._log(command.level, command.message)
+        elif kind is Ask:
+            self._ask(cast(Ask, command).question)
+        elif kind is OpenUpstream:
+            self.connect_task = self.loop.create_task(self._connect(cast(OpenUpstream, command).target))
+        elif kind is Close:
+            self._close(cast(Close, command).side)
+        elif kind is Log:
+            log_command = cast(Log, command)
+            self._log(log_command.level, log_command.message)
+        elif kind is Tell:
+            self._tell(cast(Tell, command))
+        elif kind is Trace:
+            sink = self.server.trace
+            if sink is not None:
+                sink(self.id, cast(Trace, command).fact)
 
     def _apply_reading(self, side: Side) -> None:
         transport = self.transports[side]
@@ -310,7 +295,7 @@ class _Association:
             self.connect_task.cancel()
         self._maybe_done()
 
-    def _start_timer(self, timer: Timer, seconds: float) -> None:
+    def _start_timer(self, timer: TimerKey, seconds: float) -> None:
         old = self.timers.pop(timer, None)
         if old is not None:
             old.cancel()
@@ -318,7 +303,7 @@ class _Association:
             self.last_activity = self.loop.time()
         self.timers[timer] = self.loop.call_later(seconds, self._timer_fired, timer, seconds)
 
-    def _timer_fired(self, timer: Timer, seconds: float) -> None:
+    def _timer_fired(self, timer: TimerKey, seconds: float) -> None:
         self.timers.pop(timer, None)
         if timer is Timer.IDLE:
             # Re-armed lazily: cheaper than resetting a timer on every read.
@@ -329,28 +314,41 @@ class _Association:
         self.run(self.core.timer_expired(timer))
         self._maybe_done()
 
+    # -- the policy ---------------------------------------------------------------------------------
     def _ask(self, question: Question) -> None:
-        policy = self.server.policy
-        decide_now = getattr(policy, "decide_now", None)
-        if decide_now is not None:
-            verdict = decide_now(question, self.info)  # a policy answers at once what needs no I/O
-            if verdict is not None:
-                self.run(self.core.answer(question, verdict))
-                return
-        task = self.loop.create_task(self._decide(policy, question))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _decide(self, policy: RelayPolicy, question: Question) -> None:
+        policy = self.policy
         try:
-            verdict = await policy.decide(question, self.info)
+            if policy is None:
+                raise RuntimeError("no policy for this association")
+            result = question.put(policy)
+        except Exception as error:  # a policy that raises denies
+            self._log("error", f"policy failed on {type(question).__name__}: {error!r}; denied")
+            result = question.fail_closed("authorization failed (fail closed)")
+        if inspect.isawaitable(result):
+            task = self.loop.create_task(self._decide(question, result))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        else:
+            self._answers.append((question, result))  # applied by run() once its batch is out
+
+    async def _decide(self, question: Question, pending: Awaitable[Verdict]) -> None:
+        try:
+            verdict = await pending
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a policy bug or outage must deny, never hang or crash the relay
             self._log("error", f"policy failed on {type(question).__name__}: {error!r}; denied")
-            verdict = _deny(question, "authorization failed (fail closed)")
+            verdict = question.fail_closed("authorization failed (fail closed)")
         self.run(self.core.answer(question, verdict))
         self._maybe_done()
+
+    def _tell(self, command: Tell) -> None:
+        if self.policy is None:
+            return
+        try:
+            self.policy.notice(command.notice)
+        except Exception as error:
+            self._log("error", f"policy failed on a notice: {error!r}")
 
     async def _connect(self, target: Upstream) -> None:
         pool = self.server.pool
@@ -368,12 +366,8 @@ class _Association:
                 return
         try:
             await self.loop.create_connection(
-                lambda: _SideProtocol(self, Side.SERVER),
-                target.host,
-                target.port,
-                ssl=target.ssl,
-                server_hostname=target.server_hostname if target.ssl else None,
-            )
+                lambda: _SideProtocol(self, Side.SERVER), target.host, target.port, ssl=target.ssl,
+                server_hostname=target.server_hostname if target.ssl else None)
         except asyncio.CancelledError:
             return
         except (OSError, _ssl.SSLError) as error:
@@ -384,17 +378,26 @@ class _Association:
 
     # -- end ------------------------------------------------------------------------------------------
     def _maybe_done(self) -> None:
-        if (self.core.closed and all(t is None or t.is_closing() for t in self.transports.values())
-                and not self.done.done()):
-            for handle in self.timers.values():
-                handle.cancel()
-            self.timers.clear()
-            for task in list(self.tasks):
-                task.cancel()
-            ended = getattr(self.server.policy, "association_ended", None)
-            if ended is not None:
-                ended(self.info)  # the policy forgets what it kept about this association
-            self.done.set_result(None)
+        if not (self.core.closed and all(t is None or t.is_closing() for t in self.transports.values())) or \
+                self.done.done():
+            return
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.pending is not None:
+            self.pending.leave()
+            self.pending = None
+        if self.slot:
+            self.server.free_slot()
+            self.slot = False
+        if self.policy is not None:
+            try:
+                self.policy.close(self.core.ending())  # the policy forgets what it kept about this association
+            except Exception as error:
+                self._log("error", f"policy failed to close: {error!r}")
+        self.done.set_result(None)
 
     def abort_transports(self) -> None:
         for transport in self.transports.values():
@@ -402,7 +405,7 @@ class _Association:
                 transport.abort()
 
     def _log(self, level: str, message: str) -> None:
-        log.log(logging.getLevelName(level.upper()), "assoc %d %s: %s", self.id, _fmt(self.info.peer), message)
+        log.log(logging.getLevelName(level.upper()), "assoc %s %s: %s", self.id, _fmt(self.info.peer), message)
 
 
 def _addr(value: Any) -> tuple[str, int] | None:
@@ -413,216 +416,6 @@ def _addr(value: Any) -> tuple[str, int] | None:
 
 def _fmt(addr: tuple[str, int] | None) -> str:
     return f"{addr[0]}:{addr[1]}" if addr else "-"
-
-
-class _Parked(asyncio.Protocol):
-    """A warm upstream connection waiting for an association: anything it receives ends it."""
-
-    def __init__(self, pool: WarmPool, target: Upstream) -> None:
-        self.pool = pool
-        self.target = target
-        self.transport: asyncio.Transport | None = None
-        self.since = 0.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.since = asyncio.get_running_loop().time()
-
-    def data_received(self, data: bytes) -> None:
-        self._drop()  # a peer must not speak before our A-ASSOCIATE-RQ
-
-    def eof_received(self) -> bool:
-        self._drop()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.pool.forget(self)
-
-    def _drop(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        self.pool.forget(self)
-
-
-class WarmPool:
-    """Upstream connections opened ahead of need, ``Upstream.warm`` per target, each at most
-    ``max_age`` seconds old (below the peer's ARTIM, PS3.8 9.1.5, so it never times them out)."""
-
-    def __init__(self, max_age: float = 20.0) -> None:
-        self.max_age = max_age
-        self.ready: dict[Upstream, list[_Parked]] = {}
-        self.opening: dict[Upstream, int] = {}
-        self.closed = False
-        self._sweeper: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def take(self, target: Upstream) -> asyncio.Transport | None:
-        now = asyncio.get_running_loop().time()
-        spares = self.ready.get(target, [])
-        while spares:
-            parked = spares.pop(0)
-            if parked.transport is not None and not parked.transport.is_closing() and \
-                    now - parked.since < self.max_age:
-                return parked.transport
-            if parked.transport is not None:
-                parked.transport.close()
-        return None
-
-    def refill(self, target: Upstream) -> None:
-        if self.closed:
-            return
-        missing = target.warm - len(self.ready.get(target, [])) - self.opening.get(target, 0)
-        loop = asyncio.get_running_loop()
-        for _ in range(max(0, missing)):
-            self.opening[target] = self.opening.get(target, 0) + 1
-            task = loop.create_task(self._open(target))
-            self._tasks.add(task)  # keep a reference until done (asyncio holds tasks weakly)
-            task.add_done_callback(self._tasks.discard)
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(self.max_age / 2, self._sweep)
-
-    async def _open(self, target: Upstream) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            _, protocol = await loop.create_connection(
-                lambda: _Parked(self, target), target.host, target.port, ssl=target.ssl,
-                server_hostname=target.server_hostname if target.ssl else None)
-        except (OSError, _ssl.SSLError) as error:
-            log.info("warm connection to %s failed: %s", target, error)
-            return
-        finally:
-            self.opening[target] -= 1
-        if self.closed:
-            if protocol.transport is not None:
-                protocol.transport.close()
-            return
-        self.ready.setdefault(target, []).append(protocol)
-
-    def forget(self, parked: _Parked) -> None:
-        spares = self.ready.get(parked.target, [])
-        if parked in spares:
-            spares.remove(parked)
-
-    def _sweep(self) -> None:
-        self._sweeper = None
-        if self.closed:
-            return
-        now = asyncio.get_running_loop().time()
-        for target, spares in list(self.ready.items()):
-            for parked in [p for p in spares if now - p.since >= self.max_age]:
-                spares.remove(parked)
-                if parked.transport is not None:
-                    parked.transport.close()
-            self.refill(target)
-
-    def close(self) -> None:
-        self.closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        for spares in self.ready.values():
-            for parked in spares:
-                if parked.transport is not None:
-                    parked.transport.close()
-        self.ready.clear()
-
-
-def open_files_for(needed: int) -> int:
-    """Raise this process's soft RLIMIT_NOFILE to the hard limit when ``needed`` descriptors would not
-    fit (Debian's default soft limit is 1024: two sockets per association reach it at ~500); returns
-    the soft limit now in force, and warns when even the hard limit is too low."""
-    try:
-        import resource
-    except ImportError:  # not POSIX
-        return needed
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        soft = hard if hard == resource.RLIM_INFINITY else max(soft, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        log.warning("open-file limit %d is below the %d that max_associations needs: raise it (ulimit -n)",
-                    soft, needed)
-    return int(soft)
-
-
-class RelayServer:
-    """Accepts client connections and runs one :class:`RelayCore` per association.
-
-    ``max_associations`` live associations at most: the next request is rejected with
-    A-ASSOCIATE-RJ (rejected-transient, presentation, local-limit-exceeded; PS3.8 9.3.4).
-    """
-
-    def __init__(
-        self,
-        policy: RelayPolicy,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        limits: RelayLimits | None = None,
-        max_associations: int = 200,
-        ask_requests: bool = False,
-        ask_commands: frozenset[int] | None = None,
-        trace: TraceSink | None = None,
-        ssl: _ssl.SSLContext | None = None,
-        quickack: bool = True,
-    ) -> None:
-        self.policy = policy
-        self.host = host
-        self.port = port
-        self.limits = limits or RelayLimits()
-        self.max_associations = max_associations
-        self.ask_requests = ask_requests
-        self.ask_commands = ask_commands
-        self.trace = trace
-        self.ssl = ssl
-        self.quickack = quickack
-        self.associations: set[_Association] = set()
-        self.pool = WarmPool(min(20.0, self.limits.artim_timeout * 2 / 3))
-        self._server: asyncio.base_events.Server | None = None
-        self._ids = 0
-
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self._server is not None and self._server.sockets
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return str(host), int(port)
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        open_files_for(2 * self.max_associations + 64)  # two sockets per association, a margin for spares
-        # A backlog sized for the association limit: a burst of connections is queued, not dropped
-        # (a dropped SYN costs the client a one-second retransmission).
-        self._server = await loop.create_server(self._protocol, self.host, self.port, ssl=self.ssl,
-                                                reuse_address=True, backlog=min(4096, max(128, self.max_associations)))
-        log.info("listening on %s:%d", *self.address)
-
-    def _protocol(self) -> asyncio.Protocol:
-        self._ids += 1
-        live = sum(1 for a in self.associations if not a.done.done())
-        association = _Association(self, self._ids, busy=live >= self.max_associations)
-        self.associations.add(association)
-        association.done.add_done_callback(lambda _: self.associations.discard(association))
-        return _SideProtocol(association, Side.CLIENT)
-
-    async def shutdown(self, deadline: float = 10.0) -> None:
-        """Stop accepting, let live associations finish until ``deadline`` seconds, then abort them."""
-        if self._server is not None:
-            self._server.close()
-        self.pool.close()
-        live = [a for a in self.associations if not a.done.done()]
-        if live:
-            log.info("shutting down: waiting up to %g s for %d association(s)", deadline, len(live))
-            _, pending = await asyncio.wait([a.done for a in live], timeout=deadline)
-            for association in list(self.associations):
-                if not association.done.done():
-                    association.run(association.core.shutdown())
-            if pending:
-                _, _still = await asyncio.wait(pending, timeout=1.0)
-                for association in list(self.associations):
-                    if not association.done.done():
-                        association.abort_transports()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
 
 def run(main: Callable[[], Awaitable[Any]]) -> Any:
@@ -639,4 +432,4 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
         return runner.run(main())  # type: ignore[arg-type]
 
 
-__all__ = ["ConnectionInfo", "DimseQuestion", "RelayPolicy", "RelayServer", "TransparentPolicy", "Upstream", "run"]
+__all__ = ["WRITE_HIGH_WATER", "run"]

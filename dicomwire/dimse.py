@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .errors import AbortReason, EncodeError, ProtocolError
-from .pdu import PDV_HEADER as _PDV_HEADER
-from .pdu import Frame
 
 Buffer = bytes | bytearray | memoryview
 
@@ -125,7 +123,8 @@ STATUS_PENDING = (0xFF00, 0xFF01)
 STATUS_CANCEL = 0xFE00
 STATUS_NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x "Refused: Not Authorized"
 
-Value = int | str | tuple[int, ...]
+# What a command element holds, typed; ``bytes`` is a value already encoded (copied from a request).
+Value = int | str | tuple[int, ...] | bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +217,15 @@ class CommandSet:
         return " ".join(parts)
 
 
-def decode_command(data: Buffer) -> CommandSet:
-    """Decode an Implicit VR Little Endian group-0000 command set (PS3.7 6.3.1, E.1).
+def decode_command(data: Buffer, *, strict: bool = True) -> CommandSet:
+    """Decode an Implicit VR Little Endian command set (PS3.7 6.3.1, E.1).
 
-    Raises :class:`ProtocolError` when an element overruns, a tag is outside group 0000, or tags are
-    not ascending (PS3.5 7.1: elements are ordered by tag).
+    Raises :class:`ProtocolError` when an element overruns, tags are not ascending (PS3.5 7.1: no
+    tag twice, none out of order), or the Command Field is missing or not two bytes. ``strict`` (a
+    command set we act on: every request, every response from a client) also requires group 0000
+    only and well-formed values for the elements the agents read (:func:`_check_values`), so that a
+    command means to us what it means to the receiver. A PACS's responses are read leniently: Orthanc
+    puts (0008,0000) and (0008,0058) into pending C-GET-RSP command sets, which we forward untouched.
     """
     view = memoryview(data)
     size = len(view)
@@ -235,23 +238,56 @@ def decode_command(data: Buffer) -> CommandSet:
         if size - pos < 8:
             raise ProtocolError("command set element header overruns the command set")
         group, element, length = _ELEMENT.unpack_from(view, pos)
-        if group != 0x0000:
-            raise ProtocolError(
-                f"command set holds element ({group:04X},{element:04X}) outside group 0000",
-                reason=AbortReason.INVALID_PDU_PARAMETER_VALUE,
-            )
-        if element <= last:
-            raise ProtocolError(f"command element (0000,{element:04X}) out of ascending order")
-        last = element
+        tag = group << 16 | element
+        if strict and group != 0x0000:
+            raise ProtocolError(f"command set holds element ({group:04X},{element:04X}) outside group 0000",
+                                reason=AbortReason.INVALID_PDU_PARAMETER_VALUE)
+        if tag <= last:
+            raise ProtocolError(f"command element ({group:04X},{element:04X}) out of ascending order or repeated",
+                                reason=AbortReason.INVALID_PDU_PARAMETER_VALUE)
+        last = tag
         stop = pos + 8 + length
         if stop > size:
-            raise ProtocolError(f"command element (0000,{element:04X}) length {length} overruns")
-        elements[element] = bytes(view[pos + 8 : stop])
+            raise ProtocolError(f"command element ({group:04X},{element:04X}) length {length} overruns")
+        elements[tag] = bytes(view[pos + 8 : stop])
         pos = stop
-    if Tag.COMMAND_FIELD not in elements:
-        raise ProtocolError("command set has no Command Field (0000,0100)")
-    field = _decode_value("US", elements[Tag.COMMAND_FIELD])
-    return CommandSet(MappingProxyType(elements), bytes(view), field if isinstance(field, int) else -1)
+    field = elements.get(Tag.COMMAND_FIELD)
+    if field is None or len(field) != 2:
+        raise ProtocolError("command set has no two-byte Command Field (0000,0100)",
+                            reason=AbortReason.INVALID_PDU_PARAMETER_VALUE)
+    if strict:
+        _check_values(elements)
+    return CommandSet(MappingProxyType(elements), bytes(view), int.from_bytes(field, "little"))
+
+
+_UID_CHARACTERS = frozenset(b"0123456789.")
+
+
+def _check_values(elements: Mapping[int, bytes]) -> None:
+    """The value of each element we read is what its VR allows (PS3.5 6.2): fixed-length binary
+    values of their length, UIDs of digits and dots (at most 64, padded with one NUL), AE titles of
+    printable ASCII without a backslash. Anything else could be read one way by us and another by
+    the receiver, or break the refusal we build from it: a protocol error, never a guess."""
+    for tag, value in elements.items():
+        vr = COMMAND_VR.get(tag)
+        problem = None
+        if vr == "US" and len(value) != 2:
+            problem = f"US value of {len(value)} bytes"
+        elif vr == "UL" and len(value) != 4:
+            problem = f"UL value of {len(value)} bytes"
+        elif vr == "AT" and len(value) % 4:
+            problem = f"AT value of {len(value)} bytes"
+        elif vr == "UI":
+            uid = value[:-1] if value.endswith(b"\x00") else value
+            if len(uid) > 64 or not _UID_CHARACTERS.issuperset(uid):
+                problem = "not a UID (digits and dots, at most 64)"
+        elif vr in ("AE", "LO", "SH") and any(b < 0x20 or b > 0x7E or b == 0x5C for b in value):
+            problem = f"{vr} value with a control, non-ASCII or backslash byte"
+        elif vr == "AE" and len(value.strip(b" ")) > 16:
+            problem = "AE title longer than 16 characters"
+        if problem is not None:
+            raise ProtocolError(f"command element (0000,{tag & 0xFFFF:04X}): {problem}",
+                                reason=AbortReason.INVALID_PDU_PARAMETER_VALUE)
 
 
 def peek_command_field(data: Buffer) -> int | None:
@@ -294,6 +330,8 @@ def _decode_value(vr: str, value: bytes) -> Value:
 
 
 def _encode_value(vr: str, value: Value) -> bytes:
+    if isinstance(value, bytes):
+        return value + (b"\x00" if vr == "UI" else b" ") * (len(value) % 2)
     if vr == "US":
         assert isinstance(value, int)
         return value.to_bytes(2, "little")
@@ -355,163 +393,42 @@ def refusal_response(
 ) -> bytes:
     """The response command set that refuses ``request`` (PS3.7 9.3 and C.5; status 0124H by default).
 
-    Carries Message ID Being Responded To, the Affected SOP Class (and Instance, for C-STORE), no data
-    set, the Status and an Error Comment trimmed to the 64 characters VR LO allows. C-GET and C-MOVE
-    refusals report zero completed, failed and warning sub-operations, since none ran.
+    Carries Message ID Being Responded To, the Affected SOP Class (and Instance, for C-STORE) copied
+    byte for byte from the request (never decoded and re-encoded: whatever the request held, the
+    refusal can be built), no data set, the Status and an Error Comment (:func:`error_comment`).
+    C-GET and C-MOVE refusals report zero completed, failed and warning sub-operations, since none ran.
+    Never raises for a request that has a response.
     """
     if not request.is_request or request.command_field == CommandField.C_CANCEL_RQ:
         raise ValueError(f"{request.name} is not a request that has a response")
     sop_tag = _RESPONSE_SOP_CLASS_TAG.get(request.command_field, Tag.AFFECTED_SOP_CLASS_UID)
-    sop_class = request.get(sop_tag)
     values: dict[int, Value] = {
         Tag.COMMAND_FIELD: request.command_field | 0x8000,
         Tag.MESSAGE_ID_BEING_RESPONDED_TO: request.message_id or 0,
         Tag.COMMAND_DATA_SET_TYPE: NO_DATA_SET,
         Tag.STATUS: status,
     }
-    if isinstance(sop_class, str):
+    sop_class = request.elements.get(sop_tag)
+    if sop_class is not None:
         values[Tag.AFFECTED_SOP_CLASS_UID] = sop_class
-    if request.command_field == CommandField.C_STORE_RQ and request.affected_sop_instance_uid:
-        values[Tag.AFFECTED_SOP_INSTANCE_UID] = request.affected_sop_instance_uid
+    instance = request.elements.get(Tag.AFFECTED_SOP_INSTANCE_UID)
+    if request.command_field == CommandField.C_STORE_RQ and instance:
+        values[Tag.AFFECTED_SOP_INSTANCE_UID] = instance
     if request.command_field in (CommandField.C_GET_RQ, CommandField.C_MOVE_RQ):
         values[Tag.NUMBER_OF_COMPLETED_SUBOPERATIONS] = 0
         values[Tag.NUMBER_OF_FAILED_SUBOPERATIONS] = 0
         values[Tag.NUMBER_OF_WARNING_SUBOPERATIONS] = 0
-    if comment:
-        clean = "".join(c if c.isprintable() and c != "\\" else " " for c in comment)
-        values[Tag.ERROR_COMMENT] = clean[:MAX_ERROR_COMMENT].rstrip()
+    text = error_comment(comment)
+    if text:
+        values[Tag.ERROR_COMMENT] = text
     return encode_command(values)
 
 
-# --------------------------------------------------------------------------------------------------
-# Message assembly (PS3.8 Annex E.2, PS3.7 6.3.1)
-
-
-@dataclass(frozen=True, slots=True)
-class MessageStarted:
-    """A command set is complete; ``seq`` numbers the messages of one direction from 1."""
-
-    seq: int
-    context_id: int
-    command: CommandSet
-
-
-@dataclass(frozen=True, slots=True)
-class MessageCompleted:
-    seq: int
-    context_id: int
-    command: CommandSet
-    data_set_length: int
-
-
-AssemblyEvent = MessageStarted | MessageCompleted
-
-
-class MessageAssembler:
-    """Follows one direction's PDVs: command fragments, then (if announced) data set fragments.
-
-    ``feed`` returns the events a PDV causes: a command's last fragment gives MessageStarted (and
-    MessageCompleted at once when no data set follows); a data set's last fragment gives
-    MessageCompleted. A fragment out of order or on another presentation context mid-message is a
-    ProtocolError (PS3.8 Annex E.2: fragments of one message are not interleaved with another's).
-    """
-
-    __slots__ = ("_command", "_context", "_data_length", "_max_command", "_message", "_seq")
-
-    def __init__(self, max_command_length: int = MAX_COMMAND_LENGTH) -> None:
-        self._max_command = max_command_length
-        self._command = bytearray()
-        self._context: int | None = None
-        self._message: MessageStarted | None = None  # set while data set fragments are expected
-        self._data_length = 0
-        self._seq = 0
-
-    @property
-    def seq(self) -> int:
-        """Number of the message the next fragment belongs to (the current one if mid-message)."""
-        return self._seq + 1 if self._context is None else self._seq
-
-    @property
-    def collecting_command(self) -> bool:
-        """True while a command set's fragments are arriving (its message has not started yet)."""
-        return self._context is not None and self._message is None
-
-    @property
-    def idle(self) -> bool:
-        """True between messages (a message may be injected here without interleaving)."""
-        return self._context is None
-
-    def feed_p_data(self, frames: list[Frame]) -> list[AssemblyEvent]:
-        """Follow every PDV of whole P-DATA-TF PDUs at once (the relay's pass-through path).
-
-        Same checks and events as :meth:`feed`; data set fragments in the middle of a message, the
-        bulk of any transfer, cost a few comparisons each instead of a call.
-        """
-        events: list[AssemblyEvent] = []
-        unpack = _PDV_HEADER.unpack_from
-        for frame in frames:
-            data = frame.data
-            end = len(data)
-            pos = 6
-            if pos == end:
-                raise ProtocolError("P-DATA-TF carries no PDV item (PS3.8 9.3.5 requires one or more)")
-            while pos < end:
-                if end - pos < 6:
-                    raise ProtocolError("PDV item header overruns its P-DATA-TF PDU")
-                length, context_id, control = unpack(data, pos)
-                stop = pos + 4 + length
-                if length < 2 or stop > end:
-                    raise ProtocolError(f"PDV item length {length} overruns its P-DATA-TF PDU" if length >= 2
-                                        else f"PDV item length {length} is below the 2-byte minimum")
-                if (self._message is not None and not control & 0x03 and context_id == self._context):
-                    self._data_length += length - 2  # a middle data fragment: nothing else to check
-                else:
-                    events.extend(self.feed(context_id, control, data[pos + 6 : stop]))
-                pos = stop
-        return events
-
-    def feed(self, context_id: int, control: int, value: Buffer) -> tuple[AssemblyEvent, ...]:
-        is_command = control & 0x01
-        if self._context is None:
-            if not is_command:
-                raise ProtocolError(
-                    "data set fragment with no command before it", reason=AbortReason.UNEXPECTED_PDU_PARAMETER
-                )
-            self._context = context_id
-            self._seq += 1
-        elif context_id != self._context:
-            raise ProtocolError(
-                f"fragment on presentation context {context_id} in the middle of a message on {self._context}",
-                reason=AbortReason.UNEXPECTED_PDU_PARAMETER,
-            )
-        if self._message is None:
-            if not is_command:
-                raise ProtocolError(
-                    "data set fragment before the command set's last fragment",
-                    reason=AbortReason.UNEXPECTED_PDU_PARAMETER,
-                )
-            if len(self._command) + len(value) > self._max_command:
-                raise ProtocolError(f"command set longer than {self._max_command} bytes")
-            self._command += value
-            if not control & 0x02:
-                return ()
-            command = decode_command(self._command)
-            self._command = bytearray()
-            started = MessageStarted(self._seq, context_id, command)
-            if command.has_data_set:
-                self._message = started
-                self._data_length = 0
-                return (started,)
-            self._context = None
-            return (started, MessageCompleted(self._seq, context_id, command, 0))
-        if is_command:
-            raise ProtocolError(
-                "command fragment while a data set was expected", reason=AbortReason.UNEXPECTED_PDU_PARAMETER
-            )
-        self._data_length += len(value)
-        if not control & 0x02:
-            return ()
-        message = self._message
-        self._message = None
-        self._context = None
-        return (MessageCompleted(message.seq, context_id, message.command, self._data_length),)
+def error_comment(text: str) -> str:
+    """An Error Comment (0000,0902) as VR LO allows (PS3.5 6.2): at most 64 characters of the default
+    repertoire, no backslash; a longer text is cut at a word boundary, so that it reads whole."""
+    clean = " ".join("".join(c if " " <= c <= "~" and c != "\\" else " " for c in text).split())
+    if len(clean) <= MAX_ERROR_COMMENT:
+        return clean
+    cut = clean[: MAX_ERROR_COMMENT + 1].rsplit(" ", 1)[0]
+    return (cut if len(cut) >= MAX_ERROR_COMMENT // 2 else clean[:MAX_ERROR_COMMENT]).rstrip(" ,;:")

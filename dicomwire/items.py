@@ -133,6 +133,10 @@ class PresentationContext:
             )
 
 
+# The smallest Maximum Length that carries one PDV with one byte of value (4 length, context, control).
+MIN_MAX_LENGTH = 7
+
+
 @dataclass(frozen=True, slots=True)
 class UserInformation:
     """Typed view of item 0x50 (PS3.8 9.3.2.3): its sub-items in wire order, unknown ones included."""
@@ -196,6 +200,11 @@ class UserInformation:
         lengths = [s for s in self.sub_items if s.type == ItemType.MAXIMUM_LENGTH]
         if len(lengths) > 1 or any(len(s.value) != 4 for s in lengths):
             raise ProtocolError("user information must carry one 4-byte Maximum Length sub-item")
+        announced = self.maximum_length
+        if announced is not None and 0 < announced < MIN_MAX_LENGTH:
+            # A peer that can receive no PDV at all could never be answered (PS3.8 D.1, Annex E.2).
+            raise ProtocolError(f"Maximum Length {announced} cannot carry a PDV",
+                                reason=AbortReason.INVALID_PDU_PARAMETER_VALUE)
         for kind in (ItemType.USER_IDENTITY_RQ, ItemType.USER_IDENTITY_AC):
             if sum(1 for s in self.sub_items if s.type == kind) > 1:
                 raise ProtocolError(

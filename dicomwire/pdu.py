@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .errors import (
     AbortReason,
@@ -35,7 +35,10 @@ from .items import (
     encode_items,
 )
 
-Buffer = bytes | memoryview
+if TYPE_CHECKING:
+    from .pdv import PDataTF
+
+Buffer = bytes | bytearray | memoryview
 
 HEADER = struct.Struct(">BBI")
 HEADER_LENGTH = 6
@@ -44,10 +47,11 @@ ASSOCIATE_FIXED = 68
 PROTOCOL_VERSION = 0x0001
 DICOM_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 
-# Why these defaults: DCMTK and Orthanc negotiate 16 KiB to 4 MiB PDUs; association PDUs with 128
-# presentation contexts of ten transfer syntaxes each stay far below 1 MiB.
+# Why these defaults: DCMTK and Orthanc negotiate 16 KiB to 4 MiB PDUs; an A-ASSOCIATE-RQ with 128
+# presentation contexts of ten transfer syntaxes each (~40 KiB) and a User Identity sub-item at its
+# 16-bit maximum (64 KiB) stays below 128 KiB, and 256 KiB leaves room for what we have not seen.
 DEFAULT_MAX_PDU_LENGTH = 4 * 1024 * 1024
-DEFAULT_MAX_ASSOCIATE_LENGTH = 1024 * 1024
+DEFAULT_MAX_ASSOCIATE_LENGTH = 256 * 1024
 
 
 class PduType(enum.IntEnum):
@@ -419,100 +423,12 @@ def abort_pdu(source: AbortSource = AbortSource.SERVICE_PROVIDER, reason: int = 
 
 
 # --------------------------------------------------------------------------------------------------
-# P-DATA-TF and PDV items (PS3.8 9.3.5, Annex E.2)
-
-PDV_HEADER = struct.Struct(">IBB")
-PDV_COMMAND = 0x01  # Message Control Header bit 0: command (1) or data set (0) fragment
-PDV_LAST = 0x02  # bit 1: last fragment
 
 
-@dataclass(frozen=True, slots=True)
-class Pdv:
-    """One Presentation Data Value item: ``control`` is the Message Control Header (Annex E.2)."""
+def decode_pdu(data: Buffer) -> AssociatePdu | AssociateRJ | PDataTF | ReleaseRQ | ReleaseRP | Abort:
+    """Decode one whole PDU of any of the seven types (a test oracle; the relay never decodes P-DATA)."""
+    from .pdv import PDataTF, iter_pdvs  # pdv builds on this module's header
 
-    context_id: int
-    control: int
-    value: Buffer = field(repr=False)
-
-    @property
-    def is_command(self) -> bool:
-        return bool(self.control & PDV_COMMAND)
-
-    @property
-    def is_last(self) -> bool:
-        return bool(self.control & PDV_LAST)
-
-
-@dataclass(frozen=True, slots=True)
-class PDataTF:
-    pdvs: tuple[Pdv, ...]
-
-    def encode(self) -> bytes:
-        return encode_p_data(self.pdvs)
-
-
-def iter_pdvs(data: Buffer) -> list[Pdv]:
-    """Split a whole P-DATA-TF PDU into its PDV items (values are views, not copies)."""
-    view = memoryview(data)
-    end = len(view)
-    pos = HEADER_LENGTH
-    out: list[Pdv] = []
-    unpack = PDV_HEADER.unpack_from
-    while pos < end:
-        if end - pos < 6:
-            raise ProtocolError("PDV item header overruns its P-DATA-TF PDU")
-        length, context_id, control = unpack(view, pos)
-        if length < 2:
-            raise ProtocolError(f"PDV item length {length} is below the 2-byte minimum")
-        stop = pos + 4 + length
-        if stop > end:
-            raise ProtocolError(f"PDV item length {length} overruns its P-DATA-TF PDU")
-        out.append(Pdv(context_id, control, view[pos + 6 : stop]))
-        pos = stop
-    if not out:
-        raise ProtocolError("P-DATA-TF carries no PDV item (PS3.8 9.3.5 requires one or more)")
-    return out
-
-
-def encode_p_data(pdvs: Iterable[Pdv]) -> bytes:
-    parts: list[Buffer] = []
-    total = 0
-    for pdv in pdvs:
-        parts.append(PDV_HEADER.pack(len(pdv.value) + 2, pdv.context_id, pdv.control))
-        parts.append(pdv.value)
-        total += 6 + len(pdv.value)
-    return HEADER.pack(PduType.P_DATA_TF, 0, total) + b"".join(parts)
-
-
-def fragment_message(
-    context_id: int, command: bytes, dataset: bytes | None, max_pdu_length: int
-) -> list[bytes]:
-    """Encode one DIMSE message as P-DATA-TF PDUs no longer than the peer accepts (PS3.8 Annex E).
-
-    ``max_pdu_length`` is what the receiver announced in its Maximum Length sub-item (0 = no limit).
-    """
-    room = (max_pdu_length or DEFAULT_MAX_PDU_LENGTH) - 6  # one PDV per PDU: 4 length + ctx + MCH
-    if room < 1:
-        raise ValueError(f"maximum PDU length {max_pdu_length} leaves no room for a PDV")
-    pdus: list[bytes] = []
-    for payload, is_command in ((command, True), (dataset, False)):
-        if payload is None:
-            continue
-        chunks: Sequence[bytes] = [payload[i : i + room] for i in range(0, len(payload), room)] or [b""]
-        for n, chunk in enumerate(chunks):
-            control = (PDV_COMMAND if is_command else 0) | (PDV_LAST if n == len(chunks) - 1 else 0)
-            pdus.append(encode_p_data((Pdv(context_id, control, chunk),)))
-    return pdus
-
-
-# --------------------------------------------------------------------------------------------------
-
-
-Pdu = AssociatePdu | AssociateRJ | PDataTF | ReleaseRQ | ReleaseRP | Abort
-
-
-def decode_pdu(data: Buffer) -> Pdu:
-    """Decode one whole PDU of any of the seven types."""
     view = memoryview(data)
     if len(view) < HEADER_LENGTH:
         raise ProtocolError("PDU shorter than its 6-byte header")

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import signal
 import sys
 
-from .aio import RelayServer, TransparentPolicy, Upstream, run
-from .relay import RelayLimits
+from .aio import run
+from .limits import RelayLimits
+from .listener import RelayServer
+from .policy import TransparentPolicy
+from .trace import Fact, format_fact
+from .upstream import Upstream
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -68,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     upstream = Upstream(host=args.to[0], port=args.to[1])
 
-    def trace(line: str) -> None:
-        print(line, flush=True)
+    def trace(association: str, fact: Fact) -> None:
+        print(f"{dt.datetime.now():%H:%M:%S.%f} #{association} {format_fact(fact)}", flush=True)
 
     async def serve() -> int:
         server = RelayServer(

@@ -4,8 +4,8 @@ What the policy can say (issue 3):
 
 * action-based access control by role: which DICOM actions a role may perform, and on which patients
   (``any``, ``care`` = only patients in the user's care relationships, ``none`` = nothing identifiable);
-  a C-FIND not pinned to one patient by a ``care`` role is permitted with the obligation
-  ``filter-results``: the PEP checks each match and drops the others;
+  a C-FIND not pinned to one patient is permitted with the obligation ``filter-results``: the PEP
+  checks each match (care relationships, and every patient's consent) and drops the others;
 * patient consent directives in the spirit of IHE BPPC (ITI TF-1 19): a patient acknowledges a policy
   identified by an OID, for a validity window; the domain's table says what that policy denies (other
   organizations, listed organizations, roles, purposes of use) and whether break-glass may override;
@@ -141,12 +141,13 @@ def evaluate(policy: Policy, request: Request) -> Decision:
     if role.patients == "none":
         return decide(False, "not_identifiable", f"role:{role.name}",
                       f"role {role.name} may not access identifiable patient data")
+    if not request.patient_id and request.action == "C-FIND":
+        # A query not pinned to one patient: allowed, on condition that the PEP checks each match
+        # (post-filter) and drops those the user may not see: outside the care relationships of a
+        # ``care`` role, and, for any role, those whose consent denies it.
+        return decide(True, "permit_filtered", f"role:{role.name}",
+                      f"{request.action} permitted; each match must be checked", obligations=("filter-results",))
     if role.patients == "care":
-        if not request.patient_id and request.action == "C-FIND":
-            # A query not pinned to one patient: allowed, on condition that the PEP checks each match
-            # (post-filter) and drops those outside the user's care relationships.
-            return decide(True, "permit_filtered", f"role:{role.name}",
-                          f"{request.action} permitted; each match must be checked", obligations=("filter-results",))
         if not request.patient_id:
             return decide(False, "patient_required", f"role:{role.name}",
                           f"role {role.name} must name one patient in a care relationship")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audit.syslog import SyslogTarget
+from dicomwire.limits import RelayLimits
 from dicomwire.pdu import ae_title_problem
-from dicomwire.relay import RelayLimits
 from tomlconf import ConfigError, Table, read
 
 ACTIONS = ("C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE")

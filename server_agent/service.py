@@ -8,13 +8,15 @@ import logging
 import ssl
 
 from audit.syslog import SpooledSender
-from dicomwire.aio import RelayServer
+from dicomwire.listener import RelayServer
 
+from .association import ServerPolicy
 from .authn import Authenticator
 from .config import PacsTls, ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
+from .moves import MoveRegistry
 from .pdp import PdpClient
-from .policy import MoveRegistry, ReturnPolicy, ServerPolicy
+from .returns import ReturnPolicy
 
 log = logging.getLogger("server_agent")
 
@@ -62,19 +64,18 @@ class ServerAgent:
         self.pdp = PdpClient(config.pdp, config.identity, self.authn.http)
         self.moves = MoveRegistry()
         pacs_ssl = {p.name: pacs_context(p.tls) for p in config.pacs.values() if p.tls is not None}
+        # Deny by default: every request is decided (ServerPolicy.asks), so one the agent has no policy
+        # for (N-ACTION, N-CREATE, ...) is refused 0124H instead of reaching the PACS unchecked. One
+        # factory for both main listeners: each association still gets an object of its own.
         self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl)
-        # Deny by default: every request is decided (ask_commands=None), so one the agent has no
-        # policy for (N-ACTION, N-CREATE, ...) is refused 0124H instead of reaching the PACS unchecked.
-        common = {"limits": config.limits, "max_associations": config.max_associations, "ask_requests": True,
-                  "ask_commands": None}
-        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
-                                ssl=server_context(config), **common)  # type: ignore[arg-type]
+        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1], ssl=server_context(config),
+                                limits=config.limits, max_associations=config.max_associations, name="main")
         self.plain = (RelayServer(self.policy, host=config.plain_listen[0], port=config.plain_listen[1],
-                                  **common) if config.plain_listen else None)  # type: ignore[arg-type]
-        returns = ReturnPolicy(config, self.moves, self.decisions, client_context(config), self.policy)
-        self.returns = RelayServer(returns,
-                                   host=config.return_listen[0], port=config.return_listen[1],
-                                   limits=config.limits, ask_requests=True)  # every request: deny by default
+                                  limits=config.limits, max_associations=config.max_associations, name="plain")
+                      if config.plain_listen else None)
+        returns = ReturnPolicy(config, self.moves, self.decisions, client_context(config))
+        self.returns = RelayServer(returns, host=config.return_listen[0], port=config.return_listen[1],
+                                   limits=config.limits, name="return")
 
     @property
     def servers(self) -> list[RelayServer]:

@@ -15,12 +15,14 @@ from agent import certs
 from agent.config import load
 from agent.oidc import LoginError, Tokens, load_session, save_session
 from agent.peercred import _diag_uid, _proc_address, _proc_uid, peer_uid
-from agent.policy import AssociationLog, Credentials, WorkstationPolicy, certificate_names
+from agent.policy import AssociationLog, Credentials, WorkstationPolicy
 from agent.service import client_context
-from dicomwire.aio import ConnectionInfo
+from dicomwire.association import Side
 from dicomwire.dimse import Tag, decode_command, encode_command
 from dicomwire.pdu import decode_associate
-from dicomwire.relay import AcceptQuestion, DimseQuestion, ForwardAccept, Permit, Rewrite
+from dicomwire.policy import ConnectionInfo
+from dicomwire.questions import AcceptQuestion, ForwardAccept, Permit, RequestQuestion, Rewrite
+from dicomwire.tls import certificate_names
 from tests.support.wire import pynetdicom_ac, pynetdicom_rq
 from tomlconf import ConfigError
 
@@ -125,39 +127,40 @@ def _policy(tmp_path: Path, pki: Path) -> WorkstationPolicy:
                              AssociationLog(None))
 
 
-def _move(destination: str) -> DimseQuestion:
+INFO = ConnectionInfo(association_id="1", peer=("127.0.0.1", 5000), local=("127.0.0.1", 11112))
+
+
+def _move(destination: str) -> RequestQuestion:
     command = decode_command(encode_command({Tag.COMMAND_FIELD: 0x0021, Tag.MESSAGE_ID: 3, Tag.PRIORITY: 0,
                                              Tag.AFFECTED_SOP_CLASS_UID: "1.2.840.10008.5.1.4.1.2.2.2",
                                              Tag.MOVE_DESTINATION: destination, Tag.COMMAND_DATA_SET_TYPE: 1}))
-    return DimseQuestion(id=1, side=None, context_id=1, abstract_syntax=None, command=command,  # type: ignore[arg-type]
-                         data_set=b"", data_set_complete=True)
+    return RequestQuestion(side=Side.CLIENT, context_id=1, abstract_syntax="1.2.840.10008.5.1.4.1.2.2.2",
+                           transfer_syntax="1.2.840.10008.1.2", command=command, data_set=b"", data_set_complete=True)
 
 
 def test_move_destination_gets_the_workstation_name(tmp_path: Path, pki: Path) -> None:
-    policy = _policy(tmp_path, pki)
-    verdict = policy.decide_now(_move("VIEWER1"))
-    assert isinstance(verdict, Rewrite)
+    association = _policy(tmp_path, pki).open(INFO)
+    verdict = association.request(_move("VIEWER1"))
+    assert isinstance(verdict, Rewrite) and verdict.command is not None
     rewritten = decode_command(verdict.command)
     assert rewritten.move_destination == "VIEWER1@WS1" and rewritten.message_id == 3
-    assert isinstance(policy.decide_now(_move("OTHER@WS2")), Permit)  # already self-describing
-    assert isinstance(policy.decide_now(_move("ABCDEFGHIJKLMN")), Permit)  # would not fit 16 characters
+    assert isinstance(association.request(_move("OTHER@WS2")), Permit)  # already self-describing
+    assert isinstance(association.request(_move("ABCDEFGHIJKLMN")), Permit)  # would not fit 16 characters
 
 
 def test_identity_response_is_stripped_from_the_accept(tmp_path: Path, pki: Path) -> None:
     from dicomwire.identity import add_identity_response, identity_response
 
-    policy = _policy(tmp_path, pki)
+    association = _policy(tmp_path, pki).open(INFO)
     ac = add_identity_response(decode_associate(pynetdicom_ac()))
-    verdict = policy.decide_now(AcceptQuestion(id=1, rq=decode_associate(pynetdicom_rq()), ac=ac))
+    verdict = association.accept(AcceptQuestion(rq=decode_associate(pynetdicom_rq()), ac=ac))
     assert isinstance(verdict, ForwardAccept) and verdict.ac is not None
     assert identity_response(verdict.ac) is None
 
 
 def test_association_with_identity_route_and_calling_title(tmp_path: Path, pki: Path) -> None:
-    import asyncio
-
     from dicomwire.identity import extract_user_identity
-    from dicomwire.relay import AssociationQuestion, ForwardAssociation, RejectAssociation
+    from dicomwire.questions import AssociationQuestion, ForwardAssociation, RejectAssociation
 
     config_path = _config(tmp_path, pki, replace=('name = "WS1"', 'name = "WS1"\ncheck_owner = false'))
     import ssl
@@ -165,16 +168,14 @@ def test_association_with_identity_route_and_calling_title(tmp_path: Path, pki: 
     tokens = Tokens(access_token="a.b.c", refresh_token=None, expires_at=4e9, username="rad")
     policy = WorkstationPolicy(load(config_path), lambda: Credentials(tokens), ssl.create_default_context(),
                                AssociationLog(tmp_path / "log.jsonl"))
-    info = ConnectionInfo(1, ("127.0.0.1", 5000), ("127.0.0.1", 11112))
     rq = decode_associate(pynetdicom_rq(called="PACS1@GW1", calling="VIEWER1"))
-    verdict = asyncio.run(policy.decide(AssociationQuestion(id=1, rq=rq), info))
+    verdict = policy.open(INFO).associate(AssociationQuestion(rq=rq))
     assert isinstance(verdict, ForwardAssociation) and verdict.rq is not None and verdict.review_ac
     assert verdict.rq.calling_ae == "VIEWER1@WS1" and verdict.rq.called_ae == "PACS1@GW1"
     identity = extract_user_identity(verdict.rq)
     assert identity is not None and identity.type == 5 and identity.primary == b"a.b.c"
     assert verdict.target.server_hostname == "gw1" and verdict.target.port == 2762
-    nowhere = asyncio.run(policy.decide(AssociationQuestion(id=2, rq=decode_associate(
-        pynetdicom_rq(called="PACS1@GW9"))), info))
+    nowhere = policy.open(INFO).associate(AssociationQuestion(rq=decode_associate(pynetdicom_rq(called="PACS1@GW9"))))
     assert isinstance(nowhere, RejectAssociation) and nowhere.reason == 7
     assert "a.b.c" not in (tmp_path / "log.jsonl").read_text()  # the token is never logged
 

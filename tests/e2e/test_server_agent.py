@@ -355,7 +355,7 @@ def test_each_decision_is_logged_once_and_the_chain_verifies(site: Site) -> None
     assert record["resource"]["patient_id"] == "PAT-REF-1" and record["workstation"] == "WS1"
     assert record["calling_ae"] == "FINDSCU@WS1" and record["pacs"] == "ORTHANC"
     assert record["rule_id"] == "role:radiologist" and record["policy_version"] == "demo-2026-11-22"
-    assert isinstance(record["latency_ms"], float) and record["association"] > 0
+    assert isinstance(record["latency_ms"], float) and record["association"]
     key = site.root / "decision-log.key"
     result = subprocess.run([sys.executable, "-m", "audit.cli", "verify", "--log", str(site.root / "decisions.jsonl"),
                              "--key-file", str(key)], capture_output=True, text=True)
@@ -477,7 +477,8 @@ def test_a_calling_ae_naming_another_workstation_than_the_certificate_is_rejecte
     assert (other.acceptor.primitive.result, other.acceptor.primitive.result_source,
             other.acceptor.primitive.diagnostic) == (1, 1, 3)  # permanent, service user, calling AE not recognized
     denied = events(site, event="authentication", calling_ae="VIEWER@WS2", decision="deny")
-    assert denied and "does not prove" in denied[-1]["reason"] and "ws1" in denied[-1]["certificate"]
+    assert denied and denied[-1]["reason"] == "workstation_unproven" and "ws1" in denied[-1]["certificate"]
+    assert "does not prove" in denied[-1]["detail"]
     time.sleep(0.3)
     assert site.orthanc.log_text().count("from AET VIEWER@WS2") == seen
 
@@ -503,7 +504,7 @@ def test_a_workstation_claimed_without_a_certificate_gets_no_move_to_it(site: Si
     assert statuses == [0x0124]
     move = events(site, event="authorization", action="C-MOVE", calling_ae="VIEWER@WS1")[-1]
     assert move["decision"] == "deny" and move["reason"] == "move_destination_not_allowed"
-    assert move["workstation"] == ""
+    assert move.get("workstation", "") == ""  # no workstation proven (an absent field is empty)
     login = events(site, event="authentication", calling_ae="VIEWER@WS1", decision="permit")[-1]
     assert login["claimed_workstation"] == "WS1"
 

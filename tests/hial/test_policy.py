@@ -27,7 +27,8 @@ def ask(user: str, action: str, patient: str | None = None, purpose: str = "TREA
 TABLE = [
     # user, action, patient, purpose, decision, reason, rule
     ("rad", "C-FIND", "PAT-1", "TREAT", True, "permit", "role:radiologist"),
-    ("rad", "C-FIND", None, "TREAT", True, "permit", "role:radiologist"),  # unpinned query: post-filtered later
+    # An unpinned query: permitted on the obligation to check every match (consents apply to any role).
+    ("rad", "C-FIND", None, "TREAT", True, "permit_filtered", "role:radiologist"),
     ("rad", "C-MOVE", "PAT-1", "TREAT", True, "permit", "role:radiologist"),
     ("rad", "C-GET", "PAT-1", "TREAT", True, "permit", "role:radiologist"),
     ("rad", "C-STORE", "PAT-1", "TREAT", False, "action_not_permitted", "role:radiologist"),
@@ -68,6 +69,8 @@ def test_policy_table(user: str, action: str, patient: str | None, purpose: str,
     assert (result.decision, result.reason, result.rule_id) == (decision, reason, rule)
     assert result.policy_version == "demo-2026-11-22"
     assert result.break_glass == (reason == "break_glass")
+    # A query not pinned to one patient is permitted only on the condition that every match is checked.
+    assert ("filter-results" in result.obligations) == (reason == "permit_filtered")
     context = result.context()
     assert context["rule_id"] == rule and context["policy_version"] == "demo-2026-11-22"
     if result.break_glass:

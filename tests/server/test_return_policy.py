@@ -1,20 +1,24 @@
-"""The C-MOVE return listener's policy: only the PACS's C-STORE sub-operations pass (deny by default)."""
+"""The C-MOVE return path: only the PACS's C-STORE sub-operations of an outstanding move pass, and only
+the images that move asked for, within the count the PACS announced (deny by default)."""
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from dicomwire.aio import ConnectionInfo
+from audit.events import Action, Reason
 from dicomwire.association import Side
 from dicomwire.dimse import Tag, decode_command, encode_command
-from dicomwire.relay import DimseQuestion, Permit, Refuse
-from server_agent.policy import MoveRegistry, ReturnPolicy
+from dicomwire.policy import ConnectionInfo
+from dicomwire.questions import Permit, Refuse, RequestQuestion
+from server_agent.authorization import Facts
+from server_agent.moves import Move, MoveRegistry
+from server_agent.returns import ReturnPolicy
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
+MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 
 
 class Recorded:
@@ -24,14 +28,35 @@ class Recorded:
     def write(self, event: str, **fields: Any) -> None:
         self.events.append((event, fields))
 
-
-def question(side: Side, fields: dict[int, Any]) -> DimseQuestion:
-    return DimseQuestion(id=1, side=side, context_id=1, abstract_syntax=CT,
-                         command=decode_command(encode_command(fields)), data_set=b"", data_set_complete=False)
+    problem = None
 
 
-STORE = {Tag.COMMAND_FIELD: 0x0001, Tag.MESSAGE_ID: 5, Tag.PRIORITY: 0, Tag.AFFECTED_SOP_CLASS_UID: CT,
-         Tag.AFFECTED_SOP_INSTANCE_UID: "1.2.3", Tag.COMMAND_DATA_SET_TYPE: 1}
+class Owner:
+    """Stands for the association that made the move: records what it is asked to decide."""
+
+    def __init__(self, who: tuple[str, str] = ("user", "rad")) -> None:
+        self.who_key = who
+        self.decided: list[Facts] = []
+
+    def decide(self, facts: Facts, move: Move) -> Permit:
+        self.decided.append(facts)
+        move.relayed += 1
+        return Permit()
+
+
+def command(fields: dict[int, Any]) -> Any:
+    return decode_command(encode_command(fields))
+
+
+def store(sop: str = "1.2.3", originator: tuple[str, int] | None = ("VIEWER@WS1", 7)) -> dict[int, Any]:
+    fields: dict[int, Any] = {Tag.COMMAND_FIELD: 0x0001, Tag.MESSAGE_ID: 5, Tag.PRIORITY: 0,
+                              Tag.AFFECTED_SOP_CLASS_UID: CT, Tag.AFFECTED_SOP_INSTANCE_UID: sop,
+                              Tag.COMMAND_DATA_SET_TYPE: 1}
+    if originator:
+        fields[Tag.MOVE_ORIGINATOR_AE_TITLE], fields[Tag.MOVE_ORIGINATOR_MESSAGE_ID] = originator
+    return fields
+
+
 ECHO = {Tag.COMMAND_FIELD: 0x0030, Tag.MESSAGE_ID: 6, Tag.AFFECTED_SOP_CLASS_UID: "1.2.840.10008.1.1",
         Tag.COMMAND_DATA_SET_TYPE: 0x0101}
 N_ACTION = {Tag.COMMAND_FIELD: 0x0130, Tag.MESSAGE_ID: 7, Tag.REQUESTED_SOP_CLASS_UID: "1.2.840.10008.1.20.1",
@@ -39,35 +64,117 @@ N_ACTION = {Tag.COMMAND_FIELD: 0x0130, Tag.MESSAGE_ID: 7, Tag.REQUESTED_SOP_CLAS
             Tag.COMMAND_DATA_SET_TYPE: 1}
 
 
-@pytest.mark.parametrize(("side", "fields", "allowed"), [
-    (Side.CLIENT, STORE, True),  # the PACS's C-STORE sub-operation
-    (Side.CLIENT, ECHO, False),
-    (Side.CLIENT, N_ACTION, False),
-    (Side.SERVER, STORE, False),  # nothing travels back from the workstation as a request
-], ids=["store from the PACS", "echo", "n-action", "store from the workstation"])
-def test_only_c_store_sub_operations_from_the_pacs_pass(side: Side, fields: dict[int, Any], allowed: bool) -> None:
+def head(patient: str = "PAT-1", study: str = "1.2.840.1") -> bytes:
+    """An implicit VR LE data set head: Study UID and Patient ID (ascending tags)."""
+    def element(group: int, number: int, value: bytes) -> bytes:
+        value += b"\0" * (len(value) % 2)
+        return group.to_bytes(2, "little") + number.to_bytes(2, "little") + len(value).to_bytes(4, "little") + value
+
+    return element(0x0010, 0x0020, patient.encode()) + element(0x0020, 0x000D, study.encode())
+
+
+def question(side: Side, fields: dict[int, Any], data_set: bytes = b"") -> RequestQuestion:
+    return RequestQuestion(side=side, context_id=1, abstract_syntax=CT, transfer_syntax="1.2.840.10008.1.2",
+                           command=command(fields), data_set=data_set, data_set_complete=False)
+
+
+def move_of(owner: Owner, *, level: str = "STUDY", study: str = "1.2.840.1", message_id: int = 7,
+            calling: str = "VIEWER@WS1", expires: float = 1e12) -> Move:
+    move_command = command({Tag.COMMAND_FIELD: 0x0021, Tag.MESSAGE_ID: message_id, Tag.PRIORITY: 0,
+                            Tag.AFFECTED_SOP_CLASS_UID: MOVE, Tag.MOVE_DESTINATION: "VIEWER@WS1",
+                            Tag.COMMAND_DATA_SET_TYPE: 1})
+    keys = {"level": level, "study_instance_uid": study}
+    return Move(owner=owner, facts=Facts(action=Action.C_MOVE, command=move_command, keys=keys, patient=None),  # type: ignore[arg-type]
+                destination="VIEWER@WS1", calling_ae=calling, message_id=message_id, expires=expires)
+
+
+def returns(moves: MoveRegistry) -> tuple[Any, Recorded]:
     log = Recorded()
     config = SimpleNamespace(pacs={}, workstations={})
-    decided: list[str] = []
+    policy = ReturnPolicy(config, moves, log, None, pacs_hosts={"127.0.0.1"})  # type: ignore[arg-type]
+    association = policy.open(ConnectionInfo(association_id="9", peer=("127.0.0.1", 4242), local=None))
+    association.destination = "VIEWER@WS1"
+    return association, log
 
-    class Requests:  # the server policy: decides a C-STORE sub-operation as its C-MOVE
-        async def decide_move_sub_operation(self, question: DimseQuestion, destination: str) -> Permit:
-            decided.append(question.command.name)
-            log.write("authorization", decision="permit")
-            return Permit()
 
-    policy = ReturnPolicy(config, MoveRegistry(), log, None, Requests())  # type: ignore[arg-type]
-    verdict = asyncio.run(policy.decide(question(side, fields), ConnectionInfo(1, ("127.0.0.1", 4242), None)))
-    if allowed:
-        assert isinstance(verdict, Permit) and decided == ["C-STORE-RQ"]
-    else:
-        assert isinstance(verdict, Refuse) and "return path" in verdict.comment
-        assert log.events[-1][1]["decision"] == "deny" and log.events[-1][1]["reason"] == "unsupported_service"
-        assert decided == []  # refused before any policy
+@pytest.mark.parametrize(("side", "fields"), [(Side.CLIENT, ECHO), (Side.CLIENT, N_ACTION), (Side.SERVER, store())],
+                         ids=["echo", "n-action", "store from the workstation"])
+def test_anything_but_the_pacss_c_store_is_refused(side: Side, fields: dict[int, Any]) -> None:
+    moves = MoveRegistry()
+    owner = Owner()
+    moves.add(move_of(owner))
+    association, log = returns(moves)
+    verdict = association.request(question(side, fields, head()))
+    assert isinstance(verdict, Refuse) and "return path" in verdict.comment
+    assert log.events[-1][1]["decision"] == "deny" and log.events[-1][1]["reason"] == "unsupported_service"
+    assert owner.decided == []  # refused before any policy
+
+
+def test_a_store_of_the_moved_study_is_decided_as_its_move() -> None:
+    moves = MoveRegistry()
+    owner = Owner()
+    moves.add(move_of(owner))
+    association, _ = returns(moves)
+    assert isinstance(association.request(question(Side.CLIENT, store(), head())), Permit)
+    assert [f.keys["patient_id"] for f in owner.decided] == ["PAT-1"]
+
+
+@pytest.mark.parametrize(("fields", "data_set", "reason"), [
+    (store(originator=("OTHER@WS1", 7)), head(), Reason.NO_MATCHING_MOVE),  # another app's move
+    (store(originator=("VIEWER@WS1", 8)), head(), Reason.NO_MATCHING_MOVE),  # another Message ID
+    (store(), head(study="1.2.840.999"), Reason.NOT_IN_MOVE),  # an image of a study nobody moved
+], ids=["other originator", "other message id", "other study"])
+def test_an_image_nobody_asked_for_is_refused(fields: dict[int, Any], data_set: bytes, reason: Reason) -> None:
+    moves = MoveRegistry()
+    owner = Owner()
+    moves.add(move_of(owner))
+    association, log = returns(moves)
+    assert isinstance(association.request(question(Side.CLIENT, fields, data_set)), Refuse)
+    assert log.events[-1][1]["reason"] == reason.value and owner.decided == []
+
+
+def test_no_more_images_than_the_pacs_announced() -> None:
+    moves = MoveRegistry()
+    owner = Owner()
+    move = move_of(owner)
+    moves.add(move)
+    move.respond(command({Tag.COMMAND_FIELD: 0x8021, Tag.MESSAGE_ID_BEING_RESPONDED_TO: 7, Tag.STATUS: 0xFF00,
+                          Tag.AFFECTED_SOP_CLASS_UID: MOVE, Tag.COMMAND_DATA_SET_TYPE: 0x0101,
+                          Tag.NUMBER_OF_REMAINING_SUBOPERATIONS: 1, Tag.NUMBER_OF_COMPLETED_SUBOPERATIONS: 1,
+                          Tag.NUMBER_OF_FAILED_SUBOPERATIONS: 0, Tag.NUMBER_OF_WARNING_SUBOPERATIONS: 0}), False)
+    association, log = returns(moves)
+    for n in range(2):
+        assert isinstance(association.request(question(Side.CLIENT, store(f"1.2.3.{n}"), head())), Permit)
+    assert isinstance(association.request(question(Side.CLIENT, store("1.2.3.9"), head())), Refuse)
+    assert log.events[-1][1]["reason"] == Reason.NOT_IN_MOVE.value
+
+
+def test_moves_of_two_users_to_one_destination_are_ambiguous() -> None:
+    moves = MoveRegistry()
+    moves.add(move_of(Owner(("user", "rad"))))
+    moves.add(move_of(Owner(("user", "refdoc"))))
+    association, log = returns(moves)
+    assert isinstance(association.request(question(Side.CLIENT, store(), head())), Refuse)
+    assert log.events[-1][1]["reason"] == Reason.AMBIGUOUS_MOVE.value
+
+
+def test_a_move_leaves_the_registry_with_its_end_and_when_it_expires() -> None:
+    now = [100.0]
+    moves = MoveRegistry(clock=lambda: now[0])
+    owner = Owner()
+    ended, expiring = move_of(owner), move_of(owner, message_id=8, expires=150.0)
+    moves.add(ended)
+    moves.add(expiring)
+    assert moves.match("VIEWER@WS1", "VIEWER@WS1", 7, {"study_instance_uid": "1.2.840.1"})[0] is ended
+    moves.remove(ended)  # its association is over (ServerAssociation.close)
+    assert moves.match("VIEWER@WS1", "VIEWER@WS1", 7, {"study_instance_uid": "1.2.840.1"})[0] is None
+    assert moves.active("VIEWER@WS1")
+    now[0] = 151.0
+    assert not moves.active("VIEWER@WS1")  # move_timeout passed
 
 
 def test_a_pacs_configured_by_name_is_recognised_by_its_addresses() -> None:
-    from server_agent.policy import pacs_addresses
+    from server_agent.routing import pacs_addresses
 
     by_name = SimpleNamespace(name="PACS", host="localhost")
     by_address = SimpleNamespace(name="OTHER", host="10.9.8.7")
@@ -75,23 +182,3 @@ def test_a_pacs_configured_by_name_is_recognised_by_its_addresses() -> None:
     addresses = pacs_addresses([by_name, by_address, unknown])  # type: ignore[list-item]
     assert "127.0.0.1" in addresses  # what localhost resolves to: where its associations come from
     assert {"localhost", "10.9.8.7", "no-such-host.invalid"} <= addresses
-
-
-def test_move_registry_finds_the_moves_a_sub_operation_may_belong_to() -> None:
-    import time
-
-    moves = MoveRegistry()
-    later = time.monotonic() + 60
-    moves.allow("VIEWER@WS1", 1, later, "VIEWER@WS1", 7)
-    moves.allow("VIEWER@WS1", 2, later, "OTHER@WS1", 7)
-    moves.allow("VIEWER@WS1", 3, later, "VIEWER@WS1", 1)
-    moves.allow("VIEWER@WS2", 4, later, "VIEWER@WS2", 7)
-    assert moves.origins("VIEWER@WS1", "VIEWER@WS1", 7) == [1]
-    assert moves.origins("VIEWER@WS1", "VIEWER@WS1", None) == [1, 3]  # no Message ID: every move of that AE
-    assert sorted(moves.origins("VIEWER@WS1", None, None)) == [1, 2, 3]
-    assert moves.origins("VIEWER@WS1", "VIEWER@WS1", 9) == []
-    assert moves.origins("VIEWER@WS3", None, None) == []
-    moves.end(1)
-    assert moves.origins("VIEWER@WS1", "VIEWER@WS1", 7) == []  # its association is over
-    moves.allow("VIEWER@WS9", 5, time.monotonic() - 1, "VIEWER@WS9", 1)
-    assert moves.origins("VIEWER@WS9", "VIEWER@WS9", 1) == []  # expired (move_timeout)

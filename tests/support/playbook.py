@@ -6,27 +6,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dicomwire.aio import TransparentPolicy, Upstream
 from dicomwire.association import Side
-from dicomwire.relay import (
-    Ask,
-    Close,
-    Command,
-    Log,
-    OpenUpstream,
-    PauseReading,
-    Question,
-    RelayCore,
-    ResumeReading,
-    Send,
-    Verdict,
-)
+from dicomwire.commands import Ask, Close, Command, Log, OpenUpstream, PauseReading, ResumeReading, Send, Tell
+from dicomwire.policy import TransparentPolicy
+from dicomwire.questions import Question, Verdict
+from dicomwire.relay import RelayCore
+from dicomwire.upstream import Upstream
 
 Decide = Callable[[Question], Verdict | None]
 
+_TRANSPARENT = TransparentPolicy(Upstream(host="upstream", port=0))
 
-# The relay's own transparent policy, with a placeholder upstream: playbooks never connect.
-transparent = TransparentPolicy(Upstream(host="upstream", port=0)).decide_now
+
+def transparent(question: Question) -> Verdict:
+    """The relay's own transparent policy, with a placeholder upstream: playbooks never connect."""
+    verdict = question.put(_TRANSPARENT)
+    assert not hasattr(verdict, "__await__")
+    return verdict  # type: ignore[return-value]
 
 
 @dataclass
@@ -41,6 +37,7 @@ class Playbook:
     paused: dict[Side, bool] = field(default_factory=lambda: {Side.CLIENT: False, Side.SERVER: False})
     pending: list[Question] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    notices: list[object] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
     auto_connect: bool = True
 
@@ -62,6 +59,8 @@ class Playbook:
                 self.paused[command.side] = False
             elif isinstance(command, Log):
                 self.logs.append(command.message)
+            elif isinstance(command, Tell):
+                self.notices.append(command.notice)
             elif isinstance(command, Ask):
                 verdict = self.decide(command.question)
                 if verdict is None:

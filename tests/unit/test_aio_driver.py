@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from dicomwire.aio import WRITE_HIGH_WATER, RelayServer, TransparentPolicy, Upstream
+from dicomwire.aio import WRITE_HIGH_WATER
 from dicomwire.association import Side
 from dicomwire.dimse import Tag, encode_command
-from dicomwire.pdu import Pdv, encode_p_data
+from dicomwire.listener import RelayServer
+from dicomwire.pdv import Pdv, encode_p_data
+from dicomwire.policy import TransparentPolicy
+from dicomwire.upstream import Upstream
 from tests.unit.test_relay_core import AC, RQ
 
 
@@ -43,8 +46,8 @@ def test_backpressure_stops_reading_the_client_while_upstream_is_full() -> None:
         command = encode_command({Tag.COMMAND_FIELD: 0x0001, Tag.MESSAGE_ID: 1, Tag.PRIORITY: 0,
                                   Tag.AFFECTED_SOP_CLASS_UID: "1.2.840.10008.5.1.4.1.1.2",
                                   Tag.AFFECTED_SOP_INSTANCE_UID: "1.2.3", Tag.COMMAND_DATA_SET_TYPE: 1})
-        writer.write(encode_p_data([Pdv(1, 0x03, command)]))  # a C-STORE-RQ whose data set never ends
-        pdu = encode_p_data([Pdv(1, 0x00, b"\0" * 16000)])
+        writer.write(encode_p_data([Pdv(3, 0x03, command)]))  # a C-STORE-RQ (CT, context 3) whose data set never ends
+        pdu = encode_p_data([Pdv(3, 0x00, b"\0" * 16000)])
         # Push 64 MiB while the PACS reads nothing: the relay must stop reading us, not buffer it all.
         sent = 0
         async def push() -> None:
@@ -77,7 +80,9 @@ def test_a_server_raises_a_low_open_file_limit_for_its_associations() -> None:
 
     script = """
 import asyncio, resource
-from dicomwire.aio import RelayServer, TransparentPolicy, Upstream
+from dicomwire.listener import RelayServer
+from dicomwire.policy import TransparentPolicy
+from dicomwire.upstream import Upstream
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 async def main():

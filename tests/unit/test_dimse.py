@@ -10,11 +10,9 @@ from pynetdicom import dimse_messages as dm
 from pynetdicom import dimse_primitives as dp
 from pynetdicom.dsutils import decode as pn_decode
 
+from dicomwire.assembly import MessageAssembler, MessageCompleted, MessageStarted
 from dicomwire.dimse import (
     CommandField,
-    MessageAssembler,
-    MessageCompleted,
-    MessageStarted,
     Tag,
     command_values,
     decode_command,
@@ -23,7 +21,7 @@ from dicomwire.dimse import (
     refusal_response,
 )
 from dicomwire.errors import ProtocolError
-from dicomwire.pdu import fragment_message, iter_pdvs
+from dicomwire.pdv import fragment_message, iter_pdvs
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -104,11 +102,12 @@ def test_refusal_is_a_valid_0124_response_for_each_service(kind: str) -> None:
     assert response.status == 0x0124
     assert response.message_id_responded_to == request.message_id
     assert response.affected_sop_class_uid == request.affected_sop_class_uid
-    assert response.error_comment == comment[:64]
+    # VR LO: at most 64 characters, cut at a word boundary so that the clinician reads whole words.
+    assert response.error_comment == "Refused: user alice may not see patient"
     assert not response.has_data_set
     # pynetdicom (a second implementation) reads it as the matching response message.
     ds = pn_decode(BytesIO(response.raw), True, True)
-    assert ds.Status == 0x0124 and ds.ErrorComment == comment[:64]
+    assert ds.Status == 0x0124 and ds.ErrorComment == response.error_comment
     assert ds.CommandField == request.command_field | 0x8000
     if kind == "C_STORE_RQ":
         assert response.affected_sop_instance_uid == "1.2.3.4.5"

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pynetdicom import pdu as pn_pdu
 
 from dicomwire.errors import AbortReason, AssociationRejected, ProtocolError, RejectReason
-from dicomwire.items import ItemType
+from dicomwire.items import MIN_MAX_LENGTH, ItemType
 from dicomwire.pdu import (
+    DEFAULT_MAX_PDU_LENGTH,
     RELEASE_RP_BYTES,
     RELEASE_RQ_BYTES,
     Abort,
     AssociateRJ,
-    PDataTF,
     PduFramer,
     PduType,
-    Pdv,
     ReleaseRP,
     ReleaseRQ,
     check_associate_rq,
     decode_associate,
     decode_pdu,
-    fragment_message,
-    iter_pdvs,
 )
+from dicomwire.pdv import PDataTF, Pdv, fragment_message, iter_pdvs
 from tests.support.wire import feed_three_ways, golden, hex_bytes, pynetdicom_ac, pynetdicom_rq
 
 RJ_CALLED_AE = hex_bytes("""
@@ -81,12 +81,38 @@ def test_p_data_round_trip_and_pynetdicom_agree() -> None:
 
 
 def test_fragment_message_respects_the_peer_maximum() -> None:
-    pdus = fragment_message(3, b"C" * 25, b"D" * 10, max_pdu_length=16)
+    pdus = fragment_message(3, b"C" * 25, b"D" * 10, 16)
     pdvs = [p for pdu in pdus for p in iter_pdvs(pdu)]
     assert all(len(pdu) <= 16 + 6 for pdu in pdus)
     assert [p.control for p in pdvs] == [1, 1, 3, 2]  # 10+10+5 command bytes, 10 data bytes
     assert b"".join(bytes(p.value) for p in pdvs if p.is_command) == b"C" * 25
     assert b"".join(bytes(p.value) for p in pdvs if not p.is_command) == b"D" * 10
+
+
+@given(max_length=st.integers(0, 300), command=st.binary(max_size=400), data_set=st.none() | st.binary(max_size=400))
+def test_any_workable_maximum_fragments_and_the_rest_is_a_protocol_error(max_length: int, command: bytes,
+                                                                       data_set: bytes | None) -> None:
+    """Issue 13: a Maximum Length of 1-6 raised ValueError inside the core (no A-ABORT, a hung slot).
+    Every maximum of 7 or more (0: no limit) carries any message in PDUs it allows; below 7 no PDV fits,
+    which is a protocol error (the association request announcing it is refused)."""
+    if 0 < max_length < MIN_MAX_LENGTH:
+        with pytest.raises(ProtocolError):
+            fragment_message(1, command, data_set, max_length)
+        return
+    pdus = fragment_message(1, command, data_set, max_length)
+    pdvs = [p for pdu in pdus for p in iter_pdvs(pdu)]
+    assert all(len(pdu) - 6 <= (max_length or DEFAULT_MAX_PDU_LENGTH) for pdu in pdus)
+    assert b"".join(bytes(p.value) for p in pdvs if p.is_command) == command
+    assert b"".join(bytes(p.value) for p in pdvs if not p.is_command) == (data_set or b"")
+    assert [p.is_last for p in pdvs if p.is_command][-1] and sum(p.is_last for p in pdvs) == 1 + (data_set is not None)
+
+
+@pytest.mark.parametrize("announced", [1, 6])
+def test_a_request_announcing_a_maximum_no_pdv_fits_is_refused(announced: int) -> None:
+    rq = decode_associate(pynetdicom_rq(max_length=announced))
+    with pytest.raises(ProtocolError) as error:
+        check_associate_rq(rq)
+    assert error.value.reason == AbortReason.INVALID_PDU_PARAMETER_VALUE
 
 
 @pytest.mark.parametrize("source", ["pynetdicom", "dcmtk-user-password", "dcmtk-jwt"])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dicomwire.association import Side, State
+from dicomwire.commands import Deadline, Timer
 from dicomwire.dimse import decode_command
 from dicomwire.errors import AbortReason
 from dicomwire.identity import UserIdentity, insert_user_identity
+from dicomwire.limits import RelayLimits
 from dicomwire.pdu import (
     RELEASE_RP_BYTES,
     RELEASE_RQ_BYTES,
@@ -13,10 +15,9 @@ from dicomwire.pdu import (
     AssociateRJ,
     decode_associate,
     decode_pdu,
-    fragment_message,
-    iter_pdvs,
 )
-from dicomwire.relay import (
+from dicomwire.pdv import fragment_message, iter_pdvs
+from dicomwire.questions import (
     AssociationQuestion,
     DimseQuestion,
     Drop,
@@ -24,27 +25,32 @@ from dicomwire.relay import (
     Permit,
     Refuse,
     RejectAssociation,
-    RelayCore,
-    RelayLimits,
-    Timer,
+    Rewrite,
 )
+from dicomwire.relay import RelayCore
 from tests.support.playbook import Playbook, transparent
 from tests.support.wire import pynetdicom_ac, pynetdicom_rq
 from tests.unit.test_dimse import _pynetdicom_command
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+VERIFICATION = "1.2.840.10008.1.1"
+IVLE = "1.2.840.10008.1.2"
+CONTEXTS = {FIND: 1, CT: 3, MOVE: 5, VERIFICATION: 7}  # proposed by RQ, accepted by AC
+
+RQ = pynetdicom_rq(contexts=[(context, sop, [IVLE]) for sop, context in CONTEXTS.items()])
+AC = pynetdicom_ac(contexts=tuple(CONTEXTS.values()))
 
 
-RQ = pynetdicom_rq(contexts=[(1, FIND, ["1.2.840.10008.1.2"]), (3, CT, ["1.2.840.10008.1.2"])])
-AC = pynetdicom_ac(contexts=(1, 3))
-
-
-def message(kind: str, dataset: bytes | None = None, ctx: int = 1, max_pdu: int = 16384, **fields: object) -> bytes:
+def message(kind: str, dataset: bytes | None = None, ctx: int | None = None, max_pdu: int = 16384,
+            **fields: object) -> bytes:
+    """A DIMSE message as PDUs, on the context of its SOP class unless ``ctx`` says otherwise."""
     if dataset is not None:
         fields["CommandDataSetType"] = 1
     command = _pynetdicom_command(kind, **fields)
-    return b"".join(fragment_message(ctx, command, dataset, max_pdu))
+    context = ctx if ctx is not None else CONTEXTS.get(str(fields.get("AffectedSOPClassUID", "")), 1)
+    return b"".join(fragment_message(context, command, dataset, max_pdu))
 
 
 def established(decide=transparent, limits: RelayLimits | None = None,  # type: ignore[no-untyped-def]
@@ -148,7 +154,7 @@ def test_refused_request_never_reaches_the_server_and_the_association_stays_usab
             return Refuse(comment="Not authorized: patient under consent restriction")
         return transparent(question)
 
-    book = established(decide, ask_requests=True)
+    book = established(decide, asks=None)
     book.take(Side.SERVER), book.take(Side.CLIENT)
     refused = message("C_STORE_RQ", b"\x00" * 5000, ctx=3, max_pdu=1024, MessageID=1, AffectedSOPClassUID=CT,
                       Priority=0, AffectedSOPInstanceUID="1.2.3.1")
@@ -164,7 +170,7 @@ def test_refused_request_never_reaches_the_server_and_the_association_stays_usab
 
 
 def test_reading_pauses_while_a_decision_is_pending() -> None:
-    book = established(lambda q: None if isinstance(q, DimseQuestion) else transparent(q), ask_requests=True)
+    book = established(lambda q: None if isinstance(q, DimseQuestion) else transparent(q), asks=None)
     book.take(Side.SERVER)
     echo = message("C_ECHO_RQ", MessageID=5, AffectedSOPClassUID="1.2.840.10008.1.1")
     book.client(echo + RELEASE_RQ_BYTES)
@@ -184,7 +190,7 @@ def test_c_store_question_carries_the_head_not_the_whole_data_set() -> None:
             return Permit()
         return transparent(question)
 
-    book = established(decide, RelayLimits(store_head_length=4096), ask_requests=True)
+    book = established(decide, RelayLimits(store_head_length=4096), asks=None)
     book.take(Side.SERVER)
     data = bytes(range(256)) * 400  # 100 KiB
     store = message("C_STORE_RQ", data, ctx=3, max_pdu=2048, MessageID=1, AffectedSOPClassUID=CT, Priority=0,
@@ -200,11 +206,11 @@ def test_response_review_drops_pending_matches() -> None:
     def decide(question):  # type: ignore[no-untyped-def]
         if isinstance(question, DimseQuestion):
             if question.side is Side.CLIENT:
-                return Permit(review_responses=True)
+                return Permit(review=True)
             return Drop() if b"SECRET" in question.data_set else Permit()
         return transparent(question)
 
-    book = established(decide, ask_requests=True)
+    book = established(decide, asks=None)
     book.take(Side.CLIENT)
     find = message("C_FIND_RQ", b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ", MessageID=9, AffectedSOPClassUID=FIND,
                    Priority=0)
@@ -256,10 +262,11 @@ def test_artim_expiry_closes_a_silent_connection() -> None:
 
 
 def test_decision_timeout_fails_closed() -> None:
-    book = established(lambda q: None if isinstance(q, DimseQuestion) else transparent(q), ask_requests=True)
+    book = established(lambda q: None if isinstance(q, DimseQuestion) else transparent(q), asks=None)
     book.take(Side.SERVER), book.take(Side.CLIENT)
     book.client(message("C_ECHO_RQ", MessageID=5, AffectedSOPClassUID="1.2.840.10008.1.1"))
-    book.run(book.core.timer_expired(Timer.DECISION))
+    (question,) = book.pending
+    book.run(book.core.timer_expired(Deadline(question)))
     (pdv,) = iter_pdvs(book.take(Side.CLIENT))
     assert decode_command(pdv.value).status == 0x0124
     assert book.sent[Side.SERVER] == b""
@@ -303,9 +310,7 @@ def test_half_close_after_release_request_still_gets_the_reply() -> None:
 
 def test_rewrite_replaces_the_move_destination_and_keeps_the_identifier() -> None:
     from dicomwire.dimse import Tag, command_values, encode_command
-    from dicomwire.relay import Rewrite
-
-    move_class = "1.2.840.10008.5.1.4.1.2.2.2"
+    move_class = MOVE
 
     def decide(question):  # type: ignore[no-untyped-def]
         if isinstance(question, DimseQuestion) and question.command.move_destination:
@@ -314,10 +319,10 @@ def test_rewrite_replaces_the_move_destination_and_keeps_the_identifier() -> Non
             return Rewrite(command=encode_command(values))
         return transparent(question)
 
-    book = established(decide, ask_requests=True)
+    book = established(decide, asks=None)
     book.take(Side.SERVER)
     identifier = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " * 3
-    move = message("C_MOVE_RQ", identifier, ctx=1, max_pdu=64, MessageID=4, AffectedSOPClassUID=move_class,
+    move = message("C_MOVE_RQ", identifier, max_pdu=64, MessageID=4, AffectedSOPClassUID=move_class,
                    Priority=0, MoveDestination="VIEWER1")
     book.client(move)
     forwarded = book.take(Side.SERVER)
@@ -339,7 +344,7 @@ def _split_pdus(data: bytes) -> list[bytes]:
 
 def test_refused_request_with_a_fragmented_command_leaks_no_fragment() -> None:
     book = established(lambda q: Refuse(comment="no") if isinstance(q, DimseQuestion) else transparent(q),
-                       ask_requests=True)
+                       asks=None)
     book.take(Side.SERVER), book.take(Side.CLIENT)
     echo = message("C_ECHO_RQ", max_pdu=30, MessageID=8, AffectedSOPClassUID="1.2.840.10008.1.1")
     assert len(_split_pdus(echo)) > 2  # the command set is split over several PDUs
@@ -360,7 +365,7 @@ def test_ask_commands_limits_questions_and_stores_stream_without_holding() -> No
             asked.append(question.command.name)
         return transparent(question)
 
-    book = established(decide, ask_requests=True, ask_commands=frozenset({CommandField.C_MOVE_RQ}))
+    book = established(decide, asks=frozenset({CommandField.C_MOVE_RQ}))
     book.take(Side.SERVER)
     store = message("C_STORE_RQ", b"\x01" * 50000, ctx=3, max_pdu=4096, MessageID=1, AffectedSOPClassUID=CT,
                     Priority=0, AffectedSOPInstanceUID="1.2.3.1")
@@ -375,12 +380,12 @@ def test_ask_commands_limits_questions_and_stores_stream_without_holding() -> No
 def test_response_reviews_are_pipelined_and_leave_in_order() -> None:
     def decide(question):  # type: ignore[no-untyped-def]
         if isinstance(question, DimseQuestion) and question.side is Side.CLIENT:
-            return Permit(review_responses=True)
+            return Permit(review=True)
         if isinstance(question, DimseQuestion):
             return None  # leave the responses pending
         return transparent(question)
 
-    book = established(decide, ask_requests=True)
+    book = established(decide, asks=None)
     book.take(Side.CLIENT)
     book.client(message("C_FIND_RQ", b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ", MessageID=9,
                         AffectedSOPClassUID=FIND, Priority=0))
@@ -388,9 +393,10 @@ def test_response_reviews_are_pipelined_and_leave_in_order() -> None:
                          MessageIDBeingRespondedTo=9, AffectedSOPClassUID=FIND, Status=0xFF00) for n in range(5)]
     final = message("C_FIND_RSP", MessageIDBeingRespondedTo=9, AffectedSOPClassUID=FIND, Status=0)
     book.server(b"".join(responses) + final)
-    assert len(book.pending) == 5 and not book.paused[Side.SERVER]  # asked together, reading goes on
+    assert len(book.pending) == 6 and not book.paused[Side.SERVER]  # asked together, reading goes on
     assert book.sent[Side.CLIENT] == b""
-    # Answered out of order: the output still follows the server's order.
+    # Answered out of order (the final response first): the output still follows the server's order.
+    book.answer(next(q for q in book.pending if not q.data_set), Permit())
     for n in (3, 0, 4, 1, 2):
         verdict = Drop() if n == 1 else Permit()
         book.answer(next(q for q in book.pending if q.data_set.endswith(bytes([48 + n]))), verdict)
@@ -398,18 +404,16 @@ def test_response_reviews_are_pipelined_and_leave_in_order() -> None:
 
 
 def test_rewrite_replaces_a_fragmented_identifier_and_keeps_the_command() -> None:
-    from dicomwire.relay import Rewrite
-
     find_class = "1.2.840.10008.5.1.4.1.2.2.1"
     replacement = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY \x10\x00\x20\x00\x00\x00\x00\x00"
 
     def decide(question):  # type: ignore[no-untyped-def]
         if isinstance(question, DimseQuestion) and question.command.is_request:
             assert question.data_set_complete
-            return Rewrite(data_set=replacement, review_responses=True)
+            return Rewrite(data_set=replacement, review=True)
         return transparent(question)
 
-    book = established(decide, ask_requests=True)
+    book = established(decide, asks=None)
     book.take(Side.SERVER), book.take(Side.CLIENT)
     identifier = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + b"\x08\x00\x50\x00\x08\x00\x00\x00ACC12345" * 4
     find = message("C_FIND_RQ", identifier, max_pdu=40, MessageID=6, AffectedSOPClassUID=find_class, Priority=0)
@@ -442,14 +446,12 @@ def test_rewrite_replaces_a_fragmented_identifier_and_keeps_the_command() -> Non
 
 
 def test_rewriting_an_identifier_held_only_in_part_is_refused_not_truncated() -> None:
-    from dicomwire.relay import Rewrite
-
     def decide(question):  # type: ignore[no-untyped-def]
         if isinstance(question, DimseQuestion) and question.command.is_request:
             return Rewrite(data_set=b"")
         return transparent(question)
 
-    book = established(decide, RelayLimits(max_identifier_length=32), ask_requests=True)
+    book = established(decide, RelayLimits(max_identifier_length=32), asks=None)
     book.take(Side.SERVER), book.take(Side.CLIENT)
     identifier = b"\x08\x00\x50\x00\x08\x00\x00\x00ACC12345" * 8
     book.client(message("C_FIND_RQ", identifier, max_pdu=40, MessageID=7,
@@ -465,8 +467,6 @@ def test_any_fragmentation_of_a_rewritten_identifier_forwards_exactly_the_replac
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from dicomwire.relay import Rewrite
-
     find_class = "1.2.840.10008.5.1.4.1.2.2.1"
 
     @settings(max_examples=60, deadline=None)
@@ -475,7 +475,7 @@ def test_any_fragmentation_of_a_rewritten_identifier_forwards_exactly_the_replac
     def check(max_pdu: int, original_length: int, replacement_length: int, cuts: list[int]) -> None:
         replacement = bytes(n % 251 for n in range(replacement_length))
         book = established(lambda q: Rewrite(data_set=replacement) if isinstance(q, DimseQuestion)
-                           else transparent(q), ask_requests=True)
+                           else transparent(q), asks=None)
         book.take(Side.SERVER), book.take(Side.CLIENT)
         identifier = b"\x08\x00\x50\x00\x08\x00\x00\x00ACC12345" * original_length
         stream = message("C_FIND_RQ", identifier, max_pdu=max_pdu, MessageID=9, AffectedSOPClassUID=find_class,
@@ -505,7 +505,7 @@ def test_only_the_commands_asked_about_are_asked_however_the_stream_is_cut() -> 
 
     from dicomwire.dimse import CommandField
 
-    move_class = "1.2.840.10008.5.1.4.1.2.2.2"
+    move_class = MOVE
     identifier = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "
 
     @settings(max_examples=60, deadline=None)
@@ -520,7 +520,7 @@ def test_only_the_commands_asked_about_are_asked_however_the_stream_is_cut() -> 
                 return Refuse(comment="no")
             return transparent(question)
 
-        book = established(decide, ask_requests=True, ask_commands=frozenset({CommandField.C_MOVE_RQ}))
+        book = established(decide, asks=frozenset({CommandField.C_MOVE_RQ}))
         book.take(Side.SERVER), book.take(Side.CLIENT)
         messages = []
         for n, kind in enumerate(kinds, start=1):

@@ -1,0 +1,73 @@
+"""What connections without an association may hold, per listener (anonymous peers are bounded).
+
+A connection is *pending* from the moment it is accepted until its association request has been
+decided (or it ends): a port scan, a load balancer's TCP check, a TLS scanner, a client that never
+finishes its TLS handshake or its A-ASSOCIATE-RQ. Pending connections are counted in all and per
+source address, and the bytes they make us hold (partial requests) are counted in all; a connection
+beyond a bound is closed at once, before any TLS work, and one whose bytes would exceed the budget is
+refused. A slot (``max_associations``) is taken only by a connection whose transport is up.
+"""
+
+from __future__ import annotations
+
+from .limits import RelayLimits
+
+
+class Admission:
+    """The pending connections of one listener."""
+
+    __slots__ = ("bytes", "limits", "per_source", "total")
+
+    def __init__(self, limits: RelayLimits) -> None:
+        self.limits = limits
+        self.per_source: dict[str, int] = {}  # at most max_pending_connections keys, each counting >= 1
+        self.total = 0
+        self.bytes = 0
+
+    def admit(self, source: str) -> Pending | None:
+        """A new connection from ``source``; None when a bound is reached (close it at once)."""
+        limits = self.limits
+        if self.total >= limits.max_pending_connections or \
+                self.per_source.get(source, 0) >= limits.max_pending_per_source:
+            return None
+        self.total += 1
+        self.per_source[source] = self.per_source.get(source, 0) + 1
+        return Pending(self, source)
+
+
+class Pending:
+    """One pending connection's share: released exactly once (:meth:`leave`), however it ends."""
+
+    __slots__ = ("admission", "held", "source")
+
+    def __init__(self, admission: Admission, source: str) -> None:
+        self.admission = admission
+        self.source: str | None = source
+        self.held = 0
+
+    def charge(self, count: int) -> bool:
+        """Account for ``count`` more bytes held for this connection; False if the budget is spent."""
+        admission = self.admission
+        if admission.bytes + count > admission.limits.max_pending_bytes:
+            return False
+        admission.bytes += count
+        self.held += count
+        return True
+
+    def leave(self) -> None:
+        """No longer pending (its association was decided, or it ended)."""
+        if self.source is None:
+            return
+        admission = self.admission
+        admission.bytes -= self.held
+        self.held = 0
+        admission.total -= 1
+        left = admission.per_source[self.source] - 1
+        if left:
+            admission.per_source[self.source] = left
+        else:
+            del admission.per_source[self.source]
+        self.source = None
+
+
+__all__ = ["Admission", "Pending"]

@@ -1,0 +1,503 @@
+"""The DIMSE gate of one direction: what one side sends, held while it is decided, then let through.
+
+Each side's bytes are framed into PDUs and each P-DATA-TF is followed message by message
+(:class:`~dicomwire.assembly.MessageAssembler`). A message that needs no decision and breaks no rule
+keeps the pass-through path: its PDUs go on as the very bytes that were read. A message that needs a
+question (a request the policy asks about, a response under review) is held: its identifier (or the
+head of its data set) is gathered, the question is asked, and its frames wait, in order, until every
+message in them has a fate (pass, refuse, drop, rewrite). Reading stops while a request awaits its
+verdict (TCP does the buffering) and while too many responses do. A request that breaks a DIMSE rule
+(:mod:`dicomwire.dialogue`) is answered with its failure status, or ends the association.
+
+Output to each side goes through an :class:`Output`, which knows whether that side is in the middle
+of a message: a refusal we make is sent only between messages, never inside one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+
+from .assembly import MessageAssembler, MessageCompleted, MessageStarted
+from .association import Side
+from .commands import (
+    Ask,
+    CancelTimer,
+    Command,
+    Deadline,
+    Notice,
+    NoticeKind,
+    PauseReading,
+    Send,
+    StartTimer,
+    Tell,
+    Trace,
+)
+from .dialogue import Dialogue, Exchange, Violation, is_final
+from .dimse import CommandField, CommandSet, decode_command, refusal_response
+from .errors import ProtocolError
+from .limits import RelayLimits
+from .pdu import Frame, PduFramer, PduType
+from .pdv import COMMAND, COMMAND_WHOLE, Pdv, fragment, fragment_message, pack, pdv_spans
+from .policy import Asks, asked
+from .questions import Drop, Permit, Refuse, RequestQuestion, ResponseQuestion, Rewrite, Verdict
+from .trace import MessageFact, PduFact
+
+Buffer = bytes | bytearray | memoryview
+DimseQuestion = RequestQuestion | ResponseQuestion
+
+# Requests whose whole identifier the decision needs (and C-FIND matches); any other data set is
+# decided from its head.
+_WHOLE_DATA_SET = frozenset({CommandField.C_FIND_RQ, CommandField.C_GET_RQ, CommandField.C_MOVE_RQ,
+                             CommandField.C_FIND_RSP})
+
+
+class DimseViolation(ProtocolError):
+    """A DIMSE rule broken in a way no response can answer: the association ends (A-ABORT)."""
+
+    def __init__(self, violation: Violation) -> None:
+        super().__init__(f"{violation.breach.value}: {violation.detail}", reason=violation.breach.abort_reason)
+        self.violation = violation
+
+
+class Output:
+    """What goes to one side: its Maximum Length, whether it is mid-message, refusals waiting."""
+
+    __slots__ = ("max_length", "mid_message", "side", "waiting", "writable")
+
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.max_length = 0  # what the side announced it can receive (0: not yet known)
+        self.mid_message = False
+        self.waiting: list[bytes] = []
+        self.writable = side is Side.CLIENT  # the server side is writable once connected
+
+    def send(self, data: Buffer, out: list[Command]) -> None:
+        if self.writable:
+            out.append(Send(self.side, data))
+
+    def emit(self, data: Buffer, ends_idle: bool, out: list[Command]) -> None:
+        """Forwarded bytes; ``ends_idle``: they end at a message boundary."""
+        self.send(data, out)
+        self.mid_message = not ends_idle
+        if ends_idle and self.waiting:
+            waiting, self.waiting = self.waiting, []
+            for pdu in waiting:
+                self.send(pdu, out)
+
+    def inject(self, pdus: list[bytes], out: list[Command]) -> None:
+        """A message of our own: now if the side is between messages, else after the current one."""
+        if self.mid_message:
+            self.waiting.extend(pdus)
+        else:
+            for pdu in pdus:
+                self.send(pdu, out)
+
+
+class Fate(enum.Enum):
+    __hash__ = object.__hash__
+
+    PASS = "pass"
+    GATHER = "gather"  # collecting the data set before asking
+    ASKED = "asked"
+    REFUSE = "refuse"
+    DROP = "drop"
+    REWRITE = "rewrite"
+
+
+@dataclass(slots=True)
+class _Held:
+    """A P-DATA-TF frame whose PDVs are (being) sorted by the fate of their message."""
+
+    frame: Frame
+    pdvs: list[Pdv]
+    seqs: list[int] = field(default_factory=list)  # message seq of each processed PDV
+    ends_idle: bool = False  # the frame ends at a message boundary
+
+    @property
+    def processed(self) -> bool:
+        return len(self.seqs) == len(self.pdvs)
+
+
+@dataclass(slots=True)
+class _Message:
+    started: MessageStarted
+    fate: Fate
+    exchange: Exchange | None = None  # a request's own, or the one a response answers
+    final: bool = False  # a response that ends its exchange
+    data: bytearray = field(default_factory=bytearray)
+    complete: bool = False
+    refusal: Refuse | None = None
+    question: DimseQuestion | None = None
+    new_command: bytes | None = None
+    new_data_set: bytes | None = None
+    command_sent: bool = False
+    data_set_sent: bool = False
+
+    @property
+    def rewritten(self) -> bool:
+        return (self.new_command is None or self.command_sent) and (self.new_data_set is None or self.data_set_sent)
+
+    @property
+    def settled(self) -> bool:
+        """Its frames may leave, and nothing more is owed for it."""
+        return self.refusal is None and (self.fate is Fate.PASS or (self.fate is Fate.REWRITE and self.rewritten)
+                                         or (self.complete and self.fate in (Fate.REFUSE, Fate.DROP)))
+
+
+class Gate:
+    """One direction of one association, from the bytes read on ``side`` to what leaves for the other."""
+
+    def __init__(self, side: Side, limits: RelayLimits, dialogue: Dialogue, outputs: dict[Side, Output],
+                 asks: Asks, tracing: bool) -> None:
+        self.side = side
+        self.limits = limits
+        self.dialogue = dialogue
+        self.to_other = outputs[side.other]
+        self.to_self = outputs[side]
+        self.asks = asks
+        self.tracing = tracing
+        self.framer = PduFramer(limits.max_pdu_length, limits.max_associate_length)
+        # Command sets from the client are read strictly; a PACS's responses leniently (dimse.decode_command).
+        self.strict = side is Side.CLIENT
+        self.assembler = MessageAssembler(strict=self.strict)
+        self.queue: deque[Frame] = deque()  # PDUs read, not yet processed
+        self.held: deque[_Held] = deque()
+        self.messages: dict[int, _Message] = {}  # messages whose fate is not PASS, by seq
+        self.questions: dict[DimseQuestion, _Message] = {}
+        self.asked_requests = 0
+        self.asked_responses = 0
+        self.eof = False
+        self.messages_seen = 0
+
+    @property
+    def blocked(self) -> bool:
+        """Reading stops while a request awaits its verdict, or too many responses do (they are
+        pipelined so that a policy can decide them in one batch; their frames still leave in order)."""
+        return self.asked_requests > 0 or self.asked_responses >= self.limits.max_pending_reviews
+
+    @property
+    def idle(self) -> bool:
+        return not self.held and not self.messages
+
+    # -- the pass-through path ----------------------------------------------------------------------
+    def pass_through(self, frames: list[Frame], data: Buffer, out: list[Command]) -> bool:
+        """Forward a chunk of P-DATA-TF PDUs that need no decision as one slice of what was read.
+
+        The bulk of every transfer takes this path: the PDUs are checked (PDV structure, fragment
+        order, every command against the DIMSE rules) and followed (message boundaries), then the
+        original bytes go on without a copy. Returns False, having changed nothing, when the frames
+        need the general path (tracing, something held, a command that needs a question or breaks a
+        rule, or one split across PDVs).
+        """
+        if self.tracing or not self.idle or not self._plain(frames):
+            return False
+        events = self.assembler.feed_p_data(frames)  # ProtocolError: the caller aborts
+        for event in events:
+            if isinstance(event, MessageStarted):
+                self.messages_seen += 1
+                if self._admit(event, out) is not Fate.PASS:  # _plain said otherwise: never guess
+                    raise ProtocolError(f"{event.command.name} changed its fate on the pass-through path")
+        framer = self.framer
+        buffers: list[Buffer] = [frames[0].data] if framer.joined else []
+        start, end = framer.span
+        if end > start:
+            buffers.append(memoryview(data)[start:end])
+        last = len(buffers) - 1
+        for n, buffer in enumerate(buffers):
+            self.to_other.emit(buffer, self.assembler.idle if n == last else False, out)
+        return True
+
+    def _plain(self, frames: list[Frame]) -> bool:
+        """Whether every command in these PDUs is whole in one PDV and passes without a question or a
+        broken rule. Looks ahead without changing anything."""
+        opened: set[int] = set()
+        ended: set[int] = set()
+        for frame in frames:
+            if frame.type is not PduType.P_DATA_TF:
+                return False
+            data = frame.data
+            try:
+                spans = pdv_spans(data)
+            except ProtocolError:
+                return False
+            for start, stop, context_id, control in spans:
+                if not control & COMMAND:
+                    continue
+                if control != COMMAND_WHOLE:
+                    return False
+                try:
+                    command = decode_command(data[start:stop], strict=self.strict)
+                except ProtocolError:
+                    return False
+                if not self._passes(command, context_id, opened, ended):
+                    return False
+        return True
+
+    def _passes(self, command: CommandSet, context_id: int, opened: set[int], ended: set[int]) -> bool:
+        if command.is_request:
+            if asked(self.asks, command.command_field) or \
+                    self.dialogue.check_request(self.side, command, context_id, opened) is not None:
+                return False
+            if command.message_id is not None and command.command_field != CommandField.C_CANCEL_RQ:
+                opened.add(command.message_id)
+            return True
+        exchange = self.dialogue.check_response(self.side, command, context_id, ended)
+        if isinstance(exchange, Violation) or exchange.review is not None:
+            return False
+        if is_final(command):
+            ended.add(exchange.message_id)
+        return True
+
+    # -- the general path ---------------------------------------------------------------------------
+    def relay(self, frame: Frame, out: list[Command]) -> bool:
+        """Process one P-DATA-TF; False if a question stopped processing inside it (it stays first in
+        the queue and is resumed when the answer comes)."""
+        if not self.tracing and self.idle and self._plain([frame]):
+            self._relay_plain(frame, out)
+            return True
+        if self.held and self.held[-1].frame is frame:
+            held = self.held[-1]  # resuming a frame a question interrupted
+        else:
+            held = _Held(frame, _pdvs(frame))
+            self.held.append(held)
+            if self.tracing:
+                out.append(Trace(PduFact(self.side, PduType.P_DATA_TF, frame.data)))
+        assembler = self.assembler
+        for pdv in held.pdvs[len(held.seqs):]:
+            seq = assembler.seq
+            held.seqs.append(seq)
+            message = self.messages.get(seq)
+            if message is not None and message.fate is Fate.GATHER and not pdv.is_command:
+                message.data += pdv.value
+            for event in assembler.feed(pdv.context_id, pdv.control, pdv.value):
+                self._on_event(event, out)
+            message = self.messages.get(seq)
+            if message is not None and message.fate is Fate.GATHER and (
+                    message.complete or len(message.data) >= self._gather_limit(message)):
+                self._ask(message, out)
+            if self.blocked and not held.processed:
+                return False
+        held.ends_idle = assembler.idle
+        self.flush(out)
+        return True
+
+    def _relay_plain(self, frame: Frame, out: list[Command]) -> None:
+        for event in self.assembler.feed_p_data([frame]):
+            if isinstance(event, MessageStarted):
+                self.messages_seen += 1
+                if self._admit(event, out) is not Fate.PASS:
+                    raise ProtocolError(f"{event.command.name} changed its fate on the pass-through path")
+        self.to_other.emit(frame.data, self.assembler.idle, out)
+
+    def _gather_limit(self, message: _Message) -> int:
+        if message.started.command.command_field in _WHOLE_DATA_SET:
+            return self.limits.max_identifier_length
+        return self.limits.store_head_length
+
+    def _on_event(self, event: MessageStarted | MessageCompleted, out: list[Command]) -> None:
+        if isinstance(event, MessageStarted):
+            self.messages_seen += 1
+            if self.tracing and not event.command.has_data_set:
+                out.append(Trace(MessageFact(self.side, event.command, event.context_id, None)))
+            self._admit(event, out)
+            return
+        if self.tracing and event.command.has_data_set:
+            out.append(Trace(MessageFact(self.side, event.command, event.context_id, event.data_set_length)))
+        message = self.messages.get(event.seq)
+        if message is None:
+            return
+        message.complete = True
+        if message.fate is Fate.REFUSE:
+            self._send_refusal(message, out)
+
+    def _admit(self, event: MessageStarted, out: list[Command]) -> Fate:
+        """Check a message against the DIMSE rules and decide whether it is asked about."""
+        command = event.command
+        if command.is_request:
+            violation = self.dialogue.check_request(self.side, command, event.context_id)
+            if violation is not None:
+                return self._breach(event, violation, out)
+            exchange = self.dialogue.open(self.side, command, event.context_id)
+            if not asked(self.asks, command.command_field):
+                return Fate.PASS
+            message = _Message(event, Fate.GATHER, exchange)
+        else:
+            answered = self.dialogue.check_response(self.side, command, event.context_id)
+            if isinstance(answered, Violation):
+                return self._breach(event, answered, out)
+            final = self.dialogue.respond(answered, command)
+            if answered.review is None:
+                return Fate.PASS
+            message = _Message(event, Fate.GATHER, answered, final)
+        self.messages[event.seq] = message
+        if not command.has_data_set:
+            self._ask(message, out)
+        return message.fate
+
+    def _breach(self, event: MessageStarted, violation: Violation, out: list[Command]) -> Fate:
+        out.append(Tell(Notice(kind=NoticeKind.VIOLATION, side=self.side, detail=f"{violation.breach.value}: "
+                               f"{violation.detail}", command=event.command)))
+        breach = violation.breach
+        if breach.dropped:
+            self.messages[event.seq] = _Message(event, Fate.DROP)
+            return Fate.DROP
+        if breach.status is None or not event.command.is_request:
+            raise DimseViolation(violation)
+        self.messages[event.seq] = _Message(event, Fate.REFUSE, refusal=Refuse(comment=breach.value,
+                                                                               status=breach.status))
+        if not event.command.has_data_set:
+            self.messages[event.seq].complete = True
+            self._send_refusal(self.messages[event.seq], out)
+        return Fate.REFUSE
+
+    # -- questions and verdicts ---------------------------------------------------------------------
+    def _ask(self, message: _Message, out: list[Command]) -> None:
+        started = message.started
+        exchange = message.exchange
+        assert exchange is not None
+        context_id = started.context_id
+        abstract = self.dialogue.contexts.get(context_id, "")
+        transfer = self.dialogue.transfer_syntaxes.get(context_id, "")
+        complete = message.complete or not started.command.has_data_set
+        question: DimseQuestion
+        if started.command.is_request:
+            question = RequestQuestion(side=self.side, context_id=context_id, abstract_syntax=abstract,
+                                       transfer_syntax=transfer, command=started.command, data_set=bytes(message.data),
+                                       data_set_complete=complete, retrievals=self.dialogue.retrievals(self.side.other))
+            self.asked_requests += 1
+        else:
+            question = ResponseQuestion(side=self.side, context_id=context_id, abstract_syntax=abstract,
+                                        transfer_syntax=transfer, command=started.command,
+                                        data_set=bytes(message.data), data_set_complete=complete,
+                                        request=exchange.request, review=exchange.review, final=message.final)
+            self.asked_responses += 1
+        message.fate = Fate.ASKED
+        message.question = question
+        message.data = bytearray()
+        self.questions[question] = message
+        if self.blocked:
+            out.append(PauseReading(self.side))
+        out.append(StartTimer(Deadline(question), self.limits.decision_timeout))
+        out.append(Ask(question))
+
+    def answer(self, question: DimseQuestion, verdict: Verdict, out: list[Command]) -> None:
+        message = self.questions.pop(question, None)
+        if message is None:
+            return  # answered already (its deadline passed)
+        out.append(CancelTimer(Deadline(question)))
+        if isinstance(question, RequestQuestion):
+            self.asked_requests -= 1
+        else:
+            self.asked_responses -= 1
+        if isinstance(verdict, Rewrite) and verdict.data_set is not None and not question.data_set_complete:
+            verdict = Refuse(comment="identifier too long to be checked")
+        exchange = message.exchange
+        if isinstance(verdict, Permit | Rewrite):
+            message.fate = Fate.PASS
+            if isinstance(verdict, Rewrite):
+                message.fate = Fate.REWRITE
+                message.new_command = verdict.command
+                message.new_data_set = verdict.data_set
+            if isinstance(question, RequestQuestion) and exchange is not None:
+                exchange.review = verdict.review
+        elif isinstance(verdict, Refuse) and isinstance(question, RequestQuestion):
+            message.fate = Fate.REFUSE
+            message.refusal = verdict
+            if exchange is not None:
+                self.dialogue.close(exchange)  # answered by us: it never reaches the other side
+            if message.complete:
+                self._send_refusal(message, out)
+        elif isinstance(verdict, Drop) and isinstance(question, ResponseQuestion):
+            message.fate = Fate.DROP
+        else:
+            raise TypeError(f"{type(verdict).__name__} does not answer a {type(question).__name__}")
+        self.flush(out)
+
+    def expire(self, question: DimseQuestion, out: list[Command]) -> None:
+        """The question's deadline passed: its fail-closed verdict stands (fail closed)."""
+        if question not in self.questions:
+            return
+        out.append(Tell(Notice(kind=NoticeKind.DECISION_TIMEOUT, side=self.side, command=question.command,
+                               detail=f"no verdict on {question.command.name} within "
+                                      f"{self.limits.decision_timeout:g} s")))
+        self.answer(question, question.fail_closed("Authorization decision timed out"), out)
+
+    def _send_refusal(self, message: _Message, out: list[Command]) -> None:
+        refusal = message.refusal
+        command = message.started.command
+        if refusal is None or not command.is_request:
+            return
+        message.refusal = None
+        response = refusal_response(command, status=refusal.status, comment=refusal.comment)
+        if self.tracing:
+            out.append(Trace(MessageFact(self.side.other, _decoded(response), message.started.context_id, None,
+                                         synthesised=True)))
+        self.to_self.inject(fragment_message(message.started.context_id, response, None, self.to_self.max_length),
+                            out)
+
+    # -- leaving ------------------------------------------------------------------------------------
+    def flush(self, out: list[Command]) -> None:
+        """Emit held frames, in order, as far as every PDV in them has a final fate."""
+        held = self.held
+        # A command whose last fragment has not arrived may still be refused or rewritten: hold it.
+        incomplete = self.assembler.seq if self.assembler.collecting_command else None
+        messages = self.messages
+        while held:
+            first = held[0]
+            if not first.processed or incomplete in first.seqs:
+                break
+            fates = [messages[s].fate if s in messages else Fate.PASS for s in first.seqs]
+            if any(f in (Fate.GATHER, Fate.ASKED) for f in fates):
+                break
+            held.popleft()
+            if all(f is Fate.PASS for f in fates):
+                self.to_other.emit(first.frame.data, first.ends_idle, out)
+                continue
+            kept = self._kept(first, fates)
+            for pdu in pack(kept, self.to_other.max_length):
+                self.to_other.emit(pdu, first.ends_idle, out)
+        # Forget what no frame needs any more (PASS is what an unknown message gets, so the rest of a
+        # passed message's data set takes the pass-through path).
+        live = {s for h in held for s in h.seqs}
+        for seq in [s for s, m in messages.items() if s not in live and m.settled]:
+            del messages[seq]
+
+    def _kept(self, held: _Held, fates: list[Fate]) -> list[Pdv]:
+        """The PDVs of a held frame that go on: passed ones, and a rewritten message's replacement in
+        place of its first command (data set) fragment, its other fragments skipped."""
+        kept: list[Pdv] = []
+        for pdv, seq, fate in zip(held.pdvs, held.seqs, fates, strict=True):
+            if fate is Fate.PASS:
+                kept.append(pdv)
+            elif fate is Fate.REWRITE:
+                message = self.messages[seq]
+                replacement = message.new_command if pdv.is_command else message.new_data_set
+                if replacement is None:
+                    kept.append(pdv)
+                elif pdv.is_command and not message.command_sent:
+                    kept.extend(fragment(pdv.context_id, replacement, is_command=True,
+                                         max_length=self.to_other.max_length))
+                    message.command_sent = True
+                elif not pdv.is_command and not message.data_set_sent:
+                    kept.extend(fragment(pdv.context_id, replacement, is_command=False,
+                                         max_length=self.to_other.max_length))
+                    message.data_set_sent = True
+        return kept
+
+    def clear(self) -> None:
+        self.queue.clear()
+        self.held.clear()
+
+
+def _pdvs(frame: Frame) -> list[Pdv]:
+    view = memoryview(frame.data)
+    return [Pdv(context_id, control, view[start:stop]) for start, stop, context_id, control in pdv_spans(view)]
+
+
+def _decoded(command: bytes) -> CommandSet:
+    return decode_command(command, strict=False)
+
+
+__all__ = ["DimseViolation", "Fate", "Gate", "Output"]

@@ -1,0 +1,206 @@
+"""A relay listener: accepts connections, bounds the anonymous ones, does TLS, runs one association each.
+
+Every accepted TCP connection is first *admitted* (:mod:`dicomwire.admission`): beyond the bounds on
+connections without an association (in all, per source address) it is closed at once, before any TLS
+work. On a TLS listener the handshake is then done here (``loop.start_tls``, with a deadline), so that
+a connection whose handshake fails or never starts costs no slot and is forgotten; only a connection
+whose transport is up becomes an association and may take one of ``max_associations`` slots (the
+next one gets A-ASSOCIATE-RJ rejected-transient, local-limit-exceeded; PS3.8 9.3.4). A load
+balancer's TCP check (connect, close) leaves nothing behind and is logged at debug level only.
+
+Shutdown follows uvicorn's order: stop accepting, let live associations finish until a deadline,
+then end them at an association boundary (A-ABORT), then abort what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl as _ssl
+from collections.abc import Callable
+from typing import Any
+
+from .admission import Admission, Pending
+from .aio import _Association, _SideProtocol
+from .association import Side
+from .limits import RelayLimits
+from .policy import PolicyFactory
+from .trace import Fact
+from .upstream import WarmPool
+
+log = logging.getLogger("dicomwire.relay")
+
+# Where trace facts go (only when tracing is on): the association's id and the fact; the CLI formats.
+TraceSink = Callable[[str, Fact], None]
+
+
+def open_files_for(needed: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to the hard limit when ``needed`` descriptors would not
+    fit (Debian's default soft limit is 1024: two sockets per association reach it at ~500); returns
+    the soft limit now in force, and warns when even the hard limit is too low."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return needed
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = hard if hard == resource.RLIM_INFINITY else max(soft, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("open-file limit %d is below the %d that max_associations needs: raise it (ulimit -n)",
+                    soft, needed)
+    return int(soft)
+
+
+class RelayServer:
+    """Accepts client connections and runs one :class:`~dicomwire.relay.RelayCore` per association,
+    asking the policies ``factory`` opens (see the module docstring for what is bounded)."""
+
+    def __init__(self, factory: PolicyFactory, *, host: str = "127.0.0.1", port: int = 0,
+                 limits: RelayLimits | None = None, max_associations: int = 200, trace: TraceSink | None = None,
+                 ssl: _ssl.SSLContext | None = None, quickack: bool = True, name: str = "") -> None:
+        self.factory = factory
+        self.host = host
+        self.port = port
+        self.limits = limits or RelayLimits()
+        self.max_associations = max_associations
+        self.trace = trace
+        self.ssl = ssl
+        self.quickack = quickack
+        self.name = name
+        self.admission = Admission(self.limits)
+        self.associations: set[_Association] = set()
+        self.connecting: set[asyncio.Task[None]] = set()
+        self.live = 0  # associations holding a slot
+        self.pool = WarmPool(min(20.0, self.limits.artim_timeout * 2 / 3))
+        self._sock: socket.socket | None = None
+        self._refused = 0
+        self._refused_said = -60.0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._sock is not None
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        needed = 2 * self.max_associations + self.limits.max_pending_connections + 64
+        open_files_for(needed)  # two sockets per association, the pending ones, a margin for spares
+        # Our own accept loop rather than loop.create_server: every connection is admitted (or closed)
+        # before any TLS work, with the peer's address in hand, and the TLS handshake runs with a
+        # deadline on a connection that holds no slot (loop.connect_accepted_socket).
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            # A backlog sized for the association limit: a burst of connections is queued, not dropped
+            # (a dropped SYN costs the client a one-second retransmission).
+            sock.listen(min(4096, max(128, self.max_associations)))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        loop.add_reader(sock.fileno(), self._accept_ready)
+        log.info("listening on %s:%d%s", *self.address, " (TLS)" if self.ssl else "")
+
+    def _accept_ready(self) -> None:
+        assert self._sock is not None
+        for _ in range(64):  # a burst, then let the loop serve the associations
+            try:
+                conn, address = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # out of descriptors, or the like: say so, keep listening
+                log.error("accept failed on %s:%d: %s", *self.address, error)
+                return
+            self._accepted(conn, address)
+
+    def _accepted(self, conn: socket.socket, address: Any) -> None:
+        conn.setblocking(False)
+        source = str(address[0]) if isinstance(address, tuple) else "-"
+        pending = self.admission.admit(source)
+        if pending is None:
+            self.refused(source)
+            conn.close()
+            return
+        association = _Association(self, pending)
+        self.associations.add(association)
+        association.done.add_done_callback(lambda _: self.associations.discard(association))
+        task = asyncio.get_running_loop().create_task(self._connect(conn, association, pending))
+        self.connecting.add(task)
+        task.add_done_callback(self.connecting.discard)
+
+    async def _connect(self, conn: socket.socket, association: _Association, pending: Pending) -> None:
+        """The transport of an admitted connection, TLS done (PS3.15 B.12) where this listener has it;
+        the association begins when it is up (the protocol's connection_made)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: _SideProtocol(association, Side.CLIENT), sock=conn, ssl=self.ssl,
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout if self.ssl else None)
+        except asyncio.CancelledError:
+            self._forget(association, conn, pending)
+            raise
+        except (OSError, _ssl.SSLError, TimeoutError) as error:
+            # A TCP check or a scanner that leaves before the handshake is routine: debug, not info.
+            quiet = isinstance(error, ConnectionError | _ssl.SSLEOFError)
+            log.log(logging.DEBUG if quiet else logging.INFO, "TLS handshake from %s failed: %s",
+                    pending.source or "-", f"{type(error).__name__}: {error}")
+            self._forget(association, conn, pending)
+
+    @staticmethod
+    def _forget(association: _Association, conn: socket.socket, pending: Pending) -> None:
+        """A connection that never became an association: no slot, no trace, nothing left pending."""
+        conn.close()
+        pending.leave()
+        association.pending = None
+        if not association.done.done():
+            association.done.set_result(None)
+
+    def refused(self, source: str) -> None:
+        """Say that connections are being closed unadmitted: at most once a minute, with a count (a
+        flood must not become a flood of log lines)."""
+        self._refused += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._refused_said >= 60.0:
+            log.warning("%d connection(s) closed at once in the last minute: too many connections without an "
+                        "association (in all, or from one address; the last from %s)", self._refused, source)
+            self._refused, self._refused_said = 0, now
+
+    def take_slot(self) -> bool:
+        if self.live >= self.max_associations:
+            return False
+        self.live += 1
+        return True
+
+    def free_slot(self) -> None:
+        self.live -= 1
+
+    async def shutdown(self, deadline: float = 10.0) -> None:
+        """Stop accepting, let live associations finish until ``deadline`` seconds, then abort them."""
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+        self.pool.close()
+        for task in list(self.connecting):
+            task.cancel()
+        live = [a for a in self.associations if not a.done.done()]
+        if live:
+            log.info("shutting down: waiting up to %g s for %d association(s)", deadline, len(live))
+            _, pending = await asyncio.wait([a.done for a in live], timeout=deadline)
+            for association in list(self.associations):
+                if not association.done.done():
+                    association.run(association.core.shutdown())
+            if pending:
+                _, _still = await asyncio.wait(pending, timeout=1.0)
+                for association in list(self.associations):
+                    if not association.done.done():
+                        association.abort_transports()
+
+
+__all__ = ["RelayServer", "TraceSink", "open_files_for"]

@@ -1,0 +1,354 @@
+"""One association through the server agent: its policy object, holding everything about it.
+
+:class:`ServerPolicy` (the factory the main listeners are given) opens a :class:`ServerAssociation`
+per connection. That object authenticates the User Identity (PS3.7 D.3.3.7) or applies node policy,
+routes by the called AE title, and decides every request (:mod:`server_agent.authorization`), every
+C-FIND match under review (:mod:`server_agent.postfilter`), every C-GET sub-operation and, for the
+return listener, every C-MOVE sub-operation of its moves (:mod:`server_agent.moves`). The user, their
+token, the moves and retrievals it made, the matches it awaits: attributes of this object, released
+by :meth:`ServerAssociation.close`, never keyed by a number a peer chose.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from audit.events import Action, Reason
+from dicomwire.commands import Notice
+from dicomwire.dimse import CommandField
+from dicomwire.identity import add_identity_response, extract_user_identity, strip_user_identity
+from dicomwire.policy import EVERY_REQUEST, Asks, ConnectionInfo, Ending
+from dicomwire.questions import (
+    AcceptQuestion,
+    AcceptVerdict,
+    AssociationQuestion,
+    AssociationVerdict,
+    Drop,
+    ForwardAccept,
+    ForwardAssociation,
+    Permit,
+    Refuse,
+    RejectAssociation,
+    RequestQuestion,
+    RequestVerdict,
+    ResponseQuestion,
+    ResponseVerdict,
+    Rewrite,
+)
+from dicomwire.tls import certificate_names
+
+from .authn import AuthenticationFailed, Authenticator, Subject
+from .authorization import ACTIONS, Facts, Outcome, PdpQuery, conclude, prepare
+from .config import Pacs, ServerAgentConfig
+from .decisions import Decisions
+from .moves import Move, MoveRegistry
+from .pdp import Decision, PdpClient, PdpUnavailable
+from .postfilter import Batcher, FindReview
+from .records import Recorder
+from .resources import PATIENT_ID, Context, authzen_request, pinned_patient, read_keys, with_return_key, without_element
+from .routing import pacs_upstream, route, workstation_claim
+
+log = logging.getLogger("server_agent")
+
+
+def comment(text: str) -> str:
+    """The Error Comment of a refusal: the reason, whole words within VR LO's 64 characters."""
+    return f"Not authorized: {text}" if text else "Not authorized"
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class Retrieval:
+    """A permitted C-GET (the review object of its request): its sub-operations come on this association."""
+
+    facts: Facts
+    sub_operations: int = 0  # permitted
+
+
+@dataclass(slots=True)
+class ServerPolicy:
+    """The collaborators every association of the main listeners shares; opens one object each."""
+
+    config: ServerAgentConfig
+    authn: Authenticator
+    pdp: PdpClient
+    moves: MoveRegistry
+    decisions: Decisions
+    pacs_ssl: Mapping[str, ssl.SSLContext] = field(default_factory=dict)  # by PACS name, for those over TLS
+    asks: Asks = EVERY_REQUEST  # deny by default: every request is decided
+
+    def open(self, connection: ConnectionInfo) -> ServerAssociation:
+        return ServerAssociation(self, connection)
+
+
+class ServerAssociation:
+    """Everything the server agent knows and decides about one association."""
+
+    def __init__(self, factory: ServerPolicy, connection: ConnectionInfo) -> None:
+        self.factory = factory
+        self.config = factory.config
+        self.connection = connection
+        self.record = Recorder(factory.decisions, connection.association_id)
+        self.subject: Subject | None = None
+        self.context: Context | None = None
+        self.pacs: Pacs | None = None
+        self.positive_response = False
+        self.moves: list[Move] = []  # in the registry while outstanding; removed with this association
+        self.retrievals: list[Retrieval | Move] = []  # for the transfer summaries at the end
+        self.batcher = Batcher(factory.pdp)
+
+    @property
+    def who_key(self) -> tuple[str, str]:
+        return (self.subject.kind, self.subject.id) if self.subject else ("", "")
+
+    # ---- the association -------------------------------------------------------------------------------
+    async def associate(self, question: AssociationQuestion) -> AssociationVerdict:
+        started = time.perf_counter()
+        rq, connection = question.rq, self.connection
+        names = certificate_names(connection.peer_certificate)
+        self.record.begin(peer=connection.peer, certificate=names, calling_ae=rq.calling_ae, called_ae=rq.called_ae)
+
+        def reject(reason: Reason, detail: str, code: tuple[int, int, int]) -> RejectAssociation:
+            self.record.authentication(reason, detail, started)
+            log.warning("association %s from %s refused: %s", connection.association_id, connection.peer, detail)
+            return RejectAssociation(reason_text=detail, result=code[0], source=code[1], reason=code[2])
+
+        problem = self.factory.decisions.problem if self.config.refuse_unlogged else None
+        if problem is not None:
+            return reject(Reason.DECISION_LOG_UNAVAILABLE, f"decision log unavailable ({problem}): refusing to act "
+                                                           "unlogged", (2, 3, 1))
+        pacs = route(self.config, rq.called_ae)
+        if pacs is None:
+            return reject(Reason.CALLED_AE_UNKNOWN, f"called AE title {rq.called_ae!r} names no PACS here", (1, 1, 7))
+        self.record.note(pacs=pacs.name)
+        claim = workstation_claim(self.config, rq.calling_ae, names)
+        if claim.refusal is not None:
+            return reject(claim.refusal, claim.detail, (1, 1, 3))
+        if claim.claimed and not claim.workstation:
+            self.record.note(claimed_workstation=claim.claimed)
+        identity = extract_user_identity(rq)
+        if identity is None:
+            node = self.config.nodes.get(rq.calling_ae)
+            if node is None or (connection.peer and connection.peer[0] not in node.addresses):
+                return reject(Reason.IDENTITY_MISSING, "no user identity, and not a registered node at this address",
+                              (1, 2, 1))
+            subject = Subject(kind="node", id=node.ae_title, username=node.ae_title)
+        else:
+            self.record.note(identity_type=identity.type)
+            try:
+                subject = await self.factory.authn.authenticate(identity, names)
+            except AuthenticationFailed as error:
+                reason = getattr(error, "reason", Reason.TOKEN_REJECTED)
+                return reject(reason, str(error), (1, 2, 1))
+        self.subject, self.pacs = subject, pacs
+        self.context = Context(calling_ae=rq.calling_ae, called_ae=rq.called_ae, workstation=claim.workstation,
+                               certificate=names, peer=self.record.peer)
+        self.positive_response = bool(identity and identity.positive_response_requested)
+        self.record.authenticated(subject, claim.workstation, started)
+        forwarded = (strip_user_identity(rq) if identity else rq).with_ae_titles(called=pacs.ae_title)
+        return ForwardAssociation(target=pacs_upstream(pacs, self.factory.pacs_ssl), rq=forwarded,
+                                  review_ac=self.positive_response)
+
+    def accept(self, question: AcceptQuestion) -> AcceptVerdict:
+        if self.positive_response:
+            return ForwardAccept(ac=add_identity_response(question.ac))  # PS3.7 D.3.3.7.2
+        return ForwardAccept()
+
+    # ---- requests ---------------------------------------------------------------------------------------
+    def request(self, question: RequestQuestion) -> RequestVerdict | Awaitable[RequestVerdict]:
+        command = question.command
+        action = ACTIONS.get(command.command_field)  # type: ignore[call-overload]
+        sub_operation_of: Action | None = None
+        retrieval: Retrieval | None = None
+        if question.side.value == "server":
+            # A request from the PACS: on this association only a C-GET's C-STOREs are expected, each
+            # decided as the C-GET it belongs to; anything else has no policy here.
+            if command.command_field != CommandField.C_STORE_RQ:
+                action = None
+            else:
+                action = sub_operation_of = Action.C_GET
+                retrieval = next((r for r in question.retrievals if isinstance(r, Retrieval)), None)
+        facts = self.facts(question, action, sub_operation_of)
+        if sub_operation_of is not None and retrieval is None:
+            return self._refuse(facts, Reason.UNSOLICITED_SUB_OPERATION, "C-STORE without an authorized C-GET")
+        return self.decide(facts, retrieval)
+
+    def facts(self, question: RequestQuestion, action: Action | None, sub_operation_of: Action | None,
+              move_destination: str = "") -> Facts:
+        keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
+        return Facts(action=action, command=question.command, keys=keys, patient=pinned_patient(keys),
+                     sub_operation_of=sub_operation_of,
+                     move_destination=question.command.move_destination or move_destination,
+                     data_set=question.data_set, transfer_syntax=question.transfer_syntax)
+
+    def decide(self, facts: Facts,
+               retrieval: Retrieval | Move | None = None) -> RequestVerdict | Awaitable[RequestVerdict]:
+        """A request (or a sub-operation of ``retrieval``): at once when no I/O is needed."""
+        started = time.perf_counter()
+        subject, context = self.subject, self.context
+        if subject is None or context is None:
+            return self._refuse(facts, Reason.IDENTITY_MISSING, "no authenticated association")
+        problem = self.factory.decisions.problem if self.config.refuse_unlogged else None
+        prepared = prepare(subject, context, facts, nodes=dict(self.config.nodes),
+                           workstations=dict(self.config.workstations), now=time.time(),
+                           leeway=self.config.identity.leeway, log_problem=problem)
+        if isinstance(prepared, Outcome):
+            self.record.authorization(facts, subject, context, prepared.reason, prepared.allowed, started,
+                                      detail=prepared.text)
+            return self._counted(retrieval, Permit()) if prepared.allowed else Refuse(comment=comment(prepared.text))
+        if not self.config.identity.introspect:
+            decision = self.factory.pdp.cached(prepared.request)
+            if decision is not None:
+                return self._concluded(facts, decision, retrieval, started)
+        return self._decide_later(facts, prepared, retrieval, started)
+
+    async def _decide_later(self, facts: Facts, query: PdpQuery, retrieval: Retrieval | Move | None,
+                            started: float) -> RequestVerdict:
+        assert self.subject is not None
+        why = await self.factory.authn.still_valid(self.subject)  # revocation, when introspection is on
+        if why is not None:
+            return self._refuse(facts, Reason.TOKEN_INVALID, why, started)
+        try:
+            (decision,) = await self.factory.pdp.evaluate([query.request])
+        except PdpUnavailable as error:
+            log.error("PDP unavailable, request denied: %s", error)
+            return self._refuse(facts, Reason.PDP_UNAVAILABLE, "authorization service unavailable", started,
+                                detail=str(error))
+        return self._concluded(facts, decision, retrieval, started)
+
+    def _concluded(self, facts: Facts, decision: Decision, retrieval: Retrieval | Move | None,
+                   started: float) -> RequestVerdict:
+        assert self.subject is not None and self.context is not None
+        conclusion = conclude(facts, decision)
+        self.record.authorization(facts, self.subject, self.context, conclusion.reason, conclusion.allowed, started,
+                                  pdp=decision, detail=conclusion.text if conclusion.reason is not Reason.PDP else "")
+        if conclusion.security_alert:
+            log.warning("BREAK-GLASS: %s %s patient %s (%s)", self.subject.username, facts.name, facts.patient,
+                        decision.rule_id)
+        if not conclusion.allowed:
+            return Refuse(comment=comment(conclusion.text))
+        if retrieval is not None:
+            return self._counted(retrieval, Permit())
+        if facts.action is Action.C_FIND:
+            return self._find_permitted(facts, conclusion.filter_results)
+        if facts.action is Action.C_MOVE:
+            return Permit(review=self._move_permitted(facts))
+        if facts.action is Action.C_GET:
+            retrieval = Retrieval(facts=facts)
+            self.retrievals.append(retrieval)
+            return Permit(review=retrieval)
+        return Permit()
+
+    def _counted(self, retrieval: Retrieval | Move | None, verdict: Permit) -> Permit:
+        if isinstance(retrieval, Retrieval):
+            retrieval.sub_operations += 1
+        elif isinstance(retrieval, Move):
+            retrieval.relayed += 1
+        return verdict
+
+    def _find_permitted(self, facts: Facts, filtering: bool) -> RequestVerdict:
+        """A C-FIND pinned to one patient has its matches checked to be that patient's; one the PDP
+        permitted on ``filter-results`` has each match decided. If such a query does not ask for the
+        Patient ID, it is asked of the PACS too and removed from the matches again, so that the user
+        sees what was asked (PS3.4 C.4.1.1.3)."""
+        if facts.patient is not None or not filtering:
+            return Permit(review=FindReview(facts=facts, pinned=facts.patient) if facts.patient else None)
+        if "patient_id" in facts.keys:
+            return Permit(review=FindReview(facts=facts, pinned=None))
+        return self._with_patient_id(facts)
+
+    def _with_patient_id(self, facts: Facts) -> RequestVerdict:
+        try:
+            asked = with_return_key(facts.data_set, facts.transfer_syntax, PATIENT_ID, "LO")
+        except ValueError as error:
+            log.warning("association %s: C-FIND identifier unreadable (%s): refused", self.connection.association_id,
+                        error)
+            return Refuse(comment=comment("query identifier could not be read"))
+        return Rewrite(data_set=asked, review=FindReview(facts=facts, pinned=None, strip_patient_id=True))
+
+    def _move_permitted(self, facts: Facts) -> Move:
+        assert self.context is not None
+        move = Move(owner=self, facts=facts, destination=facts.command.move_destination or "",
+                    calling_ae=self.context.calling_ae, message_id=facts.command.message_id,
+                    expires=time.monotonic() + self.config.move_timeout)
+        self.moves.append(move)
+        self.retrievals.append(move)
+        self.factory.moves.add(move)
+        return move
+
+    def _refuse(self, facts: Facts, reason: Reason, text: str, started: float | None = None,
+                detail: str = "") -> Refuse:
+        if self.subject is not None and self.context is not None:
+            self.record.authorization(facts, self.subject, self.context, reason, False, started, detail=detail or text)
+        else:
+            self.record.authorization(facts, None, None, reason, False, started, detail=detail or text)
+        return Refuse(comment=comment(text))
+
+    # ---- responses under review --------------------------------------------------------------------------
+    def response(self, question: ResponseQuestion) -> ResponseVerdict | Awaitable[ResponseVerdict]:
+        review = question.review
+        if isinstance(review, Move):
+            review.respond(question.command, question.final)
+            if question.final:
+                self.factory.moves.remove(review)
+            return Permit()
+        if not isinstance(review, FindReview) or question.final or not question.data_set:
+            return Permit()
+        return self._match(question, review)
+
+    def _match(self, question: ResponseQuestion, review: FindReview) -> ResponseVerdict | Awaitable[ResponseVerdict]:
+        assert self.subject is not None and self.context is not None
+        keys = read_keys(question.data_set, question.transfer_syntax)
+        patient = pinned_patient(keys)
+        facts = Facts(action=Action.C_FIND, command=question.request, keys=keys, patient=patient)
+        if review.pinned is not None:
+            if patient != review.pinned:
+                self.record.match(facts, self.subject, self.context, Reason.OTHER_PATIENT, False)
+                return Drop(reason_text="a match of another patient than the one decided")
+            return self._shown(question, review)
+        if patient is None:
+            self.record.match(facts, self.subject, self.context, Reason.NO_PATIENT_ID_TO_CHECK, False)
+            return Drop(reason_text="match without a Patient ID cannot be checked")
+        request = authzen_request(self.subject, "C-FIND", question.request, keys, self.context)
+        return self._filtered(question, review, facts, request)
+
+    async def _filtered(self, question: ResponseQuestion, review: FindReview, facts: Facts,
+                        request: dict[str, Any]) -> ResponseVerdict:
+        assert self.subject is not None and self.context is not None
+        started = time.perf_counter()
+        try:
+            decision = await self.batcher.decide(request)
+        except PdpUnavailable as error:
+            self.record.match(facts, self.subject, self.context, Reason.PDP_UNAVAILABLE, False, started,
+                              detail=str(error))
+            return Drop(reason_text="authorization service unavailable")
+        self.record.match(facts, self.subject, self.context, Reason.PDP, decision.allowed, started, pdp=decision)
+        if not decision.allowed:
+            return Drop(reason_text=decision.reason)
+        return self._shown(question, review)
+
+    def _shown(self, question: ResponseQuestion, review: FindReview) -> ResponseVerdict:
+        if not review.strip_patient_id:
+            return Permit()
+        try:
+            return Rewrite(data_set=without_element(question.data_set, question.transfer_syntax, PATIENT_ID))
+        except ValueError:  # the match was allowed; only a key the user did not ask for stays in it
+            return Permit()
+
+    # ---- what the core did on its own, and the end ---------------------------------------------------------
+    def notice(self, notice: Notice) -> None:
+        self.record.notice(notice, self.subject, self.context)
+
+    def close(self, ending: Ending) -> None:
+        for move in self.moves:
+            self.factory.moves.remove(move)
+        self.batcher.close()
+        if self.subject is not None:
+            self.record.ended(self.subject, self.context, self.pacs, self.retrievals, ending)
+
+
+__all__ = ["Retrieval", "ServerAssociation", "ServerPolicy", "comment"]

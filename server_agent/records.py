@@ -1,0 +1,154 @@
+"""What one association writes to the decision log: its events, made here from what was decided.
+
+One :class:`Recorder` per association: it knows the association's id, peer and route, and turns each
+authentication, authorization, post-filtered match, core notice and the association's end into the
+frozen events of :mod:`audit.events` (never a token, never a password).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from audit.events import (
+    Action,
+    AssociationEnd,
+    AuthenticationEvent,
+    AuthorizationEvent,
+    Decision,
+    DecisionEvent,
+    PdpAnswer,
+    Reason,
+    TransferSummary,
+    Who,
+)
+from dicomwire.commands import Notice, NoticeKind
+from dicomwire.policy import Ending
+
+from .authn import Subject
+from .decisions import Decisions
+from .pdp import Decision as PdpDecision
+from .resources import Context
+
+if TYPE_CHECKING:
+    from .authorization import Facts
+    from .config import Pacs
+
+
+class Transfer(Protocol):
+    """A permitted C-GET or C-MOVE, for its summary."""
+
+    @property
+    def facts(self) -> Facts: ...
+
+    @property
+    def sub_operations(self) -> int: ...
+
+
+def who(subject: Subject | None) -> Who | None:
+    if subject is None:
+        return None
+    return Who(kind=subject.kind, sub=subject.id, username=subject.username, roles=tuple(subject.roles),
+               organization=subject.organization)
+
+
+def _ms(started: float | None) -> float | None:
+    return None if started is None else round((time.perf_counter() - started) * 1000, 3)
+
+
+def answer(decision: PdpDecision) -> PdpAnswer:
+    return PdpAnswer(reason=decision.reason, rule_id=decision.rule_id, policy_version=decision.policy_version,
+                     cached=decision.cached, break_glass=decision.break_glass, obligations=decision.obligations)
+
+
+class Recorder:
+    def __init__(self, decisions: Decisions, association: str) -> None:
+        self.decisions = decisions
+        self.association = association
+        self.peer = ""
+        self.pacs = ""
+        self._base: dict[str, Any] = {}
+
+    def write(self, event: DecisionEvent) -> None:
+        record = event.record()
+        kind = record.pop("event")
+        self.decisions.write(kind, **record)
+
+    # -- the association ----------------------------------------------------------------------------
+    def begin(self, *, peer: tuple[str, int] | None, certificate: list[str], calling_ae: str, called_ae: str) -> None:
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        self._base = {"peer": self.peer, "certificate": tuple(certificate), "calling_ae": calling_ae,
+                      "called_ae": called_ae}
+
+    def note(self, **fields: Any) -> None:
+        if "pacs" in fields:
+            self.pacs = str(fields["pacs"])
+        self._base.update(fields)
+
+    def authentication(self, reason: Reason, detail: str, started: float, *, path: str = "") -> None:
+        self.write(AuthenticationEvent(association=self.association, decision=Decision.DENY, reason=reason,
+                                       detail=detail, latency_ms=_ms(started), path=path, **self._base))
+
+    def authenticated(self, subject: Subject, workstation: str, started: float) -> None:
+        reason = Reason.AUTHENTICATED if subject.kind == "user" else Reason.NODE_POLICY
+        self.write(AuthenticationEvent(association=self.association, decision=Decision.PERMIT, reason=reason,
+                                       user=who(subject), workstation=workstation, latency_ms=_ms(started),
+                                       **self._base))
+
+    def write_permit(self, reason: Reason, started: float, *, path: str = "") -> None:
+        """An association permitted without a user (the return path: the PACS for an outstanding move)."""
+        self.write(AuthenticationEvent(association=self.association, decision=Decision.PERMIT, reason=reason,
+                                       latency_ms=_ms(started), path=path, **self._base))
+
+    # -- requests -----------------------------------------------------------------------------------
+    def authorization(self, facts: Facts, subject: Subject | None, context: Context | None, reason: Reason,
+                      allowed: bool, started: float | None, *, pdp: PdpDecision | None = None, detail: str = "",
+                      post_filter: bool = False) -> None:
+        self.write(AuthorizationEvent(
+            association=self.association, action=Action.parse(facts.name), decision=Decision.PERMIT if allowed
+            else Decision.DENY, reason=reason, detail=detail, pdp=answer(pdp) if pdp is not None else None,
+            message_id=facts.command.message_id,
+            user=who(subject), calling_ae=context.calling_ae if context else "",
+            workstation=context.workstation if context else "", pacs=self.pacs, resource=facts.keys,
+            sub_operation_of=facts.sub_operation_of, move_destination=facts.move_destination,
+            post_filter=post_filter, latency_ms=_ms(started)))
+
+    def match(self, facts: Facts, subject: Subject, context: Context, reason: Reason, allowed: bool,
+              started: float | None = None, *, pdp: PdpDecision | None = None, detail: str = "") -> None:
+        """A C-FIND match decided (post-filter): ``facts.command`` is the C-FIND request it answers."""
+        self.authorization(facts, subject, context, reason, allowed, started, pdp=pdp, detail=detail,
+                           post_filter=True)
+
+    def notice(self, notice: Notice, subject: Subject | None, context: Context | None) -> None:
+        """What the relay refused or ended on its own: malformed input, a DIMSE rule broken, a verdict late."""
+        reason = Reason.DECISION_TIMEOUT if notice.kind is NoticeKind.DECISION_TIMEOUT else Reason.MALFORMED
+        detail = f"{notice.kind.value} from the {notice.side.value}: {notice.detail}"
+        if subject is None:
+            self.write(AuthenticationEvent(association=self.association, decision=Decision.DENY, reason=reason,
+                                           detail=detail, **self._base))
+            return
+        command = notice.command
+        self.write(AuthorizationEvent(
+            association=self.association, action=Action.parse(command.name) if command is not None else Action.OTHER,
+            decision=Decision.DENY, reason=reason, detail=detail,
+            message_id=command.message_id if command is not None else None, user=who(subject),
+            calling_ae=context.calling_ae if context else "", workstation=context.workstation if context else "",
+            pacs=self.pacs))
+
+    # -- the end ------------------------------------------------------------------------------------
+    def ended(self, subject: Subject, context: Context | None, pacs: Pacs | None, retrievals: Sequence[Transfer],
+              ending: Ending) -> None:
+        """One summary per retrieval (how many sub-operations went), then the association's end."""
+        for retrieval in retrievals:
+            facts = retrieval.facts
+            self.write(TransferSummary(
+                association=self.association, action=Action.parse(facts.name), message_id=facts.command.message_id,
+                user=who(subject), workstation=context.workstation if context else "",
+                pacs=pacs.name if pacs else "", resource=facts.keys, move_destination=facts.move_destination,
+                sub_operations=retrieval.sub_operations))
+        self.write(AssociationEnd(association=self.association, user=who(subject),
+                                  calling_ae=context.calling_ae if context else "", detail=ending.reason))
+
+
+__all__ = ["Recorder", "answer", "who"]

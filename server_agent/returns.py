@@ -1,0 +1,128 @@
+"""The C-MOVE return listener: the PACS's C-STORE sub-operations, relayed to the workstation agent.
+
+The PACS resolves a move destination ``APP@WS`` to this listener (its modality list names it). An
+association is accepted only from a configured PACS and only while a move the agent permitted for
+that destination is outstanding; it is relayed over TLS to the workstation agent of ``WS``. Each
+C-STORE must belong to one of those moves (:mod:`server_agent.moves`) and is decided as that move, for
+the user who made it; any other request is refused (deny by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+
+from audit.events import Action, Reason
+from dicomwire.commands import Notice
+from dicomwire.dimse import CommandField
+from dicomwire.policy import EVERY_REQUEST, Asks, ConnectionInfo, Ending
+from dicomwire.questions import (
+    AcceptQuestion,
+    AcceptVerdict,
+    AssociationQuestion,
+    AssociationVerdict,
+    ForwardAccept,
+    ForwardAssociation,
+    Permit,
+    Refuse,
+    RejectAssociation,
+    RequestQuestion,
+    RequestVerdict,
+    ResponseQuestion,
+    ResponseVerdict,
+)
+from dicomwire.tls import certificate_names
+from dicomwire.upstream import Upstream
+
+from .association import comment
+from .authorization import Facts
+from .config import ServerAgentConfig
+from .decisions import Decisions
+from .moves import MoveRegistry, originator
+from .records import Recorder
+from .resources import pinned_patient, read_keys
+from .routing import pacs_addresses
+
+log = logging.getLogger("server_agent")
+
+
+@dataclass(slots=True)
+class ReturnPolicy:
+    config: ServerAgentConfig
+    moves: MoveRegistry
+    decisions: Decisions
+    client_ssl: ssl.SSLContext | None  # to the workstation agents
+    pacs_hosts: set[str] = field(default_factory=set)
+    asks: Asks = EVERY_REQUEST
+
+    def __post_init__(self) -> None:
+        self.pacs_hosts = self.pacs_hosts or pacs_addresses(self.config.pacs.values())
+
+    def open(self, connection: ConnectionInfo) -> ReturnAssociation:
+        return ReturnAssociation(self, connection)
+
+
+class ReturnAssociation:
+    def __init__(self, factory: ReturnPolicy, connection: ConnectionInfo) -> None:
+        self.factory = factory
+        self.connection = connection
+        self.record = Recorder(factory.decisions, connection.association_id)
+        self.destination = ""
+
+    def associate(self, question: AssociationQuestion) -> AssociationVerdict:
+        started = time.perf_counter()
+        rq, config = question.rq, self.factory.config
+        peer = self.connection.peer
+        self.record.begin(peer=peer, certificate=certificate_names(self.connection.peer_certificate),
+                          calling_ae=rq.calling_ae, called_ae=rq.called_ae)
+        if peer is None or peer[0] not in self.factory.pacs_hosts:
+            self.record.authentication(Reason.NOT_A_PACS, f"{peer[0] if peer else '-'} is not a configured PACS",
+                                       started, path="return")
+            return RejectAssociation(reason_text="not a configured PACS", result=1, source=1, reason=3)
+        workstation = config.workstations.get(rq.called_ae.partition("@")[2])
+        if workstation is None or not self.factory.moves.active(rq.called_ae):
+            self.record.authentication(Reason.NO_MOVE_OUTSTANDING, f"no authorized C-MOVE outstanding for "
+                                       f"{rq.called_ae!r}", started, path="return")
+            return RejectAssociation(reason_text=f"unsolicited C-STORE to {rq.called_ae!r}", result=1, source=1,
+                                     reason=7)
+        self.destination = rq.called_ae
+        self.record.note(workstation=workstation.name)
+        self.record.write_permit(Reason.MOVE_OUTSTANDING, started, path="return")
+        return ForwardAssociation(target=Upstream(host=workstation.host, port=workstation.port,
+                                                  ssl=self.factory.client_ssl, server_hostname=workstation.server_name))
+
+    def accept(self, question: AcceptQuestion) -> AcceptVerdict:
+        return ForwardAccept()
+
+    def request(self, question: RequestQuestion) -> RequestVerdict | Awaitable[RequestVerdict]:
+        command = question.command
+        keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
+        facts = Facts(action=Action.C_MOVE if command.command_field == CommandField.C_STORE_RQ else None,
+                      command=command, keys=keys, patient=pinned_patient(keys), sub_operation_of=Action.C_MOVE,
+                      move_destination=self.destination, data_set=question.data_set,
+                      transfer_syntax=question.transfer_syntax)
+        if facts.action is None or question.side.value != "client":
+            # Only the PACS's C-STORE sub-operations travel here; anything else is refused.
+            self.record.authorization(facts, None, None, Reason.UNSUPPORTED_SERVICE, False, None)
+            return Refuse(comment=comment(f"{command.name} not accepted on the return path"))
+        ae, message_id = originator(command)
+        move, reason = self.factory.moves.match(self.destination, ae, message_id, keys)
+        if move is None:
+            self.record.authorization(facts, None, None, reason, False, None)
+            return Refuse(comment=comment("no C-MOVE this image belongs to"))
+        return move.owner.decide(facts, move)
+
+    def response(self, question: ResponseQuestion) -> ResponseVerdict:
+        return Permit()  # nothing is reviewed here
+
+    def notice(self, notice: Notice) -> None:
+        self.record.notice(notice, None, None)
+
+    def close(self, ending: Ending) -> None:
+        pass
+
+
+__all__ = ["ReturnAssociation", "ReturnPolicy"]
