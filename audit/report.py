@@ -3,7 +3,8 @@
 Totals per user, per action and per decision; refusals by reason; break-glass uses; access outside
 working hours; users who touched unusually many patients. Charts are inline SVG drawn here (no
 script, no CDN), so the page renders offline and can be attached to an incident report. Every number
-comes from the same selection ``decision-log search`` makes (same filters, same records).
+comes from the same selection ``decision-log search`` makes (same filters, same events), read
+through :mod:`audit.events`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .events import AuthenticationEvent, AuthorizationEvent, Decision, Stored
+from .rows import one_patient, row
 
 WORK_HOURS = range(7, 19)  # 07:00-18:59 UTC counts as working hours
 
@@ -39,25 +43,29 @@ class Summary:
         return sorted(((u, c) for u, c in counts.items() if c > median + 3 * spread), key=lambda x: -x[1])
 
 
-def summarize(rows: Iterable[dict[str, Any]], raw: Iterable[dict[str, Any]] | None = None) -> Summary:
+def summarize(selected: Iterable[Stored]) -> Summary:
     summary = Summary()
-    for row in rows:
-        if row["event"] not in ("authorization", "authentication"):
+    for stored in selected:
+        event = stored.event
+        if not isinstance(event, AuthenticationEvent | AuthorizationEvent):
             continue
+        flat = row(stored)
         summary.records += 1
-        user = row["user"] or "-"
+        user = flat["user"] or "-"
         summary.per_user[user] += 1
-        summary.per_action[row["action"] or "login"] += 1
-        summary.per_decision[row["decision"] or "-"] += 1
-        if row["decision"] == "deny":
-            summary.refusals[row["reason"] or "-"] += 1
-        if row.get("break_glass"):
-            summary.break_glass.append(row)
-        hour = int(str(row["time"])[11:13] or 0) if len(str(row["time"])) > 13 else 12
-        if hour not in WORK_HOURS and row["event"] == "authorization":
-            summary.off_hours.append(row)
-        if row["patient"] and "*" not in row["patient"] and row["decision"] == "permit":
-            summary.patients_per_user.setdefault(user, set()).add(row["patient"])
+        summary.per_action[flat["action"] or "login"] += 1
+        summary.per_decision[event.decision.value] += 1
+        if event.decision is Decision.DENY:
+            summary.refusals[event.reason_code or "-"] += 1
+        if flat["break_glass"]:
+            summary.break_glass.append(flat)
+        when = stored.time
+        hour = int(when[11:13]) if len(when) > 13 and when[11:13].isdigit() else 12
+        if hour not in WORK_HOURS and isinstance(event, AuthorizationEvent):
+            summary.off_hours.append(flat)
+        patient = one_patient(event.resource) if isinstance(event, AuthorizationEvent) else ""
+        if patient and event.decision is Decision.PERMIT:
+            summary.patients_per_user.setdefault(user, set()).add(patient)
     return summary
 
 
