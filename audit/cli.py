@@ -8,8 +8,15 @@
     decision-log report --log decisions.jsonl [--since T] [--until T] [--html FILE]
     decision-log index  --log decisions.jsonl      # then search/export/report use the SQLite index
 
-``verify`` exits 0 when the chain and every checkpoint hold, 1 with the first broken record and the
-kind of damage (edited, deleted, reordered, truncated, file-missing) otherwise.
+``verify`` exits with
+  0  the chain and every checkpoint hold;
+  1  damage: the first broken record and its kind (edited, deleted, reordered, file-missing,
+     truncated: a last line cut off by a crash that the agent has not sealed yet, or with
+     ``--stale-after`` a log whose last checkpoint is old and not final);
+  3  the chain holds, but a crash once cut a write short and the writer sealed the torn line when it
+     restarted: a warning a security officer must see (the rest of that write, unsigned records,
+     is lost), not tampering. It stays reported for as long as the file holding it is kept.
+(2 is argparse's, for a command line it cannot parse.)
 
 ``search``, ``export``, ``report`` and ``index`` read each record as an event of
 :mod:`audit.events` (records of earlier versions included) and flatten it once, in :mod:`audit.rows`.
@@ -31,11 +38,13 @@ from typing import Any
 import orjson
 
 from . import index
-from .chain import iter_lines, log_files, verify
+from .chain import Report, iter_lines, log_files, verify
 from .events import Stored, read
 from .progress import Progress
 from .report import html_page, summarize, text
 from .rows import COLUMNS, FILTERS, bookkeeping, matches, row, wanted_reason
+
+SEALED = 3  # verify's exit code for a chain that holds with a sealed torn tail (a warning)
 
 
 def records(path: Path) -> Iterator[dict[str, Any]]:
@@ -132,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decision-log", description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("verify")
+    v = sub.add_parser("verify", epilog="exit codes: 0 intact, 1 damaged, 3 intact with a sealed torn tail "
+                       "(a crash cut a write short; see the report)")
     v.add_argument("--key-file", required=True, type=Path)
     v.add_argument("--stale-after", type=float, default=None,
                    help="report a log whose last checkpoint is older than this (seconds) and not final as truncated")
@@ -170,11 +180,19 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"ok: {report.records} records in {report.files} file(s), {report.checkpoints} checkpoints, "
               f"{report.unsigned_tail} record(s) after the last checkpoint"
               f"{' (closed cleanly)' if report.final else ''}")
+        _warn_sealed(report)
     else:
         d = report.damage
         assert d is not None
         print(f"BROKEN: {d.kind} at {d.file}:{d.line} (seq {d.seq}): {d.detail}")
-    return 0 if report.ok else 1
+    return 1 if not report.ok else SEALED if report.sealed else 0
+
+
+def _warn_sealed(report: Report) -> None:
+    for sealed in report.sealed:
+        print(f"WARNING: a write was cut short (crash, kill -9 or power loss): {sealed.file}:{sealed.line} is a "
+              f"torn line of {sealed.torn_bytes} bytes, kept and sealed by the writer with record seq {sealed.seq}; "
+              "the rest of that write is lost")
 
 
 def _tail(args: argparse.Namespace) -> int:

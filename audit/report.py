@@ -1,10 +1,10 @@
 """``decision-log report``: what a reviewer reads first, as text or as one self-contained HTML page.
 
 Totals per user, per action and per decision; refusals by reason; break-glass uses; access outside
-working hours; users who touched unusually many patients. Charts are inline SVG drawn here (no
-script, no CDN), so the page renders offline and can be attached to an incident report. Every number
-comes from the same selection ``decision-log search`` makes (same filters, same events), read
-through :mod:`audit.events`.
+working hours; users who touched unusually many patients; writes a crash cut short (torn tails the
+writer sealed). Charts are inline SVG drawn here (no script, no CDN), so the page renders offline and
+can be attached to an incident report. Every number comes from the same selection ``decision-log
+search`` makes (same filters, same events), read through :mod:`audit.events`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import AuthenticationEvent, AuthorizationEvent, Decision, Stored
+from .events import AuthenticationEvent, AuthorizationEvent, Decision, LogTruncated, Stored
 from .rows import one_patient, row
 
 WORK_HOURS = range(7, 19)  # 07:00-18:59 UTC counts as working hours
@@ -32,6 +32,7 @@ class Summary:
     break_glass: list[dict[str, Any]] = field(default_factory=list)
     off_hours: list[dict[str, Any]] = field(default_factory=list)
     patients_per_user: dict[str, set[str]] = field(default_factory=dict)
+    truncations: list[dict[str, Any]] = field(default_factory=list)  # torn tails sealed (a crash mid-write)
 
     def unusual(self) -> list[tuple[str, int]]:
         """Users whose distinct patients exceed the median + 3 x (median absolute deviation, at least 1)."""
@@ -47,6 +48,8 @@ def summarize(selected: Iterable[Stored]) -> Summary:
     summary = Summary()
     for stored in selected:
         event = stored.event
+        if isinstance(event, LogTruncated):
+            summary.truncations.append(row(stored))
         if not isinstance(event, AuthenticationEvent | AuthorizationEvent):
             continue
         flat = row(stored)
@@ -81,6 +84,8 @@ def text(summary: Summary) -> str:
     lines.append(f"off-hours access: {len(summary.off_hours)}")
     unusual = summary.unusual()
     lines.append("users touching unusually many patients: " + (", ".join(f"{u} ({c})" for u, c in unusual) or "none"))
+    lines.append(f"writes cut short by a crash (torn tails sealed): {len(summary.truncations)}")
+    lines += [f"  {r['time'][:19]} seq {r['seq']}: {r['detail']}" for r in summary.truncations]
     return "\n".join(lines)
 
 
@@ -129,4 +134,7 @@ table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:.2e
 <h2>Users touching unusually many patients</h2>
 <p>{", ".join(f"{html.escape(u)} ({c} patients)" for u, c in unusual) or "none"}</p>
 <h2>Access outside working hours (before 07:00 or from 19:00 UTC)</h2><table>{head}{rows(summary.off_hours)}</table>
+<h2 class="{'alert' if summary.truncations else ''}">Writes cut short by a crash (torn tails sealed)</h2>
+<p>{"".join(f"{html.escape(str(r['time'])[:19])} seq {r['seq']}: {html.escape(str(r['detail']))}<br>"
+            for r in summary.truncations) or "none"}</p>
 </body></html>"""

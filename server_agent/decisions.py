@@ -10,6 +10,10 @@ or not. If the disk fails, :attr:`healthy` turns false and the agent refuses new
 (``on_failure = "refuse"``, the default) rather than act unlogged; while the writer is behind by
 more than ``BACKLOG_HIGH`` records it is unhealthy too, until it catches up.
 
+A log whose live file ends in a torn line (the agent was killed in the middle of a write) is sealed
+when the log opens (``audit/chain.py``) and the agent starts; the seal goes to the audit repository
+too, as a Security Alert (Audit Recording Stopped, PS3.15 A.5.3.11).
+
 ``write(kind, **fields)``, the call of earlier versions, still writes its fields as they are (and
 audits them read back through :func:`audit.events.from_record`) until the last call site is gone.
 """
@@ -76,6 +80,8 @@ class DecisionLog:
         self._wake = threading.Event()
         self._closing = False
         self._writer = ChainWriter(path, key, max_bytes=max_bytes, checkpoint_interval=checkpoint_interval)
+        if self._writer.sealed is not None and audit is not None:  # a crash cut the last write short
+            audit.submit(audit_message(self._writer.sealed, source_id, time=_stamp(time.time()), log_file=str(path)))
         self._interval = checkpoint_interval
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
