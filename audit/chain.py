@@ -8,26 +8,44 @@ removed rotated file is a gap in the indexes. Every ``checkpoint_interval`` seco
 writer closes, marked ``final``) a ``checkpoint`` record signs the chain head with HMAC-SHA256 under
 a key only the agent holds: records after the last checkpoint are not yet signed, and a log whose
 last checkpoint is old and not final has lost its tail.
+
+A torn tail: a crash (kill -9, power loss, a full disk) in the middle of a write leaves the live
+file ending in part of a line, with no newline and no record in it. ``verify`` reports that as
+``truncated`` (not ``edited``: nothing was changed, the rest of that write is lost). The writer,
+when it starts on such a file, seals it rather than refusing to start: it keeps the torn bytes as
+they are (they are evidence), ends their line, and chains a ``log-truncated`` record right after
+them with their length and SHA-256, then carries on. ``verify`` accepts a torn line followed by the
+seal that describes it, and lists it in :attr:`Report.sealed`; an unreadable line anywhere else, or
+a seal that does not match the line before it, is ``edited``. Only the last line of the live file is
+ever sealed: a damaged line in the middle of the log stops the writer as before.
 """
 
 from __future__ import annotations
 
 import calendar
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
+import logging
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
+from .events import Kind, LogTruncated
+
+log = logging.getLogger("audit.chain")
+
 GENESIS = "0" * 64
 _ROTATED = re.compile(r"\.(\d{6})$")
+BLOCK = 65536  # read backwards from a file's end in blocks this size (start-up reads no more than it needs)
+MAX_LINE = 1 << 20  # a last line longer than this is no record this writer wrote: torn, without parsing it
 
 
 def line_hash(line: bytes) -> str:
@@ -63,31 +81,63 @@ class ChainWriter:
         self.key = key
         self.max_bytes = max_bytes
         self.checkpoint_interval = checkpoint_interval
+        self.sealed: LogTruncated | None = None  # the torn tail this writer found and sealed when it started
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.seq, self.head, self.file_index = self._resume()
+        ending = self._resume()
+        self.seq, self.head, self.file_index = ending.seq, ending.head, ending.index
         self._out = self._open()
         self._last_checkpoint = time.monotonic()
-        if self._out.tell() == 0:
+        if ending.torn is not None:
+            self._seal(*ending.torn)
+        elif ending.unterminated:  # the crash came between a record and its newline: nothing was torn
+            self._write_all(b"\n")
+        if not ending.live_records:
             self._file_start()
 
-    def _resume(self) -> tuple[int, str, int]:
+    def _resume(self) -> _Ending:
+        """Where the chain stands: the last record of the newest file that holds one, and the state of
+        the live file's end (a torn last line to seal, or a whole record missing only its newline)."""
         files = log_files(self.path)
-        index = len([f for f in files if f != self.path])
+        ending = _Ending(index=len([f for f in files if f != self.path]))
         for file in reversed(files):
-            last = b""
             with file.open("rb") as handle:
-                for line in handle:
-                    if line.strip():
-                        last = line.rstrip(b"\n")
-            if last:
-                try:
-                    record = orjson.loads(last)
-                    return int(record["seq"]), line_hash(last), index
-                except (ValueError, KeyError, TypeError):
-                    raise ValueError(f"{file} does not end with a chained log record: move it aside (it may be "
-                                     "a log from before chaining, or damaged: check it with decision-log verify)"
-                                     ) from None
-        return 0, GENESIS, index
+                end = handle.seek(0, os.SEEK_END)
+                cut = _after_last_newline(handle, end)
+                last = _read(handle, cut, end) if 0 < end - cut <= MAX_LINE else b""
+                if cut < end and _record(last) is None:
+                    if file != self.path:  # only the live file is ever written to: this is damage
+                        raise ValueError(f"{file} ends in part of a line: check it with decision-log verify")
+                    ending.torn = (end - cut, _sha256(handle, cut, end))
+                    last = b""
+                elif cut < end:
+                    ending.unterminated = file == self.path
+                while not last.strip() and cut > 0:  # the last whole line; blank ones were always skipped
+                    start = _after_last_newline(handle, cut - 1)
+                    if cut - 1 - start > MAX_LINE:
+                        raise ValueError(f"{file} ends in a line of {cut - 1 - start} bytes, not a log record: "
+                                         "check it with decision-log verify")
+                    last, cut = _read(handle, start, cut - 1), start
+            record = _record(last)
+            if record is not None:
+                ending.seq, ending.head = record[0], line_hash(last)
+                ending.live_records = ending.live_records or file == self.path
+                return ending
+            if last.strip():
+                raise ValueError(f"{file} does not end with a chained log record: move it aside (it may be "
+                                 "a log from before chaining, or damaged: check it with decision-log verify)")
+        return ending
+
+    def _seal(self, size: int, digest: str) -> None:
+        """End the torn line (its bytes stay as they are) and chain a record that says so, in one write."""
+        event = LogTruncated(torn_bytes=size, torn_sha256=digest,
+                             detail="the writer stopped in the middle of a write (crash, kill -9 or power loss); "
+                                    "the torn bytes are the line before this record; the rest of that write is lost")
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+        self._write_all(b"\n" + self._chain({"time": stamp, **event.record()}))
+        os.fsync(self._out.fileno())
+        self.sealed = event
+        log.warning("decision log %s ended in a torn line (%d bytes, sha256 %s) left by a crash: kept and sealed "
+                    "with record seq %d; decision-log verify reports it", self.path, size, digest, self.seq)
 
     def _open(self) -> Any:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
@@ -144,6 +194,56 @@ class ChainWriter:
         self._out.close()
 
 
+@dataclass(slots=True, kw_only=True)
+class _Ending:
+    """How the log ends, as :meth:`ChainWriter._resume` found it."""
+
+    index: int  # the live file's index (one more than the rotated files)
+    seq: int = 0
+    head: str = GENESIS
+    torn: tuple[int, str] | None = None  # length and SHA-256 of a torn last line of the live file
+    unterminated: bool = False  # the live file's last record lacks only its newline
+    live_records: bool = False  # the live file holds a record (else it still needs its file-start)
+
+
+def _after_last_newline(handle: IO[bytes], end: int) -> int:
+    """The offset just past the last newline before ``end`` (0 if there is none), read backwards."""
+    while end > 0:
+        start = max(0, end - BLOCK)
+        handle.seek(start)
+        at = handle.read(end - start).rfind(b"\n")
+        if at >= 0:
+            return start + at + 1
+        end = start
+    return 0
+
+
+def _read(handle: IO[bytes], start: int, end: int) -> bytes:
+    handle.seek(start)
+    return handle.read(end - start)
+
+
+def _sha256(handle: IO[bytes], start: int, end: int) -> str:
+    digest = hashlib.sha256()
+    handle.seek(start)
+    while start < end:
+        chunk = handle.read(min(BLOCK, end - start))
+        if not chunk:
+            break
+        digest.update(chunk)
+        start += len(chunk)
+    return digest.hexdigest()
+
+
+def _record(line: bytes) -> tuple[int, str] | None:
+    """``(seq, prev)`` of a chained record's line, or None for anything else."""
+    try:
+        record = orjson.loads(line)
+        return int(record["seq"]), str(record["prev"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 # ---- verification --------------------------------------------------------------------------------------
 
 
@@ -156,6 +256,16 @@ class Damage:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A torn line the writer found when it started, kept, and sealed with a ``log-truncated`` record."""
+
+    file: str
+    line: int  # the torn line
+    seq: int  # the log-truncated record right after it
+    torn_bytes: int
+
+
 @dataclass(slots=True)
 class Report:
     records: int = 0
@@ -165,9 +275,11 @@ class Report:
     last_checkpoint: str | None = None
     final: bool = False
     damage: Damage | None = None
+    sealed: list[Sealed] = field(default_factory=list)  # crashes in the middle of a write, each sealed
 
     @property
     def ok(self) -> bool:
+        """The chain holds (sealed torn lines included: they are reported in :attr:`sealed`)."""
         return self.damage is None
 
     def as_dict(self) -> dict[str, Any]:
@@ -178,10 +290,17 @@ class Report:
 
 
 def iter_lines(path: Path) -> Iterator[tuple[Path, int, bytes]]:
+    for file, number, line, _ in _lines(path):
+        yield file, number, line
+
+
+def _lines(path: Path) -> Iterator[tuple[Path, int, bytes, bool]]:
+    """Each line of each file, without its newline, and whether it had one."""
     for file in log_files(path):
         with file.open("rb") as handle:
             for number, line in enumerate(handle, 1):
-                yield file, number, line.rstrip(b"\n")
+                terminated = line.endswith(b"\n")
+                yield file, number, line[:-1] if terminated else line, terminated
 
 
 def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: float | None = None,
@@ -202,44 +321,80 @@ def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: flo
     for count, (_, _, line) in enumerate(iter_lines(path), 1):
         if progress is not None and count % 10_000 == 0:
             progress(count, " (pass 1 of 2)")
-        try:
-            present.add(int(orjson.loads(line)["seq"]))
-        except (ValueError, KeyError, TypeError):
-            continue
-    expected_seq, expected_prev, expected_index = 1, GENESIS, 0
-    before: tuple[str, int, int] = ("", 0, 0)  # file, line, seq of the record before
-    for file, number, line in iter_lines(path):
-        if not line.strip():
-            continue
-        if progress is not None and report.records % 10_000 == 0 and report.records:
-            progress(report.records, " (pass 2 of 2)")
+        record = _record(line)
+        if record is not None:
+            present.add(record[0])
+    checker = _Checker(key, report, present, live=files[-1])
+    for count, (file, number, line, terminated) in enumerate(_lines(path), 1):
+        if progress is not None and count % 10_000 == 0:
+            progress(count, " (pass 2 of 2)")
+        if not checker.line(str(file), number, line, terminated):
+            return report
+    if not checker.end():
+        return report
+    if stale_after is not None and not report.final and report.last_checkpoint:
+        last = calendar.timegm(time.strptime(report.last_checkpoint, "%Y-%m-%dT%H:%M:%SZ"))
+        if (now if now is not None else time.time()) - last > stale_after:
+            report.damage = Damage("truncated", str(files[-1]), 0, checker.expected_seq - 1,
+                                   f"the log stops at seq {checker.expected_seq - 1} with no closing checkpoint; "
+                                   f"the last one was at {report.last_checkpoint}")
+    return report
+
+
+class _Checker:
+    """The second pass of :func:`verify`: each line against the chain before it."""
+
+    def __init__(self, key: bytes, report: Report, present: set[int], live: Path) -> None:
+        self.key, self.report, self.present, self.live = key, report, present, str(live)
+        self.expected_seq, self.expected_prev, self.expected_index = 1, GENESIS, 0
+        self.before: tuple[str, int, int | None] = ("", 0, 0)  # file, line, seq of the record before
+        self.previous: tuple[str, int, bytes] = ("", 0, b"")  # the line just read, whatever it held
+        # An unreadable line (file, line, whether it ended): only the seal that describes it may follow.
+        self.torn: tuple[str, int, bool] | None = None
+
+    def line(self, file: str, number: int, line: bytes, terminated: bool) -> bool:
+        """Check one line; False once the report names damage."""
+        previous, self.previous = self.previous, (file, number, line)
         try:
             record = orjson.loads(line)
-            seq = int(record["seq"])
-            prev = str(record["prev"])
+            seq, prev = int(record["seq"]), str(record["prev"])
         except (ValueError, KeyError, TypeError):
-            report.damage = Damage("edited", str(file), number, None, "not a log record (unparsable)")
-            return report
-        report.records += 1
+            record = None
+        if self.torn is not None:
+            torn, self.torn = self.torn, None
+            if record is None or record.get("event") != Kind.LOG_TRUNCATED or not _describes(record, previous, file):
+                return self._damaged("edited", (torn[0], torn[1], None), "not a log record (unparsable)")
+        if record is None:
+            if line.strip():  # (blank lines were always passed over)
+                self.torn = (file, number, terminated)
+            return True
+        here = (file, number, seq)
+        if record.get("event") == Kind.LOG_TRUNCATED:
+            if not _describes(record, previous, file):
+                return self._damaged("edited", here, "a log-truncated record whose torn line is not the line before it")
+            self.report.sealed.append(Sealed(file, previous[1], seq, int(record["torn_bytes"])))
+        return self._chained(record, here, seq, prev, line)
 
-        here = (str(file), number, seq)
+    def _chained(self, record: dict[str, Any], here: tuple[str, int, int], seq: int, prev: str, line: bytes) -> bool:
+        report = self.report
+        report.records += 1
         if record.get("event") == "file-start":
             index = int(record.get("file_index", -1))
-            if index != expected_index:
-                return _damaged(report, "file-missing", here, f"file index {index} where {expected_index} was "
-                                f"expected: {index - expected_index} rotated file(s) missing")
-            expected_index += 1
-        if seq != expected_seq:
-            if seq > expected_seq and expected_seq not in present:
-                return _damaged(report, "deleted", here, f"records seq {expected_seq} to {seq - 1} are missing")
-            return _damaged(report, "reordered", here, f"seq {seq} stands where seq {expected_seq} should")
-        if prev != expected_prev:
-            return _damaged(report, "edited", before, "changed after it was written (the next record's hash "
-                            "does not match)")
+            if index != self.expected_index:
+                return self._damaged("file-missing", here, f"file index {index} where {self.expected_index} was "
+                                     f"expected: {index - self.expected_index} rotated file(s) missing")
+            self.expected_index += 1
+        if seq != self.expected_seq:
+            if seq > self.expected_seq and self.expected_seq not in self.present:
+                return self._damaged("deleted", here, f"records seq {self.expected_seq} to {seq - 1} are missing")
+            return self._damaged("reordered", here, f"seq {seq} stands where seq {self.expected_seq} should")
+        if prev != self.expected_prev:
+            return self._damaged("edited", self.before, "changed after it was written (the next record's hash "
+                                 "does not match)")
         if record.get("event") == "checkpoint":
             if record.get("head") != prev or not hmac.compare_digest(
-                    str(record.get("mac", "")), checkpoint_mac(key, record)):
-                return _damaged(report, "edited", here, "checkpoint signature does not match (wrong key or forged)")
+                    str(record.get("mac", "")), checkpoint_mac(self.key, record)):
+                return self._damaged("edited", here, "checkpoint signature does not match (wrong key or forged)")
             report.checkpoints += 1
             report.unsigned_tail = 0
             report.last_checkpoint = str(record.get("time"))
@@ -247,17 +402,30 @@ def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: flo
         else:
             report.unsigned_tail += 1
             report.final = False
-        expected_seq, expected_prev = seq + 1, line_hash(line)
-        before = here
-    if stale_after is not None and not report.final and report.last_checkpoint:
-        last = calendar.timegm(time.strptime(report.last_checkpoint, "%Y-%m-%dT%H:%M:%SZ"))
-        if (now if now is not None else time.time()) - last > stale_after:
-            report.damage = Damage("truncated", str(files[-1]), 0, expected_seq - 1,
-                                   f"the log stops at seq {expected_seq - 1} with no closing checkpoint; "
-                                   f"the last one was at {report.last_checkpoint}")
-    return report
+        self.expected_seq, self.expected_prev = seq + 1, line_hash(line)
+        self.before = here
+        return True
+
+    def end(self) -> bool:
+        """After the last line: an unreadable line nothing sealed is a torn tail if it is the live file's
+        last line and has no newline (a write cut short), and damage anywhere else."""
+        if self.torn is None:
+            return True
+        file, number, terminated = self.torn
+        if file == self.live and not terminated:
+            return self._damaged("truncated", (file, number, self.expected_seq - 1),
+                                 f"the last line ({len(self.previous[2])} bytes) was cut off in the middle of a write "
+                                 "(a crash, kill -9 or power loss) and is not a record: the rest of that write is "
+                                 "lost; the server agent seals it when it next starts")
+        return self._damaged("edited", (file, number, None), "not a log record (unparsable)")
+
+    def _damaged(self, kind: str, where: tuple[str, int, int | None], detail: str) -> bool:
+        self.report.damage = Damage(kind, where[0], where[1], where[2], detail)
+        return False
 
 
-def _damaged(report: Report, kind: str, where: tuple[str, int, int], detail: str) -> Report:
-    report.damage = Damage(kind, where[0], where[1], where[2], detail)
-    return report
+def _describes(seal: dict[str, Any], previous: tuple[str, int, bytes], file: str) -> bool:
+    """Whether a ``log-truncated`` record describes the line right before it, in the same file."""
+    torn = previous[2]
+    return (previous[0] == file and previous[1] > 0 and seal.get("torn_bytes") == len(torn)
+            and seal.get("torn_sha256") == hashlib.sha256(torn).hexdigest())

@@ -8,8 +8,18 @@
     decision-log report --log decisions.jsonl [--since T] [--until T] [--html FILE]
     decision-log index  --log decisions.jsonl      # then search/export/report use the SQLite index
 
-``verify`` exits 0 when the chain and every checkpoint hold, 1 with the first broken record and the
-kind of damage (edited, deleted, reordered, truncated, file-missing) otherwise.
+``verify`` exits with
+  0  the chain and every checkpoint hold;
+  1  damage: the first broken record and its kind (edited, deleted, reordered, file-missing,
+     truncated: a last line cut off by a crash that the agent has not sealed yet, or with
+     ``--stale-after`` a log whose last checkpoint is old and not final);
+  3  the chain holds, but a crash once cut a write short and the writer sealed the torn line when it
+     restarted: a warning a security officer must see (the rest of that write, unsigned records,
+     is lost), not tampering. It stays reported for as long as the file holding it is kept.
+(2 is argparse's, for a command line it cannot parse.)
+
+``search``, ``export``, ``report`` and ``index`` read each record as an event of
+:mod:`audit.events` (records of earlier versions included) and flatten it once, in :mod:`audit.rows`.
 """
 
 from __future__ import annotations
@@ -25,35 +35,35 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from . import index
-from .chain import iter_lines, log_files, verify
+from .chain import Report, iter_lines, log_files, verify
+from .events import Stored, read
 from .progress import Progress
 from .report import html_page, summarize, text
+from .rows import COLUMNS, FILTERS, bookkeeping, matches, row, wanted_reason
 
-COLUMNS = ["seq", "time", "event", "user", "action", "patient", "study", "workstation", "calling_ae", "decision",
-           "reason", "rule_id", "policy_version", "latency_ms", "association", "pacs"]
-
-
-def flatten(record: dict[str, Any]) -> dict[str, Any]:
-    resource = record.get("resource") or {}
-    user = record.get("user") or {}
-    return {"seq": record.get("seq"), "time": record.get("time", ""), "event": record.get("event", ""),
-            "user": user.get("username", ""), "action": record.get("action", ""),
-            "patient": resource.get("patient_id", ""), "study": resource.get("study_instance_uid", ""),
-            "workstation": record.get("workstation", ""), "calling_ae": record.get("calling_ae", ""),
-            "decision": record.get("decision", ""), "reason": record.get("reason", ""),
-            "rule_id": record.get("rule_id", ""), "policy_version": record.get("policy_version", ""),
-            "latency_ms": record.get("latency_ms", ""), "association": record.get("association", ""),
-            "pacs": record.get("pacs", ""), "break_glass": bool(record.get("break_glass"))}
+SEALED = 3  # verify's exit code for a chain that holds with a sealed torn tail (a warning)
 
 
 def records(path: Path) -> Iterator[dict[str, Any]]:
+    """Every readable record of the log, rotated files first (an unreadable line is verify's business)."""
     for _, _, line in iter_lines(path):
         if line.strip():
             try:
-                yield json.loads(line)
+                record = orjson.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict):
+                yield record
+
+
+def events(path: Path) -> Iterator[Stored]:
+    for record in records(path):
+        stored = read(record)
+        if stored is not None:
+            yield stored
 
 
 def last_lines(log: Path, count: int, block: int = 65536) -> list[bytes]:
@@ -110,26 +120,29 @@ def follow(log: Path, poll: float = 0.5) -> Iterator[bytes]:
         handle.close()
 
 
-def matches(row: dict[str, Any], args: argparse.Namespace) -> bool:
-    for field in ("user", "patient", "study", "workstation", "action", "decision", "reason"):
-        wanted = getattr(args, field, None)
-        if wanted and str(row[field]) != wanted:
-            return False
-    when = str(row["time"])
-    if args.since and when < args.since:
-        return False
-    return not (args.until and when > args.until)
-
-
 def line(row: dict[str, Any]) -> str:
     return (f"{row['time'][:26]:<26} {row['user'] or '-':<12} {row['action'] or row['event']:<9} "
             f"{row['patient'] or '-':<16} {row['decision'] or '-':<7} {row['reason'] or '-':<24} {row['rule_id']}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="decision-log", description=__doc__.split("\n\n")[0])
+def tail_line(raw: bytes) -> str:
+    """One line of ``tail``: an event, one of the chain's own records, or a line that is neither."""
+    try:
+        record = orjson.loads(raw)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return f"(not a log record: {len(raw)} bytes; decision-log verify says why)"
+    stored = read(record)
+    return line(row(stored) if stored is not None else bookkeeping(record))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="decision-log", description=(__doc__ or "").split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("verify")
+    v = sub.add_parser("verify", epilog="exit codes: 0 intact, 1 damaged, 3 intact with a sealed torn tail "
+                       "(a crash cut a write short; see the report)")
     v.add_argument("--key-file", required=True, type=Path)
     v.add_argument("--stale-after", type=float, default=None,
                    help="report a log whose last checkpoint is older than this (seconds) and not final as truncated")
@@ -141,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     ix.add_argument("--quiet", action="store_true")
     for name in ("search", "export", "report"):
         p = sub.add_parser(name)
-        for field in ("user", "patient", "study", "workstation", "action", "decision", "reason"):
-            p.add_argument(f"--{field}")
+        for field in FILTERS:
+            p.add_argument(f"--{field}", choices=["permit", "deny"] if field == "decision" else None)
         p.add_argument("--since", help="ISO time, inclusive")
         p.add_argument("--until", help="ISO time, inclusive")
         if name == "search":
@@ -152,55 +165,79 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.add_argument("--html", type=Path, help="write a self-contained HTML report with charts")
     for p in sub.choices.values():
-        if not any(a.dest == "log" for a in p._actions):
-            p.add_argument("--log", required=True, type=Path, help="the live decision log file")
-    args = parser.parse_args(argv)
-    if args.command == "verify":
-        key = bytes.fromhex(args.key_file.read_text().strip())
-        progress = Progress("verify")
-        report = verify(args.log, key, stale_after=args.stale_after, progress=progress.update)
-        progress.done(f"{report.records:,} records checked")
-        if args.json:
-            print(json.dumps(report.as_dict(), indent=2))
-        elif report.ok:
-            print(f"ok: {report.records} records in {report.files} file(s), {report.checkpoints} checkpoints, "
-                  f"{report.unsigned_tail} record(s) after the last checkpoint"
-                  f"{' (closed cleanly)' if report.final else ''}")
-        else:
-            d = report.damage
-            assert d is not None
-            print(f"BROKEN: {d.kind} at {d.file}:{d.line} (seq {d.seq}): {d.detail}")
-        return 0 if report.ok else 1
-    if args.command == "tail":
-        for raw in last_lines(args.log, args.n):
-            print(line(flatten(json.loads(raw))))
-        if args.follow:
-            try:
-                for raw in follow(args.log):
-                    print(line(flatten(json.loads(raw))), flush=True)
-            except KeyboardInterrupt:
-                return 0
-        return 0
-    if args.command == "index":
-        index.build(args.log, flatten, progress=Progress("index", enabled=False if args.quiet else None))
-        return 0
-    selected = None
+        p.add_argument("--log", required=True, type=Path, help="the live decision log file")
+    return parser
+
+
+def _verify(args: argparse.Namespace) -> int:
+    key = bytes.fromhex(args.key_file.read_text().strip())
+    progress = Progress("verify")
+    report = verify(args.log, key, stale_after=args.stale_after, progress=progress.update)
+    progress.done(f"{report.records:,} records checked")
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    elif report.ok:
+        print(f"ok: {report.records} records in {report.files} file(s), {report.checkpoints} checkpoints, "
+              f"{report.unsigned_tail} record(s) after the last checkpoint"
+              f"{' (closed cleanly)' if report.final else ''}")
+        _warn_sealed(report)
+    else:
+        d = report.damage
+        assert d is not None
+        print(f"BROKEN: {d.kind} at {d.file}:{d.line} (seq {d.seq}): {d.detail}")
+    return 1 if not report.ok else SEALED if report.sealed else 0
+
+
+def _warn_sealed(report: Report) -> None:
+    for sealed in report.sealed:
+        print(f"WARNING: a write was cut short (crash, kill -9 or power loss): {sealed.file}:{sealed.line} is a "
+              f"torn line of {sealed.torn_bytes} bytes, kept and sealed by the writer with record seq {sealed.seq}; "
+              "the rest of that write is lost")
+
+
+def _tail(args: argparse.Namespace) -> int:
+    for raw in last_lines(args.log, args.n):
+        print(tail_line(raw))
+    if args.follow:
+        try:
+            for raw in follow(args.log):
+                print(tail_line(raw), flush=True)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def _select(args: argparse.Namespace) -> list[Stored]:
+    """The events search, export and report work on: from the index when there is one, else read."""
+    filters = {name: getattr(args, name, None) for name in FILTERS}
+    filters["reason"] = wanted_reason(filters["reason"])
     if index.index_path(args.log).exists():
         try:  # bring it up to date (only what was appended since) and answer from it
-            index.build(args.log, flatten, progress=Progress("index"))
-            filters = {name: getattr(args, name, None) for name in index.FILTERS}
-            selected = [flatten(r) for r in index.search(args.log, filters, args.since, args.until)]
+            index.build(args.log, progress=Progress("index"))
+            return list(index.search(args.log, filters, args.since, args.until))
         except (OSError, sqlite3.Error) as error:
             print(f"index unusable ({error}): reading the log", file=sys.stderr)
-    if selected is None:
-        progress = Progress("read")
-        selected = []
-        for count, row in enumerate((flatten(r) for r in records(args.log)), 1):
-            if count % 10_000 == 0:
-                progress.update(count)
-            if row["event"] not in ("file-start", "checkpoint") and matches(row, args):
-                selected.append(row)
-        progress.done()
+    progress = Progress("read")
+    selected = []
+    for count, stored in enumerate(events(args.log), 1):
+        if count % 10_000 == 0:
+            progress.update(count)
+        if matches(row(stored), filters, args.since, args.until):
+            selected.append(stored)
+    progress.done()
+    return selected
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "verify":
+        return _verify(args)
+    if args.command == "tail":
+        return _tail(args)
+    if args.command == "index":
+        index.build(args.log, progress=Progress("index", enabled=False if args.quiet else None))
+        return 0
+    selected = _select(args)
     if args.command == "report":
         summary = summarize(selected)
         if args.html:
@@ -209,19 +246,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report written to {args.html}", file=sys.stderr)
         print(text(summary))
         return 0
+    rows = [row(stored) for stored in selected]
     if args.command == "search":
-        for row in selected:
-            print(json.dumps(row) if args.json else line(row))
+        for flat in rows:
+            print(json.dumps(flat) if args.json else line(flat))
         if not args.json:
-            print(f"{len(selected)} record(s)", file=sys.stderr)
+            print(f"{len(rows)} record(s)", file=sys.stderr)
         return 0
     if args.format == "jsonl":
-        for row in selected:
-            print(json.dumps(row))
+        for flat in rows:
+            print(json.dumps(flat))
     else:
         writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(selected)
+        writer.writerows(rows)
     return 0
 
 

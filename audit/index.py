@@ -9,43 +9,57 @@ the log itself).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+import orjson
 
 from .chain import log_files
+from .events import Stored, read
 from .progress import Progress
+from .rows import FILTERS, row
 
+# Raised whenever what the index holds changes (2: reasons as codes, read through audit.events; files
+# known by inode): an index built by another version is dropped and rebuilt, never answered from.
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, time TEXT, event TEXT, user TEXT, action TEXT,
     patient TEXT, study TEXT, workstation TEXT, decision TEXT, reason TEXT, line TEXT);
-CREATE TABLE IF NOT EXISTS files (name TEXT PRIMARY KEY, offset INTEGER);
+CREATE TABLE IF NOT EXISTS files (name TEXT PRIMARY KEY, offset INTEGER, inode INTEGER);
 CREATE INDEX IF NOT EXISTS by_user_time ON records (user, time);
 CREATE INDEX IF NOT EXISTS by_patient_time ON records (patient, time);
 CREATE INDEX IF NOT EXISTS by_time ON records (time);
 """
-FILTERS = ("user", "patient", "study", "workstation", "action", "decision", "reason")
 
 
 def index_path(log: Path) -> Path:
     return log.with_name(log.name + ".index.sqlite")
 
 
-def build(log: Path, flatten: Any, progress: Progress | None = None) -> int:
-    """Index what is new in the log; returns the number of records added."""
+def _open(log: Path) -> sqlite3.Connection:
     db = sqlite3.connect(index_path(log))
+    if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        db.executescript("DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS files;")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     db.executescript(SCHEMA)
+    return db
+
+
+def build(log: Path, progress: Progress | None = None) -> int:
+    """Index the events appended since the last run; returns how many were added. The chain's own
+    records (file-start, checkpoint) and unreadable lines are passed over (``verify`` reads them)."""
+    db = _open(log)
     added = 0
     with db:
-        known = dict(db.execute("SELECT name, offset FROM files"))
+        known = {name: (offset, inode) for name, offset, inode in db.execute("SELECT name, offset, inode FROM files")}
         for file in log_files(log):
             # A rotated file keeps its content; the live file is renamed when it rotates, so offsets
-            # are kept per name, and a live file smaller than its offset has been rotated: start over.
-            offset = known.get(file.name, 0)
-            size = file.stat().st_size
-            if size < offset:
+            # are kept per name and inode: a live file that is another file than last time (rotated,
+            # however much the new one has grown since) is read from its start.
+            status = file.stat()
+            offset, inode = known.get(file.name, (0, status.st_ino))
+            if inode != status.st_ino or status.st_size < offset:
                 offset = 0
             with file.open("rb") as handle:
                 handle.seek(offset)
@@ -54,13 +68,12 @@ def build(log: Path, flatten: Any, progress: Progress | None = None) -> int:
                     if not raw.endswith(b"\n"):
                         break  # a line being written: next time
                     offset += len(raw)
-                    try:
-                        record = json.loads(raw)
-                    except ValueError:
+                    stored = _read(raw)
+                    if stored is None:
                         continue
-                    row = flatten(record)
-                    rows.append((row["seq"], row["time"], row["event"], row["user"], row["action"], row["patient"],
-                                 row["study"], row["workstation"], row["decision"], row["reason"],
+                    r = row(stored)
+                    rows.append((r["seq"], r["time"], r["event"], r["user"], r["action"], r["patient"], r["study"],
+                                 r["workstation"], r["decision"], r["reason"],
                                  raw.decode("utf-8", "replace").rstrip("\n")))
                     if len(rows) >= 50_000:
                         db.executemany("INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -70,11 +83,18 @@ def build(log: Path, flatten: Any, progress: Progress | None = None) -> int:
                             progress.update(added)
                 db.executemany("INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
                 added += len(rows)
-            db.execute("INSERT OR REPLACE INTO files VALUES (?, ?)", (file.name, offset))
+            db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (file.name, offset, status.st_ino))
     if progress is not None:
         progress.done(f"{added:,} new records indexed")
     db.close()
     return added
+
+
+def _read(raw: bytes) -> Stored | None:
+    try:
+        return read(orjson.loads(raw))
+    except ValueError:
+        return None
 
 
 def current(log: Path) -> bool:
@@ -84,29 +104,36 @@ def current(log: Path) -> bool:
         return False
     db = sqlite3.connect(path)
     try:
-        known = dict(db.execute("SELECT name, offset FROM files"))
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            return False
+        known = {name: (offset, inode) for name, offset, inode in db.execute("SELECT name, offset, inode FROM files")}
     except sqlite3.Error:
         return False
     finally:
         db.close()
-    return all(known.get(f.name, -1) == f.stat().st_size for f in log_files(log))
+    return all(known.get(f.name) == (f.stat().st_size, f.stat().st_ino) for f in log_files(log))
 
 
-def search(log: Path, filters: dict[str, str | None], since: str | None, until: str | None) -> Iterator[dict[str, Any]]:
-    clauses, values = ["event NOT IN ('file-start', 'checkpoint')"], []
+def search(log: Path, filters: dict[str, str | None], since: str | None, until: str | None) -> Iterator[Stored]:
+    clauses: list[str] = []
+    values: list[str] = []
     for name in FILTERS:
-        if filters.get(name):
+        wanted = filters.get(name)
+        if wanted:
             clauses.append(f"{name} = ?")
-            values.append(filters[name])
+            values.append(wanted)
     if since:
         clauses.append("time >= ?")
         values.append(since)
     if until:
         clauses.append("time <= ?")
         values.append(until)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     db = sqlite3.connect(index_path(log))
     try:
-        for (line,) in db.execute(f"SELECT line FROM records WHERE {' AND '.join(clauses)} ORDER BY seq", values):
-            yield json.loads(line)
+        for (line,) in db.execute(f"SELECT line FROM records {where} ORDER BY seq", values):
+            stored = _read(line.encode("utf-8"))
+            if stored is not None:
+                yield stored
     finally:
         db.close()

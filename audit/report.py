@@ -1,9 +1,10 @@
 """``decision-log report``: what a reviewer reads first, as text or as one self-contained HTML page.
 
 Totals per user, per action and per decision; refusals by reason; break-glass uses; access outside
-working hours; users who touched unusually many patients. Charts are inline SVG drawn here (no
-script, no CDN), so the page renders offline and can be attached to an incident report. Every number
-comes from the same selection ``decision-log search`` makes (same filters, same records).
+working hours; users who touched unusually many patients; writes a crash cut short (torn tails the
+writer sealed). Charts are inline SVG drawn here (no script, no CDN), so the page renders offline and
+can be attached to an incident report. Every number comes from the same selection ``decision-log
+search`` makes (same filters, same events), read through :mod:`audit.events`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .events import AuthenticationEvent, AuthorizationEvent, Decision, LogTruncated, Stored
+from .rows import one_patient, row
 
 WORK_HOURS = range(7, 19)  # 07:00-18:59 UTC counts as working hours
 
@@ -28,6 +32,7 @@ class Summary:
     break_glass: list[dict[str, Any]] = field(default_factory=list)
     off_hours: list[dict[str, Any]] = field(default_factory=list)
     patients_per_user: dict[str, set[str]] = field(default_factory=dict)
+    truncations: list[dict[str, Any]] = field(default_factory=list)  # torn tails sealed (a crash mid-write)
 
     def unusual(self) -> list[tuple[str, int]]:
         """Users whose distinct patients exceed the median + 3 x (median absolute deviation, at least 1)."""
@@ -39,25 +44,31 @@ class Summary:
         return sorted(((u, c) for u, c in counts.items() if c > median + 3 * spread), key=lambda x: -x[1])
 
 
-def summarize(rows: Iterable[dict[str, Any]], raw: Iterable[dict[str, Any]] | None = None) -> Summary:
+def summarize(selected: Iterable[Stored]) -> Summary:
     summary = Summary()
-    for row in rows:
-        if row["event"] not in ("authorization", "authentication"):
+    for stored in selected:
+        event = stored.event
+        if isinstance(event, LogTruncated):
+            summary.truncations.append(row(stored))
+        if not isinstance(event, AuthenticationEvent | AuthorizationEvent):
             continue
+        flat = row(stored)
         summary.records += 1
-        user = row["user"] or "-"
+        user = flat["user"] or "-"
         summary.per_user[user] += 1
-        summary.per_action[row["action"] or "login"] += 1
-        summary.per_decision[row["decision"] or "-"] += 1
-        if row["decision"] == "deny":
-            summary.refusals[row["reason"] or "-"] += 1
-        if row.get("break_glass"):
-            summary.break_glass.append(row)
-        hour = int(str(row["time"])[11:13] or 0) if len(str(row["time"])) > 13 else 12
-        if hour not in WORK_HOURS and row["event"] == "authorization":
-            summary.off_hours.append(row)
-        if row["patient"] and "*" not in row["patient"] and row["decision"] == "permit":
-            summary.patients_per_user.setdefault(user, set()).add(row["patient"])
+        summary.per_action[flat["action"] or "login"] += 1
+        summary.per_decision[event.decision.value] += 1
+        if event.decision is Decision.DENY:
+            summary.refusals[event.reason_code or "-"] += 1
+        if flat["break_glass"]:
+            summary.break_glass.append(flat)
+        when = stored.time
+        hour = int(when[11:13]) if len(when) > 13 and when[11:13].isdigit() else 12
+        if hour not in WORK_HOURS and isinstance(event, AuthorizationEvent):
+            summary.off_hours.append(flat)
+        patient = one_patient(event.resource) if isinstance(event, AuthorizationEvent) else ""
+        if patient and event.decision is Decision.PERMIT:
+            summary.patients_per_user.setdefault(user, set()).add(patient)
     return summary
 
 
@@ -73,6 +84,8 @@ def text(summary: Summary) -> str:
     lines.append(f"off-hours access: {len(summary.off_hours)}")
     unusual = summary.unusual()
     lines.append("users touching unusually many patients: " + (", ".join(f"{u} ({c})" for u, c in unusual) or "none"))
+    lines.append(f"writes cut short by a crash (torn tails sealed): {len(summary.truncations)}")
+    lines += [f"  {r['time'][:19]} seq {r['seq']}: {r['detail']}" for r in summary.truncations]
     return "\n".join(lines)
 
 
@@ -121,4 +134,7 @@ table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:.2e
 <h2>Users touching unusually many patients</h2>
 <p>{", ".join(f"{html.escape(u)} ({c} patients)" for u, c in unusual) or "none"}</p>
 <h2>Access outside working hours (before 07:00 or from 19:00 UTC)</h2><table>{head}{rows(summary.off_hours)}</table>
+<h2 class="{'alert' if summary.truncations else ''}">Writes cut short by a crash (torn tails sealed)</h2>
+<p>{"".join(f"{html.escape(str(r['time'])[:19])} seq {r['seq']}: {html.escape(str(r['detail']))}<br>"
+            for r in summary.truncations) or "none"}</p>
 </body></html>"""

@@ -1,13 +1,21 @@
 """Decision events: one record per authentication and authorization decision, hash-chained.
 
-The relay's event loop only appends ``(time, event, fields)`` to a deque (no lock, no encoding: a
-C-FIND whose thousand matches are post-filtered writes a thousand records). A writer thread of its
+The server agent hands each decision over as a frozen event of :mod:`audit.events`
+(``write(event)``); the relay's event loop only appends ``(time, event)`` to a deque (no lock, no
+encoding: a C-FIND whose thousand matches are post-filtered writes a thousand records). A writer thread of its
 own drains the deque in batches (``LINGER`` apart at most), encodes and chains each record and appends the batch to a
 :class:`audit.chain.ChainWriter` in one write: every record is chained to the one before, and a
 checkpoint signed with the agent's HMAC key is written every ``checkpoint_interval`` seconds, idle
 or not. If the disk fails, :attr:`healthy` turns false and the agent refuses new work
 (``on_failure = "refuse"``, the default) rather than act unlogged; while the writer is behind by
 more than ``BACKLOG_HIGH`` records it is unhealthy too, until it catches up.
+
+A log whose live file ends in a torn line (the agent was killed in the middle of a write) is sealed
+when the log opens (``audit/chain.py``) and the agent starts; the seal goes to the audit repository
+too, as a Security Alert (Audit Recording Stopped, PS3.15 A.5.3.11).
+
+``write(kind, **fields)``, the call of earlier versions, still writes its fields as they are (and
+audits them read back through :func:`audit.events.from_record`) until the last call site is gone.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from audit.chain import ChainWriter
-from audit.dicom_audit import AUDITED, audit_message
+from audit.dicom_audit import audit_message
+from audit.events import DecisionEvent, from_record
 from audit.syslog import SpooledSender
 
 log = logging.getLogger("server_agent.decisions")
@@ -35,6 +44,12 @@ YIELD_EVERY = 64  # records encoded between two releases of the GIL, so the even
 # one GIL hand-over and one write per batch instead of per record (which cost the event loop ~50 us
 # a record on 2 busy cores). A record reaches the disk within this much time.
 LINGER = 0.01
+
+Legacy = tuple[str, dict[str, Any]]  # write(kind, **fields): the call of earlier versions
+
+
+def _stamp(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="microseconds")
 
 
 def load_key(path: Path) -> bytes:
@@ -61,15 +76,23 @@ class DecisionLog:
         self.source_id = source_id
         self.failed: str | None = None
         self.dropped = 0
-        self._pending: collections.deque[tuple[float, str, dict[str, Any]]] = collections.deque()
+        self._pending: collections.deque[tuple[float, DecisionEvent | Legacy]] = collections.deque()
         self._wake = threading.Event()
         self._closing = False
         self._writer = ChainWriter(path, key, max_bytes=max_bytes, checkpoint_interval=checkpoint_interval)
+        if self._writer.sealed is not None and audit is not None:  # a crash cut the last write short
+            audit.submit(audit_message(self._writer.sealed, source_id, time=_stamp(time.time()), log_file=str(path)))
         self._interval = checkpoint_interval
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
 
-    def write(self, event: str, **fields: Any) -> None:
+    @overload
+    def write(self, event: DecisionEvent, /) -> None: ...
+
+    @overload
+    def write(self, event: str, /, **fields: Any) -> None: ...  # earlier versions' call: until call sites move
+
+    def write(self, event: DecisionEvent | str, /, **fields: Any) -> None:
         """Record one event (called on the event loop: an append, and a wake-up when the writer sleeps)."""
         if len(self._pending) >= BACKLOG_LIMIT:
             self.dropped += 1
@@ -77,7 +100,7 @@ class DecisionLog:
                 self.failed = f"decision log {BACKLOG_LIMIT} records behind (disk too slow or failing): records lost"
                 log.error("DECISION LOG FAILING, refusing new work: %s", self.failed)
             return
-        self._pending.append((time.time(), event, fields))
+        self._pending.append((time.time(), (event, fields) if isinstance(event, str) else event))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -117,18 +140,26 @@ class DecisionLog:
 
     def _drain(self) -> None:
         records = []
+        audited: list[tuple[DecisionEvent, str]] = []
         pending = self._pending
         while pending:
-            stamp, event, fields = pending.popleft()  # atomic against the event loop's append
-            records.append({"time": dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat(timespec="microseconds"),
-                            "event": event, **fields})
+            stamp, item = pending.popleft()  # atomic against the event loop's append
+            when = _stamp(stamp)
+            if isinstance(item, tuple):  # written as given, as earlier versions did; audited as read back
+                kind, fields = item
+                records.append({"time": when, "event": kind, **fields})
+                event = from_record(records[-1]) if self.audit is not None else None
+            else:
+                records.append({"time": when, **item.record()})
+                event = item
+            if event is not None and self.audit is not None:
+                audited.append((event, when))
             if len(records) % YIELD_EVERY == 0:
                 time.sleep(0)  # let the event loop take the GIL between chunks of encoding
         self._writer.write_many(records)
         if self.audit is not None:
-            for record in records:
-                if record["event"] in AUDITED:
-                    self.audit.submit(audit_message(record, self.source_id))
+            for event, when in audited:
+                self.audit.submit(audit_message(event, self.source_id, time=when))
 
     def close(self) -> None:
         self._closing = True
@@ -147,7 +178,13 @@ class UnloggedDecisions:
     problem: str | None = None
     healthy = True
 
-    def write(self, event: str, **fields: Any) -> None:
+    @overload
+    def write(self, event: DecisionEvent, /) -> None: ...
+
+    @overload
+    def write(self, event: str, /, **fields: Any) -> None: ...
+
+    def write(self, event: DecisionEvent | str, /, **fields: Any) -> None:
         pass
 
     def close(self) -> None:

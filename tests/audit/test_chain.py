@@ -193,7 +193,8 @@ def test_the_index_answers_like_the_scan_and_follows_new_records(tmp_path: Path)
     assert index.current(path)
     assert search("--user", "user2") == scanned and scanned
     writer = ChainWriter(path, KEY, max_bytes=4000)
-    writer.write({"event": "authorization", "user": {"username": "user2"}, "resource": {"patient_id": "PAT-NEW"}})
+    writer.write({"event": "authorization", "user": {"username": "user2"}, "resource": {"patient_id": "PAT-NEW"},
+                  "decision": "permit"})
     assert not index.current(path)  # the log grew: searches fall back to reading it
     assert search("--user", "user2")[-1] == "PAT-NEW"
     subprocess.run([*run, "index", "--log", str(path), "--quiet"], check=True)
@@ -231,10 +232,12 @@ def test_tail_reads_only_the_end_and_follows_across_rotations(tmp_path: Path) ->
     time.sleep(0.2)
     writer = ChainWriter(path, KEY, max_bytes=1500, checkpoint_interval=3600)  # rotates within what follows
     for n in range(30):
-        writer.write({"event": "authorization", "user": {"username": "late"}, "resource": {"patient_id": f"L{n}"}})
+        writer.write({"event": "authorization", "user": {"username": "late"}, "resource": {"patient_id": f"L{n}"},
+                      "decision": "permit"})
         time.sleep(0.005)
     last_seq = writer.seq
-    writer.write({"event": "authorization", "user": {"username": "late"}, "resource": {"patient_id": "END"}})
+    writer.write({"event": "authorization", "user": {"username": "late"}, "resource": {"patient_id": "END"},
+                  "decision": "permit"})
     last_seq = writer.seq
     thread.join(10)
     first_new = every[-1]["seq"] + 1
@@ -249,12 +252,12 @@ def test_long_verifies_and_index_builds_show_progress(tmp_path: Path) -> None:
     import io
 
     from audit import index
-    from audit.cli import flatten
     from audit.progress import Progress
 
     path = tmp_path / "decisions.jsonl"
     writer = ChainWriter(path, KEY, checkpoint_interval=3600)
-    writer.write_many([{"event": "authorization", "user": {"username": f"u{n % 7}"}} for n in range(60_000)])
+    writer.write_many([{"event": "authorization", "user": {"username": f"u{n % 7}"}, "decision": "permit"}
+                       for n in range(60_000)])
     writer.close()
     shown = io.StringIO()
     progress = Progress("verify", enabled=True, stream=shown)
@@ -267,8 +270,8 @@ def test_long_verifies_and_index_builds_show_progress(tmp_path: Path) -> None:
     text = shown.getvalue()
     assert "verify: 10,000 records (pass 1 of 2)" in text and "60,002 records checked in" in text
     shown = io.StringIO()
-    assert index.build(path, flatten, Progress("index", enabled=True, stream=shown)) == 60_002
-    assert "50,000 records" in shown.getvalue() and "60,002 new records indexed" in shown.getvalue()
+    assert index.build(path, Progress("index", enabled=True, stream=shown)) == 60_000  # not file-start, checkpoint
+    assert "50,000 records" in shown.getvalue() and "60,000 new records indexed" in shown.getvalue()
     assert "\r" not in subprocess.run([sys.executable, "-m", "audit.cli", "verify", "--log", str(path), "--key-file",
                                        str(_key_file(tmp_path))], capture_output=True, text=True).stderr  # not a tty
 
