@@ -9,9 +9,10 @@ import ssl
 
 from audit.syslog import SpooledSender
 from dicomwire.aio import RelayServer
+from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
 
 from .authn import Authenticator
-from .config import PacsTls, ServerAgentConfig
+from .config import IdentityConfig, PacsTls, ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
 from .pdp import PdpClient
 from .policy import MoveRegistry, ReturnPolicy, ServerPolicy
@@ -44,6 +45,11 @@ def client_context(config: ServerAgentConfig) -> ssl.SSLContext:
     return context
 
 
+def identity_client(identity: IdentityConfig) -> ClientAuth:
+    return ClientAuth(client_id=identity.client_id, method=AuthMethod(identity.client_auth),
+                      secret=identity.client_secret)
+
+
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
@@ -58,8 +64,12 @@ class ServerAgent:
             log.critical("DECISION LOG DISABLED ([decision_log] enabled = false in %s): decisions are not "
                          "recorded; for measurements only", config.path)
             self.decisions = UnloggedDecisions()
-        self.authn = Authenticator(config.identity)
-        self.pdp = PdpClient(config.pdp, config.identity, self.authn.http)
+        # One HTTP client for this event loop: the identity provider and the PDP (never another thread's).
+        self.http = AsyncExecutor(tls=TlsFiles(ca_file=config.identity.ca_file),
+                                  timeouts=Timeouts.within(config.identity.timeout))
+        self.oauth = AsyncOAuthClient(config.identity.issuer, identity_client(config.identity), self.http)
+        self.authn = Authenticator(config.identity, self.oauth)
+        self.pdp = PdpClient(config.pdp, self.oauth, self.http)
         self.moves = MoveRegistry()
         pacs_ssl = {p.name: pacs_context(p.tls) for p in config.pacs.values() if p.tls is not None}
         self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl)
@@ -93,3 +103,4 @@ class ServerAgent:
         await asyncio.gather(*(s.shutdown(deadline) for s in self.servers))
         self.decisions.write("application-stop", name=self.config.name)
         self.decisions.close()
+        await self.http.aclose()
