@@ -11,8 +11,8 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: test demo bench lint typecheck system-deps venv clean
 
 test: venv
-	$(PY) -m ruff check dicomwire agent server_agent hial_mock tomlconf audit devtools tests bench
-	$(PY) -m mypy dicomwire hial_mock tomlconf agent server_agent audit
+	$(PY) -m ruff check dicomwire oauthclient agent server_agent hial_mock tomlconf audit devtools tests bench
+	$(PY) -m mypy dicomwire oauthclient hial_mock tomlconf agent server_agent audit
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: venv

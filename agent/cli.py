@@ -97,20 +97,20 @@ def cmd_launch(config: WorkstationConfig, args: argparse.Namespace) -> int:
     if not app:
         print("dicom-agent launch: name the app to run after --", file=sys.stderr)
         return 2
-    client = OidcClient(config.provider)
-    tokens, password = login(client, args)
-    session = Session(client, tokens, password, config.refresh_margin)
-    print(f"dicom-agent: {tokens.username} logged in; starting {app[0]}", file=sys.stderr, flush=True)
-    try:
-        return int(run(lambda: _serve_agent(config, session, app)))
-    finally:
-        client.revoke(session.current().tokens)  # logout, even if the app crashed or we were interrupted
-        print(f"dicom-agent: {tokens.username} logged out", file=sys.stderr, flush=True)
+    with OidcClient(config.provider) as client:
+        tokens, password = login(client, args)
+        session = Session(config.provider, tokens, password, config.refresh_margin)
+        print(f"dicom-agent: {tokens.username} logged in; starting {app[0]}", file=sys.stderr, flush=True)
+        try:
+            return int(run(lambda: _serve_agent(config, session, app)))
+        finally:
+            client.revoke(session.current().tokens)  # logout, even if the app crashed or we were interrupted
+            print(f"dicom-agent: {tokens.username} logged out", file=sys.stderr, flush=True)
 
 
 def cmd_login(config: WorkstationConfig, args: argparse.Namespace) -> int:
-    client = OidcClient(config.provider)
-    tokens, _ = login(client, args)
+    with OidcClient(config.provider) as client:
+        tokens, _ = login(client, args)
     save_session(config.session_file, tokens)
     print(f"logged in as {tokens.username}; session in {config.session_file}")
     return 0
@@ -133,7 +133,8 @@ def cmd_logout(config: WorkstationConfig, args: argparse.Namespace) -> int:
     if tokens is None:
         print("not logged in")
         return 0
-    OidcClient(config.provider).revoke(tokens)
+    with OidcClient(config.provider) as client:
+        client.revoke(tokens)
     delete_session(config.session_file)
     print(f"{tokens.username} logged out")
     return 0
@@ -144,8 +145,7 @@ def cmd_serve(config: WorkstationConfig, args: argparse.Namespace) -> int:
     if tokens is None:
         print("dicom-agent serve: not logged in (run `dicom-agent login`)", file=sys.stderr)
         return 2
-    client = OidcClient(config.provider)
-    session = Session(client, tokens, None, config.refresh_margin)
+    session = Session(config.provider, tokens, None, config.refresh_margin)
     return int(run(lambda: _serve_agent(config, session, None)))
 
 

@@ -1,8 +1,10 @@
-"""The wrapper's OpenID Connect client: any conformant provider, found by discovery.
+"""The wrapper's OpenID Connect client: any conformant provider, found by discovery, on :mod:`oauthclient`.
 
 OpenID Connect Discovery 1.0 (issuer must match exactly), RFC 6749 password grant (with an ``otp``
-parameter when the provider answers ``mfa_required``), RFC 8628 device flow, refresh (RFC 6749 6)
-and revocation on logout (RFC 7009). Tokens never appear in ``repr`` or logs.
+parameter when the provider answers ``mfa_required``), RFC 8628 device flow (decided on its error
+codes), refresh (RFC 6749 section 6) and revocation on logout (RFC 7009), as a public client
+(``none``). :class:`OidcClient` is the CLI's (one thread, sync); :class:`AsyncOidcClient` refreshes
+on the workstation agent's event loop. Tokens never appear in ``repr`` or logs.
 """
 
 from __future__ import annotations
@@ -11,20 +13,50 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
+import httpx
 import jwt
-import requests
+
+from oauthclient import (
+    AsyncExecutor,
+    AsyncOAuthClient,
+    AuthMethod,
+    ClientAuth,
+    DeviceAuthorization,
+    DeviceAuthorizationRequest,
+    OAuthClient,
+    OAuthClientError,
+    OAuthError,
+    PasswordGrant,
+    ProviderMetadata,
+    RefreshGrant,
+    RevocationRequest,
+    SyncExecutor,
+    Timeouts,
+    TlsFiles,
+    TokenResponse,
+    TransportError,
+)
 
 from .config import IdentityProvider
 
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+DeviceStart = DeviceAuthorization  # what `login --device` shows the user, and polls with
+DEFAULT_LIFETIME = 300.0  # seconds, when a token response names no expires_in (RFC 6749 5.1: RECOMMENDED)
 
 
 class LoginError(Exception):
-    """Login failed; the message is the provider's description, safe to show the user."""
+    """Login failed; the message is the provider's description, safe to show the user.
+
+    ``code`` is the RFC 6749 section 5.2 / RFC 8628 section 3.5 ``error`` code when the provider
+    answered one (``invalid_grant``, ``access_denied``, ``expired_token``, ...), else empty.
+    """
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class MfaRequired(LoginError):
@@ -45,120 +77,123 @@ class Tokens:
         return self.expires_at - time.time()
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceStart:
-    device_code: str = field(repr=False)
-    user_code: str
-    verification_uri: str
-    verification_uri_complete: str | None
-    expires_at: float
-    interval: float
+def login_error(error: OAuthClientError) -> LoginError:
+    """What the user is told: the provider's description, with the code kept for the caller."""
+    if isinstance(error, OAuthError):
+        message = error.description or error.error
+        if error.mfa_required:
+            return MfaRequired(message or "one-time password required", code=error.error)
+        return LoginError(message, code=error.error)
+    if isinstance(error, TransportError):
+        return LoginError(f"identity provider unreachable: {error}")
+    return LoginError(f"identity provider's answer refused: {error}")
+
+
+def tokens_from(response: TokenResponse, username: str | None) -> Tokens:
+    """The session's tokens; the user name shown is read from the tokens when the login named none
+    (the device flow), for display only: the server agent verifies what it is given."""
+    if not username:
+        try:
+            claims = jwt.decode(response.id_token or response.access_token, options={"verify_signature": False})
+            username = str(claims.get("preferred_username") or claims.get("sub") or "?")
+        except jwt.PyJWTError:
+            username = "?"
+    return Tokens(access_token=response.access_token, refresh_token=response.refresh_token,
+                  expires_at=time.time() + (response.expires_in or DEFAULT_LIFETIME), username=username,
+                  scope=response.scope or "", id_token=response.id_token)
+
+
+def _client(provider: IdentityProvider) -> ClientAuth:
+    return ClientAuth(client_id=provider.client_id, method=AuthMethod.NONE)  # a public client (RFC 6749 2.1)
 
 
 class OidcClient:
-    def __init__(self, provider: IdentityProvider) -> None:
+    """The CLI's client: login, device flow, revoke; used by the thread that made it only."""
+
+    def __init__(self, provider: IdentityProvider, *, transport: httpx.BaseTransport | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
         self.provider = provider
-        self.http = requests.Session()
-        if provider.ca_file is not None:
-            self.http.verify = str(provider.ca_file)
-        self._metadata: dict[str, Any] | None = None
+        self._executor = SyncExecutor(tls=TlsFiles(ca_file=provider.ca_file),
+                                      timeouts=Timeouts.within(provider.timeout), transport=transport)
+        self._oauth = OAuthClient(provider.issuer, _client(provider), self._executor, sleep=sleep, clock=clock)
 
-    def metadata(self) -> dict[str, Any]:
-        if self._metadata is None:
-            url = f"{self.provider.issuer}/.well-known/openid-configuration"
-            try:
-                response = self.http.get(url, timeout=self.provider.timeout)
-                response.raise_for_status()
-                data = response.json()
-            except (requests.RequestException, ValueError) as error:
-                raise LoginError(f"identity provider unreachable ({url}): {error}") from None
-            if data.get("issuer") != self.provider.issuer:  # OIDC Discovery 1.0 section 4.3
-                raise LoginError(f"discovery issuer {data.get('issuer')!r} is not {self.provider.issuer!r}")
-            self._metadata = data
-        return self._metadata
-
-    def _token_request(self, data: dict[str, str]) -> dict[str, Any]:
-        endpoint = self.metadata()["token_endpoint"]
+    def metadata(self) -> ProviderMetadata:
         try:
-            response = self.http.post(endpoint, data={**data, "client_id": self.provider.client_id},
-                                      timeout=self.provider.timeout)
-        except requests.RequestException as error:
-            raise LoginError(f"identity provider unreachable: {error}") from None
-        try:
-            body: dict[str, Any] = response.json()
-        except ValueError:
-            raise LoginError(f"identity provider answered HTTP {response.status_code} without JSON") from None
-        if response.status_code != 200:
-            if body.get("mfa_required"):
-                raise MfaRequired(str(body.get("error_description", "one-time password required")))
-            raise LoginError(str(body.get("error_description") or body.get("error") or response.status_code))
-        return body
-
-    def _tokens(self, body: dict[str, Any], username: str | None) -> Tokens:
-        if not username:
-            claims = jwt.decode(body.get("id_token") or body["access_token"], options={"verify_signature": False})
-            username = str(claims.get("preferred_username") or claims.get("sub") or "?")
-        return Tokens(access_token=body["access_token"], refresh_token=body.get("refresh_token"),
-                      expires_at=time.time() + float(body.get("expires_in", 300)), username=username,
-                      scope=str(body.get("scope", "")), id_token=body.get("id_token"))
+            return self._oauth.metadata()
+        except OAuthClientError as error:
+            raise login_error(error) from None
 
     def password_login(self, username: str, password: str, otp: str | None = None) -> Tokens:
-        data = {"grant_type": "password", "username": username, "password": password, "scope": self.provider.scope}
-        if otp:
-            data["otp"] = otp
-        return self._tokens(self._token_request(data), username)
+        grant = PasswordGrant(username=username, password=password, scope=self.provider.scope, otp=otp or None)
+        try:
+            return tokens_from(self._oauth.run(grant), username)
+        except OAuthClientError as error:
+            raise login_error(error) from None
 
     def device_start(self) -> DeviceStart:
-        endpoint = self.metadata().get("device_authorization_endpoint")
-        if not endpoint:
-            raise LoginError("the identity provider offers no device authorization (RFC 8628)")
         try:
-            response = self.http.post(endpoint, data={"client_id": self.provider.client_id,
-                                                      "scope": self.provider.scope}, timeout=self.provider.timeout)
-            body = response.json()
-        except (requests.RequestException, ValueError) as error:
-            raise LoginError(f"device authorization failed: {error}") from None
-        if response.status_code != 200:
-            raise LoginError(str(body.get("error_description") or body.get("error")))
-        return DeviceStart(device_code=body["device_code"], user_code=body["user_code"],
-                           verification_uri=body["verification_uri"],
-                           verification_uri_complete=body.get("verification_uri_complete"),
-                           expires_at=time.time() + float(body.get("expires_in", 600)),
-                           interval=float(body.get("interval", 5)))
+            return self._oauth.run(DeviceAuthorizationRequest(scope=self.provider.scope))
+        except OAuthClientError as error:
+            raise login_error(error) from None
 
     def device_poll(self, start: DeviceStart) -> Tokens:
-        interval = start.interval
-        while time.time() < start.expires_at:
-            time.sleep(interval)
-            try:
-                return self._tokens(self._token_request({"grant_type": DEVICE_GRANT,
-                                                         "device_code": start.device_code}), None)
-            except LoginError as error:
-                text = str(error)
-                if "slow" in text.lower():
-                    interval += 5  # RFC 8628 3.5
-                elif "pending" not in text.lower() and "authorization_pending" not in text:
-                    raise
-        raise LoginError("the device code expired before the login was approved")
+        """RFC 8628 section 3.4: until approved (tokens), or denied or expired (LoginError with that code)."""
+        try:
+            return tokens_from(self._oauth.device_login(start), None)
+        except OAuthClientError as error:
+            raise login_error(error) from None
 
     def refresh(self, tokens: Tokens) -> Tokens:
         if not tokens.refresh_token:
             raise LoginError("no refresh token")
-        body = self._token_request({"grant_type": "refresh_token", "refresh_token": tokens.refresh_token})
-        return self._tokens(body, tokens.username)
+        try:
+            return tokens_from(self._oauth.run(RefreshGrant(refresh_token=tokens.refresh_token)), tokens.username)
+        except OAuthClientError as error:
+            raise login_error(error) from None
 
     def revoke(self, tokens: Tokens) -> None:
-        """RFC 7009: revoke the refresh token (the session) and the access token."""
-        endpoint = self.metadata().get("revocation_endpoint")
-        if not endpoint:
-            return
+        """RFC 7009: revoke the refresh token (the session) and the access token; best effort."""
         for token, hint in ((tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")):
-            if not token:
-                continue
-            # Best effort: a token we could not revoke still expires on its own.
-            with contextlib.suppress(requests.RequestException):
-                self.http.post(endpoint, data={"token": token, "token_type_hint": hint,
-                                               "client_id": self.provider.client_id}, timeout=self.provider.timeout)
+            if token:
+                # A token we could not revoke still expires on its own.
+                with contextlib.suppress(OAuthClientError):
+                    self._oauth.run(RevocationRequest(token=token, token_type_hint=hint))
+
+    def close(self) -> None:
+        self._executor.close()
+
+    def __enter__(self) -> OidcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncOidcClient:
+    """The workstation agent's refresh, on its event loop (one per loop)."""
+
+    def __init__(self, provider: IdentityProvider, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._executor = AsyncExecutor(tls=TlsFiles(ca_file=provider.ca_file),
+                                       timeouts=Timeouts.within(provider.timeout), transport=transport)
+        self._oauth = AsyncOAuthClient(provider.issuer, _client(provider), self._executor)
+
+    async def refresh(self, tokens: Tokens) -> Tokens:
+        if not tokens.refresh_token:
+            raise LoginError("no refresh token")
+        try:
+            response = await self._oauth.run(RefreshGrant(refresh_token=tokens.refresh_token))
+        except OAuthClientError as error:
+            raise login_error(error) from None
+        return tokens_from(response, tokens.username)
+
+    async def aclose(self) -> None:
+        await self._executor.aclose()
+
+    async def __aenter__(self) -> AsyncOidcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 # ---- the session file (between `login` and `serve`): tokens only, never the password ---------------

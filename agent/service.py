@@ -9,10 +9,12 @@ import asyncio
 import logging
 import ssl
 
+import httpx
+
 from dicomwire.listener import RelayServer
 
-from .config import WorkstationConfig
-from .oidc import LoginError, OidcClient, Tokens
+from .config import IdentityProvider, WorkstationConfig
+from .oidc import AsyncOidcClient, LoginError, Tokens
 from .policy import AssociationLog, Credentials, ReturnPolicy, WorkstationPolicy
 
 log = logging.getLogger("dicom_agent")
@@ -38,30 +40,36 @@ def server_context(config: WorkstationConfig) -> ssl.SSLContext:
 class Session:
     """The logged-in user's credentials, kept fresh while the agent runs."""
 
-    def __init__(self, client: OidcClient, tokens: Tokens, password: str | None, margin: float) -> None:
-        self.client = client
+    def __init__(self, provider: IdentityProvider, tokens: Tokens, password: str | None, margin: float, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.provider = provider
         self.credentials = Credentials(tokens, password)
         self.margin = margin
+        self._transport = transport  # tests: a fake provider
 
     def current(self) -> Credentials:
         return self.credentials
 
     async def keep_fresh(self) -> None:
-        """Refresh the access token ``margin`` seconds before it expires (RFC 6749 section 6)."""
-        while True:
-            tokens = self.credentials.tokens
-            wait = max(1.0, tokens.remaining - self.margin)
-            await asyncio.sleep(wait)
-            if not tokens.refresh_token:
-                continue
-            try:
-                fresh = await asyncio.to_thread(self.client.refresh, tokens)
-            except LoginError as error:
-                log.warning("token refresh failed (%s); retrying in 10 s", error)
-                await asyncio.sleep(10)
-                continue
-            self.credentials = Credentials(fresh, self.credentials.password)
-            log.info("access token refreshed for %s", fresh.username)
+        """Refresh the access token ``margin`` seconds before it expires (RFC 6749 section 6), on this
+        loop's own HTTP client; a provider that answers ``invalid_grant`` has ended the session."""
+        async with AsyncOidcClient(self.provider, transport=self._transport) as client:
+            while True:
+                tokens = self.credentials.tokens
+                await asyncio.sleep(max(1.0, tokens.remaining - self.margin))
+                if not tokens.refresh_token:
+                    continue
+                try:
+                    fresh = await client.refresh(tokens)
+                except LoginError as error:
+                    if error.code == "invalid_grant":  # RFC 6749 5.2: revoked or expired; retrying cannot help
+                        log.error("the session has ended at the identity provider (%s): log in again", error)
+                        return
+                    log.warning("token refresh failed (%s); retrying in 10 s", error)
+                    await asyncio.sleep(10)
+                    continue
+                self.credentials = Credentials(fresh, self.credentials.password)
+                log.info("access token refreshed for %s", fresh.username)
 
 
 class WorkstationAgent:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-import requests
+import httpx
 
 from devtools.site import Site
 from dicomwire.identity import UserIdentity, insert_user_identity
@@ -38,7 +38,7 @@ def run(work: Path, files: list[Path], quick: bool) -> tuple[list[Measure], list
     try:
         assert site.hial is not None
         agent = site.serve_agent("rad")
-        token = requests.post(f"{site.hial.issuer}/token", timeout=10, data={
+        token = httpx.post(f"{site.hial.issuer}/token", timeout=10, data={
             "grant_type": "password", "client_id": "workstation-agent", "username": "tech",
             "password": "demo-tech", "scope": "openid user/ImagingStudy.rs user/ImagingStudy.c"}).json()["access_token"]
         direct_rq = pynetdicom_rq(called="ORTHANC", calling="BENCH")

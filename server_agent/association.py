@@ -140,10 +140,15 @@ class ServerAssociation:
         else:
             self.record.note(identity_type=identity.type)
             try:
-                subject = await self.factory.authn.authenticate(identity, names)
+                subject = await self.factory.authn.authenticate(identity, names, source=self.record.source)
             except AuthenticationFailed as error:
-                reason = getattr(error, "reason", Reason.TOKEN_REJECTED)
-                return reject(reason, str(error), (1, 2, 1))
+                # Throttled, or the provider out of reach: try again later (transient); else permanent.
+                transient = error.reason in (Reason.THROTTLED, Reason.PROVIDER_UNAVAILABLE,
+                                             Reason.INTROSPECTION_FAILED)
+                return reject(error.reason, error.detail, (2 if transient else 1, 2, 1))
+            if subject.kind == "node" and subject.id != rq.calling_ae:
+                return reject(Reason.NOT_A_USER, f"a token of node {subject.id} cannot call as {rq.calling_ae!r}",
+                              (1, 2, 1))
         self.subject, self.pacs = subject, pacs
         self.context = Context(calling_ae=rq.calling_ae, called_ae=rq.called_ae, workstation=claim.workstation,
                                certificate=names, peer=self.record.peer)
@@ -194,8 +199,7 @@ class ServerAssociation:
             return self._refuse(facts, Reason.IDENTITY_MISSING, "no authenticated association")
         problem = self.factory.decisions.problem if self.config.refuse_unlogged else None
         prepared = prepare(subject, context, facts, nodes=dict(self.config.nodes),
-                           workstations=dict(self.config.workstations), now=time.time(),
-                           leeway=self.config.identity.leeway, log_problem=problem)
+                           workstations=dict(self.config.workstations), now=time.time(), log_problem=problem)
         if isinstance(prepared, Outcome):
             self.record.authorization(facts, subject, context, prepared.reason, prepared.allowed, started,
                                       detail=prepared.text)

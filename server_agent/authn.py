@@ -2,39 +2,56 @@
 
 * Type 5 (JWT): verified locally (RFC 9068 section 4): signature with a key from the provider's JWKS
   found by discovery, ``iss``, ``aud``, ``exp``, ``nbf``, an algorithm allow-list (never ``none`` or
-  a shared secret), ``typ``; an unknown ``kid`` refreshes the JWKS at most every
-  ``jwks_min_refresh`` seconds. Optionally RFC 7662 introspection for revocation.
+  a shared secret), ``typ`` (``at+jwt`` unless ``[identity] token_types`` lists more); an unknown
+  ``kid`` refreshes the JWKS at most every ``jwks_min_refresh`` seconds. A client's own token
+  (client credentials: no person behind it, RFC 9068 section 2.2) is ``not_a_user`` unless that
+  client is a configured node. Optionally RFC 7662 introspection for revocation.
 * Type 2 (username + passcode): the OIDC password grant at the provider with the agent's own client,
-  then the ID token (``aud`` = our client) and the access token are verified as above.
+  the peer's address sent as RFC 7239 ``Forwarded``, then the ID token (``aud`` = our client) and the
+  access token verified as above; failures throttled per source (:mod:`.throttle`).
 * Type 1 (username): only if configured, and only from a workstation agent whose certificate is listed.
 * Types 3 and 4 (Kerberos, SAML): refused, no verifier is configured.
 
-HTTP runs in worker threads (the event loop never waits on it) with named timeouts; any failure to
-reach the provider is a failed authentication with that reason (fail closed).
+All HTTP runs on the agent's event loop (:mod:`oauthclient`, named timeouts); any failure to reach the
+provider is a failed authentication with that reason (fail closed). Every failure is an
+:class:`AuthenticationFailed` with a :class:`audit.events.Reason` and prose that holds no secret.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import threading
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-import requests
 
+from audit.events import Reason
 from dicomwire.identity import UserIdentity, UserIdentityType
+from oauthclient import AsyncOAuthClient, OAuthClientError, OAuthError, PasswordGrant
 
 from .config import IdentityConfig
+from .failures import AuthenticationFailed
+from .introspection import IntrospectionCache
+from .jwks import JwksCache
+from .throttle import LoginThrottle
 
-log = logging.getLogger("server_agent.authn")
+PASSWORD_SCOPE = "openid profile user/ImagingStudy.rs user/ImagingStudy.c"
+# Markers of a client acting for itself that providers put in their tokens (Auth0 ``gty``, Entra ID
+# ``idtyp``); the RFC 9068 section 2.2 form, ``sub`` = the client's id, is checked as well.
+_CLIENT_GRANTS = frozenset({"client-credentials", "client_credentials"})
+# Password grant answers that mean "these credentials were wrong": counted against the source.
+_REFUSED_LOGIN = frozenset({"invalid_grant", "invalid_request"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Subject:
-    """Who is asking: a verified user, or a node (device without user identity)."""
+    """Who is asking: a verified user, or a node (device without user identity).
+
+    ``expires_at`` is when the agent stops accepting the token: its ``exp`` plus the configured
+    leeway, the same instant at association time and for each request (RFC 7519 section 4.1.4).
+    """
 
     kind: str  # "user" | "node"
     id: str
@@ -53,190 +70,147 @@ class Subject:
                 "organization": self.organization}
 
 
-class AuthenticationFailed(Exception):
-    """The identity was not accepted; the message says why (logged, never shown with secrets)."""
-
-
-class JwksCache:
-    """The provider's signing keys by ``kid``, refreshed on an unknown ``kid`` at a bounded rate."""
-
-    def __init__(self, fetch: Any, min_refresh: float) -> None:
-        self._fetch = fetch
-        self._min_refresh = min_refresh
-        self._keys: dict[str, Any] = {}
-        self._fetched = 0.0
-        self._lock = threading.Lock()
-
-    def key(self, kid: str) -> Any:
-        with self._lock:
-            if kid in self._keys:
-                return self._keys[kid]
-            if time.monotonic() - self._fetched < self._min_refresh and self._fetched:
-                raise AuthenticationFailed(f"unknown signing key {kid!r} (JWKS refreshed recently)")
-            self._fetched = time.monotonic()
-            jwks = self._fetch()
-            self._keys = {}
-            for entry in jwks.get("keys", []):
-                if entry.get("use", "sig") != "sig" or "kid" not in entry:
-                    continue
-                try:
-                    self._keys[entry["kid"]] = jwt.PyJWK(entry).key
-                except jwt.PyJWTError:
-                    continue
-            if kid not in self._keys:
-                raise AuthenticationFailed(f"signing key {kid!r} is not in the provider's JWKS")
-            return self._keys[kid]
+def acting_client(claims: dict[str, Any]) -> str | None:
+    """The client id, if this token is a client's own (no person behind it), else None."""
+    client = claims.get("client_id") or claims.get("azp")
+    sub = claims.get("sub")
+    markers = {str(claims.get(name)) for name in ("gty", "grant_type")}
+    if markers & _CLIENT_GRANTS or claims.get("idtyp") == "app":
+        return str(client or sub)
+    if isinstance(client, str) and client and sub in (client, f"{client}@clients"):
+        return client
+    return None
 
 
 class Authenticator:
-    def __init__(self, config: IdentityConfig) -> None:
+    def __init__(self, config: IdentityConfig, oauth: AsyncOAuthClient, *, throttle: LoginThrottle | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.http = requests.Session()
-        if config.ca_file is not None:
-            self.http.verify = str(config.ca_file)
-        self._metadata: dict[str, Any] | None = None
-        self._meta_lock = threading.Lock()
-        self.jwks = JwksCache(self._fetch_jwks, config.jwks_min_refresh)
-        self._introspected: dict[str, tuple[float, bool]] = {}
-
-    # ---- provider metadata ------------------------------------------------------------------------
-    def metadata(self) -> dict[str, Any]:
-        with self._meta_lock:
-            if self._metadata is None:
-                url = f"{self.config.issuer}/.well-known/openid-configuration"
-                try:
-                    response = self.http.get(url, timeout=self.config.timeout)
-                    response.raise_for_status()
-                    data = response.json()
-                except (requests.RequestException, ValueError) as error:
-                    raise AuthenticationFailed(f"identity provider unreachable ({url}): {error}") from None
-                if data.get("issuer") != self.config.issuer:
-                    raise AuthenticationFailed(f"discovery issuer {data.get('issuer')!r} != {self.config.issuer!r}")
-                self._metadata = data
-            return self._metadata
-
-    def _fetch_jwks(self) -> dict[str, Any]:
-        try:
-            response = self.http.get(self.metadata()["jwks_uri"], timeout=self.config.timeout)
-            response.raise_for_status()
-            data: dict[str, Any] = response.json()
-            return data
-        except (requests.RequestException, ValueError) as error:
-            raise AuthenticationFailed(f"JWKS unreachable: {error}") from None
+        self.oauth = oauth
+        self.throttle = throttle or LoginThrottle(config.throttle)
+        self._clock = clock
+        self.jwks = JwksCache(oauth, config.jwks_min_refresh)
+        self.introspection = IntrospectionCache(oauth, config.introspect_cache)
 
     # ---- verification -----------------------------------------------------------------------------------
-    def verify_jwt(self, token: str, *, audience: str | None = None, access_token: bool = True) -> dict[str, Any]:
+    async def verify_jwt(self, token: str, *, audience: str | None = None, access_token: bool = True) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
-            raise AuthenticationFailed(f"not a JWT: {error}") from None
+            raise AuthenticationFailed(Reason.TOKEN_REJECTED, f"not a JWT: {error}") from None
         alg = header.get("alg")
         if alg not in self.config.algorithms:
-            raise AuthenticationFailed(f"algorithm {alg!r} is not allowed")
-        if access_token and header.get("typ") not in self.config.token_types:
-            raise AuthenticationFailed(f"token type {header.get('typ')!r} is not an access token")
-        key = self.jwks.key(str(header.get("kid", "")))
+            raise AuthenticationFailed(Reason.TOKEN_REJECTED, f"algorithm {str(alg)[:20]!r} is not allowed")
+        typ = str(header.get("typ", "")).lower()
+        if access_token and typ not in {t.lower() for t in self.config.token_types}:
+            raise AuthenticationFailed(Reason.TOKEN_REJECTED, f"token type {typ[:30]!r} is not an access token "
+                                       f"(RFC 9068 section 4; [identity] token_types)")
+        if not access_token and typ in ("at+jwt", "application/at+jwt"):  # RFC 8725 3.11: no type confusion
+            raise AuthenticationFailed(Reason.TOKEN_REJECTED, "an access token where an ID token belongs")
+        key = await self.jwks.key(str(header.get("kid", "")))
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key, algorithms=list(self.config.algorithms), audience=audience or self.config.audience,
                 issuer=self.config.issuer, leeway=self.config.leeway,
                 options={"require": ["exp", "iat", "iss", "sub", "aud"]})
         except jwt.PyJWTError as error:
-            raise AuthenticationFailed(f"token rejected: {error}") from None
+            raise AuthenticationFailed(Reason.TOKEN_REJECTED, f"token rejected: {error}") from None
         return claims
-
-    def introspect_active(self, token: str) -> bool:
-        """RFC 7662; answers cached for ``introspect_cache`` seconds (bounded)."""
-        now = time.monotonic()
-        cached = self._introspected.get(token)
-        if cached is not None and now - cached[0] < self.config.introspect_cache:
-            return cached[1]
-        endpoint = self.metadata().get("introspection_endpoint")
-        if not endpoint:
-            raise AuthenticationFailed("the provider has no introspection endpoint")
-        try:
-            response = self.http.post(endpoint, data={"token": token, "token_type_hint": "access_token"},
-                                      auth=(self.config.client_id, self.config.client_secret),
-                                      timeout=self.config.timeout)
-            active = bool(response.json().get("active"))
-        except (requests.RequestException, ValueError) as error:
-            raise AuthenticationFailed(f"introspection unreachable: {error}") from None
-        if len(self._introspected) > 10000:
-            self._introspected.clear()
-        self._introspected[token] = (now, active)
-        return active
 
     def _subject(self, claims: dict[str, Any], token: str, identity_type: int) -> Subject:
         purpose = claims.get("purpose_of_use", "TREAT")
         if isinstance(purpose, dict):
             purpose = purpose.get("code", "TREAT")
         roles = claims.get("roles", [])
-        return Subject(kind="user", id=str(claims["sub"]), username=str(claims.get("preferred_username") or
+        user = Subject(kind="user", id=str(claims["sub"]), username=str(claims.get("preferred_username") or
                                                                          claims["sub"]),
                        roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
                        organization=str(claims.get("organization", "")),
-                       scopes=frozenset(str(claims.get("scope", "")).split()), expires_at=float(claims["exp"]),
-                       client_id=str(claims.get("client_id", "")), identity_type=identity_type,
-                       purpose_of_use=str(purpose), token=token)
+                       scopes=frozenset(str(claims.get("scope", "")).split()),
+                       expires_at=float(claims["exp"]) + self.config.leeway, client_id=str(claims.get("client_id", "")),
+                       identity_type=identity_type, purpose_of_use=str(purpose), token=token)
+        client = acting_client(claims)
+        if client is None:
+            return user
+        node = self.config.node_clients.get(client)
+        if node is None:
+            raise AuthenticationFailed(Reason.NOT_A_USER, f"a token of client {client[:64]!r} acting for itself (no "
+                                       "user behind it), and no [nodes.X] client_id names that client")
+        return dataclasses.replace(user, kind="node", id=node, username=node, roles=(), organization="")
 
-    def _authenticate(self, identity: UserIdentity, certificate_names: list[str]) -> Subject:
+    # ---- the identity types -------------------------------------------------------------------------------
+    async def authenticate(self, identity: UserIdentity, certificate_names: list[str], source: str) -> Subject:
+        """The verified subject, or :class:`AuthenticationFailed`.
+
+        ``source``: the peer address the agent saw; type-2 logins are throttled per source and the
+        provider is told it (RFC 7239), so that lockouts there count the attacker, not this agent.
+        """
         kind = identity.type
         if kind == UserIdentityType.JWT:
             token = identity.primary.decode("ascii", "replace").strip()
-            claims = self.verify_jwt(token)
-            if self.config.introspect and not self.introspect_active(token):
-                raise AuthenticationFailed("the token is not active (revoked)")
-            return self._subject(claims, token, kind)
+            subject = self._subject(await self.verify_jwt(token), token, kind)
+            if self.config.introspect and not await self.introspection.active(token):
+                raise AuthenticationFailed(Reason.TOKEN_INACTIVE, "the token is not active (revoked)")
+            return subject
         if kind == UserIdentityType.USERNAME_AND_PASSCODE:
-            return self._password(identity.primary.decode("utf-8", "replace"), identity.secondary.decode("utf-8",
-                                                                                                          "replace"))
+            return await self._password(identity.primary.decode("utf-8", "replace"),
+                                        identity.secondary.decode("utf-8", "replace"), source)
         if kind == UserIdentityType.USERNAME:
             if not self.config.username_only:
-                raise AuthenticationFailed("identity type 1 (username only) is not accepted here")
+                raise AuthenticationFailed(Reason.IDENTITY_TYPE_REFUSED, "identity type 1 (username only) is not "
+                                                                         "accepted here")
             if not set(certificate_names) & set(self.config.username_only_workstations):
-                raise AuthenticationFailed("identity type 1 only from a registered workstation certificate")
+                raise AuthenticationFailed(Reason.IDENTITY_TYPE_REFUSED, "identity type 1 only from a registered "
+                                                                         "workstation certificate")
             name = identity.primary.decode("utf-8", "replace")
             return Subject(kind="user", id=name, username=name, identity_type=kind)
         if kind in (UserIdentityType.KERBEROS, UserIdentityType.SAML):
-            raise AuthenticationFailed(f"identity type {kind} (Kerberos/SAML) has no verifier configured")
-        raise AuthenticationFailed(f"unknown identity type {kind}")
+            raise AuthenticationFailed(Reason.IDENTITY_TYPE_REFUSED, f"identity type {kind} (Kerberos/SAML) has no "
+                                                                     "verifier configured")
+        raise AuthenticationFailed(Reason.IDENTITY_TYPE_REFUSED, f"unknown identity type {kind}")
 
-    def _password(self, username: str, password: str) -> Subject:
+    async def _password(self, username: str, password: str, source: str) -> Subject:
         """The original paper's flow: a password grant with our client, then both tokens verified."""
-        endpoint = self.metadata()["token_endpoint"]
+        wait = self.throttle.admit(source)
+        if wait is not None:
+            raise AuthenticationFailed(Reason.THROTTLED, f"too many failed logins from {source}: type-2 logins "
+                                       f"refused for {wait:.0f} s more")
+        failed = False
         try:
-            response = self.http.post(endpoint, data={"grant_type": "password", "username": username,
-                                                      "password": password, "scope": "openid profile "
-                                                      "user/ImagingStudy.rs user/ImagingStudy.c"},
-                                      auth=(self.config.client_id, self.config.client_secret),
-                                      timeout=self.config.timeout)
-            body = response.json()
-        except (requests.RequestException, ValueError) as error:
-            raise AuthenticationFailed(f"identity provider unreachable: {error}") from None
-        if response.status_code != 200:
-            raise AuthenticationFailed(f"password grant refused: {body.get('error_description', body.get('error'))}")
-        if "id_token" not in body:
-            raise AuthenticationFailed("the provider returned no ID token")
-        id_claims = self.verify_jwt(body["id_token"], audience=self.config.client_id, access_token=False)
-        claims = self.verify_jwt(body["access_token"])
+            response = await self.oauth.run(PasswordGrant(username=username, password=password, scope=PASSWORD_SCOPE,
+                                                          forwarded_for=source))
+        except OAuthError as error:
+            failed = error.error in _REFUSED_LOGIN
+            raise AuthenticationFailed(Reason.PASSWORD_REFUSED if failed else Reason.PROVIDER_UNAVAILABLE,
+                                       f"password grant refused ({error.error}"
+                                       f"{', one-time password required' if error.mfa_required else ''}): "
+                                       f"{error.description}") from None
+        except OAuthClientError as error:
+            raise AuthenticationFailed(Reason.PROVIDER_UNAVAILABLE, f"identity provider: {error}") from None
+        finally:
+            self.throttle.settle(source, failed=failed)
+        if response.id_token is None:
+            raise AuthenticationFailed(Reason.TOKEN_REJECTED, "the provider returned no ID token")
+        id_claims = await self.verify_jwt(response.id_token, audience=self.config.client_id, access_token=False)
+        claims = await self.verify_jwt(response.access_token)
         if id_claims["sub"] != claims["sub"]:
-            raise AuthenticationFailed("ID token and access token name different subjects")
-        return self._subject(claims, body["access_token"], UserIdentityType.USERNAME_AND_PASSCODE)
-
-    async def authenticate(self, identity: UserIdentity, certificate_names: list[str]) -> Subject:
-        return await asyncio.to_thread(self._authenticate, identity, certificate_names)
+            raise AuthenticationFailed(Reason.TOKEN_REJECTED, "ID token and access token name different subjects")
+        return self._subject(claims, response.access_token, UserIdentityType.USERNAME_AND_PASSCODE)
 
     async def still_valid(self, subject: Subject) -> str | None:
-        """Why ``subject`` may no longer act (expired, revoked), or None."""
-        if subject.kind != "user":
-            return None
-        if time.time() >= subject.expires_at:
-            return "the user's token has expired"
-        if self.config.introspect and subject.token:
+        """Why ``subject`` may no longer act (expired, revoked), or None: the same leeway as at association."""
+        if not subject.token:
+            return None  # a node by address, or a type-1 user: nothing that expires
+        if self._clock() >= subject.expires_at:
+            return "the token has expired"
+        if self.config.introspect:
             try:
-                active = await asyncio.to_thread(self.introspect_active, subject.token)
+                active = await self.introspection.active(subject.token)
             except AuthenticationFailed as error:
                 return f"token status unknown ({error})"
             if not active:
-                return "the user's token was revoked"
+                return "the token was revoked"
         return None
+
+
+__all__ = ["AuthenticationFailed", "Authenticator", "Subject", "acting_client"]

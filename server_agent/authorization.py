@@ -76,15 +76,14 @@ class Conclusion:
 
 
 def prepare(subject: Subject, context: Context, facts: Facts, *, nodes: dict[str, Node],
-            workstations: dict[str, Workstation], now: float, leeway: float,
-            log_problem: str | None = None) -> Outcome | PdpQuery:
+            workstations: dict[str, Workstation], now: float, log_problem: str | None = None) -> Outcome | PdpQuery:
     """Everything about a request that needs no I/O: the agent's own outcome, or the PDP's question."""
     if facts.action is None:
         return Outcome(False, Reason.UNSUPPORTED_SERVICE, f"{facts.command.name} is not supported here")
     if log_problem is not None:
         return Outcome(False, Reason.DECISION_LOG_UNAVAILABLE, "decision log unavailable")
-    if subject.kind == "user" and now >= subject.expires_at + leeway:  # the same leeway as at association time
-        return Outcome(False, Reason.TOKEN_INVALID, "the user's token has expired")
+    if now >= subject.expires_at:  # exp plus the leeway: the same instant as at association time
+        return Outcome(False, Reason.TOKEN_INVALID, "the token has expired")
     if facts.malformed:
         return Outcome(False, Reason.MALFORMED, "data set could not be read one way only")
     if facts.command.command_field == CommandField.C_STORE_RQ:

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from dicomwire.aio import run
+from oauthclient import OAuthClient, OAuthClientError, SyncExecutor, Timeouts, TlsFiles
 from tomlconf import ConfigError
 
-from .authn import AuthenticationFailed, Authenticator
 from .config import Pacs, ServerAgentConfig, load
-from .service import ServerAgent, pacs_context
+from .service import ServerAgent, identity_client, pacs_context
 
 
 async def _serve(config: ServerAgentConfig) -> int:
@@ -74,12 +74,13 @@ def check(config: ServerAgentConfig) -> int:
     print(f"server agent {config.name}: TLS listener {config.listen[0]}:{config.listen[1]}, return listener "
           f"{config.return_listen[0]}:{config.return_listen[1]}")
     problems = 0
-    authn = Authenticator(config.identity)
+    identity = config.identity
     try:
-        meta = authn.metadata()
-        print(f"identity provider {config.identity.issuer}: token {meta.get('token_endpoint')}, jwks "
-              f"{meta.get('jwks_uri')}, introspection {meta.get('introspection_endpoint', '-')}")
-    except AuthenticationFailed as error:
+        with SyncExecutor(tls=TlsFiles(ca_file=identity.ca_file), timeouts=Timeouts.within(identity.timeout)) as http:
+            meta = OAuthClient(identity.issuer, identity_client(identity), http).metadata()
+        print(f"identity provider {identity.issuer}: token {meta.token_endpoint}, jwks {meta.jwks_uri}, "
+              f"introspection {meta.introspection_endpoint or '-'}")
+    except OAuthClientError as error:
         print(f"identity provider {config.identity.issuer}: UNREACHABLE: {error}")
         problems += 1
     for pacs in config.pacs.values():

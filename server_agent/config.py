@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from audit.syslog import SyslogTarget
@@ -43,11 +43,29 @@ class Workstation:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Node:
-    """A device without user identity (a modality): node policy by AE title and address."""
+    """A device without user identity (a modality): node policy by AE title and address.
+
+    ``client_id``: the OAuth client whose own tokens (client credentials, RFC 6749 section 4.4)
+    this node may present as identity type 5; any other client's own token is refused
+    ``not_a_user``, since no person is behind it.
+    """
 
     ae_title: str
     addresses: tuple[str, ...]
     actions: tuple[str, ...]
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThrottleConfig:
+    """Failed identity type 2 logins per source (issue 13): ``max_failures`` within ``window``
+    seconds refuse that source's type-2 logins for ``block_seconds``; at most ``max_sources``
+    sources are counted and at most as many refused at once (bounded memory)."""
+
+    max_failures: int = 5
+    window: float = 300.0
+    block_seconds: float = 900.0
+    max_sources: int = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +84,9 @@ class IdentityConfig:
     timeout: float
     ca_file: Path | None
     leeway: float
+    client_auth: str = "client_secret_basic"  # how our client authenticates (RFC 6749 2.3.1)
+    node_clients: Mapping[str, str] = field(default_factory=dict)  # client_id -> AE title of its [nodes.X]
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,33 +139,9 @@ def load(path: Path) -> ServerAgentConfig:
         if value is None or not value.exists():
             raise tls.error(key, f"file {value} not found")
         files[key] = value
-    i = root.table("identity").allow(
-        "issuer", "audience", "algorithms", "token_types", "client_id", "client_secret", "client_secret_file",
-        "introspect", "introspect_cache", "username_only", "username_only_workstations", "jwks_min_refresh",
-        "timeout", "ca_file", "leeway")
-    issuer = i.get("issuer", str).rstrip("/")
-    if not issuer.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
-        raise i.error("issuer", "must be https (plain http only on loopback)")
-    secret = i.get("client_secret", str, None)
-    secret_file = i.path_value("client_secret_file", None)
-    if secret_file is not None:
-        try:
-            secret = secret_file.read_text().strip()
-        except OSError as error:
-            raise i.error("client_secret_file", str(error)) from None
-    if not secret:
-        raise i.error("client_secret", "client_secret or client_secret_file is required")
-    algorithms = i.strings("algorithms", ("RS256", "ES256"))
-    if any(a.lower() == "none" or a.startswith("HS") for a in algorithms):
-        raise i.error("algorithms", "only asymmetric algorithms (RS*, ES*, PS*, EdDSA) may verify tokens")
-    identity = IdentityConfig(
-        issuer=issuer, audience=i.get("audience", str, "dicom-server-agent"), algorithms=algorithms,
-        token_types=i.strings("token_types", ("at+jwt", "application/at+jwt", "JWT", "IUA-JWT")),
-        client_id=i.get("client_id", str), client_secret=secret, introspect=i.get("introspect", bool, False),
-        introspect_cache=i.get("introspect_cache", float, 10.0), username_only=i.get("username_only", bool, False),
-        username_only_workstations=i.strings("username_only_workstations"),
-        jwks_min_refresh=i.positive("jwks_min_refresh", float, 10.0), timeout=i.positive("timeout", float, 5.0),
-        ca_file=i.path_value("ca_file", None), leeway=i.get("leeway", float, 30.0))
+    nodes = _nodes(root)
+    identity = _identity(root, nodes)
+    issuer = identity.issuer
     p = root.table("pdp").allow("url", "timeout", "cache_seconds", "cache_size")
     pdp = PdpConfig(url=p.get("url", str, issuer).rstrip("/"), timeout=p.positive("timeout", float, 2.0),
                     cache_seconds=p.get("cache_seconds", float, 30.0), cache_size=p.positive("cache_size", int, 10000))
@@ -183,14 +180,6 @@ def load(path: Path) -> ServerAgentConfig:
         t = root.table("workstations").table(name).allow("host", "port", "server_name")
         workstations[name] = Workstation(name=name, host=t.get("host", str), port=t.get("port", int),
                                          server_name=t.get("server_name", str, name.lower()))
-    nodes: dict[str, Node] = {}
-    for title in root.get("nodes", dict, {}):
-        t = root.table("nodes").table(title).allow("addresses", "actions")
-        actions = t.strings("actions", ("C-ECHO", "C-STORE"))
-        for action in actions:
-            if action not in ACTIONS:
-                raise t.error("actions", f"unknown action {action!r}")
-        nodes[title] = Node(ae_title=title, addresses=t.strings("addresses"), actions=actions)
     lim = root.table("limits").allow("max_pdu_length", "artim_timeout", "connect_timeout", "idle_timeout",
                                      "decision_timeout", "store_head_length")
     defaults = RelayLimits()
@@ -238,5 +227,79 @@ def load(path: Path) -> ServerAgentConfig:
         limits=limits)
 
 
-__all__ = ["ConfigError", "IdentityConfig", "Node", "Pacs", "PacsTls", "PdpConfig", "ServerAgentConfig", "Workstation",
-           "load"]
+def _identity(root: Table, nodes: Mapping[str, Node]) -> IdentityConfig:
+    i = root.table("identity").allow(
+        "issuer", "audience", "algorithms", "token_types", "client_id", "client_secret", "client_secret_file",
+        "introspect", "introspect_cache", "username_only", "username_only_workstations", "jwks_min_refresh",
+        "timeout", "ca_file", "leeway", "client_auth", "throttle")
+    issuer = i.get("issuer", str).rstrip("/")
+    if not issuer.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
+        raise i.error("issuer", "must be https (plain http only on loopback)")
+    secret = i.get("client_secret", str, None)
+    secret_file = i.path_value("client_secret_file", None)
+    if secret_file is not None:
+        try:
+            secret = secret_file.read_text().strip()
+        except OSError as error:
+            raise i.error("client_secret_file", str(error)) from None
+    if not secret:
+        raise i.error("client_secret", "client_secret or client_secret_file is required")
+    algorithms = i.strings("algorithms", ("RS256", "ES256"))
+    if any(a.lower() == "none" or a.startswith("HS") for a in algorithms):
+        raise i.error("algorithms", "only asymmetric algorithms (RS*, ES*, PS*, EdDSA) may verify tokens")
+    client_id = i.get("client_id", str)
+    node_clients = {node.client_id: node.ae_title for node in nodes.values() if node.client_id}
+    if client_id in node_clients:
+        raise root.error(f"nodes.{node_clients[client_id]}.client_id", "is the agent's own client: its tokens "
+                         "(for the PDP) would pass as that node's identity")
+    client_auth = i.get("client_auth", str, "client_secret_basic")
+    if client_auth not in ("client_secret_basic", "client_secret_post"):
+        raise i.error("client_auth", "must be client_secret_basic or client_secret_post")
+    return IdentityConfig(
+        issuer=issuer, audience=i.get("audience", str, "dicom-server-agent"), algorithms=algorithms,
+        # RFC 9068 section 4: an access token says so in its header; other types only when listed.
+        token_types=i.strings("token_types", ("at+jwt", "application/at+jwt")),
+        client_id=client_id, client_secret=secret, introspect=i.get("introspect", bool, False),
+        introspect_cache=i.get("introspect_cache", float, 10.0), username_only=i.get("username_only", bool, False),
+        username_only_workstations=i.strings("username_only_workstations"),
+        jwks_min_refresh=i.positive("jwks_min_refresh", float, 10.0), timeout=i.positive("timeout", float, 5.0),
+        ca_file=i.path_value("ca_file", None), leeway=_leeway(i), client_auth=client_auth,
+        node_clients=node_clients, throttle=_throttle(i.table("throttle")))
+
+
+def _nodes(root: Table) -> dict[str, Node]:
+    nodes: dict[str, Node] = {}
+    clients: dict[str, str] = {}
+    for title in root.get("nodes", dict, {}):
+        t = root.table("nodes").table(title).allow("addresses", "actions", "client_id")
+        actions = t.strings("actions", ("C-ECHO", "C-STORE"))
+        for action in actions:
+            if action not in ACTIONS:
+                raise t.error("actions", f"unknown action {action!r}")
+        client = t.get("client_id", str, None)
+        if client is not None and client in clients:
+            raise t.error("client_id", f"is node {clients[client]}'s client already")
+        if client is not None:
+            clients[client] = title
+        nodes[title] = Node(ae_title=title, addresses=t.strings("addresses"), actions=actions, client_id=client)
+    return nodes
+
+
+def _leeway(i: Table) -> float:
+    leeway: float = i.get("leeway", float, 30.0)
+    if not 0 <= leeway <= 300:
+        raise i.error("leeway", "must be 0-300 seconds (clock skew, not a longer token life)")
+    return leeway
+
+
+def _throttle(t: Table) -> ThrottleConfig:
+    t.allow("max_failures", "window", "block_seconds", "max_sources")
+    d = ThrottleConfig()
+    return ThrottleConfig(max_failures=t.positive("max_failures", int, d.max_failures),
+                          window=t.positive("window", float, d.window),
+                          block_seconds=t.positive("block_seconds", float, d.block_seconds),
+                          max_sources=t.positive("max_sources", int, d.max_sources))
+
+
+__all__ = ["ConfigError", "IdentityConfig", "Node", "Pacs", "PacsTls", "PdpConfig", "ServerAgentConfig",
+           "ThrottleConfig", "Workstation", "load"]

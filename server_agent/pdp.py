@@ -1,24 +1,34 @@
 """The AuthZEN 1.0 client (standards digest section 8): single and batch evaluations, the agent's own
-client-credentials token, and a short, bounded decision cache keyed by the whole request.
+client-credentials token (RFC 6749 section 4.4, through :mod:`oauthclient`), and a short, bounded
+decision cache keyed by the whole request.
 
-Any failure (unreachable, timeout, HTTP error, malformed answer) raises :class:`PdpUnavailable`; the
-caller denies (fail closed). A deny is an answer, not an error.
+All HTTP runs on the agent's event loop (the executor it is given); requests are built and answers
+read by the pure functions below. Any failure (unreachable, timeout, HTTP error, malformed answer)
+raises :class:`PdpUnavailable`; the caller denies (fail closed). A deny is an answer, not an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import requests
 
-from .config import IdentityConfig, PdpConfig
+from oauthclient import AsyncExecutor, AsyncOAuthClient, ClientCredentialsGrant, OAuthClientError, Timeouts
+from oauthclient.errors import printable
+from oauthclient.http import HttpRequest, HttpResponse, get_request, json_object, secure_url
+
+from .config import PdpConfig
+
+PDP_SCOPE = "authzen:evaluate"
+TOKEN_MARGIN = 30.0  # seconds before its expiry our PDP token is replaced
+DEFAULT_TOKEN_LIFETIME = 60.0  # when the token response names no expires_in
+# A batch answer holds one decision per question (at most the policy's batch size, 64) with its context.
+MAX_ANSWER = 1024 * 1024
 
 
 class PdpUnavailable(Exception):
@@ -51,67 +61,95 @@ class Decision:
                    obligations=tuple(context.get("obligations", ()) or ()), context=context)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoints:
+    one: str  # access_evaluation_endpoint (AuthZEN 1.0 section 6)
+    many: str  # access_evaluations_endpoint (section 7)
+
+
+def metadata_request(url: str) -> HttpRequest:
+    """AuthZEN 1.0 section 9.1: the PDP's metadata."""
+    return get_request(f"{url}/.well-known/authzen-configuration")
+
+
+def parse_metadata(url: str, response: HttpResponse) -> Endpoints:
+    """Section 9.2: the document must name our PDP; its endpoints must be https (or loopback http)."""
+    try:
+        meta = json_object(response, "PDP metadata")
+    except OAuthClientError as error:
+        raise PdpUnavailable(str(error)) from None
+    if response.status != 200 or meta.get("policy_decision_point") != url:
+        raise PdpUnavailable(f"PDP metadata (HTTP {response.status}) names "
+                             f"{printable(str(meta.get('policy_decision_point')), 100)!r}, not our PDP")
+    base = f"{url}/access/v1"
+    endpoints = Endpoints(one=meta.get("access_evaluation_endpoint", f"{base}/evaluation"),
+                          many=meta.get("access_evaluations_endpoint", f"{base}/evaluations"))
+    for endpoint in (endpoints.one, endpoints.many):
+        if not isinstance(endpoint, str) or not secure_url(endpoint, url):
+            raise PdpUnavailable(f"PDP metadata names an endpoint our token may not go to: "
+                                 f"{printable(str(endpoint), 100)!r}")
+    return endpoints
+
+
+def evaluation_request(endpoint: str, body: dict[str, Any], bearer: str) -> HttpRequest:
+    return HttpRequest(method="POST", url=endpoint, body=orjson.dumps(body), max_response=MAX_ANSWER,
+                       headers=(("Content-Type", "application/json"), ("Accept", "application/json"),
+                                ("Authorization", f"Bearer {bearer}")))
+
+
+def parse_answer(response: HttpResponse) -> Any:
+    if response.status != 200:
+        raise PdpUnavailable(f"PDP answered HTTP {response.status}")
+    try:
+        return json_object(response, "PDP answer")
+    except OAuthClientError as error:
+        raise PdpUnavailable(str(error)) from None
+
+
 class PdpClient:
-    def __init__(self, config: PdpConfig, identity: IdentityConfig, http: requests.Session) -> None:
+    def __init__(self, config: PdpConfig, tokens: AsyncOAuthClient, http: AsyncExecutor) -> None:
         self.config = config
-        self.identity = identity
+        self.tokens = tokens  # our own client-credentials token comes from the identity provider
         self.http = http
+        self.timeouts = Timeouts.within(config.timeout)
         self._token: tuple[str, float] | None = None
-        self._token_lock = threading.Lock()
-        self._endpoints: dict[str, str] | None = None
+        self._token_lock: asyncio.Lock | None = None
+        self._endpoints: Endpoints | None = None
         self._cache: OrderedDict[bytes, tuple[float, Decision]] = OrderedDict()
-        self._cache_lock = threading.Lock()
 
     # ---- plumbing ----------------------------------------------------------------------------------------
-    def endpoints(self) -> dict[str, str]:
+    async def _send(self, request: HttpRequest) -> HttpResponse:
+        try:
+            return await self.http.send(request, self.timeouts)
+        except OAuthClientError as error:
+            raise PdpUnavailable(f"PDP unreachable: {error}") from None
+
+    async def endpoints(self) -> Endpoints:
         if self._endpoints is None:
-            url = f"{self.config.url}/.well-known/authzen-configuration"
-            try:
-                meta = self.http.get(url, timeout=self.config.timeout).json()
-            except (requests.RequestException, ValueError) as error:
-                raise PdpUnavailable(f"PDP metadata unreachable ({url}): {error}") from None
-            if meta.get("policy_decision_point") != self.config.url:  # AuthZEN 1.0 section 9.2
-                raise PdpUnavailable(f"PDP metadata names {meta.get('policy_decision_point')!r}, not our PDP")
-            base = f"{self.config.url}/access/v1"
-            self._endpoints = {"one": meta.get("access_evaluation_endpoint", f"{base}/evaluation"),
-                               "many": meta.get("access_evaluations_endpoint", f"{base}/evaluations")}
+            self._endpoints = parse_metadata(self.config.url, await self._send(metadata_request(self.config.url)))
         return self._endpoints
 
-    def _bearer(self) -> str:
-        with self._token_lock:
-            if self._token is not None and self._token[1] - time.time() > 30:
+    async def _bearer(self) -> str:
+        if self._token_lock is None:
+            self._token_lock = asyncio.Lock()
+        async with self._token_lock:  # many questions at once: one token request
+            if self._token is not None and self._token[1] - time.time() > TOKEN_MARGIN:
                 return self._token[0]
             try:
-                meta = self.http.get(f"{self.identity.issuer}/.well-known/openid-configuration",
-                                     timeout=self.config.timeout).json()
-                response = self.http.post(meta["token_endpoint"], data={"grant_type": "client_credentials",
-                                                                        "scope": "authzen:evaluate"},
-                                          auth=(self.identity.client_id, self.identity.client_secret),
-                                          timeout=self.config.timeout)
-                body = response.json()
-                token = body["access_token"]
-            except (requests.RequestException, ValueError, KeyError) as error:
+                response = await self.tokens.run(ClientCredentialsGrant(scope=PDP_SCOPE), self.timeouts)
+            except OAuthClientError as error:
                 raise PdpUnavailable(f"no client-credentials token for the PDP: {error}") from None
-            self._token = (token, time.time() + float(body.get("expires_in", 60)))
-            return str(token)
+            self._token = (response.access_token,
+                           time.time() + (response.expires_in or DEFAULT_TOKEN_LIFETIME))
+            return response.access_token
 
-    def _post(self, which: str, body: dict[str, Any]) -> Any:
-        endpoint = self.endpoints()[which]
+    async def _post(self, endpoint: str, body: dict[str, Any]) -> Any:
         for attempt in (1, 2):
-            try:
-                response = self.http.post(endpoint, json=body, timeout=self.config.timeout,
-                                          headers={"Authorization": f"Bearer {self._bearer()}"})
-            except requests.RequestException as error:
-                raise PdpUnavailable(f"PDP unreachable: {error}") from None
-            if response.status_code == 401 and attempt == 1:
+            response = await self._send(evaluation_request(endpoint, body, await self._bearer()))
+            if response.status == 401 and attempt == 1:
                 self._token = None  # our token expired or the key rotated: get a new one, once
                 continue
-            if response.status_code != 200:
-                raise PdpUnavailable(f"PDP answered HTTP {response.status_code}")
-            try:
-                return response.json()
-            except ValueError:
-                raise PdpUnavailable("PDP answered without JSON") from None
+            return parse_answer(response)
         raise PdpUnavailable("PDP refused our credentials")
 
     # ---- cache ------------------------------------------------------------------------------------------------
@@ -122,35 +160,38 @@ class PdpClient:
     def _cached(self, key: bytes) -> Decision | None:
         if self.config.cache_seconds <= 0:
             return None
-        with self._cache_lock:
-            entry = self._cache.get(key)
-            if entry is None:
-                return None
-            if time.monotonic() - entry[0] > self.config.cache_seconds:
-                del self._cache[key]
-                return None
-            self._cache.move_to_end(key)
-            return dataclasses.replace(entry[1], cached=True)
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[0] > self.config.cache_seconds:
+            del self._cache[key]
+            return None
+        self._cache.move_to_end(key)
+        return dataclasses.replace(entry[1], cached=True)
 
     def _remember(self, key: bytes, decision: Decision) -> None:
         if self.config.cache_seconds <= 0:
             return
-        with self._cache_lock:
-            self._cache[key] = (time.monotonic(), decision)
-            while len(self._cache) > self.config.cache_size:
-                self._cache.popitem(last=False)
+        self._cache[key] = (time.monotonic(), decision)
+        while len(self._cache) > self.config.cache_size:
+            self._cache.popitem(last=False)
 
     # ---- evaluation -----------------------------------------------------------------------------------------
-    def evaluate_many(self, requests_: list[dict[str, Any]]) -> list[Decision]:
+    def cached(self, request: dict[str, Any]) -> Decision | None:
+        return self._cached(self._key(request))
+
+    async def evaluate(self, requests_: list[dict[str, Any]]) -> list[Decision]:
+        """One decision per request, from the cache or the PDP (one call: single or batch)."""
         keys = [self._key(r) for r in requests_]
         results: list[Decision | None] = [self._cached(k) for k in keys]
         missing = [n for n, r in enumerate(results) if r is None]
         if missing:
+            endpoints = await self.endpoints()
             if len(missing) == 1:
-                answers = [self._post("one", requests_[missing[0]])]
+                answers = [await self._post(endpoints.one, requests_[missing[0]])]
             else:
-                answer = self._post("many", {"evaluations": [requests_[n] for n in missing],
-                                             "options": {"evaluations_semantic": "execute_all"}})
+                answer = await self._post(endpoints.many, {"evaluations": [requests_[n] for n in missing],
+                                                           "options": {"evaluations_semantic": "execute_all"}})
                 batch = answer.get("evaluations") if isinstance(answer, dict) else None
                 if not isinstance(batch, list) or len(batch) != len(missing):
                     raise PdpUnavailable("PDP answered a batch with the wrong number of decisions")
@@ -160,12 +201,3 @@ class PdpClient:
                 results[n] = decision
                 self._remember(keys[n], decision)
         return [r for r in results if r is not None]
-
-    def cached(self, request: dict[str, Any]) -> Decision | None:
-        return self._cached(self._key(request))
-
-    async def evaluate(self, requests_: list[dict[str, Any]]) -> list[Decision]:
-        cached = [self._cached(self._key(r)) for r in requests_]
-        if all(c is not None for c in cached):
-            return [c for c in cached if c is not None]  # warm cache: no thread hop, no HTTP
-        return await asyncio.to_thread(self.evaluate_many, requests_)

@@ -67,6 +67,7 @@ class Recorder:
         self.decisions = decisions
         self.association = association
         self.peer = ""
+        self.source = ""  # the peer's address: what failed logins are counted by
         self.pacs = ""
         self._base: dict[str, Any] = {}
 
@@ -78,6 +79,7 @@ class Recorder:
     # -- the association ----------------------------------------------------------------------------
     def begin(self, *, peer: tuple[str, int] | None, certificate: list[str], calling_ae: str, called_ae: str) -> None:
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        self.source = peer[0] if peer else ""
         self._base = {"peer": self.peer, "certificate": tuple(certificate), "calling_ae": calling_ae,
                       "called_ae": called_ae}
 

@@ -9,10 +9,11 @@ import ssl
 
 from audit.syslog import SpooledSender
 from dicomwire.listener import RelayServer
+from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
 
 from .association import ServerPolicy
 from .authn import Authenticator
-from .config import PacsTls, ServerAgentConfig
+from .config import IdentityConfig, PacsTls, ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
 from .moves import MoveRegistry
 from .pdp import PdpClient
@@ -46,6 +47,11 @@ def client_context(config: ServerAgentConfig) -> ssl.SSLContext:
     return context
 
 
+def identity_client(identity: IdentityConfig) -> ClientAuth:
+    return ClientAuth(client_id=identity.client_id, method=AuthMethod(identity.client_auth),
+                      secret=identity.client_secret)
+
+
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
@@ -60,8 +66,12 @@ class ServerAgent:
             log.critical("DECISION LOG DISABLED ([decision_log] enabled = false in %s): decisions are not "
                          "recorded; for measurements only", config.path)
             self.decisions = UnloggedDecisions()
-        self.authn = Authenticator(config.identity)
-        self.pdp = PdpClient(config.pdp, config.identity, self.authn.http)
+        # One HTTP client for this event loop: the identity provider and the PDP (never another thread's).
+        self.http = AsyncExecutor(tls=TlsFiles(ca_file=config.identity.ca_file),
+                                  timeouts=Timeouts.within(config.identity.timeout))
+        self.oauth = AsyncOAuthClient(config.identity.issuer, identity_client(config.identity), self.http)
+        self.authn = Authenticator(config.identity, self.oauth)
+        self.pdp = PdpClient(config.pdp, self.oauth, self.http)
         self.moves = MoveRegistry()
         pacs_ssl = {p.name: pacs_context(p.tls) for p in config.pacs.values() if p.tls is not None}
         # Deny by default: every request is decided (ServerPolicy.asks), so one the agent has no policy
@@ -94,3 +104,4 @@ class ServerAgent:
         await asyncio.gather(*(s.shutdown(deadline) for s in self.servers))
         self.decisions.write("application-stop", name=self.config.name)
         self.decisions.close()
+        await self.http.aclose()

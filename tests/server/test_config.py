@@ -68,6 +68,12 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path, pki: Path) -> None:
     (("port = 4242", "port = 4242\ntls = true"), "", "pacs.ORTHANC.ca"),
     (("port = 4242", 'port = 4242\ntls = true\nca = "nowhere.crt"'), "", "pacs.ORTHANC.ca"),
     (("port = 4242", 'port = 4242\nserver_name = "pacs"'), "", "pacs.ORTHANC.server_name"),
+    (None, '[nodes.CT]\nclient_id = "server-agent"\n', "nodes.CT.client_id"),  # our PDP token as a node's
+    (None, '[nodes.A]\nclient_id = "ct"\n[nodes.B]\nclient_id = "ct"\n', "nodes.B.client_id"),
+    (None, '[identity.throttle]\nmax_failures = 0\n', "identity.throttle.max_failures"),
+    (None, '[identity.throttle]\nlock_seconds = 60\n', "identity.throttle.lock_seconds"),
+    (("client_id =", 'leeway = 3600\nclient_id ='), "", "identity.leeway"),
+    (("client_id =", 'client_auth = "none"\nclient_id ='), "", "identity.client_auth"),
 ])
 def test_bad_config_names_file_and_key(tmp_path: Path, pki: Path, replace: tuple[str, str] | None, extra: str,
                                        key: str) -> None:
@@ -75,6 +81,26 @@ def test_bad_config_names_file_and_key(tmp_path: Path, pki: Path, replace: tuple
     with pytest.raises(ConfigError) as raised:
         load(path)
     assert raised.value.key == key and str(path) in str(raised.value)
+
+
+def test_identity_is_strict_by_default_and_nodes_may_name_their_client(tmp_path: Path, pki: Path) -> None:
+    config = load(_config(tmp_path, pki, '[nodes.CT01]\naddresses = ["10.0.0.9"]\nclient_id = "ct01"\n'))
+    identity = config.identity
+    assert identity.token_types == ("at+jwt", "application/at+jwt")  # RFC 9068 only: JWT, IUA-JWT when listed
+    assert identity.node_clients == {"ct01": "CT01"} and config.nodes["CT01"].client_id == "ct01"
+    assert (identity.throttle.max_failures, identity.throttle.window, identity.client_auth) == (
+        5, 300.0, "client_secret_basic")
+
+
+def test_the_demo_configuration_loads_with_its_commented_examples(tmp_path: Path, pki: Path) -> None:
+    text = (Path(__file__).parents[2] / "configs" / "demo" / "server-agent.toml").read_text()
+    text = text.replace('"pki/', f'"{pki}/').replace('"state/', f'"{tmp_path}/')
+    for line in ("[nodes.CT01]", "addresses =", "actions =", "client_id =", "token_types =", "leeway ="):
+        text = text.replace(f"# {line}", line)
+    path = tmp_path / "demo.toml"
+    path.write_text(text)
+    config = load(path)
+    assert config.identity.node_clients == {"ct01": "CT01"} and config.identity.throttle.block_seconds == 900
 
 
 def test_a_tls_pacs_gets_its_ca_our_certificate_and_its_name(tmp_path: Path, pki: Path) -> None:
