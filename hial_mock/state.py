@@ -93,7 +93,8 @@ class TokenStore:
                 self._refresh.put(digest(token), _Refresh(record), record.expires_at)
 
     def find(self, token: str, hint: str | None) -> TokenRecord | None:
-        """The record of an access or refresh token, revoked or not (RFC 7662 and RFC 7009 decide)."""
+        """The record of an access or refresh token, revoked or not (RFC 7662 and RFC 7009 decide); a
+        refresh token already rotated away is no token any more."""
         key = digest(token)
         with self._lock:
             access = self._access.get(key) if hint != "refresh_token" else None
@@ -101,7 +102,7 @@ class TokenStore:
                 return access
             refresh = self._refresh.get(key)
             if refresh is not None:
-                return refresh.record
+                return None if refresh.used else refresh.record
             return self._access.get(key) if hint == "refresh_token" else None
 
     def active_access(self, token: str) -> TokenRecord | None:

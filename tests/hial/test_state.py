@@ -40,6 +40,7 @@ def test_a_refresh_token_rotates_once_and_its_replay_ends_the_session() -> None:
     tokens.save("access-1", record(tokens, "access_token"))
     assert tokens.refresh("refresh-1") is not None
     assert sorted(race(lambda: tokens.rotate("refresh-1"))) == [False] * 7 + [True]
+    assert tokens.find("refresh-1", "refresh_token") is None, "introspection: a used refresh token is inactive"
     assert tokens.active_access("access-1") is not None
     assert tokens.refresh("refresh-1") is None  # the replay...
     assert tokens.active_access("access-1") is None  # ...ends every token of the session
