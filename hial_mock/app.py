@@ -31,6 +31,7 @@ from .keys import ALGORITHM, Issuer, KeyStore
 from .lockout import Lockout
 from .login import Authenticator, Directory
 from .oauth.server import OAuthServer
+from .passwords import Verifier
 from .state import CodeStore, DeviceStore, TokenStore
 
 log = logging.getLogger("hial_mock")
@@ -51,9 +52,10 @@ class Hial:
         longest = max(server.access_token_lifetime, server.id_token_lifetime)
         self.keys = KeyStore(server.state_dir, keep_retired_for=longest + 60)
         self.signer = Issuer(self.issuer, self.keys)
-        self.directory = Directory(config.users, config.clients)
+        passwords = Verifier()  # one bound on concurrent scrypt checks: user passwords and client secrets
+        self.directory = Directory(config.users, config.clients, check_password=passwords)
         self.lockout = Lockout(config.lockout)
-        self.users = Authenticator(self.directory, self.lockout)
+        self.users = Authenticator(self.directory, self.lockout, check_password=passwords)
         self.tokens = TokenStore()
         self.codes = CodeStore(nonce_lifetime=max(server.authorization_code_lifetime, server.id_token_lifetime))
         self.devices = DeviceStore()

@@ -27,9 +27,6 @@ from .passwords import DUMMY_HASH, verify_password
 
 audit = logging.getLogger("hial_mock.auth")
 
-# scrypt costs ~16 MiB per check: at most this many at once, so a flood of logins waits in line
-# instead of taking the memory of hundreds of checks (threads waiting here hold almost nothing).
-MAX_CONCURRENT_CHECKS = 4
 OTP_REUSE_WINDOW = 120.0  # RFC 6238 5.2: a code is good for its step (30 s) and one either side
 MAX_USED_OTPS = 100_000
 _PLAIN_NAME = frozenset("abcdefghijklmnopqrstuvwxyz" "ABCDEFGHIJKLMNOPQRSTUVWXYZ" "0123456789" "._@+-")
@@ -38,8 +35,10 @@ _PLAIN_NAME = frozenset("abcdefghijklmnopqrstuvwxyz" "ABCDEFGHIJKLMNOPQRSTUVWXYZ
 class Directory:
     """The configured users and clients, replaced together on reload (SIGHUP)."""
 
-    def __init__(self, users: Mapping[str, User], clients: Mapping[str, ClientConfig]) -> None:
+    def __init__(self, users: Mapping[str, User], clients: Mapping[str, ClientConfig], *,
+                 check_password: Callable[[str, str], bool] = verify_password) -> None:
         self._users, self._clients = users, clients
+        self._check_password = check_password  # client secrets are scrypt hashes too
 
     def replace(self, users: Mapping[str, User], clients: Mapping[str, ClientConfig]) -> None:
         self._users, self._clients = users, clients
@@ -53,11 +52,12 @@ class Directory:
 
     def client(self, client_id: str) -> Client | None:
         config = self._clients.get(client_id)
-        return None if config is None else Client(config)
+        return None if config is None else Client(config, self._check_password)
 
 
 class Authenticator:
-    """The ``Users`` collaborator of the OAuth server; the password check and clock can be replaced in tests."""
+    """The ``Users`` collaborator of the OAuth server. ``check_password`` is a
+    :class:`~hial_mock.passwords.Verifier` in service (bounded concurrency), a fake in tests."""
 
     def __init__(self, directory: Directory, lockout: Lockout, *,
                  check_password: Callable[[str, str], bool] = verify_password, dummy_hash: str = DUMMY_HASH,
@@ -68,7 +68,6 @@ class Authenticator:
         self._dummy_hash = dummy_hash
         self._sleep = sleep
         self._clock = clock
-        self._checks = threading.BoundedSemaphore(MAX_CONCURRENT_CHECKS)
         self._used_otps: OrderedDict[str, float] = OrderedDict()
         self._otp_lock = threading.Lock()
 
@@ -92,9 +91,8 @@ class Authenticator:
         if ticket.delay:
             self._sleep(ticket.delay)  # this user is being guessed at: slowed, never locked (lockout doc)
         user = self.directory.user(username)
-        with self._checks:
-            # An unknown user costs the same check as a known one: no user enumeration by timing.
-            good = self._check_password(password, user.password_hash if user else self._dummy_hash)
+        # An unknown user costs the same check as a known one: no user enumeration by timing.
+        good = self._check_password(password, user.password_hash if user else self._dummy_hash)
         if not good or user is None or user.disabled:
             why = "unknown user" if user is None else "account disabled" if good else "wrong password"
             self._failed(ticket, context, why)

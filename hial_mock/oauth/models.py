@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,9 +28,10 @@ TokenKind = Literal["access_token", "refresh_token"]
 class Client(ClientMixin):  # type: ignore[misc]  # authlib is untyped
     """authlib's ClientMixin over a :class:`ClientConfig` (RFC 6749 sections 2.1-2.3, 3.3)."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, check_password: Callable[[str, str], bool] = verify_password) -> None:
         self.config = config
         self.client_id = config.client_id
+        self._check_password = check_password
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -49,7 +50,7 @@ class Client(ClientMixin):  # type: ignore[misc]  # authlib is untyped
         return redirect_uri in self.config.redirect_uris
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return self.config.secret_hash is not None and verify_password(client_secret, self.config.secret_hash)
+        return self.config.secret_hash is not None and self._check_password(client_secret, self.config.secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method == self.config.auth_method

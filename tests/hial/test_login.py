@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
+import time
 
 import pyotp
 import pytest
@@ -14,6 +16,7 @@ from hial_mock.forwarded import Source
 from hial_mock.lockout import Lockout
 from hial_mock.login import Authenticator, Directory, shown
 from hial_mock.oauth.errors import LockedError, MfaRequiredError
+from hial_mock.passwords import Verifier
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 USERS = {name: User(username=name, password_hash=f"hash-of-{name}") for name in ("alice", "bob")}
@@ -152,3 +155,24 @@ def test_user_names_are_shown_safely() -> None:
     assert shown("rad") == "rad"
     assert shown("a b") == "'a b'"
     assert shown("x" * 100) == repr("x" * 64) + "...(100 characters)"
+
+
+def test_password_checks_run_at_most_a_few_at_once() -> None:
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow_check(password: str, stored: str) -> bool:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return False
+
+    verify = Verifier(2, check=slow_check)
+    threads = [threading.Thread(target=verify, args=("x", "y")) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 2
