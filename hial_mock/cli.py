@@ -62,8 +62,8 @@ def serve(config_path: Path) -> int:
     stop = threading.Event()
 
     def rotate(*_: object) -> None:
-        key = hial.keys.rotate()
-        logging.getLogger("hial_mock").info("signing key rotated: now %s", key.kid)
+        kid = hial.keys.rotate()
+        logging.getLogger("hial_mock").info("signing key rotated: now %s", kid)
 
     signal.signal(signal.SIGHUP, lambda *_: hial.reload())
     signal.signal(signal.SIGUSR1, rotate)

@@ -56,6 +56,9 @@ class ClientConfig:
     name: str = ""
     may_evaluate: bool = False  # may call the AuthZEN PDP
     may_introspect: bool = False
+    # A trusted forwarder (the server agent) logs users in on their behalf and may name the user's own
+    # address with an RFC 7239 ``Forwarded`` header, so that failed logins count against that address.
+    forwards_source: bool = False
 
     def __repr__(self) -> str:
         return f"ClientConfig({self.client_id!r}, grants={self.grant_types})"
@@ -63,13 +66,19 @@ class ClientConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LockoutConfig:
-    """Failed logins per user and per client: slowed after ``slow_after``, locked after ``max_failures``."""
+    """Failed logins, counted so that a lock hurts the attacker, never the users (see :mod:`hial_mock.lockout`).
 
-    max_failures: int = 5
+    A failure counts until ``window`` seconds pass without another one for the same key.
+    """
+
+    max_failures: int = 5  # per (user, source): that pair is locked for lock_seconds
+    source_max_failures: int = 20  # per source across users (password spraying): the source is locked
     window: float = 300.0
     lock_seconds: float = 900.0
-    slow_after: int = 3
-    slow_delay: float = 1.0
+    slow_after: int = 3  # per user across sources: from this many failures each attempt waits...
+    slow_delay: float = 1.0  # ...this long, doubling with each further failure...
+    max_delay: float = 4.0  # ...up to this (below the agents' HTTP timeouts): a delay, never a lock
+    max_entries: int = 100_000  # per counter table; when full, new keys are refused (fail closed)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,7 +139,7 @@ def load_clients(path: Path) -> dict[str, ClientConfig]:
     for client_id in root.get("clients", dict):
         t = root.table("clients").table(client_id).allow(
             "secret_hash", "grant_types", "scopes", "redirect_uris", "token_endpoint_auth_method", "audience",
-            "name", "may_evaluate", "may_introspect")
+            "name", "may_evaluate", "may_introspect", "forwards_source")
         method = t.get("token_endpoint_auth_method", str, "client_secret_basic")
         if method not in AUTH_METHODS:
             raise t.error("token_endpoint_auth_method", f"must be one of {sorted(AUTH_METHODS)}")
@@ -143,11 +152,16 @@ def load_clients(path: Path) -> dict[str, ClientConfig]:
                 raise t.error("grant_types", f"unknown grant type {grant!r}")
         if method == "none" and GRANT_CLIENT_CREDENTIALS in grants:
             raise t.error("grant_types", "a public client cannot use client_credentials")
+        forwards = t.get("forwards_source", bool, False)
+        if forwards and method == "none":
+            # Anyone can act as a public client: trusting its Forwarded header would let anyone choose
+            # the address its failures count against.
+            raise t.error("forwards_source", "only a confidential client may name its users' addresses")
         clients[client_id] = ClientConfig(
             client_id=client_id, secret_hash=secret, grant_types=grants, scopes=t.strings("scopes"),
             redirect_uris=t.strings("redirect_uris"), auth_method=method, audience=t.get("audience", str, None),
             name=t.get("name", str, ""), may_evaluate=t.get("may_evaluate", bool, False),
-            may_introspect=t.get("may_introspect", bool, False),
+            may_introspect=t.get("may_introspect", bool, False), forwards_source=forwards,
         )
     return clients
 
@@ -180,10 +194,14 @@ def load_config(path: Path | str) -> HialConfig:
         raise t.error("host", "plain HTTP is only allowed on loopback; configure tls_certificate")
     lt = root.table("lockout").allow(*LockoutConfig.__dataclass_fields__)
     lockout = LockoutConfig(
-        max_failures=lt.positive("max_failures", int, 5), window=lt.positive("window", float, 300.0),
-        lock_seconds=lt.positive("lock_seconds", float, 900.0), slow_after=lt.positive("slow_after", int, 3),
-        slow_delay=lt.get("slow_delay", float, 1.0),
+        max_failures=lt.positive("max_failures", int, 5),
+        source_max_failures=lt.positive("source_max_failures", int, 20),
+        window=lt.positive("window", float, 300.0), lock_seconds=lt.positive("lock_seconds", float, 900.0),
+        slow_after=lt.positive("slow_after", int, 3), slow_delay=lt.get("slow_delay", float, 1.0),
+        max_delay=lt.get("max_delay", float, 4.0), max_entries=lt.positive("max_entries", int, 100_000),
     )
+    if not 0 <= lockout.slow_delay <= lockout.max_delay <= 60:
+        raise lt.error("max_delay", "needs 0 <= slow_delay <= max_delay <= 60 seconds")
     files = root.table("files").allow("users", "clients", "policy")
     users_path, clients_path, policy_path = (files.path_value(k) for k in ("users", "clients", "policy"))
     assert users_path and clients_path and policy_path

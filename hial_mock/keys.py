@@ -1,9 +1,9 @@
-"""Signing keys and the published JWKS (RFC 7517), with rotation.
+"""Signing keys, the published JWKS (RFC 7517) with rotation, and checks of our own access tokens.
 
 The newest key signs; a retired key stays in the JWKS until every token it signed has expired
 (retired time + the longest token lifetime), so verifiers that cache the JWKS never meet a token
 they cannot check. Keys persist in ``state_dir/signing-keys.json`` (mode 0600) so tokens survive a
-restart; with no state dir they live in memory only.
+restart; with no state dir they live in memory only. JOSE is joserfc's, the library authlib signs with.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import Key, KeySet, RSAKey
+from joserfc.jwt import JWTClaimsRegistry
 
 ALGORITHM = "RS256"  # IUA (ITI-71) and RFC 9068 verifiers must support RS256
+ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 section 2.1
+KEY_BITS = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,21 +33,15 @@ class SigningKey:
     created: float
     retired: float | None = None
 
-    def private_key(self) -> Any:
-        return serialization.load_pem_private_key(self.pem, password=None)
-
-    def public_jwk(self) -> dict[str, Any]:
-        jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self.private_key().public_key()))
-        jwk.update({"kid": self.kid, "use": "sig", "alg": ALGORITHM})
-        return jwk
+    def private_key(self) -> RSAKey:
+        return RSAKey.import_key(self.pem, parameters={"kid": self.kid, "use": "sig", "alg": ALGORITHM})
 
 
 def _new_key() -> SigningKey:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
     now = time.time()
-    return SigningKey(kid=f"k{int(now * 1000):x}{os.urandom(3).hex()}", pem=pem, created=now)
+    kid = f"k{int(now * 1000):x}{os.urandom(3).hex()}"
+    key = RSAKey.generate_key(KEY_BITS, parameters={"kid": kid}, private=True)
+    return SigningKey(kid=kid, pem=key.as_pem(private=True), created=now)
 
 
 class KeyStore:
@@ -56,9 +53,9 @@ class KeyStore:
         if not self._keys:
             self._keys = [_new_key()]
             self._save()
-        self._cached_private: tuple[str, Any] | None = None
-        self._public: dict[str, Any] = {}
-        self._jwks: tuple[tuple[str, ...], dict[str, Any]] | None = None
+        # Loading a PEM validates the RSA key (tens of milliseconds): each key is loaded once.
+        self._loaded: dict[str, RSAKey] = {}
+        self._jwks: tuple[tuple[str, ...], dict[str, Any], KeySet] | None = None
 
     def _load(self) -> list[SigningKey]:
         if self._path is None or not self._path.exists():
@@ -78,49 +75,74 @@ class KeyStore:
                                 for k in self._keys]}, out)
         os.replace(tmp, self._path)
 
-    @property
-    def current(self) -> SigningKey:
-        return self._keys[-1]
+    def _key(self, key: SigningKey) -> RSAKey:
+        loaded = self._loaded.get(key.kid)
+        if loaded is None:
+            loaded = self._loaded[key.kid] = key.private_key()
+        return loaded
 
-    def signing(self) -> tuple[str, Any]:
-        """(kid, private key) of the key that signs now."""
-        key = self.current
-        cached = self._cached_private
-        if cached is None or cached[0] != key.kid:
-            cached = (key.kid, key.private_key())
-            self._cached_private = cached
-        return cached
+    def signing_key(self) -> RSAKey:
+        """The private key that signs now, carrying its ``kid``."""
+        with self._lock:
+            return self._key(self._keys[-1])
 
-    def rotate(self) -> SigningKey:
-        """Start signing with a new key; the old one is kept for verification (see module doc)."""
+    def rotate(self) -> str:
+        """Start signing with a new key; the old one is kept for verification (see module doc). Its kid."""
         with self._lock:
             now = time.time()
             self._keys = [k if k.retired else SigningKey(k.kid, k.pem, k.created, now) for k in self._keys]
             self._keys.append(_new_key())
             self._prune(now)
             self._save()
-            return self.current
+            return self._keys[-1].kid
 
     def _prune(self, now: float) -> None:
         self._keys = [k for k in self._keys if k.retired is None or now - k.retired < self._keep]
+        kids = {k.kid for k in self._keys}
+        self._loaded = {kid: key for kid, key in self._loaded.items() if kid in kids}
 
-    def jwks(self) -> dict[str, Any]:
+    def _published(self) -> tuple[dict[str, Any], KeySet]:
         with self._lock:
             self._prune(time.time())
             kids = tuple(k.kid for k in self._keys)
             if self._jwks is None or self._jwks[0] != kids:
-                self._jwks = (kids, {"keys": [k.public_jwk() for k in self._keys]})
-            return self._jwks[1]
+                public: list[Key] = [RSAKey.import_key(self._key(k).as_dict(private=False)) for k in self._keys]
+                self._jwks = (kids, {"keys": [key.as_dict(private=False) for key in public]}, KeySet(public))
+            return self._jwks[1], self._jwks[2]
 
-    def public_key(self, kid: str) -> Any:
-        """The public key of ``kid`` if it is still published. Cached: loading a PEM private key
-        validates the RSA key, which costs tens of milliseconds per call."""
-        cached = self._public.get(kid)
-        if cached is not None and any(k.kid == kid for k in self._keys):
-            return cached
-        for key in self._keys:
-            if key.kid == kid:
-                public = key.private_key().public_key()
-                self._public[kid] = public
-                return public
-        return None
+    def jwks(self) -> dict[str, Any]:
+        """RFC 7517 section 5: every key a token we issued may still be signed with, public parts only."""
+        return self._published()[0]
+
+    def public_keys(self) -> KeySet:
+        return self._published()[1]
+
+
+class Issuer:
+    """The issuer identifier with its keys: signs (through authlib) and reads back our own access tokens."""
+
+    def __init__(self, issuer: str, keys: KeyStore) -> None:
+        self._issuer = issuer
+        self.keys = keys
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    def signing_key(self) -> RSAKey:
+        return self.keys.signing_key()
+
+    def read_access_token(self, token: str) -> dict[str, Any] | None:
+        """RFC 9068 section 4, for our own resource endpoints: signature by a published key, RS256 only,
+        ``typ`` at+jwt (an ID token is not an access token), our ``iss``, not expired."""
+        try:
+            decoded = jwt.decode(token, self.keys.public_keys(), algorithms=[ALGORITHM])
+            if decoded.header.get("typ") != ACCESS_TOKEN_TYPE:
+                return None
+            registry = JWTClaimsRegistry(iss={"essential": True, "value": self._issuer}, exp={"essential": True},
+                                         iat={"essential": True}, jti={"essential": True},
+                                         sub={"essential": True})
+            registry.validate(decoded.claims)
+        except (JoseError, ValueError):
+            return None
+        return dict(decoded.claims)

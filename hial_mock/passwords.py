@@ -10,6 +10,8 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
+from collections.abc import Callable
 
 # RFC 7914 section 2 parameters: N=2^14, r=8, p=1 costs ~16 MiB and ~30 ms per check here, which
 # bounds online guessing while keeping the password grant fast enough to benchmark.
@@ -35,6 +37,24 @@ def verify_password(password: str, stored: str) -> bool:
     digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
                             dklen=len(base64.b64decode(expected)))
     return hmac.compare_digest(digest, base64.b64decode(expected))
+
+
+# scrypt holds ~16 MiB per check: at most this many at once, so a flood of logins or client
+# authentications waits in line instead of taking the memory of hundreds of checks.
+MAX_CONCURRENT_CHECKS = 4
+
+
+class Verifier:
+    """:func:`verify_password` with at most ``limit`` checks at once (threads waiting hold almost nothing)."""
+
+    def __init__(self, limit: int = MAX_CONCURRENT_CHECKS,
+                 check: Callable[[str, str], bool] | None = None) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        self._check = check or verify_password
+
+    def __call__(self, password: str, stored: str) -> bool:
+        with self._slots:
+            return self._check(password, stored)
 
 
 # A hash of nothing anyone knows, checked when the user does not exist, so that an unknown user and a

@@ -211,8 +211,20 @@ def load_policy(path: Path) -> Policy:
     version = data.get("version")
     if not isinstance(version, str) or not version:
         raise ConfigError(path, "version", "is required: a string that names this policy's version")
+    roles = _roles(data.get("roles", {}), path)
+    care: dict[str, frozenset[str]] = {}
+    for user, patients in data.get("care_relationships", {}).items():
+        if not isinstance(patients, list) or not all(isinstance(p, str) for p in patients):
+            raise ConfigError(path, f"care_relationships.{user}", "must be a list of patient ids")
+        care[user] = frozenset(patients)
+    rules = _consent_policies(data.get("consent_policies", {}), path)
+    return Policy(version=version, roles=roles, care=care, consent_policies=rules,
+                  consents=_consents(data.get("consents", []), rules, path), source=str(path))
+
+
+def _roles(tables: dict[str, Any], path: Path) -> dict[str, RoleRule]:
     roles: dict[str, RoleRule] = {}
-    for name, table in data.get("roles", {}).items():
+    for name, table in tables.items():
         key = f"roles.{name}"
         if not isinstance(table, dict):
             raise ConfigError(path, key, "must be a table")
@@ -229,15 +241,14 @@ def load_policy(path: Path) -> Policy:
         if not isinstance(break_glass, bool):
             raise ConfigError(path, f"{key}.break_glass", "must be true or false")
         roles[name] = RoleRule(name=name, actions=frozenset(actions), patients=patients, break_glass=break_glass)
-    care: dict[str, frozenset[str]] = {}
-    for user, patients in data.get("care_relationships", {}).items():
-        if not isinstance(patients, list) or not all(isinstance(p, str) for p in patients):
-            raise ConfigError(path, f"care_relationships.{user}", "must be a list of patient ids")
-        care[user] = frozenset(patients)
+    return roles
+
+
+def _consent_policies(tables: dict[str, Any], path: Path) -> dict[str, ConsentPolicy]:
     rules: dict[str, ConsentPolicy] = {}
     bool_keys = ("deny_other_organizations", "break_glass")
     list_keys = ("deny_organizations", "deny_roles", "deny_purposes")
-    for oid, table in data.get("consent_policies", {}).items():
+    for oid, table in tables.items():
         key = f'consent_policies."{oid}"'
         if not all(part.isdigit() for part in oid.split(".")):
             raise ConfigError(path, key, "a policy is identified by an OID (digits and dots)")
@@ -256,8 +267,12 @@ def load_policy(path: Path) -> Policy:
             deny_purposes=frozenset(table.get("deny_purposes", [])),
             break_glass=table.get("break_glass", True),
         )
+    return rules
+
+
+def _consents(tables: list[dict[str, Any]], rules: dict[str, ConsentPolicy], path: Path) -> tuple[Consent, ...]:
     consents = []
-    for n, table in enumerate(data.get("consents", [])):
+    for n, table in enumerate(tables):
         key = f"consents[{n}]"
         for required in ("patient_id", "policy"):
             if not isinstance(table.get(required), str):
@@ -275,5 +290,4 @@ def load_policy(path: Path) -> Policy:
             valid_until=_when(table.get("valid_until"), path, f"{key}.valid_until"),
             document_id=str(table.get("document_id", "")),
         ))
-    return Policy(version=version, roles=roles, care=care, consent_policies=rules, consents=tuple(consents),
-                  source=str(path))
+    return tuple(consents)

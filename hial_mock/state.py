@@ -1,156 +1,234 @@
-"""The HIAL's live state: issued tokens, sessions, authorization and device codes, login failures.
+"""The HIAL's live state: issued tokens and their sessions, authorization codes, device codes.
 
-In memory, behind one lock, every table bounded: expired entries are swept as new ones arrive and a
-hard cap evicts the oldest. A session ties an access token to the refresh tokens that rotate from
-it: revoking either revokes the session, so its refresh tokens stop working (RFC 7009 section 2.1).
+In memory, each store behind its own lock, every table bounded: expired entries are swept as new ones
+arrive and a hard cap drops the oldest. Dropping is safe here because it fails closed: a dropped token
+is unknown, hence inactive (RFC 7662 2.2) and unusable; a dropped code or device code is invalid.
+(Login failures are the exception: see :mod:`hial_mock.lockout`, whose entries are never dropped.)
+
+Tokens are kept by a SHA-256 digest of their value, never the value: a memory dump yields nothing a
+client could present. Every token of one login shares one :class:`~hial_mock.oauth.models.Session`
+object, so revoking the session reaches all of them at once (RFC 7009 section 2.1); the session lives
+exactly as long as a token that refers to it, so no revocation list can be flooded away.
 """
 
 from __future__ import annotations
 
-import secrets
+import hashlib
 import threading
 import time
+import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from .config import LockoutConfig
+from .oauth.models import Authenticated, AuthorizationCode, DeviceRecord, Session, TokenRecord
 
 MAX_ENTRIES = 200_000  # per table; far above what a pilot issues within one token lifetime
+V = TypeVar("V")
 
 
-@dataclass(slots=True)
-class TokenRecord:
-    """An issued access token (by its ``jti``) or refresh token; authlib's TokenMixin."""
+class _Expiring(Generic[V]):
+    """Values by key with an expiry; the caller holds the lock."""
 
-    kind: str  # "access_token" | "refresh_token"
-    value_id: str  # jti of an access token, the value of a refresh token
-    client_id: str
-    username: str | None
-    scope: str
-    issued_at: float
-    expires_at: float
-    session: str
-    claims: dict[str, Any] = field(default_factory=dict)
-    revoked: bool = False
-    sessions: Any = None  # the SessionTable, to see a session revoked after this record was made
+    def __init__(self, capacity: int = MAX_ENTRIES) -> None:
+        self.items: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self.capacity = capacity
 
-    def check_client(self, client: Any) -> bool:
-        return bool(client.get_client_id() == self.client_id)
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_expires_in(self) -> int:
-        return int(self.expires_at - self.issued_at)
-
-    def is_expired(self) -> bool:
-        return time.time() >= self.expires_at
-
-    def is_revoked(self) -> bool:
-        return self.revoked or (self.sessions is not None and self.sessions.is_revoked(self.session))
-
-    def get_user(self) -> Any:
-        return self.username
-
-    def get_client_id(self) -> str:
-        return self.client_id
-
-
-class _Table:
-    def __init__(self) -> None:
-        self.items: OrderedDict[str, Any] = OrderedDict()
-
-    def put(self, key: str, value: Any, expires_at: float) -> None:
+    def put(self, key: str, value: V, expires_at: float) -> None:
         now = time.time()
         self.items[key] = (expires_at, value)
+        self.items.move_to_end(key)
         # Sweep a few of the oldest entries on each insert: amortised O(1), and the cap bounds memory.
         for _ in range(4):
             if not self.items:
                 break
             oldest_key, (oldest_expiry, _) = next(iter(self.items.items()))
-            if oldest_expiry < now or len(self.items) > MAX_ENTRIES:
+            if oldest_expiry < now or len(self.items) > self.capacity:
                 del self.items[oldest_key]
             else:
                 break
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> V | None:
         entry = self.items.get(key)
         if entry is None or entry[0] < time.time():
             return None
         return entry[1]
 
-    def pop(self, key: str) -> Any:
+    def pop(self, key: str) -> V | None:
         entry = self.items.pop(key, None)
         return None if entry is None or entry[0] < time.time() else entry[1]
 
 
-class SessionTable:
-    def __init__(self) -> None:
-        self._revoked: _Table = _Table()
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(slots=True)
+class _Refresh:
+    record: TokenRecord
+    used: bool = False  # rotated away: presenting it again is a replay
+
+
+class TokenStore:
+    """Issued access and refresh tokens (the ``Tokens`` collaborator of the OAuth server)."""
+
+    def __init__(self, capacity: int = MAX_ENTRIES) -> None:
         self._lock = threading.Lock()
+        self._access: _Expiring[TokenRecord] = _Expiring(capacity)
+        self._refresh: _Expiring[_Refresh] = _Expiring(capacity)
+        self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
 
-    def new(self) -> str:
-        return secrets.token_urlsafe(16)
-
-    def revoke(self, session: str, until: float) -> None:
+    def session(self, sid: str) -> Session:
         with self._lock:
-            self._revoked.put(session, True, until)
+            session = self._sessions.get(sid)
+            if session is None:
+                session = self._sessions[sid] = Session(sid)
+            return session
 
-    def is_revoked(self, session: str) -> bool:
+    def save(self, token: str, record: TokenRecord) -> None:
         with self._lock:
-            return bool(self._revoked.get(session))
+            if record.kind == "access_token":
+                self._access.put(digest(token), record, record.expires_at)
+            else:
+                self._refresh.put(digest(token), _Refresh(record), record.expires_at)
+
+    def find(self, token: str, hint: str | None) -> TokenRecord | None:
+        """The record of an access or refresh token, revoked or not (RFC 7662 and RFC 7009 decide); a
+        refresh token already rotated away is no token any more."""
+        key = digest(token)
+        with self._lock:
+            access = self._access.get(key) if hint != "refresh_token" else None
+            if access is not None:
+                return access
+            refresh = self._refresh.get(key)
+            if refresh is not None:
+                return None if refresh.used else refresh.record
+            return self._access.get(key) if hint == "refresh_token" else None
+
+    def active_access(self, token: str) -> TokenRecord | None:
+        record = self.find(token, "access_token")
+        if record is None or record.kind != "access_token" or record.is_revoked() or record.is_expired():
+            return None
+        return record
+
+    def refresh(self, value: str) -> TokenRecord | None:
+        with self._lock:
+            entry = self._refresh.get(digest(value))
+            if entry is None:
+                return None
+            if entry.used:
+                # RFC 9700 4.14.2: a rotated refresh token comes back, so two parties hold it; end the session.
+                entry.record.session.revoked = True
+                return None
+            record = entry.record
+        return None if record.is_revoked() or record.is_expired() else record
+
+    def rotate(self, value: str) -> bool:
+        with self._lock:
+            entry = self._refresh.get(digest(value))
+            if entry is None or entry.used:
+                return False
+            entry.used = True
+            return True
+
+    def revoke(self, record: TokenRecord) -> None:
+        with self._lock:
+            record.session.revoked = True
+
+    def sizes(self) -> tuple[int, int, int]:
+        """(access tokens, refresh tokens, sessions) held now."""
+        with self._lock:
+            return len(self._access.items), len(self._refresh.items), len(self._sessions)
 
 
-class State:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.access = _Table()  # jti -> TokenRecord
-        self.refresh = _Table()  # refresh token -> TokenRecord
-        self.codes = _Table()  # authorization code -> dict
-        self.devices = _Table()  # device code -> dict
-        self.user_codes = _Table()  # user code -> device code
-        self.sessions = SessionTable()
+class CodeStore:
+    """Authorization codes (single use, RFC 6749 4.1.2) and the nonces they carried (OIDC Core 3.1.2.1)."""
 
-
-class Lockout:
-    """Failed logins per key ("user:NAME", "client:ID"): slowed, then locked (issue 3, item 5)."""
-
-    def __init__(self, config: LockoutConfig) -> None:
-        self.config = config
-        self._failures: dict[str, list[float]] = {}
-        self._locked: dict[str, float] = {}
+    def __init__(self, nonce_lifetime: float, capacity: int = MAX_ENTRIES) -> None:
         self._lock = threading.Lock()
+        self._codes: _Expiring[AuthorizationCode] = _Expiring(capacity)
+        self._nonces: _Expiring[bool] = _Expiring(capacity)
+        self._nonce_lifetime = nonce_lifetime
 
-    def status(self, key: str) -> tuple[bool, float]:
-        """(locked, delay in seconds to impose before answering)."""
+    def save_code(self, code: AuthorizationCode) -> None:
+        with self._lock:
+            self._codes.put(code.code, code, code.expires_at)
+            if code.nonce:
+                self._nonces.put(f"{code.client_id} {code.nonce}", True, time.time() + self._nonce_lifetime)
+
+    def code(self, value: str) -> AuthorizationCode | None:
+        with self._lock:
+            return self._codes.get(value)
+
+    def take_code(self, value: str) -> bool:
+        with self._lock:
+            return self._codes.pop(value) is not None
+
+    def nonce_seen(self, client_id: str, nonce: str) -> bool:
+        with self._lock:
+            return bool(self._nonces.get(f"{client_id} {nonce}"))
+
+
+@dataclass(slots=True)
+class _Device:
+    record: DeviceRecord
+    last_poll: float = 0.0
+    decision: tuple[Authenticated, bool] | None = None
+
+
+class DeviceStore:
+    """RFC 8628 device codes by device code, reachable by user code from the verification page."""
+
+    def __init__(self, capacity: int = MAX_ENTRIES) -> None:
+        self._lock = threading.Lock()
+        self._devices: _Expiring[_Device] = _Expiring(capacity)
+        self._user_codes: _Expiring[str] = _Expiring(capacity)  # user code -> device code
+
+    def save_device(self, record: DeviceRecord) -> None:
+        with self._lock:
+            self._devices.put(record.device_code, _Device(record), record.expires_at)
+            self._user_codes.put(record.user_code, record.device_code, record.expires_at)
+
+    def device(self, device_code: str) -> DeviceRecord | None:
+        with self._lock:
+            entry = self._devices.get(device_code)
+            return None if entry is None else entry.record
+
+    def too_fast(self, device_code: str) -> bool:
         now = time.time()
         with self._lock:
-            until = self._locked.get(key, 0.0)
-            if until > now:
-                return True, 0.0
-            recent = [t for t in self._failures.get(key, []) if now - t < self.config.window]
-            self._failures[key] = recent
-            if len(recent) >= self.config.slow_after:
-                # Exponential slow-down, bounded: each extra failure doubles the wait.
-                extra = len(recent) - self.config.slow_after
-                return False, min(self.config.slow_delay * (2**extra), 10.0)
-            return False, 0.0
+            entry = self._devices.get(device_code)
+            if entry is None:
+                return False
+            too_fast = now - entry.last_poll < entry.record.interval
+            entry.last_poll = now
+            return too_fast
 
-    def failure(self, key: str) -> bool:
-        """Record a failure; True if the key is now locked."""
-        now = time.time()
+    def pending(self, user_code: str) -> DeviceRecord | None:
+        """The device waiting for this user code's decision, for the verification page."""
         with self._lock:
-            recent = [t for t in self._failures.get(key, []) if now - t < self.config.window] + [now]
-            if len(self._failures) > MAX_ENTRIES:
-                self._failures.clear()  # bounded: under a flood, forget old counters first
-            self._failures[key] = recent
-            if len(recent) >= self.config.max_failures:
-                self._locked[key] = now + self.config.lock_seconds
-                self._failures[key] = []
-                return True
-            return False
+            entry = self._by_user_code(user_code)
+            return None if entry is None or entry.decision is not None else entry.record
 
-    def success(self, key: str) -> None:
+    def decide(self, user_code: str, user: Authenticated, approved: bool) -> bool:
         with self._lock:
-            self._failures.pop(key, None)
+            entry = self._by_user_code(user_code)
+            if entry is None or entry.decision is not None:
+                return False
+            entry.decision = (user, approved)
+            return True
+
+    def decision(self, user_code: str) -> tuple[Authenticated, bool] | None:
+        with self._lock:
+            entry = self._by_user_code(user_code)
+            if entry is None or entry.decision is None:
+                return None
+            if entry.decision[1]:
+                # Handed out once: a second poll with the same device code finds no device code.
+                self._user_codes.pop(user_code)
+                self._devices.pop(entry.record.device_code)
+            return entry.decision
+
+    def _by_user_code(self, user_code: str) -> _Device | None:
+        device_code = self._user_codes.get(user_code)
+        return None if device_code is None else self._devices.get(device_code)

@@ -36,9 +36,9 @@ def verify(hial: HialProcess, token: str, audience: str = "dicom-server-agent") 
                       options={"require": ["exp", "iat", "iss", "sub", "aud"]})
 
 
-def password_token(hial: HialProcess, user: str = "rad", password: str | None = None, **extra: str) -> dict:
-    session = OAuth2Session(WS, scope="openid user/ImagingStudy.rs offline_access",
-                            token_endpoint_auth_method="none")
+def password_token(hial: HialProcess, user: str = "rad", password: str | None = None,
+                   scope: str = "openid user/ImagingStudy.rs offline_access", **extra: str) -> dict:
+    session = OAuth2Session(WS, scope=scope, token_endpoint_auth_method="none")
     return session.fetch_token(meta(hial)["token_endpoint"], username=user, password=password or f"demo-{user}",
                                **extra)
 
@@ -134,6 +134,29 @@ def test_refresh_tokens_rotate(hial: HialProcess) -> None:
     reuse = requests.post(meta(hial)["token_endpoint"], timeout=10, data={
         "grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": WS})
     assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
+    # RFC 9700 4.14.2: a rotated refresh token came back, so two parties hold the session: it ends.
+    after = requests.post(meta(hial)["token_endpoint"], timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": second["refresh_token"], "client_id": WS})
+    assert after.status_code == 400 and after.json()["error"] == "invalid_grant"
+
+
+def test_a_token_carries_only_scopes_its_client_may_have(hial: HialProcess) -> None:
+    asked = "openid user/ImagingStudy.rs user/ImagingStudy.crs system/*.cruds authzen:evaluate patient/ImagingStudy.rs"
+    token = password_token(hial, scope=asked)
+    assert token["scope"].split() == ["openid", "user/ImagingStudy.rs"]
+    assert verify(hial, token["access_token"])["scope"] == "openid user/ImagingStudy.rs"
+
+
+def test_tokens_name_the_current_key_and_one_session(hial: HialProcess) -> None:
+    token = password_token(hial)
+    kids = [k["kid"] for k in requests.get(meta(hial)["jwks_uri"], timeout=10).json()["keys"]]
+    assert jwt.get_unverified_header(token["access_token"])["kid"] == kids[-1]
+    assert jwt.get_unverified_header(token["id_token"])["kid"] == kids[-1]
+    access, id_token = verify(hial, token["access_token"]), verify(hial, token["id_token"], audience=WS)
+    assert access["sid"] == id_token["sid"] and access["auth_time"] == id_token["auth_time"]
+    assert access["amr"] == id_token["amr"] == ["pwd"]
+    other = password_token(hial)
+    assert verify(hial, other["access_token"])["sid"] != access["sid"], "each login is its own session"
 
 
 def test_device_flow_with_verification_page(hial: HialProcess) -> None:
@@ -246,10 +269,11 @@ def test_lockout_after_repeated_failures(hial: HialProcess) -> None:
         bad = requests.post(endpoint, data={**data, "password": "guess-Xy7"}, timeout=10)
         assert bad.json()["error"] == "invalid_grant"
     locked = requests.post(endpoint, data={**data, "password": "demo-tech"}, timeout=10)
-    assert locked.status_code == 400 and "locked" in locked.json()["error_description"]
+    assert locked.status_code == 400 and "locked until" in locked.json()["error_description"]
     time.sleep(0.3)
-    assert hial.log.count("login failed user=tech") == 3
-    assert "now locked: user" in hial.log
+    assert hial.log.count("login failed user=tech client=workstation-agent source=127.0.0.1") == 3
+    assert "now locked: too many failed logins for this user from this address until" in hial.log
+    assert "login refused user=tech client=workstation-agent source=127.0.0.1" in hial.log
     assert "guess-Xy7" not in hial.log and "demo-tech" not in hial.log
 
 
