@@ -167,10 +167,11 @@ def match_keys(data: bytes, transfer_syntax: str | None) -> DecisionKeys:
 
 
 def decision_keys(data_set: DataSet, reading: Reading) -> DecisionKeys:
-    charset = _character_set(data_set)
+    values = _key_values(data_set)
+    charset = _character_set(values.get(SPECIFIC_CHARACTER_SET), data_set.known_below)
     keys: dict[str, Key] = {}
     for name, tag, vr in KEY_TAGS:
-        raw = _raw(data_set, tag, vr)
+        raw = values.get(tag)
         if raw is None:
             keys[name] = ABSENT if tag < data_set.known_below else UNKNOWN
         elif charset is None:  # the head ends before (0008,0005): nothing after it can be decoded
@@ -180,20 +181,29 @@ def decision_keys(data_set: DataSet, reading: Reading) -> DecisionKeys:
     return DecisionKeys(character_set=charset or (), **keys)
 
 
-def _raw(data_set: DataSet, tag: int, vr: str) -> bytes | None:
-    element = data_set.get(tag)
-    if element is None:
-        return None
-    if element.vr is not None and element.vr != vr:
-        raise MalformedDataSet(f"{_name(tag)} has VR {element.vr}, not {vr} (PS3.6)", element.start)
-    return data_set.value(element)
+_KEY_VRS = {SPECIFIC_CHARACTER_SET: "CS", **{tag: vr for _, tag, vr in KEY_TAGS}}
 
 
-def _character_set(data_set: DataSet) -> tuple[str, ...] | None:
+def _key_values(data_set: DataSet) -> dict[int, bytes]:
+    """The value bytes of the decision keys present, in one pass over the first elements."""
+    values: dict[int, bytes] = {}
+    data = data_set.data
+    for element in data_set.elements:
+        tag = element.tag
+        if tag > SERIES_INSTANCE_UID:
+            break
+        vr = _KEY_VRS.get(tag)
+        if vr is not None:
+            if element.vr is not None and element.vr != vr:
+                raise MalformedDataSet(f"{_name(tag)} has VR {element.vr}, not {vr} (PS3.6)", element.start)
+            values[tag] = data[element.value_start:element.end]
+    return values
+
+
+def _character_set(raw: bytes | None, known_below: int) -> tuple[str, ...] | None:
     """(0008,0005), its values without padding; None when a head ends before it is known."""
-    raw = _raw(data_set, SPECIFIC_CHARACTER_SET, "CS")
     if raw is None:
-        return () if data_set.known_below > SPECIFIC_CHARACTER_SET else None
+        return () if known_below > SPECIFIC_CHARACTER_SET else None
     if any(byte < 0x20 or byte > 0x7E for byte in raw):
         raise MalformedDataSet("(0008,0005) Specific Character Set is not in the default repertoire")
     return tuple(term.strip(" ") for term in raw.decode("ascii").split("\\"))
