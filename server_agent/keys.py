@@ -12,10 +12,13 @@ is ``MalformedDataSet``:
 
 - UI: digits and dots, components without leading zeros, at most 64 characters; a trailing NUL (the UI
   padding) and trailing spaces are not significant; no wildcard ever; a list only in a query.
-- LO (Patient ID, Issuer of Patient ID) and SH (Accession Number): leading and trailing spaces are not
-  significant (PS3.5 6.2 lets both pad these VRs, and DCMTK, Orthanc's parser, drops both:
-  ``DcmLongString::getOFString`` normalises with DELETE_LEADING and DELETE_TRAILING); no backslash
-  (these keys have VM 1, PS3.5 6.4); no control character (ESC included: no ISO 2022 code extension
+- LO (Patient ID, Issuer of Patient ID) and SH (Accession Number): trailing spaces are not significant
+  (PS3.5 6.2, and Orthanc matches "PAT-1     " as "PAT-1"). Leading spaces are refused: PS3.5 6.2
+  calls them padding too (DCMTK's ``DcmLongString::getOFString`` drops them when asked to normalise),
+  but Orthanc 1.10 stores and matches them as characters (measured: " PAT-3" and "PAT-3" are two
+  patients there, a query for " PAT-1" matches nothing), so the same key names one patient to one PACS
+  and another to the next. No backslash (these keys have VM 1, PS3.5 6.4; Orthanc reads "A\\B" as a
+  list and returns both patients); no control character (ESC included: no ISO 2022 code extension
   in a decision key); bytes above 7FH only when (0008,0005) is ``ISO_IR 100`` (decoded as ISO 8859-1)
   or ``ISO_IR 192`` (UTF-8); under the ISO_IR 13 repertoires 7EH is not ``~``, so it is refused there;
   under a character set PS3.3 C.12.1.1.2 does not define, a text key must be empty.
@@ -221,7 +224,11 @@ def classify(raw: bytes, vr: str, reading: Reading, charset: tuple[str, ...], ta
         return Key(matching=Matching.SINGLE if text else Matching.UNIVERSAL, value=text, present=True)
     if vr in ("DA", "TM", "DT") and "-" in text:
         return Key(matching=Matching.RANGE, value=text.strip(" "), present=True)
-    text = text.strip(" ")
+    text = text.rstrip(" ")
+    if text.startswith(" "):
+        # PS3.5 6.2 calls leading spaces of LO/SH padding; Orthanc 1.10 matches and stores them as
+        # characters (" PAT-3" and "PAT-3" are two patients there): no reading is canonical.
+        raise MalformedDataSet(f"{_name(tag)} starts with a space, significant to some PACS and not to others")
     if "\\" in text:
         raise MalformedDataSet(f"{_name(tag)} holds more than one value (VM 1, PS3.5 6.4)")
     if not text:
