@@ -76,7 +76,8 @@ class Matching(enum.Enum):
 
 
 class Reading(enum.Enum):
-    QUERY = "query"  # a C-FIND/C-GET/C-MOVE identifier: keys the PACS matches
+    QUERY = "query"  # a C-FIND identifier: keys the PACS matches, all of them together
+    RETRIEVE = "retrieve"  # a C-GET/C-MOVE identifier: the PACS retrieves by the level's unique key
     VALUES = "values"  # a C-STORE head or a C-FIND match: attribute values (VM as in PS3.6)
 
 
@@ -129,13 +130,22 @@ class DecisionKeys:
     sop_class_uid: Key = ABSENT
     accession_number: Key = ABSENT
     character_set: tuple[str, ...] = ()
+    retrieve: bool = False  # read as a C-GET/C-MOVE identifier
 
     @property
     def pinned_patient(self) -> Patient | None:
         """The one patient the PACS can match, or None (no Patient ID, a pattern, an issuer that is a
-        pattern, or keys a head did not reach)."""
+        pattern, keys a head did not reach, or a retrieval below the PATIENT level).
+
+        A retrieval is pinned only at the PATIENT level: below it the SCP retrieves what the level's
+        unique keys name (PS3.4 C.4.2.2.1), and Orthanc 1.10 sends the studies a Study Instance UID
+        names whatever Patient ID the identifier holds (measured: C-GET STUDY, Patient ID PAT-1, the
+        Study Instance UID of PAT-2: PAT-2's images), in Study and Patient Root alike.
+        """
         issuer = self.patient_id_issuer
         if self.patient_id.matching is not Matching.SINGLE:
+            return None
+        if self.retrieve and self.level.value != "PATIENT":
             return None
         if issuer.matching is Matching.SINGLE:
             return Patient(id=self.patient_id.value, issuer=issuer.value)
@@ -155,8 +165,13 @@ class DecisionKeys:
 
 
 def identifier_keys(data: bytes, transfer_syntax: str | None) -> DecisionKeys:
-    """The keys of a whole C-FIND/C-GET/C-MOVE identifier, as the PACS will match them."""
+    """The keys of a whole C-FIND identifier, as the PACS will match them."""
     return decision_keys(read_data_set(data, transfer_syntax), Reading.QUERY)
+
+
+def retrieve_keys(data: bytes, transfer_syntax: str | None) -> DecisionKeys:
+    """The keys of a whole C-GET/C-MOVE identifier, as the PACS will retrieve by them."""
+    return decision_keys(read_data_set(data, transfer_syntax), Reading.RETRIEVE)
 
 
 def store_keys(data: bytes, transfer_syntax: str | None, *, complete: bool) -> DecisionKeys:
@@ -181,7 +196,7 @@ def decision_keys(data_set: DataSet, reading: Reading) -> DecisionKeys:
             keys[name] = UNKNOWN
         else:
             keys[name] = classify(raw, vr, reading, charset, tag)
-    return DecisionKeys(character_set=charset or (), **keys)
+    return DecisionKeys(character_set=charset or (), retrieve=reading is Reading.RETRIEVE, **keys)
 
 
 _KEY_VRS = {SPECIFIC_CHARACTER_SET: "CS", **{tag: vr for _, tag, vr in KEY_TAGS}}

@@ -20,7 +20,7 @@ from dicomwire.dataset import (
     MalformedDataSet,
     encode_element,
 )
-from server_agent.keys import Matching, Patient, identifier_keys, match_keys, store_keys
+from server_agent.keys import Matching, Patient, identifier_keys, match_keys, retrieve_keys, store_keys
 from server_agent.resources import pinned_patient, read_keys
 
 SYNTAXES = {IMPLICIT_VR_LE: (True, True), EXPLICIT_VR_LE: (False, True), EXPLICIT_VR_BE: (False, False)}
@@ -216,3 +216,13 @@ def test_a_c_find_match_is_read_as_values() -> None:
     match.SeriesInstanceUID = "1.2\\1.3"
     with pytest.raises(MalformedDataSet):
         match_keys(encoded(match), IMPLICIT_VR_LE)
+
+
+@pytest.mark.parametrize(("level", "pinned"), [("PATIENT", True), ("STUDY", False), ("SERIES", False),
+                                               ("IMAGE", False)])
+def test_a_retrieval_is_pinned_only_at_the_patient_level(level: str, pinned: bool) -> None:
+    """Below PATIENT the SCP retrieves what the unique keys name (PS3.4 C.4.2.2.1), whatever the
+    Patient ID says (tests/e2e/test_keys_orthanc.py shows Orthanc doing so)."""
+    data = encoded(query(level=level, PatientID="P1", StudyInstanceUID="1.2.3"))
+    assert (retrieve_keys(data, IMPLICIT_VR_LE).pinned_patient is not None) is pinned
+    assert identifier_keys(data, IMPLICIT_VR_LE).pinned_patient == Patient(id="P1", issuer=None)
