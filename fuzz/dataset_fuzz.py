@@ -3,8 +3,9 @@
     python fuzz/dataset_fuzz.py [corpus_dir] -atheris_runs=10000000 [-max_len=4096] [libFuzzer flags]
 
 The first byte of an input chooses the transfer syntax (implicit LE, explicit LE, deflated, explicit
-BE, JPEG baseline so that encapsulated pixel data is allowed), whole data set or head, and whether the
-harness deflates the rest itself (so that inflated content is fuzzed, not only broken streams); the
+BE, JPEG baseline so that encapsulated pixel data is allowed), whole data set or head, the reading
+(query, retrieval, values), and whether the harness deflates the rest itself (so that inflated
+content is fuzzed, not only broken streams); the
 next two bytes choose a cut. Invariants, any failure an exception that stops the run with its input:
 
 1. ``read_data_set`` and the key readers return, or raise ``MalformedDataSet``: nothing else.
@@ -135,7 +136,7 @@ def test_one_input(raw: bytes) -> None:
     data = raw[3:]
     if syntax == DEFLATED_EXPLICIT_VR_LE and raw[0] & 0x10:
         data = deflate(data)
-    reading = Reading.VALUES if raw[0] & 0x20 else Reading.QUERY
+    reading = Reading.VALUES if raw[0] & 0x20 else Reading.RETRIEVE if raw[0] & 0x40 else Reading.QUERY
     try:
         read = read_data_set(data, syntax, complete=complete, max_inflated=1 << 16)
     except MalformedDataSet:
