@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo bench lint typecheck system-deps venv clean
+.PHONY: test demo bench lint typecheck system-deps venv clean fuzz
 
 test: venv
 	$(PY) -m ruff check dicomwire oauthclient agent server_agent hial_mock tomlconf audit devtools tests bench
@@ -20,6 +20,14 @@ demo: venv
 
 bench: venv
 	$(PY) -m bench.run $(if $(QUICK),--quick,)
+
+# Long fuzzing runs (issue 13: 10^7 executions per harness). FUZZ_RUNS executions, corpus kept in
+# .fuzz/<harness>/ between runs; a finding stops the run and is written as crash-* in the current folder.
+FUZZ_RUNS ?= 10000000
+fuzz: venv
+	mkdir -p .fuzz/dataset
+	$(PY) fuzz/make_seeds.py .fuzz/dataset
+	PYTHONPATH=. $(PY) fuzz/dataset_fuzz.py .fuzz/dataset -atheris_runs=$(FUZZ_RUNS) -max_len=4200 -print_final_stats=1
 
 lint: venv
 	$(PY) -m ruff check .

@@ -1,23 +1,26 @@
 """From a DIMSE request to an AuthZEN question (architecture: subject / action / resource / context).
 
-The identifier (C-FIND/C-GET/C-MOVE) or the head of a C-STORE data set is read with pydicom in the
-presentation context's transfer syntax, tolerating a head cut in the middle of an element (only the
-elements before the cut are used). Only the keys the decision needs are kept.
+The keys of an identifier, of the head of a C-STORE data set or of a C-FIND match are read once,
+strictly, by ``server_agent.keys`` (on ``dicomwire.dataset``): a data set that could be read two ways
+raises ``MalformedDataSet`` (a ValueError) and must be refused, never decided on. The dict-shaped
+functions here (``read_keys``, ``pinned_patient``, ``with_return_key``, ``without_element``) are thin
+adapters over that reader for the policy until it calls ``server_agent.keys`` directly.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
-from pydicom.filereader import data_element_generator
-from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
-
+from dicomwire import dataset
+from dicomwire.dataset import MalformedDataSet
 from dicomwire.dimse import CommandField, CommandSet
 
 from .authn import Subject
+from .keys import PATIENT_ID, DecisionKeys, Reading, decision_keys
+
+__all__ = ["ACTION_NAMES", "PATIENT_ID", "WILDCARDS", "Context", "MalformedDataSet", "authzen_request",
+           "pinned_patient", "read_keys", "scope_allows", "with_return_key", "without_element"]
 
 ACTION_NAMES = {
     CommandField.C_ECHO_RQ: "C-ECHO",
@@ -26,108 +29,48 @@ ACTION_NAMES = {
     CommandField.C_MOVE_RQ: "C-MOVE",
     CommandField.C_STORE_RQ: "C-STORE",
 }
-KEYS = {
-    0x00080052: "level",
-    0x00100020: "patient_id",
-    0x00100021: "patient_id_issuer",
-    0x0020000D: "study_instance_uid",
-    0x0020000E: "series_instance_uid",
-    0x00080018: "sop_instance_uid",
-    0x00080016: "sop_class_uid",
-    0x00080050: "accession_number",
-}
-_LAST_TAG = max(KEYS)
-WILDCARDS = ("*", "?", "\\")
+WILDCARDS = ("*", "?", "\\")  # what makes a key match more than one value (PS3.4 C.2.2.2.2, C.2.2.2.4)
+_EMPTY_VALUE = '""'  # PS3.4 C.2.2.2.8 Empty Value Matching
 
 
-def read_keys(data: bytes, transfer_syntax: str | None) -> dict[str, str]:
-    """The decision keys of a (possibly truncated) data set; never raises on damaged input.
+def read_keys(data: bytes, transfer_syntax: str | None, complete: bool = False) -> dict[str, str]:
+    """The decision keys present in a data set, as strings; raises ``MalformedDataSet``.
 
-    An element whose value the cut shortened is dropped, never read partially: a Patient ID cut in
-    two must not become another patient's ID.
+    ``complete=False`` (what a caller that does not say gets) reads ``data`` as a possibly cut head: an
+    element the end falls in is never read (a Patient ID cut in two must not become another patient's
+    ID), and keys after it are left out, as unknown. Every byte that is there is read strictly.
     """
-    implicit = transfer_syntax in (None, ImplicitVRLittleEndian)
-    little = transfer_syntax != ExplicitVRBigEndian
-    found: dict[str, str] = {}
-    try:
-        for raw in data_element_generator(BytesIO(data), implicit, little, defer_size=None,
-                                          stop_when=lambda tag, vr, length: tag > _LAST_TAG):
-            name = KEYS.get(raw.tag)
-            if name is None:
-                continue
-            value = raw.value if isinstance(raw.value, bytes) else b""
-            length = getattr(raw, "length", len(value))
-            if length != 0xFFFFFFFF and len(value) != length:
-                break  # cut inside this element
-            found[name] = value.decode("latin-1", "replace").strip(" \x00")
-    except Exception:
-        pass
-    return found
-
-
-PATIENT_ID = 0x00100020
-
-
-def _top_level(data: bytes, transfer_syntax: str | None) -> list[tuple[int, int, int]]:
-    """(tag, start, end) of each top-level element of a whole data set."""
-    implicit = transfer_syntax in (None, ImplicitVRLittleEndian)
-    little = transfer_syntax != ExplicitVRBigEndian
-    out: list[tuple[int, int, int]] = []
-    stream = BytesIO(data)
-    elements = data_element_generator(stream, implicit, little, defer_size=None)
-    while True:
-        # The generator reads one whole element (a sequence up to its delimiter) per step and no
-        # further, so the stream position before and after a step bounds that element.
-        start = stream.tell()
-        try:
-            element = next(elements)
-        except StopIteration:
-            return out
-        except Exception as error:  # an untrusted data set: say it cannot be read, never guess
-            raise ValueError(f"data set unreadable at byte {start}: {error}") from None
-        length = getattr(element, "length", None)
-        value = getattr(element, "value", None)
-        if length not in (None, 0xFFFFFFFF) and isinstance(value, bytes) and len(value) != length:
-            raise ValueError(f"data set unreadable at byte {start}: element {element.tag} is cut short")
-        out.append((int(element.tag), start, stream.tell()))
+    read = dataset.read_data_set(data, transfer_syntax, complete=complete)
+    return decision_keys(read, Reading.QUERY).as_dict()
 
 
 def with_return_key(data: bytes, transfer_syntax: str | None, tag: int, vr: str) -> bytes:
     """The identifier with an empty (return key) element ``tag`` inserted in tag order, every other
     byte unchanged (PS3.4 C.2.2.1.2: an empty key asks the SCP to return the attribute). Raises
-    ValueError when the identifier cannot be read."""
-    implicit = transfer_syntax in (None, ImplicitVRLittleEndian)
-    order = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
-    group, element = tag >> 16, tag & 0xFFFF
-    if implicit:
-        item = struct.pack(order + "HHI", group, element, 0)
-    else:
-        item = struct.pack(order + "HH", group, element) + vr.encode("ascii") + struct.pack(order + "H", 0)
-    for found, start, _ in _top_level(data, transfer_syntax):
-        if found == tag:
-            return data
-        if found > tag:
-            return data[:start] + item + data[start:]
-    return data + item
+    ``MalformedDataSet`` (a ValueError) when the identifier cannot be read one way only."""
+    return dataset.with_element(data, transfer_syntax, tag, vr)
 
 
 def without_element(data: bytes, transfer_syntax: str | None, tag: int) -> bytes:
     """The data set without the top-level element ``tag``, every other byte unchanged. Raises
-    ValueError when the data set cannot be read."""
-    for found, start, end in _top_level(data, transfer_syntax):
-        if found == tag:
-            return data[:start] + data[end:]
-        if found > tag:
-            break
-    return data
+    ``MalformedDataSet`` (a ValueError) when the data set cannot be read one way only."""
+    return dataset.without_element(data, transfer_syntax, tag)
 
 
-def pinned_patient(keys: dict[str, str]) -> str | None:
-    """The one patient a request names, or None if it names none or matches with wildcards."""
-    patient = keys.get("patient_id", "")
-    if not patient or any(w in patient for w in WILDCARDS):
+def _single(value: str) -> bool:
+    return bool(value) and value != _EMPTY_VALUE and not any(w in value for w in WILDCARDS)
+
+
+def pinned_patient(keys: dict[str, str] | DecisionKeys) -> str | None:
+    """The one patient a request names (PS3.4 C.2.2.2: a single-value Patient ID whose issuer, if
+    present, is a single value too), or None."""
+    if isinstance(keys, DecisionKeys):
+        patient = keys.pinned_patient
+        return patient.id if patient is not None else None
+    issuer = keys.get("patient_id_issuer", "")
+    if not _single(keys.get("patient_id", "")) or (issuer and not _single(issuer)):
         return None
-    return patient
+    return keys["patient_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,17 +82,19 @@ class Context:
     peer: str
 
 
-def authzen_request(subject: Subject, action: str, command: CommandSet, keys: dict[str, str],
+def authzen_request(subject: Subject, action: str, command: CommandSet, keys: dict[str, str] | DecisionKeys,
                     context: Context) -> dict[str, Any]:
-    level = keys.get("level", "").upper()
     patient = pinned_patient(keys)
+    if isinstance(keys, DecisionKeys):
+        keys = keys.as_dict()
+    level = keys.get("level", "").upper()
     kinds = {"PATIENT": "patient", "STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
     resource_type = kinds.get(level, "instance" if action == "C-STORE" else "study" if action != "C-ECHO"
                               else "service")
     resource_id = (keys.get("sop_instance_uid") if resource_type == "instance" else
                    keys.get("series_instance_uid") if resource_type == "series" else
                    keys.get("study_instance_uid") if resource_type == "study" else patient) or "*"
-    if any(w in resource_id for w in WILDCARDS):
+    if not _single(resource_id):  # a pattern, a list or "": the PACS may match more than one
         resource_id = "*"
     properties: dict[str, Any] = {k: v for k, v in keys.items() if v and k != "level"}
     if patient is None:

@@ -154,8 +154,8 @@ def test_a_patient_id_return_key_is_added_in_tag_order_and_removed_again(implici
 def test_an_unreadable_identifier_is_said_to_be_so() -> None:
     from server_agent.resources import PATIENT_ID, with_return_key, without_element
 
-    broken = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + b"\x10\x00\x10\x00\xff\xff\x00\x00PART"  # length overruns
-    with pytest.raises(ValueError, match="unreadable"):
+    broken = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + b"\x10\x00\x10\x00\xfe\xff\x00\x00PART"  # length overruns
+    with pytest.raises(ValueError, match="runs past the end"):
         with_return_key(broken, None, PATIENT_ID, "LO")
-    with pytest.raises(ValueError, match="unreadable"):
+    with pytest.raises(ValueError, match="runs past the end"):
         without_element(broken, None, PATIENT_ID)

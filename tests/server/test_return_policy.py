@@ -66,11 +66,11 @@ N_ACTION = {Tag.COMMAND_FIELD: 0x0130, Tag.MESSAGE_ID: 7, Tag.REQUESTED_SOP_CLAS
 
 def head(patient: str = "PAT-1", study: str = "1.2.840.1") -> bytes:
     """An implicit VR LE data set head: Study UID and Patient ID (ascending tags)."""
-    def element(group: int, number: int, value: bytes) -> bytes:
-        value += b"\0" * (len(value) % 2)
+    def element(group: int, number: int, value: bytes, pad: bytes) -> bytes:
+        value += pad * (len(value) % 2)  # PS3.5 6.2: text pads with a space, a UID with a NUL
         return group.to_bytes(2, "little") + number.to_bytes(2, "little") + len(value).to_bytes(4, "little") + value
 
-    return element(0x0010, 0x0020, patient.encode()) + element(0x0020, 0x000D, study.encode())
+    return element(0x0010, 0x0020, patient.encode(), b" ") + element(0x0020, 0x000D, study.encode(), b"\0")
 
 
 def question(side: Side, fields: dict[int, Any], data_set: bytes = b"") -> RequestQuestion:
