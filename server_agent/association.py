@@ -20,6 +20,7 @@ from typing import Any
 
 from audit.events import Action, Reason
 from dicomwire.commands import Notice
+from dicomwire.dataset import MalformedDataSet, with_element, without_element
 from dicomwire.dimse import CommandField
 from dicomwire.identity import add_identity_response, extract_user_identity, strip_user_identity
 from dicomwire.policy import EVERY_REQUEST, Asks, ConnectionInfo, Ending
@@ -43,14 +44,15 @@ from dicomwire.questions import (
 from dicomwire.tls import certificate_names
 
 from .authn import AuthenticationFailed, Authenticator, Subject
-from .authorization import ACTIONS, Facts, Outcome, PdpQuery, conclude, prepare
+from .authorization import ACTIONS, Facts, Outcome, PdpQuery, conclude, prepare, read_facts
 from .config import Pacs, ServerAgentConfig
 from .decisions import Decisions
+from .keys import PATIENT_ID, match_keys
 from .moves import Move, MoveRegistry
 from .pdp import Decision, PdpClient, PdpUnavailable
 from .postfilter import Batcher, FindReview
 from .records import Recorder
-from .resources import PATIENT_ID, Context, authzen_request, pinned_patient, read_keys, with_return_key, without_element
+from .resources import Context, authzen_request
 from .routing import pacs_upstream, route, workstation_claim
 
 log = logging.getLogger("server_agent")
@@ -184,11 +186,9 @@ class ServerAssociation:
 
     def facts(self, question: RequestQuestion, action: Action | None, sub_operation_of: Action | None,
               move_destination: str = "") -> Facts:
-        keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
-        return Facts(action=action, command=question.command, keys=keys, patient=pinned_patient(keys),
-                     sub_operation_of=sub_operation_of,
-                     move_destination=question.command.move_destination or move_destination,
-                     data_set=question.data_set, transfer_syntax=question.transfer_syntax)
+        return read_facts(question.command, question.data_set, question.transfer_syntax,
+                          complete=question.data_set_complete, action=action, sub_operation_of=sub_operation_of,
+                          move_destination=move_destination)
 
     def decide(self, facts: Facts,
                retrieval: Retrieval | Move | None = None) -> RequestVerdict | Awaitable[RequestVerdict]:
@@ -203,7 +203,9 @@ class ServerAssociation:
         if isinstance(prepared, Outcome):
             self.record.authorization(facts, subject, context, prepared.reason, prepared.allowed, started,
                                       detail=prepared.text)
-            return self._counted(retrieval, Permit()) if prepared.allowed else Refuse(comment=comment(prepared.text))
+            if prepared.allowed:
+                return self._counted(retrieval, Permit())
+            return Refuse(comment=comment(prepared.text), status=prepared.status)
         if not self.config.identity.introspect:
             decision = self.factory.pdp.cached(prepared.request)
             if decision is not None:
@@ -261,14 +263,14 @@ class ServerAssociation:
         sees what was asked (PS3.4 C.4.1.1.3)."""
         if facts.patient is not None or not filtering:
             return Permit(review=FindReview(facts=facts, pinned=facts.patient) if facts.patient else None)
-        if "patient_id" in facts.keys:
+        if facts.keys.patient_id.present:
             return Permit(review=FindReview(facts=facts, pinned=None))
         return self._with_patient_id(facts)
 
     def _with_patient_id(self, facts: Facts) -> RequestVerdict:
         try:
-            asked = with_return_key(facts.data_set, facts.transfer_syntax, PATIENT_ID, "LO")
-        except ValueError as error:
+            asked = with_element(facts.data_set, facts.transfer_syntax, PATIENT_ID, "LO")
+        except MalformedDataSet as error:
             log.warning("association %s: C-FIND identifier unreadable (%s): refused", self.connection.association_id,
                         error)
             return Refuse(comment=comment("query identifier could not be read"))
@@ -306,8 +308,14 @@ class ServerAssociation:
 
     def _match(self, question: ResponseQuestion, review: FindReview) -> ResponseVerdict | Awaitable[ResponseVerdict]:
         assert self.subject is not None and self.context is not None
-        keys = read_keys(question.data_set, question.transfer_syntax)
-        patient = pinned_patient(keys)
+        try:
+            keys = match_keys(question.data_set, question.transfer_syntax)
+        except MalformedDataSet as error:
+            facts = Facts(action=Action.C_FIND, command=question.request, malformed=error.detail)
+            self.record.match(facts, self.subject, self.context, Reason.MALFORMED, False, detail=error.detail)
+            return Drop(reason_text="a match that cannot be read one way only")
+        pinned = keys.pinned_patient
+        patient = pinned.id if pinned is not None else None
         facts = Facts(action=Action.C_FIND, command=question.request, keys=keys, patient=patient)
         if review.pinned is not None:
             if patient != review.pinned:
@@ -317,7 +325,7 @@ class ServerAssociation:
         if patient is None:
             self.record.match(facts, self.subject, self.context, Reason.NO_PATIENT_ID_TO_CHECK, False)
             return Drop(reason_text="match without a Patient ID cannot be checked")
-        request = authzen_request(self.subject, "C-FIND", question.request, keys, self.context)
+        request = authzen_request(self.subject, "C-FIND", question.request, keys, patient, self.context)
         return self._filtered(question, review, facts, request)
 
     async def _filtered(self, question: ResponseQuestion, review: FindReview, facts: Facts,
@@ -340,7 +348,7 @@ class ServerAssociation:
             return Permit()
         try:
             return Rewrite(data_set=without_element(question.data_set, question.transfer_syntax, PATIENT_ID))
-        except ValueError:  # the match was allowed; only a key the user did not ask for stays in it
+        except MalformedDataSet:  # read once already; the match was allowed, only a key not asked for stays
             return Permit()
 
     # ---- what the core did on its own, and the end ---------------------------------------------------------

@@ -12,14 +12,16 @@ permit on a condition the agent does not understand is a deny (AuthZEN 1.0 secti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from audit.events import Action, Reason
-from dicomwire.dimse import CommandField, CommandSet
+from dicomwire.dataset import MalformedDataSet
+from dicomwire.dimse import STATUS_NOT_AUTHORIZED, CommandField, CommandSet
 
 from .authn import Subject
 from .config import Node, Workstation
+from .keys import DecisionKeys, Matching, identifier_keys, retrieve_keys, store_keys
 from .pdp import Decision
 from .resources import Context, authzen_request, scope_allows
 
@@ -35,21 +37,71 @@ ACTIONS = {CommandField.C_ECHO_RQ: Action.C_ECHO, CommandField.C_FIND_RQ: Action
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Facts:
-    """One request as the decision sees it: what is asked for, about whom."""
+    """One request as the decision sees it: what is asked for, about whom.
+
+    ``patient`` is the patient the request is decided for: the one a C-FIND or a C-STORE is pinned to
+    (the PACS can match no other, :attr:`DecisionKeys.pinned_patient`), or the one a C-GET/C-MOVE names
+    by a single-value Patient ID at any level. Below the PATIENT level a PACS retrieves by the level's
+    unique key whatever Patient ID the identifier holds, so such a decision is not binding: every image
+    of the retrieval is decided again, with its own Patient ID, as a sub-operation.
+    """
 
     action: Action | None  # None: a service the agent has no policy for
     command: CommandSet
-    keys: dict[str, str]  # the decision keys read from the identifier or the store head
-    patient: str | None  # the one patient the request is pinned to, if any
+    keys: DecisionKeys = field(default_factory=DecisionKeys)
+    patient: str | None = None
     sub_operation_of: Action | None = None  # a C-STORE the PACS sends for a C-GET or a C-MOVE
     move_destination: str = ""
     malformed: str = ""  # why the data set cannot be read one way only (then nothing is decided on it)
+    status: int = STATUS_NOT_AUTHORIZED  # the refusal's status (0xC000 for a malformed data set)
     data_set: bytes = b""  # the identifier (or head) the keys were read from, for a rewrite
     transfer_syntax: str = ""  # ... and how it is encoded
 
     @property
     def name(self) -> str:
         return self.action.value if self.action is not None else Action.parse(self.command.name).value
+
+    @property
+    def resource(self) -> dict[str, str]:
+        """The keys as the decision log and the PDP's resource properties show them."""
+        return self.keys.as_dict()
+
+
+def read_facts(command: CommandSet, data_set: bytes, transfer_syntax: str, *, complete: bool,
+               action: Action | None, sub_operation_of: Action | None = None, move_destination: str = "") -> Facts:
+    """The facts of a request, its data set read strictly by the reader its command calls for."""
+    destination = command.move_destination or move_destination
+    try:
+        keys = _keys(command.command_field, data_set, transfer_syntax, complete)
+    except MalformedDataSet as error:
+        return Facts(action=action, command=command, sub_operation_of=sub_operation_of, move_destination=destination,
+                     malformed=error.detail, status=error.status, data_set=data_set, transfer_syntax=transfer_syntax)
+    return Facts(action=action, command=command, keys=keys, patient=requested_patient(keys),
+                 sub_operation_of=sub_operation_of, move_destination=destination, data_set=data_set,
+                 transfer_syntax=transfer_syntax)
+
+
+def _keys(command_field: int, data_set: bytes, transfer_syntax: str, complete: bool) -> DecisionKeys:
+    if not data_set:
+        return DecisionKeys()
+    if command_field == CommandField.C_FIND_RQ:
+        return identifier_keys(data_set, transfer_syntax)
+    if command_field in (CommandField.C_GET_RQ, CommandField.C_MOVE_RQ):
+        return retrieve_keys(data_set, transfer_syntax)
+    if command_field == CommandField.C_STORE_RQ:
+        return store_keys(data_set, transfer_syntax, complete=complete)
+    return DecisionKeys()  # a service with no policy here: its data set is never read
+
+
+def requested_patient(keys: DecisionKeys) -> str | None:
+    """See :class:`Facts`: the pinned patient, or the one a retrieval names by a single value."""
+    pinned = keys.pinned_patient
+    if pinned is not None:
+        return pinned.id
+    if keys.retrieve and keys.patient_id.matching is Matching.SINGLE and \
+            keys.patient_id_issuer.matching in (Matching.SINGLE, Matching.UNIVERSAL):
+        return keys.patient_id.value
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +111,7 @@ class Outcome:
     allowed: bool
     reason: Reason
     text: str = ""
+    status: int = STATUS_NOT_AUTHORIZED
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +138,7 @@ def prepare(subject: Subject, context: Context, facts: Facts, *, nodes: dict[str
     if now >= subject.expires_at:  # exp plus the leeway: the same instant as at association time
         return Outcome(False, Reason.TOKEN_INVALID, "the token has expired")
     if facts.malformed:
-        return Outcome(False, Reason.MALFORMED, "data set could not be read one way only")
+        return Outcome(False, Reason.MALFORMED, "data set could not be read one way only", facts.status)
     if facts.command.command_field == CommandField.C_STORE_RQ:
         mismatch = _store_mismatch(facts)
         if mismatch:
@@ -105,18 +158,17 @@ def prepare(subject: Subject, context: Context, facts: Facts, *, nodes: dict[str
         if not name or workstation != context.workstation or workstation not in workstations:
             return Outcome(False, Reason.MOVE_DESTINATION_NOT_ALLOWED,
                            f"move destination {destination!r} is not the requester's workstation")
-    return PdpQuery(authzen_request(subject, facts.action.value, facts.command, facts.keys, context))
+    return PdpQuery(authzen_request(subject, facts.action.value, facts.command, facts.keys, facts.patient, context))
 
 
 def _store_mismatch(facts: Facts) -> str:
     """A C-STORE names its instance twice, in the command and in the data set (PS3.4 B.2.1.1): the PACS
     files the data set's, the decision and the log would name the command's. They must agree."""
     command = facts.command
-    for key, value in (("sop_instance_uid", command.affected_sop_instance_uid),
-                       ("sop_class_uid", command.affected_sop_class_uid)):
-        in_data_set = facts.keys.get(key)
-        if in_data_set and value and in_data_set != value:
-            return f"the data set's {key} is not the command's"
+    for key, value in ((facts.keys.sop_instance_uid, command.affected_sop_instance_uid),
+                       (facts.keys.sop_class_uid, command.affected_sop_class_uid)):
+        if key.matching is Matching.SINGLE and value and key.value != value:
+            return "the data set names another instance (or SOP class) than its command"
     return ""
 
 
@@ -136,4 +188,4 @@ def conclude(facts: Facts, decision: Decision) -> Conclusion:
 
 
 __all__ = ["ACTIONS", "FILTER_RESULTS", "SECURITY_ALERT", "Conclusion", "Facts", "Outcome", "PdpQuery", "conclude",
-           "prepare"]
+           "prepare", "read_facts", "requested_patient"]

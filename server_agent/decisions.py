@@ -28,11 +28,10 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any, overload
 
 from audit.chain import ChainWriter
 from audit.dicom_audit import audit_message
-from audit.events import DecisionEvent, from_record
+from audit.events import DecisionEvent
 from audit.syslog import SpooledSender
 
 log = logging.getLogger("server_agent.decisions")
@@ -45,7 +44,6 @@ YIELD_EVERY = 64  # records encoded between two releases of the GIL, so the even
 # a record on 2 busy cores). A record reaches the disk within this much time.
 LINGER = 0.01
 
-Legacy = tuple[str, dict[str, Any]]  # write(kind, **fields): the call of earlier versions
 
 
 def _stamp(when: float) -> str:
@@ -76,7 +74,7 @@ class DecisionLog:
         self.source_id = source_id
         self.failed: str | None = None
         self.dropped = 0
-        self._pending: collections.deque[tuple[float, DecisionEvent | Legacy]] = collections.deque()
+        self._pending: collections.deque[tuple[float, DecisionEvent]] = collections.deque()
         self._wake = threading.Event()
         self._closing = False
         self._writer = ChainWriter(path, key, max_bytes=max_bytes, checkpoint_interval=checkpoint_interval)
@@ -86,13 +84,7 @@ class DecisionLog:
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
 
-    @overload
-    def write(self, event: DecisionEvent, /) -> None: ...
-
-    @overload
-    def write(self, event: str, /, **fields: Any) -> None: ...  # earlier versions' call: until call sites move
-
-    def write(self, event: DecisionEvent | str, /, **fields: Any) -> None:
+    def write(self, event: DecisionEvent, /) -> None:
         """Record one event (called on the event loop: an append, and a wake-up when the writer sleeps)."""
         if len(self._pending) >= BACKLOG_LIMIT:
             self.dropped += 1
@@ -100,7 +92,7 @@ class DecisionLog:
                 self.failed = f"decision log {BACKLOG_LIMIT} records behind (disk too slow or failing): records lost"
                 log.error("DECISION LOG FAILING, refusing new work: %s", self.failed)
             return
-        self._pending.append((time.time(), (event, fields) if isinstance(event, str) else event))
+        self._pending.append((time.time(), event))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -143,16 +135,10 @@ class DecisionLog:
         audited: list[tuple[DecisionEvent, str]] = []
         pending = self._pending
         while pending:
-            stamp, item = pending.popleft()  # atomic against the event loop's append
+            stamp, event = pending.popleft()  # atomic against the event loop's append
             when = _stamp(stamp)
-            if isinstance(item, tuple):  # written as given, as earlier versions did; audited as read back
-                kind, fields = item
-                records.append({"time": when, "event": kind, **fields})
-                event = from_record(records[-1]) if self.audit is not None else None
-            else:
-                records.append({"time": when, **item.record()})
-                event = item
-            if event is not None and self.audit is not None:
+            records.append({"time": when, **event.record()})
+            if self.audit is not None:
                 audited.append((event, when))
             if len(records) % YIELD_EVERY == 0:
                 time.sleep(0)  # let the event loop take the GIL between chunks of encoding
@@ -178,13 +164,7 @@ class UnloggedDecisions:
     problem: str | None = None
     healthy = True
 
-    @overload
-    def write(self, event: DecisionEvent, /) -> None: ...
-
-    @overload
-    def write(self, event: str, /, **fields: Any) -> None: ...
-
-    def write(self, event: DecisionEvent | str, /, **fields: Any) -> None:
+    def write(self, event: DecisionEvent, /) -> None:
         pass
 
     def close(self) -> None:

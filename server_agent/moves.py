@@ -47,15 +47,16 @@ class Move:
     members: dict[str, frozenset[str]] = field(default_factory=dict)  # key -> the values the move named
 
     def __post_init__(self) -> None:
+        resource = self.facts.resource
         for key in _LEVEL_KEY.values():
-            value = self.facts.keys.get(key, "")
+            value = resource.get(key, "")
             if value:
                 self.members[key] = frozenset(v.strip() for v in value.split("\\"))  # list of UIDs (C.2.2.2.2)
 
     def covers(self, image: dict[str, str]) -> bool:
         """Whether an image is one this move asked for: every key the move named at its level and above
         must name this image (a list of UIDs names each of its members)."""
-        level = self.facts.keys.get("level", "").upper()
+        level = self.facts.keys.level.value
         if level not in _LEVEL_KEY or _LEVEL_KEY[level] not in self.members:
             return False  # a move without the unique key of its level names nothing we can check
         return all(image.get(key, "") in values for key, values in self.members.items())

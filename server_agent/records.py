@@ -72,9 +72,7 @@ class Recorder:
         self._base: dict[str, Any] = {}
 
     def write(self, event: DecisionEvent) -> None:
-        record = event.record()
-        kind = record.pop("event")
-        self.decisions.write(kind, **record)
+        self.decisions.write(event)
 
     # -- the association ----------------------------------------------------------------------------
     def begin(self, *, peer: tuple[str, int] | None, certificate: list[str], calling_ae: str, called_ae: str) -> None:
@@ -112,7 +110,7 @@ class Recorder:
             else Decision.DENY, reason=reason, detail=detail, pdp=answer(pdp) if pdp is not None else None,
             message_id=facts.command.message_id,
             user=who(subject), calling_ae=context.calling_ae if context else "",
-            workstation=context.workstation if context else "", pacs=self.pacs, resource=facts.keys,
+            workstation=context.workstation if context else "", pacs=self.pacs, resource=facts.resource,
             sub_operation_of=facts.sub_operation_of, move_destination=facts.move_destination,
             post_filter=post_filter, latency_ms=_ms(started)))
 
@@ -147,7 +145,7 @@ class Recorder:
             self.write(TransferSummary(
                 association=self.association, action=Action.parse(facts.name), message_id=facts.command.message_id,
                 user=who(subject), workstation=context.workstation if context else "",
-                pacs=pacs.name if pacs else "", resource=facts.keys, move_destination=facts.move_destination,
+                pacs=pacs.name if pacs else "", resource=facts.resource, move_destination=facts.move_destination,
                 sub_operations=retrieval.sub_operations))
         self.write(AssociationEnd(association=self.association, user=who(subject),
                                   calling_ae=context.calling_ae if context else "", detail=ending.reason))

@@ -38,12 +38,11 @@ from dicomwire.tls import certificate_names
 from dicomwire.upstream import Upstream
 
 from .association import comment
-from .authorization import Facts
+from .authorization import read_facts
 from .config import ServerAgentConfig
 from .decisions import Decisions
 from .moves import MoveRegistry, originator
 from .records import Recorder
-from .resources import pinned_patient, read_keys
 from .routing import pacs_addresses
 
 log = logging.getLogger("server_agent")
@@ -99,17 +98,19 @@ class ReturnAssociation:
 
     def request(self, question: RequestQuestion) -> RequestVerdict | Awaitable[RequestVerdict]:
         command = question.command
-        keys = read_keys(question.data_set, question.transfer_syntax) if question.data_set else {}
-        facts = Facts(action=Action.C_MOVE if command.command_field == CommandField.C_STORE_RQ else None,
-                      command=command, keys=keys, patient=pinned_patient(keys), sub_operation_of=Action.C_MOVE,
-                      move_destination=self.destination, data_set=question.data_set,
-                      transfer_syntax=question.transfer_syntax)
+        store = command.command_field == CommandField.C_STORE_RQ
+        facts = read_facts(command, question.data_set if store else b"", question.transfer_syntax,
+                           complete=question.data_set_complete, action=Action.C_MOVE if store else None,
+                           sub_operation_of=Action.C_MOVE, move_destination=self.destination)
         if facts.action is None or question.side.value != "client":
             # Only the PACS's C-STORE sub-operations travel here; anything else is refused.
             self.record.authorization(facts, None, None, Reason.UNSUPPORTED_SERVICE, False, None)
             return Refuse(comment=comment(f"{command.name} not accepted on the return path"))
+        if facts.malformed:  # the image cannot be matched to a move: refused as its move would refuse it
+            self.record.authorization(facts, None, None, Reason.MALFORMED, False, None, detail=facts.malformed)
+            return Refuse(comment=comment("data set could not be read one way only"), status=facts.status)
         ae, message_id = originator(command)
-        move, reason = self.factory.moves.match(self.destination, ae, message_id, keys)
+        move, reason = self.factory.moves.match(self.destination, ae, message_id, facts.resource)
         if move is None:
             self.record.authorization(facts, None, None, reason, False, None)
             return Refuse(comment=comment("no C-MOVE this image belongs to"))

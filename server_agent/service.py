@@ -7,6 +7,7 @@ import asyncio
 import logging
 import ssl
 
+from audit.events import ApplicationEvent, Kind
 from audit.syslog import SpooledSender
 from dicomwire.listener import RelayServer
 from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
@@ -94,14 +95,14 @@ class ServerAgent:
     async def start(self) -> None:
         for server in self.servers:
             await server.start()
-        self.decisions.write("application-start", name=self.config.name,
-                             listen=f"{self.main.address[0]}:{self.main.address[1]}")
+        self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_START, name=self.config.name,
+                                              detail={"listen": f"{self.main.address[0]}:{self.main.address[1]}"}))
         log.info("server agent %s: TLS on %s:%d%s, return listener on %s:%d, PACS %s", self.config.name,
                  *self.main.address, f", plain on {self.plain.address[0]}:{self.plain.address[1]}" if self.plain
                  else "", *self.returns.address, ", ".join(self.config.pacs))
 
     async def stop(self, deadline: float = 10.0) -> None:
         await asyncio.gather(*(s.shutdown(deadline) for s in self.servers))
-        self.decisions.write("application-stop", name=self.config.name)
+        self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_STOP, name=self.config.name))
         self.decisions.close()
         await self.http.aclose()

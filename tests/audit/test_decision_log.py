@@ -1,5 +1,4 @@
-"""The decision log's writer takes events (and, until the server agent's call sites have moved, the
-call of earlier versions), chains them and hands each to the audit repository."""
+"""The decision log's writer takes events, chains them and hands each to the audit repository."""
 
 from __future__ import annotations
 
@@ -34,36 +33,33 @@ def written(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for file in log_files(path) for line in file.read_bytes().splitlines()]
 
 
-def test_events_and_the_earlier_call_are_both_written_chained_and_audited(tmp_path: Path) -> None:
+def test_events_are_written_chained_and_audited(tmp_path: Path) -> None:
     path = tmp_path / "decisions.jsonl"
     repository = Repository()
     log = DecisionLog(path, KEY, checkpoint_interval=3600, audit=repository, source_id="GW1")  # type: ignore[arg-type]
+    node = AuthenticationEvent(association="4", decision=Decision.PERMIT, reason=Reason.NODE_POLICY, calling_ae="MOD1",
+                               user=Who(kind="node", sub="MOD1", username="MOD1"))
     log.write(DENIED)
-    log.write("authentication", association=4, decision="permit", reason="node policy", calling_ae="MOD1",
-              user={"kind": "node", "sub": "MOD1", "username": "MOD1"})  # as the server agent calls it today
+    log.write(node)
     log.write(ApplicationEvent(kind=Kind.APPLICATION_STOP, name="GW1"))
-    log.write("coffee-break", n=1)  # not an event: written as given, audited as nothing
     log.close()
     records = written(path)
     events_written = [r for r in records if r["event"] not in ("file-start", "checkpoint")]
-    assert [r["event"] for r in events_written] == ["authorization", "authentication", "application-stop",
-                                                    "coffee-break"]
-    new, old, _, other = events_written
+    assert [r["event"] for r in events_written] == ["authorization", "authentication", "application-stop"]
+    new, login, _ = events_written
     assert {k: v for k, v in new.items() if k not in ("time", "seq", "prev")} == DENIED.record()
     assert new["reason"] == "consent_denied" and new["decided_by"] == "pdp"
-    assert old["reason"] == "node policy" and old["association"] == 4  # the earlier call's fields, as given
-    assert other["n"] == 1
-    assert from_record(new) == DENIED
+    assert login["reason"] == "node_policy" and login["association"] == "4"
+    assert from_record(new) == DENIED and from_record(login) == node
     assert verify(path, KEY).ok
     codes = [(m.find("EventIdentification/EventID").get("csd-code"),  # type: ignore[union-attr]
               m.findtext("EventIdentification/EventOutcomeDescription")) for m in repository.messages]
     assert codes == [("110113", "consent_denied"), ("110114", "node_policy"), ("110100", None)]
 
 
-def test_the_unlogged_stand_in_takes_both_calls() -> None:
+def test_the_unlogged_stand_in_takes_events_and_keeps_nothing() -> None:
     unlogged = UnloggedDecisions()
     unlogged.write(DENIED)
-    unlogged.write("authorization", decision="permit")
     assert unlogged.healthy and unlogged.path is None
 
 

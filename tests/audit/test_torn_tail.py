@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from audit.chain import ChainWriter, log_files, verify
+from audit.events import ApplicationEvent, Kind
 from devtools.peers import PROJECT
 from server_agent.decisions import DecisionLog
 from tests.audit.fakes import Repository
@@ -187,7 +188,7 @@ def test_kill_9_in_the_middle_of_a_write_then_restart_and_verify(tmp_path: Path)
     assert verify(path, KEY).damage.kind == "truncated"  # type: ignore[union-attr]
 
     log = DecisionLog(path, KEY, checkpoint_interval=3600)  # the agent restarts on it
-    log.write("authorization", decision="permit", reason="authenticated")
+    log.write(ApplicationEvent(kind=Kind.APPLICATION_START, name="GW1"))
     log.close()
     report = verify(path, KEY)
     assert report.ok and report.final and [s.torn_bytes for s in report.sealed] == [len(torn)]

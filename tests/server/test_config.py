@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent import certs
+from audit.events import ApplicationEvent, Kind
 from server_agent.config import load
 from server_agent.decisions import DecisionLog, UnloggedDecisions
 from server_agent.service import ServerAgent
@@ -119,6 +120,6 @@ def test_disabled_decision_log_records_nothing_and_says_so(tmp_path: Path, pki: 
     with caplog.at_level(logging.CRITICAL, "server_agent"):
         off = ServerAgent(load(_config(tmp_path, pki, "[decision_log]\nenabled = false\n")))
     assert isinstance(off.decisions, UnloggedDecisions) and off.decisions.healthy
-    off.decisions.write("authentication", decision="permit")
+    off.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_START, name="GW1"))
     assert not (tmp_path / "decisions.jsonl").exists()
     assert "DECISION LOG DISABLED" in caplog.text

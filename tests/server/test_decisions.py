@@ -11,15 +11,22 @@ from pathlib import Path
 import pytest
 
 from audit.chain import verify
+from audit.events import Action, AuthorizationEvent, Decision, Reason, Who
 from server_agent import decisions
 from server_agent.decisions import DecisionLog, load_key
+
+
+def permit(n: int = 0) -> AuthorizationEvent:
+    """A permitted C-FIND with Message ID ``n`` (what tells records apart here)."""
+    return AuthorizationEvent(association="1", action=Action.C_FIND, decision=Decision.PERMIT,
+                              reason=Reason.NODE_POLICY, message_id=n, user=Who(kind="user", sub="rad", username="rad"))
 
 
 def test_records_are_chained_and_checkpointed_even_when_idle(tmp_path: Path) -> None:
     key = load_key(tmp_path / "key")
     assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600 and load_key(tmp_path / "key") == key
     log = DecisionLog(tmp_path / "decisions.jsonl", key, checkpoint_interval=0.2)
-    log.write("authorization", decision="permit", user={"username": "rad"})
+    log.write(permit())
     time.sleep(0.7)  # idle: the writer still signs checkpoints
     log.close()
     report = verify(tmp_path / "decisions.jsonl", key)
@@ -30,7 +37,7 @@ def test_a_failing_disk_makes_the_log_unhealthy(tmp_path: Path) -> None:
     log = DecisionLog(tmp_path / "decisions.jsonl", b"k" * 32, checkpoint_interval=60)
     assert log.healthy
     os.close(log._writer._out.fileno())  # the file can no longer be written (as on a full or failed disk)
-    log.write("authorization", decision="permit")
+    log.write(permit())
     deadline = time.monotonic() + 5
     while log.healthy and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -50,10 +57,10 @@ def test_a_writer_behind_pauses_new_work_until_it_catches_up_and_never_drops_qui
         original(records)
 
     monkeypatch.setattr(log._writer, "write_many", slow_disk)
-    log.write("authorization", n=0)
+    log.write(permit(0))
     time.sleep(0.1)  # the writer holds record 0, waiting on the disk
     for n in range(1, 12):
-        log.write("authorization", n=n)
+        log.write(permit(n))
     assert not log.healthy and log.failed is None and "behind" in (log.problem or "")
     disk.set()
     deadline = time.monotonic() + 5
@@ -61,13 +68,13 @@ def test_a_writer_behind_pauses_new_work_until_it_catches_up_and_never_drops_qui
         time.sleep(0.01)
     assert log.healthy and log.problem is None  # caught up: new work goes on
     disk.clear()
-    log.write("authorization", n=12)
+    log.write(permit(12))
     time.sleep(0.1)
     for n in range(13, 40):
-        log.write("authorization", n=n)
+        log.write(permit(n))
     assert log.dropped == 40 - 13 - 20 and "records lost" in (log.failed or "") and not log.healthy
     disk.set()
     log.close()
     written = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
-    assert [r["n"] for r in written if r["event"] == "authorization"] == list(range(0, 33))
+    assert [r["message_id"] for r in written if r["event"] == "authorization"] == list(range(0, 33))
     assert verify(tmp_path / "decisions.jsonl", b"k" * 32).ok

@@ -21,7 +21,6 @@ from dicomwire.dataset import (
     encode_element,
 )
 from server_agent.keys import Matching, Patient, identifier_keys, match_keys, retrieve_keys, store_keys
-from server_agent.resources import pinned_patient, read_keys
 
 SYNTAXES = {IMPLICIT_VR_LE: (True, True), EXPLICIT_VR_LE: (False, True), EXPLICIT_VR_BE: (False, False)}
 
@@ -63,8 +62,8 @@ def test_the_attack_of_issue_13_is_refused_not_decided() -> None:
             + implicit(0x0020000D, b""))
     with pytest.raises(MalformedDataSet, match="occurs twice"):
         identifier_keys(data, IMPLICIT_VR_LE)
-    with pytest.raises(MalformedDataSet):  # the adapter the policy calls today refuses too
-        read_keys(data, IMPLICIT_VR_LE)
+    with pytest.raises(MalformedDataSet):  # and the same as a retrieval identifier
+        retrieve_keys(data, IMPLICIT_VR_LE)
 
 
 @pytest.mark.parametrize(("patient_id", "matching"), [
@@ -90,7 +89,6 @@ def test_an_issuer_that_is_a_pattern_unpins_the_patient(issuer: str | None, pinn
         ds.IssuerOfPatientID = issuer
     keys = identifier_keys(encoded(ds), IMPLICIT_VR_LE)
     assert keys.pinned_patient == pinned
-    assert pinned_patient(keys.as_dict()) == (pinned.id if pinned else None)  # the dict adapter agrees
 
 
 @pytest.mark.parametrize(("value", "why"), [
@@ -198,7 +196,7 @@ def test_a_store_head_cut_inside_the_patient_id_names_no_patient() -> None:
     head = store_keys(data[:at], IMPLICIT_VR_LE, complete=False)
     assert head.patient_id.matching is Matching.UNKNOWN and head.pinned_patient is None
     assert head.accession_number.value == "A1" and head.study_instance_uid.matching is Matching.UNKNOWN
-    assert "patient_id" not in read_keys(data[:at], IMPLICIT_VR_LE)
+    assert "patient_id" not in head.as_dict()
     issuer_cut = store_keys(data[:data.index(b"HOSP") + 2], IMPLICIT_VR_LE, complete=False)
     assert issuer_cut.pinned_patient is None  # the issuer may narrow the patient: unknown is not absent
     for cut in range(len(data)):  # every cut reads to the whole data set's keys, or to UNKNOWN

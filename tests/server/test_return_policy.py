@@ -13,7 +13,7 @@ from dicomwire.association import Side
 from dicomwire.dimse import Tag, decode_command, encode_command
 from dicomwire.policy import ConnectionInfo
 from dicomwire.questions import Permit, Refuse, RequestQuestion
-from server_agent.authorization import Facts
+from server_agent.authorization import Facts, read_facts
 from server_agent.moves import Move, MoveRegistry
 from server_agent.returns import ReturnPolicy
 
@@ -25,8 +25,8 @@ class Recorded:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
 
-    def write(self, event: str, **fields: Any) -> None:
-        self.events.append((event, fields))
+    def write(self, event: Any) -> None:
+        self.events.append((event.kind.value, event.record()))
 
     problem = None
 
@@ -64,12 +64,14 @@ N_ACTION = {Tag.COMMAND_FIELD: 0x0130, Tag.MESSAGE_ID: 7, Tag.REQUESTED_SOP_CLAS
             Tag.COMMAND_DATA_SET_TYPE: 1}
 
 
-def head(patient: str = "PAT-1", study: str = "1.2.840.1") -> bytes:
-    """An implicit VR LE data set head: Study UID and Patient ID (ascending tags)."""
-    def element(group: int, number: int, value: bytes, pad: bytes) -> bytes:
-        value += pad * (len(value) % 2)  # PS3.5 6.2: text pads with a space, a UID with a NUL
-        return group.to_bytes(2, "little") + number.to_bytes(2, "little") + len(value).to_bytes(4, "little") + value
+def element(group: int, number: int, value: bytes, pad: bytes) -> bytes:
+    """One Implicit VR LE element (PS3.5 6.2: text pads with a space, a UID with a NUL)."""
+    value += pad * (len(value) % 2)
+    return group.to_bytes(2, "little") + number.to_bytes(2, "little") + len(value).to_bytes(4, "little") + value
 
+
+def head(patient: str = "PAT-1", study: str = "1.2.840.1") -> bytes:
+    """An implicit VR LE data set head: Patient ID and Study UID (ascending tags)."""
     return element(0x0010, 0x0020, patient.encode(), b" ") + element(0x0020, 0x000D, study.encode(), b"\0")
 
 
@@ -83,9 +85,10 @@ def move_of(owner: Owner, *, level: str = "STUDY", study: str = "1.2.840.1", mes
     move_command = command({Tag.COMMAND_FIELD: 0x0021, Tag.MESSAGE_ID: message_id, Tag.PRIORITY: 0,
                             Tag.AFFECTED_SOP_CLASS_UID: MOVE, Tag.MOVE_DESTINATION: "VIEWER@WS1",
                             Tag.COMMAND_DATA_SET_TYPE: 1})
-    keys = {"level": level, "study_instance_uid": study}
-    return Move(owner=owner, facts=Facts(action=Action.C_MOVE, command=move_command, keys=keys, patient=None),  # type: ignore[arg-type]
-                destination="VIEWER@WS1", calling_ae=calling, message_id=message_id, expires=expires)
+    identifier = element(0x0008, 0x0052, level.encode(), b" ") + element(0x0020, 0x000D, study.encode(), b"\0")
+    facts = read_facts(move_command, identifier, "1.2.840.10008.1.2", complete=True, action=Action.C_MOVE)
+    return Move(owner=owner, facts=facts, destination="VIEWER@WS1", calling_ae=calling,  # type: ignore[arg-type]
+                message_id=message_id, expires=expires)
 
 
 def returns(moves: MoveRegistry) -> tuple[Any, Recorded]:
@@ -116,7 +119,7 @@ def test_a_store_of_the_moved_study_is_decided_as_its_move() -> None:
     moves.add(move_of(owner))
     association, _ = returns(moves)
     assert isinstance(association.request(question(Side.CLIENT, store(), head())), Permit)
-    assert [f.keys["patient_id"] for f in owner.decided] == ["PAT-1"]
+    assert [f.patient for f in owner.decided] == ["PAT-1"]
 
 
 @pytest.mark.parametrize(("fields", "data_set", "reason"), [
