@@ -1,0 +1,90 @@
+"""Issue 13, case 5: exceptions escaping the core. Whatever a peer sends, the agent answers with the
+standard answer (a refusal status, PS3.7 C.5; an A-ABORT, PS3.8 9.3.8; an A-ASSOCIATE-RJ, 9.3.4)
+within seconds, and its slot is free for the next association."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from devtools.site import Site
+
+from .ring import user_association, user_token
+from .support import (
+    C_FIND_RSP,
+    PENDING,
+    STUDY_ROOT_FIND,
+    VERIFICATION,
+    Ended,
+    Message,
+    Peer,
+    Proposal,
+    associate_rq,
+    echo_rq,
+    find_rq,
+    jwt_identity,
+    message,
+    text,
+    tls_client,
+)
+
+pytestmark = pytest.mark.e2e
+
+ANSWER_WITHIN = 5.0  # seconds: an agent that answers takes milliseconds; silence this long is a hang
+IDENTIFIER = text(0x00080052, "STUDY") + text(0x00100020, "PAT-1")
+
+
+def assert_answered(got: Message | Ended, started: float, what: str) -> None:
+    """A well-formed answer: a failure response to the C-FIND, or an A-ABORT (never silence, a closed
+    connection without A-ABORT, or Success)."""
+    if isinstance(got, Message):
+        assert got.field == C_FIND_RSP and got.status not in (0x0000, *PENDING), (
+            f"{what}: answered by command 0x{got.field or 0:04x} status {got.status}, not a refusal")
+    else:
+        assert got.kind == "abort", f"{what}: {got.kind} after {time.monotonic() - started:.1f} s instead of an answer"
+
+
+def assert_next_association_works(site: Site, token: str) -> None:
+    with user_association(site, token, "AFTER@WS1", Proposal(id=1, abstract=VERIFICATION)) as peer:
+        peer.send(message(1, echo_rq(1)))
+        echo = peer.read_message()
+        assert isinstance(echo, Message) and echo.status == 0x0000, f"the next association's C-ECHO: {echo}"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "issue 13 case 5: a non-ASCII byte in the Affected SOP Class UID makes building the 0124H refusal raise "
+    "UnicodeEncodeError, and the association hangs holding its slot; fixed when no exception escapes the core "
+    "(a command set with a UID outside the UI repertoire is refused or aborted)"))
+def test_find_with_a_non_ascii_sop_class_uid_gets_an_answer(site: Site) -> None:
+    """As tech, whose role may not C-FIND: the agent must build a refusal naming that UID."""
+    token = user_token(site, "tech")
+    with user_association(site, token, "NONASCII@WS1", Proposal(id=1, abstract=STUDY_ROOT_FIND)) as peer:
+        peer.send(message(1, find_rq(1, STUDY_ROOT_FIND.encode()[:-1] + b"\xe9"), IDENTIFIER))
+        started = time.monotonic()
+        assert_answered(peer.read_message(ANSWER_WITHIN), started, "a C-FIND-RQ with the UID ...2.2.\\xe9")
+    assert_next_association_works(site, token)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "issue 13 case 5: a Maximum Length of 1 to 6 leaves no room for a PDV, fragment_message raises "
+    "ValueError while sending the refusal: the association hangs (1) or TLS closes without A-ABORT (6); "
+    "fixed when such a length is rejected at association time or answered by A-ABORT"))
+def test_maximum_length_too_small_for_a_pdv_gets_an_abort_not_a_hang(site: Site) -> None:
+    """PS3.8 D.1: Maximum Length 0 means no limit; 1 to 6 cannot carry one PDV (its header is 6 bytes)."""
+    token = user_token(site, "tech")
+    outcomes = {}
+    for length in (1, 6):
+        with Peer.connect(site.ports["server"], tls=tls_client(site.pki)) as peer:
+            rq = associate_rq(called="ORTHANC@GW1", calling="MAXLEN@WS1", proposals=(
+                Proposal(id=1, abstract=STUDY_ROOT_FIND),), identity=jwt_identity(token), max_length=length)
+            accepted = peer.associate(rq)
+            if isinstance(accepted, Ended):
+                outcomes[length] = accepted.kind  # rejected (or aborted) at association time
+                continue
+            peer.send(message(1, find_rq(1), IDENTIFIER))  # tech may not C-FIND: the agent must refuse
+            got = peer.read_message(ANSWER_WITHIN)
+            outcomes[length] = got.kind if isinstance(got, Ended) else f"response 0x{got.field or 0:04x}"
+    assert all(kind in ("reject", "abort") for kind in outcomes.values()), (
+        f"by Maximum Length, instead of an A-ASSOCIATE-RJ or A-ABORT: {outcomes}")
+    assert_next_association_works(site, token)
