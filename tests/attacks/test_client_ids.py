@@ -30,7 +30,8 @@ def test_find_sharing_an_outstanding_echo_message_id_is_still_filtered(site: Sit
             for _ in range(2):  # the echo's final response and the C-FIND's, whichever comes first
                 answers, ended = peer.responses()
                 seen |= {str(m.dataset().get("PatientID", "")) for m in answers if m.data}
-                assert ended is None or ended.kind == "abort", f"no answer to a request: {ended}"
+                # Whether the association ends properly is case 5's business; a hang is not an answer.
+                assert ended is None or ended.kind != "silence", "no answer to a request within 5 s"
                 if ended is not None:
                     break
     assert seen <= REFDOC_MAY_SEE, f"refdoc received the matches of {sorted(seen - REFDOC_MAY_SEE)}"
