@@ -14,12 +14,26 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from pydicom import dcmread
 
 from devtools.site import Site
 
 from .conftest import start_site, stop_site
-from .ring import user_association, user_token, vm_rss
-from .support import ASSOCIATE_RQ, ATTACKER, VERIFICATION, Message, Proposal, echo_rq, message
+from .ring import user_association, user_token, vm_rss, workstation_agent
+from .support import (
+    ASSOCIATE_RQ,
+    ATTACKER,
+    STUDY_ROOT_MOVE,
+    VERIFICATION,
+    Message,
+    Proposal,
+    describe,
+    echo_rq,
+    message,
+    move_rq,
+    text,
+    uid,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -38,11 +52,20 @@ def small_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     stop_site(site)
 
 
-def connections_without_tls(site: Site, each: int) -> list[socket.socket]:
-    """``each`` connections of four kinds to the TLS listener: a port scan or load balancer check
+@pytest.fixture()
+def fresh_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A site whose server agent no other attack has touched: the workstation-side test needs the
+    server agent's TLS listener, which the server-side one exhausts on today's code."""
+    site = start_site(tmp_path_factory.mktemp("return-slots"))
+    yield site
+    stop_site(site)
+
+
+def connections_without_tls(site: Site, port: int, server_name: str, each: int) -> list[socket.socket]:
+    """``each`` connections of four kinds to a TLS listener: a port scan or load balancer check
     (closed at once), a client of the wrong protocol (plain text, handshake fails), a TLS scanner
     without a client certificate (refused), and idle ones, left open and returned."""
-    address, source = ("127.0.0.1", site.ports["server"]), (ATTACKER, 0)
+    address, source = ("127.0.0.1", port), (ATTACKER, 0)
     anonymous = ssl.create_default_context(cafile=str(site.pki / "ca.crt"))
     held = []
     for _ in range(each):
@@ -50,7 +73,7 @@ def connections_without_tls(site: Site, each: int) -> list[socket.socket]:
         with socket.create_connection(address, timeout=5, source_address=source) as plain:
             plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
         with contextlib.suppress(OSError), socket.create_connection(address, timeout=5, source_address=source) as raw, \
-                anonymous.wrap_socket(raw, server_hostname="gw1") as tls:
+                anonymous.wrap_socket(raw, server_hostname=server_name) as tls:
             tls.recv(1)  # TLS 1.3: the refusal of the missing certificate arrives after the handshake
         held.append(socket.create_connection(address, timeout=5, source_address=source))
     return held
@@ -62,7 +85,7 @@ def connections_without_tls(site: Site, each: int) -> list[socket.socket]:
     "fixed when a slot is held only by an association whose transport is up"))
 def test_connections_that_never_finish_tls_leave_a_slot_for_a_user(small_site: Site) -> None:
     token = user_token(small_site, "rad")
-    held = connections_without_tls(small_site, each=MAX_ASSOCIATIONS * 5 // 2)  # 200 connections
+    held = connections_without_tls(small_site, small_site.ports["server"], "gw1", each=MAX_ASSOCIATIONS * 5 // 2)
     try:
         deadline, outcome = time.monotonic() + 5, ""
         while time.monotonic() < deadline:  # a fix may release a slot a moment after its socket closes
@@ -79,6 +102,33 @@ def test_connections_that_never_finish_tls_leave_a_slot_for_a_user(small_site: S
     finally:
         for sock in held:
             sock.close()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "issue 13 case 3: the workstation agent's return listener (200 slots, not configurable) counts a connection "
+    "whose TLS handshake never completes as live: after 250 of them the server agent cannot relay a C-MOVE's "
+    "images back; fixed when a slot is held only by an association whose transport is up"))
+def test_connections_that_never_finish_tls_leave_the_return_path_open(fresh_site: Site) -> None:
+    """The same attack on the workstation's side: its return listener, where the server agent brings
+    the images of a user's C-MOVE. rad moves PAT-1's study to the site's DCMTK storescp (MOVESCP@WS1)."""
+    assert fresh_site.scp is not None
+    study = sorted((fresh_site.root / "data" / "PAT-1").iterdir())
+    wanted = {str(dcmread(path).SOPInstanceUID) for path in study}
+    with workstation_agent(fresh_site, "rad", {}):
+        held = connections_without_tls(fresh_site, fresh_site.ports["agent_return"], "ws1", each=63)  # 252
+        try:
+            with user_association(fresh_site, user_token(fresh_site, "rad"), "MOVER@WS1",
+                                  Proposal(id=1, abstract=STUDY_ROOT_MOVE)) as peer:
+                peer.send(message(1, move_rq(1, "MOVESCP@WS1"), text(0x00080052, "STUDY")
+                                  + uid(0x0020000D, str(dcmread(study[0]).StudyInstanceUID))))
+                answers, ended = peer.responses(timeout=10)
+        finally:
+            for sock in held:
+                sock.close()
+    delivered = {str(dcmread(path).SOPInstanceUID) for path in fresh_site.scp.received()}
+    assert wanted <= delivered, (f"after {4 * len(held)} connections without TLS to the workstation's return "
+                                 f"listener, rad's C-MOVE delivered nothing: {[describe(m) for m in answers[-1:]]} "
+                                 f"{describe(ended)}")
 
 
 def trickle_partial_rqs(site: Site, count: int, seconds: float = 10.0) -> list[socket.socket]:
