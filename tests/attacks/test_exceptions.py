@@ -52,13 +52,12 @@ def assert_next_association_works(site: Site, token: str) -> None:
         assert isinstance(echo, Message) and echo.status == 0x0000, f"the next association's C-ECHO: {echo}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 13 case 5: a non-ASCII byte in a UID the refusal repeats (Affected SOP Class, Affected SOP "
-    "Instance) makes building the 0124H refusal raise UnicodeEncodeError, and the association hangs holding "
-    "its slot; fixed when no exception escapes the core (a UID outside the UI repertoire is refused or aborted)"))
 def test_refused_requests_with_a_non_ascii_uid_get_an_answer(site: Site) -> None:
     """Requests the user's role may not make, so that the agent must build a refusal naming the UID:
-    tech's C-FIND (the issue's case), and rad's C-STORE with the byte in its SOP Instance UID."""
+    tech's C-FIND (the issue's case), and rad's C-STORE with the byte in its SOP Instance UID.
+
+    On 8c27d9f both hung (UnicodeEncodeError building the refusal), holding their slots.
+    """
     cases = {
         "tech C-FIND, SOP Class ...2.2.\\xe9": ("tech", STUDY_ROOT_FIND, C_FIND_RQ,
                                                find_rq(1, STUDY_ROOT_FIND.encode()[:-1] + b"\xe9"), IDENTIFIER),
@@ -76,12 +75,11 @@ def test_refused_requests_with_a_non_ascii_uid_get_an_answer(site: Site) -> None
     assert set(outcomes.values()) <= {"refused", "abort"}, f"instead of a refusal or an A-ABORT within 5 s: {outcomes}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 13 case 5: a Maximum Length of 1 to 6 leaves no room for a PDV, fragment_message raises "
-    "ValueError while sending the refusal: the association hangs (1) or TLS closes without A-ABORT (6); "
-    "fixed when such a length is rejected at association time or answered by A-ABORT"))
 def test_maximum_length_too_small_for_a_pdv_gets_an_abort_not_a_hang(site: Site) -> None:
-    """PS3.8 D.1: Maximum Length 0 means no limit; 1 to 6 cannot carry one PDV (its header is 6 bytes)."""
+    """PS3.8 D.1: Maximum Length 0 means no limit; 1 to 6 cannot carry one PDV (its header is 6 bytes).
+
+    On 8c27d9f length 1 hung and length 6 closed TLS without A-ABORT (ValueError in fragment_message).
+    """
     token = user_token(site, "tech")
     outcomes = {}
     for length in (1, 6):

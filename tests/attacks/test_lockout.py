@@ -91,4 +91,5 @@ def test_wrong_passwords_at_the_hial_do_not_lock_out_other_clinicians(lock_site:
         assert wrong_password_grant(lock_site, "eve", f"guess-{n}") == 400
     login = lock_site.agent("login", "--user", "refdoc", "--password-stdin", stdin="demo-refdoc\n", timeout=30)
     lock_site.agent("logout", timeout=30)
-    assert login.returncode == 0, f"refdoc's `dicom-agent login` after eve's guesses: {login.stderr.strip()}"
+    said = login.stderr.strip().splitlines()[-1:]  # its last line says why (httpx logs its requests first)
+    assert login.returncode == 0, f"refdoc's `dicom-agent login` after eve's guesses: {said}"

@@ -53,11 +53,8 @@ def test_tls12_cbc_suites_are_refused_by_both_agents(site: Site) -> None:
     assert not any(accepted.values()), f"CBC suites accepted with TLS 1.2: {accepted}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 13 case 8: the server agent's own client-credentials token is accepted as the identity of a "
-    "'user' named server-agent; fixed when a token with no human user is not a user identity unless its "
-    "client is configured as a node"))
 def test_a_client_credentials_token_opens_no_association_as_a_user(site: Site) -> None:
+    """On 8c27d9f it was accepted as user 'server-agent'."""
     assert site.hial is not None
     response = requests.post(f"{site.hial.issuer}/token", timeout=10, auth=("server-agent", "demo-server-agent-secret"),
                              data={"grant_type": "client_credentials", "scope": "user/ImagingStudy.rs"})
