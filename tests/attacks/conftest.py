@@ -30,7 +30,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def start_site(root: Path, **options: object) -> Site:
     """A site with the demo's four patients in Orthanc, two CT images each."""
-    site = Site(root, **options).start()  # type: ignore[arg-type]
+    site = Site(root, **options)  # type: ignore[arg-type]
+    try:
+        site.start()
+    except BaseException:
+        site.stop()  # the parts already started (a HIAL, an Orthanc) must not outlive a failed start
+        raise
     assert site.orthanc is not None
     for n, patient in enumerate(PATIENTS):
         site.orthanc.upload(make_ct_study(root / "data" / patient, slices=2, patient_id=patient,
