@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,10 +27,32 @@ ORTHANC = shutil.which("Orthanc", path="/usr/sbin:/usr/bin:" + os.environ.get("P
 PROJECT = Path(__file__).resolve().parent.parent
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux; IANA's 49152 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, for a server about to be started.
+
+    Taken below the ephemeral range: a port that ``bind(0)`` hands out lies inside it, and until the
+    server binds it any outgoing connection on the machine may take it as its source port (parallel
+    test runs open thousands), which made Orthanc fail with "port already in use". Checked on all
+    interfaces, since Orthanc listens on 0.0.0.0.
+    """
+    high = _ephemeral_low() - 1
+    for _ in range(200):
+        port = random.randint(min(10000, high - 1000), high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {high + 1}")
 
 
 def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
