@@ -49,10 +49,6 @@ def type2_association(site: Site, user: str, password: str, source: str | None =
             Proposal(id=1, abstract=VERIFICATION),), identity=password_identity(user, password)))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 13 case 4: five wrong type-2 passwords for any name lock the server agent's OAuth client at the "
-    "HIAL for 15 minutes, and no type-2 login works for anybody; fixed when failures are counted per user "
-    "and per source, never per shared client"))
 def test_wrong_type2_passwords_for_a_made_up_user_do_not_lock_out_real_users(lock_site: Site) -> None:
     for n in range(WRONG):
         got = type2_association(lock_site, "mallory", f"guess-{n}", source=ATTACKER)
@@ -83,9 +79,6 @@ def wrong_password_grant(site: Site, user: str, password: str) -> int:
         connection.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 13 case 4: five wrong passwords at the HIAL lock the public workstation-agent client for 15 "
-    "minutes, and no clinician can log in; fixed when failures are counted per user and per source"))
 def test_wrong_passwords_at_the_hial_do_not_lock_out_other_clinicians(lock_site: Site) -> None:
     for n in range(WRONG):
         assert wrong_password_grant(lock_site, "eve", f"guess-{n}") == 400

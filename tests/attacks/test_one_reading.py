@@ -52,10 +52,6 @@ def assert_refused_as_malformed(site: Site, calling: str, answers: list[Message]
     assert any(r.get("decision") == "deny" for r in decided), "no refusal in the decision log"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 13 case 1: the agent decides on the last (0010,0020) (a permit for PAT-REF-1, Success), Orthanc "
-    "matches the first (every patient; since the relay reshape the matches are post-filtered, so none leaks); "
-    "fixed when every identifier is read once, strictly, and a duplicated element is refused as malformed"))
 def test_find_with_patient_id_twice_wildcard_first_sees_no_other_patient(site: Site) -> None:
     identifier = (text(QUERY_LEVEL, "STUDY") + text(PATIENT_ID, "*") + text(PATIENT_ID, "PAT-REF-1")
                   + uid(STUDY_UID, ""))
@@ -64,10 +60,6 @@ def test_find_with_patient_id_twice_wildcard_first_sees_no_other_patient(site: S
     assert_refused_as_malformed(site, "DUPFIND@WS1", answers, ended)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 13 case 1: a (0010,0020) repeated after a higher tag is read last by the agent (a permit for "
-    "PAT-REF-1, Success), first by Orthanc; fixed when elements out of ascending tag order are refused as "
-    "malformed"))
 def test_find_with_patient_id_repeated_after_a_higher_tag_sees_no_other_patient(site: Site) -> None:
     identifier = (text(QUERY_LEVEL, "STUDY") + text(PATIENT_ID, "*") + uid(STUDY_UID, "")
                   + text(PATIENT_ID, "PAT-REF-1"))
@@ -76,9 +68,6 @@ def test_find_with_patient_id_repeated_after_a_higher_tag_sees_no_other_patient(
     assert_refused_as_malformed(site, "ORDERFIND@WS1", answers, ended)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 13 case 1: a C-STORE head with two Patient IDs is decided on the second and filed by Orthanc "
-    "under the first; fixed when the head of a C-STORE is read strictly and a duplicate refused"))
 def test_store_with_two_patient_ids_files_nothing_under_a_forbidden_patient(site: Site, tmp_path: Path) -> None:
     """tech may store for any patient but PAT-OPTOUT, whose consent (opt out) denies hospital-a: the
     first Patient ID names PAT-OPTOUT, the second a patient tech may store for."""
