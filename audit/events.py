@@ -3,8 +3,7 @@
 The server agent makes a frozen event for every authentication and authorization decision and every
 association end; :meth:`DecisionEvent.record` turns it into the JSON object the hash chain stores,
 and :func:`from_record` reads a stored object back (tolerating logs written before these types
-existed). ``decision-log`` (search, report, index) and the DICOM audit mapper (PS3.15 A.5) read
-events through this module only, so a field or a reason code has one definition.
+existed). ``decision-log`` and the DICOM audit mapper (PS3.15 A.5) read events through this module only.
 
 Reason codes: :class:`Reason` lists the agent's own. A decision the policy decision point made is
 ``Reason.PDP``; its record carries the PDP's own code (for example ``consent_denied``) in ``reason``

@@ -24,51 +24,42 @@ def make_ct_study(
 ) -> list[Path]:
     """Write ``slices`` CT images of ``size`` x ``size`` 16-bit pixels; returns the file paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    study_uid = study_uid or generate_uid()
-    series_uid = generate_uid()
-    frame_uid = generate_uid()
+    study = {"PatientID": patient_id, "PatientName": patient_name, "PatientBirthDate": "19700101",
+             "PatientSex": "O", "StudyInstanceUID": study_uid or generate_uid(), "SeriesInstanceUID": generate_uid(),
+             "FrameOfReferenceUID": generate_uid(), "StudyID": "1", "AccessionNumber": accession,
+             "StudyDate": "20260101", "StudyTime": "120000", "StudyDescription": "SYNTHETIC CT", "Modality": "CT",
+             "SeriesNumber": 1}
     rng = np.random.default_rng(seed)
     paths = []
     for n in range(slices):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = IMPLEMENTATION_UID
         path = folder / f"ct{n:04d}.dcm"
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\x00" * 128)
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.PatientID = patient_id
-        ds.PatientName = patient_name
-        ds.PatientBirthDate = "19700101"
-        ds.PatientSex = "O"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.StudyID = "1"
-        ds.AccessionNumber = accession
-        ds.StudyDate = "20260101"
-        ds.StudyTime = "120000"
-        ds.StudyDescription = "SYNTHETIC CT"
-        ds.Modality = "CT"
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = n + 1
-        ds.ImagePositionPatient = [0, 0, n]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [0.5, 0.5]
-        ds.SliceThickness = 1
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = size
-        ds.Columns = size
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
-        ds.RescaleIntercept = -1024
-        ds.RescaleSlope = 1
-        ds.PixelData = rng.integers(0, 4096, (size, size), dtype=np.uint16).tobytes()
-        ds.save_as(path, enforce_file_format=True)
+        _ct_slice(path, study, n, size, rng).save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _ct_slice(path: Path, study: dict[str, object], n: int, size: int, rng: np.random.Generator) -> FileDataset:
+    """Slice ``n`` of a study: the study's attributes, its own position and random 12-bit pixels."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_UID
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\x00" * 128)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    for keyword, value in study.items():
+        setattr(ds, keyword, value)
+    ds.InstanceNumber = n + 1
+    ds.ImagePositionPatient = [0, 0, n]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.SliceThickness = 1
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    ds.PixelData = rng.integers(0, 4096, (size, size), dtype=np.uint16).tobytes()
+    return ds

@@ -432,8 +432,8 @@ class Gate:
         message.refusal = None
         response = refusal_response(command, status=refusal.status, comment=refusal.comment)
         if self.tracing:
-            out.append(Trace(MessageFact(self.side.other, _decoded(response), message.started.context_id, None,
-                                         synthesised=True)))
+            out.append(Trace(MessageFact(self.side.other, decode_command(response, strict=False),
+                                         message.started.context_id, None, synthesised=True)))
         self.to_self.inject(fragment_message(message.started.context_id, response, None, self.to_self.max_length),
                             out)
 
@@ -494,10 +494,6 @@ class Gate:
 def _pdvs(frame: Frame) -> list[Pdv]:
     view = memoryview(frame.data)
     return [Pdv(context_id, control, view[start:stop]) for start, stop, context_id, control in pdv_spans(view)]
-
-
-def _decoded(command: bytes) -> CommandSet:
-    return decode_command(command, strict=False)
 
 
 __all__ = ["DimseViolation", "Fate", "Gate", "Output"]

@@ -23,7 +23,6 @@ from .errors import (
     EncodeError,
     ProtocolError,
     RejectReason,
-    RejectResult,
     RejectSource,
 )
 from .items import (
@@ -374,6 +373,49 @@ def check_associate_rq(rq: AssociatePdu) -> None:
     info.check()
 
 
+def read_request(data: Buffer) -> AssociatePdu:
+    """An A-ASSOCIATE-RQ, decoded and checked (:func:`check_associate_rq`), its User Identity sub-item
+    read (a second 0x58 or a malformed one is refused here, PS3.7 D.3.3.7). Raises
+    :class:`AssociationRejected` or :class:`ProtocolError`."""
+    from .identity import extract_user_identity  # identity builds on this module
+
+    rq = decode_associate(data)
+    check_associate_rq(rq)
+    extract_user_identity(rq)
+    return rq
+
+
+def read_accept(data: Buffer) -> AssociatePdu:
+    """An A-ASSOCIATE-AC, decoded, with its User Information checked (PS3.8 9.3.3). Raises
+    :class:`ProtocolError`."""
+    ac = decode_associate(data)
+    info = ac.user_information
+    if info is None:
+        raise ProtocolError("A-ASSOCIATE-AC has no User Information item")
+    info.check()
+    return ac
+
+
+def capped(pdu: AssociatePdu, bound: int) -> tuple[AssociatePdu, int]:
+    """What the sender of ``pdu`` can receive (its Maximum Length, PS3.8 D.1; 0 or none: unlimited), at
+    most ``bound``; and ``pdu`` announcing at most ``bound`` (the same object when it already does)."""
+    info = pdu.user_information
+    announced = info.maximum_length if info else None
+    if info is None or announced is None:
+        return pdu, bound
+    if announced == 0 or announced > bound:
+        return pdu.with_user_information(info.with_maximum_length(bound)), bound
+    return pdu, announced
+
+
+def accepted_contexts(rq: AssociatePdu, ac: AssociatePdu) -> list[tuple[int, str, str]]:
+    """(context ID, abstract syntax, transfer syntax) of each presentation context the AC accepted (result
+    0, PS3.8 9.3.3.2) among those the RQ proposed."""
+    proposed = {pc.id: pc.abstract_syntax for pc in rq.presentation_contexts}
+    return [(pc.id, proposed[pc.id] or "", pc.transfer_syntaxes[0]) for pc in ac.presentation_contexts
+            if pc.result == 0 and pc.id in proposed and pc.transfer_syntaxes]
+
+
 # --------------------------------------------------------------------------------------------------
 # The fixed-size PDUs (PS3.8 9.3.4, 9.3.6-9.3.8)
 
@@ -413,7 +455,8 @@ RELEASE_RQ_BYTES = HEADER.pack(PduType.RELEASE_RQ, 0, 4) + b"\x00" * 4
 RELEASE_RP_BYTES = HEADER.pack(PduType.RELEASE_RP, 0, 4) + b"\x00" * 4
 
 
-def reject_pdu(result: RejectResult, source: RejectSource, reason: int) -> bytes:
+def reject_pdu(result: int, source: int, reason: int) -> bytes:
+    """A-ASSOCIATE-RJ (PS3.8 9.3.4): ``result`` a :class:`RejectResult`, ``source`` a :class:`RejectSource`."""
     return AssociateRJ(int(result), int(source), int(reason)).encode()
 
 

@@ -47,6 +47,12 @@ class RejectAssociation:
     source: int = RejectSource.SERVICE_USER
     reason: int = RejectReason.NO_REASON
 
+    @classmethod
+    def transient(cls, reason_text: str, reason: int = RejectReason.TEMPORARY_CONGESTION) -> RejectAssociation:
+        """Try again later (PS3.8 9.3.4: rejected-transient, service provider, presentation related)."""
+        return cls(reason_text=reason_text, result=RejectResult.TRANSIENT,
+                   source=RejectSource.SERVICE_PROVIDER_PRESENTATION, reason=reason)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ForwardAccept:
@@ -94,11 +100,6 @@ RequestVerdict = Permit | Refuse | Rewrite
 ResponseVerdict = Permit | Drop | Rewrite
 Verdict = ForwardAssociation | RejectAssociation | ForwardAccept | Permit | Refuse | Drop | Rewrite
 
-_FAIL_CLOSED = RejectAssociation(reason_text="", result=RejectResult.TRANSIENT,
-                                 source=RejectSource.SERVICE_PROVIDER_PRESENTATION,
-                                 reason=RejectReason.TEMPORARY_CONGESTION)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class AssociationQuestion:
     """An A-ASSOCIATE-RQ arrived (already checked by :func:`~dicomwire.pdu.check_associate_rq`)."""
@@ -110,8 +111,7 @@ class AssociationQuestion:
         return policy.associate(self)
 
     def fail_closed(self, why: str) -> AssociationVerdict:
-        return RejectAssociation(reason_text=why, result=_FAIL_CLOSED.result, source=_FAIL_CLOSED.source,
-                                 reason=_FAIL_CLOSED.reason)
+        return RejectAssociation.transient(why)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -124,8 +124,7 @@ class AcceptQuestion:
         return policy.accept(self)
 
     def fail_closed(self, why: str) -> AcceptVerdict:
-        return RejectAssociation(reason_text=why, result=_FAIL_CLOSED.result, source=_FAIL_CLOSED.source,
-                                 reason=_FAIL_CLOSED.reason)
+        return RejectAssociation.transient(why)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -180,6 +179,19 @@ class ResponseQuestion(_DimseQuestion):
 Question = AssociationQuestion | AcceptQuestion | RequestQuestion | ResponseQuestion
 DimseQuestion = RequestQuestion | ResponseQuestion
 
+_ANSWERS: dict[type, tuple[type, ...]] = {
+    AssociationQuestion: (ForwardAssociation, RejectAssociation),
+    AcceptQuestion: (ForwardAccept, RejectAssociation),
+    RequestQuestion: (Permit, Refuse, Rewrite),
+    ResponseQuestion: (Permit, Drop, Rewrite),
+}
+
+
+def answers(question: Question, verdict: Verdict) -> bool:
+    """Whether ``verdict`` is one of the verdicts that answer ``question`` (a policy that gives another
+    has failed: its question's :meth:`fail_closed` verdict stands)."""
+    return isinstance(verdict, _ANSWERS[type(question)])
+
 __all__ = [
     "AcceptQuestion",
     "AcceptVerdict",
@@ -199,4 +211,5 @@ __all__ = [
     "ResponseVerdict",
     "Rewrite",
     "Verdict",
+    "answers",
 ]

@@ -1,17 +1,12 @@
 """The sans-I/O relay core: one association between a client and an upstream server.
 
 The driver (:mod:`dicomwire.aio`) feeds it what happens (bytes read, a transport's end, a timer, the
-upstream connected or failed, a verdict) and executes the commands it returns
-(:mod:`dicomwire.commands`); it never awaits and never touches a socket. Every state change is one
-lookup in the state table (:mod:`dicomwire.association`): :meth:`RelayCore._fire` looks the event up,
-sets the next state, and runs the action's handler. The DIMSE traffic of each direction goes through
-its :class:`~dicomwire.gate.Gate`, which holds what awaits a verdict; :class:`~dicomwire.dialogue.Dialogue`
-keeps the requests outstanding on both sides.
-
-Bytes that need no change are forwarded as views of what was read (PS3.8 PDUs are passed whole,
-never re-encoded); only an A-ASSOCIATE-RQ/AC a verdict rewrites, a PDU from which a refused message's
-PDVs are removed, and the refusals we make are newly encoded. No exception escapes: anything the
-core's own code raises becomes A-ABORT to both sides and a log line (fail closed).
+upstream connected or failed, a verdict) and executes the commands it returns (:mod:`dicomwire.commands`).
+Every state change is one lookup in the state table (:mod:`dicomwire.association`) by :meth:`RelayCore._fire`.
+The DIMSE traffic of each direction goes through its :class:`~dicomwire.gate.Gate`; the requests
+outstanding on both sides are kept by :class:`~dicomwire.dialogue.Dialogue`. Bytes that need no change go
+on as views of what was read; only what a verdict rewrites and what we make (refusals, RJ, A-ABORT) is
+encoded. No exception escapes: a failure of the core's own code is A-ABORT to both sides and a log line.
 """
 
 from __future__ import annotations
@@ -57,28 +52,32 @@ from .errors import (
     AssociationRejected,
     ProtocolError,
     RejectReason,
-    RejectResult,
-    RejectSource,
 )
 from .gate import DimseViolation, Gate, Output
-from .identity import extract_user_identity
 from .limits import RelayLimits
-from .pdu import AssociatePdu, Frame, PduType, abort_pdu, check_associate_rq, decode_associate, reject_pdu
+from .pdu import (
+    AssociatePdu,
+    Frame,
+    PduType,
+    abort_pdu,
+    accepted_contexts,
+    capped,
+    read_accept,
+    read_request,
+    reject_pdu,
+)
 from .policy import NO_REQUEST, Asks, Ending
 from .questions import (
     AcceptQuestion,
     AssociationQuestion,
-    Drop,
     ForwardAccept,
     ForwardAssociation,
-    Permit,
     Question,
-    Refuse,
     RejectAssociation,
     RequestQuestion,
     ResponseQuestion,
-    Rewrite,
     Verdict,
+    answers,
 )
 from .trace import PduFact
 
@@ -90,7 +89,7 @@ _RELAY_DATA = frozenset((state, event[0]) for (state, event), (action, after) in
                         if action is Action.RELAY_DATA and isinstance(event, tuple) and after is state)
 _LIVE = frozenset({State.ESTABLISHED, State.RELEASE_BY_CLIENT, State.RELEASE_BY_SERVER, State.RELEASE_COLLISION,
                    State.RELEASE_COLLISION_HALF})
-_TRANSIENT = {"result": RejectResult.TRANSIENT, "source": RejectSource.SERVICE_PROVIDER_PRESENTATION}
+_ARTIM = {State.AWAIT_RQ: "no A-ASSOCIATE-RQ", State.AWAIT_AC: "no A-ASSOCIATE-AC/RJ"}  # what ARTIM waited for
 
 
 class RelayCore:
@@ -168,8 +167,7 @@ class RelayCore:
         return self._guarded(lambda out: self._fire(Happening.UPSTREAM_CONNECTED, out))
 
     def upstream_failed(self, reason: str) -> list[Command]:
-        rejection = RejectAssociation(reason_text=f"upstream unreachable: {reason}",
-                                      reason=RejectReason.TEMPORARY_CONGESTION, **_TRANSIENT)
+        rejection = RejectAssociation.transient(f"upstream unreachable: {reason}")
         return self._guarded(lambda out: self._fire(Happening.UPSTREAM_FAILED, out, rejection))
 
     def timer_expired(self, timer: TimerKey) -> list[Command]:
@@ -183,13 +181,10 @@ class RelayCore:
                 else:
                     self._fire(Happening.DIMSE_DEADLINE, out, timer.question)
             elif timer is Timer.CONNECT:
-                rejection = RejectAssociation(reason_text=f"upstream unreachable: no connection within "
-                                                          f"{self.limits.connect_timeout:g} s",
-                                              reason=RejectReason.TEMPORARY_CONGESTION, **_TRANSIENT)
-                self._fire(Happening.UPSTREAM_FAILED, out, rejection)
+                self._fire(Happening.UPSTREAM_FAILED, out, RejectAssociation.transient(
+                    f"upstream unreachable: no connection within {self.limits.connect_timeout:g} s"))
             elif timer is Timer.ARTIM:
-                waited = {State.AWAIT_RQ: "no A-ASSOCIATE-RQ", State.AWAIT_AC: "no A-ASSOCIATE-AC/RJ"}.get(
-                    self.state, "transports not closed")
+                waited = _ARTIM.get(self.state, "transports not closed")
                 self._fire(Happening.ARTIM_EXPIRED, out, f"{waited} within {self.limits.artim_timeout:g} s (ARTIM)")
             else:
                 self._fire(Happening.IDLE_EXPIRED, out, f"no traffic for {self.limits.idle_timeout:g} s")
@@ -197,8 +192,8 @@ class RelayCore:
 
     def overloaded(self) -> list[Command]:
         """The listener's budget for connections without an association is spent: refuse this one."""
-        rejection = RejectAssociation(reason_text="too many connections without an association",
-                                      reason=RejectReason.LOCAL_LIMIT_EXCEEDED, **_TRANSIENT)
+        rejection = RejectAssociation.transient("too many connections without an association",
+                                                RejectReason.LOCAL_LIMIT_EXCEEDED)
         return self._guarded(lambda out: self._fire(Happening.RQ_REFUSED, out, rejection))
 
     def shutdown(self) -> list[Command]:
@@ -240,6 +235,10 @@ class RelayCore:
         return out
 
     def _answer(self, question: Question, verdict: Verdict, out: list[Command]) -> None:
+        if not answers(question, verdict):
+            out.append(Log("error", f"{type(verdict).__name__} does not answer {type(question).__name__}: "
+                                    "denied (fail closed)"))
+            verdict = question.fail_closed("policy error (fail closed)")
         if isinstance(question, RequestQuestion | ResponseQuestion):
             self._fire(Happening.DIMSE_VERDICT, out, (question, verdict))
             return
@@ -247,17 +246,12 @@ class RelayCore:
             return  # answered already (its deadline passed)
         self._question = None
         out.append(CancelTimer(Deadline(question)))
-        if isinstance(question, AssociationQuestion) and isinstance(verdict, ForwardAssociation):
-            self._fire(Happening.FORWARD_VERDICT, out, verdict)
-        elif isinstance(question, AcceptQuestion) and isinstance(verdict, ForwardAccept):
-            self._fire(Happening.AC_PASSED, out, verdict)
-        else:
-            if not isinstance(verdict, RejectAssociation):
-                out.append(Log("error", f"{type(verdict).__name__} does not answer {type(question).__name__}: "
-                                        "denied (fail closed)"))
-                verdict = question.fail_closed("policy error (fail closed)")
+        if isinstance(verdict, RejectAssociation):
             reject = Happening.REJECT_VERDICT if isinstance(question, AssociationQuestion) else Happening.AC_REFUSED
             self._fire(reject, out, verdict)
+        else:
+            self._fire(Happening.FORWARD_VERDICT if isinstance(verdict, ForwardAssociation) else Happening.AC_PASSED,
+                       out, verdict)
 
     # ---- input ------------------------------------------------------------------------------------
     def _data(self, side: Side, data: Buffer, out: list[Command]) -> None:
@@ -266,9 +260,8 @@ class RelayCore:
             return
         self.bytes_in[side] += len(data)
         if self.busy and self.state is State.AWAIT_RQ and not gate.framer.buffered and data[:1] == b"\x01":
-            self._fire(Happening.RQ_REFUSED, out, RejectAssociation(
-                reason_text="too many concurrent associations", reason=RejectReason.LOCAL_LIMIT_EXCEEDED,
-                **_TRANSIENT))  # at its first bytes: a busy relay holds nothing for it
+            self._fire(Happening.RQ_REFUSED, out, RejectAssociation.transient(  # a busy relay holds nothing for it
+                "too many concurrent associations", RejectReason.LOCAL_LIMIT_EXCEEDED))
             return
         try:
             frames = gate.framer.feed(data)
@@ -329,9 +322,7 @@ class RelayCore:
     def _ask_association(self, event: Event, frame: Frame, out: list[Command]) -> None:
         out.append(CancelTimer(Timer.ARTIM))
         try:
-            rq = decode_associate(frame.data)
-            check_associate_rq(rq)
-            extract_user_identity(rq)  # a second 0x58 or a malformed one is refused here
+            rq = read_request(frame.data)
         except AssociationRejected as rejected:
             self._fire(Happening.RQ_REFUSED, out, RejectAssociation(
                 reason_text=str(rejected), result=rejected.result, source=rejected.source, reason=rejected.reason))
@@ -341,19 +332,21 @@ class RelayCore:
             return
         self.rq = rq
         self._rq_bytes = self._rq_frame = frame.data
-        question = AssociationQuestion(rq=rq)
+        self._ask(AssociationQuestion(rq=rq), Side.CLIENT, out)
+
+    def _ask(self, question: AssociationQuestion | AcceptQuestion, side: Side, out: list[Command]) -> None:
+        """An association-level question: ``side`` is not read until it is answered (or its deadline)."""
         self._question = question
-        out.append(PauseReading(Side.CLIENT))
+        out.append(PauseReading(side))
         out.append(StartTimer(Deadline(question), self.limits.decision_timeout))
         out.append(Ask(question))
 
     def _open_upstream(self, event: Event, verdict: ForwardAssociation, out: list[Command]) -> None:
         assert self.rq is not None
         rq = verdict.rq or self.rq
-        capped = self._cap_max_length(rq, Side.CLIENT)
-        if verdict.rq is not None or capped is not rq:
-            self._rq_bytes = capped.encode()  # otherwise the original bytes go upstream untouched
-        self.rq = capped
+        self.rq, self.outputs[Side.CLIENT].max_length = capped(rq, self.limits.max_pdu_length)
+        if verdict.rq is not None or self.rq is not rq:
+            self._rq_bytes = self.rq.encode()  # otherwise the original bytes go upstream untouched
         self._verdict = verdict
         out.append(StartTimer(Timer.CONNECT, self.limits.connect_timeout))
         out.append(OpenUpstream(verdict.target))
@@ -373,28 +366,17 @@ class RelayCore:
     def _review_ac(self, event: Event, frame: Frame, out: list[Command]) -> None:
         out.append(CancelTimer(Timer.ARTIM))
         try:
-            ac = decode_associate(frame.data)
-            info = ac.user_information
-            if info is None:
-                raise ProtocolError("A-ASSOCIATE-AC has no User Information item")
-            info.check()
+            ac = read_accept(frame.data)
         except ProtocolError as error:
             self._protocol_error(Side.SERVER, error, out)
             return
         assert self.rq is not None
-        capped = self._cap_max_length(ac, Side.SERVER)
-        self.ac = capped
-        self._ac_frame = frame.data if capped is ac else capped.encode()
-        proposed = {pc.id: pc.abstract_syntax for pc in self.rq.presentation_contexts}
-        for pc in capped.presentation_contexts:
-            if pc.result == 0 and pc.id in proposed and pc.transfer_syntaxes:
-                self.dialogue.accept(pc.id, proposed[pc.id] or "", pc.transfer_syntaxes[0])
+        self.ac, self.outputs[Side.SERVER].max_length = capped(ac, self.limits.max_pdu_length)
+        self._ac_frame = frame.data if self.ac is ac else self.ac.encode()
+        for context in accepted_contexts(self.rq, self.ac):
+            self.dialogue.accept(*context)
         if self._verdict is not None and self._verdict.review_ac:
-            question = AcceptQuestion(rq=self.rq, ac=capped)
-            self._question = question
-            out.append(PauseReading(Side.SERVER))
-            out.append(StartTimer(Deadline(question), self.limits.decision_timeout))
-            out.append(Ask(question))
+            self._ask(AcceptQuestion(rq=self.rq, ac=self.ac), Side.SERVER, out)
             return
         self._fire(Happening.AC_PASSED, out, ForwardAccept())
 
@@ -406,28 +388,11 @@ class RelayCore:
         self._pump(Side.SERVER, out)
         self._pump(Side.CLIENT, out)
 
-    def _cap_max_length(self, pdu: AssociatePdu, sender: Side) -> AssociatePdu:
-        """Record what ``sender`` can receive; announce at most our bound (PS3.8 D.1, 0 = unlimited)."""
-        info = pdu.user_information
-        announced = info.maximum_length if info else None
-        bound = self.limits.max_pdu_length
-        output = self.outputs[sender]
-        if info is None or announced is None:
-            output.max_length = bound
-            return pdu
-        if announced == 0 or announced > bound:
-            output.max_length = bound
-            return pdu.with_user_information(info.with_maximum_length(bound))
-        output.max_length = announced
-        return pdu
-
     def _reject(self, event: Event, verdict: RejectAssociation, out: list[Command]) -> None:
         out.append(Log("warning", f"association rejected ({verdict.result}, {verdict.source}, {verdict.reason}): "
                                   f"{verdict.reason_text}"))
-        data = reject_pdu(RejectResult(verdict.result), RejectSource(verdict.source), verdict.reason)
-        if self.tracing:
-            out.append(Trace(PduFact(Side.SERVER, PduType.ASSOCIATE_RJ, data, synthesised=True)))
-        self.outputs[Side.CLIENT].send(data, out)
+        self._synthesise(Side.CLIENT, PduType.ASSOCIATE_RJ, reject_pdu(verdict.result, verdict.source, verdict.reason),
+                         out)
         self._finish(event, f"rejected: {verdict.reason_text}", out)
 
     def _refuse_ac(self, event: Event, verdict: RejectAssociation, out: list[Command]) -> None:
@@ -450,11 +415,6 @@ class RelayCore:
     def _apply_verdict(self, event: Event, payload: tuple[RequestQuestion | ResponseQuestion, Verdict],
                        out: list[Command]) -> None:
         question, verdict = payload
-        fits = (Permit, Refuse, Rewrite) if isinstance(question, RequestQuestion) else (Permit, Drop, Rewrite)
-        if not isinstance(verdict, fits):
-            out.append(Log("error", f"{type(verdict).__name__} does not answer {type(question).__name__}: "
-                                    "denied (fail closed)"))
-            verdict = question.fail_closed("policy error (fail closed)")
         self.gates[question.side].answer(question, verdict, out)
         self._resume(question.side, out)
 
@@ -471,12 +431,11 @@ class RelayCore:
 
     # ---- release and endings ------------------------------------------------------------------------
     def _forward(self, event: Event, frame: Frame, out: list[Command]) -> None:
-        side = _side(event)
-        self.outputs[side.other].send(frame.data, out)
+        self.outputs[_side(event).other].send(frame.data, out)
 
     def _forward_release_rp(self, event: Event, frame: Frame, out: list[Command]) -> None:
         side = _side(event)
-        self.outputs[side.other].send(frame.data, out)
+        self._forward(event, frame, out)
         self.close_reason = "released"
         out.append(CancelTimer(Timer.IDLE))
         out.append(StartTimer(Timer.ARTIM, self.limits.artim_timeout))
@@ -485,10 +444,8 @@ class RelayCore:
             self._fire(Happening.eof(other), out)  # it left already: nothing to wait for
 
     def _forward_and_close(self, event: Event, frame: Frame, out: list[Command]) -> None:
-        side = _side(event)
-        self.outputs[side.other].send(frame.data, out)
-        out.append(Log("info", f"{side.value} aborted the association"))
-        self._finish(event, f"aborted by the {side.value}", out)
+        self._forward(event, frame, out)
+        self._finish(event, f"aborted by the {_side(event).value}", out)
 
     def _abort_both(self, event: Event, why: str | None, out: list[Command]) -> None:
         for side in Side:
@@ -506,11 +463,14 @@ class RelayCore:
         self._finish(event, f"protocol error from the {side.value}: {error}", out)
 
     def _abort(self, side: Side, reason: AbortReason, out: list[Command]) -> None:
-        if self._connected[side] and (side is Side.CLIENT or self.rq is not None):
-            data = abort_pdu(AbortSource.SERVICE_PROVIDER, reason)
-            if self.tracing:
-                out.append(Trace(PduFact(side.other, PduType.ABORT, data, synthesised=True)))
-            self.outputs[side].send(data, out)
+        if self._connected[side]:
+            self._synthesise(side, PduType.ABORT, abort_pdu(AbortSource.SERVICE_PROVIDER, reason), out)
+
+    def _synthesise(self, side: Side, pdu_type: PduType, data: bytes, out: list[Command]) -> None:
+        """A PDU of our own to ``side`` (traced as coming from the other)."""
+        if self.tracing:
+            out.append(Trace(PduFact(side.other, pdu_type, data, synthesised=True)))
+        self.outputs[side].send(data, out)
 
     def _finish(self, event: Event, why: str | None, out: list[Command]) -> None:
         """Close both transports (after what was queued to them is written): the association is over."""
@@ -523,10 +483,10 @@ class RelayCore:
                 self.outputs[side].writable = False
         # A connection that never sent a byte (a port scan, a load balancer's check) is no news.
         quiet = self.rq is None and not self.bytes_in[Side.CLIENT] and event is Happening.CLIENT_EOF
+        client, server = self.gates[Side.CLIENT], self.gates[Side.SERVER]
         out.append(Log("debug" if quiet else "info", f"association closed: {self.close_reason}; "
-                                                     f"{self.bytes_in[Side.CLIENT]} bytes C>S, "
-                               f"{self.bytes_in[Side.SERVER]} bytes S>C, {self.gates[Side.CLIENT].messages_seen}+"
-                               f"{self.gates[Side.SERVER].messages_seen} messages"))
+                       f"{self.bytes_in[Side.CLIENT]} bytes C>S, {self.bytes_in[Side.SERVER]} bytes S>C, "
+                       f"{client.messages_seen}+{server.messages_seen} messages"))
 
 
 def _side(event: Event) -> Side:
