@@ -544,3 +544,57 @@ def test_a_moved_image_without_a_patient_id_is_refused(site: Site, tmp_path: Pat
     assert site.scp.received() == []
     denied = events(site, event="authorization", sub_operation_of="C-MOVE", decision="deny")
     assert denied and denied[-1]["reason"] == "patient_unknown"
+
+
+def _token(site: Site, user: str) -> bytes:
+    assert site.hial is not None
+    return requests.post(f"{site.hial.issuer}/token", timeout=10, data={
+        "grant_type": "password", "client_id": "workstation-agent", "username": user, "password": f"demo-{user}",
+        "scope": "openid user/ImagingStudy.rs"}).json()["access_token"].encode()
+
+
+def test_overlapping_associations_on_two_listeners_are_each_decided_for_their_own_user(site: Site) -> None:
+    """Issue 12: association ids restarted at 1 in each listener and one policy kept per-association facts
+    by that id, so rad's association on the TLS listener, overlapping refdoc's first association on the
+    plain listener, was decided and logged as refdoc (and the end of either wiped the other's state).
+    Each association now has a policy object of its own, and its records carry its own user."""
+    import ssl
+
+    from pydicom.dataset import Dataset
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(site.pki / "ca.crt"))
+    context.load_cert_chain(str(site.pki / "ws1.crt"), str(site.pki / "ws1.key"))
+
+    def associate(user: str, calling: str, port: int, tls: bool):  # type: ignore[no-untyped-def]
+        identity = UserIdentityNegotiation()
+        identity.user_identity_type = 5
+        identity.primary_field = _token(site, user)
+        ae = AE(ae_title=calling)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = ae.associate("127.0.0.1", port, ae_title="ORTHANC@GW1", ext_neg=[identity],
+                             tls_args=(context, "gw1") if tls else None)
+        assert assoc.is_established
+        return assoc
+
+    def find(assoc, patient: str) -> list[int]:  # type: ignore[no-untyped-def]
+        query = Dataset()
+        query.QueryRetrieveLevel, query.PatientID, query.StudyInstanceUID = "STUDY", patient, ""
+        return [status.Status for status, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)]
+
+    rad = associate("rad", "RADVIEW@WS1", site.ports["server"], tls=True)
+    # Several of refdoc's, all overlapping rad's: whatever number rad's got on its listener, one of these
+    # got the same on theirs (before the fix, every listener counted from 1).
+    refdocs = [associate("refdoc", "REFVIEW@WS1", site.ports["plain"], tls=False) for _ in range(6)]
+    assert find(rad, "PAT-1")[-1] == 0x0000  # a radiologist may see PAT-1 ...
+    assert all(find(refdoc, "PAT-1") == [0x0124] for refdoc in refdocs)  # ... refdoc (no care relationship) not
+    for refdoc in refdocs:
+        refdoc.release()  # the end of refdoc's associations leaves rad's untouched
+    assert find(rad, "PAT-1")[-1] == 0x0000
+    rad.release()
+    for calling, user in (("RADVIEW@WS1", "rad"), ("REFVIEW@WS1", "refdoc")):
+        records = events(site, calling_ae=calling)
+        decided = [r for r in records if r["event"] in ("authentication", "authorization")]
+        assert decided and {r["user"]["username"] for r in decided} == {user}, (calling, decided)
+    rad_ids = {r["association"] for r in events(site, calling_ae="RADVIEW@WS1")}
+    assert rad_ids.isdisjoint({r["association"] for r in events(site, calling_ae="REFVIEW@WS1")})

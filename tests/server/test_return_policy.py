@@ -185,3 +185,26 @@ def test_a_pacs_configured_by_name_is_recognised_by_its_addresses() -> None:
     addresses = pacs_addresses([by_name, by_address, unknown])  # type: ignore[list-item]
     assert "127.0.0.1" in addresses  # what localhost resolves to: where its associations come from
     assert {"localhost", "10.9.8.7", "no-such-host.invalid"} <= addresses
+
+
+def test_a_move_goes_with_the_association_that_made_it_and_never_to_another() -> None:
+    """Issue 12: the registry holds the Move objects of their associations; closing one association takes its
+    moves away, and another association's moves to the same destination stay its own."""
+    from dicomwire.policy import Ending
+    from server_agent.association import ServerPolicy
+
+    moves = MoveRegistry()
+    factory = ServerPolicy(SimpleNamespace(), None, None, moves, Recorded())  # type: ignore[arg-type]
+    first = factory.open(ConnectionInfo(association_id="1", peer=None, local=None))
+    second = factory.open(ConnectionInfo(association_id="2", peer=None, local=None))
+    mine, theirs = move_of(first, message_id=7), move_of(second, message_id=8)  # type: ignore[arg-type]
+    for association, move in ((first, mine), (second, theirs)):
+        association.moves.append(move)
+        moves.add(move)
+    image = {"study_instance_uid": "1.2.840.1"}
+    assert moves.match("VIEWER@WS1", "VIEWER@WS1", 7, image)[0] is mine
+    first.close(Ending(reason="released", established=True))
+    assert moves.match("VIEWER@WS1", "VIEWER@WS1", 7, image) == (None, Reason.NO_MATCHING_MOVE)
+    assert moves.match("VIEWER@WS1", "VIEWER@WS1", 8, image)[0] is theirs  # untouched by the other's end
+    second.close(Ending(reason="released", established=True))
+    assert not moves.active("VIEWER@WS1")
