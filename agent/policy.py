@@ -27,7 +27,7 @@ from dicomwire.commands import Notice
 from dicomwire.dimse import CommandField, Tag, command_values, encode_command
 from dicomwire.errors import RejectReason
 from dicomwire.identity import UserIdentity, UserIdentityType, insert_user_identity, strip_user_identity
-from dicomwire.policy import NO_REQUEST, Asks, ConnectionInfo, Ending
+from dicomwire.policy import NO_REQUEST, Asks, ConnectionInfo, Ending, Forwarding
 from dicomwire.questions import (
     AcceptQuestion,
     AcceptVerdict,
@@ -210,7 +210,9 @@ class ReturnPolicy:
         return ReturnAssociation(self, connection)
 
 
-class ReturnAssociation:
+class ReturnAssociation(Forwarding):
+    """The server agent decided each C-STORE sub-operation: here only where the association goes."""
+
     def __init__(self, factory: ReturnPolicy, connection: ConnectionInfo) -> None:
         self.factory = factory
         self.connection = connection
@@ -234,18 +236,7 @@ class ReturnAssociation:
         self.factory.journal.write(**record, result="forwarded", store_scp=f"{scp[0]}:{scp[1]}")
         return ForwardAssociation(target=Upstream(host=scp[0], port=scp[1]), rq=rq.with_ae_titles(called=app))
 
-    def accept(self, question: AcceptQuestion) -> AcceptVerdict:
-        return ForwardAccept()
-
-    def request(self, question: RequestQuestion) -> RequestVerdict:
-        return Permit()
-
-    def response(self, question: ResponseQuestion) -> ResponseVerdict:
-        return Permit()
-
     def notice(self, notice: Notice) -> None:
         log.info("return association %s: %s from the %s: %s", self.connection.association_id, notice.kind.value,
                  notice.side.value, notice.detail)
 
-    def close(self, ending: Ending) -> None:
-        pass

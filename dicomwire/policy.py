@@ -90,7 +90,27 @@ class PolicyFactory(Protocol):
     def open(self, connection: ConnectionInfo) -> AssociationPolicy: ...
 
 
-class TransparentPolicy:
+class Forwarding:
+    """What a policy that decides only whether an association goes where says to everything else: the
+    A-ASSOCIATE-AC, every request and response pass; notices and the end change nothing."""
+
+    def accept(self, question: AcceptQuestion) -> AcceptVerdict | Awaitable[AcceptVerdict]:
+        return ForwardAccept()
+
+    def request(self, question: RequestQuestion) -> RequestVerdict | Awaitable[RequestVerdict]:
+        return Permit()
+
+    def response(self, question: ResponseQuestion) -> ResponseVerdict | Awaitable[ResponseVerdict]:
+        return Permit()
+
+    def notice(self, notice: Notice) -> None:
+        pass
+
+    def close(self, ending: Ending) -> None:
+        pass
+
+
+class TransparentPolicy(Forwarding):
     """Relay everything, unchanged, to one upstream: what ``dicom-relay`` does (asks about nothing)."""
 
     asks: Asks = NO_REQUEST
@@ -103,21 +123,6 @@ class TransparentPolicy:
 
     def associate(self, question: AssociationQuestion) -> AssociationVerdict:
         return ForwardAssociation(target=self.upstream)
-
-    def accept(self, question: AcceptQuestion) -> AcceptVerdict:
-        return ForwardAccept()
-
-    def request(self, question: RequestQuestion) -> RequestVerdict:
-        return Permit()
-
-    def response(self, question: ResponseQuestion) -> ResponseVerdict:
-        return Permit()
-
-    def notice(self, notice: Notice) -> None:
-        pass
-
-    def close(self, ending: Ending) -> None:
-        pass
 
 
 def asked(asks: Asks, command_field: int) -> bool:
@@ -135,6 +140,7 @@ __all__ = [
     "AssociationPolicy",
     "ConnectionInfo",
     "Ending",
+    "Forwarding",
     "PolicyFactory",
     "TransparentPolicy",
     "asked",

@@ -18,21 +18,15 @@ from dataclasses import dataclass, field
 from audit.events import Action, Reason
 from dicomwire.commands import Notice
 from dicomwire.dimse import CommandField
-from dicomwire.policy import EVERY_REQUEST, Asks, ConnectionInfo, Ending
+from dicomwire.policy import EVERY_REQUEST, Asks, ConnectionInfo, Forwarding
 from dicomwire.questions import (
-    AcceptQuestion,
-    AcceptVerdict,
     AssociationQuestion,
     AssociationVerdict,
-    ForwardAccept,
     ForwardAssociation,
-    Permit,
     Refuse,
     RejectAssociation,
     RequestQuestion,
     RequestVerdict,
-    ResponseQuestion,
-    ResponseVerdict,
 )
 from dicomwire.tls import certificate_names
 from dicomwire.upstream import Upstream
@@ -64,7 +58,7 @@ class ReturnPolicy:
         return ReturnAssociation(self, connection)
 
 
-class ReturnAssociation:
+class ReturnAssociation(Forwarding):
     def __init__(self, factory: ReturnPolicy, connection: ConnectionInfo) -> None:
         self.factory = factory
         self.connection = connection
@@ -93,9 +87,6 @@ class ReturnAssociation:
         return ForwardAssociation(target=Upstream(host=workstation.host, port=workstation.port,
                                                   ssl=self.factory.client_ssl, server_hostname=workstation.server_name))
 
-    def accept(self, question: AcceptQuestion) -> AcceptVerdict:
-        return ForwardAccept()
-
     def request(self, question: RequestQuestion) -> RequestVerdict | Awaitable[RequestVerdict]:
         command = question.command
         store = command.command_field == CommandField.C_STORE_RQ
@@ -116,14 +107,8 @@ class ReturnAssociation:
             return Refuse(comment=comment("no C-MOVE this image belongs to"))
         return move.owner.decide(facts, move)
 
-    def response(self, question: ResponseQuestion) -> ResponseVerdict:
-        return Permit()  # nothing is reviewed here
-
     def notice(self, notice: Notice) -> None:
         self.record.notice(notice, None, None)
-
-    def close(self, ending: Ending) -> None:
-        pass
 
 
 __all__ = ["ReturnAssociation", "ReturnPolicy"]
