@@ -108,11 +108,12 @@ class Log:
 
 
 class NoticeKind(enum.Enum):
-    """Something the core refused or ended on its own, for the policy to record (decision log)."""
+    """Something the policy may want to record or tell a person, that changes nothing in the relay."""
 
     MALFORMED = "malformed"  # a PDU, command set or data set that cannot be read one way only
     VIOLATION = "violation"  # a DIMSE rule broken: duplicate Message ID, unaccepted context, stray response
     DECISION_TIMEOUT = "decision_timeout"  # a question not answered in time: refused (fail closed)
+    FAILED = "failed"  # a final response with a failure status went on (a refusal the user should hear of)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

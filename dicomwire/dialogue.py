@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .association import Side
 from .dimse import STATUS_PENDING, CommandField, CommandSet, Tag
-from .errors import AbortReason
+from .errors import AbortReason, ProtocolError
 
 # PS3.7 C.5 / Annex C: general failure statuses we answer broken requests with.
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122  # Refused: SOP Class not supported
@@ -167,8 +167,16 @@ class Dialogue:
                      if e.request.command_field == CommandField.C_GET_RQ and e.review is not None)
 
 
+class DimseViolation(ProtocolError):
+    """A DIMSE rule broken in a way no response can answer: the association ends (A-ABORT)."""
+
+    def __init__(self, violation: Violation) -> None:
+        super().__init__(f"{violation.breach.value}: {violation.detail}", reason=violation.breach.abort_reason)
+        self.violation = violation
+
+
 def is_final(response: CommandSet) -> bool:
     return response.status not in STATUS_PENDING
 
 
-__all__ = ["Breach", "Dialogue", "Exchange", "Violation", "is_final"]
+__all__ = ["Breach", "Dialogue", "DimseViolation", "Exchange", "Violation", "is_final"]

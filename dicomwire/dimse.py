@@ -127,6 +127,14 @@ STATUS_NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x "Refused: Not Authorized"
 Value = int | str | tuple[int, ...] | bytes
 
 
+def is_failure(status: int | None) -> bool:
+    """A final status that is neither Success, Warning, Cancel nor Pending (PS3.7 C.1-C.4): Refused
+    (01xx, A7xx...), Error (Cxxx), Failed (Axxx, 02xx)... or none at all."""
+    if status is None:
+        return True
+    return not (status in (0x0000, 0x0001, STATUS_CANCEL) or status in STATUS_PENDING or 0xB000 <= status <= 0xBFFF)
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSet:
     """A decoded command set: raw values by tag, in wire order; ``raw`` is the encoding received."""

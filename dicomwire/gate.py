@@ -9,8 +9,8 @@ message in them has a fate (pass, refuse, drop, rewrite). Reading stops while a 
 verdict (TCP does the buffering) and while too many responses do. A request that breaks a DIMSE rule
 (:mod:`dicomwire.dialogue`) is answered with its failure status, or ends the association.
 
-Output to each side goes through an :class:`Output`, which knows whether that side is in the middle
-of a message: a refusal we make is sent only between messages, never inside one.
+Output to each side goes through an :class:`~dicomwire.output.Output`: a refusal we make is sent only
+between messages, never inside one.
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from .commands import (
     Notice,
     NoticeKind,
     PauseReading,
-    Send,
     StartTimer,
     Tell,
     Trace,
 )
-from .dialogue import Dialogue, Exchange, Violation, is_final
-from .dimse import CommandField, CommandSet, decode_command, refusal_response
+from .dialogue import Dialogue, DimseViolation, Exchange, Violation, is_final
+from .dimse import CommandField, CommandSet, decode_command, is_failure, refusal_response
 from .errors import ProtocolError
 from .limits import RelayLimits
+from .output import Output
 from .pdu import Frame, PduFramer, PduType
 from .pdv import COMMAND, COMMAND_WHOLE, Pdv, fragment, fragment_message, pack, pdv_spans
 from .policy import Asks, asked
@@ -51,48 +51,6 @@ DimseQuestion = RequestQuestion | ResponseQuestion
 # decided from its head.
 _WHOLE_DATA_SET = frozenset({CommandField.C_FIND_RQ, CommandField.C_GET_RQ, CommandField.C_MOVE_RQ,
                              CommandField.C_FIND_RSP})
-
-
-class DimseViolation(ProtocolError):
-    """A DIMSE rule broken in a way no response can answer: the association ends (A-ABORT)."""
-
-    def __init__(self, violation: Violation) -> None:
-        super().__init__(f"{violation.breach.value}: {violation.detail}", reason=violation.breach.abort_reason)
-        self.violation = violation
-
-
-class Output:
-    """What goes to one side: its Maximum Length, whether it is mid-message, refusals waiting."""
-
-    __slots__ = ("max_length", "mid_message", "side", "waiting", "writable")
-
-    def __init__(self, side: Side) -> None:
-        self.side = side
-        self.max_length = 0  # what the side announced it can receive (0: not yet known)
-        self.mid_message = False
-        self.waiting: list[bytes] = []
-        self.writable = side is Side.CLIENT  # the server side is writable once connected
-
-    def send(self, data: Buffer, out: list[Command]) -> None:
-        if self.writable:
-            out.append(Send(self.side, data))
-
-    def emit(self, data: Buffer, ends_idle: bool, out: list[Command]) -> None:
-        """Forwarded bytes; ``ends_idle``: they end at a message boundary."""
-        self.send(data, out)
-        self.mid_message = not ends_idle
-        if ends_idle and self.waiting:
-            waiting, self.waiting = self.waiting, []
-            for pdu in waiting:
-                self.send(pdu, out)
-
-    def inject(self, pdus: list[bytes], out: list[Command]) -> None:
-        """A message of our own: now if the side is between messages, else after the current one."""
-        if self.mid_message:
-            self.waiting.extend(pdus)
-        else:
-            for pdu in pdus:
-                self.send(pdu, out)
 
 
 class Fate(enum.Enum):
@@ -328,6 +286,9 @@ class Gate:
             if isinstance(answered, Violation):
                 return self._breach(event, answered, out)
             final = self.dialogue.respond(answered, command)
+            if final and is_failure(command.status):
+                out.append(Tell(Notice(kind=NoticeKind.FAILED, side=self.side, command=command,
+                                       detail=f"{command.name} status 0x{command.status or 0:04X}")))
             if answered.review is None:
                 return Fate.PASS
             message = _Message(event, Fate.GATHER, answered, final)
@@ -496,4 +457,4 @@ def _pdvs(frame: Frame) -> list[Pdv]:
     return [Pdv(context_id, control, view[start:stop]) for start, stop, context_id, control in pdv_spans(view)]
 
 
-__all__ = ["DimseViolation", "Fate", "Gate", "Output"]
+__all__ = ["Fate", "Gate"]

@@ -45,7 +45,7 @@ from .commands import (
     TimerKey,
     Trace,
 )
-from .dialogue import Dialogue
+from .dialogue import Dialogue, DimseViolation
 from .errors import (
     AbortReason,
     AbortSource,
@@ -53,8 +53,9 @@ from .errors import (
     ProtocolError,
     RejectReason,
 )
-from .gate import DimseViolation, Gate, Output
+from .gate import Gate
 from .limits import RelayLimits
+from .output import Output
 from .pdu import (
     AssociatePdu,
     Frame,

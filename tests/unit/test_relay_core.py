@@ -547,3 +547,26 @@ def test_only_the_commands_asked_about_are_asked_however_the_stream_is_cut() -> 
         assert book.core.state is State.ESTABLISHED
 
     check()
+
+
+def test_a_failure_response_that_goes_on_is_told_to_the_policy() -> None:
+    """Issue 17: the workstation agent sees every refusal it relays (a notice per failed final response),
+    pending and successful responses are not notices, and the bytes pass unchanged all the same."""
+    from dicomwire.commands import NoticeKind
+
+    book = established()
+    book.take(Side.SERVER)
+    find = message("C_FIND_RQ", b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ", MessageID=3, AffectedSOPClassUID=FIND,
+                   Priority=0)
+    echo = message("C_ECHO_RQ", MessageID=4, AffectedSOPClassUID=VERIFICATION)
+    book.client(find + echo)
+    pending = message("C_FIND_RSP", b"\x10\x00\x20\x00\x02\x00\x00\x00P1", MessageIDBeingRespondedTo=3,
+                      AffectedSOPClassUID=FIND, Status=0xFF00)
+    refused = message("C_FIND_RSP", MessageIDBeingRespondedTo=3, AffectedSOPClassUID=FIND, Status=0x0124,
+                      ErrorComment="Not authorized: consent")
+    echoed = message("C_ECHO_RSP", MessageIDBeingRespondedTo=4, AffectedSOPClassUID=VERIFICATION, Status=0)
+    book.server(pending + refused + echoed)
+    assert book.take(Side.CLIENT) == pending + refused + echoed
+    (notice,) = book.notices
+    assert notice.kind is NoticeKind.FAILED and notice.command.status == 0x0124  # type: ignore[attr-defined]
+    assert notice.command.error_comment == "Not authorized: consent"  # type: ignore[attr-defined]
