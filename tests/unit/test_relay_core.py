@@ -555,7 +555,7 @@ def test_a_failure_response_that_goes_on_is_told_to_the_policy() -> None:
     from dicomwire.commands import NoticeKind
 
     book = established()
-    book.take(Side.SERVER)
+    book.take(Side.SERVER), book.take(Side.CLIENT)
     find = message("C_FIND_RQ", b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ", MessageID=3, AffectedSOPClassUID=FIND,
                    Priority=0)
     echo = message("C_ECHO_RQ", MessageID=4, AffectedSOPClassUID=VERIFICATION)
