@@ -332,6 +332,7 @@ class Script:
         self._queue: list[Command] = []  # commands returned, not yet expected
         self._transcript: list[str] = []  # what matched so far, as both sides would show it
         self.commands: list[Command] = []  # everything the core returned, logs included
+        self._failure: AssertionError | None = None  # a failed script fails again, never passes later
 
     def __rshift__(self, event: Event) -> Script:
         assert isinstance(event, Event), f"only events are fed with >>, not {event!r}"
@@ -347,6 +348,8 @@ class Script:
 
     def __bool__(self) -> bool:
         """Run the steps not yet run; True, or AssertionError with a diff at the first mismatch."""
+        if self._failure is not None:
+            raise self._failure
         while self._ran < len(self.steps):
             step = self.steps[self._ran]
             self._ran += 1
@@ -383,7 +386,8 @@ class Script:
         self._ran = len(self.steps)  # a failed script is not resumed
         diff = difflib.ndiff([*self._transcript, *expected, *later], [*self._transcript, *actual, *unexpected])
         lines = [line for line in diff if not line.startswith("?")]
-        raise AssertionError(f"script mismatch: {why} (- expected, + actual)\n" + "\n".join(lines))
+        self._failure = AssertionError(f"script mismatch: {why} (- expected, + actual)\n" + "\n".join(lines))
+        raise self._failure
 
 
 # -- how commands read in a transcript ---------------------------------------------------------------

@@ -455,6 +455,14 @@ def test_a_script_fails_on_a_different_command_a_missing_one_and_an_unexpected_o
         assert Script(RelayCore()) >> client(RQ) << cancel(Timer.ARTIM) << pause(C)
 
 
+def test_a_script_that_failed_fails_again_when_asserted_later() -> None:
+    script = Script(RelayCore()) >> opened() << close(C)
+    with pytest.raises(AssertionError, match="command differs"):
+        assert script
+    with pytest.raises(AssertionError, match="command differs"):
+        assert script >> client(RQ)
+
+
 def test_a_placeholder_binds_once_and_then_matches_only_its_own_question() -> None:
     q = Placeholder(RequestQuestion)
     script = established(RelayCore(asks=EVERY_REQUEST))
