@@ -386,6 +386,11 @@ class _Association:
         self.timers.clear()
         for task in list(self.tasks):
             task.cancel()
+        if self.connect_task is not None and not self.connect_task.done():
+            self.connect_task.cancel()  # ended while connecting upstream: no socket outlives the association
+        for transport in self.transports.values():
+            if transport is not None:  # still writing out what was queued to it
+                self.server.linger(transport)
         if self.pending is not None:
             self.pending.leave()
             self.pending = None

@@ -72,6 +72,8 @@ class RelayServer:
         self.admission = Admission(self.limits)
         self.associations: set[_Association] = set()
         self.connecting: set[asyncio.Task[None]] = set()
+        self.lingering: set[asyncio.Transport] = set()
+        self._linger_handles: dict[asyncio.Transport, asyncio.TimerHandle] = {}
         self.live = 0  # associations holding a slot
         self.pool = WarmPool(min(20.0, self.limits.artim_timeout * 2 / 3))
         self._sock: socket.socket | None = None
@@ -172,6 +174,20 @@ class RelayServer:
                         "association (in all, or from one address; the last from %s)", self._refused, source)
             self._refused, self._refused_said = 0, now
 
+    def linger(self, transport: asyncio.Transport) -> None:
+        """A transport of an association that is over but still writing out what was queued to it: it
+        holds no slot, but a peer that stopped reading would keep it (and its buffer) forever, so it is
+        aborted after ARTIM (PS3.8 9.1.5), or at shutdown."""
+        self.lingering.add(transport)
+        handle = asyncio.get_running_loop().call_later(self.limits.artim_timeout, self._abort_lingering, transport)
+        self._linger_handles[transport] = handle
+
+    def _abort_lingering(self, transport: asyncio.Transport) -> None:
+        self.lingering.discard(transport)
+        self._linger_handles.pop(transport, None)
+        if not transport.is_closing() or transport.get_write_buffer_size():
+            transport.abort()
+
     def take_slot(self) -> bool:
         if self.live >= self.max_associations:
             return False
@@ -201,6 +217,10 @@ class RelayServer:
                 for association in list(self.associations):
                     if not association.done.done():
                         association.abort_transports()
+        for transport in list(self.lingering):  # no transport outlives the listener
+            self._linger_handles.pop(transport).cancel()
+            self.lingering.discard(transport)
+            transport.abort()
 
 
 __all__ = ["RelayServer", "TraceSink", "open_files_for"]

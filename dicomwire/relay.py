@@ -314,8 +314,8 @@ class RelayCore:
     def _protocol_error(self, side: Side, error: ProtocolError, out: list[Command]) -> None:
         out.append(Log("warning", f"malformed data from the {side.value}: {error}; A-ABORT "
                                   f"(source {int(error.source)}, reason {int(error.reason)})"))
-        kind = NoticeKind.VIOLATION if isinstance(error, DimseViolation) else NoticeKind.MALFORMED
-        out.append(Tell(Notice(kind=kind, side=side, detail=str(error))))
+        if not isinstance(error, DimseViolation):  # a violation was told already, with its command
+            out.append(Tell(Notice(kind=NoticeKind.MALFORMED, side=side, detail=str(error))))
         self.gates[side].clear()
         self._fire(Happening.malformed(side), out, (side, error))
 

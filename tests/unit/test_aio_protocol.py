@@ -88,10 +88,6 @@ def test_the_connect_timer_rejects_transient_when_the_upstream_never_answers() -
     run(scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="finding: an association that ends while its upstream connection is being "
-                   "made (connect timeout, client gone, shutdown) leaves the connection attempt running: the core "
-                   "emits no Close(SERVER) before the server side is connected, so _Association never cancels "
-                   "connect_task; each such attempt holds a socket until the OS gives up (~2 min)")
 def test_an_association_that_ends_while_connecting_cancels_the_connection_attempt() -> None:
     async def scenario(loop: ManualLoop) -> None:
         site = Site(loop, Policies())

@@ -257,8 +257,6 @@ def test_a_response_that_answers_nothing_aborts_both_sides() -> None:
             << state(State.CLOSED))
 
 
-@pytest.mark.xfail(strict=True, reason="finding: a DIMSE violation that ends the association is told to the "
-                   "policy twice (gate._breach, then RelayCore._protocol_error): two decision-log records")
 def test_a_violation_that_aborts_is_told_to_the_policy_once() -> None:
     assert (established(RelayCore(asks=NO_REQUEST))
             >> server(echo_response(99))
