@@ -2,7 +2,7 @@
 
 Every accepted TCP connection is first *admitted* (:mod:`dicomwire.admission`): beyond the bounds on
 connections without an association (in all, per source address) it is closed at once, before any TLS
-work. On a TLS listener the handshake is then done here (``loop.start_tls``, with a deadline), so that
+work. On a TLS listener the handshake is then done here (``loop.connect_accepted_socket``, with a deadline), so that
 a connection whose handshake fails or never starts costs no slot and is forgotten; only a connection
 whose transport is up becomes an association and may take one of ``max_associations`` slots (the
 next one gets A-ASSOCIATE-RJ rejected-transient, local-limit-exceeded; PS3.8 9.3.4). A load
