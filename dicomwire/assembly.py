@@ -8,13 +8,13 @@ The assembler decodes command sets only; data sets are counted, never decoded he
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .dimse import MAX_COMMAND_LENGTH, CommandSet, decode_command
 from .errors import AbortReason, ProtocolError
 from .pdu import Frame
-from .pdv import COMMAND, COMMAND_WHOLE, LAST, pdv_spans
+from .pdv import COMMAND, COMMAND_WHOLE, LAST, Spans, pdv_spans
 
 Buffer = bytes | bytearray | memoryview
 
@@ -75,18 +75,26 @@ class MessageAssembler:
         """True between messages (a message may be injected here without interleaving)."""
         return self._context is None
 
-    def feed_p_data(self, frames: Iterable[Frame]) -> list[AssemblyEvent]:
+    def feed_p_data(self, frames: Sequence[Frame], spans: Sequence[Spans] | None = None,
+                    commands: Mapping[tuple[int, int], CommandSet] | None = None) -> list[AssemblyEvent]:
         """Follow every PDV of whole P-DATA-TF PDUs at once (the relay's pass-through path).
 
         Same checks and events as :meth:`feed`; a data set fragment in the middle of a message, the
-        bulk of any transfer, costs a comparison instead of a call.
+        bulk of any transfer, costs a comparison instead of a call. ``spans`` (each frame's
+        :func:`~dicomwire.pdv.pdv_spans`) and ``commands`` (command sets whole in one PDV, already decoded,
+        by frame index and value start) spare a caller that looked ahead the same work twice.
         """
         events: list[AssemblyEvent] = []
-        for frame in frames:
+        for index, frame in enumerate(frames):
             data = frame.data
-            for start, stop, context_id, control in pdv_spans(data):
+            for start, stop, context_id, control in (spans[index] if spans is not None else pdv_spans(data)):
                 if self._message is not None and not control & COMMAND_WHOLE and context_id == self._context:
                     self._data_length += stop - start
+                elif commands is not None and control == COMMAND_WHOLE and (index, start) in commands \
+                        and self._context is None:
+                    self._context = context_id
+                    self._seq += 1
+                    events.extend(self._started(context_id, commands[(index, start)]))
                 else:
                     events.extend(self.feed(context_id, control, data[start:stop]))
         return events
@@ -128,6 +136,9 @@ class MessageAssembler:
             return ()
         command = decode_command(self._command, strict=self.strict)
         self._command = bytearray()
+        return self._started(context_id, command)
+
+    def _started(self, context_id: int, command: CommandSet) -> tuple[AssemblyEvent, ...]:
         started = MessageStarted(self._seq, context_id, command)
         if command.has_data_set:
             self._message = started

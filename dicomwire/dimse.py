@@ -155,6 +155,13 @@ class CommandSet:
         value = self.get(tag)
         return value if isinstance(value, int) else None
 
+    def _us(self, tag: int) -> int | None:
+        """A US element (as :meth:`get` reads it, without the lookups: asked for every message)."""
+        value = self.elements.get(tag)
+        if value is None:
+            return None
+        return int.from_bytes(value[:2], "little") if len(value) >= 2 else 0
+
     def _str(self, tag: int) -> str | None:
         value = self.get(tag)
         return value if isinstance(value, str) else None
@@ -173,20 +180,20 @@ class CommandSet:
 
     @property
     def message_id(self) -> int | None:
-        return self._int(Tag.MESSAGE_ID)
+        return self._us(Tag.MESSAGE_ID)
 
     @property
     def message_id_responded_to(self) -> int | None:
-        return self._int(Tag.MESSAGE_ID_BEING_RESPONDED_TO)
+        return self._us(Tag.MESSAGE_ID_BEING_RESPONDED_TO)
 
     @property
     def has_data_set(self) -> bool:
-        value = self._int(Tag.COMMAND_DATA_SET_TYPE)
+        value = self._us(Tag.COMMAND_DATA_SET_TYPE)
         return value is not None and value != NO_DATA_SET
 
     @property
     def status(self) -> int | None:
-        return self._int(Tag.STATUS)
+        return self._us(Tag.STATUS)
 
     @property
     def affected_sop_class_uid(self) -> str | None:

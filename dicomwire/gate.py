@@ -39,7 +39,7 @@ from .errors import ProtocolError
 from .limits import RelayLimits
 from .output import Output
 from .pdu import Frame, PduFramer, PduType
-from .pdv import COMMAND, COMMAND_WHOLE, Pdv, fragment, fragment_message, pack, pdv_spans
+from .pdv import COMMAND, COMMAND_WHOLE, Pdv, Spans, fragment, fragment_message, pack, pdv_spans
 from .policy import Asks, asked
 from .questions import Drop, Permit, Refuse, RequestQuestion, ResponseQuestion, Rewrite, Verdict
 from .trace import MessageFact, PduFact
@@ -149,13 +149,16 @@ class Gate:
         need the general path (tracing, something held, a command that needs a question or breaks a
         rule, or one split across PDVs).
         """
-        if self.tracing or not self.idle or not self._plain(frames):
+        if self.tracing or not self.idle:
             return False
-        events = self.assembler.feed_p_data(frames)  # ProtocolError: the caller aborts
+        plain = self._plain(frames)
+        if plain is None:
+            return False
+        events = self.assembler.feed_p_data(frames, *plain)  # ProtocolError: the caller aborts
         for event in events:
             if isinstance(event, MessageStarted):
                 self.messages_seen += 1
-                if self._admit(event, out) is not Fate.PASS:  # _plain said otherwise: never guess
+                if self._admit(event, out, checked=True) is not Fate.PASS:  # _plain said otherwise
                     raise ProtocolError(f"{event.command.name} changed its fate on the pass-through path")
         framer = self.framer
         buffers: list[Buffer] = [frames[0].data] if framer.joined else []
@@ -167,31 +170,36 @@ class Gate:
             self.to_other.emit(buffer, self.assembler.idle if n == last else False, out)
         return True
 
-    def _plain(self, frames: list[Frame]) -> bool:
+    def _plain(self, frames: list[Frame]) -> tuple[list[Spans], dict[tuple[int, int], CommandSet]] | None:
         """Whether every command in these PDUs is whole in one PDV and passes without a question or a
-        broken rule. Looks ahead without changing anything."""
+        broken rule: their PDV spans and decoded commands if so (for the assembler), None if not. Looks
+        ahead without changing anything."""
         opened: set[int] = set()
         ended: set[int] = set()
-        for frame in frames:
+        all_spans: list[Spans] = []
+        commands: dict[tuple[int, int], CommandSet] = {}
+        for index, frame in enumerate(frames):
             if frame.type is not PduType.P_DATA_TF:
-                return False
+                return None
             data = frame.data
             try:
                 spans = pdv_spans(data)
             except ProtocolError:
-                return False
+                return None
+            all_spans.append(spans)
             for start, stop, context_id, control in spans:
                 if not control & COMMAND:
                     continue
                 if control != COMMAND_WHOLE:
-                    return False
+                    return None
                 try:
                     command = decode_command(data[start:stop], strict=self.strict)
                 except ProtocolError:
-                    return False
+                    return None
                 if not self._passes(command, context_id, opened, ended):
-                    return False
-        return True
+                    return None
+                commands[(index, start)] = command
+        return all_spans, commands
 
     def _passes(self, command: CommandSet, context_id: int, opened: set[int], ended: set[int]) -> bool:
         if command.is_request:
@@ -212,8 +220,9 @@ class Gate:
     def relay(self, frame: Frame, out: list[Command]) -> bool:
         """Process one P-DATA-TF; False if a question stopped processing inside it (it stays first in
         the queue and is resumed when the answer comes)."""
-        if not self.tracing and self.idle and self._plain([frame]):
-            self._relay_plain(frame, out)
+        plain = None if self.tracing or not self.idle else self._plain([frame])
+        if plain is not None:
+            self._relay_plain(frame, plain, out)
             return True
         if self.held and self.held[-1].frame is frame:
             held = self.held[-1]  # resuming a frame a question interrupted
@@ -241,11 +250,12 @@ class Gate:
         self.flush(out)
         return True
 
-    def _relay_plain(self, frame: Frame, out: list[Command]) -> None:
-        for event in self.assembler.feed_p_data([frame]):
+    def _relay_plain(self, frame: Frame, plain: tuple[list[Spans], dict[tuple[int, int], CommandSet]],
+                     out: list[Command]) -> None:
+        for event in self.assembler.feed_p_data([frame], *plain):
             if isinstance(event, MessageStarted):
                 self.messages_seen += 1
-                if self._admit(event, out) is not Fate.PASS:
+                if self._admit(event, out, checked=True) is not Fate.PASS:
                     raise ProtocolError(f"{event.command.name} changed its fate on the pass-through path")
         self.to_other.emit(frame.data, self.assembler.idle, out)
 
@@ -270,11 +280,12 @@ class Gate:
         if message.fate is Fate.REFUSE:
             self._send_refusal(message, out)
 
-    def _admit(self, event: MessageStarted, out: list[Command]) -> Fate:
-        """Check a message against the DIMSE rules and decide whether it is asked about."""
+    def _admit(self, event: MessageStarted, out: list[Command], *, checked: bool = False) -> Fate:
+        """Check a message against the DIMSE rules and decide whether it is asked about (``checked``: a
+        request :meth:`_plain` checked in this same read, with nothing changed since)."""
         command = event.command
         if command.is_request:
-            violation = self.dialogue.check_request(self.side, command, event.context_id)
+            violation = None if checked else self.dialogue.check_request(self.side, command, event.context_id)
             if violation is not None:
                 return self._breach(event, violation, out)
             exchange = self.dialogue.open(self.side, command, event.context_id)

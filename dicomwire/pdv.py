@@ -56,15 +56,22 @@ class Pdv:
         return bool(self.control & LAST)
 
 
-def pdv_spans(data: Buffer) -> list[tuple[int, int, int, int]]:
+Spans = list[tuple[int, int, int, int]]  # (value start, value end, context ID, control) of each PDV
+
+
+def pdv_spans(data: Buffer) -> Spans:
     """The PDV items of one whole P-DATA-TF PDU (its 6-byte header included in ``data``) as
     ``(value start, value end, context ID, control)`` offsets into ``data``: no copies, no objects
     beyond the tuples. Raises :class:`ProtocolError` when an item overruns the PDU or is shorter than
     its two header bytes, or when the PDU carries no item (PS3.8 9.3.5 requires one or more)."""
     end = len(data)
-    pos = HEADER_LENGTH
     unpack = PDV_HEADER.unpack_from
-    spans: list[tuple[int, int, int, int]] = []
+    if end >= HEADER_LENGTH + PDV_HEADER_LENGTH:  # the common case, one PDV filling the PDU: no loop
+        length, context_id, control = unpack(data, HEADER_LENGTH)
+        if length >= 2 and HEADER_LENGTH + 4 + length == end:
+            return [(HEADER_LENGTH + PDV_HEADER_LENGTH, end, context_id, control)]
+    pos = HEADER_LENGTH
+    spans: Spans = []
     while pos < end:
         if end - pos < PDV_HEADER_LENGTH:
             raise ProtocolError("PDV item header overruns its P-DATA-TF PDU")
@@ -161,6 +168,7 @@ __all__ = [
     "PDV_HEADER",
     "PDataTF",
     "Pdv",
+    "Spans",
     "control",
     "encode_p_data",
     "fragment",
