@@ -36,6 +36,9 @@ class ReverseMap:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Durable across a crash of the service; a power loss may lose the last batches, which the next
+        # request for the same values records again (pseudonyms are functions of the key, not stored state).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS mapping (scope TEXT NOT NULL, kind TEXT NOT NULL, "
                          "pseudonym TEXT NOT NULL, real TEXT NOT NULL, PRIMARY KEY (scope, kind, pseudonym))")
         self._counts: dict[str, int] = dict(self._db.execute("SELECT scope, COUNT(*) FROM mapping GROUP BY scope"))
@@ -72,13 +75,13 @@ class ReverseMap:
 
     def _lookup(self, scope: str, keys: Mapping[tuple[str, str], str]) -> dict[tuple[str, str], str]:
         found: dict[tuple[str, str], str] = {}
-        items = list(keys)
-        for start in range(0, len(items), 400):  # SQLite's bound on host parameters is 999 (older builds)
-            chunk = items[start:start + 400]
-            clause = " OR ".join("(kind = ? AND pseudonym = ?)" for _ in chunk)
-            rows = self._db.execute(f"SELECT kind, pseudonym, real FROM mapping WHERE scope = ? AND ({clause})",
-                                    [scope, *(value for pair in chunk for value in pair)])
-            found.update({(kind, pseudonym): real for kind, pseudonym, real in rows})
+        for kind in KINDS:
+            names = [pseudonym for k, pseudonym in keys if k == kind]
+            for start in range(0, len(names), 500):  # SQLite's bound on host parameters is 999 (older builds)
+                chunk = names[start:start + 500]
+                rows = self._db.execute("SELECT pseudonym, real FROM mapping WHERE scope = ? AND kind = ? AND "
+                                        f"pseudonym IN ({', '.join('?' * len(chunk))})", [scope, kind, *chunk])
+                found.update({(kind, pseudonym): real for pseudonym, real in rows})
         return found
 
     def close(self) -> None:
