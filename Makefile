@@ -11,8 +11,9 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz
 
 test: venv
-	$(PY) -m ruff check dicomwire oauthclient agent server_agent hial_mock tomlconf audit devtools tests bench
-	$(PY) -m mypy dicomwire oauthclient hial_mock tomlconf agent server_agent audit
+	$(PY) -m ruff check dicomwire oauthclient agent server_agent hial_mock tomlconf audit devtools tests bench deid \
+		pseudonymizer
+	$(PY) -m mypy dicomwire oauthclient hial_mock tomlconf agent server_agent audit deid pseudonymizer
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: venv
@@ -50,6 +51,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# Table E.1-1's option columns for devtools/gen_deid_table.py (data only; see pyproject.toml)
+	$(PY) -m pip install -q --no-deps 'dicom-standard==0.1.0'
 	touch $(STAMP)
 
 clean:

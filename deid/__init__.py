@@ -1,0 +1,30 @@
+"""De-identification of DICOM data set headers in transit (PS3.15 Annex E), as pure functions.
+
+The server agent gives the research view: a C-FIND match or the header of a C-STORE sub-operation,
+encoded in its transfer syntax, becomes its de-identified encoding; pixel data never passes through
+here (the relay streams it on unchanged). Nothing here does I/O or keeps state: pseudonyms come in as
+values (:class:`Pseudonyms`) that the pseudonymisation service (:mod:`pseudonymizer`) handed out.
+
+    end = header_end(head, ts)                         # None: read more of the stream first
+    check_pixels(head[:end], ts, pixel_policy)         # PixelIdentityRisk: refuse the instance
+    wanted = needs(head[:end], ts, profile)            # batch these across matches
+    pseudonyms = service.pseudonyms(project, wanted)   # one HTTP call (pseudonymizer.client)
+    new = deidentify_header(head[:end], ts, profile, pseudonyms).data
+    send(new); send(head[end:]); stream the rest unchanged
+
+The actions are PS3.15 Table E.1-1 of edition ``deid.table.EDITION``, generated from maintained
+packages by devtools/gen_deid_table.py; :mod:`deid.profile` says how each action code is carried out.
+"""
+
+from .errors import DeidError, MissingPseudonym, NotDeidentifiable, PixelIdentityRisk
+from .header import Deidentified, deidentify_header, deidentify_identifier, header_end, needs
+from .pixels import PixelPolicy, check_pixels, pixel_identity_risk
+from .profile import Option, Profile, SafePrivate
+from .pseudonyms import Needs, PatientPseudonym, Pseudonyms
+from .table import EDITION
+
+__all__ = [
+    "EDITION", "DeidError", "Deidentified", "MissingPseudonym", "Needs", "NotDeidentifiable", "Option",
+    "PatientPseudonym", "PixelIdentityRisk", "PixelPolicy", "Profile", "Pseudonyms", "SafePrivate", "check_pixels",
+    "deidentify_header", "deidentify_identifier", "header_end", "needs", "pixel_identity_risk",
+]

@@ -1,0 +1,170 @@
+"""A de-identification profile: PS3.15 Table E.1-1's Basic Profile plus named options, compiled once.
+
+PS3.15 E.1.1 gives each attribute an action code; a profile turns every code into one operation
+(:class:`Op`) per tag, the options overriding the Basic Profile where their column has an entry (a
+keep ``K`` wins over a clean ``C``, which wins over the Basic action). The combined codes of E.1.1 let
+the de-identifier choose; we choose what keeps a Type 1 or Type 2 attribute present, because legacy
+viewers are what researchers use:
+
+| code | we do | why |
+|---|---|---|
+| Z/D, X/D, X/Z/D | D, a dummy consistent with the VR | Type 1 attributes keep a value |
+| X/Z | Z, zero length | Type 2 attributes stay present |
+| X/Z/U* | a sequence: its items processed; a UI: a new UID; else Z | references stay consistent |
+
+Attributes the table does not list are kept (E.1.1), with three safety nets: an unknown public tag
+(not in pydicom's PS3.6 dictionary) is removed, an unlisted PN gets a dummy name, and an unlisted
+DA/DT is treated as dates are (shifted with Modified Dates, else a dummy). Private attributes (odd
+groups) are removed unless the Retain Safe Private option names them (E.3.10), and group lengths
+(gggg,0000) always, since rewritten groups no longer have the length they announce.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from pydicom._dicom_dict import DicomDictionary
+
+from . import table
+
+PATIENT_ID = 0x00100020
+PATIENT_NAME = 0x00100010
+# What we write after de-identification (PS3.15 E.1.1, PS3.3 C.12.1): at the top level only.
+PATIENT_IDENTITY_REMOVED = 0x00120062
+DEIDENTIFICATION_METHOD = 0x00120063
+DEIDENTIFICATION_METHOD_CODES = 0x00120064
+TEMPORAL_INFORMATION_MODIFIED = 0x00280303
+MARKERS = frozenset({PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD, DEIDENTIFICATION_METHOD_CODES,
+                     TEMPORAL_INFORMATION_MODIFIED})
+BASIC_PROFILE_CODE = "113100"
+
+
+class Op(enum.IntEnum):
+    """What happens to one element."""
+
+    KEEP = 0  # as it is (a sequence: its items processed)
+    REMOVE = 1  # X
+    ZERO = 2  # Z (a sequence: no items)
+    DUMMY = 3  # D (a sequence: one empty item)
+    UID = 4  # U: every value replaced by its pseudonymous UID
+    SHIFT = 5  # C of Modified Dates: DA/DT shifted by the patient's offset, TM kept
+    CLEAN = 6  # C of the other options: only vocabulary words kept (else the Basic action)
+    PSEUDO_ID = 7  # Patient ID: its pseudonym
+    PSEUDO_NAME = 8  # Patient's Name: the patient's pseudonymous name (top level)
+    UID_OR_ZERO = 9  # X/Z/U*: a sequence is processed, a UI replaced, anything else emptied
+
+
+class Option(enum.Enum):
+    """The options we offer (PS3.15 E.3), by their column in Table E.1-1 and their CID 7050 code.
+
+    Retain UIDs and Retain Full Dates are not offered (they would defeat pseudonymisation), nor the
+    Clean Structured Content/Graphics options (we have no cleaner for content trees or graphics).
+    """
+
+    RETAIN_SAFE_PRIVATE = "rtnSafePrivOpt"
+    RETAIN_DEVICE_IDENTITY = "rtnDevIdOpt"
+    RETAIN_INSTITUTION_IDENTITY = "rtnInstIdOpt"
+    RETAIN_PATIENT_CHARACTERISTICS = "rtnPatCharsOpt"
+    RETAIN_LONGITUDINAL_MODIFIED_DATES = "rtnLongModifDatesOpt"
+    CLEAN_DESCRIPTORS = "cleanDescOpt"
+
+    @property
+    def code(self) -> str:
+        return table.OPTION_CODES[self.value]
+
+
+_BASIC_OPS = {"K": Op.KEEP, "X": Op.REMOVE, "Z": Op.ZERO, "D": Op.DUMMY, "U": Op.UID, "Z/D": Op.DUMMY,
+              "X/D": Op.DUMMY, "X/Z/D": Op.DUMMY, "X/Z": Op.ZERO, "X/Z/U*": Op.UID_OR_ZERO}
+_RANK = {"K": 2, "C": 1}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SafePrivate:
+    """One private attribute that may be kept (PS3.15 E.3.10): its group, the private creator of its
+    block (PS3.5 7.8.1) and the low byte of its element number."""
+
+    group: int
+    creator: str
+    element: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """The Basic Profile plus ``options``; ``safe_private`` lists what Retain Safe Private keeps (the
+    project's own list: no maintained package ships Table E.3.10-1); ``vocabulary`` the words a
+    cleaned descriptor may keep (upper case; empty: cleaning keeps nothing)."""
+
+    options: frozenset[Option] = frozenset()
+    safe_private: frozenset[SafePrivate] = frozenset()
+    vocabulary: frozenset[str] = frozenset()
+    _ops: dict[int, Op] = field(init=False, repr=False, compare=False, hash=False)
+    _fallback: dict[int, Op] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        ops, fallback = _compile(self.options)
+        object.__setattr__(self, "_ops", ops)
+        object.__setattr__(self, "_fallback", fallback)
+
+    @property
+    def shifts_dates(self) -> bool:
+        return Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options
+
+    @property
+    def retains_safe_private(self) -> bool:
+        return Option.RETAIN_SAFE_PRIVATE in self.options and bool(self.safe_private)
+
+    def codes(self) -> tuple[str, ...]:
+        """CID 7050 codes of what this profile applies, in Table E.1-1's column order."""
+        chosen = [option for option in Option if option in self.options]
+        if Option.RETAIN_SAFE_PRIVATE in self.options and not self.safe_private:
+            chosen.remove(Option.RETAIN_SAFE_PRIVATE)  # nothing retained: not claimed
+        return (BASIC_PROFILE_CODE, *(option.code for option in chosen))
+
+    def op(self, tag: int, vr: str) -> Op:
+        """The operation for a public or masked tag (private tags: see ``safe``)."""
+        op = self._ops.get(tag)
+        if op is not None:
+            return op
+        return self._unlisted(tag, vr)
+
+    def fallback(self, tag: int) -> Op:
+        """The Basic action of a tag whose option action could not be carried out."""
+        return self._fallback.get(tag, Op.REMOVE)
+
+    def _unlisted(self, tag: int, vr: str) -> Op:
+        for value, mask, code in table.BASIC_MASKED:
+            if tag & mask == value:
+                return _BASIC_OPS[code]
+        if tag & 0xFFFF == 0:
+            return Op.REMOVE  # group length (PS3.5 7.2): wrong once the group is rewritten
+        if tag not in DicomDictionary or (tag >> 24) in (0x50, 0x60):
+            return Op.REMOVE  # unknown, retired repeating, or curves and overlays (E.1-1 removes their data)
+        if vr == "PN":
+            return Op.DUMMY
+        if vr in ("DA", "DT"):
+            return Op.SHIFT if self.shifts_dates else Op.DUMMY
+        return Op.KEEP
+
+
+def _compile(options: frozenset[Option]) -> tuple[dict[int, Op], dict[int, Op]]:
+    ops: dict[int, Op] = {}
+    fallback: dict[int, Op] = {}
+    for tag, code in table.BASIC.items():
+        ops[tag] = fallback[tag] = _BASIC_OPS[code]
+        best = ""
+        for option in options:
+            action = table.OPTIONS[option.value].get(tag, "")
+            if _RANK.get(action, 0) > _RANK.get(best, 0):
+                best = action
+        if best == "K":
+            ops[tag] = Op.KEEP
+        elif best == "C":
+            dates = Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in options and tag in table.OPTIONS[
+                Option.RETAIN_LONGITUDINAL_MODIFIED_DATES.value]
+            ops[tag] = Op.SHIFT if dates else Op.CLEAN
+    ops[PATIENT_ID] = Op.PSEUDO_ID
+    ops[PATIENT_NAME] = Op.PSEUDO_NAME
+    for tag in MARKERS:
+        ops[tag] = Op.REMOVE  # replaced at the top level by ours
+    return ops, fallback

@@ -1,0 +1,101 @@
+"""New values: dummies consistent with a VR, shifted dates, cleaned descriptors (PS3.15 E.1.1, E.3.5, E.3.6).
+
+Values are bytes as the data set carries them (PS3.5 6.2): text VRs padded with a space, UI with a
+NUL, to an even length. A value we cannot read (a date that is no date) is never guessed at: the
+caller falls back to the attribute's Basic action.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from pydicom._dicom_dict import DicomDictionary
+from pydicom._uid_dict import UID_dictionary
+
+# PS3.15 E.1.1 "D": a non-zero length value consistent with the VR. Binary VRs get zeros.
+_DUMMY_TEXT = b"DEIDENTIFIED"
+DUMMIES = {
+    "AE": _DUMMY_TEXT, "AS": b"000Y", "CS": _DUMMY_TEXT, "DA": b"19000101", "DS": b"0 ", "DT": b"19000101000000",
+    "IS": b"0 ", "LO": _DUMMY_TEXT, "LT": _DUMMY_TEXT, "PN": _DUMMY_TEXT, "SH": _DUMMY_TEXT, "ST": _DUMMY_TEXT,
+    "TM": b"000000", "UC": _DUMMY_TEXT, "UR": b"urn:deidentified", "UT": _DUMMY_TEXT,
+    "AT": bytes(4), "FL": bytes(4), "FD": bytes(8), "OB": bytes(2), "OD": bytes(8), "OF": bytes(4), "OL": bytes(4),
+    "OV": bytes(8), "OW": bytes(2), "SL": bytes(4), "SS": bytes(2), "SV": bytes(8), "UL": bytes(4), "UN": bytes(2),
+    "US": bytes(2), "UV": bytes(8),
+}
+TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+                      "UR", "UT"})
+DICOM_ROOT = "1.2.840.10008."  # PS3.5 9.1: UIDs the standard itself defines, never an instance's
+_WORD = re.compile(rb"[A-Za-z0-9]+")
+_DIGITS = re.compile(rb"[0-9]*")
+_DATE_FORMATS = {4: "%Y", 6: "%Y%m", 8: "%Y%m%d"}
+
+
+def dictionary_vr(tag: int) -> str:
+    """PS3.6 VR of a public tag (the first of "US or SS"-style choices); "UN" when unknown."""
+    entry = DicomDictionary.get(tag)
+    return entry[0][:2] if entry else "UN"
+
+
+def padded(value: bytes, vr: str) -> bytes:
+    if len(value) & 1:
+        return value + (b"\x00" if vr == "UI" else b" ")
+    return value
+
+
+def split_values(value: bytes) -> list[bytes]:
+    """The values of a text element (PS3.5 6.4: backslash-separated), padding stripped."""
+    return [part.strip(b" \x00") for part in value.split(b"\\")]
+
+
+def well_known_uid(uid: str) -> bool:
+    """A UID the standard defines (SOP classes, transfer syntaxes, coding schemes...): not an instance's."""
+    return uid.startswith(DICOM_ROOT) or uid in UID_dictionary
+
+
+def shift_dates(value: bytes, vr: str, days: int) -> bytes | None:
+    """DA or DT values moved by ``days``; TM kept; None if any value is unreadable. A DA may be a
+    range (PS3.4 C.2.2.2.5, in identifiers); a DT's ``-`` is its UTC offset, kept as it is."""
+    if vr == "TM":
+        return value
+    shifted = []
+    for part in split_values(value):
+        ends = part.split(b"-") if vr == "DA" else [part]
+        if len(ends) > 2:
+            return None
+        moved = [_shift(end, vr, days) if end else b"" for end in ends]
+        if any(item is None for item in moved):
+            return None
+        shifted.append(b"-".join(item for item in moved if item is not None))
+    return padded(b"\\".join(shifted), vr)
+
+
+def _shift(text: bytes, vr: str, days: int) -> bytes | None:
+    """One date (DA: YYYYMMDD) or date-time (DT, PS3.5 6.2: YYYY[MM[DD[HH...]]][&ZZXX]) moved by
+    ``days``, its precision kept: a DT's time of day and offset stay, since whole days move."""
+    leading = _DIGITS.match(text)
+    count = leading.end() if leading else 0
+    digits = 8 if count >= 8 else count
+    if vr == "DA" and (count != 8 or len(text) != 8):
+        return None
+    fmt = _DATE_FORMATS.get(digits)
+    if fmt is None:
+        return None
+    try:
+        moved = datetime.datetime.strptime(text[:digits].decode("ascii"), fmt).date() + datetime.timedelta(days=days)
+    except (ValueError, OverflowError):
+        return None
+    return f"{moved.year:04d}{moved.month:02d}{moved.day:02d}"[:digits].encode("ascii") + text[digits:]
+
+
+def clean_text(value: bytes, vocabulary: frozenset[str], identifying: frozenset[bytes]) -> bytes | None:
+    """PS3.15 E.3.5 "clean": only the words of ``vocabulary`` kept, and none that occurs in a name or
+    identifier of the same data set (``identifying``); None when nothing is left."""
+    kept = [word for word in _WORD.findall(value)
+            if word.upper().decode("ascii") in vocabulary and word.upper() not in identifying]
+    return padded(b" ".join(kept), "LO") if kept else None
+
+
+def words(value: bytes) -> set[bytes]:
+    """The upper-case words of a value (for ``identifying``)."""
+    return {word.upper() for word in _WORD.findall(value)}
