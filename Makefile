@@ -11,7 +11,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz
 
 test: venv
-	$(PY) -m ruff check dicomwire oauthclient agent server_agent hial_mock tomlconf audit devtools tests bench deid \
+	$(PY) -m ruff check dicomwire oauthclient agent server_agent hial_mock tomlconf audit devtools tests bench deid fuzz \
 		pseudonymizer
 	$(PY) -m mypy dicomwire oauthclient hial_mock tomlconf agent server_agent audit deid pseudonymizer
 	$(PY) -m pytest -q -p no:cacheprovider
