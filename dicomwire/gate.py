@@ -15,9 +15,7 @@ between messages, never inside one.
 
 from __future__ import annotations
 
-import enum
 from collections import deque
-from dataclasses import dataclass, field
 
 from .assembly import MessageAssembler, MessageCompleted, MessageStarted
 from .association import Side
@@ -33,15 +31,16 @@ from .commands import (
     Tell,
     Trace,
 )
-from .dialogue import Dialogue, DimseViolation, Exchange, Violation, is_final
+from .dialogue import Dialogue, DimseViolation, Violation, is_final
 from .dimse import CommandField, CommandSet, decode_command, is_failure, refusal_response
 from .errors import ProtocolError
+from .held import Fate, Held, Message, kept_pdvs
 from .limits import RelayLimits
 from .output import Output
 from .pdu import Frame, PduFramer, PduType
-from .pdv import COMMAND, COMMAND_WHOLE, Pdv, Spans, fragment, fragment_message, pack, pdv_spans
+from .pdv import COMMAND, COMMAND_WHOLE, Pdv, Spans, fragment_message, pack, pdv_spans
 from .policy import Asks, asked
-from .questions import Drop, Permit, Refuse, RequestQuestion, ResponseQuestion, Rewrite, Verdict
+from .questions import Drop, Extend, Permit, Refuse, RequestQuestion, ResponseQuestion, Rewrite, Verdict
 from .trace import MessageFact, PduFact
 
 Buffer = bytes | bytearray | memoryview
@@ -51,57 +50,6 @@ DimseQuestion = RequestQuestion | ResponseQuestion
 # decided from its head.
 _WHOLE_DATA_SET = frozenset({CommandField.C_FIND_RQ, CommandField.C_GET_RQ, CommandField.C_MOVE_RQ,
                              CommandField.C_FIND_RSP})
-
-
-class Fate(enum.Enum):
-    __hash__ = object.__hash__
-
-    PASS = "pass"
-    GATHER = "gather"  # collecting the data set before asking
-    ASKED = "asked"
-    REFUSE = "refuse"
-    DROP = "drop"
-    REWRITE = "rewrite"
-
-
-@dataclass(slots=True)
-class _Held:
-    """A P-DATA-TF frame whose PDVs are (being) sorted by the fate of their message."""
-
-    frame: Frame
-    pdvs: list[Pdv]
-    seqs: list[int] = field(default_factory=list)  # message seq of each processed PDV
-    ends_idle: bool = False  # the frame ends at a message boundary
-
-    @property
-    def processed(self) -> bool:
-        return len(self.seqs) == len(self.pdvs)
-
-
-@dataclass(slots=True)
-class _Message:
-    started: MessageStarted
-    fate: Fate
-    exchange: Exchange | None = None  # a request's own, or the one a response answers
-    final: bool = False  # a response that ends its exchange
-    data: bytearray = field(default_factory=bytearray)
-    complete: bool = False
-    refusal: Refuse | None = None
-    question: DimseQuestion | None = None
-    new_command: bytes | None = None
-    new_data_set: bytes | None = None
-    command_sent: bool = False
-    data_set_sent: bool = False
-
-    @property
-    def rewritten(self) -> bool:
-        return (self.new_command is None or self.command_sent) and (self.new_data_set is None or self.data_set_sent)
-
-    @property
-    def settled(self) -> bool:
-        """Its frames may leave, and nothing more is owed for it."""
-        return self.refusal is None and (self.fate is Fate.PASS or (self.fate is Fate.REWRITE and self.rewritten)
-                                         or (self.complete and self.fate in (Fate.REFUSE, Fate.DROP)))
 
 
 class Gate:
@@ -121,9 +69,9 @@ class Gate:
         self.strict = side is Side.CLIENT
         self.assembler = MessageAssembler(strict=self.strict)
         self.queue: deque[Frame] = deque()  # PDUs read, not yet processed
-        self.held: deque[_Held] = deque()
-        self.messages: dict[int, _Message] = {}  # messages whose fate is not PASS, by seq
-        self.questions: dict[DimseQuestion, _Message] = {}
+        self.held: deque[Held] = deque()
+        self.messages: dict[int, Message] = {}  # messages whose fate is not PASS, by seq
+        self.questions: dict[DimseQuestion, Message] = {}
         self.asked_requests = 0
         self.asked_responses = 0
         self.eof = False
@@ -227,7 +175,7 @@ class Gate:
         if self.held and self.held[-1].frame is frame:
             held = self.held[-1]  # resuming a frame a question interrupted
         else:
-            held = _Held(frame, _pdvs(frame))
+            held = Held(frame, _pdvs(frame))
             self.held.append(held)
             if self.tracing:
                 out.append(Trace(PduFact(self.side, PduType.P_DATA_TF, frame.data)))
@@ -259,7 +207,9 @@ class Gate:
                     raise ProtocolError(f"{event.command.name} changed its fate on the pass-through path")
         self.to_other.emit(frame.data, self.assembler.idle, out)
 
-    def _gather_limit(self, message: _Message) -> int:
+    def _gather_limit(self, message: Message) -> int:
+        if message.limit is not None:
+            return message.limit
         if message.started.command.command_field in _WHOLE_DATA_SET:
             return self.limits.max_identifier_length
         return self.limits.store_head_length
@@ -291,7 +241,7 @@ class Gate:
             exchange = self.dialogue.open(self.side, command, event.context_id)
             if not asked(self.asks, command.command_field):
                 return Fate.PASS
-            message = _Message(event, Fate.GATHER, exchange)
+            message = Message(event, Fate.GATHER, exchange)
         else:
             answered = self.dialogue.check_response(self.side, command, event.context_id)
             if isinstance(answered, Violation):
@@ -302,7 +252,7 @@ class Gate:
                                        detail=f"{command.name} status 0x{command.status or 0:04X}")))
             if answered.review is None:
                 return Fate.PASS
-            message = _Message(event, Fate.GATHER, answered, final)
+            message = Message(event, Fate.GATHER, answered, final)
         self.messages[event.seq] = message
         if not command.has_data_set:
             self._ask(message, out)
@@ -313,11 +263,11 @@ class Gate:
                                f"{violation.detail}", command=event.command)))
         breach = violation.breach
         if breach.dropped:
-            self.messages[event.seq] = _Message(event, Fate.DROP)
+            self.messages[event.seq] = Message(event, Fate.DROP)
             return Fate.DROP
         if breach.status is None or not event.command.is_request:
             raise DimseViolation(violation)
-        self.messages[event.seq] = _Message(event, Fate.REFUSE, refusal=Refuse(comment=breach.value,
+        self.messages[event.seq] = Message(event, Fate.REFUSE, refusal=Refuse(comment=breach.value,
                                                                                status=breach.status))
         if not event.command.has_data_set:
             self.messages[event.seq].complete = True
@@ -325,7 +275,7 @@ class Gate:
         return Fate.REFUSE
 
     # -- questions and verdicts ---------------------------------------------------------------------
-    def _ask(self, message: _Message, out: list[Command]) -> None:
+    def _ask(self, message: Message, out: list[Command]) -> None:
         started = message.started
         exchange = message.exchange
         assert exchange is not None
@@ -363,8 +313,12 @@ class Gate:
             self.asked_requests -= 1
         else:
             self.asked_responses -= 1
-        if isinstance(verdict, Rewrite) and verdict.data_set is not None and not question.data_set_complete:
-            verdict = Refuse(comment="identifier too long to be checked")
+        verdict = self._feasible(question, verdict)
+        if isinstance(verdict, Extend):
+            message.fate, message.limit = Fate.GATHER, verdict.length
+            message.data = bytearray(question.data_set)  # held again, and more of it, for the next question
+            self.flush(out)
+            return
         exchange = message.exchange
         if isinstance(verdict, Permit | Rewrite):
             message.fate = Fate.PASS
@@ -372,6 +326,7 @@ class Gate:
                 message.fate = Fate.REWRITE
                 message.new_command = verdict.command
                 message.new_data_set = verdict.data_set
+                message.keep_from = verdict.keep_from
             if isinstance(question, RequestQuestion) and exchange is not None:
                 exchange.review = verdict.review
         elif isinstance(verdict, Refuse) and isinstance(question, RequestQuestion):
@@ -387,6 +342,19 @@ class Gate:
             raise TypeError(f"{type(verdict).__name__} does not answer a {type(question).__name__}")
         self.flush(out)
 
+    def _feasible(self, question: DimseQuestion, verdict: Verdict) -> Verdict:
+        """The verdict, or the refusal that stands for one the gate cannot carry out on what it holds."""
+        held = len(question.data_set)
+        if isinstance(verdict, Extend) and (question.data_set_complete or verdict.length <= held
+                                            or verdict.length > self.limits.max_header_length):
+            return Refuse(comment="data set header too long to be checked")
+        if isinstance(verdict, Rewrite) and verdict.data_set is not None:
+            if verdict.keep_from is None and not question.data_set_complete:
+                return Refuse(comment="identifier too long to be checked")
+            if verdict.keep_from is not None and not 0 <= verdict.keep_from <= held:
+                return Refuse(comment="data set rewritten beyond what was held")
+        return verdict
+
     def expire(self, question: DimseQuestion, out: list[Command]) -> None:
         """The question's deadline passed: its fail-closed verdict stands (fail closed)."""
         if question not in self.questions:
@@ -396,7 +364,7 @@ class Gate:
                                       f"{self.limits.decision_timeout:g} s")))
         self.answer(question, question.fail_closed("Authorization decision timed out"), out)
 
-    def _send_refusal(self, message: _Message, out: list[Command]) -> None:
+    def _send_refusal(self, message: Message, out: list[Command]) -> None:
         refusal = message.refusal
         command = message.started.command
         if refusal is None or not command.is_request:
@@ -427,7 +395,7 @@ class Gate:
             if all(f is Fate.PASS for f in fates):
                 self.to_other.emit(first.frame.data, first.ends_idle, out)
                 continue
-            kept = self._kept(first, fates)
+            kept = kept_pdvs(first, fates, messages, self.to_other.max_length)
             for pdu in pack(kept, self.to_other.max_length):
                 self.to_other.emit(pdu, first.ends_idle, out)
         # Forget what no frame needs any more (PASS is what an unknown message gets, so the rest of a
@@ -435,28 +403,6 @@ class Gate:
         live = {s for h in held for s in h.seqs}
         for seq in [s for s, m in messages.items() if s not in live and m.settled]:
             del messages[seq]
-
-    def _kept(self, held: _Held, fates: list[Fate]) -> list[Pdv]:
-        """The PDVs of a held frame that go on: passed ones, and a rewritten message's replacement in
-        place of its first command (data set) fragment, its other fragments skipped."""
-        kept: list[Pdv] = []
-        for pdv, seq, fate in zip(held.pdvs, held.seqs, fates, strict=True):
-            if fate is Fate.PASS:
-                kept.append(pdv)
-            elif fate is Fate.REWRITE:
-                message = self.messages[seq]
-                replacement = message.new_command if pdv.is_command else message.new_data_set
-                if replacement is None:
-                    kept.append(pdv)
-                elif pdv.is_command and not message.command_sent:
-                    kept.extend(fragment(pdv.context_id, replacement, is_command=True,
-                                         max_length=self.to_other.max_length))
-                    message.command_sent = True
-                elif not pdv.is_command and not message.data_set_sent:
-                    kept.extend(fragment(pdv.context_id, replacement, is_command=False,
-                                         max_length=self.to_other.max_length))
-                    message.data_set_sent = True
-        return kept
 
     def clear(self) -> None:
         self.queue.clear()

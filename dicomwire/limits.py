@@ -29,6 +29,10 @@ class RelayLimits:
     # Head of a C-STORE data set held for a decision: Patient ID and Study UID come early in tag order,
     # within the first kilobytes; one 16 KiB PDU holds them, and a smaller head stalls the stream less.
     store_head_length: int = 16 * KiB
+    # A data set's header, held in full when a policy asks for it (``Extend``: de-identifying a C-STORE
+    # before its Pixel Data); an enhanced multi-frame header can be megabytes, anything beyond this is
+    # refused rather than held.
+    max_header_length: int = 4 * MiB
     # PS3.8 9.1.5 ARTIM: pynetdicom and DCMTK use 30 s for request/release/close supervision.
     artim_timeout: float = 30.0
     connect_timeout: float = 10.0

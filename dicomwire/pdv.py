@@ -104,14 +104,16 @@ def room(max_length: int) -> int:
     return limit - PDV_HEADER_LENGTH
 
 
-def fragment(context_id: int, value: Buffer, *, is_command: bool, max_length: int) -> list[Pdv]:
+def fragment(context_id: int, value: Buffer, *, is_command: bool, max_length: int, last: bool = True) -> list[Pdv]:
     """A command set or a data set as PDVs that each fit a PDU for a receiver announcing ``max_length``,
-    the last flagged last (PS3.8 Annex E.2). An empty value is one empty last fragment."""
+    the last flagged last (PS3.8 Annex E.2) unless ``last`` is False (more of the data set follows). An
+    empty value is one empty fragment."""
     size = room(max_length)
     view = memoryview(value)
     chunks = [view[i : i + size] for i in range(0, len(view), size)] or [view[:0]]
-    last = len(chunks) - 1
-    return [Pdv(context_id, control(is_command=is_command, is_last=n == last), chunk) for n, chunk in enumerate(chunks)]
+    final = len(chunks) - 1 if last else -1
+    return [Pdv(context_id, control(is_command=is_command, is_last=n == final), chunk)
+            for n, chunk in enumerate(chunks)]
 
 
 def encode_p_data(pdvs: Iterable[Pdv]) -> bytes:

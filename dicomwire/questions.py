@@ -86,19 +86,32 @@ class Drop:
 class Rewrite:
     """Forward the message with its command set replaced by ``command`` (encoded, e.g. a C-MOVE-RQ whose
     Move Destination was rewritten) and/or its data set by ``data_set`` (e.g. an identifier with a return
-    key added). What is None passes unchanged. A data set can be replaced only when the question held
-    all of it (``data_set_complete``). ``review`` as for :class:`Permit`."""
+    key added). What is None passes unchanged. A whole data set can be replaced only when the question
+    held all of it (``data_set_complete``); with ``keep_from``, ``data_set`` replaces only the data set's
+    first ``keep_from`` bytes (at most what the question held: a header, PS3.5 7.1) and the rest of the
+    data set streams on unchanged, as read (a de-identified header before untouched Pixel Data).
+    ``review`` as for :class:`Permit`."""
 
     command: bytes | None = None
     data_set: bytes | None = None
+    keep_from: int | None = None
     review: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Extend:
+    """Not enough of the data set to decide: ask again once ``length`` bytes of it (or all of it, if it is
+    shorter) are held. A request only; ``length`` more than the question held, at most
+    ``RelayLimits.max_header_length`` (else the request is refused)."""
+
+    length: int
 
 
 AssociationVerdict = ForwardAssociation | RejectAssociation
 AcceptVerdict = ForwardAccept | RejectAssociation
-RequestVerdict = Permit | Refuse | Rewrite
+RequestVerdict = Permit | Refuse | Rewrite | Extend
 ResponseVerdict = Permit | Drop | Rewrite
-Verdict = ForwardAssociation | RejectAssociation | ForwardAccept | Permit | Refuse | Drop | Rewrite
+Verdict = ForwardAssociation | RejectAssociation | ForwardAccept | Permit | Refuse | Drop | Rewrite | Extend
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class AssociationQuestion:
@@ -182,7 +195,7 @@ DimseQuestion = RequestQuestion | ResponseQuestion
 _ANSWERS: dict[type, tuple[type, ...]] = {
     AssociationQuestion: (ForwardAssociation, RejectAssociation),
     AcceptQuestion: (ForwardAccept, RejectAssociation),
-    RequestQuestion: (Permit, Refuse, Rewrite),
+    RequestQuestion: (Permit, Refuse, Rewrite, Extend),
     ResponseQuestion: (Permit, Drop, Rewrite),
 }
 
@@ -199,6 +212,7 @@ __all__ = [
     "AssociationVerdict",
     "DimseQuestion",
     "Drop",
+    "Extend",
     "ForwardAccept",
     "ForwardAssociation",
     "Permit",

@@ -20,6 +20,7 @@ from dicomwire.questions import (
     AssociationQuestion,
     DimseQuestion,
     Drop,
+    Extend,
     ForwardAssociation,
     Permit,
     Refuse,
@@ -468,3 +469,100 @@ def test_a_failure_response_that_goes_on_is_told_to_the_policy() -> None:
     (notice,) = book.notices
     assert notice.kind is NoticeKind.FAILED and notice.command.status == 0x0124  # type: ignore[attr-defined]
     assert notice.command.error_comment == "Not authorized: consent"  # type: ignore[attr-defined]
+
+
+# -- a header held longer and replaced, the rest streamed (Extend, Rewrite.keep_from) ------------------
+def _store(data: bytes, message_id: int = 11, max_pdu: int = 1000) -> bytes:
+    return message("C_STORE_RQ", data, ctx=3, max_pdu=max_pdu, MessageID=message_id, AffectedSOPClassUID=CT,
+                   Priority=0, AffectedSOPInstanceUID=f"1.2.3.{message_id}")
+
+
+def _data_pdvs(data: bytes) -> list:  # type: ignore[type-arg]
+    return [p for pdu in _split_pdus(data) for p in iter_pdvs(pdu) if not p.is_command]
+
+
+def _head_rewriter(asked: list[int], *, header: int, keep_from: int, head: bytes):  # type: ignore[no-untyped-def]
+    """Asks for ``header`` bytes, then replaces the first ``keep_from`` of them by ``head``."""
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, DimseQuestion) and question.command.is_request:
+            asked.append(len(question.data_set))
+            if len(question.data_set) < header and not question.data_set_complete:
+                return Extend(length=header)
+            return Rewrite(data_set=head, keep_from=keep_from)
+        return transparent(question)
+    return decide
+
+
+def test_extended_header_is_replaced_and_the_rest_streams_unchanged() -> None:
+    original = bytes(range(256)) * 200  # 51,200 bytes
+    head = b"\x10\x00\x10\x00\x04\x00\x00\x00ANON" * 3
+    for chunk in (len(original) * 2, 333, 7):  # whole, in PDU-crossing pieces, nearly byte by byte
+        asked: list[int] = []
+        book = established(_head_rewriter(asked, header=12_000, keep_from=9_000, head=head),
+                           RelayLimits(store_head_length=2048), asks=None)
+        book.take(Side.SERVER)
+        stream = _store(original)
+        for i in range(0, len(stream), chunk):
+            book.client(stream[i : i + chunk])
+        forwarded = book.take(Side.SERVER)
+        assert len(asked) == 2 and 2048 <= asked[0] < 12_000 <= asked[1], chunk
+        data = _data_pdvs(forwarded)
+        assert b"".join(bytes(p.value) for p in data) == head + original[9_000:], chunk
+        assert [p.is_last for p in data] == [False] * (len(data) - 1) + [True]
+        command = decode_command(b"".join(bytes(p.value) for pdu in _split_pdus(forwarded)
+                                          for p in iter_pdvs(pdu) if p.is_command))
+        assert command.message_id == 11 and command.affected_sop_instance_uid == "1.2.3.11"
+        assert all(len(pdu) <= 16384 + 6 for pdu in _split_pdus(forwarded))
+        # The association goes on: the next store passes (and is asked about) as usual.
+        book.decide = transparent
+        book.client(_store(b"\x00" * 100, message_id=12))
+        assert _data_pdvs(book.take(Side.SERVER))[0].value == b"\x00" * 100
+
+
+def test_extend_answered_later_holds_then_releases_in_order() -> None:
+    original = bytes(range(256)) * 60
+    asked: list[int] = []
+    rewrite = _head_rewriter(asked, header=8_000, keep_from=8_000, head=b"H" * 10)
+    book = established(lambda q: None if isinstance(q, DimseQuestion) else transparent(q),
+                       RelayLimits(store_head_length=2048), asks=None)
+    book.take(Side.SERVER)
+    book.client(_store(original))
+    assert book.sent[Side.SERVER] == b"" and len(book.pending) == 1
+    (first,) = book.pending
+    book.decide = lambda q: None if isinstance(q, DimseQuestion) else transparent(q)
+    book.answer(first, rewrite(first))  # Extend: asked again at once, the data set being all read
+    assert book.sent[Side.SERVER] == b"" and len(book.pending) == 1
+    (second,) = book.pending
+    assert second is not first and len(second.data_set) >= 8_000
+    book.answer(second, rewrite(second))
+    data = _data_pdvs(book.take(Side.SERVER))
+    assert b"".join(bytes(p.value) for p in data) == b"H" * 10 + original[8_000:] and data[-1].is_last
+
+
+def test_data_set_ending_inside_the_replaced_head_ends_once() -> None:
+    original = b"\x08\x00\x18\x00\x08\x00\x00\x001.2.3.11" * 30
+    book = established(_head_rewriter([], header=1, keep_from=len(original), head=b"NEWHEAD!"),
+                       RelayLimits(store_head_length=4096), asks=None)
+    book.take(Side.SERVER)
+    book.client(_store(original, max_pdu=64))
+    data = _data_pdvs(book.take(Side.SERVER))
+    assert b"".join(bytes(p.value) for p in data) == b"NEWHEAD!"
+    assert [p.is_last for p in data].count(True) == 1 and data[-1].is_last
+
+
+def test_headers_that_cannot_be_held_or_rewritten_are_refused_whole() -> None:
+    """An Extend beyond max_header_length, or a keep_from past what was held, refuses the store: no byte
+    of it reaches the server, the sender hears 0124H, the association goes on."""
+    for decide in (
+        _head_rewriter([], header=64_000, keep_from=0, head=b""),  # beyond max_header_length
+        lambda q: (Rewrite(data_set=b"X", keep_from=len(q.data_set) + 1)
+                   if isinstance(q, DimseQuestion) and q.command.is_request else transparent(q)),
+        lambda q: (Extend(length=len(q.data_set))  # not more than it holds
+                   if isinstance(q, DimseQuestion) and q.command.is_request else transparent(q)),
+    ):
+        book = established(decide, RelayLimits(store_head_length=2048, max_header_length=32_768), asks=None)
+        book.take(Side.SERVER), book.take(Side.CLIENT)
+        book.client(_store(bytes(50_000)))
+        assert book.take(Side.SERVER) == b""
+        (pdv,) = [p for p in iter_pdvs(book.take(Side.CLIENT)) if p.is_command]
+        assert decode_command(pdv.value).status == 0x0124 and book.core.state is State.ESTABLISHED

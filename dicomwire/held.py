@@ -1,0 +1,119 @@
+"""What a gate holds while a decision is made: frames and the fate of each message in them (PS3.8 E.2).
+
+A held frame's PDVs leave, in order, once every message in them has a fate; :func:`kept_pdvs` says what
+of a frame goes on (passed PDVs, a rewritten command or data set in place of the original's, or, for a
+head replaced, the original's bytes after the head).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .assembly import MessageStarted
+from .dialogue import Exchange
+from .pdu import Frame
+from .pdv import Pdv, fragment
+from .questions import Refuse, RequestQuestion, ResponseQuestion
+
+DimseQuestion = RequestQuestion | ResponseQuestion
+
+
+class Fate(enum.Enum):
+    __hash__ = object.__hash__
+
+    PASS = "pass"
+    GATHER = "gather"  # collecting the data set before asking
+    ASKED = "asked"
+    REFUSE = "refuse"
+    DROP = "drop"
+    REWRITE = "rewrite"
+
+
+@dataclass(slots=True)
+class Held:
+    """A P-DATA-TF frame whose PDVs are (being) sorted by the fate of their message."""
+
+    frame: Frame
+    pdvs: list[Pdv]
+    seqs: list[int] = field(default_factory=list)  # message seq of each processed PDV
+    ends_idle: bool = False  # the frame ends at a message boundary
+
+    @property
+    def processed(self) -> bool:
+        return len(self.seqs) == len(self.pdvs)
+
+
+@dataclass(slots=True)
+class Message:
+    started: MessageStarted
+    fate: Fate
+    exchange: Exchange | None = None  # a request's own, or the one a response answers
+    final: bool = False  # a response that ends its exchange
+    data: bytearray = field(default_factory=bytearray)
+    complete: bool = False
+    refusal: Refuse | None = None
+    question: DimseQuestion | None = None
+    new_command: bytes | None = None
+    new_data_set: bytes | None = None
+    keep_from: int | None = None  # new_data_set replaces this many bytes; the rest streams on
+    data_offset: int = 0  # bytes of the original data set the rewrite went past
+    limit: int | None = None  # how much of the data set to gather (an Extend verdict), if not the default
+    command_sent: bool = False
+    data_set_sent: bool = False
+
+    @property
+    def rewritten(self) -> bool:
+        """Every replacement went out and, for a head replaced, every byte of the original head was passed."""
+        replaced = self.new_data_set is None or (self.data_set_sent and (
+            self.keep_from is None or self.data_offset >= self.keep_from or self.complete))
+        return (self.new_command is None or self.command_sent) and replaced
+
+    @property
+    def settled(self) -> bool:
+        """Its frames may leave, and nothing more is owed for it."""
+        return self.refusal is None and (self.fate is Fate.PASS or (self.fate is Fate.REWRITE and self.rewritten)
+                                         or (self.complete and self.fate in (Fate.REFUSE, Fate.DROP)))
+
+
+def kept_pdvs(held: Held, fates: list[Fate], messages: dict[int, Message], max_length: int) -> list[Pdv]:
+    """The PDVs of a held frame that go on: passed ones, and a rewritten message's replacement in
+    place of its first command (data set) fragment, its other fragments skipped (or, for a head
+    replaced, the original's bytes after the head)."""
+    kept: list[Pdv] = []
+    for pdv, seq, fate in zip(held.pdvs, held.seqs, fates, strict=True):
+        if fate is Fate.PASS:
+            kept.append(pdv)
+        elif fate is Fate.REWRITE:
+            message = messages[seq]
+            replacement = message.new_command if pdv.is_command else message.new_data_set
+            if replacement is None:
+                kept.append(pdv)
+            elif pdv.is_command and not message.command_sent:
+                kept.extend(fragment(pdv.context_id, replacement, is_command=True,
+                                     max_length=max_length))
+                message.command_sent = True
+            elif not pdv.is_command:
+                kept.extend(_replaced(message, pdv, replacement, max_length))
+    return kept
+
+def _replaced(message: Message, pdv: Pdv, replacement: bytes, max_length: int) -> list[Pdv]:
+    """A data set fragment of a message whose data set (or head) is replaced."""
+    out: list[Pdv] = []
+    keep_from = message.keep_from
+    if not message.data_set_sent:
+        out = fragment(pdv.context_id, replacement, is_command=False, max_length=max_length,
+                       last=keep_from is None)
+        message.data_set_sent = True
+    if keep_from is None:
+        return out  # the whole data set replaced: the original's fragments are skipped
+    start = message.data_offset
+    message.data_offset = start + len(pdv.value)
+    if message.data_offset > keep_from:
+        out.append(Pdv(pdv.context_id, pdv.control, pdv.value[max(0, keep_from - start):]))
+    elif pdv.is_last:
+        out.append(Pdv(pdv.context_id, pdv.control, b""))  # the data set ended within the head
+    return out
+
+
+__all__ = ["Fate", "Held", "Message", "kept_pdvs"]
