@@ -10,6 +10,7 @@ import ssl
 from audit.events import ApplicationEvent, Kind
 from audit.syslog import SpooledSender
 from dicomwire.listener import RelayServer
+from dicomwire.tls import client_context, server_context
 from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
 
 from .association import ServerPolicy
@@ -23,29 +24,10 @@ from .returns import ReturnPolicy
 log = logging.getLogger("server_agent")
 
 
-def server_context(config: ServerAgentConfig) -> ssl.SSLContext:
-    """TLS 1.2+ for workstation agents, whose certificate (from the site CA) is required."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(config.ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_cert_chain(str(config.certificate), str(config.key))
-    return context
-
-
 def pacs_context(tls: PacsTls) -> ssl.SSLContext:
-    """TLS 1.2+ to a PACS that offers DICOM over TLS (PS3.15 B.1), verified against its CA, presenting
-    our certificate for one that requires client certificates."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(tls.certificate), str(tls.key))
-    return context
-
-
-def client_context(config: ServerAgentConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(config.certificate), str(config.key))
-    return context
+    """To a PACS that offers DICOM over TLS (PS3.15 B.1): its certificate checked against its CA, ours
+    presented for one that requires client certificates."""
+    return client_context(ca=tls.ca, certificate=tls.certificate, key=tls.key)
 
 
 def identity_client(identity: IdentityConfig) -> ClientAuth:
@@ -79,12 +61,15 @@ class ServerAgent:
         # for (N-ACTION, N-CREATE, ...) is refused 0124H instead of reaching the PACS unchecked. One
         # factory for both main listeners: each association still gets an object of its own.
         self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl)
-        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1], ssl=server_context(config),
+        # Workstation agents only, each with a certificate from the site CA (mutual TLS, PS3.15 B.12).
+        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
+                                ssl=server_context(config.certificate, config.key, ca=config.ca),
                                 limits=config.limits, max_associations=config.max_associations, name="main")
         self.plain = (RelayServer(self.policy, host=config.plain_listen[0], port=config.plain_listen[1],
                                   limits=config.limits, max_associations=config.max_associations, name="plain")
                       if config.plain_listen else None)
-        returns = ReturnPolicy(config, self.moves, self.decisions, client_context(config))
+        returns = ReturnPolicy(config, self.moves, self.decisions,
+                               client_context(ca=config.ca, certificate=config.certificate, key=config.key))
         self.returns = RelayServer(returns, host=config.return_listen[0], port=config.return_listen[1],
                                    limits=config.limits, name="return")
 
