@@ -67,11 +67,13 @@ class WorkstationAgent:
         self.session = session
         journal = AssociationLog(config.log_file)
         self.policy = WorkstationPolicy(config, session.current, client_context(config), journal)
-        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
+        limits = config.limits.relay()
+        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1], limits=limits,
                                 max_associations=config.max_associations, name="apps")
         # The return listener: server agents only, each with a certificate from the site CA (mutual TLS).
         self.returns = RelayServer(ReturnPolicy(config, journal), host=config.return_listen[0],
-                                   port=config.return_listen[1], name="return",
+                                   port=config.return_listen[1], name="return", limits=limits,
+                                   max_associations=config.return_.max_associations,
                                    ssl=tls.server_context(config.tls.certificate, config.tls.key, ca=config.tls.ca))
         self._refresher: asyncio.Task[None] | None = None
 

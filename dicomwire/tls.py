@@ -22,6 +22,7 @@ configuration expects.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,20 @@ def _profile(context: ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
-def server_context(certificate: PathLike, key: PathLike, *, ca: PathLike | None = None,
+def server_context(certificate: PathLike, key: PathLike, *, ca: PathLike | Sequence[PathLike] | None = None,
                    require_client_certificate: bool = True) -> ssl.SSLContext:
-    """A listener's context: our certificate and key; with ``ca``, client certificates chaining to it
-    are verified, and required unless ``require_client_certificate`` is False (an HTTPS server whose
-    clients authenticate otherwise). Mutual authentication without a CA is a configuration error."""
-    if require_client_certificate and ca is None:
+    """A listener's context: our certificate and key; with ``ca`` (one CA file, or several: the return
+    listener trusts each configured PACS's), client certificates chaining to it are verified, and
+    required unless ``require_client_certificate`` is False (an HTTPS server whose clients
+    authenticate otherwise). Mutual authentication without a CA is a configuration error."""
+    cas = [ca] if isinstance(ca, Path | str) else list(ca or ())
+    if require_client_certificate and not cas:
         raise ValueError("a listener that requires client certificates needs the CA they chain to")
     context = _profile(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     context.load_cert_chain(str(certificate), str(key))
-    if ca is not None:
-        context.load_verify_locations(cafile=str(ca))
+    for authority in dict.fromkeys(str(c) for c in cas):
+        context.load_verify_locations(cafile=authority)
+    if cas:
         context.verify_mode = ssl.CERT_REQUIRED if require_client_certificate else ssl.CERT_OPTIONAL
     # The server picks among the suites both offer, in its own order (RFC 9325 4.2: AES-GCM first).
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE

@@ -52,7 +52,7 @@ def _config(tmp_path: Path, pki: Path, extra: str = "", replace: tuple[str, str]
 def test_minimal_config_loads_with_defaults(tmp_path: Path, pki: Path) -> None:
     config = load(_config(tmp_path, pki))
     assert config.listen == ("127.0.0.1", 2762) and config.pacs["ORTHANC"].ae_title == "ORTHANC"
-    assert config.decision_log_enabled and config.refuse_unlogged and config.pdp.url == "http://127.0.0.1:8800"
+    assert config.decision_log.enabled and config.refuse_unlogged and config.pdp.url == "http://127.0.0.1:8800"
 
 
 @pytest.mark.parametrize(("replace", "extra", "key"), [
@@ -106,9 +106,10 @@ def test_the_demo_configuration_loads_with_its_commented_examples(tmp_path: Path
 
 def test_a_tls_pacs_gets_its_ca_our_certificate_and_its_name(tmp_path: Path, pki: Path) -> None:
     config = load(_config(tmp_path, pki, replace=("port = 4242", f'port = 4242\ntls = true\nca = "{pki}/ca.crt"')))
-    tls = config.pacs["ORTHANC"].tls
-    assert tls is not None and tls.server_name == "127.0.0.1" and tls.certificate == config.certificate
-    assert load(_config(tmp_path, pki)).pacs["ORTHANC"].tls is None
+    pacs = config.pacs["ORTHANC"]
+    assert pacs.tls and pacs.server_name == "127.0.0.1" and pacs.certificate == config.certificate
+    assert pacs.ca == pki / "ca.crt"
+    assert not load(_config(tmp_path, pki)).pacs["ORTHANC"].tls
 
 
 def test_disabled_decision_log_records_nothing_and_says_so(tmp_path: Path, pki: Path,
