@@ -60,13 +60,16 @@ def validate(data: Mapping[str, Any], model: type[M], path: Path, **context: Any
         raise config_error(path, error.errors(include_url=False), model) from None
 
 
-def dumps(config: BaseModel) -> str:
+def dumps(config: BaseModel | Mapping[str, Any]) -> str:
     """A configuration object as TOML text that :func:`load` reads back to an equal object (derived
-    fields and unset optional values left out)."""
-    return tomli_w.dumps(config.model_dump(mode="json", by_alias=True, exclude_none=True))
+    fields, unset optional values and defaults left out). A plain mapping is written as it is: for
+    tests that need a file the schema refuses."""
+    if isinstance(config, BaseModel):
+        config = config.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+    return tomli_w.dumps(dict(config))
 
 
-def write(path: Path, config: BaseModel) -> Path:
+def write(path: Path, config: BaseModel | Mapping[str, Any]) -> Path:
     path.write_text(dumps(config))
     return path
 
