@@ -72,8 +72,9 @@ def _echo(pacs: Pacs) -> str:
 
 
 def check(config: ServerAgentConfig) -> int:
+    returns = " (TLS, PACS certificates)" if config.return_.tls else ""
     print(f"server agent {config.name}: TLS listener {config.listen[0]}:{config.listen[1]}, return listener "
-          f"{config.return_listen[0]}:{config.return_listen[1]}")
+          f"{config.return_listen[0]}:{config.return_listen[1]}{returns}")
     problems = 0
     identity = config.identity
     try:
