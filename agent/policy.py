@@ -228,11 +228,12 @@ class ReturnAssociation(Forwarding):
             return _reject(f"certificate {names} is not a configured server agent",
                            RejectReason.CALLING_AE_NOT_RECOGNIZED)
         app, _, workstation = rq.called_ae.partition("@")
-        scp = config.apps.get(app)
-        if workstation != config.name or scp is None:
+        entry = config.apps.get(app)
+        if workstation != config.name or entry is None:
             self.factory.journal.write(**record, result="refused", reason="unknown destination")
             return _reject(f"{rq.called_ae!r} is not an app of workstation {config.name}",
                            RejectReason.CALLED_AE_NOT_RECOGNIZED)
+        scp = entry.store_scp
         self.factory.journal.write(**record, result="forwarded", store_scp=f"{scp[0]}:{scp[1]}")
         return ForwardAssociation(target=Upstream(host=scp[0], port=scp[1]), rq=rq.with_ae_titles(called=app))
 

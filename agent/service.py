@@ -11,6 +11,7 @@ import ssl
 
 import httpx
 
+from dicomwire import tls
 from dicomwire.listener import RelayServer
 
 from .config import IdentityProvider, WorkstationConfig
@@ -21,20 +22,8 @@ log = logging.getLogger("dicom_agent")
 
 
 def client_context(config: WorkstationConfig) -> ssl.SSLContext:
-    """TLS 1.2+ to server agents, verifying them against the site CA, presenting our certificate."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.tls.ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(config.tls.certificate), str(config.tls.key))
-    return context
-
-
-def server_context(config: WorkstationConfig) -> ssl.SSLContext:
-    """The return listener: TLS 1.2+, a client certificate from the site CA required."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(config.tls.ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_cert_chain(str(config.tls.certificate), str(config.tls.key))
-    return context
+    """To server agents: verified against the site CA, presenting our certificate (PS3.15 B.12)."""
+    return tls.client_context(ca=config.tls.ca, certificate=config.tls.certificate, key=config.tls.key)
 
 
 class Session:
@@ -78,10 +67,14 @@ class WorkstationAgent:
         self.session = session
         journal = AssociationLog(config.log_file)
         self.policy = WorkstationPolicy(config, session.current, client_context(config), journal)
-        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
+        limits = config.limits.relay()
+        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1], limits=limits,
                                 max_associations=config.max_associations, name="apps")
+        # The return listener: server agents only, each with a certificate from the site CA (mutual TLS).
         self.returns = RelayServer(ReturnPolicy(config, journal), host=config.return_listen[0],
-                                   port=config.return_listen[1], ssl=server_context(config), name="return")
+                                   port=config.return_listen[1], name="return", limits=limits,
+                                   max_associations=config.return_.max_associations,
+                                   ssl=tls.server_context(config.tls.certificate, config.tls.key, ca=config.tls.ca))
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

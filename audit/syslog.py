@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicomwire.tls import client_context
+
 log = logging.getLogger("audit.syslog")
 
 PRI = 10 * 8 + 5  # authpriv.notice
@@ -58,11 +60,10 @@ class SpooledSender:
         self._sock: socket.socket | None = None
         self._context: ssl.SSLContext | None = None
         if target.transport == "tls":
-            context = ssl.create_default_context(cafile=str(target.ca) if target.ca else None)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            if target.certificate and target.key:
-                context.load_cert_chain(str(target.certificate), str(target.key))
-            self._context = context
+            # RFC 5425 5.1 with the profile of PS3.15 B.12 (dicomwire.tls): the repository verified, and
+            # our certificate presented where one is configured (mutual authentication).
+            self._context = client_context(ca=target.ca, certificate=target.certificate if target.key else None,
+                                           key=target.key)
         self._thread = threading.Thread(target=self._run, name="audit-syslog", daemon=True)
         self._thread.start()
 

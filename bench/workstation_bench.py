@@ -35,6 +35,7 @@ from dicomwire.dimse import Tag, encode_command
 from dicomwire.identity import UserIdentity, insert_user_identity
 from dicomwire.pdu import RELEASE_RQ_BYTES, decode_associate
 from dicomwire.pdv import Pdv, encode_p_data
+from dicomwire.tls import client_context
 from tests.support.wire import pynetdicom_rq
 
 from .stats import Measure, proc_usage
@@ -108,8 +109,7 @@ def run(work: Path, files: list[Path], quick: bool) -> tuple[list[Measure], list
         plain_rq = pynetdicom_rq(called="STORESCP@GW1", calling="BENCH")
         identity_rq = insert_user_identity(decode_associate(plain_rq),
                                            UserIdentity(type=5, primary=tokens.access_token.encode())).encode()
-        tls = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        tls.load_cert_chain(str(pki / "ws1.crt"), str(pki / "ws1.key"))
+        tls = client_context(ca=pki / "ca.crt", certificate=pki / "ws1.crt", key=pki / "ws1.key")
         direct_rq = pynetdicom_rq(called="STORESCP", calling="BENCH")
         paths = [(scp.port, direct_rq, None), (forward, identity_rq, tls), (agent_port, plain_rq, None)]
         for _ in range(20):

@@ -11,6 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hial_mock.config import Files, HialConfig, LockoutConfig, ServerConfig
+from tomlconf import write
+
 from .peers import PROJECT
 
 DEMO = PROJECT / "configs" / "demo"
@@ -27,19 +30,19 @@ class HialProcess:
     process: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
 
+    def config(self) -> HialConfig:
+        """The HIAL's configuration (``server`` and ``lockout``: keys of those tables, over the defaults)."""
+        files = Files(users=self.folder / "users.toml", clients=self.folder / "clients.toml",
+                      policy=self.folder / "policy.toml")
+        return HialConfig(server=ServerConfig(**{"host": "127.0.0.1", "port": 0, "state_dir": self.folder / "state",
+                                                 **self.server}),
+                          lockout=LockoutConfig(**{"slow_after": 50, "slow_delay": 0.1, **self.lockout}), files=files)
+
     def write_config(self) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         for name in ("users.toml", "clients.toml", "policy.toml"):
             shutil.copy(DEMO / name, self.folder / name)
-        server = {"host": "127.0.0.1", "port": 0, "state_dir": "state", **self.server}
-        lockout = {"max_failures": 5, "window": 300, "lock_seconds": 900, "slow_after": 50, "slow_delay": 0.1,
-                   **self.lockout}
-        text = "[server]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in server.items())
-        text += "[lockout]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in lockout.items())
-        text += '[files]\nusers = "users.toml"\nclients = "clients.toml"\npolicy = "policy.toml"\n'
-        path = self.folder / "hial.toml"
-        path.write_text(text)
-        return path
+        return write(self.folder / "hial.toml", self.config())
 
     def start(self) -> HialProcess:
         config = self.write_config()
@@ -82,10 +85,3 @@ class HialProcess:
                 self.process.kill()
                 self.process.wait(5)
 
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return str(value)

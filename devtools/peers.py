@@ -102,8 +102,11 @@ class Orthanc:
     modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     dicom_port: int = 0
     http_port: int = 0
-    # DICOM over TLS (Orthanc >= 1.9): (its certificate, its key, the CA its clients' certificates chain to)
+    # DICOM over TLS (Orthanc >= 1.9): (its certificate, its key, the CA its peers' certificates chain to)
     tls: tuple[Path, Path, Path] | None = None
+    # Modalities Orthanc reaches with DICOM TLS ("UseDicomTls"), presenting its certificate: C-MOVE
+    # sub-operations to a return listener that requires it.
+    tls_modalities: frozenset[str] = frozenset()
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Orthanc:
@@ -122,7 +125,7 @@ class Orthanc:
             "DicomCheckCalledAet": False,
             "Plugins": [],
             "SaveJobs": False,
-            "DicomModalities": {name: list(entry) for name, entry in self.modalities.items()},
+            "DicomModalities": {name: self._modality(name, entry) for name, entry in self.modalities.items()},
             "DicomAlwaysAllowEcho": True,
             "DicomAlwaysAllowStore": True,
             "DicomAlwaysAllowFind": True,
@@ -142,6 +145,12 @@ class Orthanc:
         wait_for_port(self.http_port, 30, self.process)
         wait_for_port(self.dicom_port, 30, self.process)
         return self
+
+    def _modality(self, name: str, entry: tuple[str, str, int]) -> object:
+        if name not in self.tls_modalities:
+            return list(entry)
+        aet, host, port = entry
+        return {"AET": aet, "Host": host, "Port": port, "UseDicomTls": True}
 
     def stop(self) -> None:
         _stop(self.process)

@@ -10,7 +10,6 @@ workstation agent's return listener.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from dicomwire.questions import (
     ForwardAssociation,
     RejectAssociation,
 )
+from dicomwire.tls import client_context, server_context
 from dicomwire.upstream import Upstream
 
 
@@ -72,11 +72,8 @@ class ServerDouble:
     def __init__(self, pki: Path, orthanc: tuple[str, int], forward_port: int, return_port: int,
                  workstation_return: tuple[str, int], pacs_name: str = "ORTHANC") -> None:
         self.policy = DoublePolicy(orthanc=Upstream(host=orthanc[0], port=orthanc[1]), pacs_name=pacs_name)
-        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.crt"))
-        server_ctx.verify_mode = ssl.CERT_REQUIRED
-        server_ctx.load_cert_chain(str(pki / "gw1.crt"), str(pki / "gw1.key"))
-        client_ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.crt"))
-        client_ctx.load_cert_chain(str(pki / "gw1.crt"), str(pki / "gw1.key"))
+        server_ctx = server_context(pki / "gw1.crt", pki / "gw1.key", ca=pki / "ca.crt")
+        client_ctx = client_context(ca=pki / "ca.crt", certificate=pki / "gw1.crt", key=pki / "gw1.key")
         self.forward = RelayServer(self.policy, port=forward_port, ssl=server_ctx)
         self.returns = RelayServer(TransparentPolicy(Upstream(host=workstation_return[0], port=workstation_return[1],
                                                               ssl=client_ctx, server_hostname="ws1")),

@@ -12,8 +12,25 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent import certs
+from agent.config import App, IdentityProvider, Route, WorkstationConfig, WorkstationSection
+from agent.config import ReturnSection as WorkstationReturn
+from agent.config import TlsFiles as WorkstationTls
+from server_agent.config import (
+    AuditSection,
+    IdentityConfig,
+    Node,
+    Pacs,
+    PdpConfig,
+    ServerAgentConfig,
+    ServerSection,
+    Workstation,
+)
+from server_agent.config import ReturnSection as ServerReturn
+from server_agent.config import TlsFiles as ServerTls
+from tomlconf import write
 
 from .hial import HialProcess
 from .peers import DCMTK_BIN, PROJECT, Orthanc, StoreSCP, dcmtk_env, free_port, wait_for_port
@@ -23,7 +40,7 @@ from .peers import DCMTK_BIN, PROJECT, Orthanc, StoreSCP, dcmtk_env, free_port, 
 class Site:
     root: Path
     hial_server: dict[str, object] = field(default_factory=dict)
-    identity_extra: str = ""
+    identity: dict[str, Any] = field(default_factory=dict)  # more keys of the server agent's [identity]
     pdp_url: str | None = None
     pdp_cache: float = 30.0
     leeway: float = 30.0
@@ -31,6 +48,9 @@ class Site:
     audit_port: int | None = None  # an audit record repository (rsyslog, TLS) to send audit messages to
     max_associations: int = 200  # of each agent
     pacs_tls: bool = False  # Orthanc speaks DICOM over TLS (client certificates required); the agent uses it
+    # The server agent's return listener requires DICOM over TLS with the PACS's certificate, and Orthanc
+    # sends its C-MOVE sub-operations that way (the PACS is then Orthanc with DICOM TLS as well).
+    return_tls: bool = False
     # Benchmarks: route GW1P (no TLS between the agents, to the server agent's plain listener) and
     # route GW1N (to a second server agent that logs nothing: start_unlogged_server()).
     bench_routes: bool = False
@@ -61,13 +81,19 @@ class Site:
         if self.pacs_scp:
             self.pacs = StoreSCP(self.root / "pacs" / "in", aet="ORTHANC", ignore=True).start()
         else:
-            tls = (self.pki / "pacs.crt", self.pki / "pacs.key", self.pki / "ca.crt") if self.pacs_tls else None
+            tls = (self.pki / "pacs.crt", self.pki / "pacs.key", self.pki / "ca.crt") if self.orthanc_tls else None
             self.orthanc = Orthanc(self.root / "orthanc", tls=tls,
-                                   modalities={"ws1-app": ("MOVESCP@WS1", "127.0.0.1", self.ports["return"])}).start()
+                                   modalities={"ws1-app": ("MOVESCP@WS1", "127.0.0.1", self.ports["return"])},
+                                   tls_modalities=frozenset({"ws1-app"} if self.return_tls else ())).start()
         self.scp = StoreSCP(self.root / "scp" / "in", aet="MOVESCP", port=self.ports["scp"]).start()
         self._write_configs()
         self.start_server()
         return self
+
+    @property
+    def orthanc_tls(self) -> bool:
+        """Orthanc's DICOM TLS serves both directions: with it on, it listens with TLS only."""
+        return self.pacs_tls or self.return_tls
 
     @property
     def pacs_port(self) -> int:
@@ -75,72 +101,56 @@ class Site:
         return port
 
     def _write_configs(self) -> None:
+        write(self.root / "server-agent.toml", self.server_agent_config())
+        routes = {}
+        if self.bench_routes:
+            routes = {"GW1P": Route(host="127.0.0.1", port=self.ports["plain"], tls=False),
+                      "GW1N": Route(host="127.0.0.1", port=self.ports["unlogged"], server_name="gw1")}
+        write_workstation_config(self.root / "workstation.toml", pki=self.pki, issuer=self.issuer,
+                                 listen=self.ports["agent"], route_port=self.ports["server"],
+                                 return_port=self.ports["agent_return"], apps={"MOVESCP": self.ports["scp"]},
+                                 routes=routes, log_file=self.root / "associations.jsonl", refresh_margin=2,
+                                 max_associations=self.max_associations)
+
+    @property
+    def issuer(self) -> str:
         assert self.hial is not None
-        p = self.ports
-        (self.root / "server-agent.toml").write_text(f"""
-[server]
-name = "GW1"
-listen = "127.0.0.1:{p['server']}"
-plain_listen = "127.0.0.1:{p['plain']}"
-return_listen = "127.0.0.1:{p['return']}"
-default_pacs = "ORTHANC"
-decision_log = "{self.root / 'decisions.jsonl'}"
-max_associations = {self.max_associations}
-[tls]
-certificate = "{self.pki / 'gw1.crt'}"
-key = "{self.pki / 'gw1.key'}"
-ca = "{self.pki / 'ca.crt'}"
-[identity]
-issuer = "{self.hial.issuer}"
-client_id = "server-agent"
-client_secret = "demo-server-agent-secret"
-leeway = {self.leeway}
-{self.identity_extra}
-[pdp]
-url = "{self.pdp_url or self.hial.issuer}"
-timeout = 2
-cache_seconds = {self.pdp_cache}
-[pacs.ORTHANC]
-host = "127.0.0.1"
-port = {self.pacs_port}
-ae_title = "ORTHANC"
-{self._pacs_tls_keys()}[workstations.WS1]
-host = "127.0.0.1"
-port = {p['agent_return']}
-server_name = "ws1"
-{self._audit_section()}
-[nodes.CTSCANNER]
-addresses = ["127.0.0.1"]
-actions = ["C-ECHO", "C-STORE"]
-""")
-        write_workstation_config(self.root / "workstation.toml", pki=self.pki, issuer=self.hial.issuer,
-                                 listen=p["agent"], route_port=p["server"], return_port=p["agent_return"],
-                                 apps={"MOVESCP": p["scp"]}, extra=f'log_file = "{self.root / "associations.jsonl"}"\n'
-                                 f"refresh_margin = 2\nmax_associations = {self.max_associations}\n",
-                                 routes=self._bench_routes())
+        return self.hial.issuer
 
-    def _pacs_tls_keys(self) -> str:
-        if not self.pacs_tls:
-            return ""
-        return f'tls = true\nca = "{self.pki / "ca.crt"}"\nserver_name = "127.0.0.1"\n'
-
-    def _bench_routes(self) -> str:
-        if not self.bench_routes:
-            return ""
-        p = self.ports
-        return (f'[routes.GW1P]\nhost = "127.0.0.1"\nport = {p["plain"]}\ntls = false\n'
-                f'[routes.GW1N]\nhost = "127.0.0.1"\nport = {p["unlogged"]}\nserver_name = "gw1"\n')
+    def server_agent_config(self) -> ServerAgentConfig:
+        """Server agent GW1 in front of ORTHANC, returning to WS1, with node CTSCANNER."""
+        p, pki = self.ports, self.pki
+        pacs = Pacs(host="127.0.0.1", port=self.pacs_port, ae_title="ORTHANC", ca=pki / "ca.crt",
+                    server_name="127.0.0.1", tls=True) if self.orthanc_tls else \
+            Pacs(host="127.0.0.1", port=self.pacs_port, ae_title="ORTHANC")
+        if self.return_tls:  # the PACS's certificate (pki/pacs.crt, CN "pacs") on the return path
+            pacs = pacs.replace(certificate_names=("pacs",))
+        audit = None if self.audit_port is None else \
+            AuditSection(repository=("127.0.0.1", self.audit_port), server_name="audit")
+        return ServerAgentConfig(
+            server=ServerSection(name="GW1", listen=("127.0.0.1", p["server"]), plain_listen=("127.0.0.1", p["plain"]),
+                                 return_listen=("127.0.0.1", p["return"]), default_pacs="ORTHANC",
+                                 decision_log=self.root / "decisions.jsonl", max_associations=self.max_associations),
+            tls=ServerTls(certificate=pki / "gw1.crt", key=pki / "gw1.key", ca=pki / "ca.crt"),
+            identity=IdentityConfig(issuer=self.issuer, client_id="server-agent", leeway=self.leeway,
+                                    client_secret="demo-server-agent-secret", **self.identity),
+            pdp=PdpConfig(url=self.pdp_url or self.issuer, timeout=2.0, cache_seconds=self.pdp_cache),
+            pacs={"ORTHANC": pacs},
+            workstations={"WS1": Workstation(host="127.0.0.1", port=p["agent_return"], server_name="ws1")},
+            nodes={"CTSCANNER": Node(addresses=("127.0.0.1",), actions=("C-ECHO", "C-STORE"))},
+            audit=audit, return_=ServerReturn(tls=self.return_tls))
 
     def start_unlogged_server(self) -> None:
         """A second server agent, the same but with ``[decision_log] enabled = false``, behind route GW1N."""
         p = self.ports
-        text = (self.root / "server-agent.toml").read_text()
-        for name, other in (("server", "unlogged"), ("plain", "unlogged_plain"), ("return", "unlogged_return")):
-            text = text.replace(f"127.0.0.1:{p[name]}", f"127.0.0.1:{p[other]}")
-        config = self.root / "server-agent-unlogged.toml"
-        config.write_text(text + "\n[decision_log]\nenabled = false\n")
+        config = self.server_agent_config()
+        unlogged = config.replace(
+            server=config.server.replace(listen=("127.0.0.1", p["unlogged"]), plain_listen=("127.0.0.1", p[
+                "unlogged_plain"]), return_listen=("127.0.0.1", p["unlogged_return"])),
+            decision_log=config.decision_log.replace(enabled=False))
+        path = write(self.root / "server-agent-unlogged.toml", unlogged)
         log = open(self.root / "server-agent-unlogged.log", "a")  # noqa: SIM115 - kept open for the process
-        self.unlogged = subprocess.Popen([sys.executable, "-m", "server_agent.cli", "serve", "--config", str(config)],
+        self.unlogged = subprocess.Popen([sys.executable, "-m", "server_agent.cli", "serve", "--config", str(path)],
                                          cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, text=True)
         wait_for_port(p["unlogged"], 30, self.unlogged)  # type: ignore[arg-type]
 
@@ -158,11 +168,6 @@ actions = ["C-ECHO", "C-STORE"]
                                     "serve"], cwd=PROJECT)
         wait_for_port(self.ports["agent"], 20, process)  # type: ignore[arg-type]
         return process
-
-    def _audit_section(self) -> str:
-        if self.audit_port is None:
-            return ""
-        return f'[audit]\nrepository = "127.0.0.1:{self.audit_port}"\nserver_name = "audit"\n'
 
     def start_server(self) -> None:
         log = open(self.root / "server-agent.log", "a")  # noqa: SIM115 - kept open for the process
@@ -210,31 +215,21 @@ actions = ["C-ECHO", "C-STORE"]
                 part.stop()
 
 
-def write_workstation_config(path: Path, *, pki: Path, issuer: str, listen: int, route_port: int, return_port: int,
-                             apps: dict[str, int] | None = None, extra: str = "", workstation: str = "",
-                             routes: str = "") -> Path:
-    """The configuration of workstation WS1 whose route GW1 leads to a server agent on ``route_port``."""
-    app_tables = "".join(f'[apps.{name}]\nstore_scp = "127.0.0.1:{port}"\n' for name, port in (apps or {}).items())
-    path.write_text(f"""
-[workstation]
-name = "WS1"
-listen = "127.0.0.1:{listen}"
-default_route = "GW1"
-session_file = "{path.parent / 'session.json'}"
-{extra}{workstation}
-[identity_provider]
-issuer = "{issuer}"
-client_id = "workstation-agent"
-[tls]
-certificate = "{pki / 'ws1.crt'}"
-key = "{pki / 'ws1.key'}"
-ca = "{pki / 'ca.crt'}"
-[routes.GW1]
-host = "127.0.0.1"
-port = {route_port}
-server_name = "gw1"
-{routes}[return]
-listen = "127.0.0.1:{return_port}"
-allowed_server_agents = ["gw1"]
-{app_tables}""")
-    return path
+def workstation_config(*, pki: Path, issuer: str, listen: int, route_port: int, return_port: int,
+                       session_file: Path, apps: dict[str, int] | None = None, routes: dict[str, Route] | None = None,
+                       **workstation: Any) -> WorkstationConfig:
+    """Workstation WS1 whose route GW1 leads to a server agent on ``route_port`` (``workstation``: more
+    keys of its ``[workstation]`` table, ``routes``: more routes)."""
+    return WorkstationConfig(
+        workstation=WorkstationSection(name="WS1", listen=("127.0.0.1", listen), default_route="GW1",
+                                       session_file=session_file, **workstation),
+        identity_provider=IdentityProvider(issuer=issuer, client_id="workstation-agent"),
+        tls=WorkstationTls(certificate=pki / "ws1.crt", key=pki / "ws1.key", ca=pki / "ca.crt"),
+        routes={"GW1": Route(host="127.0.0.1", port=route_port, server_name="gw1"), **(routes or {})},
+        return_=WorkstationReturn(listen=("127.0.0.1", return_port), allowed_server_agents=("gw1",)),
+        apps={name: App(store_scp=("127.0.0.1", port)) for name, port in (apps or {}).items()})
+
+
+def write_workstation_config(path: Path, **options: Any) -> Path:
+    """:func:`workstation_config` written to ``path``, its session kept beside it."""
+    return write(path, workstation_config(session_file=path.parent / "session.json", **options))

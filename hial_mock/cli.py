@@ -15,12 +15,13 @@ import getpass
 import logging
 import signal
 import socket
-import ssl
 import sys
 import threading
 from pathlib import Path
 
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+from dicomwire.tls import server_context
 
 from .app import Hial
 from .config import load_config
@@ -47,9 +48,9 @@ def serve(config_path: Path) -> int:
         return 2
     context = None
     if config.server.tls_certificate and config.server.tls_key:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(config.server.tls_certificate, config.server.tls_key)
+        # HTTPS with the project's one profile (BCP 195); clients authenticate in OAuth, not with certificates.
+        context = server_context(config.server.tls_certificate, config.server.tls_key,
+                                 require_client_certificate=False)
     # Bind first: with port 0 the issuer is only known once the port is.
     probe = Hial(config, issuer="http://placeholder")
     http = make_server(config.server.host, config.server.port, probe.app, threaded=True, ssl_context=context,

@@ -1,17 +1,32 @@
-"""The HIAL's configuration: one TOML file naming the users, clients and policy files.
+"""The HIAL's configuration: one TOML file naming the users, clients and policy files, each a schema.
 
 Loaded and validated once, at the edge, into frozen objects (house rule 7). Every error names the
-file, the key and what is wrong. Paths are relative to the file that names them.
+file, the dotted key and what is wrong; unknown keys are errors. Paths are relative to the file that
+names them. Each key is defined once, in the models below (the policy file's in :mod:`.policy`).
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
-from tomlconf import Table, read
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from tomlconf import load as load_file
+from tomlconf.schema import (
+    AS_TUPLE,
+    LOOPBACK,
+    PositiveFloat,
+    PositiveInt,
+    RelPath,
+    Schema,
+    Strings,
+    derived,
+    from_file,
+    problem,
+)
 
 from .passwords import is_password_hash
 from .policy import Policy, load_policy
@@ -24,18 +39,38 @@ GRANT_DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 GRANT_TYPES = frozenset({GRANT_PASSWORD, GRANT_CLIENT_CREDENTIALS, GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN,
                          GRANT_DEVICE_CODE})
 AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post", "none"})
+GrantType = Literal["password", "client_credentials", "authorization_code", "refresh_token",
+                    "urn:ietf:params:oauth:grant-type:device_code"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class User:
-    username: str
-    password_hash: str
+class User(Schema):
+    """``[users.NAME]`` of the users file."""
+
+    username: str = derived("")  # the NAME
+    password_hash: str = Field(repr=False)
     name: str = ""
     email: str = ""
-    roles: tuple[str, ...] = ()
+    roles: Strings = ()
     organization: str = ""
-    totp_secret: str | None = None
+    totp_secret: str | None = Field(default=None, repr=False)
     disabled: bool = False
+
+    @field_validator("password_hash")
+    @classmethod
+    def _scrypt(cls, value: str, info: ValidationInfo) -> str:
+        if from_file(info) and not is_password_hash(value):
+            raise ValueError("is not a scrypt hash (make one with `hial-mock hash-password`)")
+        return value
+
+    @field_validator("totp_secret")
+    @classmethod
+    def _base32(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                base64.b32decode(value.upper() + "=" * (-len(value) % 8))
+            except ValueError:
+                raise ValueError("is not base32") from None
+        return value
 
     def get_user_id(self) -> str:  # authlib's UserMixin
         return self.username
@@ -44,14 +79,16 @@ class User:
         return f"User({self.username!r}, roles={self.roles}, organization={self.organization!r})"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClientConfig:
-    client_id: str
-    secret_hash: str | None
-    grant_types: tuple[str, ...]
-    scopes: tuple[str, ...]
-    redirect_uris: tuple[str, ...] = ()
-    auth_method: str = "client_secret_basic"
+class ClientConfig(Schema):
+    """``[clients.ID]`` of the clients file (RFC 7591 section 2 metadata names where there is one)."""
+
+    client_id: str = derived("")  # the ID
+    secret_hash: str | None = Field(default=None, repr=False)
+    grant_types: Annotated[tuple[GrantType, ...], AS_TUPLE] = ()
+    scopes: Strings = ()
+    redirect_uris: Strings = ()
+    auth_method: Literal["client_secret_basic", "client_secret_post", "none"] = Field(
+        default="client_secret_basic", alias="token_endpoint_auth_method")
     audience: str | None = None
     name: str = ""
     may_evaluate: bool = False  # may call the AuthZEN PDP
@@ -60,151 +97,114 @@ class ClientConfig:
     # address with an RFC 7239 ``Forwarded`` header, so that failed logins count against that address.
     forwards_source: bool = False
 
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> ClientConfig:
+        public = self.auth_method == "none"
+        if not public and from_file(info) and (self.secret_hash is None or not is_password_hash(self.secret_hash)):
+            raise problem("secret_hash", "a confidential client needs a scrypt secret hash")
+        if public and GRANT_CLIENT_CREDENTIALS in self.grant_types:
+            raise problem("grant_types", "a public client cannot use client_credentials")
+        if public and self.forwards_source:
+            # Anyone can act as a public client: trusting its Forwarded header would let anyone choose
+            # the address its failures count against.
+            raise problem("forwards_source", "only a confidential client may name its users' addresses")
+        return self
+
     def __repr__(self) -> str:
         return f"ClientConfig({self.client_id!r}, grants={self.grant_types})"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LockoutConfig:
+class LockoutConfig(Schema):
     """Failed logins, counted so that a lock hurts the attacker, never the users (see :mod:`hial_mock.lockout`).
 
     A failure counts until ``window`` seconds pass without another one for the same key.
     """
 
-    max_failures: int = 5  # per (user, source): that pair is locked for lock_seconds
-    source_max_failures: int = 20  # per source across users (password spraying): the source is locked
-    window: float = 300.0
-    lock_seconds: float = 900.0
-    slow_after: int = 3  # per user across sources: from this many failures each attempt waits...
+    max_failures: PositiveInt = 5  # per (user, source): that pair is locked for lock_seconds
+    source_max_failures: PositiveInt = 20  # per source across users (password spraying): the source is locked
+    window: PositiveFloat = 300.0
+    lock_seconds: PositiveFloat = 900.0
+    slow_after: PositiveInt = 3  # per user across sources: from this many failures each attempt waits...
     slow_delay: float = 1.0  # ...this long, doubling with each further failure...
     max_delay: float = 4.0  # ...up to this (below the agents' HTTP timeouts): a delay, never a lock
-    max_entries: int = 100_000  # per counter table; when full, new keys are refused (fail closed)
+    max_entries: PositiveInt = 100_000  # per counter table; when full, new keys are refused (fail closed)
+
+    @model_validator(mode="after")
+    def _delays(self) -> LockoutConfig:
+        if not 0 <= self.slow_delay <= self.max_delay <= 60:
+            raise problem("max_delay", "needs 0 <= slow_delay <= max_delay <= 60 seconds")
+        return self
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerConfig:
-    issuer: str | None  # None: http(s)://host:port of the listener, known once it is bound
+class ServerConfig(Schema):
+    issuer: str | None = None  # None: http(s)://host:port of the listener, known once it is bound
     host: str = "127.0.0.1"
-    port: int = 8800
-    tls_certificate: Path | None = None
-    tls_key: Path | None = None
-    state_dir: Path | None = None
-    access_token_lifetime: int = 300
-    refresh_token_lifetime: int = 8 * 3600
-    id_token_lifetime: int = 300
-    authorization_code_lifetime: int = 300
-    device_code_lifetime: int = 600
-    device_poll_interval: int = 5
+    port: int = Field(default=8800, ge=0, le=65535)
+    tls_certificate: RelPath | None = None
+    tls_key: RelPath | None = None
+    state_dir: RelPath | None = None
+    access_token_lifetime: PositiveInt = 300
+    refresh_token_lifetime: PositiveInt = 8 * 3600
+    id_token_lifetime: PositiveInt = 300
+    authorization_code_lifetime: PositiveInt = 300
+    device_code_lifetime: PositiveInt = 600
+    device_poll_interval: PositiveInt = 5
     key_rotation_interval: float = 0.0  # 0: rotate only on SIGUSR1
     default_audience: str = "dicom-server-agent"
 
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith(("https://", "http://")) or value.endswith("/")):
+            raise ValueError("must be an http(s) URL without a trailing slash")
+        return value
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HialConfig:
-    path: Path
-    server: ServerConfig
-    lockout: LockoutConfig
+    @model_validator(mode="after")
+    def _tls(self) -> ServerConfig:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise problem("tls_certificate", "tls_certificate and tls_key go together")
+        if self.tls_certificate is None and self.host not in LOOPBACK:
+            raise problem("host", "plain HTTP is only allowed on loopback; configure tls_certificate")
+        return self
+
+
+class Files(Schema):
+    users: RelPath
+    clients: RelPath
+    policy: RelPath
+
+
+class UsersFile(Schema):
     users: Mapping[str, User]
+
+
+class ClientsFile(Schema):
     clients: Mapping[str, ClientConfig]
-    policy: Policy
-    files: tuple[Path, ...] = field(default=())
+
+
+class HialConfig(Schema):
+    server: ServerConfig = ServerConfig()
+    lockout: LockoutConfig = LockoutConfig()
+    files: Files
+    path: Path = derived(Path("hial.toml"))
+    users: Mapping[str, User] = derived(default_factory=dict)  # from files.users
+    clients: Mapping[str, ClientConfig] = derived(default_factory=dict)  # from files.clients
+    policy: Policy = derived(default_factory=lambda: Policy(version="none"))  # from files.policy (none: deny all)
 
 
 def load_users(path: Path) -> dict[str, User]:
-    root = Table(read(path), path).allow("users")
-    users: dict[str, User] = {}
-    for username in root.get("users", dict):
-        t = root.table("users").table(username).allow(
-            "password_hash", "name", "email", "roles", "organization", "totp_secret", "disabled")
-        password_hash = t.get("password_hash", str)
-        if not is_password_hash(password_hash):
-            raise t.error("password_hash", "is not a scrypt hash (make one with `hial-mock hash-password`)")
-        totp = t.get("totp_secret", str, None)
-        if totp is not None:
-            try:
-                base64.b32decode(totp.upper() + "=" * (-len(totp) % 8))
-            except ValueError:
-                raise t.error("totp_secret", "is not base32") from None
-        users[username] = User(
-            username=username, password_hash=password_hash, name=t.get("name", str, ""),
-            email=t.get("email", str, ""), roles=t.strings("roles"), organization=t.get("organization", str, ""),
-            totp_secret=totp, disabled=t.get("disabled", bool, False),
-        )
-    return users
+    users = load_file(path, UsersFile).users
+    return {name: user.model_copy(update={"username": name}) for name, user in users.items()}
 
 
 def load_clients(path: Path) -> dict[str, ClientConfig]:
-    root = Table(read(path), path).allow("clients")
-    clients: dict[str, ClientConfig] = {}
-    for client_id in root.get("clients", dict):
-        t = root.table("clients").table(client_id).allow(
-            "secret_hash", "grant_types", "scopes", "redirect_uris", "token_endpoint_auth_method", "audience",
-            "name", "may_evaluate", "may_introspect", "forwards_source")
-        method = t.get("token_endpoint_auth_method", str, "client_secret_basic")
-        if method not in AUTH_METHODS:
-            raise t.error("token_endpoint_auth_method", f"must be one of {sorted(AUTH_METHODS)}")
-        secret = t.get("secret_hash", str, None)
-        if method != "none" and (secret is None or not is_password_hash(secret)):
-            raise t.error("secret_hash", "a confidential client needs a scrypt secret hash")
-        grants = t.strings("grant_types")
-        for grant in grants:
-            if grant not in GRANT_TYPES:
-                raise t.error("grant_types", f"unknown grant type {grant!r}")
-        if method == "none" and GRANT_CLIENT_CREDENTIALS in grants:
-            raise t.error("grant_types", "a public client cannot use client_credentials")
-        forwards = t.get("forwards_source", bool, False)
-        if forwards and method == "none":
-            # Anyone can act as a public client: trusting its Forwarded header would let anyone choose
-            # the address its failures count against.
-            raise t.error("forwards_source", "only a confidential client may name its users' addresses")
-        clients[client_id] = ClientConfig(
-            client_id=client_id, secret_hash=secret, grant_types=grants, scopes=t.strings("scopes"),
-            redirect_uris=t.strings("redirect_uris"), auth_method=method, audience=t.get("audience", str, None),
-            name=t.get("name", str, ""), may_evaluate=t.get("may_evaluate", bool, False),
-            may_introspect=t.get("may_introspect", bool, False), forwards_source=forwards,
-        )
-    return clients
+    clients = load_file(path, ClientsFile).clients
+    return {client_id: c.model_copy(update={"client_id": client_id}) for client_id, c in clients.items()}
 
 
 def load_config(path: Path | str) -> HialConfig:
     path = Path(path).resolve()
-    root = Table(read(path), path).allow("server", "lockout", "files")
-    t = root.table("server").allow(*ServerConfig.__dataclass_fields__)
-    issuer = t.get("issuer", str, None)
-    if issuer is not None and (not issuer.startswith(("https://", "http://")) or issuer.endswith("/")):
-        raise t.error("issuer", "must be an http(s) URL without a trailing slash")
-    server = ServerConfig(
-        issuer=issuer, host=t.get("host", str, "127.0.0.1"), port=t.get("port", int, 8800),
-        tls_certificate=t.path_value("tls_certificate", None), tls_key=t.path_value("tls_key", None),
-        state_dir=t.path_value("state_dir", None),
-        access_token_lifetime=t.positive("access_token_lifetime", int, 300),
-        refresh_token_lifetime=t.positive("refresh_token_lifetime", int, 8 * 3600),
-        id_token_lifetime=t.positive("id_token_lifetime", int, 300),
-        authorization_code_lifetime=t.positive("authorization_code_lifetime", int, 300),
-        device_code_lifetime=t.positive("device_code_lifetime", int, 600),
-        device_poll_interval=t.positive("device_poll_interval", int, 5),
-        key_rotation_interval=t.get("key_rotation_interval", float, 0.0),
-        default_audience=t.get("default_audience", str, "dicom-server-agent"),
-    )
-    if not 0 <= server.port <= 65535:
-        raise t.error("port", "must be 0-65535")
-    if (server.tls_certificate is None) != (server.tls_key is None):
-        raise t.error("tls_certificate", "tls_certificate and tls_key go together")
-    if server.tls_certificate is None and server.host not in ("127.0.0.1", "::1", "localhost"):
-        raise t.error("host", "plain HTTP is only allowed on loopback; configure tls_certificate")
-    lt = root.table("lockout").allow(*LockoutConfig.__dataclass_fields__)
-    lockout = LockoutConfig(
-        max_failures=lt.positive("max_failures", int, 5),
-        source_max_failures=lt.positive("source_max_failures", int, 20),
-        window=lt.positive("window", float, 300.0), lock_seconds=lt.positive("lock_seconds", float, 900.0),
-        slow_after=lt.positive("slow_after", int, 3), slow_delay=lt.get("slow_delay", float, 1.0),
-        max_delay=lt.get("max_delay", float, 4.0), max_entries=lt.positive("max_entries", int, 100_000),
-    )
-    if not 0 <= lockout.slow_delay <= lockout.max_delay <= 60:
-        raise lt.error("max_delay", "needs 0 <= slow_delay <= max_delay <= 60 seconds")
-    files = root.table("files").allow("users", "clients", "policy")
-    users_path, clients_path, policy_path = (files.path_value(k) for k in ("users", "clients", "policy"))
-    assert users_path and clients_path and policy_path
-    return HialConfig(path=path, server=server, lockout=lockout, users=load_users(users_path),
-                      clients=load_clients(clients_path), policy=load_policy(policy_path),
-                      files=(path, users_path, clients_path, policy_path))
+    config = load_file(path, HialConfig)
+    files = config.files
+    return config.model_copy(update={"path": path, "users": load_users(files.users),
+                                     "clients": load_clients(files.clients), "policy": load_policy(files.policy)})

@@ -22,46 +22,68 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from tomlconf import ConfigError, read
+from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
+
+from tomlconf import load as load_file
+from tomlconf.schema import AS_FROZENSET, AS_TUPLE, Schema, derived, from_file, problem
 
 ACTIONS = ("C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE")
 PATIENT_SCOPES = ("any", "care", "none")
 BREAK_GLASS = "BTG"  # HL7 v3 ActReason "break the glass"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RoleRule:
-    name: str
-    actions: frozenset[str]
-    patients: str  # one of PATIENT_SCOPES
+Names = Annotated[frozenset[str], AS_FROZENSET]
+
+
+def _when(value: Any) -> Any:
+    """A TOML date, date-time or ISO 8601 string, as an aware date-time (UTC when none is given)."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date or date-time") from None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value
+
+
+When = Annotated[dt.datetime | None, BeforeValidator(_when)]
+
+
+class RoleRule(Schema):
+    """``[roles.NAME]``: which DICOM actions a role may perform, and on which patients."""
+
+    name: str = derived("")
+    actions: Annotated[frozenset[Literal["C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE"]], AS_FROZENSET] = frozenset()
+    patients: Literal["any", "care", "none"] = "none"  # PATIENT_SCOPES
     break_glass: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConsentPolicy:
+class ConsentPolicy(Schema):
     """A domain-defined privacy policy (BPPC Patient Privacy Policy), identified by its OID."""
 
-    oid: str
+    oid: str = derived("")
     title: str = ""
     deny_other_organizations: bool = False
-    deny_organizations: frozenset[str] = frozenset()
-    deny_roles: frozenset[str] = frozenset()
-    deny_purposes: frozenset[str] = frozenset()
+    deny_organizations: Names = frozenset()
+    deny_roles: Names = frozenset()
+    deny_purposes: Names = frozenset()
     break_glass: bool = True
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Consent:
+class Consent(Schema):
     """A patient's acknowledgement of one policy (a BPPC consent document), valid for a window."""
 
     patient_id: str
     policy: str
     issuer: str = ""
     home_organization: str = ""
-    valid_from: dt.datetime | None = None
-    valid_until: dt.datetime | None = None
+    valid_from: When = None
+    valid_until: When = None
     document_id: str = ""
 
     def active(self, at: dt.datetime) -> bool:
@@ -69,14 +91,29 @@ class Consent:
         return starts and (self.valid_until is None or at < self.valid_until)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Policy:
-    version: str
-    roles: Mapping[str, RoleRule]
-    care: Mapping[str, frozenset[str]]
-    consent_policies: Mapping[str, ConsentPolicy]
-    consents: tuple[Consent, ...]
-    source: str = ""
+class Policy(Schema):
+    """The policy file: its version, the roles, care relationships, consent policies and consents."""
+
+    version: str = Field(min_length=1)  # names this policy's version in every decision
+    roles: Mapping[str, RoleRule] = Field(default_factory=dict)
+    care: Mapping[str, Names] = Field(default_factory=dict, alias="care_relationships")  # user -> patient ids
+    consent_policies: Mapping[str, ConsentPolicy] = Field(default_factory=dict)
+    consents: Annotated[tuple[Consent, ...], AS_TUPLE] = ()
+    source: str = derived("")  # the file it was read from
+
+    @model_validator(mode="after")
+    def _derive(self, info: ValidationInfo) -> Policy:
+        for oid in self.consent_policies:
+            if not all(part.isdigit() for part in oid.split(".")):
+                raise problem(("consent_policies", oid), "a policy is identified by an OID (digits and dots)")
+        for n, consent in enumerate(self.consents):
+            if consent.policy not in self.consent_policies:
+                raise problem(("consents", n, "policy"), f"names {consent.policy!r}, which no consent_policies "
+                                                         "defines")
+        return self._fill(
+            roles={name: r.model_copy(update={"name": name}) for name, r in self.roles.items()},
+            consent_policies={oid: c.model_copy(update={"oid": oid}) for oid, c in self.consent_policies.items()},
+            source=str(info.context["path"]) if from_file(info) else self.source)  # type: ignore[index]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,107 +224,5 @@ def _consent_denies(rule: ConsentPolicy, consent: Consent, request: Request, rol
 # ---- loading -------------------------------------------------------------------------------------
 
 
-def _when(value: Any, path: Path, key: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
-    if isinstance(value, str):
-        try:
-            return _when(dt.datetime.fromisoformat(value), path, key)
-        except ValueError:
-            pass
-    raise ConfigError(path, key, f"{value!r} is not a date or date-time")
-
-
 def load_policy(path: Path) -> Policy:
-    data = read(path)
-    known = {"version", "roles", "care_relationships", "consent_policies", "consents"}
-    for key in data:
-        if key not in known:
-            raise ConfigError(path, key, f"unknown key (known: {', '.join(sorted(known))})")
-    version = data.get("version")
-    if not isinstance(version, str) or not version:
-        raise ConfigError(path, "version", "is required: a string that names this policy's version")
-    roles = _roles(data.get("roles", {}), path)
-    care: dict[str, frozenset[str]] = {}
-    for user, patients in data.get("care_relationships", {}).items():
-        if not isinstance(patients, list) or not all(isinstance(p, str) for p in patients):
-            raise ConfigError(path, f"care_relationships.{user}", "must be a list of patient ids")
-        care[user] = frozenset(patients)
-    rules = _consent_policies(data.get("consent_policies", {}), path)
-    return Policy(version=version, roles=roles, care=care, consent_policies=rules,
-                  consents=_consents(data.get("consents", []), rules, path), source=str(path))
-
-
-def _roles(tables: dict[str, Any], path: Path) -> dict[str, RoleRule]:
-    roles: dict[str, RoleRule] = {}
-    for name, table in tables.items():
-        key = f"roles.{name}"
-        if not isinstance(table, dict):
-            raise ConfigError(path, key, "must be a table")
-        for sub in table:
-            if sub not in ("actions", "patients", "break_glass"):
-                raise ConfigError(path, f"{key}.{sub}", "unknown key (known: actions, patients, break_glass)")
-        actions = table.get("actions", [])
-        if not isinstance(actions, list) or any(a not in ACTIONS for a in actions):
-            raise ConfigError(path, f"{key}.actions", f"must be a list of {', '.join(ACTIONS)}")
-        patients = table.get("patients", "none")
-        if patients not in PATIENT_SCOPES:
-            raise ConfigError(path, f"{key}.patients", f"must be one of {', '.join(PATIENT_SCOPES)}")
-        break_glass = table.get("break_glass", False)
-        if not isinstance(break_glass, bool):
-            raise ConfigError(path, f"{key}.break_glass", "must be true or false")
-        roles[name] = RoleRule(name=name, actions=frozenset(actions), patients=patients, break_glass=break_glass)
-    return roles
-
-
-def _consent_policies(tables: dict[str, Any], path: Path) -> dict[str, ConsentPolicy]:
-    rules: dict[str, ConsentPolicy] = {}
-    bool_keys = ("deny_other_organizations", "break_glass")
-    list_keys = ("deny_organizations", "deny_roles", "deny_purposes")
-    for oid, table in tables.items():
-        key = f'consent_policies."{oid}"'
-        if not all(part.isdigit() for part in oid.split(".")):
-            raise ConfigError(path, key, "a policy is identified by an OID (digits and dots)")
-        for sub, value in table.items():
-            if sub in bool_keys and not isinstance(value, bool):
-                raise ConfigError(path, f"{key}.{sub}", "must be true or false")
-            if sub in list_keys and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-                raise ConfigError(path, f"{key}.{sub}", "must be a list of strings")
-            if sub not in (*bool_keys, *list_keys, "title"):
-                raise ConfigError(path, f"{key}.{sub}", "unknown key")
-        rules[oid] = ConsentPolicy(
-            oid=oid, title=str(table.get("title", "")),
-            deny_other_organizations=table.get("deny_other_organizations", False),
-            deny_organizations=frozenset(table.get("deny_organizations", [])),
-            deny_roles=frozenset(table.get("deny_roles", [])),
-            deny_purposes=frozenset(table.get("deny_purposes", [])),
-            break_glass=table.get("break_glass", True),
-        )
-    return rules
-
-
-def _consents(tables: list[dict[str, Any]], rules: dict[str, ConsentPolicy], path: Path) -> tuple[Consent, ...]:
-    consents = []
-    for n, table in enumerate(tables):
-        key = f"consents[{n}]"
-        for required in ("patient_id", "policy"):
-            if not isinstance(table.get(required), str):
-                raise ConfigError(path, f"{key}.{required}", "is required (a string)")
-        if table["policy"] not in rules:
-            raise ConfigError(path, f"{key}.policy", f"names {table['policy']!r}, which no consent_policies defines")
-        for sub in table:
-            if sub not in ("patient_id", "policy", "issuer", "home_organization", "valid_from", "valid_until",
-                           "document_id"):
-                raise ConfigError(path, f"{key}.{sub}", "unknown key")
-        consents.append(Consent(
-            patient_id=table["patient_id"], policy=table["policy"], issuer=str(table.get("issuer", "")),
-            home_organization=str(table.get("home_organization", "")),
-            valid_from=_when(table.get("valid_from"), path, f"{key}.valid_from"),
-            valid_until=_when(table.get("valid_until"), path, f"{key}.valid_until"),
-            document_id=str(table.get("document_id", "")),
-        ))
-    return tuple(consents)
+    return load_file(path, Policy)

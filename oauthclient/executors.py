@@ -9,7 +9,7 @@ Bounds: named timeouts for each phase and a total for the whole exchange; a resp
 than the request's ``max_response`` is refused before it is held; ``Accept-Encoding: identity``
 and a compressed answer refused, so a small body cannot inflate past that bound; no redirects
 followed (credentials go only to the endpoint the discovery document named). TLS is verified
-against the configured CA file, TLS 1.2 at least.
+against the configured CA file, with the profile of :mod:`dicomwire.tls` (BCP 195).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from dicomwire.tls import client_context
 
 from .errors import ResponseError, TransportError
 from .http import HttpRequest, HttpResponse
@@ -57,11 +59,8 @@ class TlsFiles:
 
 
 def tls_context(files: TlsFiles) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(files.ca_file) if files.ca_file else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if files.certificate is not None:
-        context.load_cert_chain(str(files.certificate), str(files.key) if files.key else None)
-    return context
+    """The profile every TLS client of the project uses (:mod:`dicomwire.tls`: BCP 195)."""
+    return client_context(ca=files.ca_file, certificate=files.certificate, key=files.key)
 
 
 def _headers(request: HttpRequest) -> list[tuple[str, str]]:

@@ -53,15 +53,16 @@ def _echo(pacs: Pacs) -> str:
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.network_timeout = 5
     tls_args = None
-    if pacs.tls is not None:
-        context = pacs_context(pacs.tls)
+    server_name = pacs.server_name or pacs.host
+    if pacs.tls:
+        context = pacs_context(pacs)
         try:  # the handshake alone first, for a clear reason (pynetdicom only logs a traceback)
             with socket.create_connection((pacs.host, pacs.port), timeout=5) as raw, \
-                    context.wrap_socket(raw, server_hostname=pacs.tls.server_name):
+                    context.wrap_socket(raw, server_hostname=server_name):
                 pass
         except (OSError, ssl.SSLError) as error:
             return f"failed: TLS: {error}"
-        tls_args = (context, pacs.tls.server_name)
+        tls_args = (context, server_name)
     assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         return "no association"
@@ -71,8 +72,9 @@ def _echo(pacs: Pacs) -> str:
 
 
 def check(config: ServerAgentConfig) -> int:
+    returns = " (TLS, PACS certificates)" if config.return_.tls else ""
     print(f"server agent {config.name}: TLS listener {config.listen[0]}:{config.listen[1]}, return listener "
-          f"{config.return_listen[0]}:{config.return_listen[1]}")
+          f"{config.return_listen[0]}:{config.return_listen[1]}{returns}")
     problems = 0
     identity = config.identity
     try:

@@ -1,48 +1,165 @@
-"""The server agent's configuration (TOML), validated once; see ``configs/demo/server-agent.toml``."""
+"""The server agent's configuration: one schema, the TOML file's shape; see ``configs/demo/server-agent.toml``.
+
+Each table of the file is a model below and each key is defined once, here. What the code needs but
+no file says (the name of a ``[pacs.NAME]``, defaults taken from another table) is derived while the
+file is validated (:func:`tomlconf.schema.derived`). Loaded once by :func:`load`; every error names the
+file and the dotted key.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from audit.syslog import SyslogTarget
-from dicomwire.limits import RelayLimits
-from dicomwire.pdu import ae_title_problem
-from tomlconf import ConfigError, Table, read
+from tomlconf import ConfigError
+from tomlconf import load as load_file
+from tomlconf.limits import Limits
+from tomlconf.schema import (
+    AS_TUPLE,
+    AeTitle,
+    ExistingFile,
+    HostPort,
+    Issuer,
+    PositiveFloat,
+    PositiveInt,
+    RelPath,
+    Schema,
+    Strings,
+    derived,
+    from_file,
+    problem,
+)
 
 ACTIONS = ("C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE")
+Action = Literal["C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Pacs:
-    name: str
+class ServerSection(Schema):
+    name: str  # the ROUTE of NAME@ROUTE at the workstations
+    listen: HostPort = ("127.0.0.1", 2762)  # TLS, client certificates required
+    plain_listen: HostPort | None = None
+    return_listen: HostPort = ("127.0.0.1", 2763)
+    default_pacs: str | None = None
+    decision_log: RelPath = Field(default=Path("decisions.jsonl"), validate_default=True)
+    max_associations: PositiveInt = 200
+    move_timeout: PositiveFloat = 600.0  # seconds a permitted C-MOVE keeps the return path open
+
+
+class TlsFiles(Schema):
+    """Our certificate and key, and the CA the workstation agents' certificates chain to."""
+
+    certificate: ExistingFile
+    key: ExistingFile
+    ca: ExistingFile
+
+
+class ThrottleConfig(Schema):
+    """Failed identity type 2 logins per source (issue 13): ``max_failures`` within ``window``
+    seconds refuse that source's type-2 logins for ``block_seconds``; at most ``max_sources``
+    sources are counted and at most as many refused at once (bounded memory)."""
+
+    max_failures: PositiveInt = 5
+    window: PositiveFloat = 300.0
+    block_seconds: PositiveFloat = 900.0
+    max_sources: PositiveInt = 10_000
+
+
+class IdentityConfig(Schema):
+    issuer: Issuer
+    audience: str = "dicom-server-agent"
+    algorithms: Strings = ("RS256", "ES256")
+    # RFC 9068 section 4: an access token says so in its header; other types only when listed.
+    token_types: Strings = ("at+jwt", "application/at+jwt")
+    client_id: str
+    client_secret: str = Field(default="", repr=False)  # or read from client_secret_file
+    client_secret_file: RelPath | None = None
+    introspect: bool = False
+    introspect_cache: float = 10.0
+    username_only: bool = False  # identity type 1
+    username_only_workstations: Strings = ()  # certificate names allowed to assert type 1
+    jwks_min_refresh: PositiveFloat = 10.0
+    timeout: PositiveFloat = 5.0
+    ca_file: RelPath | None = None
+    leeway: float = 30.0
+    client_auth: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"  # RFC 6749 2.3.1
+    throttle: ThrottleConfig = ThrottleConfig()
+    node_clients: Mapping[str, str] = derived(default_factory=dict)  # client_id -> AE title of its [nodes.X]
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(a.lower() == "none" or a.startswith("HS") for a in value):
+            raise ValueError("only asymmetric algorithms (RS*, ES*, PS*, EdDSA) may verify tokens")
+        return value
+
+    @field_validator("leeway")
+    @classmethod
+    def _skew(cls, value: float) -> float:
+        if not 0 <= value <= 300:
+            raise ValueError("must be 0-300 seconds (clock skew, not a longer token life)")
+        return value
+
+    @model_validator(mode="after")
+    def _secret(self, info: ValidationInfo) -> IdentityConfig:
+        if self.client_secret_file is not None and from_file(info):
+            if self.client_secret:
+                raise problem("client_secret_file", "client_secret and client_secret_file exclude each other")
+            try:
+                self._fill(client_secret=self.client_secret_file.read_text().strip())
+            except OSError as error:
+                raise problem("client_secret_file", str(error)) from None
+        if not self.client_secret:
+            raise problem("client_secret", "client_secret or client_secret_file is required")
+        return self
+
+
+class PdpConfig(Schema):
+    url: str = ""  # AuthZEN PDP; default: the identity provider's issuer
+    timeout: PositiveFloat = 2.0
+    cache_seconds: float = 30.0
+    cache_size: PositiveInt = 10000
+
+
+class Pacs(Schema):
+    """A PACS behind this agent (``[pacs.NAME]``).
+
+    Outgoing DICOM over TLS (PS3.15 B.1) with ``tls``: its certificate must chain to ``ca`` and carry
+    ``server_name``; ``certificate``/``key`` are ours (default: ``[tls]``). On the return path with
+    ``[return] tls``: its C-MOVE sub-operations must come with a client certificate chaining to ``ca``
+    and carrying one of ``certificate_names`` (default: ``server_name``).
+    """
+
     host: str
-    port: int
-    ae_title: str
-    tls: PacsTls | None = None  # DICOM over TLS to this PACS (PS3.15 B.1), when it offers it
+    port: int = Field(ge=0, le=65535)
+    ae_title: AeTitle = ""  # default: the table's name
+    tls: bool = False
+    ca: ExistingFile | None = None
+    certificate: ExistingFile | None = None
+    key: ExistingFile | None = None
+    server_name: str | None = None
+    certificate_names: Strings = ()
+    name: str = derived("")  # the NAME of [pacs.NAME]
+
+    @property
+    def peer_names(self) -> tuple[str, ...]:
+        """The names a return association's certificate may carry to be this PACS."""
+        return self.certificate_names or ((self.server_name or self.host),)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PacsTls:
-    ca: Path  # what the PACS's certificate must chain to
-    certificate: Path  # ours, for a PACS that requires client certificates (the agent's by default)
-    key: Path
-    server_name: str  # the name the PACS's certificate must carry
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Workstation:
+class Workstation(Schema):
     """A workstation agent's return listener, for the C-STORE sub-operations of C-MOVE."""
 
-    name: str
     host: str
-    port: int
-    server_name: str
+    port: int = Field(ge=0, le=65535)
+    server_name: str = ""  # its certificate's name; default: the workstation's name, lower case
+    name: str = derived("")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Node:
+class Node(Schema):
     """A device without user identity (a modality): node policy by AE title and address.
 
     ``client_id``: the OAuth client whose own tokens (client credentials, RFC 6749 section 4.4)
@@ -50,256 +167,176 @@ class Node:
     ``not_a_user``, since no person is behind it.
     """
 
-    ae_title: str
-    addresses: tuple[str, ...]
-    actions: tuple[str, ...]
+    addresses: Strings = ()
+    actions: Annotated[tuple[Action, ...], AS_TUPLE] = ("C-ECHO", "C-STORE")
     client_id: str | None = None
+    ae_title: str = derived("")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ThrottleConfig:
-    """Failed identity type 2 logins per source (issue 13): ``max_failures`` within ``window``
-    seconds refuse that source's type-2 logins for ``block_seconds``; at most ``max_sources``
-    sources are counted and at most as many refused at once (bounded memory)."""
-
-    max_failures: int = 5
-    window: float = 300.0
-    block_seconds: float = 900.0
-    max_sources: int = 10_000
+class DecisionLogSection(Schema):
+    enabled: bool = True
+    key_file: RelPath | None = None  # default: decision-log.key beside the log
+    max_bytes: PositiveInt = 64 * 1024 * 1024
+    checkpoint_interval: PositiveFloat = 60.0
+    on_failure: Literal["refuse", "continue"] = "refuse"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IdentityConfig:
-    issuer: str
-    audience: str
-    algorithms: tuple[str, ...]
-    token_types: tuple[str, ...]
-    client_id: str
-    client_secret: str
-    introspect: bool
-    introspect_cache: float
-    username_only: bool  # identity type 1
-    username_only_workstations: tuple[str, ...]  # certificate names allowed to assert type 1
-    jwks_min_refresh: float
-    timeout: float
-    ca_file: Path | None
-    leeway: float
-    client_auth: str = "client_secret_basic"  # how our client authenticates (RFC 6749 2.3.1)
-    node_clients: Mapping[str, str] = field(default_factory=dict)  # client_id -> AE title of its [nodes.X]
-    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+class AuditSection(Schema):
+    """DICOM audit messages to the audit record repository (syslog, RFC 5425 / 5426)."""
+
+    repository: HostPort
+    transport: Literal["tls", "udp"] = "tls"
+    ca: RelPath | None = None  # these three default to [tls]
+    certificate: RelPath | None = None
+    key: RelPath | None = None
+    server_name: str | None = None
+    spool: RelPath | None = None  # default: audit-spool beside the decision log
+
+    def target(self) -> SyslogTarget:
+        return SyslogTarget(host=self.repository[0], port=self.repository[1], transport=self.transport, ca=self.ca,
+                            certificate=self.certificate, key=self.key, server_name=self.server_name)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PdpConfig:
-    url: str
-    timeout: float
-    cache_seconds: float
-    cache_size: int
+class ReturnSection(Schema):
+    """The C-MOVE return listener (``[server] return_listen``)."""
+
+    # DICOM over TLS (PS3.15 B.12): the PACS must present a certificate from its [pacs.X] ``ca`` naming
+    # it (``certificate_names``), and the source address is then not what is trusted.
+    tls: bool = False
+    max_associations: PositiveInt = 200
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerAgentConfig:
-    path: Path
-    name: str
-    listen: tuple[str, int]
-    plain_listen: tuple[str, int] | None
-    return_listen: tuple[str, int]
-    certificate: Path
-    key: Path
-    ca: Path
+class ServerAgentConfig(Schema):
+    server: ServerSection
+    tls: TlsFiles
     identity: IdentityConfig
-    pdp: PdpConfig
-    pacs: Mapping[str, Pacs]
-    default_pacs: str | None
-    workstations: Mapping[str, Workstation]
-    nodes: Mapping[str, Node]
-    decision_log: Path
-    decision_log_enabled: bool
-    decision_log_key: Path
-    decision_log_max_bytes: int
-    checkpoint_interval: float
-    refuse_unlogged: bool
-    audit: SyslogTarget | None
-    audit_spool: Path
-    max_associations: int
-    move_timeout: float
-    limits: RelayLimits
+    pdp: PdpConfig = PdpConfig()
+    pacs: Mapping[str, Pacs] = Field(default_factory=dict)
+    workstations: Mapping[str, Workstation] = Field(default_factory=dict)
+    nodes: Mapping[str, Node] = Field(default_factory=dict)
+    limits: Limits = Limits()
+    decision_log: DecisionLogSection = DecisionLogSection()
+    audit: AuditSection | None = None
+    return_: ReturnSection = Field(default=ReturnSection(), alias="return")
+    path: Path = derived(Path("server-agent.toml"))  # the file this was read from
+
+    @model_validator(mode="after")
+    def _derive(self, info: ValidationInfo) -> ServerAgentConfig:
+        if from_file(info):
+            self._fill(path=info.context["path"])  # type: ignore[index]
+        self._fill(pacs={name: _pacs(name, p, self.tls) for name, p in self.pacs.items()},
+                   workstations={name: w.model_copy(update={"name": name, "server_name": w.server_name
+                                                            or name.lower()}) for name, w in self.workstations.items()},
+                   nodes={title: n.model_copy(update={"ae_title": title}) for title, n in self.nodes.items()})
+        if not self.pacs:
+            raise problem("pacs", "at least one [pacs.NAME] is required")
+        if self.server.default_pacs is not None and self.server.default_pacs not in self.pacs:
+            raise problem("server.default_pacs", f"names {self.server.default_pacs!r}, which [pacs] does not define")
+        _check_pacs_tls(self.pacs, self.return_.tls)
+        self._fill(identity=self.identity.model_copy(update={"node_clients": _node_clients(self.nodes,
+                                                                                           self.identity.client_id)}),
+                   pdp=self.pdp.model_copy(update={"url": (self.pdp.url or self.identity.issuer).rstrip("/")}))
+        log_folder = self.server.decision_log.parent
+        self._fill(decision_log=self.decision_log.model_copy(update={
+            "key_file": self.decision_log.key_file or log_folder / "decision-log.key"}))
+        if self.audit is not None:
+            if not self.decision_log.enabled:
+                raise problem("decision_log.enabled", "the audit messages of [audit] are made from decision log "
+                                                      "records: it cannot be disabled while [audit] names a repository")
+            a = self.audit
+            self._fill(audit=a.model_copy(update={
+                "ca": a.ca or self.tls.ca, "certificate": a.certificate or self.tls.certificate,
+                "key": a.key or self.tls.key, "spool": a.spool or log_folder / "audit-spool"}))
+        return self
+
+    # -- what the code reads, named as it reads it (views of the keys above, not keys of their own) --
+    @property
+    def name(self) -> str:
+        return self.server.name
+
+    @property
+    def listen(self) -> tuple[str, int]:
+        return self.server.listen
+
+    @property
+    def plain_listen(self) -> tuple[str, int] | None:
+        return self.server.plain_listen
+
+    @property
+    def return_listen(self) -> tuple[str, int]:
+        return self.server.return_listen
+
+    @property
+    def default_pacs(self) -> str | None:
+        return self.server.default_pacs
+
+    @property
+    def max_associations(self) -> int:
+        return self.server.max_associations
+
+    @property
+    def move_timeout(self) -> float:
+        return self.server.move_timeout
+
+    @property
+    def certificate(self) -> Path:
+        return self.tls.certificate
+
+    @property
+    def key(self) -> Path:
+        return self.tls.key
+
+    @property
+    def ca(self) -> Path:
+        return self.tls.ca
+
+    @property
+    def refuse_unlogged(self) -> bool:
+        """A decision that cannot be logged is refused (``[decision_log] on_failure = "refuse"``)."""
+        return self.decision_log.on_failure == "refuse"
+
+
+def _pacs(name: str, pacs: Pacs, tls: TlsFiles) -> Pacs:
+    update: dict[str, object] = {"name": name, "ae_title": pacs.ae_title or name}
+    if pacs.tls:  # ours, for a PACS that requires client certificates: the agent's by default
+        update |= {"certificate": pacs.certificate or tls.certificate, "key": pacs.key or tls.key,
+                   "server_name": pacs.server_name or pacs.host}
+    return pacs.model_copy(update=update)
+
+
+def _check_pacs_tls(pacs: Mapping[str, Pacs], return_tls: bool) -> None:
+    for name, entry in pacs.items():
+        if (entry.tls or return_tls) and entry.ca is None:
+            raise problem(f"pacs.{name}.ca", "required with tls = true or [return] tls = true (the CA the "
+                                             "PACS's certificate chains to)")
+        if not entry.tls:
+            for key in ("certificate", "key", "server_name"):
+                if getattr(entry, key) is not None:
+                    raise problem(f"pacs.{name}.{key}", "only meaningful with tls = true")
+        if entry.certificate_names and not return_tls:
+            raise problem(f"pacs.{name}.certificate_names", "only meaningful with [return] tls = true")
+        if not (entry.tls or return_tls) and entry.ca is not None:
+            raise problem(f"pacs.{name}.ca", "only meaningful with tls = true or [return] tls = true")
+
+
+def _node_clients(nodes: Mapping[str, Node], own_client: str) -> dict[str, str]:
+    clients: dict[str, str] = {}
+    for title, node in nodes.items():
+        if node.client_id is None:
+            continue
+        if node.client_id == own_client:
+            raise problem(f"nodes.{title}.client_id", "is the agent's own client: its tokens (for the PDP) would "
+                                                      "pass as that node's identity")
+        if node.client_id in clients:
+            raise problem(f"nodes.{title}.client_id", f"is node {clients[node.client_id]}'s client already")
+        clients[node.client_id] = title
+    return clients
 
 
 def load(path: Path) -> ServerAgentConfig:
-    path = path.expanduser().resolve()
-    root = Table(read(path), path).allow("server", "tls", "identity", "pdp", "pacs", "workstations", "nodes",
-                                         "limits", "decision_log", "audit")
-    s = root.table("server").allow("name", "listen", "plain_listen", "return_listen", "default_pacs",
-                                   "decision_log", "max_associations", "move_timeout")
-    tls = root.table("tls").allow("certificate", "key", "ca")
-    files = {}
-    for key in ("certificate", "key", "ca"):
-        value = tls.path_value(key)
-        if value is None or not value.exists():
-            raise tls.error(key, f"file {value} not found")
-        files[key] = value
-    nodes = _nodes(root)
-    identity = _identity(root, nodes)
-    issuer = identity.issuer
-    p = root.table("pdp").allow("url", "timeout", "cache_seconds", "cache_size")
-    pdp = PdpConfig(url=p.get("url", str, issuer).rstrip("/"), timeout=p.positive("timeout", float, 2.0),
-                    cache_seconds=p.get("cache_seconds", float, 30.0), cache_size=p.positive("cache_size", int, 10000))
-    pacs: dict[str, Pacs] = {}
-    for name in root.get("pacs", dict, {}):
-        t = root.table("pacs").table(name).allow("host", "port", "ae_title", "tls", "ca", "certificate", "key",
-                                                 "server_name")
-        title = t.get("ae_title", str, name)
-        if ae_title_problem(title.encode("ascii", "replace")):
-            raise t.error("ae_title", f"{title!r} is not a valid AE title")
-        host = t.get("host", str)
-        pacs_tls = None
-        if t.get("tls", bool, False):
-            tls_files = {}
-            for key in ("ca", "certificate", "key"):
-                value = t.path_value(key, None) or (files[key] if key != "ca" else None)
-                if value is None:
-                    raise t.error(key, "required with tls = true (the CA the PACS's certificate chains to)")
-                if not value.exists():
-                    raise t.error(key, f"file {value} not found")
-                tls_files[key] = value
-            pacs_tls = PacsTls(ca=tls_files["ca"], certificate=tls_files["certificate"], key=tls_files["key"],
-                               server_name=t.get("server_name", str, host))
-        else:
-            for key in ("ca", "certificate", "key", "server_name"):
-                if key in t.data:
-                    raise t.error(key, "only meaningful with tls = true")
-        pacs[name] = Pacs(name=name, host=host, port=t.get("port", int), ae_title=title, tls=pacs_tls)
-    if not pacs:
-        raise root.error("pacs", "at least one [pacs.NAME] is required")
-    default_pacs = s.get("default_pacs", str, None)
-    if default_pacs is not None and default_pacs not in pacs:
-        raise s.error("default_pacs", f"names {default_pacs!r}, which [pacs] does not define")
-    workstations: dict[str, Workstation] = {}
-    for name in root.get("workstations", dict, {}):
-        t = root.table("workstations").table(name).allow("host", "port", "server_name")
-        workstations[name] = Workstation(name=name, host=t.get("host", str), port=t.get("port", int),
-                                         server_name=t.get("server_name", str, name.lower()))
-    lim = root.table("limits").allow("max_pdu_length", "artim_timeout", "connect_timeout", "idle_timeout",
-                                     "decision_timeout", "store_head_length")
-    defaults = RelayLimits()
-    limits = RelayLimits(
-        max_pdu_length=lim.positive("max_pdu_length", int, defaults.max_pdu_length),
-        artim_timeout=lim.positive("artim_timeout", float, defaults.artim_timeout),
-        connect_timeout=lim.positive("connect_timeout", float, defaults.connect_timeout),
-        idle_timeout=lim.positive("idle_timeout", float, defaults.idle_timeout),
-        decision_timeout=lim.positive("decision_timeout", float, defaults.decision_timeout),
-        store_head_length=lim.positive("store_head_length", int, defaults.store_head_length))
-    dl = root.table("decision_log").allow("enabled", "key_file", "max_bytes", "checkpoint_interval", "on_failure")
-    logging_enabled = dl.get("enabled", bool, True)
-    on_failure = dl.get("on_failure", str, "refuse")
-    if on_failure not in ("refuse", "continue"):
-        raise dl.error("on_failure", "must be 'refuse' or 'continue'")
-    decision_log = s.path_value("decision_log", "decisions.jsonl") or path.parent / "decisions.jsonl"
-    a = root.table("audit").allow("repository", "transport", "ca", "certificate", "key", "server_name", "spool")
-    audit = None
-    if "repository" in a.data:
-        transport = a.get("transport", str, "tls")
-        if transport not in ("tls", "udp"):
-            raise a.error("transport", "must be 'tls' (RFC 5425) or 'udp' (RFC 5426)")
-        host, port = a.host_port("repository")
-        audit = SyslogTarget(host=host, port=port, transport=transport,
-                             ca=a.path_value("ca", None) or files["ca"],
-                             certificate=a.path_value("certificate", None) or files["certificate"],
-                             key=a.path_value("key", None) or files["key"], server_name=a.get("server_name", str, None))
-        if not logging_enabled:
-            raise dl.error("enabled", "the audit messages of [audit] are made from decision log records: "
-                                      "it cannot be disabled while [audit] names a repository")
-    plain = s.get("plain_listen", str, None)
-    return ServerAgentConfig(
-        path=path, name=s.get("name", str), listen=s.host_port("listen", "127.0.0.1:2762"),
-        plain_listen=s.host_port("plain_listen") if plain else None,
-        return_listen=s.host_port("return_listen", "127.0.0.1:2763"),
-        certificate=files["certificate"], key=files["key"], ca=files["ca"], identity=identity, pdp=pdp, pacs=pacs,
-        default_pacs=default_pacs, workstations=workstations, nodes=nodes,
-        decision_log=decision_log, decision_log_enabled=logging_enabled,
-        decision_log_key=dl.path_value("key_file", str(decision_log.parent / "decision-log.key")) or decision_log,
-        decision_log_max_bytes=dl.positive("max_bytes", int, 64 * 1024 * 1024),
-        checkpoint_interval=dl.positive("checkpoint_interval", float, 60.0), refuse_unlogged=on_failure == "refuse",
-        audit=audit, audit_spool=a.path_value("spool", str(decision_log.parent / "audit-spool")) or decision_log,
-        max_associations=s.positive("max_associations", int, 200), move_timeout=s.positive("move_timeout", float,
-                                                                                         600.0),
-        limits=limits)
+    return load_file(path.expanduser().resolve(), ServerAgentConfig)
 
 
-def _identity(root: Table, nodes: Mapping[str, Node]) -> IdentityConfig:
-    i = root.table("identity").allow(
-        "issuer", "audience", "algorithms", "token_types", "client_id", "client_secret", "client_secret_file",
-        "introspect", "introspect_cache", "username_only", "username_only_workstations", "jwks_min_refresh",
-        "timeout", "ca_file", "leeway", "client_auth", "throttle")
-    issuer = i.get("issuer", str).rstrip("/")
-    if not issuer.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
-        raise i.error("issuer", "must be https (plain http only on loopback)")
-    secret = i.get("client_secret", str, None)
-    secret_file = i.path_value("client_secret_file", None)
-    if secret_file is not None:
-        try:
-            secret = secret_file.read_text().strip()
-        except OSError as error:
-            raise i.error("client_secret_file", str(error)) from None
-    if not secret:
-        raise i.error("client_secret", "client_secret or client_secret_file is required")
-    algorithms = i.strings("algorithms", ("RS256", "ES256"))
-    if any(a.lower() == "none" or a.startswith("HS") for a in algorithms):
-        raise i.error("algorithms", "only asymmetric algorithms (RS*, ES*, PS*, EdDSA) may verify tokens")
-    client_id = i.get("client_id", str)
-    node_clients = {node.client_id: node.ae_title for node in nodes.values() if node.client_id}
-    if client_id in node_clients:
-        raise root.error(f"nodes.{node_clients[client_id]}.client_id", "is the agent's own client: its tokens "
-                         "(for the PDP) would pass as that node's identity")
-    client_auth = i.get("client_auth", str, "client_secret_basic")
-    if client_auth not in ("client_secret_basic", "client_secret_post"):
-        raise i.error("client_auth", "must be client_secret_basic or client_secret_post")
-    return IdentityConfig(
-        issuer=issuer, audience=i.get("audience", str, "dicom-server-agent"), algorithms=algorithms,
-        # RFC 9068 section 4: an access token says so in its header; other types only when listed.
-        token_types=i.strings("token_types", ("at+jwt", "application/at+jwt")),
-        client_id=client_id, client_secret=secret, introspect=i.get("introspect", bool, False),
-        introspect_cache=i.get("introspect_cache", float, 10.0), username_only=i.get("username_only", bool, False),
-        username_only_workstations=i.strings("username_only_workstations"),
-        jwks_min_refresh=i.positive("jwks_min_refresh", float, 10.0), timeout=i.positive("timeout", float, 5.0),
-        ca_file=i.path_value("ca_file", None), leeway=_leeway(i), client_auth=client_auth,
-        node_clients=node_clients, throttle=_throttle(i.table("throttle")))
-
-
-def _nodes(root: Table) -> dict[str, Node]:
-    nodes: dict[str, Node] = {}
-    clients: dict[str, str] = {}
-    for title in root.get("nodes", dict, {}):
-        t = root.table("nodes").table(title).allow("addresses", "actions", "client_id")
-        actions = t.strings("actions", ("C-ECHO", "C-STORE"))
-        for action in actions:
-            if action not in ACTIONS:
-                raise t.error("actions", f"unknown action {action!r}")
-        client = t.get("client_id", str, None)
-        if client is not None and client in clients:
-            raise t.error("client_id", f"is node {clients[client]}'s client already")
-        if client is not None:
-            clients[client] = title
-        nodes[title] = Node(ae_title=title, addresses=t.strings("addresses"), actions=actions, client_id=client)
-    return nodes
-
-
-def _leeway(i: Table) -> float:
-    leeway: float = i.get("leeway", float, 30.0)
-    if not 0 <= leeway <= 300:
-        raise i.error("leeway", "must be 0-300 seconds (clock skew, not a longer token life)")
-    return leeway
-
-
-def _throttle(t: Table) -> ThrottleConfig:
-    t.allow("max_failures", "window", "block_seconds", "max_sources")
-    d = ThrottleConfig()
-    return ThrottleConfig(max_failures=t.positive("max_failures", int, d.max_failures),
-                          window=t.positive("window", float, d.window),
-                          block_seconds=t.positive("block_seconds", float, d.block_seconds),
-                          max_sources=t.positive("max_sources", int, d.max_sources))
-
-
-__all__ = ["ConfigError", "IdentityConfig", "Node", "Pacs", "PacsTls", "PdpConfig", "ServerAgentConfig",
-           "ThrottleConfig", "Workstation", "load"]
+__all__ = ["ACTIONS", "AuditSection", "ConfigError", "DecisionLogSection", "IdentityConfig", "Node", "Pacs",
+           "PdpConfig", "ReturnSection", "ServerAgentConfig", "ServerSection", "ThrottleConfig", "TlsFiles",
+           "Workstation", "load"]

@@ -1,7 +1,8 @@
 """The C-MOVE return listener: the PACS's C-STORE sub-operations, relayed to the workstation agent.
 
 The PACS resolves a move destination ``APP@WS`` to this listener (its modality list names it). An
-association is accepted only from a configured PACS and only while a move the agent permitted for
+association is accepted only from a configured PACS (by its TLS client certificate with ``[return]
+tls``, PS3.15 B.12; else by its source address) and only while a move the agent permitted for
 that destination is outstanding; it is relayed over TLS to the workstation agent of ``WS``. Each
 C-STORE must belong to one of those moves (:mod:`server_agent.moves`) and is decided as that move, for
 the user who made it; any other request is refused (deny by default).
@@ -37,7 +38,7 @@ from .config import ServerAgentConfig
 from .decisions import Decisions
 from .moves import MoveRegistry, originator
 from .records import Recorder
-from .routing import pacs_addresses
+from .routing import pacs_addresses, return_source
 
 log = logging.getLogger("server_agent")
 
@@ -68,13 +69,14 @@ class ReturnAssociation(Forwarding):
     def associate(self, question: AssociationQuestion) -> AssociationVerdict:
         started = time.perf_counter()
         rq, config = question.rq, self.factory.config
-        peer = self.connection.peer
-        self.record.begin(peer=peer, certificate=certificate_names(self.connection.peer_certificate),
-                          calling_ae=rq.calling_ae, called_ae=rq.called_ae)
-        if peer is None or peer[0] not in self.factory.pacs_hosts:
-            self.record.authentication(Reason.NOT_A_PACS, f"{peer[0] if peer else '-'} is not a configured PACS",
-                                       started, path="return")
+        peer, names = self.connection.peer, certificate_names(self.connection.peer_certificate)
+        self.record.begin(peer=peer, certificate=names, calling_ae=rq.calling_ae, called_ae=rq.called_ae)
+        pacs, why = return_source(config, peer, names, self.factory.pacs_hosts)
+        if pacs is None:
+            self.record.authentication(Reason.NOT_A_PACS, why, started, path="return")
             return RejectAssociation(reason_text="not a configured PACS", result=1, source=1, reason=3)
+        if pacs:
+            self.record.note(pacs=pacs)
         workstation = config.workstations.get(rq.called_ae.partition("@")[2])
         if workstation is None or not self.factory.moves.active(rq.called_ae):
             self.record.authentication(Reason.NO_MOVE_OUTSTANDING, f"no authorized C-MOVE outstanding for "

@@ -65,7 +65,27 @@ def pacs_upstream(pacs: Pacs, contexts: Mapping[str, ssl.SSLContext]) -> Upstrea
     """Where the association goes: the PACS, over TLS when it offers DICOM over TLS (PS3.15 B.1)."""
     context = contexts.get(pacs.name)
     return Upstream(host=pacs.host, port=pacs.port, ssl=context,
-                    server_hostname=pacs.tls.server_name if context is not None and pacs.tls else None)
+                    server_hostname=pacs.server_name if context is not None else None)
+
+
+def return_source(config: ServerAgentConfig, peer: tuple[str, int] | None, names: list[str],
+                  pacs_hosts: set[str]) -> tuple[str | None, str]:
+    """Which configured PACS opened a return association, or None and why not.
+
+    With ``[return] tls`` (PS3.15 B.12) the handshake has verified a client certificate chaining to a
+    configured PACS's CA; the PACS is the one whose ``certificate_names`` it carries (compared without
+    case), whatever the source address. Without it, only the source address tells: any configured
+    PACS's address is accepted (and the return association is named by no PACS in particular).
+    """
+    if config.return_.tls:
+        carried = {name.lower() for name in names}
+        for entry in config.pacs.values():
+            if carried & {name.lower() for name in entry.peer_names}:
+                return entry.name, ""
+        return None, f"certificate {names or '(none)'} names no configured PACS"
+    if peer is None or peer[0] not in pacs_hosts:
+        return None, f"{peer[0] if peer else '-'} is not a configured PACS"
+    return "", ""
 
 
 def pacs_addresses(pacs: Iterable[Pacs]) -> set[str]:
@@ -85,4 +105,4 @@ def pacs_addresses(pacs: Iterable[Pacs]) -> set[str]:
     return addresses
 
 
-__all__ = ["Claim", "pacs_addresses", "pacs_upstream", "route", "workstation_claim"]
+__all__ = ["Claim", "pacs_addresses", "pacs_upstream", "return_source", "route", "workstation_claim"]

@@ -10,11 +10,12 @@ import ssl
 from audit.events import ApplicationEvent, Kind
 from audit.syslog import SpooledSender
 from dicomwire.listener import RelayServer
+from dicomwire.tls import client_context, server_context
 from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
 
 from .association import ServerPolicy
 from .authn import Authenticator
-from .config import IdentityConfig, PacsTls, ServerAgentConfig
+from .config import IdentityConfig, Pacs, ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
 from .moves import MoveRegistry
 from .pdp import PdpClient
@@ -23,29 +24,18 @@ from .returns import ReturnPolicy
 log = logging.getLogger("server_agent")
 
 
-def server_context(config: ServerAgentConfig) -> ssl.SSLContext:
-    """TLS 1.2+ for workstation agents, whose certificate (from the site CA) is required."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(config.ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_cert_chain(str(config.certificate), str(config.key))
-    return context
+def pacs_context(pacs: Pacs) -> ssl.SSLContext:
+    """To a PACS that offers DICOM over TLS (PS3.15 B.1): its certificate checked against its CA, ours
+    presented for one that requires client certificates."""
+    return client_context(ca=pacs.ca, certificate=pacs.certificate, key=pacs.key)
 
 
-def pacs_context(tls: PacsTls) -> ssl.SSLContext:
-    """TLS 1.2+ to a PACS that offers DICOM over TLS (PS3.15 B.1), verified against its CA, presenting
-    our certificate for one that requires client certificates."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(tls.certificate), str(tls.key))
-    return context
-
-
-def client_context(config: ServerAgentConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(config.certificate), str(config.key))
-    return context
+def return_context(config: ServerAgentConfig) -> ssl.SSLContext | None:
+    """The return listener with ``[return] tls``: DICOM over TLS (PS3.15 B.12) with a client certificate
+    from a configured PACS's CA required; which PACS it names is checked per association."""
+    if not config.return_.tls:
+        return None
+    return server_context(config.certificate, config.key, ca=[p.ca for p in config.pacs.values() if p.ca])
 
 
 def identity_client(identity: IdentityConfig) -> ClientAuth:
@@ -56,12 +46,13 @@ def identity_client(identity: IdentityConfig) -> ClientAuth:
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
-        audit = SpooledSender(config.audit, config.audit_spool) if config.audit else None
+        logged, repository = config.decision_log, config.audit
+        audit = SpooledSender(repository.target(), repository.spool) if repository and repository.spool else None
         self.decisions: Decisions
-        if config.decision_log_enabled:
-            self.decisions = DecisionLog(config.decision_log, load_key(config.decision_log_key),
-                                         max_bytes=config.decision_log_max_bytes,
-                                         checkpoint_interval=config.checkpoint_interval, audit=audit,
+        if logged.enabled and logged.key_file is not None:
+            self.decisions = DecisionLog(config.server.decision_log, load_key(logged.key_file),
+                                         max_bytes=logged.max_bytes,
+                                         checkpoint_interval=logged.checkpoint_interval, audit=audit,
                                          source_id=config.name)
         else:
             log.critical("DECISION LOG DISABLED ([decision_log] enabled = false in %s): decisions are not "
@@ -74,19 +65,24 @@ class ServerAgent:
         self.authn = Authenticator(config.identity, self.oauth)
         self.pdp = PdpClient(config.pdp, self.oauth, self.http)
         self.moves = MoveRegistry()
-        pacs_ssl = {p.name: pacs_context(p.tls) for p in config.pacs.values() if p.tls is not None}
+        pacs_ssl = {p.name: pacs_context(p) for p in config.pacs.values() if p.tls}
+        limits = config.limits.relay()
         # Deny by default: every request is decided (ServerPolicy.asks), so one the agent has no policy
         # for (N-ACTION, N-CREATE, ...) is refused 0124H instead of reaching the PACS unchecked. One
         # factory for both main listeners: each association still gets an object of its own.
         self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl)
-        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1], ssl=server_context(config),
-                                limits=config.limits, max_associations=config.max_associations, name="main")
+        # Workstation agents only, each with a certificate from the site CA (mutual TLS, PS3.15 B.12).
+        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
+                                ssl=server_context(config.certificate, config.key, ca=config.ca),
+                                limits=limits, max_associations=config.max_associations, name="main")
         self.plain = (RelayServer(self.policy, host=config.plain_listen[0], port=config.plain_listen[1],
-                                  limits=config.limits, max_associations=config.max_associations, name="plain")
+                                  limits=limits, max_associations=config.max_associations, name="plain")
                       if config.plain_listen else None)
-        returns = ReturnPolicy(config, self.moves, self.decisions, client_context(config))
+        returns = ReturnPolicy(config, self.moves, self.decisions,
+                               client_context(ca=config.ca, certificate=config.certificate, key=config.key))
         self.returns = RelayServer(returns, host=config.return_listen[0], port=config.return_listen[1],
-                                   limits=config.limits, name="return")
+                                   ssl=return_context(config), limits=limits,
+                                   max_associations=config.return_.max_associations, name="return")
 
     @property
     def servers(self) -> list[RelayServer]:

@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -23,23 +24,16 @@ from dicomwire.pdu import decode_associate
 from dicomwire.policy import ConnectionInfo
 from dicomwire.questions import AcceptQuestion, ForwardAccept, Permit, RequestQuestion, Rewrite
 from dicomwire.tls import certificate_names
+from tests.support.configs import merged
 from tests.support.wire import pynetdicom_ac, pynetdicom_rq
-from tomlconf import ConfigError
+from tomlconf import ConfigError, write
 
-BASE = """
-[workstation]
-name = "WS1"
-[identity_provider]
-issuer = "http://127.0.0.1:8800"
-client_id = "workstation-agent"
-[tls]
-certificate = "{pki}/ws1.crt"
-key = "{pki}/ws1.key"
-ca = "{pki}/ca.crt"
-[routes.GW1]
-host = "127.0.0.1"
-port = 2762
-"""
+BASE = {
+    "workstation": {"name": "WS1"},
+    "identity_provider": {"issuer": "http://127.0.0.1:8800", "client_id": "workstation-agent"},
+    "tls": {"certificate": "{pki}/ws1.crt", "key": "{pki}/ws1.key", "ca": "{pki}/ca.crt"},
+    "routes": {"GW1": {"host": "127.0.0.1", "port": 2762}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +45,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _config(tmp_path: Path, pki: Path, extra: str = "", replace: tuple[str, str] | None = None) -> Path:
-    text = BASE.format(pki=pki) + extra
-    if replace:
-        text = text.replace(*replace)
-    path = tmp_path / "ws.toml"
-    path.write_text(text)
-    return path
+def _config(tmp_path: Path, pki: Path, patch: dict[str, Any] | None = None) -> Path:
+    """A workstation configuration file: BASE with ``patch`` (a plain table: it may be wrong on purpose)."""
+    return write(tmp_path / "ws.toml", merged(BASE, patch or {}, pki=pki))
 
 
 def test_minimal_config_loads_with_defaults(tmp_path: Path, pki: Path) -> None:
@@ -68,34 +58,37 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path, pki: Path) -> None:
 
 
 def test_plain_route_only_on_loopback_and_without_tls(tmp_path: Path, pki: Path) -> None:
-    config = load(_config(tmp_path, pki, '[routes.NEAR]\nhost = "127.0.0.1"\nport = 2764\ntls = false\n'))
+    config = load(_config(tmp_path, pki, {"routes": {"NEAR": {"host": "127.0.0.1", "port": 2764, "tls": False}}}))
     policy = WorkstationPolicy(config, lambda: None, client_context(config), AssociationLog(None))  # type: ignore
     assert policy.upstream(config.routes["NEAR"]).ssl is None
     assert policy.upstream(config.routes["GW1"]).ssl is not None
 
 
-@pytest.mark.parametrize(("replace", "extra", "key"), [
-    (('name = "WS1"', 'name = "WS@1"'), "", "workstation.name"),
-    (('name = "WS1"', 'name = "WS1"\nlisten = "0.0.0.0:104"'), "", "workstation.listen"),
-    (('name = "WS1"', 'name = "WS1"\nidentity = "kerberos"'), "", "workstation.identity"),
-    (('name = "WS1"', 'name = "WS1"\ndefault_route = "GW9"'), "", "workstation.default_route"),
-    (('issuer = "http://127.0.0.1:8800"', 'issuer = "http://idp.example.org"'), "", "identity_provider.issuer"),
-    (None, '[apps.AVERYLONGVIEWER1]\nstore_scp = "127.0.0.1:1"\n', "apps.AVERYLONGVIEWER1.store_scp"),
-    (None, '[apps.V]\nstore_scp = "nowhere"\n', "apps.V.store_scp"),
-    (("port = 2762", 'port = "2762"'), "", "routes.GW1.port"),
-    (None, '[routes.FAR]\nhost = "gw2.example.org"\nport = 2762\ntls = false\n', "routes.FAR.tls"),
-    (('name = "WS1"', 'name = "WS1"\ncolour = "blue"'), "", "workstation.colour"),
+@pytest.mark.parametrize(("patch", "key"), [
+    ({"workstation": {"name": "WS@1"}}, "workstation.name"),
+    ({"workstation": {"listen": "0.0.0.0:104"}}, "workstation.listen"),
+    ({"workstation": {"identity": "kerberos"}}, "workstation.identity"),
+    ({"workstation": {"default_route": "GW9"}}, "workstation.default_route"),
+    ({"identity_provider": {"issuer": "http://idp.example.org"}}, "identity_provider.issuer"),
+    ({"apps": {"AVERYLONGVIEWER1": {"store_scp": "127.0.0.1:1"}}}, "apps.AVERYLONGVIEWER1.store_scp"),
+    ({"apps": {"V": {"store_scp": "nowhere"}}}, "apps.V.store_scp"),
+    ({"routes": {"GW1": {"port": "2762"}}}, "routes.GW1.port"),
+    ({"routes": {"GW1": {"warm": 17}}}, "routes.GW1.warm"),
+    ({"routes": {"FAR": {"host": "gw2.example.org", "port": 2762, "tls": False}}}, "routes.FAR.tls"),
+    ({"workstation": {"colour": "blue"}}, "workstation.colour"),
+    ({"return": {"max_associations": 0}}, "return.max_associations"),
+    ({"limits": {"max_pending_connections": 0}}, "limits.max_pending_connections"),
+    ({"limits": {"idle": 5}}, "limits.idle"),
 ])
-def test_bad_config_names_file_and_key(tmp_path: Path, pki: Path, replace: tuple[str, str] | None, extra: str,
-                                       key: str) -> None:
-    path = _config(tmp_path, pki, extra, replace)
+def test_bad_config_names_file_and_key(tmp_path: Path, pki: Path, patch: dict[str, Any], key: str) -> None:
+    path = _config(tmp_path, pki, patch)
     with pytest.raises(ConfigError) as raised:
         load(path)
     assert raised.value.key == key and str(path) in str(raised.value)
 
 
 def test_missing_certificate_is_named(tmp_path: Path, pki: Path) -> None:
-    path = _config(tmp_path, pki, replace=("ws1.key", "nope.key"))
+    path = _config(tmp_path, pki, {"tls": {"key": "{pki}/nope.key"}})
     with pytest.raises(ConfigError, match=r"tls\.key"):
         load(path)
 
@@ -162,7 +155,7 @@ def test_association_with_identity_route_and_calling_title(tmp_path: Path, pki: 
     from dicomwire.identity import extract_user_identity
     from dicomwire.questions import AssociationQuestion, ForwardAssociation, RejectAssociation
 
-    config_path = _config(tmp_path, pki, replace=('name = "WS1"', 'name = "WS1"\ncheck_owner = false'))
+    config_path = _config(tmp_path, pki, {"workstation": {"check_owner": False}})
     import ssl
 
     tokens = Tokens(access_token="a.b.c", refresh_token=None, expires_at=4e9, username="rad")

@@ -27,6 +27,8 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 
+from dicomwire.tls import client_context
+
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 A.2.1
 IMPLICIT_LE = "1.2.840.10008.1.2"
 VERIFICATION = "1.2.840.10008.1.1"
@@ -262,9 +264,7 @@ class Accepted:
 
 def tls_client(pki: Path, name: str = "ws1") -> ssl.SSLContext:
     """A workstation's TLS client context: its certificate from the site CA, the server checked."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.crt"))
-    context.load_cert_chain(str(pki / f"{name}.crt"), str(pki / f"{name}.key"))
-    return context
+    return client_context(ca=pki / "ca.crt", certificate=pki / f"{name}.crt", key=pki / f"{name}.key")
 
 
 @dataclass

@@ -39,11 +39,9 @@ def tls12_cipher(site: Site, port: int, client: str, server_name: str, suite: st
         return None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 13 case 8: both TLS listeners accept TLS 1.2 with ECDHE-ECDSA-AES128-SHA256 and "
-    "ECDHE-ECDSA-AES256-SHA384 (CBC); fixed when TLS 1.2 is limited to ECDHE with AEAD suites (BCP 195)"))
 @pytest.mark.usefixtures("workstation")
 def test_tls12_cbc_suites_are_refused_by_both_agents(site: Site) -> None:
+    """On 7c541cf both listeners accepted ECDHE-ECDSA-AES128-SHA256 and -AES256-SHA384 (CBC)."""
     listeners = {"server agent": (site.ports["server"], "ws1", "gw1"),
                  "workstation agent return": (site.ports["agent_return"], "gw1", "ws1")}
     accepted = {}

@@ -13,6 +13,7 @@ import pytest
 from devtools.dicomdata import make_ct_study
 from devtools.peers import PROJECT, dcmtk
 from devtools.site import Site
+from tomlconf import write
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def test_check_config_echoes_the_pacs_over_tls_and_names_a_wrong_name(site: Site
     run = [sys.executable, "-m", "server_agent.cli", "check-config", "--config"]
     good = subprocess.run([*run, str(config)], capture_output=True, text=True, cwd=PROJECT, timeout=60)
     assert "ORTHANC at 127.0.0.1" in good.stdout and "(TLS): C-ECHO ok" in good.stdout, good.stdout + good.stderr
-    wrong = site.root / "wrong-name.toml"
-    wrong.write_text(config.read_text().replace('server_name = "127.0.0.1"', 'server_name = "pacs.example.org"'))
+    good_config = site.server_agent_config()
+    pacs = good_config.pacs["ORTHANC"].replace(server_name="pacs.example.org")
+    wrong = write(site.root / "wrong-name.toml", good_config.replace(pacs={"ORTHANC": pacs}))
     bad = subprocess.run([*run, str(wrong)], capture_output=True, text=True, cwd=PROJECT, timeout=60)
     assert bad.returncode != 0 and "(TLS): C-ECHO failed" in bad.stdout, bad.stdout + bad.stderr

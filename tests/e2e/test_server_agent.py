@@ -23,6 +23,7 @@ from devtools.dicomdata import make_ct_study
 from devtools.peers import dcmtk
 from devtools.rsyslog import RSYSLOGD, Rsyslog
 from devtools.site import Site
+from dicomwire.tls import client_context
 
 PATIENTS = ("PAT-1", "PAT-REF-1", "PAT-OPTOUT", "PAT-CONSENT-ORG")
 
@@ -450,13 +451,10 @@ def _rad_token(site: Site) -> bytes:
 def test_a_calling_ae_naming_another_workstation_than_the_certificate_is_rejected(site: Site) -> None:
     """The workstation in APP@WS decides where C-MOVE images go and what the log says: over TLS the
     client certificate must prove it (ws1's certificate cannot speak for WS2)."""
-    import ssl
-
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 
     assert site.orthanc is not None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(site.pki / "ca.crt"))
-    context.load_cert_chain(str(site.pki / "ws1.crt"), str(site.pki / "ws1.key"))
+    context = client_context(ca=site.pki / "ca.crt", certificate=site.pki / "ws1.crt", key=site.pki / "ws1.key")
     identity = UserIdentityNegotiation()
     identity.user_identity_type = 5
     identity.primary_field = _rad_token(site)

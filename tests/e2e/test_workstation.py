@@ -70,7 +70,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     config = write_workstation_config(
         root / "workstation.toml", pki=pki, issuer=hial.issuer, listen=agent_port, route_port=forward_port,
         return_port=agent_return, apps={"MOVESCP": scp_port},
-        extra=f'identity = "jwt"\npositive_response = true\nlog_file = "{root / "associations.jsonl"}"\n')
+        identity="jwt", positive_response=True, log_file=root / "associations.jsonl")
     yield Site(root, hial, orthanc, double, scp, agent_port, agent_return, config)
     scp.stop()
     double.stop()

@@ -90,8 +90,8 @@ def test_research_purpose_denied_by_consent_even_for_a_radiologist() -> None:
 
     from hial_mock.policy import Consent
 
-    with_consent = replace(policy, consents=(*policy.consents, Consent(patient_id="PAT-R",
-                                                                       policy="1.3.6.1.4.1.21367.2026.1.2")))
+    with_consent = policy.replace(consents=(*policy.consents, Consent(patient_id="PAT-R",
+                                                                      policy="1.3.6.1.4.1.21367.2026.1.2")))
     request = Request(subject="rad", roles=("radiologist",), organization="hospital-a", action="C-FIND",
                       patient_id="PAT-R", purpose_of_use="HRESCH", time=NOW)
     assert evaluate(with_consent, request).reason == "consent_denied"
@@ -106,7 +106,10 @@ def test_research_purpose_denied_by_consent_even_for_a_radiologist() -> None:
     ('version = "x"\n[roles.r]\npatients = "some"\n', "roles.r.patients"),
     ('[roles.r]\nactions = []\n', "version"),
     ('version = "x"\n[[consents]]\npatient_id = "P"\npolicy = "1.2.3"\n', "consents[0].policy"),
-    ('version = "x"\n[consent_policies."not-an-oid"]\n', 'consent_policies."not-an-oid"'),
+    ('version = "x"\n[consent_policies."not-an-oid"]\n', "consent_policies.not-an-oid"),
+    ('version = "x"\n[consent_policies."1.2.x"]\n', 'consent_policies."1.2.x"'),  # a key with dots is quoted
+    ('version = "x"\n[roles.r]\nactions = ["C-ECHO"]\nbreak_glass = 1\n', "roles.r.break_glass"),
+    ('version = "x"\n[[consents]]\npatient_id = "P"\npolicy = "1.2"\nvalid_from = "soon"\n', "consents[0].valid_from"),
     ('version = "x"\nsurprise = 1\n', "surprise"),
     ('version = "x"\n[roles.r\n', "(syntax)"),
 ])

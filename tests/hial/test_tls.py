@@ -12,10 +12,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import ValidationError
 
 from devtools.hial import HialProcess
 from hial_mock.config import load_config
 from hial_mock.errors import ConfigError
+from tomlconf import write
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:
@@ -54,8 +56,13 @@ def test_https_with_a_configured_certificate(tmp_path: Path) -> None:
 
 
 def test_plain_http_off_loopback_is_a_config_error(tmp_path: Path) -> None:
-    hial = HialProcess(tmp_path / "h", server={"host": "0.0.0.0"})
-    path = hial.write_config()
+    hial = HialProcess(tmp_path / "h")
+    hial.write_config()
+    with pytest.raises(ValidationError):  # such a configuration cannot even be built
+        hial.config().server.replace(host="0.0.0.0")
+    data = hial.config().model_dump(mode="json", exclude_defaults=True)
+    data["server"]["host"] = "0.0.0.0"
+    path = write(hial.folder / "hial.toml", data)  # so it is written as a plain table
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert raised.value.key == "server.host" and str(path) in str(raised.value)

@@ -9,7 +9,6 @@ import json
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -123,7 +122,7 @@ def test_other_token_types_are_refused_by_default(typ: str) -> None:
 
 
 def test_other_token_types_only_when_configured() -> None:
-    config = replace(CONFIG, token_types=("at+jwt", "JWT"))
+    config = CONFIG.replace(token_types=("at+jwt", "JWT"))
     assert accepted(jwt_identity(token("JWT")), config).username == "rad"
 
 
@@ -142,7 +141,7 @@ def test_a_client_credentials_token_is_not_a_user(claims: dict[str, Any]) -> Non
 
 
 def test_a_client_configured_as_a_node_is_that_node() -> None:
-    config = replace(CONFIG, node_clients={"ct01-client": "CT01"})
+    config = CONFIG.replace(node_clients={"ct01-client": "CT01"})
     subject = accepted(jwt_identity(token(sub="ct01-client", client_id="ct01-client", preferred_username=None,
                                           roles=None)), config)
     assert (subject.kind, subject.id, subject.username, subject.client_id) == ("node", "CT01", "CT01", "ct01-client")
@@ -175,7 +174,7 @@ def test_the_same_leeway_at_association_time_and_per_request() -> None:
 def test_each_refusal_carries_its_reason() -> None:
     other = ec.generate_private_key(ec.SECP256R1())
     forged = jwt.encode({"sub": "rad"}, other, algorithm="ES256", headers={"kid": "k1", "typ": "at+jwt"})
-    introspecting = replace(CONFIG, introspect=True)
+    introspecting = CONFIG.replace(introspect=True)
     cases = [
         (FakeProvider(), jwt_identity(forged), CONFIG, Reason.TOKEN_REJECTED),
         (FakeProvider(), jwt_identity("not-a-jwt"), CONFIG, Reason.TOKEN_REJECTED),
@@ -283,7 +282,7 @@ def hial(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _hial_config(hial: HialProcess) -> IdentityConfig:
-    return replace(CONFIG, issuer=hial.issuer, algorithms=("RS256", "ES256"), client_secret="demo-server-agent-secret")
+    return CONFIG.replace(issuer=hial.issuer, algorithms=("RS256", "ES256"), client_secret="demo-server-agent-secret")
 
 
 def _at_hial(hial: HialProcess, use: Callable[[Authenticator], Awaitable[T]]) -> T:
