@@ -17,12 +17,14 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .hial import DEMO, _toml
+import tomlconf
+from pseudonymizer.config import load_config
+
+from .hial import DEMO
 from .peers import PROJECT
 
 TRANSLATE_CLIENT = "server-agent-pseudonyms"
@@ -40,14 +42,12 @@ class PseudonymizerProcess:
 
     def write_config(self) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        demo = tomllib.loads((DEMO / "pseudonymizer.toml").read_text())
-        demo["server"].update({"port": 0, "state_dir": "state", "access_log": "state/access.jsonl"})
-        demo["identity"]["issuer"] = self.issuer
-        if self.projects is not None:
-            demo["projects"] = self.projects
-        path = self.folder / "pseudonymizer.toml"
-        path.write_text(_dump(demo))
-        return path
+        demo = load_config(DEMO / "pseudonymizer.toml")
+        state = self.folder / "state"
+        config = demo.replace(server=demo.server.replace(port=0, state_dir=state, access_log=state / "access.jsonl"),
+                              identity=demo.identity.replace(issuer=self.issuer),
+                              projects=demo.projects if self.projects is None else self.projects)
+        return tomlconf.write(self.folder / "pseudonymizer.toml", config)
 
     def start(self) -> PseudonymizerProcess:
         config = self.write_config()
@@ -89,22 +89,3 @@ class PseudonymizerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-
-
-def _dump(tables: dict[str, Any], prefix: str = "") -> str:
-    """Tables of scalars and lists of strings (all this configuration has) as TOML."""
-    text = ""
-    for name, table in tables.items():
-        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
-        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
-        if scalars:
-            text += f"[{prefix}{name}]\n" + "".join(f"{k} = {_value(v)}\n" for k, v in scalars.items())
-        if nested:
-            text += _dump(nested, f"{prefix}{name}.")
-    return text
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return _toml(value)

@@ -54,9 +54,9 @@ class Pseudonymizer:
 
     def __init__(self, config: ServiceConfig, *, verifier: Verifier | None = None) -> None:
         self.config = config
-        self.keys = KeyRing(config.state_dir)
-        self.store = ReverseMap(config.state_dir / "mapping.sqlite3", config.max_entries)
-        self.log = AccessLog(config.access_log)
+        self.keys = KeyRing(config.server.state_dir)
+        self.store = ReverseMap(config.server.state_dir / "mapping.sqlite3", config.limits.max_entries)
+        self.log = AccessLog(config.server.access_log_path)
         self.verifier = verifier or Verifier(config.identity, ProviderKeys(config.identity))
         self.app = Flask("pseudonymizer")
         self.app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -112,7 +112,7 @@ class Pseudonymizer:
 
     # ---- the three actions --------------------------------------------------------------------------------
     def _translator(self, caller: Caller) -> None:
-        if caller.is_user or caller.client_id not in self.config.translate_clients:
+        if caller.is_user or caller.client_id not in self.config.access.translate_clients:
             raise forbidden("only the server agents' own clients may translate pseudonyms")
         if SCOPE_TRANSLATE not in caller.scopes:
             raise forbidden(f"the token lacks scope {SCOPE_TRANSLATE}")
@@ -145,7 +145,7 @@ class Pseudonymizer:
     def reidentify(self, caller: Caller, project: Project, body: dict[str, Any]) -> tuple[dict[str, Any],
                                                                                          dict[str, Any]]:
         """A separate, audited action (issue 16 item 4): a person with the role, one value, a reason."""
-        if not caller.is_user or not set(caller.roles) & self.config.reidentify_roles:
+        if not caller.is_user or not set(caller.roles) & self.config.access.reidentify_roles:
             raise forbidden("re-identification is for users with a re-identification role")
         if SCOPE_REIDENTIFY not in caller.scopes:
             raise forbidden(f"the token lacks scope {SCOPE_REIDENTIFY}")
@@ -171,8 +171,8 @@ class Pseudonymizer:
             if not isinstance(values, list):
                 raise BadRequest(f"{name} must be an array")
             lists.append(list(dict.fromkeys(_value(v, kind) for v in values)))
-        if sum(len(values) for values in lists) > self.config.max_values:
-            raise BadRequest(f"more than {self.config.max_values} values in one call")
+        if sum(len(values) for values in lists) > self.config.limits.max_values:
+            raise BadRequest(f"more than {self.config.limits.max_values} values in one call")
         return lists[0], lists[1]
 
 

@@ -18,13 +18,13 @@ import getpass
 import logging
 import signal
 import socket
-import ssl
 import sys
 import threading
 from pathlib import Path
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from dicomwire.tls import server_context
 from oauthclient import ClientAuth, OAuthClient, OAuthClientError, PasswordGrant, SyncExecutor, Timeouts, TlsFiles
 from oauthclient.clientauth import AuthMethod
 from tomlconf import ConfigError
@@ -48,18 +48,17 @@ class _Handler(WSGIRequestHandler):
 
 def serve(config: ServiceConfig) -> int:
     context = None
-    if config.tls_certificate and config.tls_key:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(config.tls_certificate, config.tls_key)
+    if config.server.tls_certificate and config.server.tls_key:
+        context = server_context(config.server.tls_certificate, config.server.tls_key,
+                                 require_client_certificate=False)
     service = Pseudonymizer(config)
-    http = make_server(config.host, config.port, service.app, threaded=True, ssl_context=context,
+    http = make_server(config.server.host, config.server.port, service.app, threaded=True, ssl_context=context,
                        request_handler=_Handler)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=http.shutdown, daemon=True).start())
-    host = config.host if ":" not in config.host else f"[{config.host}]"
+    host = config.server.host if ":" not in config.server.host else f"[{config.server.host}]"
     print(f"url: {'https' if context else 'http'}://{host}:{http.server_port}", flush=True)
     logging.getLogger("pseudonymizer").info("serving %d projects; access log %s", len(config.projects),
-                                            config.access_log)
+                                            config.server.access_log_path)
     try:
         http.serve_forever()
     except KeyboardInterrupt:
@@ -73,8 +72,8 @@ def reidentify(config: ServiceConfig, args: argparse.Namespace) -> int:
     password = getpass.getpass(f"password of {args.user}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip(
         "\n")
     tls = TlsFiles(ca_file=config.identity.ca_file)
-    scheme = "https" if config.tls_certificate else "http"
-    base = args.url or f"{scheme}://{config.host}:{config.port}"
+    scheme = "https" if config.server.tls_certificate else "http"
+    base = args.url or f"{scheme}://{config.server.host}:{config.server.port}"
     try:
         with SyncExecutor(tls=tls, timeouts=Timeouts.within(config.identity.timeout)) as executor:
             oauth = OAuthClient(config.identity.issuer, ClientAuth(client_id=args.client_id, method=AuthMethod.NONE),

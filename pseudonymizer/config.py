@@ -18,102 +18,112 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from tomlconf import ConfigError, Table, read
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from tomlconf import load
+from tomlconf.schema import AS_FROZENSET, LOOPBACK, PositiveInt, RelPath, Schema, derived, from_file, problem
 
 from .keys import SCOPE
 from .tokens import IdentitySettings
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 PREFIX = re.compile(r"[A-Z0-9]{1,16}")
 UID_ROOT = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 SCOPE_TRANSLATE = "pseudonyms:translate"
 SCOPE_REIDENTIFY = "pseudonyms:reidentify"
+_SCOPE_TEXT = "letters, digits, '.', '_' and '-' (at most 64)"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Project:
-    project_id: str
-    scope: str
+class Project(Schema):
+    """``[projects.ID]``: the key scope it uses (projects sharing a scope share pseudonyms), the prefix of
+    its pseudonymous Patient IDs and the root of its UIDs."""
+
+    project_id: str = derived("")  # the ID
+    scope: str = ""  # the ID unless the file says
     prefix: str
     uid_root: str = "2.25"
 
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        if value and not SCOPE.fullmatch(value):
+            raise ValueError(_SCOPE_TEXT)
+        return value
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServiceConfig:
-    path: Path
-    host: str
-    port: int
-    state_dir: Path
-    access_log: Path
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not PREFIX.fullmatch(value):
+            raise ValueError("1-16 upper-case letters or digits")
+        return value
+
+    @field_validator("uid_root")
+    @classmethod
+    def _uid_root(cls, value: str) -> str:
+        if not UID_ROOT.fullmatch(value) or len(value) > 34:
+            raise ValueError("a UID root of at most 34 characters (PS3.5 9.1), room for 96 bits")
+        return value
+
+
+class Server(Schema):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8810, ge=0, le=65535)
+    state_dir: RelPath  # keys and the reverse mapping
+    access_log: RelPath | None = None  # state_dir/access.jsonl unless the file says
+    tls_certificate: RelPath | None = None
+    tls_key: RelPath | None = None
+
+    @model_validator(mode="after")
+    def _transport(self) -> Server:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise problem("tls_certificate", "tls_certificate and tls_key go together")
+        if self.tls_certificate is None and self.host not in LOOPBACK:
+            raise problem("host", "plain HTTP is only allowed on loopback; configure tls_certificate")
+        return self
+
+    @property
+    def access_log_path(self) -> Path:
+        return self.access_log or self.state_dir / "access.jsonl"
+
+
+class Access(Schema):
+    # The OAuth clients whose own tokens (client credentials) may get pseudonyms and translate them
+    # back (the server agents); the user roles that may re-identify, one pseudonym at a time.
+    translate_clients: Annotated[frozenset[str], AS_FROZENSET] = frozenset()
+    reidentify_roles: Annotated[frozenset[str], AS_FROZENSET] = frozenset()
+
+
+class Limits(Schema):
+    max_values: PositiveInt = 10_000  # per call: a C-FIND of 10,000 matches; bounds a request's memory
+    max_entries: PositiveInt = 10_000_000  # per scope: a large archive's instances
+
+
+class ServiceConfig(Schema):
+    """The whole file, validated once; the flat names the service reads are properties over its keys."""
+
+    path: Path = derived(Path("pseudonymizer.toml"))  # the file this was read from
+    server: Server
     identity: IdentitySettings
-    translate_clients: frozenset[str]
-    reidentify_roles: frozenset[str]
+    access: Access = Access()
+    limits: Limits = Limits()
     projects: Mapping[str, Project]
-    tls_certificate: Path | None = None
-    tls_key: Path | None = None
-    max_values: int = 10_000  # a C-FIND of 10,000 matches in one call; bounds the request's memory
-    max_entries: int = 10_000_000  # per scope: a large archive's instances
+
+    @model_validator(mode="after")
+    def _derive(self, info: ValidationInfo) -> ServiceConfig:
+        if from_file(info):
+            self._fill(path=info.context["path"])  # type: ignore[index]
+        for project_id in self.projects:
+            if not SCOPE.fullmatch(project_id):
+                raise problem(("projects", project_id), f"a project id is {_SCOPE_TEXT}")
+        if not self.projects:
+            raise problem("projects", "at least one [projects.ID] is required")
+        self._fill(projects={pid: p.model_copy(update={"project_id": pid, "scope": p.scope or pid})
+                             for pid, p in self.projects.items()})
+        return self
 
 
 def load_config(path: Path | str) -> ServiceConfig:
-    path = Path(path).resolve()
-    root = Table(read(path), path).allow("server", "identity", "access", "limits", "projects")
-    server = root.table("server").allow("host", "port", "state_dir", "access_log", "tls_certificate", "tls_key")
-    host, port = server.get("host", str, "127.0.0.1"), server.get("port", int, 8810)
-    certificate, key = server.path_value("tls_certificate", None), server.path_value("tls_key", None)
-    if not 0 <= port <= 65535:
-        raise server.error("port", "must be 0-65535")
-    if (certificate is None) != (key is None):
-        raise server.error("tls_certificate", "tls_certificate and tls_key go together")
-    if certificate is None and host not in LOOPBACK:
-        raise server.error("host", "plain HTTP is only allowed on loopback; configure tls_certificate")
-    state_dir = server.path_value("state_dir")
-    assert state_dir is not None
-    access_log = server.path_value("access_log", str(state_dir / "access.jsonl"))
-    assert access_log is not None
-    access = root.table("access").allow("translate_clients", "reidentify_roles")
-    limits = root.table("limits").allow("max_values", "max_entries")
-    return ServiceConfig(
-        path=path, host=host, port=port, state_dir=state_dir, access_log=access_log,
-        tls_certificate=certificate, tls_key=key, identity=_identity(root.table("identity")),
-        translate_clients=frozenset(access.strings("translate_clients")),
-        reidentify_roles=frozenset(access.strings("reidentify_roles")),
-        max_values=limits.positive("max_values", int, 10_000), max_entries=limits.positive("max_entries", int,
-                                                                                         10_000_000),
-        projects=_projects(root))
-
-
-def _identity(t: Table) -> IdentitySettings:
-    t.allow("issuer", "audience", "algorithms", "leeway", "min_refresh", "timeout", "ca")
-    issuer = t.get("issuer", str)
-    if not issuer.startswith(("https://", "http://")) or issuer.endswith("/"):
-        raise t.error("issuer", "must be an http(s) URL without a trailing slash")
-    algorithms = t.strings("algorithms", ("RS256", "ES256"))
-    if any(a == "none" or a.startswith("HS") for a in algorithms):
-        raise t.error("algorithms", "only asymmetric algorithms may verify tokens")
-    return IdentitySettings(issuer=issuer, audience=t.get("audience", str, "pseudonymizer"), algorithms=algorithms,
-                            leeway=t.get("leeway", float, 30.0), min_refresh=t.positive("min_refresh", float, 10.0),
-                            timeout=t.positive("timeout", float, 5.0), ca_file=t.path_value("ca", None))
-
-
-def _projects(root: Table) -> dict[str, Project]:
-    projects: dict[str, Project] = {}
-    for project_id in root.get("projects", dict, {}):
-        t = root.table("projects").table(project_id).allow("scope", "prefix", "uid_root")
-        if not SCOPE.fullmatch(project_id):
-            raise t.error("", "a project id is letters, digits, '.', '_' and '-' (at most 64)")
-        scope, prefix = t.get("scope", str, project_id), t.get("prefix", str)
-        uid_root = t.get("uid_root", str, "2.25")
-        if not SCOPE.fullmatch(scope):
-            raise t.error("scope", "letters, digits, '.', '_' and '-' (at most 64)")
-        if not PREFIX.fullmatch(prefix):
-            raise t.error("prefix", "1-16 upper-case letters or digits")
-        if not UID_ROOT.fullmatch(uid_root) or len(uid_root) > 34:
-            raise t.error("uid_root", "a UID root of at most 34 characters (PS3.5 9.1), room for 96 bits")
-        projects[project_id] = Project(project_id=project_id, scope=scope, prefix=prefix, uid_root=uid_root)
-    if not projects:
-        raise ConfigError(root.path, "projects", "at least one [projects.ID] is required")
-    return projects
+    """The file at ``path``; every error names the file, the dotted key and what is wrong."""
+    return load(Path(path).resolve(), ServiceConfig)

@@ -18,13 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
+from pydantic import Field, field_validator
 
 from oauthclient import ClientAuth, JwksRequest, OAuthClient, OAuthClientError, SyncExecutor, Timeouts, TlsFiles
 from oauthclient.clientauth import AuthMethod
+from tomlconf.schema import Issuer, PositiveFloat, RelPath, Schema, Strings
 
 TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
@@ -61,15 +62,23 @@ class Caller:
                 "kind": "user" if self.is_user else "client"}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IdentitySettings:
-    issuer: str
-    audience: str
-    algorithms: tuple[str, ...] = ("RS256", "ES256")
-    leeway: float = 30.0
-    min_refresh: float = 10.0
-    timeout: float = 5.0
-    ca_file: Path | None = None
+class IdentitySettings(Schema):
+    """``[identity]``: the provider whose tokens are accepted, and how they are checked."""
+
+    issuer: Issuer
+    audience: str = "pseudonymizer"  # this service's own, in the tokens it accepts
+    algorithms: Strings = ("RS256", "ES256")
+    leeway: float = Field(default=30.0, ge=0, le=300)
+    min_refresh: PositiveFloat = 10.0  # seconds between JWKS fetches for unknown kids
+    timeout: PositiveFloat = 5.0
+    ca_file: RelPath | None = Field(default=None, alias="ca")  # the provider's CA, for an https issuer
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(a == "none" or a.startswith("HS") for a in value):
+            raise ValueError("only asymmetric algorithms may verify tokens")
+        return value
 
 
 class KeySource(Protocol):

@@ -17,7 +17,7 @@ from deid import Needs
 from pseudonymizer import derive
 from pseudonymizer.accesslog import AccessLog
 from pseudonymizer.app import Pseudonymizer
-from pseudonymizer.config import Project, ServiceConfig
+from pseudonymizer.config import Access, Limits, Project, Server, ServiceConfig
 from pseudonymizer.tokens import IdentitySettings, Verifier
 
 ISSUER = "http://127.0.0.1:8800"
@@ -49,13 +49,13 @@ TRUSTEE = dict(sub="trustee", client_id="pseudonymizer-cli", scope="pseudonyms:r
 
 def config(state: Path) -> ServiceConfig:
     return ServiceConfig(
-        path=state / "x.toml", host="127.0.0.1", port=0, state_dir=state, access_log=state / "access.jsonl",
+        path=state / "x.toml", server=Server(port=0, state_dir=state),
         identity=IdentitySettings(issuer=ISSUER, audience="pseudonymizer"),
-        translate_clients=frozenset({"server-agent-pseudonyms"}), reidentify_roles=frozenset({"pseudonym_trustee"}),
-        projects={"STUDY-A": Project(project_id="STUDY-A", scope="STUDY-A", prefix="SA"),
-                  "STUDY-A2": Project(project_id="STUDY-A2", scope="STUDY-A", prefix="SA"),
-                  "STUDY-B": Project(project_id="STUDY-B", scope="STUDY-B", prefix="SB")},
-        max_values=50, max_entries=40)
+        access=Access(translate_clients=frozenset({"server-agent-pseudonyms"}),
+                      reidentify_roles=frozenset({"pseudonym_trustee"})),
+        projects={"STUDY-A": Project(prefix="SA"), "STUDY-A2": Project(scope="STUDY-A", prefix="SA"),
+                  "STUDY-B": Project(prefix="SB")},
+        limits=Limits(max_values=50, max_entries=40))
 
 
 @pytest.fixture
@@ -73,14 +73,14 @@ def post(service: Pseudonymizer, path: str, body: Any, bearer: str | None) -> tu
 
 
 def log(service: Pseudonymizer) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in service.config.access_log.read_text().splitlines()]
+    return [json.loads(line) for line in service.config.server.access_log_path.read_text().splitlines()]
 
 
 def test_pseudonyms_are_derived_recorded_and_translated_back(service: Pseudonymizer) -> None:
     status, answer = post(service, "/v1/projects/STUDY-A/pseudonyms",
                           {"patient_ids": ["PAT-4711"], "uids": ["1.2.3.4", "1.2.3.5"]}, token())
     assert status == 200
-    key = (service.config.state_dir / "keys" / "STUDY-A.key").read_bytes()
+    key = (service.config.server.state_dir / "keys" / "STUDY-A.key").read_bytes()
     expected = derive.patient(key, "PAT-4711", "SA")
     assert answer["patients"]["PAT-4711"] == {"patient_id": expected.patient_id, "patient_name": expected.patient_name,
                                               "date_offset_days": expected.date_offset_days}
@@ -99,11 +99,11 @@ def test_pseudonyms_are_derived_recorded_and_translated_back(service: Pseudonymi
 def test_keys_are_made_once_per_scope_private_and_never_shown(service: Pseudonymizer) -> None:
     for project in ("STUDY-A", "STUDY-A2", "STUDY-B"):
         post(service, f"/v1/projects/{project}/pseudonyms", {"patient_ids": ["PAT-4711"]}, token())
-    keys = service.config.state_dir / "keys"
+    keys = service.config.server.state_dir / "keys"
     assert sorted(p.name for p in keys.iterdir()) == ["STUDY-A.key", "STUDY-B.key"]  # STUDY-A2 shares a scope
     for path in keys.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(path.read_bytes()) == 32
-        assert path.read_bytes().hex() not in service.config.access_log.read_text()
+        assert path.read_bytes().hex() not in service.config.server.access_log_path.read_text()
     assert stat.S_IMODE(keys.stat().st_mode) == 0o700
 
 
@@ -120,7 +120,7 @@ def test_the_same_a_day_later_and_after_a_restart(tmp_path: Path) -> None:
     answers = []
     for _ in range(2):
         made = Pseudonymizer(config(tmp_path), verifier=Verifier(config(tmp_path).identity, FakeKeys()))
-        made.log = AccessLog(made.config.access_log, clock=lambda: clock[0])
+        made.log = AccessLog(made.config.server.access_log_path, clock=lambda: clock[0])
         answers.append(post(made, "/v1/projects/STUDY-A/pseudonyms", {"patient_ids": ["PAT-4711"],
                                                                       "uids": ["1.2.3"]}, token())[1])
         made.close()
@@ -164,7 +164,7 @@ def test_reidentification_is_a_trustees_audited_action(service: Pseudonymizer) -
         ("reidentify", 403, "researcher"), ("reidentify", 403, ""), ("reidentify", 400, "trustee"),
         ("reidentify", 404, "trustee"), ("reidentify", 200, "trustee")]
     assert records[-1]["pseudonym"] == pseudonym and records[-1]["reason"] == body["reason"]
-    assert "PAT-4711" not in service.config.access_log.read_text()  # no real value in the log
+    assert "PAT-4711" not in service.config.server.access_log_path.read_text()  # no real value in the log
 
 
 @pytest.mark.parametrize("body", [
