@@ -41,6 +41,7 @@ class Exchange:
     context_id: int
     message_id: int
     review: object = None
+    forwarded: bool = False  # the request went on: only then can the other side answer it
     final_seen: bool = False
 
 
@@ -129,7 +130,9 @@ class Dialogue:
         whose final response is ahead of this one in the same read."""
         answered = command.message_id_responded_to
         exchange = self.outstanding[side.other].get(answered if answered is not None else -1)
-        if exchange is None or exchange.final_seen or answered in ended:
+        # A request still held for its verdict never reached the other side: a "response" to it is a
+        # guessed Message ID, and passing it would bypass the review the verdict may yet ask for.
+        if exchange is None or not exchange.forwarded or exchange.final_seen or answered in ended:
             return Violation(Breach.UNEXPECTED_RESPONSE, f"{command.name} answers Message ID {answered}, "
                                                          "which is not outstanding")
         if command.command_field != exchange.request.command_field | 0x8000 or context_id != exchange.context_id:

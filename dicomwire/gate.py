@@ -240,6 +240,8 @@ class Gate:
                 return self._breach(event, violation, out)
             exchange = self.dialogue.open(self.side, command, event.context_id)
             if not asked(self.asks, command.command_field):
+                if exchange is not None:
+                    exchange.forwarded = True
                 return Fate.PASS
             message = Message(event, Fate.GATHER, exchange)
         else:
@@ -328,7 +330,7 @@ class Gate:
                 message.new_data_set = verdict.data_set
                 message.keep_from = verdict.keep_from
             if isinstance(question, RequestQuestion) and exchange is not None:
-                exchange.review = verdict.review
+                exchange.review, exchange.forwarded = verdict.review, True
         elif isinstance(verdict, Refuse) and isinstance(question, RequestQuestion):
             message.fate = Fate.REFUSE
             message.refusal = verdict
@@ -343,16 +345,17 @@ class Gate:
         self.flush(out)
 
     def _feasible(self, question: DimseQuestion, verdict: Verdict) -> Verdict:
-        """The verdict, or the refusal that stands for one the gate cannot carry out on what it holds."""
+        """The verdict, or the fail-closed one (a refusal, a dropped response) that stands for a verdict
+        the gate cannot carry out on what it holds."""
         held = len(question.data_set)
         if isinstance(verdict, Extend) and (question.data_set_complete or verdict.length <= held
                                             or verdict.length > self.limits.max_header_length):
-            return Refuse(comment="data set header too long to be checked")
+            return question.fail_closed("data set header too long to be checked")
         if isinstance(verdict, Rewrite) and verdict.data_set is not None:
             if verdict.keep_from is None and not question.data_set_complete:
-                return Refuse(comment="identifier too long to be checked")
+                return question.fail_closed("identifier too long to be checked")
             if verdict.keep_from is not None and not 0 <= verdict.keep_from <= held:
-                return Refuse(comment="data set rewritten beyond what was held")
+                return question.fail_closed("data set rewritten beyond what was held")
         return verdict
 
     def expire(self, question: DimseQuestion, out: list[Command]) -> None:
