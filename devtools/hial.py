@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hial_mock.config import Files, HialConfig, LockoutConfig, ServerConfig
 from tomlconf import write
 
-from .peers import PROJECT
+from .peers import PROJECT, AnnouncingProcess
 
 DEMO = PROJECT / "configs" / "demo"
 
 
 @dataclass
-class HialProcess:
+class HialProcess(AnnouncingProcess):
     """A HIAL with the demo's users, clients and policy, copied into ``folder`` so tests may edit them."""
 
     folder: Path
     server: dict[str, object] = field(default_factory=dict)
     lockout: dict[str, object] = field(default_factory=dict)
     issuer: str = ""
-    process: subprocess.Popen[str] | None = None
-    lines: list[str] = field(default_factory=list)
 
     def config(self) -> HialConfig:
         """The HIAL's configuration (``server`` and ``lockout``: keys of those tables, over the defaults)."""
@@ -46,42 +40,6 @@ class HialProcess:
 
     def start(self) -> HialProcess:
         config = self.write_config()
-        self.process = subprocess.Popen([sys.executable, "-m", "hial_mock.cli", "serve", "--config", str(config)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError("hial-mock exited: " + "".join(self.lines))
-            self.lines.append(line)
-            if line.startswith("issuer: "):
-                self.issuer = line.split(" ", 1)[1].strip()
-                break
-        else:
-            raise TimeoutError("hial-mock did not print its issuer")
-        threading.Thread(target=self._drain, daemon=True).start()
+        self.issuer = self.launch([sys.executable, "-m", "hial_mock.cli", "serve", "--config", str(config)], "issuer")
         return self
-
-    def _drain(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
 

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -250,3 +251,49 @@ def running(*peers: Orthanc | StoreSCP | RelayProcess) -> Iterator[None]:
     finally:
         for peer in reversed(started):
             peer.stop()
+
+
+@dataclass
+class AnnouncingProcess:
+    """A service of ours started as a child that prints ``PREFIX: VALUE`` once it listens (the HIAL its
+    issuer, the pseudonymizer its URL); its output kept in ``lines``."""
+
+    process: subprocess.Popen[str] | None = field(default=None, init=False)
+    lines: list[str] = field(default_factory=list, init=False)
+
+    def launch(self, argv: list[str], prefix: str, timeout: float = 30.0) -> str:
+        """Start ``argv`` and return the VALUE of its first ``prefix: VALUE`` line (what it announces)."""
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{argv[2]} exited: " + "".join(self.lines))
+            self.lines.append(line)
+            if line.startswith(prefix + ": "):
+                threading.Thread(target=self._drain, daemon=True).start()
+                return line.split(" ", 1)[1].strip()
+        raise TimeoutError(f"{argv[2]} did not print its {prefix}")
+
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
