@@ -24,11 +24,12 @@ class Admission:
         self.total = 0
         self.bytes = 0
 
-    def admit(self, source: str) -> Pending | None:
-        """A new connection from ``source``; None when a bound is reached (close it at once)."""
+    def admit(self, source: str, *, per_source: bool = True) -> Pending | None:
+        """A new connection from ``source``; None when a bound is reached (close it at once). A trusted
+        proxy's connection is counted per source only once it names its client (:meth:`Pending.move`)."""
         limits = self.limits
         if self.total >= limits.max_pending_connections or \
-                self.per_source.get(source, 0) >= limits.max_pending_per_source:
+                (per_source and self.per_source.get(source, 0) >= limits.max_pending_per_source):
             return None
         self.total += 1
         self.per_source[source] = self.per_source.get(source, 0) + 1
@@ -54,6 +55,26 @@ class Pending:
         self.held += count
         return True
 
+    def move(self, source: str) -> bool:
+        """Count this connection against ``source`` instead (the client a trusted proxy named, PROXY
+        protocol); False, and still counted where it was, when that source is at its bound."""
+        admission = self.admission
+        if self.source is None or admission.per_source.get(source, 0) >= admission.limits.max_pending_per_source:
+            return False
+        self._uncount()
+        admission.per_source[source] = admission.per_source.get(source, 0) + 1
+        self.source = source
+        return True
+
+    def _uncount(self) -> None:
+        assert self.source is not None
+        per_source = self.admission.per_source
+        left = per_source[self.source] - 1
+        if left:
+            per_source[self.source] = left
+        else:
+            del per_source[self.source]
+
     def leave(self) -> None:
         """No longer pending (its association was decided, or it ended)."""
         if self.source is None:
@@ -62,11 +83,7 @@ class Pending:
         admission.bytes -= self.held
         self.held = 0
         admission.total -= 1
-        left = admission.per_source[self.source] - 1
-        if left:
-            admission.per_source[self.source] = left
-        else:
-            del admission.per_source[self.source]
+        self._uncount()
         self.source = None
 
 

@@ -148,6 +148,7 @@ class _Association:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.connect_task: asyncio.Task[Any] | None = None
         self.info = ConnectionInfo(association_id=self.id, peer=None, local=None, listener=server.name)
+        self.proxied: tuple[str, int] | None = None  # the client a trusted proxy named (PROXY protocol)
         self.last_activity = self.loop.time()
         self.done = self.loop.create_future()
         self._answers: collections.deque[tuple[Question, Verdict]] = collections.deque()
@@ -158,8 +159,9 @@ class _Association:
         self.transports[side] = transport
         if side is Side.CLIENT:
             ssl_object = transport.get_extra_info("ssl_object")
+            peer = _addr(transport.get_extra_info("peername"))
             self.info = ConnectionInfo(
-                association_id=self.id, peer=_addr(transport.get_extra_info("peername")),
+                association_id=self.id, peer=self.proxied or peer, via=peer if self.proxied else None,
                 local=_addr(transport.get_extra_info("sockname")), listener=self.server.name,
                 peer_certificate=ssl_object.getpeercert() if ssl_object is not None else None)
             self.slot = self.server.take_slot()

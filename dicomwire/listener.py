@@ -18,9 +18,10 @@ import asyncio
 import logging
 import socket
 import ssl as _ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import proxy
 from .admission import Admission, Pending
 from .aio import _Association, _SideProtocol
 from .association import Side
@@ -53,13 +54,25 @@ def open_files_for(needed: int) -> int:
     return int(soft)
 
 
+async def _recv_exactly(loop: asyncio.AbstractEventLoop, conn: socket.socket, count: int) -> bytes:
+    """``count`` bytes, never more: what follows a PROXY header is the client's (its TLS handshake)."""
+    data = bytearray()
+    while len(data) < count:
+        chunk = await loop.sock_recv(conn, count - len(data))
+        if not chunk:
+            raise proxy.ProxyHeaderError("connection closed before its PROXY header ended")
+        data += chunk
+    return bytes(data)
+
+
 class RelayServer:
     """Accepts client connections and runs one :class:`~dicomwire.relay.RelayCore` per association,
     asking the policies ``factory`` opens (see the module docstring for what is bounded)."""
 
     def __init__(self, factory: PolicyFactory, *, host: str = "127.0.0.1", port: int = 0,
                  limits: RelayLimits | None = None, max_associations: int = 200, trace: TraceSink | None = None,
-                 ssl: _ssl.SSLContext | None = None, quickack: bool = True, name: str = "") -> None:
+                 ssl: _ssl.SSLContext | None = None, quickack: bool = True, name: str = "",
+                 proxies: Iterable[str] = ()) -> None:
         self.factory = factory
         self.host = host
         self.port = port
@@ -69,6 +82,7 @@ class RelayServer:
         self.ssl = ssl
         self.quickack = quickack
         self.name = name
+        self.proxies = proxy.networks(proxies)  # load balancers whose PROXY v2 header is believed
         self.admission = Admission(self.limits)
         self.associations: set[_Association] = set()
         self.connecting: set[asyncio.Task[None]] = set()
@@ -125,7 +139,8 @@ class RelayServer:
     def _accepted(self, conn: socket.socket, address: Any) -> None:
         conn.setblocking(False)
         source = str(address[0]) if isinstance(address, tuple) else "-"
-        pending = self.admission.admit(source)
+        via_proxy = bool(self.proxies) and proxy.trusted(source, self.proxies)
+        pending = self.admission.admit(source, per_source=not via_proxy)
         if pending is None:
             self.refused(source)
             conn.close()
@@ -133,15 +148,20 @@ class RelayServer:
         association = _Association(self, pending)
         self.associations.add(association)
         association.done.add_done_callback(lambda _: self.associations.discard(association))
-        task = asyncio.get_running_loop().create_task(self._connect(conn, association, pending))
+        task = asyncio.get_running_loop().create_task(self._connect(conn, association, pending, via_proxy))
         self.connecting.add(task)
         task.add_done_callback(self.connecting.discard)
 
-    async def _connect(self, conn: socket.socket, association: _Association, pending: Pending) -> None:
-        """The transport of an admitted connection, TLS done (PS3.15 B.12) where this listener has it;
-        the association begins when it is up (the protocol's connection_made)."""
+    async def _connect(self, conn: socket.socket, association: _Association, pending: Pending,
+                       via_proxy: bool) -> None:
+        """The transport of an admitted connection, its PROXY header read first when it comes from a
+        trusted proxy, TLS done (PS3.15 B.12) where this listener has it; the association begins when
+        it is up (the protocol's connection_made)."""
         loop = asyncio.get_running_loop()
         try:
+            if via_proxy and not await self._proxied(conn, association, pending):
+                self._forget(association, conn, pending)
+                return
             await loop.connect_accepted_socket(
                 lambda: _SideProtocol(association, Side.CLIENT), sock=conn, ssl=self.ssl,
                 ssl_handshake_timeout=self.limits.tls_handshake_timeout if self.ssl else None)
@@ -154,6 +174,24 @@ class RelayServer:
             log.log(logging.DEBUG if quiet else logging.INFO, "TLS handshake from %s failed: %s",
                     pending.source or "-", f"{type(error).__name__}: {error}")
             self._forget(association, conn, pending)
+
+    async def _proxied(self, conn: socket.socket, association: _Association, pending: Pending) -> bool:
+        """Read the PROXY v2 header (within the handshake deadline) and make its client the
+        association's peer, counted as that source; False (and logged) when there is none to believe."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.limits.tls_handshake_timeout):
+                fixed = await _recv_exactly(loop, conn, proxy.FIXED_LENGTH)
+                header = proxy.parse(fixed, await _recv_exactly(loop, conn, proxy.header_length(fixed)))
+        except (OSError, TimeoutError, proxy.ProxyHeaderError) as error:
+            log.info("connection from proxy %s closed: %s", pending.source, f"{type(error).__name__}: {error}")
+            return False
+        if header.source is not None:
+            if not pending.move(header.source[0]):
+                self.refused(header.source[0])
+                return False
+            association.proxied = header.source
+        return True
 
     @staticmethod
     def _forget(association: _Association, conn: socket.socket, pending: Pending) -> None:

@@ -53,6 +53,7 @@ class ConnectionInfo:
     local: tuple[str, int] | None
     peer_certificate: dict[str, Any] | None = None
     listener: str = ""  # the name the composition root gave the listener ("main", "plain", "return")
+    via: tuple[str, int] | None = None  # the load balancer ``peer`` came through (PROXY protocol), if any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

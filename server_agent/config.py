@@ -8,6 +8,7 @@ file and the dotted key.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -47,6 +48,20 @@ class ServerSection(Schema):
     decision_log: RelPath = Field(default=Path("decisions.jsonl"), validate_default=True)
     max_associations: PositiveInt = 200
     move_timeout: PositiveFloat = 600.0  # seconds a permitted C-MOVE keeps the return path open
+    # Load balancers (addresses or networks) in front of the listeners: a connection from one must begin
+    # with a PROXY protocol v2 header naming the client (HAProxy ``send-proxy-v2``), and that client is
+    # the peer for node policy, throttles and per-source bounds. Nobody else's header is believed.
+    proxy_protocol_from: Strings = ()
+
+    @field_validator("proxy_protocol_from")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or network") from None
+        return value
 
 
 class TlsFiles(Schema):

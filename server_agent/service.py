@@ -74,15 +74,18 @@ class ServerAgent:
         # Workstation agents only, each with a certificate from the site CA (mutual TLS, PS3.15 B.12).
         self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
                                 ssl=server_context(config.certificate, config.key, ca=config.ca),
-                                limits=limits, max_associations=config.max_associations, name="main")
+                                limits=limits, max_associations=config.max_associations, name="main",
+                                proxies=config.server.proxy_protocol_from)
         self.plain = (RelayServer(self.policy, host=config.plain_listen[0], port=config.plain_listen[1],
-                                  limits=limits, max_associations=config.max_associations, name="plain")
+                                  limits=limits, max_associations=config.max_associations, name="plain",
+                                  proxies=config.server.proxy_protocol_from)
                       if config.plain_listen else None)
         returns = ReturnPolicy(config, self.moves, self.decisions,
                                client_context(ca=config.ca, certificate=config.certificate, key=config.key))
         self.returns = RelayServer(returns, host=config.return_listen[0], port=config.return_listen[1],
                                    ssl=return_context(config), limits=limits,
-                                   max_associations=config.return_.max_associations, name="return")
+                                   max_associations=config.return_.max_associations, name="return",
+                                   proxies=config.server.proxy_protocol_from)
 
     @property
     def servers(self) -> list[RelayServer]:
