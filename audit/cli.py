@@ -1,6 +1,7 @@
 """``decision-log``: what security teams run on a server agent's decision log.
 
-    decision-log verify --log decisions.jsonl --key-file decision-log.key [--stale-after 300]
+    decision-log verify --log decisions.jsonl --public-key decision-log.key.pub [--key-file OLD-HMAC-KEY]
+                        [--stale-after 300] [--json]
     decision-log tail   --log decisions.jsonl [-n 20] [-f]
     decision-log search --log decisions.jsonl [--user U] [--patient P] [--study S] [--workstation W]
                         [--action A] [--decision permit|deny] [--reason R] [--since T] [--until T] [--json]
@@ -12,11 +13,12 @@
   0  the chain and every checkpoint hold;
   1  damage: the first broken record and its kind (edited, deleted, reordered, file-missing,
      truncated: a last line cut off by a crash that the agent has not sealed yet, or with
-     ``--stale-after`` a log whose last checkpoint is old and not final);
+     ``--stale-after`` a log whose last checkpoint is old and not final; unverifiable: signed with
+     a kind of key not given);
   3  the chain holds, but a crash once cut a write short and the writer sealed the torn line when it
      restarted: a warning a security officer must see (the rest of that write, unsigned records,
      is lost), not tampering. It stays reported for as long as the file holding it is kept.
-(2 is argparse's, for a command line it cannot parse.)
+(2 is argparse's, for a command line it cannot parse, and a key file that cannot be used.)
 
 ``search``, ``export``, ``report`` and ``index`` read each record as an event of
 :mod:`audit.events` (records of earlier versions included) and flatten it once, in :mod:`audit.rows`.
@@ -43,6 +45,7 @@ from .events import Stored, read
 from .progress import Progress
 from .report import html_page, summarize, text
 from .rows import COLUMNS, FILTERS, bookkeeping, matches, row, wanted_reason
+from .signing import KeyFileError, Keys, read_hmac_key, read_public_key
 
 SEALED = 3  # verify's exit code for a chain that holds with a sealed torn tail (a warning)
 
@@ -143,7 +146,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", epilog="exit codes: 0 intact, 1 damaged, 3 intact with a sealed torn tail "
                        "(a crash cut a write short; see the report)")
-    v.add_argument("--key-file", required=True, type=Path)
+    v.add_argument("--public-key", type=Path, action="append", default=[],
+                   help="the agent's public key (PEM, next to its private key as KEY_FILE.pub); repeatable")
+    v.add_argument("--key-file", type=Path, action="append", default=[],
+                   help="an HMAC key of a version before 2026-12, for the checkpoints it signed; repeatable")
     v.add_argument("--stale-after", type=float, default=None,
                    help="report a log whose last checkpoint is older than this (seconds) and not final as truncated")
     v.add_argument("--json", action="store_true")
@@ -169,17 +175,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _verify(args: argparse.Namespace) -> int:
-    key = bytes.fromhex(args.key_file.read_text().strip())
+def _keys(args: argparse.Namespace) -> Keys | None:
+    if not args.public_key and not args.key_file:
+        return None
+    return Keys(public=tuple(read_public_key(p) for p in args.public_key),
+                hmac=tuple(read_hmac_key(p) for p in args.key_file))
+
+
+def _verify(args: argparse.Namespace, keys: Keys | None) -> int:
+    if keys is None:
+        print("decision-log verify: give the agent's public key (--public-key decision-log.key.pub), and for "
+              "checkpoints of versions before 2026-12 their HMAC key (--key-file)", file=sys.stderr)
+        return 2
     progress = Progress("verify")
-    report = verify(args.log, key, stale_after=args.stale_after, progress=progress.update)
+    report = verify(args.log, keys, stale_after=args.stale_after, progress=progress.update)
     progress.done(f"{report.records:,} records checked")
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     elif report.ok:
-        print(f"ok: {report.records} records in {report.files} file(s), {report.checkpoints} checkpoints, "
-              f"{report.unsigned_tail} record(s) after the last checkpoint"
-              f"{' (closed cleanly)' if report.final else ''}")
+        signed = f"last signed by {report.signature}" + (f" key {report.key_id}" if report.key_id else "")
+        print(f"ok: {report.records} records in {report.files} file(s), {report.checkpoints} checkpoints "
+              f"({signed if report.checkpoints else 'none signed'}), {report.unsigned_tail} record(s) after the "
+              f"last checkpoint{' (closed cleanly)' if report.final else ''}")
+        if report.records and not report.checkpoints:
+            print("WARNING: no signed checkpoint: nothing proves the agent wrote these records")
         _warn_sealed(report)
     else:
         d = report.damage
@@ -229,9 +248,14 @@ def _select(args: argparse.Namespace) -> list[Stored]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "verify":
-        return _verify(args)
+        try:
+            keys = _keys(args)
+        except KeyFileError as error:
+            parser.error(str(error))
+        return _verify(args, keys)
     if args.command == "tail":
         return _tail(args)
     if args.command == "index":
