@@ -20,6 +20,13 @@
      is lost), not tampering. It stays reported for as long as the file holding it is kept.
 (2 is argparse's, for a command line it cannot parse, and a key file that cannot be used.)
 
+``--since``/``--until`` take a day, a time or an instant (``2026-12-01``, ``2026-12-01T08:30``,
+``2026-12-01T08:30:00+01:00``; UTC without a zone), each inclusive: ``--until 2026-12-01`` ends with
+that day's last record. A bad value is an error naming the option.
+
+Output into a pipe that closes early (``decision-log search ... | head``) ends the command quietly,
+as ``cat`` or ``grep`` end: killed by SIGPIPE, with no traceback.
+
 ``search``, ``export``, ``report`` and ``index`` read each record as an event of
 :mod:`audit.events` (records of earlier versions included) and flatten it once, in :mod:`audit.rows`.
 """
@@ -30,111 +37,27 @@ import argparse
 import csv
 import json
 import os
+import signal
 import sqlite3
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import orjson
-
-from . import index
-from .chain import Report, iter_lines, log_files, verify
+from . import index, period
+from .chain import Report, verify
 from .events import Stored, read
 from .progress import Progress
+from .reading import events, follow, last_lines, parsed
 from .report import html_page, summarize, text
-from .rows import COLUMNS, FILTERS, bookkeeping, matches, row, wanted_reason
+from .rows import COLUMNS, FILTERS, bookkeeping, line, matches, row, wanted_reason
 from .signing import KeyFileError, Keys, read_hmac_key, read_public_key
 
 SEALED = 3  # verify's exit code for a chain that holds with a sealed torn tail (a warning)
 
 
-def records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every readable record of the log, rotated files first (an unreadable line is verify's business)."""
-    for _, _, line in iter_lines(path):
-        if line.strip():
-            try:
-                record = orjson.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
-
-
-def events(path: Path) -> Iterator[Stored]:
-    for record in records(path):
-        stored = read(record)
-        if stored is not None:
-            yield stored
-
-
-def last_lines(log: Path, count: int, block: int = 65536) -> list[bytes]:
-    """The last ``count`` complete, non-empty lines of the log, read backwards from the end of the
-    newest file (and of older rotated files when it has fewer): no re-reading of months of records."""
-    found: list[bytes] = []
-    for file in reversed(log_files(log)):
-        with file.open("rb") as handle:
-            end = handle.seek(0, os.SEEK_END)
-            data = b""
-            while end > 0 and data.count(b"\n") <= count - len(found):
-                start = max(0, end - block)
-                handle.seek(start)
-                data = handle.read(end - start) + data
-                end = start
-        lines = [raw for raw in data.split(b"\n") if raw.strip()]
-        if end > 0:
-            lines = lines[1:]  # the first may be the cut end of a longer line
-        found = lines[-(count - len(found)):] + found if count > len(found) else found
-        if len(found) >= count:
-            break
-    return found[-count:] if count else []
-
-
-def follow(log: Path, poll: float = 0.5) -> Iterator[bytes]:
-    """Lines appended to the live file from now on, across rotations (as ``tail -F``): reads only what
-    is new, never the whole log again."""
-    handle = log.open("rb")
-    handle.seek(0, os.SEEK_END)
-    inode = os.fstat(handle.fileno()).st_ino
-    partial = b""
-    try:
-        while True:
-            chunk = handle.read()
-            if chunk:
-                partial += chunk
-                *complete, partial = partial.split(b"\n")
-                yield from (raw for raw in complete if raw.strip())
-                continue
-            try:
-                renamed = os.stat(log).st_ino != inode
-            except FileNotFoundError:
-                renamed = False  # between the rename and the new file: wait for it
-            if renamed:  # rotated: finish the old file, then read the new one from its start
-                partial += handle.read()
-                yield from (raw for raw in partial.split(b"\n") if raw.strip())
-                handle.close()
-                handle = log.open("rb")
-                inode = os.fstat(handle.fileno()).st_ino
-                partial = b""
-                continue
-            time.sleep(poll)
-    finally:
-        handle.close()
-
-
-def line(row: dict[str, Any]) -> str:
-    return (f"{row['time'][:26]:<26} {row['user'] or '-':<12} {row['action'] or row['event']:<9} "
-            f"{row['patient'] or '-':<16} {row['decision'] or '-':<7} {row['reason'] or '-':<24} {row['rule_id']}")
-
-
 def tail_line(raw: bytes) -> str:
     """One line of ``tail``: an event, one of the chain's own records, or a line that is neither."""
-    try:
-        record = orjson.loads(raw)
-    except ValueError:
-        record = None
-    if not isinstance(record, dict):
+    record = parsed(raw)
+    if record is None:
         return f"(not a log record: {len(raw)} bytes; decision-log verify says why)"
     stored = read(record)
     return line(row(stored) if stored is not None else bookkeeping(record))
@@ -162,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name)
         for field in FILTERS:
             p.add_argument(f"--{field}", choices=["permit", "deny"] if field == "decision" else None)
-        p.add_argument("--since", help="ISO time, inclusive")
-        p.add_argument("--until", help="ISO time, inclusive")
+        p.add_argument("--since", type=period.since, help="a day, time or instant: from its start (inclusive)")
+        p.add_argument("--until", type=period.until, help="a day, time or instant: to its end (inclusive)")
         if name == "search":
             p.add_argument("--json", action="store_true")
         elif name == "export":
@@ -218,11 +141,9 @@ def _tail(args: argparse.Namespace) -> int:
     for raw in last_lines(args.log, args.n):
         print(tail_line(raw))
     if args.follow:
-        try:
-            for raw in follow(args.log):
-                print(tail_line(raw), flush=True)
-        except KeyboardInterrupt:
-            return 0
+        sys.stdout.flush()
+        for raw in follow(args.log):
+            print(tail_line(raw), flush=True)
     return 0
 
 
@@ -247,9 +168,12 @@ def _select(args: argparse.Namespace) -> list[Stored]:
     return selected
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None and since.instant >= until.instant:
+        parser.error(f"argument --until: {until.typed!r} ends before --since {since.typed!r} begins")
     if args.command == "verify":
         try:
             keys = _keys(args)
@@ -265,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         summary = summarize(selected)
         if args.html:
-            period = f"{args.since or 'start'} to {args.until or 'now'}"
-            args.html.write_text(html_page(summary, f"Decision log report, {period}"), encoding="utf-8")
+            covered = f"{args.since.typed if args.since else 'start'} to {args.until.typed if args.until else 'now'}"
+            args.html.write_text(html_page(summary, f"Decision log report, {covered}"), encoding="utf-8")
             print(f"report written to {args.html}", file=sys.stderr)
         print(text(summary))
         return 0
@@ -287,8 +211,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
+def main(argv: list[str] | None = None) -> int:
     try:
-        sys.exit(main())
-    except BrokenPipeError:  # `decision-log search ... | head`
-        sys.exit(0)
+        code = _run(argv)
+        sys.stdout.flush()  # a pipe closed early shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+    except KeyboardInterrupt:  # ^C in tail -f, alerts --follow
+        return 130
+
+
+def _reader_gone() -> int:
+    """The reading end of stdout closed (``| head`` had enough): end as ``cat`` and ``grep`` do, killed
+    by SIGPIPE (exit status 141 in a shell), with nothing on stderr. Python ignores SIGPIPE and raises
+    instead; stdout goes to /dev/null first so that the interpreter's last flush fails no more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sigpipe = getattr(signal, "SIGPIPE", None)
+    if sigpipe is not None:  # POSIX
+        signal.signal(sigpipe, signal.SIG_DFL)
+        os.kill(os.getpid(), sigpipe)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

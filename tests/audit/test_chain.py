@@ -211,7 +211,7 @@ def test_a_log_that_is_not_chained_is_not_appended_to(tmp_path: Path) -> None:
 def test_tail_reads_only_the_end_and_follows_across_rotations(tmp_path: Path) -> None:
     import threading
 
-    from audit.cli import follow, last_lines
+    from audit.reading import follow, last_lines
 
     path = write_log(tmp_path, 60, close=False)  # several rotated files of 4000 bytes
     assert len(log_files(path)) > 3
