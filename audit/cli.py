@@ -1,13 +1,20 @@
 """``decision-log``: what security teams run on a server agent's decision log.
 
-    decision-log verify --log decisions.jsonl --public-key decision-log.key.pub [--key-file OLD-HMAC-KEY]
-                        [--stale-after 300] [--json]
-    decision-log tail   --log decisions.jsonl [-n 20] [-f]
-    decision-log search --log decisions.jsonl [--user U] [--patient P] [--study S] [--workstation W]
-                        [--action A] [--decision permit|deny] [--reason R] [--since T] [--until T] [--json]
-    decision-log export --log decisions.jsonl --format csv|jsonl [filters as for search]
-    decision-log report --log decisions.jsonl [--since T] [--until T] [--html FILE]
-    decision-log index  --log decisions.jsonl      # then search/export/report use the SQLite index
+    decision-log verify  --log decisions.jsonl --public-key decision-log.key.pub [--key-file OLD-HMAC-KEY]
+                         [--stale-after 300] [--json]
+    decision-log tail    --log decisions.jsonl [-n 20] [-f]
+    decision-log search  --log decisions.jsonl [--user U] [--patient P] [--study S] [--workstation W]
+                         [--action A] [--decision permit|deny] [--reason R] [--since T] [--until T] [--json]
+    decision-log export  --log decisions.jsonl --format csv|jsonl [filters as for search]
+    decision-log report  --log decisions.jsonl [filters] [--html FILE] [--public-key P] [--site NAME]
+                         [--timezone Europe/Paris] [--work-hours 7-19]
+    decision-log patient PATIENT-ID --log decisions.jsonl [--since T] [--until T] [--html FILE] [--json]
+    decision-log alerts  --log decisions.jsonl [--follow] [--format json|syslog] [--target HOST:PORT]
+    decision-log index   --log decisions.jsonl      # then search/export/report use the SQLite index
+
+``--since``/``--until`` take a day, a time or an instant (``2026-12-01``, ``2026-12-01T08:30``,
+``2026-12-01T08:30:00+01:00``; UTC without a zone), each inclusive: ``--until 2026-12-01`` ends with
+that day's last record. A bad value is an error naming the option.
 
 ``verify`` exits with
   0  the chain and every checkpoint hold;
@@ -20,15 +27,8 @@
      is lost), not tampering. It stays reported for as long as the file holding it is kept.
 (2 is argparse's, for a command line it cannot parse, and a key file that cannot be used.)
 
-``--since``/``--until`` take a day, a time or an instant (``2026-12-01``, ``2026-12-01T08:30``,
-``2026-12-01T08:30:00+01:00``; UTC without a zone), each inclusive: ``--until 2026-12-01`` ends with
-that day's last record. A bad value is an error naming the option.
-
 Output into a pipe that closes early (``decision-log search ... | head``) ends the command quietly,
 as ``cat`` or ``grep`` end: killed by SIGPIPE, with no traceback.
-
-``search``, ``export``, ``report`` and ``index`` read each record as an event of
-:mod:`audit.events` (records of earlier versions included) and flatten it once, in :mod:`audit.rows`.
 """
 
 from __future__ import annotations
@@ -41,15 +41,20 @@ import signal
 import sqlite3
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import index, period
+from . import accounting, index, period, report_page
+from .alerts import SD_ID, Detector, Thresholds
 from .chain import Report, verify
 from .events import Stored, read
+from .integrity import check
+from .page import write_private
 from .progress import Progress
-from .reading import events, follow, last_lines, parsed
-from .report import html_page, summarize, text
+from .reading import events, everything_then_follow, follow, last_lines, parsed, records
+from .report import Hours, summarize, text
 from .rows import COLUMNS, FILTERS, bookkeeping, line, matches, row, wanted_reason
 from .signing import KeyFileError, Keys, read_hmac_key, read_public_key
+from .syslog import SpooledSender, SyslogTarget
 
 SEALED = 3  # verify's exit code for a chain that holds with a sealed torn tail (a warning)
 
@@ -63,16 +68,39 @@ def tail_line(raw: bytes) -> str:
     return line(row(stored) if stored is not None else bookkeeping(record))
 
 
+def _zone(value: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"{value!r} is no IANA time zone (for example Europe/Paris)") from None
+
+
+def _hours(value: str) -> tuple[int, int]:
+    start, _, end = value.partition("-")
+    if not (start.isdigit() and end.isdigit() and 0 <= int(start) < int(end) <= 24):
+        raise argparse.ArgumentTypeError(f"{value!r} is not START-END in whole hours (for example 7-19)")
+    return int(start), int(end)
+
+
+def _keys_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--public-key", type=Path, action="append", default=[],
+                   help="the agent's public key (PEM, next to its private key as KEY_FILE.pub); repeatable")
+    p.add_argument("--key-file", type=Path, action="append", default=[],
+                   help="an HMAC key of a version before 2026-12, for the checkpoints it signed; repeatable")
+
+
+def _period_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=period.since, help="a day, time or instant: from its start (inclusive)")
+    p.add_argument("--until", type=period.until, help="a day, time or instant: to its end (inclusive)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decision-log", description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", epilog="exit codes: 0 intact, 1 damaged, 3 intact with a sealed torn tail "
                        "(a crash cut a write short; see the report)")
-    v.add_argument("--public-key", type=Path, action="append", default=[],
-                   help="the agent's public key (PEM, next to its private key as KEY_FILE.pub); repeatable")
-    v.add_argument("--key-file", type=Path, action="append", default=[],
-                   help="an HMAC key of a version before 2026-12, for the checkpoints it signed; repeatable")
+    _keys_options(v)
     v.add_argument("--stale-after", type=float, default=None,
                    help="report a log whose last checkpoint is older than this (seconds) and not final as truncated")
     v.add_argument("--json", action="store_true")
@@ -85,17 +113,50 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name)
         for field in FILTERS:
             p.add_argument(f"--{field}", choices=["permit", "deny"] if field == "decision" else None)
-        p.add_argument("--since", type=period.since, help="a day, time or instant: from its start (inclusive)")
-        p.add_argument("--until", type=period.until, help="a day, time or instant: to its end (inclusive)")
+        _period_options(p)
         if name == "search":
             p.add_argument("--json", action="store_true")
         elif name == "export":
             p.add_argument("--format", choices=["csv", "jsonl"], required=True)
         else:
-            p.add_argument("--html", type=Path, help="write a self-contained HTML report with charts")
+            _report_options(p)
+    pt = sub.add_parser("patient", help="every access to one patient's data (an accounting of disclosures)")
+    pt.add_argument("patient_id", metavar="PATIENT-ID")
+    pt.add_argument("--issuer", help="the Issuer of Patient ID (records naming another issuer are left out)")
+    _period_options(pt)
+    _keys_options(pt)
+    pt.add_argument("--html", type=Path, help="write the accounting as one self-contained HTML page")
+    pt.add_argument("--json", action="store_true", help="one JSON object per access")
+    _alerts_options(sub.add_parser("alerts", help="break-glass uses, refusal bursts, unusual volume, for a SIEM"))
     for p in sub.choices.values():
         p.add_argument("--log", required=True, type=Path, help="the live decision log file")
     return parser
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--html", type=Path, help="write a self-contained HTML report with charts")
+    _keys_options(p)
+    p.add_argument("--site", default="", help="the site's name for the report's header")
+    p.add_argument("--timezone", type=_zone, default=ZoneInfo("UTC"), help="the site's zone, for working hours")
+    p.add_argument("--work-hours", type=_hours, default=(7, 19), help="START-END (default 7-19)")
+
+
+def _alerts_options(a: argparse.ArgumentParser) -> None:
+    _period_options(a)
+    a.add_argument("-f", "--follow", action="store_true",
+                   help="keep reading the log as it grows (from its end, or from --since), across rotations")
+    a.add_argument("--format", choices=["json", "syslog"], default="json")
+    a.add_argument("--target", help="send syslog to HOST[:PORT] instead of stdout (TLS 6514, UDP 514)")
+    a.add_argument("--transport", choices=["tls", "udp"], default="tls")
+    for name in ("ca", "certificate", "key"):
+        a.add_argument(f"--{name}", type=Path, help=f"TLS {name} file for --target")
+    a.add_argument("--server-name", help="the name the target's certificate must carry (default: its host)")
+    a.add_argument("--spool", type=Path, help="where messages wait for the target (default ~/.cache/decision-log)")
+    a.add_argument("--sd-id", default=SD_ID, help="STRUCTURED-DATA id (NAME@your private enterprise number)")
+    a.add_argument("--burst", type=int, default=5, help="refusals for one user or source that make a burst")
+    a.add_argument("--burst-window", type=float, default=300.0, help="seconds")
+    a.add_argument("--volume", type=int, default=50, help="distinct patients per user above which to alert")
+    a.add_argument("--volume-window", type=float, default=3600.0, help="seconds")
 
 
 def _keys(args: argparse.Namespace) -> Keys | None:
@@ -168,33 +229,87 @@ def _select(args: argparse.Namespace) -> list[Stored]:
     return selected
 
 
-def _run(argv: list[str] | None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    since, until = getattr(args, "since", None), getattr(args, "until", None)
-    if since is not None and until is not None and since.instant >= until.instant:
-        parser.error(f"argument --until: {until.typed!r} ends before --since {since.typed!r} begins")
-    if args.command == "verify":
-        try:
-            keys = _keys(args)
-        except KeyFileError as error:
-            parser.error(str(error))
-        return _verify(args, keys)
-    if args.command == "tail":
-        return _tail(args)
-    if args.command == "index":
-        index.build(args.log, progress=Progress("index", enabled=False if args.quiet else None))
-        return 0
+def _selection(args: argparse.Namespace) -> str:
+    """The filters given, as the command line said them (for a report's header)."""
+    given = [f"--{name} {getattr(args, name)}" for name in FILTERS if getattr(args, name, None)]
+    given += [f"--{name} {getattr(args, name).typed}" for name in ("since", "until") if getattr(args, name, None)]
+    return " ".join(given)
+
+
+def _report(args: argparse.Namespace, keys: Keys | None) -> int:
     selected = _select(args)
-    if args.command == "report":
-        summary = summarize(selected)
-        if args.html:
-            covered = f"{args.since.typed if args.since else 'start'} to {args.until.typed if args.until else 'now'}"
-            args.html.write_text(html_page(summary, f"Decision log report, {covered}"), encoding="utf-8")
-            print(f"report written to {args.html}", file=sys.stderr)
-        print(text(summary))
-        return 0
-    rows = [row(stored) for stored in selected]
+    integrity = check(args.log, keys, progress=Progress("verify").update)
+    summary = summarize(selected, Hours(zone=args.timezone, start=args.work_hours[0], end=args.work_hours[1]))
+    if args.html:
+        write_private(args.html, report_page.html_page(summary, integrity, selection=_selection(args), site=args.site,
+                                                       log=str(args.log)))
+        print(f"report written to {args.html}", file=sys.stderr)
+    print(text(summary, integrity=integrity.headline, selection=_selection(args)))
+    return 1 if integrity.level == "broken" else 0
+
+
+def _patient(args: argparse.Namespace, keys: Keys | None) -> int:
+    found = accounting.accesses(args.log, args.patient_id, issuer=args.issuer, since=args.since, until=args.until)
+    integrity = check(args.log, keys, progress=Progress("verify").update)
+    if args.json:
+        for item in found:
+            print(json.dumps(item.as_dict()))
+    else:
+        print("\n".join(accounting.text_lines(args.patient_id, found, integrity)))
+    if args.html:
+        covered = (f"{period.shown(args.since.instant) if args.since else 'the log start'} to "
+                   f"{period.shown(args.until.instant) + ' (excluded)' if args.until else 'its end'}")
+        write_private(args.html, accounting.html_page(args.patient_id, found, integrity, period=covered,
+                                                      log=str(args.log)))
+        print(f"accounting written to {args.html}", file=sys.stderr)
+    return 1 if integrity.level == "broken" else 0
+
+
+def _sender(args: argparse.Namespace) -> SpooledSender | None:
+    if not args.target:
+        return None
+    host, _, port = args.target.rpartition(":") if args.target.count(":") == 1 else (args.target, "", "")
+    target = SyslogTarget(host=host, port=int(port) if port.isdigit() else 6514 if args.transport == "tls" else 514,
+                          transport=args.transport, ca=args.ca, certificate=args.certificate, key=args.key,
+                          server_name=args.server_name)
+    spool = args.spool or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "decision-log" / "alerts"
+    return SpooledSender(target, spool, app="decision-log")
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    detector = Detector(Thresholds(burst=args.burst, burst_window=args.burst_window, volume=args.volume,
+                                   volume_window=args.volume_window))
+    sender = _sender(args)
+    if not args.follow:
+        source = records(args.log)
+    else:
+        source = everything_then_follow(args.log) if args.since else (r for r in map(parsed, follow(args.log)) if r)
+    try:
+        for record in source:
+            stored = read(record)
+            if stored is None or not period.within(period.instant(stored.time), args.since, args.until):
+                continue
+            for alert in detector.feed(stored):
+                if args.format == "json":
+                    print(alert.json().decode(), flush=args.follow)
+                elif sender is not None:
+                    sender.submit_message(alert.syslog(sd_id=args.sd_id))
+                else:
+                    sys.stdout.buffer.write(alert.syslog(sd_id=args.sd_id) + b"\n")
+                    if args.follow:
+                        sys.stdout.buffer.flush()
+    finally:
+        if sender is not None:
+            sender.close(10)
+    if sender is not None and sender.pending():
+        print(f"decision-log alerts: {sender.pending()} message(s) not delivered yet, kept in {sender.spool}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _search_or_export(args: argparse.Namespace) -> int:
+    rows = [row(stored) for stored in _select(args)]
     if args.command == "search":
         for flat in rows:
             print(json.dumps(flat) if args.json else line(flat))
@@ -209,6 +324,32 @@ def _run(argv: list[str] | None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     return 0
+
+
+def _run(argv: list[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None and since.instant >= until.instant:
+        parser.error(f"argument --until: {until.typed!r} ends before --since {since.typed!r} begins")
+    try:
+        keys = _keys(args) if hasattr(args, "public_key") else None
+    except KeyFileError as error:
+        parser.error(str(error))
+    if args.command == "verify":
+        return _verify(args, keys)
+    if args.command == "tail":
+        return _tail(args)
+    if args.command == "index":
+        index.build(args.log, progress=Progress("index", enabled=False if args.quiet else None))
+        return 0
+    if args.command == "report":
+        return _report(args, keys)
+    if args.command == "patient":
+        return _patient(args, keys)
+    if args.command == "alerts":
+        return _alerts(args)
+    return _search_or_export(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,17 +94,31 @@ def _follow(handle: BinaryIO, log: Path, poll: float) -> Iterator[bytes]:
                 renamed = os.stat(log).st_ino != inode
             except FileNotFoundError:
                 renamed = False  # between the rename and the new file: wait for it
-            if renamed:  # rotated: finish the old file, then read the new one from its start
+            if renamed:  # rotated: finish the old file, any rotated since, then the new one from its start
                 partial += handle.read()
                 yield from (raw for raw in partial.split(b"\n") if raw.strip())
                 handle.close()
                 handle = log.open("rb")
+                yield from _between(log, inode, os.fstat(handle.fileno()).st_ino)
                 inode = os.fstat(handle.fileno()).st_ino
                 partial = b""
                 continue
             time.sleep(poll)
     finally:
         handle.close()
+
+
+def _between(log: Path, old: int, new: int) -> Iterator[bytes]:
+    """The lines of the files rotated after the file ``old`` and before the live file ``new`` (several
+    rotations between two polls): none is skipped. Nothing if ``old`` is gone (removed meanwhile)."""
+    files = log_files(log)
+    inodes = [file.stat().st_ino for file in files]
+    if old not in inodes:
+        return
+    end = inodes.index(new) if new in inodes else len(files)
+    for file in files[inodes.index(old) + 1:end]:
+        with file.open("rb") as lines:
+            yield from (line.rstrip(b"\n") for line in lines if line.strip() and len(line) <= MAX_LINE)
 
 
 def everything_then_follow(log: Path, poll: float = 0.5) -> Iterator[dict[str, Any]]:

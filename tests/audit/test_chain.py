@@ -174,7 +174,8 @@ def test_report_numbers_match_search_and_the_html_renders(tmp_path: Path) -> Non
 
     checker = Check()
     checker.feed(page)
-    assert checker.svgs == 3 and "rad (30 patients)" in page
+    assert checker.svgs == 4  # one timeline per user
+    assert re.search(r'<a href="#u-\d+">rad</a></td><td>30</td>', page)  # unusually many patients, linked
 
 
 def test_the_index_answers_like_the_scan_and_follows_new_records(tmp_path: Path) -> None:

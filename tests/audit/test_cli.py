@@ -79,7 +79,7 @@ def test_time_filters(tmp_path: Path, bounds: list[str], found: str) -> None:
 ])
 def test_a_bad_time_is_an_error_naming_the_option(tmp_path: Path, bounds: list[str], named: str) -> None:
     path = timed_log(tmp_path)
-    for command in ("search", "report", "export --format csv"):
+    for command in ("search", "report", "export --format csv", "patient A", "alerts"):
         done = cli(*command.split(), "--log", path, *bounds)
         assert done.returncode == 2 and f"argument {named}:" in done.stderr, (command, done.stderr)
         assert done.stdout == "" and "Traceback" not in done.stderr
