@@ -170,3 +170,25 @@ def test_follow_mode_reads_the_growing_log_across_rotations(tmp_path: Path) -> N
     assert seen[-1]["alert"] == "break-glass" and seen[-1]["patient"] == "PAT-NEW"
     assert "PAT-OLD" not in json.dumps(seen)
     writer.close()
+
+
+def test_follow_from_a_time_reads_the_log_so_far_then_what_is_appended(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.jsonl"
+    writer = ChainWriter(path, KEY, max_bytes=2000, checkpoint_interval=3600)
+    for n in range(12):  # rotated files before the follower starts
+        writer.write({"time": stamp(T0 + n), **query("erdoc", f"PAT-OLD-{n}", break_glass=True, association=f"o{n}")})
+    follower = subprocess.Popen([sys.executable, "-m", "audit.cli", "alerts", "--log", str(path), "--follow",
+                                 "--since", stamp(T0 + 2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT)
+    try:
+        assert follower.stdout is not None
+        patients = [json.loads(follower.stdout.readline())["patient"] for _ in range(10)]
+        writer.write({"time": stamp(T0 + 60), **query("erdoc", "PAT-NEW", break_glass=True, association="n")})
+        patients.append(json.loads(follower.stdout.readline())["patient"])
+    finally:
+        follower.terminate()
+        follower.wait(10)
+        for stream in (follower.stdout, follower.stderr):
+            if stream is not None:
+                stream.close()
+        writer.close()
+    assert patients == [f"PAT-OLD-{n}" for n in range(2, 12)] + ["PAT-NEW"]  # once each, in order
