@@ -5,9 +5,12 @@ the SHA-256 of the previous record's line as written. Editing a record breaks th
 deleting one leaves a gap in ``seq``; swapping two breaks both. Each file starts with a
 ``file-start`` record naming its index and the hash of the last line of the file before, so a
 removed rotated file is a gap in the indexes. Every ``checkpoint_interval`` seconds (and when the
-writer closes, marked ``final``) a ``checkpoint`` record signs the chain head with HMAC-SHA256 under
-a key only the agent holds: records after the last checkpoint are not yet signed, and a log whose
-last checkpoint is old and not final has lost its tail.
+writer closes, marked ``final``) a ``checkpoint`` record signs the chain head with the agent's
+Ed25519 private key (:mod:`audit.signing`; HMAC-SHA256 in logs of earlier versions): records after
+the last checkpoint are not yet signed, and a log whose last checkpoint is old and not final has
+lost its tail. ``verify`` needs only the public key; a log that switched from HMAC to Ed25519 at an
+upgrade verifies across the switch with both keys, and with the public key alone once an Ed25519
+checkpoint covers the HMAC-signed part (it signs the head of a chain that includes it).
 
 A torn tail: a crash (kill -9, power loss, a full disk) in the middle of a write leaves the live
 file ending in part of a line, with no newline and no record in it. ``verify`` reports that as
@@ -26,7 +29,6 @@ import calendar
 import dataclasses
 import datetime as dt
 import hashlib
-import hmac
 import logging
 import os
 import re
@@ -37,8 +39,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from . import signing
 from .events import Kind, LogTruncated
+from .signing import HmacSigner, Keys, Signer
 
 log = logging.getLogger("audit.chain")
 
@@ -52,10 +57,9 @@ def line_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
-def checkpoint_mac(key: bytes, record: dict[str, Any]) -> str:
-    """HMAC-SHA256 over the checkpoint record as written, without its ``mac`` (RFC 2104)."""
-    body = {k: v for k, v in record.items() if k != "mac"}
-    return hmac.new(key, encode(body), hashlib.sha256).hexdigest()
+def signed_body(record: dict[str, Any]) -> bytes:
+    """What a checkpoint's signature covers: the record as written, without its signature."""
+    return encode({k: v for k, v in record.items() if k not in signing.SIGNATURE_FIELDS})
 
 
 def encode(record: dict[str, Any]) -> bytes:
@@ -73,12 +77,15 @@ def log_files(path: Path) -> list[Path]:
 
 
 class ChainWriter:
-    """Appends records to ``path``; not thread-safe (one writer thread owns it)."""
+    """Appends records to ``path``; not thread-safe (one writer thread owns it).
 
-    def __init__(self, path: Path, key: bytes, *, max_bytes: int = 64 * 1024 * 1024,
+    ``key`` signs the checkpoints: the agent's :class:`audit.signing.Ed25519Signer`; raw bytes are an
+    HMAC key, as versions before 2026-12 signed (tests write such logs with it)."""
+
+    def __init__(self, path: Path, key: Signer | bytes, *, max_bytes: int = 64 * 1024 * 1024,
                  checkpoint_interval: float = 60.0) -> None:
         self.path = path
-        self.key = key
+        self.signer: Signer = HmacSigner(key) if isinstance(key, bytes) else key
         self.max_bytes = max_bytes
         self.checkpoint_interval = checkpoint_interval
         self.sealed: LogTruncated | None = None  # the torn tail this writer found and sealed when it started
@@ -151,7 +158,9 @@ class ChainWriter:
         self.seq += 1
         record = {**record, "seq": self.seq, "prev": self.head}
         if record.get("event") == "checkpoint":
-            record["mac"] = checkpoint_mac(self.key, record)
+            record.update(self.signer.header)
+            name, signature = self.signer.sign(signed_body(record))
+            record[name] = signature
         line = encode(record)
         self.head = line_hash(line)
         return line + b"\n"
@@ -249,7 +258,8 @@ def _record(line: bytes) -> tuple[int, str] | None:
 
 @dataclass(frozen=True, slots=True)
 class Damage:
-    kind: str  # edited | deleted | reordered | truncated | file-missing | unreadable
+    # edited | deleted | reordered | truncated | file-missing | unverifiable (signed with a key of a kind not given)
+    kind: str
     file: str
     line: int
     seq: int | None
@@ -274,6 +284,10 @@ class Report:
     unsigned_tail: int = 0
     last_checkpoint: str | None = None
     final: bool = False
+    signature: str = ""  # how the last checkpoint checked was signed: "Ed25519" or "HMAC-SHA256"
+    key_id: str = ""  # ... and by which Ed25519 key
+    hmac_checkpoints: int = 0  # of ``checkpoints``, those signed with an HMAC key (logs of earlier versions)
+    unchecked: int = 0  # HMAC checkpoints not checked (no HMAC key given), each covered by a later Ed25519 one
     damage: Damage | None = None
     sealed: list[Sealed] = field(default_factory=list)  # crashes in the middle of a write, each sealed
 
@@ -303,9 +317,11 @@ def _lines(path: Path) -> Iterator[tuple[Path, int, bytes, bool]]:
                 yield file, number, line[:-1] if terminated else line, terminated
 
 
-def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: float | None = None,
-           progress: Callable[[int, str], None] | None = None) -> Report:
+def verify(path: Path, key: Keys | bytes | Ed25519PublicKey, *, stale_after: float | None = None,
+           now: float | None = None, progress: Callable[[int, str], None] | None = None) -> Report:
     """Check the whole chain; the report names the first broken record and the kind of damage.
+
+    ``key``: the agent's public key, an HMAC key (bytes: logs of earlier versions), or both (:class:`Keys`).
 
     ``stale_after``: a log whose last checkpoint is older than this many seconds and not final has
     lost its tail (the writer checkpoints every interval, even when idle). ``progress(lines, pass)``
@@ -324,7 +340,7 @@ def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: flo
         record = _record(line)
         if record is not None:
             present.add(record[0])
-    checker = _Checker(key, report, present, live=files[-1])
+    checker = _Checker(Keys.of(key), report, present, live=files[-1])
     for count, (file, number, line, terminated) in enumerate(_lines(path), 1):
         if progress is not None and count % 10_000 == 0:
             progress(count, " (pass 2 of 2)")
@@ -344,8 +360,10 @@ def verify(path: Path, key: bytes, *, stale_after: float | None = None, now: flo
 class _Checker:
     """The second pass of :func:`verify`: each line against the chain before it."""
 
-    def __init__(self, key: bytes, report: Report, present: set[int], live: Path) -> None:
-        self.key, self.report, self.present, self.live = key, report, present, str(live)
+    def __init__(self, keys: Keys, report: Report, present: set[int], live: Path) -> None:
+        self.keys, self.report, self.present, self.live = keys, report, present, str(live)
+        self.ed25519_seen = False  # once the agent signs with Ed25519 it never goes back to HMAC
+        self.unchecked_since: tuple[str, int, int] | None = None  # an HMAC checkpoint no Ed25519 one covers yet
         self.expected_seq, self.expected_prev, self.expected_index = 1, GENESIS, 0
         self.before: tuple[str, int, int | None] = ("", 0, 0)  # file, line, seq of the record before
         self.previous: tuple[str, int, bytes] = ("", 0, b"")  # the line just read, whatever it held
@@ -391,26 +409,52 @@ class _Checker:
         if prev != self.expected_prev:
             return self._damaged("edited", self.before, "changed after it was written (the next record's hash "
                                  "does not match)")
-        if record.get("event") == "checkpoint":
-            if record.get("head") != prev or not hmac.compare_digest(
-                    str(record.get("mac", "")), checkpoint_mac(self.key, record)):
-                return self._damaged("edited", here, "checkpoint signature does not match (wrong key or forged)")
-            report.checkpoints += 1
-            report.unsigned_tail = 0
-            report.last_checkpoint = str(record.get("time"))
-            report.final = bool(record.get("final"))
-        else:
+        if record.get("event") != "checkpoint" or not self._checkpoint(record, here, prev):
+            if self.report.damage is not None:
+                return False
             report.unsigned_tail += 1
             report.final = False
         self.expected_seq, self.expected_prev = seq + 1, line_hash(line)
         self.before = here
         return True
 
+    def _checkpoint(self, record: dict[str, Any], here: tuple[str, int, int], prev: str) -> bool:
+        """Check a checkpoint's signature: True when it signs the chain so far, False when it was not
+        checked (an HMAC one without the HMAC key) or is damage (then the report names it)."""
+        if record.get("head") != prev:
+            return self._damaged("edited", here, "checkpoint head is not the hash of the record before it")
+        verdict = signing.check(record, signed_body(record), self.keys)
+        if verdict.algorithm == signing.HMAC_SHA256 and self.ed25519_seen:
+            return self._damaged("edited", here, "an HMAC-signed checkpoint after Ed25519-signed ones: the agent "
+                                 "never goes back to HMAC (forged by someone holding the old key)")
+        if verdict.problem:
+            return self._damaged("unverifiable" if verdict.unverifiable else "edited", here, verdict.problem)
+        report = self.report
+        if not verdict.checked:
+            report.unchecked += 1
+            self.unchecked_since = self.unchecked_since or here
+            return False
+        if verdict.algorithm == signing.ED25519:
+            self.ed25519_seen = True
+            self.unchecked_since = None  # its signature covers the whole chain before it
+        report.checkpoints += 1
+        report.hmac_checkpoints += verdict.algorithm == signing.HMAC_SHA256
+        report.unsigned_tail = 0
+        report.last_checkpoint = str(record.get("time"))
+        report.final = record.get("final") is True
+        report.signature, report.key_id = verdict.algorithm, verdict.key_id
+        return True
+
     def end(self) -> bool:
         """After the last line: an unreadable line nothing sealed is a torn tail if it is the live file's
-        last line and has no newline (a write cut short), and damage anywhere else."""
+        last line and has no newline (a write cut short), and damage anywhere else. HMAC checkpoints
+        left unchecked and covered by no Ed25519 one prove nothing: the log is not shown to hold."""
         if self.torn is None:
-            return True
+            if self.unchecked_since is None:
+                return True
+            return self._damaged("unverifiable", self.unchecked_since,
+                                 "checkpoints from here on are signed with HMAC-SHA256 (a version before 2026-12) "
+                                 "and no Ed25519 checkpoint follows: verify with the old key too (--key-file)")
         file, number, terminated = self.torn
         if file == self.live and not terminated:
             return self._damaged("truncated", (file, number, self.expected_seq - 1),

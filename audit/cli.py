@@ -1,25 +1,34 @@
 """``decision-log``: what security teams run on a server agent's decision log.
 
-    decision-log verify --log decisions.jsonl --key-file decision-log.key [--stale-after 300]
-    decision-log tail   --log decisions.jsonl [-n 20] [-f]
-    decision-log search --log decisions.jsonl [--user U] [--patient P] [--study S] [--workstation W]
-                        [--action A] [--decision permit|deny] [--reason R] [--since T] [--until T] [--json]
-    decision-log export --log decisions.jsonl --format csv|jsonl [filters as for search]
-    decision-log report --log decisions.jsonl [--since T] [--until T] [--html FILE]
-    decision-log index  --log decisions.jsonl      # then search/export/report use the SQLite index
+    decision-log verify  --log decisions.jsonl --public-key decision-log.key.pub [--key-file OLD-HMAC-KEY]
+                         [--stale-after 300] [--json]
+    decision-log tail    --log decisions.jsonl [-n 20] [-f]
+    decision-log search  --log decisions.jsonl [--user U] [--patient P] [--study S] [--workstation W]
+                         [--action A] [--decision permit|deny] [--reason R] [--since T] [--until T] [--json]
+    decision-log export  --log decisions.jsonl --format csv|jsonl [filters as for search]
+    decision-log report  --log decisions.jsonl [filters] [--html FILE] [--public-key P] [--site NAME]
+                         [--timezone Europe/Paris] [--work-hours 7-19]
+    decision-log patient PATIENT-ID --log decisions.jsonl [--since T] [--until T] [--html FILE] [--json]
+    decision-log alerts  --log decisions.jsonl [--follow] [--format json|syslog] [--target HOST:PORT]
+    decision-log index   --log decisions.jsonl      # then search/export/report use the SQLite index
+
+``--since``/``--until`` take a day, a time or an instant (``2026-12-01``, ``2026-12-01T08:30``,
+``2026-12-01T08:30:00+01:00``; UTC without a zone), each inclusive: ``--until 2026-12-01`` ends with
+that day's last record. A bad value is an error naming the option.
 
 ``verify`` exits with
   0  the chain and every checkpoint hold;
   1  damage: the first broken record and its kind (edited, deleted, reordered, file-missing,
      truncated: a last line cut off by a crash that the agent has not sealed yet, or with
-     ``--stale-after`` a log whose last checkpoint is old and not final);
+     ``--stale-after`` a log whose last checkpoint is old and not final; unverifiable: signed with
+     a kind of key not given);
   3  the chain holds, but a crash once cut a write short and the writer sealed the torn line when it
      restarted: a warning a security officer must see (the rest of that write, unsigned records,
      is lost), not tampering. It stays reported for as long as the file holding it is kept.
-(2 is argparse's, for a command line it cannot parse.)
+(2 is argparse's, for a command line it cannot parse, and a key file that cannot be used.)
 
-``search``, ``export``, ``report`` and ``index`` read each record as an event of
-:mod:`audit.events` (records of earlier versions included) and flatten it once, in :mod:`audit.rows`.
+Output into a pipe that closes early (``decision-log search ... | head``) ends the command quietly,
+as ``cat`` or ``grep`` end: killed by SIGPIPE, with no traceback.
 """
 
 from __future__ import annotations
@@ -28,113 +37,61 @@ import argparse
 import csv
 import json
 import os
+import signal
 import sqlite3
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
-
-from . import index
-from .chain import Report, iter_lines, log_files, verify
+from . import accounting, index, period, report_page
+from .alerts import SD_ID, Detector, Thresholds
+from .chain import Report, verify
 from .events import Stored, read
+from .integrity import check
+from .page import write_private
 from .progress import Progress
-from .report import html_page, summarize, text
-from .rows import COLUMNS, FILTERS, bookkeeping, matches, row, wanted_reason
+from .reading import events, everything_then_follow, follow, last_lines, parsed, records
+from .report import Hours, summarize, text
+from .rows import COLUMNS, FILTERS, bookkeeping, line, matches, row, wanted_reason
+from .signing import KeyFileError, Keys, read_hmac_key, read_public_key
+from .syslog import SpooledSender, SyslogTarget
 
 SEALED = 3  # verify's exit code for a chain that holds with a sealed torn tail (a warning)
 
 
-def records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every readable record of the log, rotated files first (an unreadable line is verify's business)."""
-    for _, _, line in iter_lines(path):
-        if line.strip():
-            try:
-                record = orjson.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
-
-
-def events(path: Path) -> Iterator[Stored]:
-    for record in records(path):
-        stored = read(record)
-        if stored is not None:
-            yield stored
-
-
-def last_lines(log: Path, count: int, block: int = 65536) -> list[bytes]:
-    """The last ``count`` complete, non-empty lines of the log, read backwards from the end of the
-    newest file (and of older rotated files when it has fewer): no re-reading of months of records."""
-    found: list[bytes] = []
-    for file in reversed(log_files(log)):
-        with file.open("rb") as handle:
-            end = handle.seek(0, os.SEEK_END)
-            data = b""
-            while end > 0 and data.count(b"\n") <= count - len(found):
-                start = max(0, end - block)
-                handle.seek(start)
-                data = handle.read(end - start) + data
-                end = start
-        lines = [raw for raw in data.split(b"\n") if raw.strip()]
-        if end > 0:
-            lines = lines[1:]  # the first may be the cut end of a longer line
-        found = lines[-(count - len(found)):] + found if count > len(found) else found
-        if len(found) >= count:
-            break
-    return found[-count:] if count else []
-
-
-def follow(log: Path, poll: float = 0.5) -> Iterator[bytes]:
-    """Lines appended to the live file from now on, across rotations (as ``tail -F``): reads only what
-    is new, never the whole log again."""
-    handle = log.open("rb")
-    handle.seek(0, os.SEEK_END)
-    inode = os.fstat(handle.fileno()).st_ino
-    partial = b""
-    try:
-        while True:
-            chunk = handle.read()
-            if chunk:
-                partial += chunk
-                *complete, partial = partial.split(b"\n")
-                yield from (raw for raw in complete if raw.strip())
-                continue
-            try:
-                renamed = os.stat(log).st_ino != inode
-            except FileNotFoundError:
-                renamed = False  # between the rename and the new file: wait for it
-            if renamed:  # rotated: finish the old file, then read the new one from its start
-                partial += handle.read()
-                yield from (raw for raw in partial.split(b"\n") if raw.strip())
-                handle.close()
-                handle = log.open("rb")
-                inode = os.fstat(handle.fileno()).st_ino
-                partial = b""
-                continue
-            time.sleep(poll)
-    finally:
-        handle.close()
-
-
-def line(row: dict[str, Any]) -> str:
-    return (f"{row['time'][:26]:<26} {row['user'] or '-':<12} {row['action'] or row['event']:<9} "
-            f"{row['patient'] or '-':<16} {row['decision'] or '-':<7} {row['reason'] or '-':<24} {row['rule_id']}")
-
-
 def tail_line(raw: bytes) -> str:
     """One line of ``tail``: an event, one of the chain's own records, or a line that is neither."""
-    try:
-        record = orjson.loads(raw)
-    except ValueError:
-        record = None
-    if not isinstance(record, dict):
+    record = parsed(raw)
+    if record is None:
         return f"(not a log record: {len(raw)} bytes; decision-log verify says why)"
     stored = read(record)
     return line(row(stored) if stored is not None else bookkeeping(record))
+
+
+def _zone(value: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"{value!r} is no IANA time zone (for example Europe/Paris)") from None
+
+
+def _hours(value: str) -> tuple[int, int]:
+    start, _, end = value.partition("-")
+    if not (start.isdigit() and end.isdigit() and 0 <= int(start) < int(end) <= 24):
+        raise argparse.ArgumentTypeError(f"{value!r} is not START-END in whole hours (for example 7-19)")
+    return int(start), int(end)
+
+
+def _keys_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--public-key", type=Path, action="append", default=[],
+                   help="the agent's public key (PEM, next to its private key as KEY_FILE.pub); repeatable")
+    p.add_argument("--key-file", type=Path, action="append", default=[],
+                   help="an HMAC key of a version before 2026-12, for the checkpoints it signed; repeatable")
+
+
+def _period_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=period.since, help="a day, time or instant: from its start (inclusive)")
+    p.add_argument("--until", type=period.until, help="a day, time or instant: to its end (inclusive)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", epilog="exit codes: 0 intact, 1 damaged, 3 intact with a sealed torn tail "
                        "(a crash cut a write short; see the report)")
-    v.add_argument("--key-file", required=True, type=Path)
+    _keys_options(v)
     v.add_argument("--stale-after", type=float, default=None,
                    help="report a log whose last checkpoint is older than this (seconds) and not final as truncated")
     v.add_argument("--json", action="store_true")
@@ -156,30 +113,76 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name)
         for field in FILTERS:
             p.add_argument(f"--{field}", choices=["permit", "deny"] if field == "decision" else None)
-        p.add_argument("--since", help="ISO time, inclusive")
-        p.add_argument("--until", help="ISO time, inclusive")
+        _period_options(p)
         if name == "search":
             p.add_argument("--json", action="store_true")
         elif name == "export":
             p.add_argument("--format", choices=["csv", "jsonl"], required=True)
         else:
-            p.add_argument("--html", type=Path, help="write a self-contained HTML report with charts")
+            _report_options(p)
+    pt = sub.add_parser("patient", help="every access to one patient's data (an accounting of disclosures)")
+    pt.add_argument("patient_id", metavar="PATIENT-ID")
+    pt.add_argument("--issuer", help="the Issuer of Patient ID (records naming another issuer are left out)")
+    _period_options(pt)
+    _keys_options(pt)
+    pt.add_argument("--html", type=Path, help="write the accounting as one self-contained HTML page")
+    pt.add_argument("--json", action="store_true", help="one JSON object per access")
+    _alerts_options(sub.add_parser("alerts", help="break-glass uses, refusal bursts, unusual volume, for a SIEM"))
     for p in sub.choices.values():
         p.add_argument("--log", required=True, type=Path, help="the live decision log file")
     return parser
 
 
-def _verify(args: argparse.Namespace) -> int:
-    key = bytes.fromhex(args.key_file.read_text().strip())
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--html", type=Path, help="write a self-contained HTML report with charts")
+    _keys_options(p)
+    p.add_argument("--site", default="", help="the site's name for the report's header")
+    p.add_argument("--timezone", type=_zone, default=ZoneInfo("UTC"), help="the site's zone, for working hours")
+    p.add_argument("--work-hours", type=_hours, default=(7, 19), help="START-END (default 7-19)")
+
+
+def _alerts_options(a: argparse.ArgumentParser) -> None:
+    _period_options(a)
+    a.add_argument("-f", "--follow", action="store_true",
+                   help="keep reading the log as it grows (from its end, or from --since), across rotations")
+    a.add_argument("--format", choices=["json", "syslog"], default="json")
+    a.add_argument("--target", help="send syslog to HOST[:PORT] instead of stdout (TLS 6514, UDP 514)")
+    a.add_argument("--transport", choices=["tls", "udp"], default="tls")
+    for name in ("ca", "certificate", "key"):
+        a.add_argument(f"--{name}", type=Path, help=f"TLS {name} file for --target")
+    a.add_argument("--server-name", help="the name the target's certificate must carry (default: its host)")
+    a.add_argument("--spool", type=Path, help="where messages wait for the target (default ~/.cache/decision-log)")
+    a.add_argument("--sd-id", default=SD_ID, help="STRUCTURED-DATA id (NAME@your private enterprise number)")
+    a.add_argument("--burst", type=int, default=5, help="refusals for one user or source that make a burst")
+    a.add_argument("--burst-window", type=float, default=300.0, help="seconds")
+    a.add_argument("--volume", type=int, default=50, help="distinct patients per user above which to alert")
+    a.add_argument("--volume-window", type=float, default=3600.0, help="seconds")
+
+
+def _keys(args: argparse.Namespace) -> Keys | None:
+    if not args.public_key and not args.key_file:
+        return None
+    return Keys(public=tuple(read_public_key(p) for p in args.public_key),
+                hmac=tuple(read_hmac_key(p) for p in args.key_file))
+
+
+def _verify(args: argparse.Namespace, keys: Keys | None) -> int:
+    if keys is None:
+        print("decision-log verify: give the agent's public key (--public-key decision-log.key.pub), and for "
+              "checkpoints of versions before 2026-12 their HMAC key (--key-file)", file=sys.stderr)
+        return 2
     progress = Progress("verify")
-    report = verify(args.log, key, stale_after=args.stale_after, progress=progress.update)
+    report = verify(args.log, keys, stale_after=args.stale_after, progress=progress.update)
     progress.done(f"{report.records:,} records checked")
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     elif report.ok:
-        print(f"ok: {report.records} records in {report.files} file(s), {report.checkpoints} checkpoints, "
-              f"{report.unsigned_tail} record(s) after the last checkpoint"
-              f"{' (closed cleanly)' if report.final else ''}")
+        signed = f"last signed by {report.signature}" + (f" key {report.key_id}" if report.key_id else "")
+        print(f"ok: {report.records} records in {report.files} file(s), {report.checkpoints} checkpoints "
+              f"({signed if report.checkpoints else 'none signed'}), {report.unsigned_tail} record(s) after the "
+              f"last checkpoint{' (closed cleanly)' if report.final else ''}")
+        if report.records and not report.checkpoints:
+            print("WARNING: no signed checkpoint: nothing proves the agent wrote these records")
         _warn_sealed(report)
     else:
         d = report.damage
@@ -199,11 +202,9 @@ def _tail(args: argparse.Namespace) -> int:
     for raw in last_lines(args.log, args.n):
         print(tail_line(raw))
     if args.follow:
-        try:
-            for raw in follow(args.log):
-                print(tail_line(raw), flush=True)
-        except KeyboardInterrupt:
-            return 0
+        sys.stdout.flush()
+        for raw in follow(args.log):
+            print(tail_line(raw), flush=True)
     return 0
 
 
@@ -228,25 +229,87 @@ def _select(args: argparse.Namespace) -> list[Stored]:
     return selected
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "verify":
-        return _verify(args)
-    if args.command == "tail":
-        return _tail(args)
-    if args.command == "index":
-        index.build(args.log, progress=Progress("index", enabled=False if args.quiet else None))
-        return 0
+def _selection(args: argparse.Namespace) -> str:
+    """The filters given, as the command line said them (for a report's header)."""
+    given = [f"--{name} {getattr(args, name)}" for name in FILTERS if getattr(args, name, None)]
+    given += [f"--{name} {getattr(args, name).typed}" for name in ("since", "until") if getattr(args, name, None)]
+    return " ".join(given)
+
+
+def _report(args: argparse.Namespace, keys: Keys | None) -> int:
     selected = _select(args)
-    if args.command == "report":
-        summary = summarize(selected)
-        if args.html:
-            period = f"{args.since or 'start'} to {args.until or 'now'}"
-            args.html.write_text(html_page(summary, f"Decision log report, {period}"), encoding="utf-8")
-            print(f"report written to {args.html}", file=sys.stderr)
-        print(text(summary))
-        return 0
-    rows = [row(stored) for stored in selected]
+    integrity = check(args.log, keys, progress=Progress("verify").update)
+    summary = summarize(selected, Hours(zone=args.timezone, start=args.work_hours[0], end=args.work_hours[1]))
+    if args.html:
+        write_private(args.html, report_page.html_page(summary, integrity, selection=_selection(args), site=args.site,
+                                                       log=str(args.log)))
+        print(f"report written to {args.html}", file=sys.stderr)
+    print(text(summary, integrity=integrity.headline, selection=_selection(args)))
+    return 1 if integrity.level == "broken" else 0
+
+
+def _patient(args: argparse.Namespace, keys: Keys | None) -> int:
+    found = accounting.accesses(args.log, args.patient_id, issuer=args.issuer, since=args.since, until=args.until)
+    integrity = check(args.log, keys, progress=Progress("verify").update)
+    if args.json:
+        for item in found:
+            print(json.dumps(item.as_dict()))
+    else:
+        print("\n".join(accounting.text_lines(args.patient_id, found, integrity)))
+    if args.html:
+        covered = (f"{period.shown(args.since.instant) if args.since else 'the log start'} to "
+                   f"{period.shown(args.until.instant) + ' (excluded)' if args.until else 'its end'}")
+        write_private(args.html, accounting.html_page(args.patient_id, found, integrity, period=covered,
+                                                      log=str(args.log)))
+        print(f"accounting written to {args.html}", file=sys.stderr)
+    return 1 if integrity.level == "broken" else 0
+
+
+def _sender(args: argparse.Namespace) -> SpooledSender | None:
+    if not args.target:
+        return None
+    host, _, port = args.target.rpartition(":") if args.target.count(":") == 1 else (args.target, "", "")
+    target = SyslogTarget(host=host, port=int(port) if port.isdigit() else 6514 if args.transport == "tls" else 514,
+                          transport=args.transport, ca=args.ca, certificate=args.certificate, key=args.key,
+                          server_name=args.server_name)
+    spool = args.spool or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "decision-log" / "alerts"
+    return SpooledSender(target, spool, app="decision-log")
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    detector = Detector(Thresholds(burst=args.burst, burst_window=args.burst_window, volume=args.volume,
+                                   volume_window=args.volume_window))
+    sender = _sender(args)
+    if not args.follow:
+        source = records(args.log)
+    else:
+        source = everything_then_follow(args.log) if args.since else (r for r in map(parsed, follow(args.log)) if r)
+    try:
+        for record in source:
+            stored = read(record)
+            if stored is None or not period.within(period.instant(stored.time), args.since, args.until):
+                continue
+            for alert in detector.feed(stored):
+                if args.format == "json":
+                    print(alert.json().decode(), flush=args.follow)
+                elif sender is not None:
+                    sender.submit_message(alert.syslog(sd_id=args.sd_id))
+                else:
+                    sys.stdout.buffer.write(alert.syslog(sd_id=args.sd_id) + b"\n")
+                    if args.follow:
+                        sys.stdout.buffer.flush()
+    finally:
+        if sender is not None:
+            sender.close(10)
+    if sender is not None and sender.pending():
+        print(f"decision-log alerts: {sender.pending()} message(s) not delivered yet, kept in {sender.spool}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _search_or_export(args: argparse.Namespace) -> int:
+    rows = [row(stored) for stored in _select(args)]
     if args.command == "search":
         for flat in rows:
             print(json.dumps(flat) if args.json else line(flat))
@@ -263,8 +326,56 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
+def _run(argv: list[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None and since.instant >= until.instant:
+        parser.error(f"argument --until: {until.typed!r} ends before --since {since.typed!r} begins")
     try:
-        sys.exit(main())
-    except BrokenPipeError:  # `decision-log search ... | head`
-        sys.exit(0)
+        keys = _keys(args) if hasattr(args, "public_key") else None
+    except KeyFileError as error:
+        parser.error(str(error))
+    if args.command == "verify":
+        return _verify(args, keys)
+    if args.command == "tail":
+        return _tail(args)
+    if args.command == "index":
+        index.build(args.log, progress=Progress("index", enabled=False if args.quiet else None))
+        return 0
+    if args.command == "report":
+        return _report(args, keys)
+    if args.command == "patient":
+        return _patient(args, keys)
+    if args.command == "alerts":
+        return _alerts(args)
+    return _search_or_export(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a pipe closed early shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+    except KeyboardInterrupt:  # ^C in tail -f, alerts --follow
+        return 130
+
+
+def _reader_gone() -> int:
+    """The reading end of stdout closed (``| head`` had enough): end as ``cat`` and ``grep`` do, killed
+    by SIGPIPE (exit status 141 in a shell), with nothing on stderr. Python ignores SIGPIPE and raises
+    instead; stdout goes to /dev/null first so that the interpreter's last flush fails no more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sigpipe = getattr(signal, "SIGPIPE", None)
+    if sigpipe is not None:  # POSIX
+        signal.signal(sigpipe, signal.SIG_DFL)
+        os.kill(os.getpid(), sigpipe)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

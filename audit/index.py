@@ -5,11 +5,18 @@ each file); once an index exists, ``search``/``export``/``report`` bring it up t
 (incrementally) and answer from it. The index holds no more
 than the log does and can be rebuilt at any time; it is not part of the evidence (``verify`` reads
 the log itself).
+
+The index holds what the log holds, so it gets the log's own permissions: created private, then
+given the log's group (when this user may) and mode; without the log's group it stays without group
+access rather than open to another group. SQLite gives its journal the database file's mode.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,12 +24,14 @@ import orjson
 
 from .chain import log_files
 from .events import Stored, read
+from .period import Bound, instant
 from .progress import Progress
 from .rows import FILTERS, row
 
 # Raised whenever what the index holds changes (2: reasons as codes, read through audit.events; files
-# known by inode): an index built by another version is dropped and rebuilt, never answered from.
-SCHEMA_VERSION = 2
+# known by inode; 3: times in one canonical UTC form, compared as strings): an index built by another
+# version is dropped and rebuilt, never answered from.
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, time TEXT, event TEXT, user TEXT, action TEXT,
     patient TEXT, study TEXT, workstation TEXT, decision TEXT, reason TEXT, line TEXT);
@@ -37,8 +46,27 @@ def index_path(log: Path) -> Path:
     return log.with_name(log.name + ".index.sqlite")
 
 
+def _guarded(log: Path) -> Path:
+    """The index file, created if need be, with the access the log has (never more)."""
+    files = log_files(log)
+    if not files:
+        raise FileNotFoundError(f"{log}: no decision log there")
+    like = files[-1].stat()
+    path = index_path(log)
+    with contextlib.suppress(FileExistsError):  # created private: it is opened to the log's readers below
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    mode = stat.S_IMODE(like.st_mode) & 0o666
+    if path.stat().st_gid != like.st_gid:
+        try:
+            os.chown(path, -1, like.st_gid)
+        except OSError:
+            mode &= ~0o070  # the log's group is not ours to give: nobody in our group reads it either
+    os.chmod(path, mode)
+    return path
+
+
 def _open(log: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(index_path(log))
+    db = sqlite3.connect(_guarded(log))
     if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
         db.executescript("DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS files;")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -72,8 +100,8 @@ def build(log: Path, progress: Progress | None = None) -> int:
                     if stored is None:
                         continue
                     r = row(stored)
-                    rows.append((r["seq"], r["time"], r["event"], r["user"], r["action"], r["patient"], r["study"],
-                                 r["workstation"], r["decision"], r["reason"],
+                    rows.append((r["seq"], instant(str(r["time"])), r["event"], r["user"], r["action"], r["patient"],
+                                 r["study"], r["workstation"], r["decision"], r["reason"],
                                  raw.decode("utf-8", "replace").rstrip("\n")))
                     if len(rows) >= 50_000:
                         db.executemany("INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -114,7 +142,7 @@ def current(log: Path) -> bool:
     return all(known.get(f.name) == (f.stat().st_size, f.stat().st_ino) for f in log_files(log))
 
 
-def search(log: Path, filters: dict[str, str | None], since: str | None, until: str | None) -> Iterator[Stored]:
+def search(log: Path, filters: dict[str, str | None], since: Bound | None, until: Bound | None) -> Iterator[Stored]:
     clauses: list[str] = []
     values: list[str] = []
     for name in FILTERS:
@@ -122,12 +150,14 @@ def search(log: Path, filters: dict[str, str | None], since: str | None, until: 
         if wanted:
             clauses.append(f"{name} = ?")
             values.append(wanted)
-    if since:
+    if since is not None or until is not None:
+        clauses.append("time != ''")  # a record with no readable time is in no period
+    if since is not None:
         clauses.append("time >= ?")
-        values.append(since)
-    if until:
-        clauses.append("time <= ?")
-        values.append(until)
+        values.append(since.instant)
+    if until is not None:
+        clauses.append("time < ?")  # the end of the day (minute, ...) --until names
+        values.append(until.instant)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     db = sqlite3.connect(index_path(log))
     try:

@@ -24,11 +24,18 @@ from .events import (
     Who,
 )
 from .fields import text
+from .period import Bound, instant, within
 
 COLUMNS = ["seq", "time", "event", "user", "action", "patient", "study", "workstation", "calling_ae", "decision",
            "reason", "rule_id", "policy_version", "latency_ms", "association", "pacs", "detail"]
 FILTERS = ("user", "patient", "study", "workstation", "action", "decision", "reason")
 _PATTERN = frozenset("*?\\")  # PS3.4 C.2.2.2.4 wildcards, and the value delimiter of a list
+
+
+def line(row: Mapping[str, Any]) -> str:
+    """A row as ``search`` and ``tail`` print it."""
+    return (f"{str(row['time'])[:26]:<26} {row['user'] or '-':<12} {row['action'] or row['event']:<9} "
+            f"{row['patient'] or '-':<16} {row['decision'] or '-':<7} {row['reason'] or '-':<24} {row['rule_id']}")
 
 
 def one_patient(resource: Mapping[str, Any]) -> str:
@@ -89,12 +96,11 @@ def wanted_reason(code: str | None) -> str | None:
     return known[0] if known is not None and not known[1] else code
 
 
-def matches(row: Mapping[str, Any], filters: Mapping[str, str | None], since: str | None, until: str | None) -> bool:
+def matches(row: Mapping[str, Any], filters: Mapping[str, str | None], since: Bound | None,
+            until: Bound | None) -> bool:
+    """Whether a row passes the filters and lies in [since, until) (:mod:`audit.period`)."""
     for name in FILTERS:
         wanted = filters.get(name)
         if wanted and str(row[name]) != wanted:
             return False
-    when = str(row["time"])
-    if since and when < since:
-        return False
-    return not (until and when > until)
+    return within(instant(str(row["time"])), since, until)

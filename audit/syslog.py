@@ -6,6 +6,9 @@ XML after a UTF-8 BOM), sent over TLS with octet counting (RFC 5425: ``LEN SP MS
 sender thread delivers them in order and removes each once sent, retrying with a growing delay
 while the repository is down. Before each send over TCP the connection is checked for a close from
 the other side, so a restarted repository does not swallow the first message.
+
+``decision-log alerts`` sends its own messages the same way (:func:`rfc5424` with its own MSGID,
+severity and STRUCTURED-DATA, :meth:`SpooledSender.submit_message`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import select
 import socket
 import ssl
@@ -25,8 +29,12 @@ from dicomwire.tls import client_context
 
 log = logging.getLogger("audit.syslog")
 
-PRI = 10 * 8 + 5  # authpriv.notice
+FACILITY = 10  # security/authorization (authpriv), RFC 5424 6.2.1
+NOTICE, WARNING = 5, 4
+PRI = FACILITY * 8 + NOTICE  # authpriv.notice
 BOM = b"\xef\xbb\xbf"
+_SD_NAME = re.compile(r"[!#-<>-\\^-~]{1,32}")  # PRINTUSASCII except = SP ] " (RFC 5424 6.3.2-6.3.3)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,10 +48,39 @@ class SyslogTarget:
     server_name: str | None = None
 
 
-def rfc5424(message: bytes, app: str, hostname: str | None = None, when: dt.datetime | None = None) -> bytes:
-    stamp = (when or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    header = f"<{PRI}>1 {stamp} {hostname or socket.gethostname()} {app} {os.getpid()} DICOM+RFC3881 - "
+def rfc5424(message: bytes, app: str, hostname: str | None = None, when: dt.datetime | None = None, *,
+            msgid: str = "DICOM+RFC3881", severity: int = NOTICE, structured: str = "-") -> bytes:
+    """An RFC 5424 (section 6) message: ``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD BOM MSG``."""
+    stamp = (when or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat(timespec="microseconds")
+    host = _header_field(hostname or socket.gethostname(), 255)
+    header = (f"<{FACILITY * 8 + severity}>1 {stamp.replace('+00:00', 'Z')} {host} {_header_field(app, 48)} "
+              f"{os.getpid()} {_header_field(msgid, 32)} {structured} ")
     return header.encode() + BOM + message
+
+
+def _header_field(value: str, limit: int) -> str:
+    """A header field: PRINTUSASCII only, at most ``limit`` characters, NILVALUE when empty (RFC 5424 6)."""
+    printable = "".join(c for c in value if "!" <= c <= "~")[:limit]
+    return printable or "-"
+
+
+def structured_data(sd_id: str, params: dict[str, object]) -> str:
+    """One SD-ELEMENT (RFC 5424 6.3): ``[ID name="value" ...]``. Values are escaped (``"``, ``\\``, ``]``)
+    and their control characters written as ``\\xNN``, so a value from the log (a user name, an AE
+    title) can neither end the element nor start another line; names that are no SD-NAME are dropped."""
+    if not _SD_NAME.fullmatch(sd_id):
+        raise ValueError(f"not an SD-ID: {sd_id!r}")
+    parts = [sd_id]
+    for name, value in params.items():
+        if _SD_NAME.fullmatch(name):
+            escaped = plain(str(value)).replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+            parts.append(f'{name}="{escaped}"')
+    return "[" + " ".join(parts) + "]"
+
+
+def plain(value: str) -> str:
+    """Text with its control characters (line breaks included) written as ``\\xNN``: one line, always."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", value)
 
 
 class SpooledSender:
@@ -69,11 +106,15 @@ class SpooledSender:
 
     def submit(self, xml: bytes) -> None:
         """Spool one audit message (durably) and wake the sender."""
+        self.submit_message(rfc5424(xml, self.app))
+
+    def submit_message(self, payload: bytes) -> None:
+        """Spool one whole syslog message (made by :func:`rfc5424`) and wake the sender."""
         with self._lock:
             name = self.spool / f"{self._next:012d}.msg"
             self._next += 1
         tmp = name.with_suffix(".tmp")
-        tmp.write_bytes(rfc5424(xml, self.app))
+        tmp.write_bytes(payload)
         os.replace(tmp, name)
         self._wake.set()
 

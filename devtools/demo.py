@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from audit.chain import verify
+from audit.signing import read_public_key
 from devtools.dicomdata import make_ct_study
 from devtools.peers import dcmtk
 from devtools.site import Site
@@ -108,10 +109,11 @@ def show_decisions(site: Site, root: Path) -> None:
               f"{record.get('reason', ''):<22} {record.get('rule_id', '')}")
     print("\n(* = a match of a query not pinned to one patient, checked before the user saw it;"
           "\n + = an image of a retrieval, checked on its way to the app)")
-    key = bytes.fromhex((root / "decision-log.key").read_text().strip())
-    report = verify(root / "decisions.jsonl", key)
-    print(f"decision-log verify: {'ok' if report.ok else 'BROKEN'}: {report.records} records, hash-chained, "
-          f"{report.checkpoints} signed checkpoint(s){', closed cleanly' if report.final else ''}")
+    # What anyone may check with: the public key the agent wrote next to its private key at first start.
+    report = verify(root / "decisions.jsonl", read_public_key(root / "decision-log.key.pub"))
+    print(f"decision-log verify --public-key decision-log.key.pub: {'ok' if report.ok else 'BROKEN'}: "
+          f"{report.records} records, hash-chained, {report.checkpoints} checkpoint(s) signed with "
+          f"{report.signature or 'nothing'} (key {report.key_id or '-'}){', closed cleanly' if report.final else ''}")
 
 
 if __name__ == "__main__":

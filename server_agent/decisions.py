@@ -5,10 +5,10 @@ The server agent hands each decision over as a frozen event of :mod:`audit.event
 encoding: a C-FIND whose thousand matches are post-filtered writes a thousand records). A writer thread of its
 own drains the deque in batches (``LINGER`` apart at most), encodes and chains each record and appends the batch to a
 :class:`audit.chain.ChainWriter` in one write: every record is chained to the one before, and a
-checkpoint signed with the agent's HMAC key is written every ``checkpoint_interval`` seconds, idle
-or not. If the disk fails, :attr:`healthy` turns false and the agent refuses new work
-(``on_failure = "refuse"``, the default) rather than act unlogged; while the writer is behind by
-more than ``BACKLOG_HIGH`` records it is unhealthy too, until it catches up.
+checkpoint signed with the agent's Ed25519 private key (:func:`load_key`) is written every
+``checkpoint_interval`` seconds, idle or not. If the disk fails, :attr:`healthy` turns false and the
+agent refuses new work (``on_failure = "refuse"``, the default) rather than act unlogged; while the
+writer is behind by more than ``BACKLOG_HIGH`` records it is unhealthy too, until it catches up.
 
 A log whose live file ends in a torn line (the agent was killed in the middle of a write) is sealed
 when the log opens (``audit/chain.py``) and the agent starts; the seal goes to the audit repository
@@ -24,14 +24,16 @@ import collections
 import datetime as dt
 import logging
 import os
-import secrets
 import threading
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from audit.chain import ChainWriter
 from audit.dicom_audit import audit_message
 from audit.events import DecisionEvent
+from audit.signing import Ed25519Signer, KeyFileError, Signer, is_hmac_key, public_key_path, read_private_key
 from audit.syslog import SpooledSender
 
 log = logging.getLogger("server_agent.decisions")
@@ -50,23 +52,80 @@ def _stamp(when: float) -> str:
     return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="microseconds")
 
 
-def load_key(path: Path) -> bytes:
-    """The checkpoint key; created (32 random bytes, mode 0600) on first use."""
+def load_key(path: Path) -> Ed25519Signer:
+    """The checkpoint signing key (``[decision_log] key_file``): an Ed25519 private key (RFC 8032) in
+    PEM, mode 0600, created on first start with its public key next to it (``PATH.pub``, mode 0644:
+    what ``decision-log verify --public-key`` needs, and all it needs).
+
+    The HMAC key of a version before 2026-12 found there is moved to ``PATH.hmac`` (kept: the log's
+    earlier checkpoints verify with it, ``--key-file``) and a new Ed25519 key takes its place; the log
+    goes on in the same chain. A private key that others may read is refused: whoever reads it can
+    sign a forged log.
+    """
     try:
-        return bytes.fromhex(path.read_text().strip())
+        mode = path.stat().st_mode
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(key.hex())
-        return key
+        return _create_key(path)
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if is_hmac_key(head):
+        _retire_hmac_key(path)
+        return _create_key(path)
+    if mode & 0o077:
+        raise KeyFileError(f"{path}: the decision log's private key is open to other users (mode "
+                           f"{mode & 0o777:04o}): anyone who reads it can sign a forged log; chmod 600 {path}")
+    signer = read_private_key(path)
+    _write_public_key(path, signer)
+    return signer
+
+
+def _create_key(path: Path) -> Ed25519Signer:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    signer = Ed25519Signer.of(Ed25519PrivateKey.generate())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(signer.private_pem())
+    _write_public_key(path, signer)
+    log.info("decision log signing key created: %s (public key %s, key id %s)", path, public_key_path(path),
+             signer.key_id)
+    return signer
+
+
+def _write_public_key(path: Path, signer: Ed25519Signer) -> None:
+    """Write ``PATH.pub`` (0644 whatever the umask: it is public) unless it already holds this key."""
+    public, pem = public_key_path(path), signer.public_pem()
+    try:
+        if public.read_bytes() == pem:
+            return
+        log.warning("%s did not hold the public key of %s: rewritten (key id %s)", public, path, signer.key_id)
+    except FileNotFoundError:
+        pass
+    staging = public.with_name(public.name + ".tmp")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+        os.fchmod(out.fileno(), 0o644)
+    os.replace(staging, public)
+
+
+def _retire_hmac_key(path: Path) -> None:
+    """Move an old HMAC key aside (never over another file): the checkpoints it signed need it."""
+    kept = path.with_name(path.name + ".hmac")
+    try:
+        os.link(path, kept)
+    except FileExistsError:
+        raise KeyFileError(f"{path} holds an HMAC key and {kept} exists already: keep the one the log's HMAC "
+                           f"checkpoints verify with as {kept} and remove {path}") from None
+    os.unlink(path)
+    log.warning("decision log checkpoints are now signed with Ed25519: the HMAC key of the earlier checkpoints "
+                "was moved to %s; verify with decision-log verify --public-key %s --key-file %s", kept,
+                public_key_path(path), kept)
 
 
 class DecisionLog:
     """The chained, checkpointed decision log, written by a thread of its own."""
 
-    def __init__(self, path: Path, key: bytes, *, max_bytes: int = 64 * 1024 * 1024,
+    def __init__(self, path: Path, key: Signer | bytes, *, max_bytes: int = 64 * 1024 * 1024,
                  checkpoint_interval: float = 60.0, audit: SpooledSender | None = None,
                  source_id: str = "server-agent") -> None:
         self.path = path

@@ -174,7 +174,8 @@ def test_report_numbers_match_search_and_the_html_renders(tmp_path: Path) -> Non
 
     checker = Check()
     checker.feed(page)
-    assert checker.svgs == 3 and "rad (30 patients)" in page
+    assert checker.svgs == 4  # one timeline per user
+    assert re.search(r'<a href="#u-\d+">rad</a></td><td>30</td>', page)  # unusually many patients, linked
 
 
 def test_the_index_answers_like_the_scan_and_follows_new_records(tmp_path: Path) -> None:
@@ -211,7 +212,7 @@ def test_a_log_that_is_not_chained_is_not_appended_to(tmp_path: Path) -> None:
 def test_tail_reads_only_the_end_and_follows_across_rotations(tmp_path: Path) -> None:
     import threading
 
-    from audit.cli import follow, last_lines
+    from audit.reading import follow, last_lines
 
     path = write_log(tmp_path, 60, close=False)  # several rotated files of 4000 bytes
     assert len(log_files(path)) > 3

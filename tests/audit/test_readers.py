@@ -12,8 +12,8 @@ from pathlib import Path
 
 from audit import index
 from audit.chain import ChainWriter
-from audit.cli import events
 from audit.events import AuthorizationEvent
+from audit.reading import events
 from devtools.peers import PROJECT
 
 KEY = b"k" * 32

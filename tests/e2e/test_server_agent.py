@@ -359,9 +359,10 @@ def test_each_decision_is_logged_once_and_the_chain_verifies(site: Site) -> None
     assert isinstance(record["latency_ms"], float) and record["association"]
     key = site.root / "decision-log.key"
     result = subprocess.run([sys.executable, "-m", "audit.cli", "verify", "--log", str(site.root / "decisions.jsonl"),
-                             "--key-file", str(key)], capture_output=True, text=True)
+                             "--public-key", f"{key}.pub"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
-    assert key.stat().st_mode & 0o077 == 0
+    assert key.stat().st_mode & 0o077 == 0  # the private key; the public one is for anyone to read
+    assert Path(f"{key}.pub").stat().st_mode & 0o777 == 0o644 and b"PUBLIC KEY" in Path(f"{key}.pub").read_bytes()
 
 
 def test_audit_messages_reach_the_repository(site: Site) -> None:

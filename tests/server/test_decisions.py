@@ -12,6 +12,7 @@ import pytest
 
 from audit.chain import verify
 from audit.events import Action, AuthorizationEvent, Decision, Reason, Who
+from audit.signing import read_public_key
 from server_agent import decisions
 from server_agent.decisions import DecisionLog, load_key
 
@@ -25,12 +26,14 @@ def permit(n: int = 0) -> AuthorizationEvent:
 def test_records_are_chained_and_checkpointed_even_when_idle(tmp_path: Path) -> None:
     key = load_key(tmp_path / "key")
     assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600 and load_key(tmp_path / "key") == key
+    assert (tmp_path / "key.pub").stat().st_mode & 0o777 == 0o644
     log = DecisionLog(tmp_path / "decisions.jsonl", key, checkpoint_interval=0.2)
     log.write(permit())
     time.sleep(0.7)  # idle: the writer still signs checkpoints
     log.close()
-    report = verify(tmp_path / "decisions.jsonl", key)
+    report = verify(tmp_path / "decisions.jsonl", read_public_key(tmp_path / "key.pub"))
     assert report.ok and report.final and report.checkpoints >= 3 and report.records >= 5
+    assert (report.signature, report.key_id) == ("Ed25519", key.key_id)
 
 
 def test_a_failing_disk_makes_the_log_unhealthy(tmp_path: Path) -> None:
