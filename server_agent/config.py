@@ -41,6 +41,7 @@ Action = Literal["C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE"]
 
 class ServerSection(Schema):
     name: str  # the ROUTE of NAME@ROUTE at the workstations
+    site: str = ""  # the hospital or site, as the security officer's reports name it
     listen: HostPort = ("127.0.0.1", 2762)  # TLS, client certificates required
     plain_listen: HostPort | None = None
     return_listen: HostPort = ("127.0.0.1", 2763)

@@ -95,7 +95,9 @@ class ServerAgent:
         for server in self.servers:
             await server.start()
         self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_START, name=self.config.name,
-                                              detail={"listen": f"{self.main.address[0]}:{self.main.address[1]}"}))
+                                              detail={"listen": f"{self.main.address[0]}:{self.main.address[1]}",
+                                                      **({"site": self.config.server.site}
+                                                         if self.config.server.site else {})}))
         log.info("server agent %s: TLS on %s:%d%s, return listener on %s:%d, PACS %s", self.config.name,
                  *self.main.address, f", plain on {self.plain.address[0]}:{self.plain.address[1]}" if self.plain
                  else "", *self.returns.address, ", ".join(self.config.pacs))
