@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from dicomwire.aio import run
+from dicomwire.version import add_version
 from tomlconf import ConfigError
 
 from . import certs
@@ -160,7 +161,8 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dicom-agent", description="DICOM workstation agent and apps wrapper")
+    parser = add_version(argparse.ArgumentParser(prog="dicom-agent",
+                                                 description="DICOM workstation agent and apps wrapper"))
     parser.add_argument("--config", type=Path, help="default: $DICOM_AGENT_CONFIG or "
                                                      "~/.config/dicom-agent/workstation.toml")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

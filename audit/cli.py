@@ -43,6 +43,8 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dicomwire.version import add_version
+
 from . import accounting, index, period, report_page
 from .alerts import SD_ID, Detector, Thresholds
 from .chain import Report, verify
@@ -95,8 +97,8 @@ def _period_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="decision-log", description=(__doc__ or "").split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_version(argparse.ArgumentParser(prog="decision-log", description=(__doc__ or "").split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", epilog="exit codes: 0 intact, 1 damaged, 3 intact with a sealed torn tail "
                        "(a crash cut a write short; see the report)")

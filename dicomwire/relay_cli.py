@@ -22,6 +22,7 @@ from .listener import RelayServer
 from .policy import TransparentPolicy
 from .trace import Fact, format_fact
 from .upstream import Upstream
+from .version import add_version
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -46,7 +47,7 @@ def _positive(kind: type[int] | type[float]):  # type: ignore[no-untyped-def]
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = RelayLimits()
-    parser = argparse.ArgumentParser(prog="dicom-relay", description=__doc__.split("\n\n")[0])
+    parser = add_version(argparse.ArgumentParser(prog="dicom-relay", description=__doc__.split("\n\n")[0]))
     parser.add_argument("--listen", required=True, type=_host_port, metavar="HOST:PORT")
     parser.add_argument("--to", required=True, type=_host_port, metavar="HOST:PORT", help="the DICOM peer to relay to")
     parser.add_argument("--trace", action="store_true", help="print one line per PDU and per DIMSE message")

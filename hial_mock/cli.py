@@ -22,6 +22,7 @@ from pathlib import Path
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from dicomwire.tls import server_context
+from dicomwire.version import add_version
 
 from .app import Hial
 from .config import load_config
@@ -89,7 +90,8 @@ def serve(config_path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hial-mock", description="The HIAL: OIDC provider, OAuth AS and PDP")
+    parser = add_version(argparse.ArgumentParser(prog="hial-mock",
+                                                 description="The HIAL: OIDC provider, OAuth AS and PDP"))
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("serve", "check-config"):
         p = sub.add_parser(name)

@@ -25,6 +25,7 @@ from pathlib import Path
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from dicomwire.tls import server_context
+from dicomwire.version import add_version
 from oauthclient import ClientAuth, OAuthClient, OAuthClientError, PasswordGrant, SyncExecutor, Timeouts, TlsFiles
 from oauthclient.clientauth import AuthMethod
 from tomlconf import ConfigError
@@ -90,7 +91,7 @@ def reidentify(config: ServiceConfig, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pseudonymizer", description="The pseudonymisation service")
+    parser = add_version(argparse.ArgumentParser(prog="pseudonymizer", description="The pseudonymisation service"))
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("serve", "check-config", "reidentify"):
         p = sub.add_parser(name)

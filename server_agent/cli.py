@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from dicomwire.aio import run
+from dicomwire.version import add_version
 from oauthclient import OAuthClient, OAuthClientError, SyncExecutor, Timeouts, TlsFiles
 from tomlconf import ConfigError
 
@@ -99,7 +100,7 @@ def check(config: ServerAgentConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dicom-server-agent", description=__doc__.split("\n\n")[0])
+    parser = add_version(argparse.ArgumentParser(prog="dicom-server-agent", description=__doc__.split("\n\n")[0]))
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("serve", "check-config"):
         p = sub.add_parser(name)

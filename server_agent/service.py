@@ -11,6 +11,7 @@ from audit.events import ApplicationEvent, Kind
 from audit.syslog import SpooledSender
 from dicomwire.listener import RelayServer
 from dicomwire.tls import client_context, server_context
+from dicomwire.version import version
 from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
 
 from .association import ServerPolicy
@@ -96,6 +97,7 @@ class ServerAgent:
             await server.start()
         self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_START, name=self.config.name,
                                               detail={"listen": f"{self.main.address[0]}:{self.main.address[1]}",
+                                                      "version": version(),
                                                       **({"site": self.config.server.site}
                                                          if self.config.server.site else {})}))
         log.info("server agent %s: TLS on %s:%d%s, return listener on %s:%d, PACS %s", self.config.name,
