@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo bench lint typecheck system-deps venv clean fuzz
+.PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock
 
 test: venv
 	$(PY) -m ruff check dicomwire oauthclient agent server_agent hial_mock tomlconf audit devtools tests bench deid fuzz \
@@ -48,14 +48,25 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	# The locked versions, then the project itself (its dependencies are all in the lock)
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	# Table E.1-1's option columns for devtools/gen_deid_table.py (data only; see pyproject.toml)
 	$(PY) -m pip install -q --no-deps 'dicom-standard==0.1.0'
 	touch $(STAMP)
+
+# A new lock: pyproject.toml's dependencies and [dev] resolved afresh in a scratch environment.
+lock:
+	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install -q '.[dev]'
+	{ echo "# Exact versions for make test, make demo and make bench (issue 15 item 8), made by \`make lock\` from"; \
+	  echo "# pyproject.toml's dependencies and its [dev] extra in a fresh Python 3.11 virtual environment."; \
+	  build/lock-venv/bin/python -m pip freeze --exclude-editable | grep -iv '^dicom.identity.agents'; } > requirements.lock
+	rm -rf build/lock-venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
