@@ -1,5 +1,5 @@
 # Two set-up commands for a fresh Debian 12 machine with Python 3.11: `make demo` and `make test`.
-# Both install what is missing first: Debian packages (DCMTK, Orthanc, rsyslog, Chromium) and a virtual environment.
+# Both install what is missing first: Debian packages (DCMTK, Orthanc, rsyslog, Chromium, HAProxy) and a virtual environment.
 
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # chromium: headless, it renders the decision-log report and patient pages in tests/audit/test_report_page.py
 # (about 124 MB to download; measured 17 s to install on our 2-core machine, where the others were installed).
-APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium
+# haproxy: the load balancer in front of several server agents (tests/e2e/test_haproxy.py, PROXY protocol v2).
+APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock
@@ -40,7 +41,7 @@ venv: system-deps $(STAMP)
 # Debian packages: installed only when one of their commands is missing.
 system-deps:
 	@missing=""; \
-	for cmd in /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium; do [ -x $$cmd ] || missing="yes"; done; \
+	for cmd in /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy; do [ -x $$cmd ] || missing="yes"; done; \
 	[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -e /usr/lib/aarch64-linux-gnu/rsyslog/lmnsd_gtls.so ] || missing="yes"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
