@@ -46,6 +46,15 @@ _REFUSED_LOGIN = frozenset({"invalid_grant", "invalid_request"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NoLongerValid:
+    """Why a subject accepted at association time may not make its next request: the refusal's reason
+    code (``token_invalid`` expired, ``token_inactive`` revoked, ``introspection_failed``) and prose."""
+
+    reason: Reason
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Subject:
     """Who is asking: a verified user, or a node (device without user identity).
 
@@ -197,20 +206,25 @@ class Authenticator:
             raise AuthenticationFailed(Reason.TOKEN_REJECTED, "ID token and access token name different subjects")
         return self._subject(claims, response.access_token, UserIdentityType.USERNAME_AND_PASSCODE)
 
-    async def still_valid(self, subject: Subject) -> str | None:
-        """Why ``subject`` may no longer act (expired, revoked), or None: the same leeway as at association."""
+    async def still_valid(self, subject: Subject) -> NoLongerValid | None:
+        """Why ``subject`` may no longer act, or None: the same leeway as at association.
+
+        With ``introspect``, RFC 7662 section 2.2 decides revocation: ``"active": false`` is
+        ``token_inactive``; an answer that is no answer (an HTTP or OAuth error, a malformed body, no
+        reply) is ``introspection_failed`` and denies as well (fail closed), but is never called a
+        revocation: a provider that cannot introspect must not look like one that revoked everything.
+        """
         if not subject.token:
             return None  # a node by address, or a type-1 user: nothing that expires
         if self._clock() >= subject.expires_at:
-            return "the token has expired"
+            return NoLongerValid(reason=Reason.TOKEN_INVALID, text="the token has expired")
         if self.config.introspect:
             try:
                 active = await self.introspection.active(subject.token)
             except AuthenticationFailed as error:
-                return f"token status unknown ({error})"
+                return NoLongerValid(reason=error.reason, text=f"token status unknown ({error})")
             if not active:
-                return "the token was revoked"
+                return NoLongerValid(reason=Reason.TOKEN_INACTIVE, text="the token was revoked")
         return None
 
-
-__all__ = ["AuthenticationFailed", "Authenticator", "Subject", "acting_client"]
+__all__ = ["AuthenticationFailed", "Authenticator", "NoLongerValid", "Subject", "acting_client"]
