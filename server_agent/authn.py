@@ -98,7 +98,7 @@ class Authenticator:
         self.oauth = oauth
         self.throttle = throttle or LoginThrottle(config.throttle)
         self._clock = clock
-        self.jwks = JwksCache(oauth, config.jwks_min_refresh)
+        self.jwks = JwksCache(oauth, config.jwks_min_refresh, config.jwks_max_age)
         self.introspection = IntrospectionCache(oauth, config.introspect_cache)
 
     # ---- verification -----------------------------------------------------------------------------------
@@ -116,12 +116,29 @@ class Authenticator:
                                        f"(RFC 9068 section 4; [identity] token_types)")
         if not access_token and typ in ("at+jwt", "application/at+jwt"):  # RFC 8725 3.11: no type confusion
             raise AuthenticationFailed(Reason.TOKEN_REJECTED, "an access token where an ID token belongs")
-        key = await self.jwks.key(str(header.get("kid", "")))
+        kid = header.get("kid", "")
+        if not isinstance(kid, str):
+            raise AuthenticationFailed(Reason.TOKEN_REJECTED, "the token's 'kid' is not a string")
+        key = await self.jwks.key(kid, alg)
+        for retry in (True, False):
+            try:
+                return self._decode(token, key.key, audience)
+            except jwt.InvalidSignatureError:
+                # The provider may have replaced the key under this kid: one rate-limited refresh, one retry.
+                if not (retry and await self.jwks.rotated(key, alg)):
+                    break
+                key = await self.jwks.key(kid, alg)
+        raise AuthenticationFailed(Reason.TOKEN_REJECTED, "token rejected: Signature verification failed")
+
+    def _decode(self, token: str, key: Any, audience: str | None) -> dict[str, Any]:
+        """RFC 9068 section 4 checks after the signature; only a bad signature escapes, to try a fresh key."""
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key, algorithms=list(self.config.algorithms), audience=audience or self.config.audience,
                 issuer=self.config.issuer, leeway=self.config.leeway,
                 options={"require": ["exp", "iat", "iss", "sub", "aud"]})
+        except jwt.InvalidSignatureError:
+            raise
         except jwt.PyJWTError as error:
             raise AuthenticationFailed(Reason.TOKEN_REJECTED, f"token rejected: {error}") from None
         return claims

@@ -82,6 +82,7 @@ class IdentityConfig(Schema):
     username_only: bool = False  # identity type 1
     username_only_workstations: Strings = ()  # certificate names allowed to assert type 1
     jwks_min_refresh: PositiveFloat = 10.0
+    jwks_max_age: PositiveFloat = 300.0  # a key withdrawn from the JWKS stops verifying within this
     timeout: PositiveFloat = 5.0
     ca_file: RelPath | None = None
     leeway: float = 30.0

@@ -66,6 +66,7 @@ class FakeProvider:
         self.introspection = introspection  # an answer other than {"active": ...}
         self.token_requests: list[httpx.Request] = []
         self.jwks_requests = 0
+        self.keys: list[dict[str, Any]] | None = [JWK]  # the published JWKS; None: the endpoint fails
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -73,7 +74,7 @@ class FakeProvider:
             return _json(200, DOCUMENT)
         if path == "/jwks":
             self.jwks_requests += 1
-            return _json(200, {"keys": [JWK]})
+            return _json(200, {"keys": self.keys}) if self.keys is not None else _json(503, {})
         if path == "/introspect":
             return _json(*(self.introspection or (200, {"active": self.active})))
         self.token_requests.append(request)
