@@ -31,6 +31,7 @@ from audit.events import Reason
 from dicomwire.identity import UserIdentity, UserIdentityType
 from oauthclient import AsyncOAuthClient, OAuthClientError, OAuthError, PasswordGrant
 
+from .claims import read_claims
 from .config import IdentityConfig
 from .failures import AuthenticationFailed
 from .introspection import IntrospectionCache
@@ -79,14 +80,17 @@ class Subject:
                 "organization": self.organization}
 
 
-def acting_client(claims: dict[str, Any]) -> str | None:
-    """The client id, if this token is a client's own (no person behind it), else None."""
-    client = claims.get("client_id") or claims.get("azp")
+def acting_client(claims: dict[str, Any], client: str, *, marked: bool = False) -> str | None:
+    """The client id, if this token is a client's own (no person behind it), else None.
+
+    ``client``: the token's client as ``[identity.claims] client_id`` finds it (Okta ``cid``);
+    ``marked``: a claim of ``[identity.claims] client_token`` is present (Keycloak service accounts).
+    """
     sub = claims.get("sub")
     markers = {str(claims.get(name)) for name in ("gty", "grant_type")}
-    if markers & _CLIENT_GRANTS or claims.get("idtyp") == "app":
+    if marked or markers & _CLIENT_GRANTS or claims.get("idtyp") == "app":
         return str(client or sub)
-    if isinstance(client, str) and client and sub in (client, f"{client}@clients"):
+    if client and sub in (client, f"{client}@clients"):
         return client
     return None
 
@@ -144,18 +148,12 @@ class Authenticator:
         return claims
 
     def _subject(self, claims: dict[str, Any], token: str, identity_type: int) -> Subject:
-        purpose = claims.get("purpose_of_use", "TREAT")
-        if isinstance(purpose, dict):
-            purpose = purpose.get("code", "TREAT")
-        roles = claims.get("roles", [])
-        user = Subject(kind="user", id=str(claims["sub"]), username=str(claims.get("preferred_username") or
-                                                                         claims["sub"]),
-                       roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
-                       organization=str(claims.get("organization", "")),
-                       scopes=frozenset(str(claims.get("scope", "")).split()),
-                       expires_at=float(claims["exp"]) + self.config.leeway, client_id=str(claims.get("client_id", "")),
-                       identity_type=identity_type, purpose_of_use=str(purpose), token=token)
-        client = acting_client(claims)
+        mapped = read_claims(claims, self.config.claims)
+        user = Subject(kind="user", id=str(claims["sub"]), username=mapped.username, roles=mapped.roles,
+                       organization=mapped.organization, scopes=mapped.scopes,
+                       expires_at=float(claims["exp"]) + self.config.leeway, client_id=mapped.client_id,
+                       identity_type=identity_type, purpose_of_use=mapped.purpose_of_use, token=token)
+        client = acting_client(claims, mapped.client_id, marked=mapped.client_token)
         if client is None:
             return user
         node = self.config.node_clients.get(client)

@@ -34,6 +34,8 @@ from tomlconf.schema import (
     problem,
 )
 
+from .claims import ClaimMapping
+
 ACTIONS = ("C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE")
 Action = Literal["C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE"]
 
@@ -88,6 +90,7 @@ class IdentityConfig(Schema):
     leeway: float = 30.0
     client_auth: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"  # RFC 6749 2.3.1
     throttle: ThrottleConfig = ThrottleConfig()
+    claims: ClaimMapping = ClaimMapping()  # where the token says who and what (server_agent/claims.py)
     node_clients: Mapping[str, str] = derived(default_factory=dict)  # client_id -> AE title of its [nodes.X]
 
     @field_validator("algorithms")
