@@ -2,10 +2,12 @@
 
 * Type 5 (JWT): verified locally (RFC 9068 section 4): signature with a key from the provider's JWKS
   found by discovery, ``iss``, ``aud``, ``exp``, ``nbf``, an algorithm allow-list (never ``none`` or
-  a shared secret), ``typ`` (``at+jwt`` unless ``[identity] token_types`` lists more); an unknown
-  ``kid`` refreshes the JWKS at most every ``jwks_min_refresh`` seconds. A client's own token
-  (client credentials: no person behind it, RFC 9068 section 2.2) is ``not_a_user`` unless that
-  client is a configured node. Optionally RFC 7662 introspection for revocation.
+  a shared secret), ``typ`` (``at+jwt`` unless ``[identity] token_types`` lists more); keys and
+  their rotation in :mod:`.jwks` (a signature failing under a known ``kid`` gets one rate-limited
+  refresh and one retry). Who and what the token says is read where ``[identity.claims]`` says
+  (:mod:`.claims`). A client's own token (client credentials: no person behind it, RFC 9068
+  section 2.2) is ``not_a_user`` unless that client is a configured node. Optionally RFC 7662
+  introspection for revocation (:mod:`.introspection`).
 * Type 2 (username + passcode): the OIDC password grant at the provider with the agent's own client,
   the peer's address sent as RFC 7239 ``Forwarded``, then the ID token (``aud`` = our client) and the
   access token verified as above; failures throttled per source (:mod:`.throttle`).
