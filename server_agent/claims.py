@@ -80,6 +80,9 @@ class ClaimMapping(Schema):
     # Claims only a client's own token carries, for providers whose ``sub`` is then not the client id:
     # Keycloak's service-account tokens (``client_id``, older versions ``clientId``). Any present marks it.
     client_token: ClaimPaths = ()
+    # Claims every person's token carries, for providers that mark only those: a token with none of them
+    # is a client's own. Entra ID: ``scp`` (delegated scopes; an application's own token has none).
+    user_token: ClaimPaths = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,7 +93,7 @@ class MappedClaims:
     organization: str
     purpose_of_use: str
     client_id: str
-    client_token: bool  # a claim of ``client_token`` is present: no person behind this token
+    client_token: bool  # a ``client_token`` claim present, or no ``user_token`` claim: no person behind it
 
 
 def read_claims(claims: Mapping[str, Any], mapping: ClaimMapping) -> MappedClaims:
@@ -109,7 +112,13 @@ def read_claims(claims: Mapping[str, Any], mapping: ClaimMapping) -> MappedClaim
                         organization=_first(claims, mapping.organization, "organization"),
                         purpose_of_use=_first(claims, mapping.purpose_of_use, "purpose_of_use") or DEFAULT_PURPOSE,
                         client_id=_first(claims, mapping.client_id, "client_id"),
-                        client_token=any(_at(claims, path) is not None for path in mapping.client_token))
+                        client_token=_client_token(claims, mapping))
+
+
+def _client_token(claims: Mapping[str, Any], mapping: ClaimMapping) -> bool:
+    if any(_at(claims, path) is not None for path in mapping.client_token):
+        return True
+    return bool(mapping.user_token) and all(_at(claims, path) is None for path in mapping.user_token)
 
 
 def _at(claims: Mapping[str, Any], path: str) -> Any:

@@ -119,8 +119,12 @@ def test_each_recipe_reads_its_providers_user_token(name: str, typ: str | None, 
     assert seen(authenticate(signed(claims, config, typ), config)) == expected
 
 
+ENTRA_APP_WITHOUT_IDTYP = {k: v for k, v in ENTRA_APP.items() if k != "idtyp"}
+
+
 @pytest.mark.parametrize(("name", "typ", "claims"), [
-    ("keycloak", "JWT", KEYCLOAK_SERVICE_ACCOUNT), ("entra", "JWT", ENTRA_APP), ("okta", None, OKTA_CLIENT)])
+    ("keycloak", "JWT", KEYCLOAK_SERVICE_ACCOUNT), ("entra", "JWT", ENTRA_APP),
+    ("entra", "JWT", ENTRA_APP_WITHOUT_IDTYP), ("okta", None, OKTA_CLIENT)])
 def test_each_recipe_refuses_a_clients_own_token(name: str, typ: str | None, claims: dict[str, Any]) -> None:
     config = recipe(name)
     assert authenticate(signed(claims, config, typ), config) == Reason.NOT_A_USER
@@ -143,6 +147,9 @@ def test_without_the_recipe_the_providers_tokens_are_not_read_as_the_recipe_read
     assert authenticate(signed(OKTA_USER, strict, None), strict) == Reason.TOKEN_REJECTED  # no typ
     cid_unread = okta.replace(claims=ClaimMapping(username=("sub",), roles=("groups",), scopes=("scp",)))
     assert seen(authenticate(signed(OKTA_CLIENT, cid_unread, None), cid_unread))[0] == "user"  # why cid matters
+    entra = recipe("entra")
+    no_marker = entra.replace(claims=entra.claims.replace(user_token=()))
+    assert seen(authenticate(signed(ENTRA_APP_WITHOUT_IDTYP, no_marker, "JWT"), no_marker))[0] == "user"
 
 
 def test_the_defaults_read_rfc_9068_and_the_hials_tokens() -> None:

@@ -100,7 +100,7 @@ def test_the_demo_configuration_loads_with_its_commented_examples(tmp_path: Path
     text = text.replace('"pki/', f'"{pki}/').replace('"state/', f'"{tmp_path}/')
     for line in ("[nodes.CT01]", "addresses =", "actions =", "client_id =", "token_types =", "leeway =",
                  "jwks_min_refresh =", "jwks_max_age =", "[identity.claims]", "username =", "roles =", "scopes =",
-                 "organization =", "purpose_of_use =", "client_token ="):
+                 "organization =", "purpose_of_use =", "client_token =", "user_token ="):
         text = text.replace(f"# {line}", line)
     path = tmp_path / "demo.toml"
     path.write_text(text)
