@@ -16,8 +16,8 @@ claims, a client id like ``api://dicom.example``) is quoted: ``resource_access."
 A value may be a string (scopes: space-separated, RFC 6749 section 3.3), an array of strings, or a
 FHIR Coding (its ``code``; IUA ``subject_role``, ``purpose_of_use``) or an array of those. A present
 value of another shape, or one beyond the bounds below, refuses the token (``token_rejected``): a
-mapping that reads nothing where the operator expected roles is a configuration error to see, and
-a purpose of use that cannot be read must not quietly become ``TREAT``.
+claim that is there but cannot be read is an error to see, not fewer roles granted quietly, and a
+purpose of use that cannot be read must not quietly become ``TREAT``. An absent path reads as nothing.
 """
 
 from __future__ import annotations
