@@ -217,7 +217,7 @@ class ServerAssociation:
         assert self.subject is not None
         why = await self.factory.authn.still_valid(self.subject)  # revocation, when introspection is on
         if why is not None:
-            return self._refuse(facts, Reason.TOKEN_INVALID, why, started)
+            return self._refuse(facts, why.reason, why.text, started)
         try:
             (decision,) = await self.factory.pdp.evaluate([query.request])
         except PdpUnavailable as error:

@@ -2,10 +2,12 @@
 
 * Type 5 (JWT): verified locally (RFC 9068 section 4): signature with a key from the provider's JWKS
   found by discovery, ``iss``, ``aud``, ``exp``, ``nbf``, an algorithm allow-list (never ``none`` or
-  a shared secret), ``typ`` (``at+jwt`` unless ``[identity] token_types`` lists more); an unknown
-  ``kid`` refreshes the JWKS at most every ``jwks_min_refresh`` seconds. A client's own token
-  (client credentials: no person behind it, RFC 9068 section 2.2) is ``not_a_user`` unless that
-  client is a configured node. Optionally RFC 7662 introspection for revocation.
+  a shared secret), ``typ`` (``at+jwt`` unless ``[identity] token_types`` lists more); keys and
+  their rotation in :mod:`.jwks` (a signature failing under a known ``kid`` gets one rate-limited
+  refresh and one retry). Who and what the token says is read where ``[identity.claims]`` says
+  (:mod:`.claims`). A client's own token (client credentials: no person behind it, RFC 9068
+  section 2.2) is ``not_a_user`` unless that client is a configured node. Optionally RFC 7662
+  introspection for revocation (:mod:`.introspection`).
 * Type 2 (username + passcode): the OIDC password grant at the provider with the agent's own client,
   the peer's address sent as RFC 7239 ``Forwarded``, then the ID token (``aud`` = our client) and the
   access token verified as above; failures throttled per source (:mod:`.throttle`).
@@ -31,6 +33,7 @@ from audit.events import Reason
 from dicomwire.identity import UserIdentity, UserIdentityType
 from oauthclient import AsyncOAuthClient, OAuthClientError, OAuthError, PasswordGrant
 
+from .claims import read_claims
 from .config import IdentityConfig
 from .failures import AuthenticationFailed
 from .introspection import IntrospectionCache
@@ -43,6 +46,15 @@ PASSWORD_SCOPE = "openid profile user/ImagingStudy.rs user/ImagingStudy.c"
 _CLIENT_GRANTS = frozenset({"client-credentials", "client_credentials"})
 # Password grant answers that mean "these credentials were wrong": counted against the source.
 _REFUSED_LOGIN = frozenset({"invalid_grant", "invalid_request"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoLongerValid:
+    """Why a subject accepted at association time may not make its next request: the refusal's reason
+    code (``token_invalid`` expired, ``token_inactive`` revoked, ``introspection_failed``) and prose."""
+
+    reason: Reason
+    text: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,14 +82,17 @@ class Subject:
                 "organization": self.organization}
 
 
-def acting_client(claims: dict[str, Any]) -> str | None:
-    """The client id, if this token is a client's own (no person behind it), else None."""
-    client = claims.get("client_id") or claims.get("azp")
+def acting_client(claims: dict[str, Any], client: str, *, marked: bool = False) -> str | None:
+    """The client id, if this token is a client's own (no person behind it), else None.
+
+    ``client``: the token's client as ``[identity.claims] client_id`` finds it (Okta ``cid``);
+    ``marked``: a claim of ``[identity.claims] client_token`` is present (Keycloak service accounts).
+    """
     sub = claims.get("sub")
     markers = {str(claims.get(name)) for name in ("gty", "grant_type")}
-    if markers & _CLIENT_GRANTS or claims.get("idtyp") == "app":
+    if marked or markers & _CLIENT_GRANTS or claims.get("idtyp") == "app":
         return str(client or sub)
-    if isinstance(client, str) and client and sub in (client, f"{client}@clients"):
+    if client and sub in (client, f"{client}@clients"):
         return client
     return None
 
@@ -89,7 +104,7 @@ class Authenticator:
         self.oauth = oauth
         self.throttle = throttle or LoginThrottle(config.throttle)
         self._clock = clock
-        self.jwks = JwksCache(oauth, config.jwks_min_refresh)
+        self.jwks = JwksCache(oauth, config.jwks_min_refresh, config.jwks_max_age)
         self.introspection = IntrospectionCache(oauth, config.introspect_cache)
 
     # ---- verification -----------------------------------------------------------------------------------
@@ -107,29 +122,40 @@ class Authenticator:
                                        f"(RFC 9068 section 4; [identity] token_types)")
         if not access_token and typ in ("at+jwt", "application/at+jwt"):  # RFC 8725 3.11: no type confusion
             raise AuthenticationFailed(Reason.TOKEN_REJECTED, "an access token where an ID token belongs")
-        key = await self.jwks.key(str(header.get("kid", "")))
+        kid = header.get("kid", "")
+        if not isinstance(kid, str):
+            raise AuthenticationFailed(Reason.TOKEN_REJECTED, "the token's 'kid' is not a string")
+        key = await self.jwks.key(kid, alg)
+        for retry in (True, False):
+            try:
+                return self._decode(token, key.key, audience)
+            except jwt.InvalidSignatureError:
+                # The provider may have replaced the key under this kid: one rate-limited refresh, one retry.
+                if not (retry and await self.jwks.rotated(key, alg)):
+                    break
+                key = await self.jwks.key(kid, alg)
+        raise AuthenticationFailed(Reason.TOKEN_REJECTED, "token rejected: Signature verification failed")
+
+    def _decode(self, token: str, key: Any, audience: str | None) -> dict[str, Any]:
+        """RFC 9068 section 4 checks after the signature; only a bad signature escapes, to try a fresh key."""
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key, algorithms=list(self.config.algorithms), audience=audience or self.config.audience,
                 issuer=self.config.issuer, leeway=self.config.leeway,
                 options={"require": ["exp", "iat", "iss", "sub", "aud"]})
+        except jwt.InvalidSignatureError:
+            raise
         except jwt.PyJWTError as error:
             raise AuthenticationFailed(Reason.TOKEN_REJECTED, f"token rejected: {error}") from None
         return claims
 
     def _subject(self, claims: dict[str, Any], token: str, identity_type: int) -> Subject:
-        purpose = claims.get("purpose_of_use", "TREAT")
-        if isinstance(purpose, dict):
-            purpose = purpose.get("code", "TREAT")
-        roles = claims.get("roles", [])
-        user = Subject(kind="user", id=str(claims["sub"]), username=str(claims.get("preferred_username") or
-                                                                         claims["sub"]),
-                       roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
-                       organization=str(claims.get("organization", "")),
-                       scopes=frozenset(str(claims.get("scope", "")).split()),
-                       expires_at=float(claims["exp"]) + self.config.leeway, client_id=str(claims.get("client_id", "")),
-                       identity_type=identity_type, purpose_of_use=str(purpose), token=token)
-        client = acting_client(claims)
+        mapped = read_claims(claims, self.config.claims)
+        user = Subject(kind="user", id=str(claims["sub"]), username=mapped.username, roles=mapped.roles,
+                       organization=mapped.organization, scopes=mapped.scopes,
+                       expires_at=float(claims["exp"]) + self.config.leeway, client_id=mapped.client_id,
+                       identity_type=identity_type, purpose_of_use=mapped.purpose_of_use, token=token)
+        client = acting_client(claims, mapped.client_id, marked=mapped.client_token)
         if client is None:
             return user
         node = self.config.node_clients.get(client)
@@ -197,20 +223,25 @@ class Authenticator:
             raise AuthenticationFailed(Reason.TOKEN_REJECTED, "ID token and access token name different subjects")
         return self._subject(claims, response.access_token, UserIdentityType.USERNAME_AND_PASSCODE)
 
-    async def still_valid(self, subject: Subject) -> str | None:
-        """Why ``subject`` may no longer act (expired, revoked), or None: the same leeway as at association."""
+    async def still_valid(self, subject: Subject) -> NoLongerValid | None:
+        """Why ``subject`` may no longer act, or None: the same leeway as at association.
+
+        With ``introspect``, RFC 7662 section 2.2 decides revocation: ``"active": false`` is
+        ``token_inactive``; an answer that is no answer (an HTTP or OAuth error, a malformed body, no
+        reply) is ``introspection_failed`` and denies as well (fail closed), but is never called a
+        revocation: a provider that cannot introspect must not look like one that revoked everything.
+        """
         if not subject.token:
             return None  # a node by address, or a type-1 user: nothing that expires
         if self._clock() >= subject.expires_at:
-            return "the token has expired"
+            return NoLongerValid(reason=Reason.TOKEN_INVALID, text="the token has expired")
         if self.config.introspect:
             try:
                 active = await self.introspection.active(subject.token)
             except AuthenticationFailed as error:
-                return f"token status unknown ({error})"
+                return NoLongerValid(reason=error.reason, text=f"token status unknown ({error})")
             if not active:
-                return "the token was revoked"
+                return NoLongerValid(reason=Reason.TOKEN_INACTIVE, text="the token was revoked")
         return None
 
-
-__all__ = ["AuthenticationFailed", "Authenticator", "Subject", "acting_client"]
+__all__ = ["AuthenticationFailed", "Authenticator", "NoLongerValid", "Subject", "acting_client"]

@@ -20,7 +20,9 @@ from dicomwire.version import add_version
 from oauthclient import OAuthClient, OAuthClientError, SyncExecutor, Timeouts, TlsFiles
 from tomlconf import ConfigError
 
+from . import introspection
 from .config import Pacs, ServerAgentConfig, load
+from .pdp import PDP_SCOPE
 from .service import ServerAgent, identity_client, pacs_context
 
 
@@ -80,9 +82,14 @@ def check(config: ServerAgentConfig) -> int:
     identity = config.identity
     try:
         with SyncExecutor(tls=TlsFiles(ca_file=identity.ca_file), timeouts=Timeouts.within(identity.timeout)) as http:
-            meta = OAuthClient(identity.issuer, identity_client(identity), http).metadata()
-        print(f"identity provider {identity.issuer}: token {meta.token_endpoint}, jwks {meta.jwks_uri}, "
-              f"introspection {meta.introspection_endpoint or '-'}")
+            provider = OAuthClient(identity.issuer, identity_client(identity), http)
+            meta = provider.metadata()
+            print(f"identity provider {identity.issuer}: token {meta.token_endpoint}, jwks {meta.jwks_uri}, "
+                  f"introspection {meta.introspection_endpoint or '-'}")
+            if identity.introspect:  # issue 14: a provider that cannot introspect JWTs would refuse everyone
+                found = introspection.probe(provider, PDP_SCOPE)
+                print(f"introspection: {'ok' if found.ok else 'FAILED'}: {found.text}")
+                problems += not found.ok
     except OAuthClientError as error:
         print(f"identity provider {config.identity.issuer}: UNREACHABLE: {error}")
         problems += 1

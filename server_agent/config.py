@@ -35,6 +35,8 @@ from tomlconf.schema import (
     problem,
 )
 
+from .claims import ClaimMapping
+
 ACTIONS = ("C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE")
 Action = Literal["C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE"]
 
@@ -98,11 +100,13 @@ class IdentityConfig(Schema):
     username_only: bool = False  # identity type 1
     username_only_workstations: Strings = ()  # certificate names allowed to assert type 1
     jwks_min_refresh: PositiveFloat = 10.0
+    jwks_max_age: PositiveFloat = 300.0  # a key withdrawn from the JWKS stops verifying within this
     timeout: PositiveFloat = 5.0
     ca_file: RelPath | None = None
     leeway: float = 30.0
     client_auth: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"  # RFC 6749 2.3.1
     throttle: ThrottleConfig = ThrottleConfig()
+    claims: ClaimMapping = ClaimMapping()  # where the token says who and what (server_agent/claims.py)
     node_clients: Mapping[str, str] = derived(default_factory=dict)  # client_id -> AE title of its [nodes.X]
 
     @field_validator("algorithms")

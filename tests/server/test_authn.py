@@ -58,12 +58,15 @@ class FakeProvider:
     """Discovery, JWKS, introspection and a scripted token endpoint; records what it was asked."""
 
     def __init__(self, *, token_answer: Callable[[dict[str, str]], tuple[int, dict[str, Any]]] | None = None,
-                 active: bool | str = True, delay: float = 0.0) -> None:
+                 active: bool | str = True, delay: float = 0.0,
+                 introspection: tuple[int, dict[str, Any]] | None = None) -> None:
         self.token_answer = token_answer or (lambda form: (400, {"error": "invalid_grant"}))
         self.active = active
         self.delay = delay
+        self.introspection = introspection  # an answer other than {"active": ...}
         self.token_requests: list[httpx.Request] = []
         self.jwks_requests = 0
+        self.keys: list[dict[str, Any]] | None = [JWK]  # the published JWKS; None: the endpoint fails
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -71,9 +74,9 @@ class FakeProvider:
             return _json(200, DOCUMENT)
         if path == "/jwks":
             self.jwks_requests += 1
-            return _json(200, {"keys": [JWK]})
+            return _json(200, {"keys": self.keys}) if self.keys is not None else _json(503, {})
         if path == "/introspect":
-            return _json(200, {"active": self.active})
+            return _json(*(self.introspection or (200, {"active": self.active})))
         self.token_requests.append(request)
         await asyncio.sleep(self.delay)
         form = dict(urllib.parse.parse_qsl((await request.aread()).decode()))
@@ -164,7 +167,8 @@ def test_the_same_leeway_at_association_time_and_per_request() -> None:
     def after() -> float:
         return subject.expires_at + 0.001
 
-    assert run(FakeProvider(), lambda authn: authn.still_valid(subject), clock=after) == "the token has expired"
+    why = run(FakeProvider(), lambda authn: authn.still_valid(subject), clock=after)
+    assert why is not None and (why.reason, why.text) == (Reason.TOKEN_INVALID, "the token has expired")
     error = refusal(FakeProvider(), jwt_identity(token(exp=int(now) - 40, iat=int(now) - 300)))
     assert error.reason == Reason.TOKEN_REJECTED and "expired" in error.detail
 
@@ -195,6 +199,38 @@ def test_each_refusal_carries_its_reason() -> None:
         error = refusal(provider, identity, config)
         assert error.reason == reason, (identity, error.detail)
         assert str(error) == error.detail
+
+
+# ---- introspection tells the truth (issue 14 item 4) ----------------------------------------------------------
+
+# What providers answer when they cannot introspect a token: panva's oidc-provider refuses JWT access
+# tokens with HTTP 400; others answer 401 for a client they do not know, or 503.
+CANNOT_INTROSPECT = [(400, {"error": "invalid_request", "error_description": "JWT access tokens are not supported"}),
+                     (401, {"error": "invalid_client"}), (503, {"error": "temporarily_unavailable"})]
+
+
+@pytest.mark.parametrize("answer", CANNOT_INTROSPECT)
+def test_an_introspection_error_is_introspection_failed_not_revoked(answer: tuple[int, dict[str, Any]]) -> None:
+    error = refusal(FakeProvider(introspection=answer), jwt_identity(token()), CONFIG.replace(introspect=True))
+    assert error.reason == Reason.INTROSPECTION_FAILED and "revoked" not in error.detail
+    assert answer[1]["error"] in error.detail
+
+
+@pytest.mark.parametrize("answer", [*CANNOT_INTROSPECT, (200, {"active": "false"})])
+def test_per_request_an_introspection_error_is_introspection_failed_not_revoked(
+        answer: tuple[int, dict[str, Any]]) -> None:
+    provider = FakeProvider()
+
+    async def use(authn: Authenticator) -> tuple[Any, Any]:
+        subject = await authn.authenticate(jwt_identity(token()), [], "127.0.0.1")
+        provider.introspection = answer
+        failed = await authn.still_valid(subject)
+        provider.introspection, provider.active = None, False
+        return failed, await authn.still_valid(subject)
+
+    failed, revoked = run(provider, use, CONFIG.replace(introspect=True, introspect_cache=0.0))
+    assert failed.reason == Reason.INTROSPECTION_FAILED and "revoked" not in failed.text
+    assert (revoked.reason, revoked.text) == (Reason.TOKEN_INACTIVE, "the token was revoked")
 
 
 def test_made_up_key_ids_cannot_turn_the_agent_into_a_stream_of_jwks_requests() -> None:

@@ -14,6 +14,7 @@ import pytest
 from agent import certs
 from audit.events import ApplicationEvent, Kind
 from dicomwire.limits import RelayLimits
+from server_agent.claims import ClaimMapping
 from server_agent.config import load
 from server_agent.decisions import DecisionLog, UnloggedDecisions
 from server_agent.service import ServerAgent
@@ -97,12 +98,15 @@ def test_identity_is_strict_by_default_and_nodes_may_name_their_client(tmp_path:
 def test_the_demo_configuration_loads_with_its_commented_examples(tmp_path: Path, pki: Path) -> None:
     text = (Path(__file__).parents[2] / "configs" / "demo" / "server-agent.toml").read_text()
     text = text.replace('"pki/', f'"{pki}/').replace('"state/', f'"{tmp_path}/')
-    for line in ("[nodes.CT01]", "addresses =", "actions =", "client_id =", "token_types =", "leeway ="):
+    for line in ("[nodes.CT01]", "addresses =", "actions =", "client_id =", "token_types =", "leeway =",
+                 "jwks_min_refresh =", "jwks_max_age =", "[identity.claims]", "username =", "roles =", "scopes =",
+                 "organization =", "purpose_of_use =", "client_token =", "user_token ="):
         text = text.replace(f"# {line}", line)
     path = tmp_path / "demo.toml"
     path.write_text(text)
     config = load(path)
     assert config.identity.node_clients == {"ct01": "CT01"} and config.identity.throttle.block_seconds == 900
+    assert config.identity.claims == ClaimMapping()  # the defaults the file shows are the defaults
 
 
 def test_a_tls_pacs_gets_its_ca_our_certificate_and_its_name(tmp_path: Path, pki: Path) -> None:
