@@ -4,8 +4,9 @@ authlib writes the header (``typ`` ``at+jwt``, section 2.1) and the required cla
 (``iss``, ``exp``, ``aud``, ``sub``, ``client_id``, ``iat``, ``jti``, ``scope``; ``auth_time`` and
 ``amr`` of section 2.2.1). We add, as section 2.2.3 allows, what the server agent and the PDP decide on:
 ``preferred_username``, ``roles`` (section 2.2.3.1), ``organization``, ``name`` and the session
-``sid``. The signing key is one object carrying its ``kid``; joserfc writes that ``kid`` into the
-header, so a verifier finds the key in our JWKS, and a key rotation mid-request cannot mismatch them.
+``sid``; after an RFC 8693 exchange, ``purpose_of_use`` with ``btg_reason``, or ``act``. The signing
+key is one object carrying its ``kid``; joserfc writes that ``kid`` into the header, so a verifier
+finds the key in our JWKS, and a key rotation mid-request cannot mismatch them.
 
 Refresh tokens (RFC 6749 section 1.5) are opaque random strings; the token endpoint's ``save_token``
 records both (see :class:`~hial_mock.oauth.server.OAuthServer`).
@@ -59,6 +60,11 @@ class AccessTokens(JWTBearerTokenGenerator):  # type: ignore[misc]  # authlib is
                                   "organization": user.user.organization, "sid": user.session}
         if user.user.name:
             claims["name"] = user.user.name
+        if user.purpose_of_use:  # RFC 8693 break-glass (IHE IUA's purpose_of_use claim)
+            claims["purpose_of_use"] = user.purpose_of_use
+            claims["btg_reason"] = user.reason
+        if user.actor:  # RFC 8693 section 4.1: the acting party
+            claims["act"] = {"sub": user.actor}
         return claims
 
 
