@@ -80,7 +80,8 @@ def text(summary: Summary) -> str:
     lines += block("per user", summary.per_user) + block("per action", summary.per_action)
     lines += block("per decision", summary.per_decision) + block("refusals by reason", summary.refusals)
     lines.append(f"break-glass uses: {len(summary.break_glass)}")
-    lines += [f"  {r['time'][:19]} {r['user']} {r['action']} {r['patient']}" for r in summary.break_glass]
+    lines += [f"  {r['time'][:19]} {r['user']} {r['action'] or 'association'} {r['patient']} {r['detail']}".rstrip()
+              for r in summary.break_glass]
     lines.append(f"off-hours access: {len(summary.off_hours)}")
     unusual = summary.unusual()
     lines.append("users touching unusually many patients: " + (", ".join(f"{u} ({c})" for u, c in unusual) or "none"))
@@ -109,12 +110,14 @@ def _bars(title: str, counter: Counter[str], colour: str = "#3b6ea8") -> str:
 
 
 def html_page(summary: Summary, title: str) -> str:
-    def rows(items: list[dict[str, Any]]) -> str:
+    def rows(items: list[dict[str, Any]], why: bool = False) -> str:
         return "".join(f"<tr><td>{html.escape(str(r['time'])[:19])}</td><td>{html.escape(str(r['user']))}</td>"
-                       f"<td>{html.escape(str(r['action']))}</td><td>{html.escape(str(r['patient']))}</td>"
-                       f"<td>{html.escape(str(r['workstation']))}</td></tr>" for r in items[:200])
+                       f"<td>{html.escape(str(r['action'] or 'association'))}</td>"
+                       f"<td>{html.escape(str(r['patient']))}</td><td>{html.escape(str(r['workstation']))}</td>"
+                       + (f"<td>{html.escape(str(r['detail']))}</td>" if why else "") + "</tr>" for r in items[:200])
 
     head = "<tr><th>time (UTC)</th><th>user</th><th>action</th><th>patient</th><th>workstation</th></tr>"
+    why_head = head.replace("</tr>", "<th>why</th></tr>")  # break-glass: the reason the user gave
     unusual = summary.unusual()
     permits = summary.per_decision.get("permit", 0)
     denies = summary.per_decision.get("deny", 0)
@@ -130,7 +133,7 @@ table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:.2e
 {_bars("Decisions per user", summary.per_user)}
 {_bars("Decisions per action", summary.per_action)}
 {_bars("Refusals by reason", summary.refusals, "#b5472f")}
-<h2>Break-glass uses</h2><table>{head}{rows(summary.break_glass)}</table>
+<h2>Break-glass uses</h2><table>{why_head}{rows(summary.break_glass, why=True)}</table>
 <h2>Users touching unusually many patients</h2>
 <p>{", ".join(f"{html.escape(u)} ({c} patients)" for u, c in unusual) or "none"}</p>
 <h2>Access outside working hours (before 07:00 or from 19:00 UTC)</h2><table>{head}{rows(summary.off_hours)}</table>

@@ -32,6 +32,7 @@ from dicomwire.identity import UserIdentity, UserIdentityType
 from oauthclient import AsyncOAuthClient, OAuthClientError, OAuthError, PasswordGrant
 
 from .config import IdentityConfig
+from .exchanged import exchanged
 from .failures import AuthenticationFailed
 from .introspection import IntrospectionCache
 from .jwks import JwksCache
@@ -63,6 +64,8 @@ class Subject:
     client_id: str = ""
     identity_type: int | None = None
     purpose_of_use: str = "TREAT"
+    break_glass_reason: str = ""  # the user's words with purpose of use BTG (RFC 8693 exchange at the HIAL)
+    acting_client: str = ""  # RFC 8693 section 4.1 ``act`` ``sub``: a client acting for this user
     token: str = field(default="", repr=False)  # kept for introspection; never logged
 
     def describe(self) -> dict[str, Any]:
@@ -128,7 +131,8 @@ class Authenticator:
                        organization=str(claims.get("organization", "")),
                        scopes=frozenset(str(claims.get("scope", "")).split()),
                        expires_at=float(claims["exp"]) + self.config.leeway, client_id=str(claims.get("client_id", "")),
-                       identity_type=identity_type, purpose_of_use=str(purpose), token=token)
+                       identity_type=identity_type, purpose_of_use=str(purpose), token=token,
+                       **exchanged(claims))
         client = acting_client(claims)
         if client is None:
             return user
