@@ -1,6 +1,7 @@
 """Issue 14 item 6 end to end: `dicom-agent launch --break-glass REASON` through both agents, the live
 HIAL exchanging the token (RFC 8693) and deciding as PDP, Orthanc unchanged; the break-glass shown in
-the decision log, the audit stream (rsyslog) and the HTML report."""
+the decision log, the audit stream (rsyslog) and the HTML report. And an AI node acting for a
+radiologist with an exchanged token (``act``): both named in the decision log and the audit."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
+import requests
+from pynetdicom import AE
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from agent import certs
 from devtools.dicomdata import make_ct_study
@@ -57,6 +62,19 @@ def records(site: Site) -> list[dict]:
     return [json.loads(line) for line in site.decisions().splitlines()]
 
 
+def audit_messages(site: Site, wanted: Callable[[ET.Element], bool]) -> list[ET.Element]:
+    """The repository's messages that ``wanted`` picks, waiting up to 10 s for the first."""
+    repository = site.repository  # type: ignore[attr-defined]
+    if repository is None:
+        pytest.skip("rsyslog is installed by `make test`")
+    deadline = time.monotonic() + 10
+    while True:
+        found = [m for m in map(ET.fromstring, repository.messages()) if wanted(m)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def test_break_glass_opens_an_opted_out_patient_and_says_so_everywhere(site: Site) -> None:
     ordinary = find_optout(site, "erdoc")
     assert ordinary.returncode == 0 and answers(ordinary) == [], "the opt-out holds without break-glass"
@@ -81,23 +99,11 @@ def test_break_glass_opens_an_opted_out_patient_and_says_so_everywhere(site: Sit
     page = report.read_text()
     assert f"break-glass: {REASON}" in page and "erdoc" in page
 
-    repository = site.repository  # type: ignore[attr-defined]
-    if repository is None:
-        pytest.skip("rsyslog is installed by `make test`")
+    def emergency(message: ET.Element) -> bool:
+        kind = message.find("EventIdentification/EventTypeCode")
+        return kind is not None and kind.get("csd-code") == "110127"
 
-    def emergency() -> list[ET.Element]:
-        found = []
-        for text in repository.messages():
-            message = ET.fromstring(text)
-            kind = message.find("EventIdentification/EventTypeCode")
-            if kind is not None and kind.get("csd-code") == "110127":
-                found.append(message)
-        return found
-
-    deadline = time.monotonic() + 10
-    while not emergency() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    alert_message = emergency()[0]
+    alert_message = audit_messages(site, emergency)[0]
     assert alert_message.find("EventIdentification/EventID").get("csd-code") == "110113"  # type: ignore[union-attr]
     requestor = alert_message.find("ActiveParticipant[@UserIsRequestor='true']")
     assert requestor is not None and requestor.get("UserID") == "erdoc"
@@ -109,3 +115,35 @@ def test_break_glass_is_refused_to_a_role_not_allowed_and_nothing_is_queried(sit
     assert result.returncode == 3 and "break-glass refused: none of your roles may use break-glass" in result.stderr
     assert answers(result) == []
     assert len(records(site)) == before, "no association was opened"
+
+
+def test_an_ai_node_acting_for_a_radiologist_is_named_beside_her(site: Site) -> None:
+    assert site.hial is not None
+    token = requests.post(f"{site.hial.issuer}/token", timeout=10, data={
+        "grant_type": "password", "client_id": "workstation-agent", "username": "rad", "password": "demo-rad",
+        "scope": "openid user/ImagingStudy.rs"}).json()["access_token"]
+    exchange = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": token,
+                "subject_token_type": "urn:ietf:params:oauth:token-type:access_token"}
+    refused = requests.post(f"{site.hial.issuer}/token", timeout=10, data=exchange, auth=("ai-node", "wrong"))
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    delegated = requests.post(f"{site.hial.issuer}/token", timeout=10, data=exchange,
+                              auth=("ai-node", "demo-ai-node-secret")).json()["access_token"]
+    ae = AE(ae_title="AINODE")
+    ae.add_requested_context(Verification)
+    identity = UserIdentityNegotiation()
+    identity.user_identity_type = 5
+    identity.primary_field = delegated.encode()
+    assoc = ae.associate("127.0.0.1", site.ports["plain"], ae_title="ORTHANC", ext_neg=[identity])
+    assert assoc.is_established and assoc.send_c_echo().Status == 0
+    assoc.release()
+
+    acting = [r for r in records(site) if r.get("user", {}).get("acting_client") == "ai-node"]
+    assert {r["event"] for r in acting} >= {"authentication", "authorization"}
+    assert all(r["user"]["username"] == "rad" and r["user"]["kind"] == "user" for r in acting)
+
+    def by_the_node(message: ET.Element) -> bool:
+        return message.find("ActiveParticipant[@UserID='ai-node']") is not None
+
+    message = audit_messages(site, by_the_node)[0]
+    requestors = [p.get("UserID") for p in message.findall("ActiveParticipant[@UserIsRequestor='true']")]
+    assert requestors == ["rad", "ai-node"]
