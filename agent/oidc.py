@@ -42,6 +42,7 @@ from oauthclient import (
     TokenResponse,
     TransportError,
 )
+from oauthclient.exchange import advertised
 
 from .config import IdentityProvider
 
@@ -171,6 +172,16 @@ class OidcClient:
         exchanged = tokens_from(response, tokens.username)
         return replace(exchanged, refresh_token=tokens.refresh_token, id_token=tokens.id_token,
                        purpose_of_use=BREAK_GLASS)
+
+    def break_glass_problem(self) -> str | None:
+        """For ``check-config``: why ``--break-glass`` cannot work with this provider, or None. Only
+        what discovery shows (RFC 8414 ``grant_types_supported``); whether a user's roles allow it is
+        the provider's decision at the time."""
+        metadata = self.metadata()
+        if not advertised(metadata):
+            return (f"the identity provider {metadata.issuer} does not list RFC 8693 token exchange in "
+                    "grant_types_supported: --break-glass cannot be asked for")
+        return None
 
     def revoke(self, tokens: Tokens) -> None:
         """RFC 7009: revoke the refresh token (the session) and the access token; best effort."""

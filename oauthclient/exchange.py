@@ -9,6 +9,7 @@ every grant (:func:`oauthclient.token.parse_token_response`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .clientauth import ClientAuth
@@ -36,3 +37,10 @@ class TokenExchangeGrant:
             if value is not None:
                 form.append((name, value))
         return token_request(metadata, client, form)
+
+
+def advertised(metadata: ProviderMetadata) -> bool:
+    """Whether the provider lists token exchange in ``grant_types_supported`` (RFC 8414 section 2:
+    absent means authorization_code and implicit only). A provider may still refuse a given client."""
+    grants = metadata.document.get("grant_types_supported")
+    return isinstance(grants, Sequence) and not isinstance(grants, str) and GRANT_TOKEN_EXCHANGE in grants

@@ -150,3 +150,11 @@ def test_break_glass_reason_is_checked_before_any_login() -> None:
             cli.build_parser().parse_args(["launch", "--break-glass", reason, "--", "true"])
     args = cli.build_parser().parse_args(["launch", "--break-glass", "stroke\n  code", "--", "true"])
     assert args.break_glass == "stroke code" and args.app == ["--", "true"]
+
+
+def test_check_config_probe_names_a_provider_without_token_exchange(short_hial: HialProcess) -> None:
+    with OidcClient(PROVIDER, transport=httpx.MockTransport(FakeProvider([]))) as client:
+        problem = client.break_glass_problem()
+    assert problem is not None and "does not list RFC 8693 token exchange" in problem
+    with OidcClient(IdentityProvider(issuer=short_hial.issuer, client_id="workstation-agent")) as client:
+        assert client.break_glass_problem() is None
