@@ -234,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"dicom-agent: bad configuration: {error}", file=sys.stderr)
         return 2
+    if getattr(args, "break_glass", None) is not None and config.identity == "password":
+        # Type 2 sends the password and the server agent logs in anew: the BTG token would never be used.
+        print("dicom-agent: --break-glass needs identity = \"jwt\" (the password mode cannot carry it)",
+              file=sys.stderr)
+        return 2
     commands = {"launch": cmd_launch, "login": cmd_login, "status": cmd_status, "logout": cmd_logout,
                 "serve": cmd_serve}
     try:
