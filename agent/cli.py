@@ -11,7 +11,8 @@ session (tokens only, mode 0600) for ``serve``; ``logout`` revokes and deletes i
 
 ``--break-glass REASON`` (HL7 purpose of use ``BTG``): after the login, the access token is
 exchanged at the provider (RFC 8693) for one whose purpose of use is BTG, if the user's roles allow
-it; it lasts one access-token lifetime, and every use is a Security Alert at the server agent.
+it; it lasts at most what remains of the login's access token (the HIAL's rule), and every use is a
+Security Alert at the server agent.
 """
 
 from __future__ import annotations

@@ -159,8 +159,8 @@ class OidcClient:
     def break_glass(self, tokens: Tokens, reason: str) -> Tokens:
         """RFC 8693 section 2.1: exchange the user's access token for one with purpose of use BTG.
 
-        The provider decides whether the user's roles allow it. The break-glass token lasts one access
-        token lifetime: the refresh token kept is the login's, so a refresh returns to the ordinary
+        The provider decides whether the user's roles allow it. The break-glass token lasts at most one
+        access-token lifetime: the refresh token kept is the login's, so a refresh returns to the ordinary
         purpose of use (break-glass is asked for again, never carried on silently), and logout still
         revokes the session.
         """

@@ -79,6 +79,7 @@ class Authenticated:
     purpose_of_use: str | None = None
     reason: str = ""
     actor: str | None = None
+    not_after: float | None = None  # the subject token's expiry: an exchanged token never outlives it
 
     def get_user_id(self) -> str:
         return self.user.username

@@ -16,12 +16,14 @@ Refused with section 2.2.2 errors (RFC 6749 section 5.2 vocabulary): a subject t
 live access token of a still-active user, one already exchanged (no chains: one ``act`` level, no
 break-glass of a break-glass token), an ``actor_token`` (the authenticated client is the actor), a
 ``requested_token_type`` other than an access token, a scope wider than the subject token's. No
-refresh token is issued (section 2.2.1: optional): break-glass lasts one access-token lifetime.
+refresh token is issued (section 2.2.1: optional), and the new token expires no later than the
+subject token: break-glass and delegation last at most what remains of the login's access token.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from authlib.oauth2.rfc6749 import grants
@@ -72,7 +74,8 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
         if user is None:
             raise InvalidGrantError("the subject token's user may no longer log in")
         authenticated = Authenticated(user=user, amr=tuple(claims.get("amr", ())),
-                                      auth_time=int(claims.get("auth_time", 0)), session=record.session.sid)
+                                      auth_time=int(claims.get("auth_time", 0)), session=record.session.sid,
+                                      not_after=record.expires_at)
         purpose = form.get("purpose_of_use")
         if purpose is not None:
             authenticated = self._break_glass(client, record, authenticated, purpose, form.get("reason", ""))
@@ -129,7 +132,10 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
 
     @hooked  # type: ignore[untyped-decorator]  # authlib is untyped
     def create_token_response(self) -> tuple[int, dict[str, object], list[tuple[str, str]]]:
-        token = self.generate_token(user=self.request.user, scope=self._scope, include_refresh_token=False)
+        user = self.request.known_user()
+        token = self.generate_token(user=user, scope=self._scope, include_refresh_token=False)
+        if user.not_after is not None:  # the exp the token carries (rfc9068: capped at the subject token's)
+            token["expires_in"] = max(0, min(int(token["expires_in"]), int(user.not_after - time.time())))
         self.save_token(token)
         body = {**token, "issued_token_type": ACCESS_TOKEN_TYPE}  # section 2.2.1: REQUIRED
         return 200, body, self.TOKEN_RESPONSE_HEADER

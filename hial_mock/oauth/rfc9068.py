@@ -15,6 +15,7 @@ records both (see :class:`~hial_mock.oauth.server.OAuthServer`).
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
@@ -65,6 +66,8 @@ class AccessTokens(JWTBearerTokenGenerator):  # type: ignore[misc]  # authlib is
             claims["btg_reason"] = user.reason
         if user.actor:  # RFC 8693 section 4.1: the acting party
             claims["act"] = {"sub": user.actor}
+        if user.not_after is not None:  # exchanged: no longer than the token it was exchanged for
+            claims["exp"] = min(int(time.time()) + self.settings.access_token_lifetime, int(user.not_after))
         return claims
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,3 +142,14 @@ def test_a_revoked_subject_token_is_refused() -> None:
     assert record is not None
     hial.tokens.revoke(record)
     assert hial.exchange("workstation", token, purpose_of_use="BTG", reason="r")["error"] == "invalid_grant"
+
+
+def test_an_exchanged_token_never_outlives_the_subject_token() -> None:
+    hial = Hial()
+    token = hial.login("rad")
+    record = hial.tokens.find(token, None)
+    assert record is not None
+    object.__setattr__(record, "expires_at", time.time() + 30)  # as if logged in 270 s ago
+    answer = hial.exchange("ai-node", token)
+    claims = hial.claims(answer["access_token"])
+    assert claims["exp"] <= int(record.expires_at) and 28 <= answer["expires_in"] <= 30
