@@ -1,13 +1,18 @@
 """``dicom-agent``: the clinician's entry point and the workstation agent.
 
-    dicom-agent launch [--user NAME] [--password-stdin | --device] -- APP [ARGS...]
-    dicom-agent login [--user NAME] [--password-stdin | --device]
+    dicom-agent launch [--user NAME] [--password-stdin | --device] [--break-glass REASON] -- APP [ARGS...]
+    dicom-agent login [--user NAME] [--password-stdin | --device] [--break-glass REASON]
     dicom-agent status | logout | serve
     dicom-agent certs init --dir DIR | certs issue --dir DIR --name NAME [--host H ...]
 
 ``launch`` logs in, starts the agent, runs APP unchanged (its exit code is ours) and, whatever
 happens to APP or to us, logs out (revokes the tokens) and stops the agent. ``login`` keeps the
 session (tokens only, mode 0600) for ``serve``; ``logout`` revokes and deletes it.
+
+``--break-glass REASON`` (HL7 purpose of use ``BTG``): after the login, the access token is
+exchanged at the provider (RFC 8693) for one whose purpose of use is BTG, if the user's roles allow
+it; it lasts at most what remains of the login's access token (the HIAL's rule), and every use is a
+Security Alert at the server agent.
 """
 
 from __future__ import annotations
@@ -43,6 +48,21 @@ def _read_line(prompt: str, from_stdin: bool, secret: bool) -> str:
 
 
 def login(client: OidcClient, args: argparse.Namespace) -> tuple[Tokens, str | None]:
+    """The login, then break-glass if asked for; returns the tokens and the password (type-2 mode)."""
+    tokens, password = _login(client, args)
+    if args.break_glass is None:
+        return tokens, password
+    try:
+        btg = client.break_glass(tokens, args.break_glass)
+    except LoginError as error:
+        client.revoke(tokens)  # no session left behind by a refused break-glass
+        raise LoginError(f"break-glass refused: {error}", code=error.code) from None
+    print(f"dicom-agent: BREAK-GLASS access for {btg.username} for {int(btg.remaining)} s; every use is "
+          f"audited as a security alert", file=sys.stderr, flush=True)
+    return btg, password
+
+
+def _login(client: OidcClient, args: argparse.Namespace) -> tuple[Tokens, str | None]:
     """Interactive or scripted login; returns the tokens and the password (kept for type-2 mode)."""
     if args.device:
         start = client.device_start()
@@ -125,6 +145,8 @@ def cmd_status(config: WorkstationConfig, args: argparse.Namespace) -> int:
         print("not logged in")
         return 1
     state = f"access token valid {int(tokens.remaining)} s more" if tokens.remaining > 0 else "access token expired"
+    if tokens.purpose_of_use:
+        state += f" (purpose of use {tokens.purpose_of_use})"
     print(f"logged in as {tokens.username}: {state}; refresh token {'yes' if tokens.refresh_token else 'no'}")
     return 0
 
@@ -160,6 +182,14 @@ def cmd_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reason(text: str) -> str:
+    """A break-glass reason: one line of printable text, 1 to 200 characters (what the HIAL accepts)."""
+    reason = " ".join(text.split())
+    if not reason or len(reason) > 200 or not reason.isprintable():
+        raise argparse.ArgumentTypeError("a reason of 1 to 200 printable characters is needed")
+    return reason
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = add_version(argparse.ArgumentParser(prog="dicom-agent",
                                                  description="DICOM workstation agent and apps wrapper"))
@@ -174,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         how.add_argument("--password-stdin", action="store_true", help="read the password (and a one-time code "
                                                                         "if asked) from standard input")
         how.add_argument("--device", action="store_true", help="log in with the device flow (RFC 8628)")
+        p.add_argument("--break-glass", metavar="REASON", type=_reason, help="ask for emergency access (purpose "
+                       "of use BTG) for this reason; audited as a security alert")
         if name == "launch":
             p.add_argument("app", nargs=argparse.REMAINDER, help="-- APP [ARGS...]")
     for name in ("status", "logout", "serve"):
@@ -204,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load(config_path(args.config))
     except ConfigError as error:
         print(f"dicom-agent: bad configuration: {error}", file=sys.stderr)
+        return 2
+    if getattr(args, "break_glass", None) is not None and config.identity == "password":
+        # Type 2 sends the password and the server agent logs in anew: the BTG token would never be used.
+        print("dicom-agent: --break-glass needs identity = \"jwt\" (the password mode cannot carry it)",
+              file=sys.stderr)
         return 2
     commands = {"launch": cmd_launch, "login": cmd_login, "status": cmd_status, "logout": cmd_logout,
                 "serve": cmd_serve}

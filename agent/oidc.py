@@ -2,9 +2,10 @@
 
 OpenID Connect Discovery 1.0 (issuer must match exactly), RFC 6749 password grant (with an ``otp``
 parameter when the provider answers ``mfa_required``), RFC 8628 device flow (decided on its error
-codes), refresh (RFC 6749 section 6) and revocation on logout (RFC 7009), as a public client
-(``none``). :class:`OidcClient` is the CLI's (one thread, sync); :class:`AsyncOidcClient` refreshes
-on the workstation agent's event loop. Tokens never appear in ``repr`` or logs.
+codes), refresh (RFC 6749 section 6), break-glass by token exchange (RFC 8693) and revocation on
+logout (RFC 7009), as a public client (``none``). :class:`OidcClient` is the CLI's (one thread,
+sync); :class:`AsyncOidcClient` refreshes on the workstation agent's event loop. Tokens never
+appear in ``repr`` or logs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -37,13 +38,16 @@ from oauthclient import (
     SyncExecutor,
     Timeouts,
     TlsFiles,
+    TokenExchangeGrant,
     TokenResponse,
     TransportError,
 )
+from oauthclient.exchange import advertised
 
 from .config import IdentityProvider
 
 DeviceStart = DeviceAuthorization  # what `login --device` shows the user, and polls with
+BREAK_GLASS = "BTG"  # HL7 v3 ActReason "break the glass", the purpose of use the policy knows
 DEFAULT_LIFETIME = 300.0  # seconds, when a token response names no expires_in (RFC 6749 5.1: RECOMMENDED)
 
 
@@ -71,6 +75,7 @@ class Tokens:
     username: str
     scope: str = ""
     id_token: str | None = field(default=None, repr=False)
+    purpose_of_use: str = ""  # "BTG" while the access token is a break-glass one (RFC 8693 exchange)
 
     @property
     def remaining(self) -> float:
@@ -150,6 +155,33 @@ class OidcClient:
             return tokens_from(self._oauth.run(RefreshGrant(refresh_token=tokens.refresh_token)), tokens.username)
         except OAuthClientError as error:
             raise login_error(error) from None
+
+    def break_glass(self, tokens: Tokens, reason: str) -> Tokens:
+        """RFC 8693 section 2.1: exchange the user's access token for one with purpose of use BTG.
+
+        The provider decides whether the user's roles allow it. The break-glass token lasts at most one
+        access-token lifetime: the refresh token kept is the login's, so a refresh returns to the ordinary
+        purpose of use (break-glass is asked for again, never carried on silently), and logout still
+        revokes the session.
+        """
+        grant = TokenExchangeGrant(subject_token=tokens.access_token, purpose_of_use=BREAK_GLASS, reason=reason)
+        try:
+            response = self._oauth.run(grant)
+        except OAuthClientError as error:
+            raise login_error(error) from None
+        exchanged = tokens_from(response, tokens.username)
+        return replace(exchanged, refresh_token=tokens.refresh_token, id_token=tokens.id_token,
+                       purpose_of_use=BREAK_GLASS)
+
+    def break_glass_problem(self) -> str | None:
+        """For ``check-config``: why ``--break-glass`` cannot work with this provider, or None. Only
+        what discovery shows (RFC 8414 ``grant_types_supported``); whether a user's roles allow it is
+        the provider's decision at the time."""
+        metadata = self.metadata()
+        if not advertised(metadata):
+            return (f"the identity provider {metadata.issuer} does not list RFC 8693 token exchange in "
+                    "grant_types_supported: --break-glass cannot be asked for")
+        return None
 
     def revoke(self, tokens: Tokens) -> None:
         """RFC 7009: revoke the refresh token (the session) and the access token; best effort."""

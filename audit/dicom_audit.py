@@ -8,11 +8,13 @@
 | authorization permit, C-MOVE / C-GET | 110102 Begin Transferring DICOM Instances | - |
 | authorization permit, C-STORE; sub-operation; C-MOVE/C-GET transfer summary | 110104 DICOM Instances Transferred | - |
 | any deny; break-glass | 110113 Security Alert | 110132 Use of Restricted Function / 110127 Emergency Override |
+| association under purpose of use BTG | 110113 Security Alert | 110127 Emergency Override Started |
 | refused association | 110113 Security Alert | 110126 Node Authentication |
 | application-start / -stop | 110100 Application Activity | 110120 / 110121 |
 | log-truncated (a torn tail sealed) | 110113 Security Alert | 110133 Audit Recording Stopped |
 
-The AE title and network address are secondary participants; the patient and the study are
+The AE title and network address are secondary participants, and so is a client acting for the user
+(RFC 8693 ``act``: 110150 Application, a requestor too); the patient and the study are
 participant objects (PS3.15 A.5.2.2, RFC 3881 codes); for a sealed torn tail, the decision log itself
 is the alert subject (A.5.3.11: a system object in the role of a security resource). The XML is one
 line, UTF-8. The event is read through :mod:`audit.events` only: this module knows no record keys.
@@ -77,6 +79,8 @@ def _identification(event: DecisionEvent) -> tuple[Code, Code | None, str]:
     if isinstance(event, AuthenticationEvent):
         if event.decision is Decision.DENY:
             return alert, ("110126", "Node Authentication"), "E"
+        if event.user is not None and event.user.break_glass:  # an association opened under BTG
+            return alert, ("110127", "Emergency Override Started"), "E"
         return ("110114", "User Authentication"), ("110122", "Login"), "E"
     if event.pdp is not None and event.pdp.break_glass:
         return alert, ("110127", "Emergency Override Started"), "E"
@@ -134,6 +138,9 @@ def _participants(root: ET.Element, event: DecisionEvent, source_id: str) -> Non
             "UserID": user.username, "AlternativeUserID": user.sub, "UserName": user.username,
             "UserIsRequestor": "true"})
         _code(person, "RoleIDCode", "110153", "Source Role ID")
+    if user is not None and user.acting_client:  # RFC 8693 delegation: the client asked, for the user
+        actor = _element(root, "ActiveParticipant", {"UserID": user.acting_client, "UserIsRequestor": "true"})
+        _code(actor, "RoleIDCode", "110150", "Application")
     if calling_ae:
         node = _element(root, "ActiveParticipant", {
             "UserID": calling_ae, "UserIsRequestor": "false" if user is not None else "true",

@@ -21,6 +21,8 @@ from typing import Any
 from . import legacy
 from .fields import mapping, number, strings, text, whole
 
+BREAK_GLASS = "BTG"  # HL7 v3 ActReason "break the glass": the purpose of use of an emergency override
+
 
 class Kind(enum.StrEnum):
     """The ``event`` field of a record."""
@@ -122,12 +124,19 @@ class Who:
     roles: tuple[str, ...] = ()
     organization: str = ""
     acting_client: str = ""  # RFC 8693 ``act``: the client acting for the user, if any
+    purpose_of_use: str = ""  # recorded when not the ordinary TREAT: BTG is break-glass
+    break_glass_reason: str = ""  # the user's words when breaking the glass
+
+    @property
+    def break_glass(self) -> bool:
+        """Acting under purpose of use BTG (a token from a break-glass exchange at the HIAL)."""
+        return self.purpose_of_use == BREAK_GLASS
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "sub": self.sub, "username": self.username,
                                "roles": list(self.roles), "organization": self.organization}
-        if self.acting_client:
-            out["acting_client"] = self.acting_client
+        _put(out, acting_client=self.acting_client, purpose_of_use=self.purpose_of_use,
+             break_glass_reason=self.break_glass_reason)
         return out
 
     @classmethod
@@ -136,7 +145,9 @@ class Who:
             return None
         return cls(kind=text(data.get("kind", "user")), sub=text(data.get("sub")),
                    username=text(data["username"]), roles=strings(data.get("roles")),
-                   organization=text(data.get("organization")), acting_client=text(data.get("acting_client")))
+                   organization=text(data.get("organization")), acting_client=text(data.get("acting_client")),
+                   purpose_of_use=text(data.get("purpose_of_use")),
+                   break_glass_reason=text(data.get("break_glass_reason")))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -480,21 +491,6 @@ def _put(out: dict[str, Any], **fields: Any) -> None:
             out[key] = value
 
 
-__all__ = [
-    "Action",
-    "ApplicationEvent",
-    "AssociationEnd",
-    "AuthenticationEvent",
-    "AuthorizationEvent",
-    "Decision",
-    "DecisionEvent",
-    "Kind",
-    "LogTruncated",
-    "PdpAnswer",
-    "Reason",
-    "Stored",
-    "TransferSummary",
-    "Who",
-    "from_record",
-    "read",
-]
+__all__ = ["BREAK_GLASS", "Action", "ApplicationEvent", "AssociationEnd", "AuthenticationEvent", "AuthorizationEvent",
+           "Decision", "DecisionEvent", "Kind", "LogTruncated", "PdpAnswer", "Reason", "Stored", "TransferSummary",
+           "Who", "from_record", "read"]

@@ -214,7 +214,8 @@ def text(summary: Summary, *, integrity: str = "", selection: str = "") -> str:
     lines += block("per user", summary.per_user) + block("per action", summary.per_action)
     lines += block("per decision", summary.per_decision) + block("refusals by reason", summary.refusals)
     lines.append(f"break-glass uses: {summary.break_glass_count}")
-    lines += [f"  {r['time'][:19]} {r['user']} {r['action']} {r['patient']}" for r in summary.break_glass]
+    lines += [f"  {r['time'][:19]} {r['user']} {r['action'] or 'association'} {r['patient']} {r['detail']}"
+              .rstrip() for r in summary.break_glass]
     lines.append(f"off-hours access ({summary.hours.describe()}): {summary.off_hours_count}")
     unusual = summary.unusual()
     lines.append("users touching unusually many patients: " + (", ".join(f"{u} ({c})" for u, c in unusual) or "none"))

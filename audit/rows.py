@@ -70,6 +70,8 @@ def row(stored: Stored) -> dict[str, Any]:
         out.update(detail=f"{event.torn_bytes} torn bytes kept and sealed (sha256 {event.torn_sha256})")
     user = _user(event)
     out["user"] = user.username if user is not None else ""
+    if isinstance(event, AuthenticationEvent) and user is not None and user.break_glass:
+        out["break_glass"] = True  # an association opened under break-glass: a use, with its reason in detail
     return out
 
 

@@ -62,7 +62,8 @@ class Hial:
         self.app = Flask("hial_mock")
         self.app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
         self.server = OAuthServer(self.app, settings=server, clients=self.directory, users=self.users,
-                                  signer=self.signer, tokens=self.tokens, codes=self.codes, devices=self.devices)
+                                  signer=self.signer, tokens=self.tokens, codes=self.codes, devices=self.devices,
+                                  break_glass_roles=self.break_glass_roles)
         routes.register(self.app, self)
         pages.register(self.app, self)
 
@@ -82,6 +83,10 @@ class Hial:
         log.info("reloaded: %d users, %d clients, policy version %s", len(new.users), len(new.clients),
                  new.policy.version)
         return True
+
+    def break_glass_roles(self) -> frozenset[str]:
+        """The roles the policy file lets use purpose of use BTG (read per request: SIGHUP reloads it)."""
+        return frozenset(name for name, role in self.config.policy.roles.items() if role.break_glass)
 
     def bearer(self) -> dict[str, Any] | None:
         """The verified claims of the request's unrevoked bearer access token (RFC 6750 2.1), or None."""
@@ -110,7 +115,8 @@ class Hial:
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "password", "client_credentials", "refresh_token",
-                                      "urn:ietf:params:oauth:grant-type:device_code"],
+                                      "urn:ietf:params:oauth:grant-type:device_code",
+                                      "urn:ietf:params:oauth:grant-type:token-exchange"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [ALGORITHM],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],

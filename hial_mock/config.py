@@ -36,11 +36,12 @@ GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 GRANT_REFRESH_TOKEN = "refresh_token"
 GRANT_DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # RFC 8693: break-glass, delegation
 GRANT_TYPES = frozenset({GRANT_PASSWORD, GRANT_CLIENT_CREDENTIALS, GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN,
-                         GRANT_DEVICE_CODE})
+                         GRANT_DEVICE_CODE, GRANT_TOKEN_EXCHANGE})
 AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post", "none"})
 GrantType = Literal["password", "client_credentials", "authorization_code", "refresh_token",
-                    "urn:ietf:params:oauth:grant-type:device_code"]
+                    "urn:ietf:params:oauth:grant-type:device_code", "urn:ietf:params:oauth:grant-type:token-exchange"]
 
 
 class User(Schema):

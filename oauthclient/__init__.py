@@ -7,6 +7,7 @@
 | :mod:`.discovery` | OpenID Connect Discovery 1.0 (section 4.3 issuer check); RFC 7517 JWK Set |
 | :mod:`.token` | RFC 6749 sections 4.3, 4.4, 5.1, 6 |
 | :mod:`.device` | RFC 8628 |
+| :mod:`.exchange` | RFC 8693 token exchange |
 | :mod:`.introspection` | RFC 7662, RFC 7009 |
 | :mod:`.executors` | httpx, sync and async; timeouts, bounds, TLS |
 | :mod:`.client` | discovery once per client, operations run on it |
@@ -20,6 +21,7 @@ from .clientauth import AuthMethod, ClientAuth
 from .device import DeviceAuthorization, DeviceAuthorizationRequest, DeviceCodeGrant, DevicePolling, Pending
 from .discovery import JwksRequest, ProviderMetadata, discovery
 from .errors import OAuthClientError, OAuthError, ResponseError, TransportError
+from .exchange import TokenExchangeGrant
 from .executors import AsyncExecutor, SyncExecutor, Timeouts, TlsFiles
 from .http import Exchange, HttpRequest, HttpResponse, forwarded_for
 from .introspection import Introspected, IntrospectionRequest, RevocationRequest
@@ -31,5 +33,6 @@ __all__ = [
     "DeviceAuthorizationRequest", "DeviceCodeGrant", "DevicePolling", "Exchange", "HttpRequest", "HttpResponse",
     "Introspected", "IntrospectionRequest", "JwksRequest", "OAuthClient", "OAuthClientError", "OAuthError",
     "Operation", "PasswordGrant", "Pending", "ProviderMetadata", "RefreshGrant", "ResponseError", "RevocationRequest",
-    "SyncExecutor", "Timeouts", "TlsFiles", "TokenResponse", "TransportError", "discovery", "forwarded_for",
+    "SyncExecutor", "Timeouts", "TlsFiles", "TokenExchangeGrant", "TokenResponse", "TransportError", "discovery",
+    "forwarded_for",
 ]

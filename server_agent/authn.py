@@ -35,6 +35,7 @@ from oauthclient import AsyncOAuthClient, OAuthClientError, OAuthError, Password
 
 from .claims import read_claims
 from .config import IdentityConfig
+from .exchanged import exchanged
 from .failures import AuthenticationFailed
 from .introspection import IntrospectionCache
 from .jwks import JwksCache
@@ -75,6 +76,8 @@ class Subject:
     client_id: str = ""
     identity_type: int | None = None
     purpose_of_use: str = "TREAT"
+    break_glass_reason: str = ""  # the user's words with purpose of use BTG (RFC 8693 exchange at the HIAL)
+    acting_client: str = ""  # RFC 8693 section 4.1 ``act`` ``sub``: a client acting for this user
     token: str = field(default="", repr=False)  # kept for introspection; never logged
 
     def describe(self) -> dict[str, Any]:
@@ -154,7 +157,8 @@ class Authenticator:
         user = Subject(kind="user", id=str(claims["sub"]), username=mapped.username, roles=mapped.roles,
                        organization=mapped.organization, scopes=mapped.scopes,
                        expires_at=float(claims["exp"]) + self.config.leeway, client_id=mapped.client_id,
-                       identity_type=identity_type, purpose_of_use=mapped.purpose_of_use, token=token)
+                       identity_type=identity_type, purpose_of_use=mapped.purpose_of_use, token=token,
+                       **exchanged(claims))
         client = acting_client(claims, mapped.client_id, marked=mapped.client_token)
         if client is None:
             return user

@@ -2,16 +2,19 @@
 
 One :class:`Recorder` per association: it knows the association's id, peer and route, and turns each
 authentication, authorization, post-filtered match, core notice and the association's end into the
-frozen events of :mod:`audit.events` (never a token, never a password).
+frozen events of :mod:`audit.events` (never a token, never a password). The subject carries what an
+RFC 8693 exchange added (the acting client, break-glass and its reason) into every one of them.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from audit.events import (
+    BREAK_GLASS,
     Action,
     AssociationEnd,
     AuthenticationEvent,
@@ -31,6 +34,8 @@ from .decisions import Decisions
 from .pdp import Decision as PdpDecision
 from .resources import Context
 
+log = logging.getLogger("server_agent.records")
+
 if TYPE_CHECKING:
     from .authorization import Facts
     from .config import Pacs
@@ -47,10 +52,14 @@ class Transfer(Protocol):
 
 
 def who(subject: Subject | None) -> Who | None:
+    """The subject as every record shows it: with the acting client (RFC 8693 ``act``) and a purpose
+    of use other than the ordinary TREAT (BTG with its reason), so each request under them says so."""
     if subject is None:
         return None
+    purpose = "" if subject.purpose_of_use == "TREAT" else subject.purpose_of_use
     return Who(kind=subject.kind, sub=subject.id, username=subject.username, roles=tuple(subject.roles),
-               organization=subject.organization)
+               organization=subject.organization, acting_client=subject.acting_client, purpose_of_use=purpose,
+               break_glass_reason=subject.break_glass_reason if purpose == BREAK_GLASS else "")
 
 
 def _ms(started: float | None) -> float | None:
@@ -91,10 +100,17 @@ class Recorder:
                                        detail=detail, latency_ms=_ms(started), path=path, **self._base))
 
     def authenticated(self, subject: Subject, workstation: str, started: float) -> None:
+        """The association permitted; under break-glass a Security Alert (PS3.15 A.5.3.11, Emergency
+        Override Started) follows from the record (:mod:`audit.dicom_audit`), and the log says so now."""
         reason = Reason.AUTHENTICATED if subject.kind == "user" else Reason.NODE_POLICY
+        detail = ""
+        if subject.purpose_of_use == BREAK_GLASS:
+            detail = f"break-glass: {subject.break_glass_reason or 'no reason given'}"
+            log.warning("SECURITY ALERT: association %s of %s from %s under break-glass: %r", self.association,
+                        subject.username, self.peer, subject.break_glass_reason)
         self.write(AuthenticationEvent(association=self.association, decision=Decision.PERMIT, reason=reason,
-                                       user=who(subject), workstation=workstation, latency_ms=_ms(started),
-                                       **self._base))
+                                       detail=detail, user=who(subject), workstation=workstation,
+                                       latency_ms=_ms(started), **self._base))
 
     def write_permit(self, reason: Reason, started: float, *, path: str = "") -> None:
         """An association permitted without a user (the return path: the PACS for an outstanding move)."""

@@ -7,6 +7,7 @@
 | :mod:`.rfc7662` | RFC 7662 token introspection |
 | :mod:`.rfc7009` | RFC 7009 token revocation (a session at a time) |
 | :mod:`.rfc8628` | RFC 8628 device authorization endpoint and grant |
+| :mod:`.rfc8693` | RFC 8693 token exchange: break-glass (purpose of use BTG) and delegation (``act``) |
 | :mod:`.rfc9068` | RFC 9068 JWT access tokens (authlib's ``JWTBearerTokenGenerator``) |
 | :mod:`.oidc` | OpenID Connect Core 1.0 ID tokens and the code flow (authlib's ``OpenIDCode``) |
 | :mod:`.models` | the clients, codes, tokens and device codes those pass around |

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from authlib.oauth2.rfc6749 import ClientMixin
@@ -75,9 +75,19 @@ class Authenticated:
     amr: tuple[str, ...]
     auth_time: int
     session: str
+    # Set by an RFC 8693 exchange only (:mod:`~hial_mock.oauth.rfc8693`): what the new token carries.
+    purpose_of_use: str | None = None
+    reason: str = ""
+    actor: str | None = None
+    not_after: float | None = None  # the subject token's expiry: an exchanged token never outlives it
 
     def get_user_id(self) -> str:
         return self.user.username
+
+    def with_exchange(self, *, purpose_of_use: str | None = None, reason: str = "",
+                      actor: str | None = None) -> Authenticated:
+        """The same user and session, for a token exchanged for break-glass or for an acting client."""
+        return replace(self, purpose_of_use=purpose_of_use, reason=reason, actor=actor)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

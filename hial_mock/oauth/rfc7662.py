@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .server import HialRequest, OAuthServer
 
 # Section 2.2's optional members we copy from the token's own claims when it has them.
-COPIED_CLAIMS = ("aud", "jti", "roles", "organization", "sid")
+COPIED_CLAIMS = ("aud", "jti", "roles", "organization", "sid", "act", "purpose_of_use")  # RFC 8693 4.1: act
 
 
 class Introspection(IntrospectionEndpoint):  # type: ignore[misc]  # authlib is untyped

@@ -4,8 +4,9 @@ authlib writes the header (``typ`` ``at+jwt``, section 2.1) and the required cla
 (``iss``, ``exp``, ``aud``, ``sub``, ``client_id``, ``iat``, ``jti``, ``scope``; ``auth_time`` and
 ``amr`` of section 2.2.1). We add, as section 2.2.3 allows, what the server agent and the PDP decide on:
 ``preferred_username``, ``roles`` (section 2.2.3.1), ``organization``, ``name`` and the session
-``sid``. The signing key is one object carrying its ``kid``; joserfc writes that ``kid`` into the
-header, so a verifier finds the key in our JWKS, and a key rotation mid-request cannot mismatch them.
+``sid``; after an RFC 8693 exchange, ``purpose_of_use`` with ``btg_reason``, or ``act``. The signing
+key is one object carrying its ``kid``; joserfc writes that ``kid`` into the header, so a verifier
+finds the key in our JWKS, and a key rotation mid-request cannot mismatch them.
 
 Refresh tokens (RFC 6749 section 1.5) are opaque random strings; the token endpoint's ``save_token``
 records both (see :class:`~hial_mock.oauth.server.OAuthServer`).
@@ -14,6 +15,7 @@ records both (see :class:`~hial_mock.oauth.server.OAuthServer`).
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
@@ -59,6 +61,13 @@ class AccessTokens(JWTBearerTokenGenerator):  # type: ignore[misc]  # authlib is
                                   "organization": user.user.organization, "sid": user.session}
         if user.user.name:
             claims["name"] = user.user.name
+        if user.purpose_of_use:  # RFC 8693 break-glass (IHE IUA's purpose_of_use claim)
+            claims["purpose_of_use"] = user.purpose_of_use
+            claims["btg_reason"] = user.reason
+        if user.actor:  # RFC 8693 section 4.1: the acting party
+            claims["act"] = {"sub": user.actor}
+        if user.not_after is not None:  # exchanged: no longer than the token it was exchanged for
+            claims["exp"] = min(int(time.time()) + self.settings.access_token_lifetime, int(user.not_after))
         return claims
 
 

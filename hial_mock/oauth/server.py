@@ -1,8 +1,8 @@
 """The typed authorization server: authlib's Flask :class:`AuthorizationServer` with its collaborators.
 
 It serves RFC 6749 section 3 (the authorization and token endpoints, client authentication of
-section 2.3) and the endpoints of RFC 7662, RFC 7009 and RFC 8628 section 3.1. The grants reach the
-rest of the HIAL only through the attributes declared here, each a ``typing.Protocol`` of
+section 2.3), RFC 8693 token exchange, and the endpoints of RFC 7662, RFC 7009 and RFC 8628 section
+3.1. The grants reach the rest of the HIAL only through the attributes declared here, each a ``typing.Protocol`` of
 :mod:`~hial_mock.oauth.collaborators`; :mod:`hial_mock.app` wires the real ones.
 
 ``save_token`` is where authlib hands over every issued token (RFC 6749 section 5.1): it records the
@@ -13,6 +13,7 @@ in the session of the login they came from.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -31,6 +32,7 @@ from .rfc7009 import Revocation
 from .rfc7636 import StrictPkce
 from .rfc7662 import COPIED_CLAIMS, Introspection
 from .rfc8628 import DeviceAuthorization, DeviceGrant
+from .rfc8693 import TokenExchangeGrant
 from .rfc9068 import AccessTokens
 
 log = logging.getLogger("hial_mock.auth")
@@ -64,7 +66,8 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
     """authlib's server with our grants, endpoints and token generator, and the collaborators they use."""
 
     def __init__(self, app: Flask, *, settings: ServerConfig, clients: Clients, users: Users, signer: Signer,
-                 tokens: Tokens, codes: Codes, devices: Devices) -> None:
+                 tokens: Tokens, codes: Codes, devices: Devices,
+                 break_glass_roles: Callable[[], frozenset[str]] = frozenset) -> None:
         super().__init__(app)
         self.settings = settings
         self.clients = clients
@@ -73,6 +76,7 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         self.tokens = tokens
         self.codes = codes
         self.devices = devices
+        self.break_glass_roles = break_glass_roles  # the policy's roles that may use BTG, as reloaded
         self.scopes_supported = None  # scopes are checked per client (Client.get_allowed_scope)
         self.register_token_generator("default", AccessTokens(signer, settings))
         id_tokens = IdTokens(signer, settings)
@@ -81,6 +85,7 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(CodeGrant, [StrictPkce(), CodeFlowIdTokens(signer, settings, codes)])
         self.register_grant(RotatingRefreshGrant, [id_tokens])
         self.register_grant(DeviceGrant, [id_tokens])
+        self.register_grant(TokenExchangeGrant)
         self.register_endpoint(DeviceAuthorization(self))
         self.register_endpoint(Introspection(self))
         self.register_endpoint(Revocation(self))

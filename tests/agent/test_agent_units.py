@@ -199,3 +199,12 @@ def test_session_file_is_private_and_refused_if_not(tmp_path: Path) -> None:
     with pytest.raises(LoginError, match="readable by others"):
         load_session(path)
     assert "a.b.c" not in repr(tokens)
+
+
+def test_break_glass_is_refused_in_password_mode_before_any_login(tmp_path: Path, pki: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from agent import cli
+
+    path = _config(tmp_path, pki, {"workstation": {"identity": "password"}})
+    assert cli.main(["--config", str(path), "login", "--break-glass", "emergency"]) == 2
+    assert "--break-glass needs identity = \"jwt\"" in capsys.readouterr().err

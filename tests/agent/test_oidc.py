@@ -5,6 +5,7 @@ against the real HIAL."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
+from agent import cli
 from agent.config import IdentityProvider
 from agent.oidc import LoginError, MfaRequired, OidcClient, Tokens
 from agent.service import Session
@@ -117,3 +120,41 @@ def test_the_agent_refreshes_on_its_loop_and_stops_when_the_session_is_revoked(s
 
     refreshed = asyncio.run(scenario())
     assert refreshed.access_token != first.access_token and refreshed.username == "rad"
+
+
+def _cli_login(client: OidcClient, monkeypatch: pytest.MonkeyPatch, user: str, reason: str) -> Tokens:
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"demo-{user}\n"))
+    args = cli.build_parser().parse_args(["login", "--user", user, "--password-stdin", "--break-glass", reason])
+    return cli.login(client, args)[0]
+
+
+def test_break_glass_login_gets_a_btg_token_for_a_role_allowed_to(short_hial: HialProcess,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = IdentityProvider(issuer=short_hial.issuer, client_id="workstation-agent",
+                                scope="openid offline_access user/ImagingStudy.rs")
+    with OidcClient(provider) as client:
+        tokens = _cli_login(client, monkeypatch, "erdoc", "trauma bay 2, patient unconscious")
+        claims = jwt.decode(tokens.access_token, options={"verify_signature": False})
+        assert claims["purpose_of_use"] == "BTG" and claims["btg_reason"] == "trauma bay 2, patient unconscious"
+        assert tokens.purpose_of_use == "BTG" and tokens.username == "erdoc" and tokens.refresh_token
+        ordinary = client.refresh(tokens)  # break-glass lasts one access token: a refresh returns to TREAT
+        assert "purpose_of_use" not in jwt.decode(ordinary.access_token, options={"verify_signature": False})
+        with pytest.raises(LoginError, match="break-glass refused: none of your roles") as refused:
+            _cli_login(client, monkeypatch, "rad", "curious")
+        assert refused.value.code == "invalid_grant"
+
+
+def test_break_glass_reason_is_checked_before_any_login() -> None:
+    for reason in ("", "   ", "x" * 201):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["launch", "--break-glass", reason, "--", "true"])
+    args = cli.build_parser().parse_args(["launch", "--break-glass", "stroke\n  code", "--", "true"])
+    assert args.break_glass == "stroke code" and args.app == ["--", "true"]
+
+
+def test_check_config_probe_names_a_provider_without_token_exchange(short_hial: HialProcess) -> None:
+    with OidcClient(PROVIDER, transport=httpx.MockTransport(FakeProvider([]))) as client:
+        problem = client.break_glass_problem()
+    assert problem is not None and "does not list RFC 8693 token exchange" in problem
+    with OidcClient(IdentityProvider(issuer=short_hial.issuer, client_id="workstation-agent")) as client:
+        assert client.break_glass_problem() is None

@@ -149,7 +149,8 @@ def test_the_chains_own_records_and_unknown_kinds_hold_no_event() -> None:
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 names = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8)
 who = st.builds(Who, kind=st.sampled_from(["user", "node"]), sub=texts, username=names,
-                roles=st.lists(texts, max_size=3).map(tuple), organization=texts, acting_client=texts)
+                roles=st.lists(texts, max_size=3).map(tuple), organization=texts, acting_client=texts,
+                purpose_of_use=texts | st.just("BTG"), break_glass_reason=texts)
 pdp_answers = st.builds(PdpAnswer, reason=texts, rule_id=texts, policy_version=texts, cached=st.booleans(),
                         break_glass=st.booleans(), obligations=st.lists(texts, max_size=2).map(tuple))
 resources = st.dictionaries(st.sampled_from(["patient_id", "study_instance_uid", "accession_number"]), texts)

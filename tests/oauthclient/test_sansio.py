@@ -25,6 +25,7 @@ from oauthclient import (
     RefreshGrant,
     ResponseError,
     RevocationRequest,
+    TokenExchangeGrant,
     TokenResponse,
     discovery,
     forwarded_for,
@@ -77,6 +78,12 @@ REQUESTS = [
      b"token=a.b.c&token_type_hint=access_token", {"Authorization": BASIC}),
     ("revocation, public", RevocationRequest(token="r-1", token_type_hint="refresh_token"), PUBLIC,
      f"{ISSUER}/revoke", b"token=r-1&token_type_hint=refresh_token&client_id=workstation-agent", {}),
+    ("token exchange, break-glass, public", TokenExchangeGrant(subject_token="a.b.c", purpose_of_use="BTG",
+                                                               reason="stroke, 3 a.m."), PUBLIC, f"{ISSUER}/token",
+     b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=a.b.c"
+     b"&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token"
+     b"&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token"
+     b"&purpose_of_use=BTG&reason=stroke%2C+3+a.m.&client_id=workstation-agent", {"Authorization": None}),
     ("tls_client_auth: client_id only", ClientCredentialsGrant(scope="x"), MTLS, f"{ISSUER}/token",
      b"grant_type=client_credentials&scope=x&client_id=ct01", {"Authorization": None}),
 ]
