@@ -124,6 +124,18 @@ class PdpConfig(Schema):
     cache_size: PositiveInt = 10000
 
 
+class SessionsSection(Schema):
+    """Associations bound to the user's OIDC session (:mod:`server_agent.sessions`): with
+    ``logout_listen`` (OpenID Connect Back-Channel Logout 1.0 endpoint, path ``/backchannel-logout``)
+    an association with a ``sid`` lives while the session lives, up to ``max_association`` seconds."""
+
+    logout_listen: HostPort | None = None  # None: no endpoint, token lifetimes govern (introspection fallback)
+    max_association: PositiveFloat = 12 * 3600.0
+    logout_max_age: PositiveFloat = 120.0  # seconds a logout token's iat may lie in the past
+    remember: PositiveFloat = 3600.0  # an ended session is remembered: longer than any access token lives
+    max_ended: PositiveInt = 100_000
+
+
 class Pacs(Schema):
     """A PACS behind this agent (``[pacs.NAME]``).
 
@@ -211,6 +223,7 @@ class ServerAgentConfig(Schema):
     tls: TlsFiles
     identity: IdentityConfig
     pdp: PdpConfig = PdpConfig()
+    sessions: SessionsSection = SessionsSection()
     pacs: Mapping[str, Pacs] = Field(default_factory=dict)
     workstations: Mapping[str, Workstation] = Field(default_factory=dict)
     nodes: Mapping[str, Node] = Field(default_factory=dict)
