@@ -11,6 +11,7 @@ by :meth:`ServerAssociation.close`, never keyed by a number a peer chose.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 import time
@@ -377,6 +378,8 @@ class ServerAssociation:
         self.batcher.close()
         if self.factory.sessions is not None:
             self.factory.sessions.release(self.session)
+        if self.session is not None and self.session.ended:  # the decision log says why it was aborted
+            ending = dataclasses.replace(ending, reason=self.session.ended)
         if self.subject is not None:
             self.record.ended(self.subject, self.context, self.pacs, self.retrievals, ending)
 
