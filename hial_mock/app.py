@@ -80,8 +80,12 @@ class Hial:
             log.warning("reload: [server] and [lockout] changes need a restart; users, clients and policy "
                         "were reloaded")
             new = replace(new, server=self.config.server, lockout=self.config.lockout)
+        locked = [name for name, user in self.config.users.items()
+                  if not user.disabled and (name not in new.users or new.users[name].disabled)]
         self.config = new
         self.directory.replace(new.users, new.clients)
+        for name in locked:  # OIDC Back-Channel Logout: every session of a locked account ends at the agents
+            self.logouts.user_locked(name)
         log.info("reloaded: %d users, %d clients, policy version %s", len(new.users), len(new.clients),
                  new.policy.version)
         return True

@@ -3,7 +3,10 @@
 A client with ``backchannel_logout_uri`` in the clients file is told of every session that ends here,
 whichever client the session's tokens were issued to: the agents are resource servers of every
 clinician's session, not relying parties of one. A session ends on logout or revocation (RFC 7009, a
-refresh token replayed, :mod:`hial_mock.state`). Each token (section 2.4): ``iss``, ``aud`` = that
+refresh token replayed, :mod:`hial_mock.state`); every session of a user ends when the account is
+locked (disabled or removed from the users file, on reload). Failed logins do not end sessions: their
+lockout is per (user, source) and per source, and letting anyone's wrong passwords log a clinician
+out mid-reading would hand that lever to an attacker. Each token (section 2.4): ``iss``, ``aud`` = that
 client, ``iat``, ``exp``, ``jti``, ``sub``, ``sid``, the ``events`` member, header ``typ`` logout+jwt,
 signed with the current signing key; POSTed form-encoded (section 2.5) by one worker thread so that
 the revocation request is not held up; a bounded queue, ``ATTEMPTS`` tries each with a short timeout,
@@ -44,16 +47,20 @@ class LogoutSender:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def token(self, audience: str, sid: str, sub: str | None) -> str:
+    def token(self, audience: str, sid: str | None, sub: str | None) -> str:
+        """Section 2.4: ``sid`` for one session, ``sub`` alone for every session of that user."""
         now = int(time.time())
         claims = {"iss": self._signer.issuer, "aud": audience, "iat": now, "exp": now + LIFETIME,
-                  "jti": secrets.token_urlsafe(16), "sid": sid, "events": {BACKCHANNEL_EVENT: {}}}
-        if sub:
-            claims["sub"] = sub
+                  "jti": secrets.token_urlsafe(16), "events": {BACKCHANNEL_EVENT: {}}}
+        claims.update({k: v for k, v in (("sid", sid), ("sub", sub)) if v})
         key = self._signer.signing_key()
         return jwt.encode({"alg": ALGORITHM, "typ": "logout+jwt", "kid": key.kid}, claims, key)
 
-    def session_ended(self, sid: str, sub: str | None) -> None:
+    def user_locked(self, username: str) -> None:
+        """An account disabled or removed (a reload): every session of that user ends (``sub`` only)."""
+        self.session_ended(None, username)
+
+    def session_ended(self, sid: str | None, sub: str | None) -> None:
         """Queue a logout token for each registered client (never blocks the request that ended it)."""
         for client in self._registered():
             try:

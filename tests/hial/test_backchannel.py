@@ -5,6 +5,7 @@ here as a receiver must (section 2.6) against the HIAL's published keys."""
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 import time
 import urllib.parse
@@ -68,13 +69,13 @@ def login(hial: HialProcess) -> dict[str, Any]:
         "scope": "openid offline_access user/ImagingStudy.rs"}).json()
 
 
-def checked(hial: HialProcess, token: str) -> dict[str, Any]:
+def checked(hial: HialProcess, token: str, session: bool = True) -> dict[str, Any]:
     """Section 2.6, as the server agent checks it."""
     keys = jwt.PyJWKClient(f"{hial.issuer}/jwks")
     assert jwt.get_unverified_header(token)["typ"] == "logout+jwt"
     claims: dict[str, Any] = jwt.decode(token, keys.get_signing_key_from_jwt(token).key, algorithms=["RS256"],
                                         audience="server-agent", issuer=hial.issuer,
-                                        options={"require": ["iat", "exp", "jti", "sid"]})
+                                        options={"require": ["iat", "exp", "jti", "sid" if session else "sub"]})
     assert claims["events"] == {EVENT: {}} and "nonce" not in claims
     return claims
 
@@ -110,3 +111,12 @@ def test_a_replayed_refresh_token_ends_the_session_and_says_so(hial: HialProcess
     assert requests.post(f"{hial.issuer}/token", timeout=10, data=refresh).status_code == 400  # replayed
     _, form = receiver.next()
     assert checked(hial, form["logout_token"][0])["sid"] == sid
+
+
+def test_a_locked_account_ends_every_session_of_that_user(hial: HialProcess, receiver: Receiver) -> None:
+    users = hial.folder / "users.toml"
+    users.write_text(users.read_text().replace("[users.trustee]", "[users.trustee]\ndisabled = true", 1))
+    hial.signal(signal.SIGHUP)
+    _, form = receiver.next(timeout=5.0)
+    claims = checked(hial, form["logout_token"][0], session=False)
+    assert claims["sub"] == "trustee" and "sid" not in claims
