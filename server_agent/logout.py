@@ -12,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from urllib.parse import parse_qs
 
 import h11
 
+from oauthclient.discovery import ProviderMetadata
+
+from .config import ServerAgentConfig
 from .sessions import LogoutRejected, LogoutVerifier, Sessions
 
 log = logging.getLogger("server_agent.logout")
@@ -24,6 +28,7 @@ PATH = b"/backchannel-logout"
 MAX_BODY = 16 * 1024  # a logout token is a few hundred bytes
 MAX_HEAD = 8 * 1024
 TIMEOUT = 5.0
+MAX_CONNECTIONS = 32  # at once; more are closed unanswered (the provider retries, section 2.5)
 
 
 class LogoutEndpoint:
@@ -34,6 +39,7 @@ class LogoutEndpoint:
         self.sessions = sessions
         self.host, self.port = host, port
         self._server: asyncio.Server | None = None
+        self._open = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -49,6 +55,16 @@ class LogoutEndpoint:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._open += 1
+        try:
+            await self._answer(reader, writer)
+        finally:
+            self._open -= 1
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         try:
             status, answer = await asyncio.wait_for(self._exchange(connection, reader), TIMEOUT)
@@ -123,4 +139,26 @@ class LogoutEndpoint:
         return 200, {}
 
 
-__all__ = ["MAX_BODY", "PATH", "LogoutEndpoint"]
+def check_endpoint(config: ServerAgentConfig, metadata: ProviderMetadata) -> str | None:
+    """check-config's step "back-channel logout endpoint": None if it can work, else what is wrong.
+
+    The provider must say it sends logout tokens naming sessions (Back-Channel Logout 1.0 section
+    2.1), or associations bound to sessions would never end before ``max_association``; and the
+    address must be free to listen on."""
+    listen = config.sessions.logout_listen
+    if listen is None:
+        return None
+    document = metadata.document
+    if not (document.get("backchannel_logout_supported") and document.get("backchannel_logout_session_supported")):
+        return ("the identity provider does not advertise back-channel logout with sessions "
+                "(backchannel_logout_session_supported): remove [sessions] logout_listen and use "
+                "[identity] introspect, or associations would outlive revocation")
+    try:
+        with socket.create_server(listen):
+            pass
+    except OSError as error:
+        return f"[sessions] logout_listen {listen[0]}:{listen[1]} cannot be used: {error.strerror or error}"
+    return None
+
+
+__all__ = ["MAX_BODY", "PATH", "LogoutEndpoint", "check_endpoint"]

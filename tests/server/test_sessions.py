@@ -5,8 +5,10 @@ refused, and the endpoint answering 200/400 as section 2.8 says, over a real loo
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
+from argparse import Namespace
 from typing import Any
 
 import httpx
@@ -14,9 +16,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from devtools.peers import free_port
+from oauthclient.discovery import ProviderMetadata
 from server_agent.authn import Subject
 from server_agent.config import IdentityConfig, SessionsSection
-from server_agent.logout import LogoutEndpoint
+from server_agent.logout import MAX_CONNECTIONS, LogoutEndpoint, check_endpoint
 from server_agent.sessions import BACKCHANNEL_EVENT, Logout, LogoutRejected, LogoutVerifier, Sessions
 
 ISSUER = "https://idp.example.org"
@@ -171,3 +175,44 @@ def test_the_endpoint_ends_the_session_and_answers_as_section_2_8_says() -> None
     assert good.status_code == 200 and good.headers["cache-control"] == "no-store"
     assert ended == [owner]
     assert (got.status_code, elsewhere.status_code, huge.status_code, json_body.status_code) == (405, 404, 413, 400)
+
+
+def test_check_config_step_names_a_provider_without_back_channel_logout_and_a_busy_port() -> None:
+    metadata = ProviderMetadata(issuer=ISSUER, token_endpoint=f"{ISSUER}/token", jwks_uri=f"{ISSUER}/jwks",
+                                document={"backchannel_logout_supported": True,
+                                          "backchannel_logout_session_supported": True})
+    bare = ProviderMetadata(issuer=ISSUER, token_endpoint=f"{ISSUER}/token", jwks_uri=f"{ISSUER}/jwks")
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        taken = busy.getsockname()[1]
+        free = free_port()
+        config = Namespace(sessions=SessionsSection(logout_listen=("127.0.0.1", free)))
+        assert check_endpoint(config, metadata) is None  # type: ignore[arg-type]
+        assert check_endpoint(Namespace(sessions=SessionsSection()), bare) is None  # type: ignore[arg-type]
+        problem = check_endpoint(config, bare)  # type: ignore[arg-type]
+        assert problem is not None and "does not advertise back-channel logout" in problem
+        config = Namespace(sessions=SessionsSection(logout_listen=("127.0.0.1", taken)))
+        problem = check_endpoint(config, metadata)  # type: ignore[arg-type]
+        assert problem is not None and f"127.0.0.1:{taken} cannot be used" in problem
+
+
+def test_connections_beyond_the_bound_are_closed_unanswered() -> None:
+    async def main() -> tuple[bytes, int]:
+        endpoint = LogoutEndpoint(verifier(), Sessions(SECTION), "127.0.0.1", 0)
+        await endpoint.start()
+        host, port = endpoint.address
+        idle = [await asyncio.open_connection(host, port) for _ in range(MAX_CONNECTIONS)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection(host, port)
+        extra = await asyncio.wait_for(reader.read(), 2.0)  # closed at once, not after TIMEOUT
+        for _, w in [*idle, (reader, writer)]:
+            w.close()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection(host, port)  # room again
+        writer.write(b"GET /backchannel-logout HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 2.0)
+        writer.close()
+        await endpoint.stop()
+        return extra, int(answer.split()[1])
+
+    extra, status = asyncio.run(main())
+    assert extra == b"" and status == 405
