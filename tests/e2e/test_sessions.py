@@ -119,3 +119,20 @@ def test_a_forged_logout_token_ends_nothing(site: Site) -> None:
     assert answer.status_code == 400
     assert assoc.send_c_echo().Status == 0x0000 and not assoc.is_aborted
     assoc.release()
+
+
+def test_without_back_channel_logout_introspection_refuses_within_2_s(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The fallback for providers without back-channel logout: RFC 7662 on every request, cached 1 s."""
+    site = Site(tmp_path_factory.mktemp("introspecting"), identity={"introspect": True, "introspect_cache": 1.0},
+                leeway=0).start()
+    try:
+        tokens = login(site)
+        assoc = associate(site, tokens["access_token"])
+        assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
+        logout(site, tokens)
+        time.sleep(1.2)  # the cache's bound
+        assert assoc.send_c_echo().Status == 0x0124
+        assoc.release()
+        assert associate(site, tokens["access_token"]).is_rejected
+    finally:
+        site.stop()
