@@ -127,10 +127,10 @@ class PdpConfig(Schema):
 class SessionsSection(Schema):
     """Associations bound to the user's OIDC session (:mod:`server_agent.sessions`): with
     ``logout_listen`` (OpenID Connect Back-Channel Logout 1.0 endpoint, path ``/backchannel-logout``)
-    an association with a ``sid`` lives while the session lives, up to ``max_association`` seconds."""
+    an association with a ``sid`` lives while the session lives, up to ``max_lifetime`` seconds."""
 
     logout_listen: HostPort | None = None  # None: no endpoint, token lifetimes govern (introspection fallback)
-    max_association: PositiveFloat = 8 * 3600.0  # a working day; the HIAL's refresh tokens live as long
+    max_lifetime: PositiveFloat = 8 * 3600.0  # a working day; the HIAL's refresh tokens live as long
     logout_max_age: PositiveFloat = 120.0  # seconds a logout token's iat may lie in the past
     remember: PositiveFloat = 3600.0  # an ended session is remembered: longer than any access token lives
     max_ended: PositiveInt = 100_000

@@ -143,7 +143,7 @@ def check_endpoint(config: ServerAgentConfig, metadata: ProviderMetadata) -> str
     """check-config's step "back-channel logout endpoint": None if it can work, else what is wrong.
 
     The provider must say it sends logout tokens naming sessions (Back-Channel Logout 1.0 section
-    2.1), or associations bound to sessions would never end before ``max_association``; and the
+    2.1), or associations bound to sessions would never end before ``max_lifetime``; and the
     address must be free to listen on."""
     listen = config.sessions.logout_listen
     if listen is None:

@@ -2,7 +2,7 @@
 
 With ``[sessions] logout_listen`` set, an association whose access token names a session (``sid``,
 OIDC Back-Channel Logout 1.0 section 2.1; OIDC Core section 2 for the claim) lives while that session
-lives, up to ``max_association`` seconds, instead of ending when the access token expires: a reading
+lives, up to ``max_lifetime`` seconds, instead of ending when the access token expires: a reading
 that lasts longer than the token is not interrupted while the user is logged in. The session's end
 reaches this agent as a logout token (section 2.4) POSTed to the endpoint (:mod:`server_agent.logout`);
 :meth:`Sessions.end` then aborts every association of that session at once and refuses every later
@@ -130,7 +130,7 @@ class Binding:
     sid: str
     sub: str
     token_expires_at: float  # the token's own bound (exp plus leeway)
-    until: float  # its start plus max_association
+    until: float  # its start plus max_lifetime
     ended: str = field(default="")  # why, once ended
 
 
@@ -160,14 +160,14 @@ class Sessions:
         return None
 
     def bind(self, owner: object, subject: Subject) -> tuple[Subject, Binding | None]:
-        """The subject as the association keeps it: with a session, alive until ``max_association``
+        """The subject as the association keeps it: with a session, alive until ``max_lifetime``
         (the token's ``exp`` no longer ends it), else unchanged and unbound."""
         sid = _session_claims(subject).get("sid")
         if not self.enabled or subject.kind != "user" or not isinstance(sid, str) or not sid:
             return subject, None
         now = self._clock()
         binding = Binding(owner=owner, sid=sid, sub=subject.id, token_expires_at=subject.expires_at,
-                          until=now + self.config.max_association)
+                          until=now + self.config.max_lifetime)
         self._by_sid.setdefault(sid, set()).add(binding)
         self._by_sub.setdefault(subject.id, set()).add(binding)
         return dataclasses.replace(subject, expires_at=binding.until), binding
@@ -189,7 +189,7 @@ class Sessions:
         if binding.ended:
             return binding.ended
         if self._clock() >= binding.until:
-            return "association reached [sessions] max_association"
+            return "association reached [sessions] max_lifetime"
         return None
 
     def end(self, logout: Logout) -> int:

@@ -25,7 +25,7 @@ LIFETIME = 4  # seconds an access token lives here: readings below outlast it
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     site = Site(tmp_path_factory.mktemp("sessions"), hial_server={"access_token_lifetime": LIFETIME}, leeway=0,
-                sessions={"max_association": 60}).start()
+                sessions={"max_lifetime": 60}).start()
     yield site
     site.stop()
 

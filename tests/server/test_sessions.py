@@ -28,7 +28,7 @@ KEY = ec.generate_private_key(ec.SECP256R1())
 OTHER = ec.generate_private_key(ec.SECP256R1())
 IDENTITY = IdentityConfig(issuer=ISSUER, client_id="server-agent", algorithms=("ES256",), leeway=5.0,
                           client_secret="s3cret")
-SECTION = SessionsSection(logout_listen=("127.0.0.1", 0), max_association=3600, logout_max_age=120)
+SECTION = SessionsSection(logout_listen=("127.0.0.1", 0), max_lifetime=3600, logout_max_age=120)
 
 
 class FakeJwks:
@@ -116,7 +116,7 @@ def test_max_association_bounds_a_bound_association() -> None:
     sessions = Sessions(SECTION, clock=lambda: now[0])
     _, binding = sessions.bind(object(), access_subject())
     now[0] = 3600.0
-    assert sessions.check(binding) == "association reached [sessions] max_association"
+    assert sessions.check(binding) == "association reached [sessions] max_lifetime"
 
 
 def test_a_logout_by_subject_ends_every_session_of_it_and_refuses_older_tokens() -> None:
