@@ -132,6 +132,10 @@ class SessionsSection(Schema):
     logout_listen: HostPort | None = None  # None: no endpoint, token lifetimes govern (introspection fallback)
     max_lifetime: PositiveFloat = 8 * 3600.0  # a working day; the HIAL's refresh tokens live as long
     logout_max_age: PositiveFloat = 120.0  # seconds a logout token's iat may lie in the past
+    # Logout tokens are addressed (aud) to [identity] client_id, or to one of these: providers tell only
+    # the relying parties of a session, so register this endpoint as the workstation agent's
+    # backchannel_logout_uri and list that client here.
+    logout_audiences: Strings = ()
     remember: PositiveFloat = 3600.0  # an ended session is remembered: longer than any access token lives
     max_ended: PositiveInt = 100_000
 

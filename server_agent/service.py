@@ -77,8 +77,9 @@ class ServerAgent:
                                    sessions=self.sessions)
         self.sessions.end_association = lambda owner: any(s.end(owner) for s in (self.main, self.plain) if s)
         listen = config.sessions.logout_listen
-        self.logout = LogoutEndpoint(LogoutVerifier(config.identity, self.authn, config.sessions.logout_max_age),
-                                     self.sessions, *listen) if listen else None
+        verifier = LogoutVerifier(config.identity, self.authn, config.sessions.logout_max_age,
+                                  config.sessions.logout_audiences)
+        self.logout = LogoutEndpoint(verifier, self.sessions, *listen) if listen else None
         # Workstation agents only, each with a certificate from the site CA (mutual TLS, PS3.15 B.12).
         self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
                                 ssl=server_context(config.certificate, config.key, ca=config.ca),

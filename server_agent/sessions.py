@@ -71,10 +71,11 @@ class LogoutVerifier:
     """OpenID Connect Back-Channel Logout 1.0 section 2.6: a logout token validated like an ID token."""
 
     def __init__(self, identity: IdentityConfig, authn: Authenticator, max_age: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 audiences: tuple[str, ...] = (), clock: Callable[[], float] = time.time) -> None:
         self._identity = identity
         self._authn = authn
         self._max_age = max_age
+        self._audiences = [identity.client_id, *audiences]
         self._clock = clock
         self._jtis: OrderedDict[str, float] = OrderedDict()  # jti -> until when a replay is possible
 
@@ -91,7 +92,7 @@ class LogoutVerifier:
         try:
             key = await self._authn.jwks.key(str(header.get("kid", "")))
             claims: dict[str, Any] = jwt.decode(
-                token, key, algorithms=list(self._identity.algorithms), audience=self._identity.client_id,
+                token, key, algorithms=list(self._identity.algorithms), audience=self._audiences,
                 issuer=self._identity.issuer, leeway=self._identity.leeway,
                 options={"require": ["iat", "iss", "aud", "jti"]})  # exp: checked when present
         except AuthenticationFailed as error:

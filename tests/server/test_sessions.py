@@ -85,6 +85,16 @@ def test_logout_tokens_that_fail_section_2_6_are_rejected(token: str, why: str) 
         asyncio.run(verifier().verify(token))
 
 
+def test_a_logout_token_for_a_listed_audience_is_accepted() -> None:
+    """Providers tell the session's relying parties: the workstation agent's client, not ours."""
+    token = logout_token(aud="workstation-agent")
+    with pytest.raises(LogoutRejected):
+        asyncio.run(verifier().verify(token))
+    listed = LogoutVerifier(IDENTITY, FakeAuthn(), max_age=120,  # type: ignore[arg-type]
+                            audiences=("workstation-agent",))
+    assert asyncio.run(listed.verify(token)).sid == "S1"
+
+
 def test_a_replayed_logout_token_is_rejected() -> None:
     check, token = verifier(), logout_token()
     asyncio.run(check.verify(token))
