@@ -161,17 +161,19 @@ class Sessions:
         return None
 
     def bind(self, owner: object, subject: Subject) -> tuple[Subject, Binding | None]:
-        """The subject as the association keeps it: with a session, alive until ``max_lifetime``
-        (the token's ``exp`` no longer ends it), else unchanged and unbound."""
-        sid = _session_claims(subject).get("sid")
-        if not self.enabled or subject.kind != "user" or not isinstance(sid, str) or not sid:
+        """The subject as the association keeps it, and its binding. With a session (``sid``) it lives
+        until ``max_lifetime`` (the token's ``exp`` no longer ends it); a user token without one stays
+        bound by its ``exp``, but a logout of its subject still ends it. Unbound without the endpoint."""
+        if not self.enabled or subject.kind != "user" or not subject.token:
             return subject, None
-        now = self._clock()
-        binding = Binding(owner=owner, sid=sid, sub=subject.id, token_expires_at=subject.expires_at,
-                          until=now + self.config.max_lifetime)
-        self._by_sid.setdefault(sid, set()).add(binding)
+        sid = _session_claims(subject).get("sid")
+        sid = sid if isinstance(sid, str) else ""
+        until = self._clock() + self.config.max_lifetime if sid else subject.expires_at
+        binding = Binding(owner=owner, sid=sid, sub=subject.id, token_expires_at=subject.expires_at, until=until)
+        if sid:
+            self._by_sid.setdefault(sid, set()).add(binding)
         self._by_sub.setdefault(subject.id, set()).add(binding)
-        return dataclasses.replace(subject, expires_at=binding.until), binding
+        return dataclasses.replace(subject, expires_at=until), binding
 
     def release(self, binding: Binding | None) -> None:
         if binding is None:
@@ -189,7 +191,7 @@ class Sessions:
             return None
         if binding.ended:
             return binding.ended
-        if self._clock() >= binding.until:
+        if binding.sid and self._clock() >= binding.until:  # without sid, the token's exp (checked as ever)
             return "association reached [sessions] max_lifetime"
         return None
 

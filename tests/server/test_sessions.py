@@ -143,8 +143,19 @@ def test_a_logout_by_subject_ends_every_session_of_it_and_refuses_older_tokens()
 
 
 def test_without_endpoint_or_sid_token_lifetimes_govern() -> None:
-    subject = access_subject(sid=None)
-    assert Sessions(SECTION).bind(object(), subject) == (subject, None)
+    now = [1000.0]
+    sessions = Sessions(SECTION, clock=lambda: now[0])
+    ended: list[object] = []
+    sessions.end_association = lambda owner: ended.append(owner) is None
+    subject, owner = access_subject(sid=None, exp=1060), object()
+    kept, binding = sessions.bind(owner, subject)
+    assert kept.expires_at == 1060 and binding is not None  # no session: the token's exp still ends it
+    now[0] = 1100.0
+    assert sessions.check(binding) is None  # its expiry is refused where it always was (authorization)
+    sessions.end(Logout(sid="S1", sub="rad", issued_at=now[0]))
+    assert ended == []  # another session's logout
+    sessions.end(Logout(sid="", sub="rad", issued_at=now[0]))
+    assert ended == [owner]  # but a logout of the user reaches it
     with_sid = access_subject()
     assert Sessions(SessionsSection()).bind(object(), with_sid) == (with_sid, None)
 
