@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomli_w
 
 from hial_mock.config import Files, HialConfig, LockoutConfig, ServerConfig
 from tomlconf import write
@@ -23,6 +26,7 @@ class HialProcess(AnnouncingProcess):
     server: dict[str, object] = field(default_factory=dict)
     lockout: dict[str, object] = field(default_factory=dict)
     issuer: str = ""
+    backchannel: dict[str, str] = field(default_factory=dict)  # client id -> its backchannel_logout_uri
 
     def config(self) -> HialConfig:
         """The HIAL's configuration (``server`` and ``lockout``: keys of those tables, over the defaults)."""
@@ -36,6 +40,11 @@ class HialProcess(AnnouncingProcess):
         self.folder.mkdir(parents=True, exist_ok=True)
         for name in ("users.toml", "clients.toml", "policy.toml"):
             shutil.copy(DEMO / name, self.folder / name)
+        if self.backchannel:
+            clients = tomllib.loads((self.folder / "clients.toml").read_text())
+            for client_id, uri in self.backchannel.items():
+                clients["clients"][client_id]["backchannel_logout_uri"] = uri
+            (self.folder / "clients.toml").write_text(tomli_w.dumps(clients))
         return write(self.folder / "hial.toml", self.config())
 
     def start(self) -> HialProcess:

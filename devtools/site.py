@@ -26,6 +26,7 @@ from server_agent.config import (
     PdpConfig,
     ServerAgentConfig,
     ServerSection,
+    SessionsSection,
     Workstation,
 )
 from server_agent.config import ReturnSection as ServerReturn
@@ -41,6 +42,9 @@ class Site:
     root: Path
     hial_server: dict[str, object] = field(default_factory=dict)
     identity: dict[str, Any] = field(default_factory=dict)  # more keys of the server agent's [identity]
+    # The server agent's [sessions] (keys over the defaults); given, it listens for back-channel logout
+    # and the HIAL registers that endpoint for client server-agent.
+    sessions: dict[str, Any] | None = None
     pdp_url: str | None = None
     pdp_cache: float = 30.0
     leeway: float = 30.0
@@ -76,8 +80,12 @@ class Site:
         names = ["server", "plain", "return", "agent", "agent_return", "scp"]
         if self.bench_routes:
             names += ["unlogged", "unlogged_plain", "unlogged_return"]
+        if self.sessions is not None:
+            names.append("logout")
         self.ports = {name: free_port() for name in names}
-        self.hial = HialProcess(self.root / "hial", server=self.hial_server).start()
+        backchannel = {"server-agent": f"http://127.0.0.1:{self.ports['logout']}/backchannel-logout"} \
+            if self.sessions is not None else {}
+        self.hial = HialProcess(self.root / "hial", server=self.hial_server, backchannel=backchannel).start()
         if self.pacs_scp:
             self.pacs = StoreSCP(self.root / "pacs" / "in", aet="ORTHANC", ignore=True).start()
         else:
@@ -138,7 +146,9 @@ class Site:
             pacs={"ORTHANC": pacs},
             workstations={"WS1": Workstation(host="127.0.0.1", port=p["agent_return"], server_name="ws1")},
             nodes={"CTSCANNER": Node(addresses=("127.0.0.1",), actions=("C-ECHO", "C-STORE"))},
-            audit=audit, return_=ServerReturn(tls=self.return_tls))
+            audit=audit, return_=ServerReturn(tls=self.return_tls),
+            sessions=SessionsSection() if self.sessions is None else
+            SessionsSection(logout_listen=("127.0.0.1", p["logout"]), **self.sessions))
 
     def start_unlogged_server(self) -> None:
         """A second server agent, the same but with ``[decision_log] enabled = false``, behind route GW1N."""

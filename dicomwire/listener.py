@@ -235,6 +235,15 @@ class RelayServer:
     def free_slot(self) -> None:
         self.live -= 1
 
+    def end(self, policy: object) -> bool:
+        """End now (A-ABORT both ways, PS3.8 7.3) the association ``policy`` answers for, e.g. because its
+        user's session ended; False if no live association of this listener has that policy."""
+        for association in self.associations:
+            if association.policy is policy and not association.done.done():
+                association.run(association.core.shutdown())
+                return True
+        return False
+
     async def shutdown(self, deadline: float = 10.0) -> None:
         """Stop accepting, let live associations finish until ``deadline`` seconds, then abort them."""
         if self._sock is not None:

@@ -25,6 +25,7 @@ from typing import Any
 from flask import Flask, request
 
 from . import pages, routes
+from .backchannel import LogoutSender
 from .config import HialConfig, load_config
 from .errors import ConfigError
 from .keys import ALGORITHM, Issuer, KeyStore
@@ -57,6 +58,8 @@ class Hial:
         self.lockout = Lockout(config.lockout)
         self.users = Authenticator(self.directory, self.lockout, check_password=passwords)
         self.tokens = TokenStore()
+        self.logouts = LogoutSender(self.signer, lambda: self.config.clients)
+        self.tokens.on_session_end = self.logouts.session_ended
         self.codes = CodeStore(nonce_lifetime=max(server.authorization_code_lifetime, server.id_token_lifetime))
         self.devices = DeviceStore()
         self.app = Flask("hial_mock")
@@ -78,8 +81,12 @@ class Hial:
             log.warning("reload: [server] and [lockout] changes need a restart; users, clients and policy "
                         "were reloaded")
             new = replace(new, server=self.config.server, lockout=self.config.lockout)
+        locked = [name for name, user in self.config.users.items()
+                  if not user.disabled and (name not in new.users or new.users[name].disabled)]
         self.config = new
         self.directory.replace(new.users, new.clients)
+        for name in locked:  # OIDC Back-Channel Logout: every session of a locked account ends at the agents
+            self.logouts.user_locked(name)
         log.info("reloaded: %d users, %d clients, policy version %s", len(new.users), len(new.clients),
                  new.policy.version)
         return True
@@ -123,6 +130,8 @@ class Hial:
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
+            "backchannel_logout_supported": True,  # OIDC Back-Channel Logout 1.0 section 2.1
+            "backchannel_logout_session_supported": True,
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "name", "email",
                                  "preferred_username", "roles", "organization", "sid"],
         }

@@ -97,6 +97,9 @@ class ClientConfig(Schema):
     # A trusted forwarder (the server agent) logs users in on their behalf and may name the user's own
     # address with an RFC 7239 ``Forwarded`` header, so that failed logins count against that address.
     forwards_source: bool = False
+    # OpenID Connect Back-Channel Logout 1.0 section 2.2: where this client (an agent) is told of every
+    # session that ends here (hial_mock.backchannel).
+    backchannel_logout_uri: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> ClientConfig:

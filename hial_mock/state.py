@@ -18,6 +18,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -77,6 +78,8 @@ class TokenStore:
         self._access: _Expiring[TokenRecord] = _Expiring(capacity)
         self._refresh: _Expiring[_Refresh] = _Expiring(capacity)
         self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
+        # Told (sid, user) once per session that ends: the back-channel logout (hial_mock.backchannel).
+        self.on_session_end: Callable[[str, str | None], None] = lambda sid, user: None
 
     def session(self, sid: str) -> Session:
         with self._lock:
@@ -118,9 +121,13 @@ class TokenStore:
                 return None
             if entry.used:
                 # RFC 9700 4.14.2: a rotated refresh token comes back, so two parties hold it; end the session.
+                ended = not entry.record.session.revoked
                 entry.record.session.revoked = True
-                return None
+            else:
+                ended = False
             record = entry.record
+        if ended:
+            self.on_session_end(record.session.sid, record.username)
         return None if record.is_revoked() or record.is_expired() else record
 
     def rotate(self, value: str) -> bool:
@@ -133,7 +140,10 @@ class TokenStore:
 
     def revoke(self, record: TokenRecord) -> None:
         with self._lock:
+            ended = not record.session.revoked
             record.session.revoked = True
+        if ended:  # outside the lock: the listener only queues, but must not hold the store
+            self.on_session_end(record.session.sid, record.username)
 
     def sizes(self) -> tuple[int, int, int]:
         """(access tokens, refresh tokens, sessions) held now."""

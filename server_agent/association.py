@@ -11,6 +11,7 @@ by :meth:`ServerAssociation.close`, never keyed by a number a peer chose.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 import time
@@ -54,6 +55,7 @@ from .postfilter import Batcher, FindReview
 from .records import Recorder
 from .resources import Context, authzen_request
 from .routing import pacs_upstream, route, workstation_claim
+from .sessions import Binding, Sessions
 
 log = logging.getLogger("server_agent")
 
@@ -82,6 +84,7 @@ class ServerPolicy:
     decisions: Decisions
     pacs_ssl: Mapping[str, ssl.SSLContext] = field(default_factory=dict)  # by PACS name, for those over TLS
     asks: Asks = EVERY_REQUEST  # deny by default: every request is decided
+    sessions: Sessions | None = None  # OIDC sessions ([sessions]); None: token lifetimes only
 
     def open(self, connection: ConnectionInfo) -> ServerAssociation:
         return ServerAssociation(self, connection)
@@ -102,6 +105,7 @@ class ServerAssociation:
         self.moves: list[Move] = []  # in the registry while outstanding; removed with this association
         self.retrievals: list[Retrieval | Move] = []  # for the transfer summaries at the end
         self.batcher = Batcher(factory.pdp)
+        self.session: Binding | None = None  # its user's OIDC session, when bound to one
 
     @property
     def who_key(self) -> tuple[str, str]:
@@ -151,6 +155,12 @@ class ServerAssociation:
             if subject.kind == "node" and subject.id != rq.calling_ae:
                 return reject(Reason.NOT_A_USER, f"a token of node {subject.id} cannot call as {rq.calling_ae!r}",
                               (1, 2, 1))
+            sessions = self.factory.sessions
+            ended = sessions.refusal(subject) if sessions else None
+            if ended is not None:
+                return reject(Reason.TOKEN_INACTIVE, ended, (1, 2, 1))
+            if sessions is not None:  # lives while its session lives, not only as long as the token
+                subject, self.session = sessions.bind(self, subject)
         self.subject, self.pacs = subject, pacs
         self.context = Context(calling_ae=rq.calling_ae, called_ae=rq.called_ae, workstation=claim.workstation,
                                certificate=names, peer=self.record.peer)
@@ -197,6 +207,9 @@ class ServerAssociation:
         subject, context = self.subject, self.context
         if subject is None or context is None:
             return self._refuse(facts, Reason.IDENTITY_MISSING, "no authenticated association")
+        ended = self.factory.sessions.check(self.session) if self.factory.sessions else None
+        if ended is not None:
+            return self._refuse(facts, Reason.TOKEN_INVALID, ended, started)
         problem = self.factory.decisions.problem if self.config.refuse_unlogged else None
         prepared = prepare(subject, context, facts, nodes=dict(self.config.nodes),
                            workstations=dict(self.config.workstations), now=time.time(), log_problem=problem)
@@ -215,7 +228,11 @@ class ServerAssociation:
     async def _decide_later(self, facts: Facts, query: PdpQuery, retrieval: Retrieval | Move | None,
                             started: float) -> RequestVerdict:
         assert self.subject is not None
-        why = await self.factory.authn.still_valid(self.subject)  # revocation, when introspection is on
+        why = None
+        if self.session is None or time.time() < self.session.token_expires_at:
+            # Revocation by introspection while the token lives; past it, a bound session's end comes
+            # by back-channel logout (checked in decide) and the expired token is not asked about.
+            why = await self.factory.authn.still_valid(self.subject)
         if why is not None:
             return self._refuse(facts, why.reason, why.text, started)
         try:
@@ -359,6 +376,10 @@ class ServerAssociation:
         for move in self.moves:
             self.factory.moves.remove(move)
         self.batcher.close()
+        if self.factory.sessions is not None:
+            self.factory.sessions.release(self.session)
+        if self.session is not None and self.session.ended:  # the decision log says why it was aborted
+            ending = dataclasses.replace(ending, reason=self.session.ended)
         if self.subject is not None:
             self.record.ended(self.subject, self.context, self.pacs, self.retrievals, ending)
 

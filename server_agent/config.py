@@ -144,6 +144,22 @@ class PdpConfig(Schema):
     cache_size: PositiveInt = 10000
 
 
+class SessionsSection(Schema):
+    """Associations bound to the user's OIDC session (:mod:`server_agent.sessions`): with
+    ``logout_listen`` (OpenID Connect Back-Channel Logout 1.0 endpoint, path ``/backchannel-logout``)
+    an association with a ``sid`` lives while the session lives, up to ``max_lifetime`` seconds."""
+
+    logout_listen: HostPort | None = None  # None: no endpoint, token lifetimes govern (introspection fallback)
+    max_lifetime: PositiveFloat = 8 * 3600.0  # a working day; the HIAL's refresh tokens live as long
+    logout_max_age: PositiveFloat = 120.0  # seconds a logout token's iat may lie in the past
+    # Logout tokens are addressed (aud) to [identity] client_id, or to one of these: providers tell only
+    # the relying parties of a session, so register this endpoint as the workstation agent's
+    # backchannel_logout_uri and list that client here.
+    logout_audiences: Strings = ()
+    remember: PositiveFloat = 3600.0  # an ended session is remembered: longer than any access token lives
+    max_ended: PositiveInt = 100_000
+
+
 class Pacs(Schema):
     """A PACS behind this agent (``[pacs.NAME]``).
 
@@ -231,6 +247,7 @@ class ServerAgentConfig(Schema):
     tls: TlsFiles
     identity: IdentityConfig
     pdp: PdpConfig = PdpConfig()
+    sessions: SessionsSection = SessionsSection()
     pacs: Mapping[str, Pacs] = Field(default_factory=dict)
     workstations: Mapping[str, Workstation] = Field(default_factory=dict)
     nodes: Mapping[str, Node] = Field(default_factory=dict)

@@ -18,9 +18,11 @@ from .association import ServerPolicy
 from .authn import Authenticator
 from .config import IdentityConfig, Pacs, ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
+from .logout import LogoutEndpoint
 from .moves import MoveRegistry
 from .pdp import PdpClient
 from .returns import ReturnPolicy
+from .sessions import LogoutVerifier, Sessions
 
 log = logging.getLogger("server_agent")
 
@@ -71,7 +73,14 @@ class ServerAgent:
         # Deny by default: every request is decided (ServerPolicy.asks), so one the agent has no policy
         # for (N-ACTION, N-CREATE, ...) is refused 0124H instead of reaching the PACS unchecked. One
         # factory for both main listeners: each association still gets an object of its own.
-        self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl)
+        self.sessions = Sessions(config.sessions)
+        self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl,
+                                   sessions=self.sessions)
+        self.sessions.end_association = lambda owner: any(s.end(owner) for s in (self.main, self.plain) if s)
+        listen = config.sessions.logout_listen
+        verifier = LogoutVerifier(config.identity, self.authn, config.sessions.logout_max_age,
+                                  config.sessions.logout_audiences)
+        self.logout = LogoutEndpoint(verifier, self.sessions, *listen) if listen else None
         # Workstation agents only, each with a certificate from the site CA (mutual TLS, PS3.15 B.12).
         self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
                                 ssl=server_context(config.certificate, config.key, ca=config.ca),
@@ -95,6 +104,9 @@ class ServerAgent:
     async def start(self) -> None:
         for server in self.servers:
             await server.start()
+        if self.logout is not None:
+            await self.logout.start()
+            log.info("back-channel logout endpoint on http://%s:%d/backchannel-logout", *self.logout.address)
         self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_START, name=self.config.name,
                                               detail={"listen": f"{self.main.address[0]}:{self.main.address[1]}",
                                                       "version": version(),
@@ -105,6 +117,8 @@ class ServerAgent:
                  else "", *self.returns.address, ", ".join(self.config.pacs))
 
     async def stop(self, deadline: float = 10.0) -> None:
+        if self.logout is not None:
+            await self.logout.stop()
         await asyncio.gather(*(s.shutdown(deadline) for s in self.servers))
         self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_STOP, name=self.config.name))
         self.decisions.close()
