@@ -21,6 +21,7 @@ from devtools.peers import free_port
 from oauthclient.discovery import ProviderMetadata
 from server_agent.authn import Subject
 from server_agent.config import IdentityConfig, SessionsSection
+from server_agent.jwks import SigningKey
 from server_agent.logout import MAX_CONNECTIONS, LogoutEndpoint, check_endpoint
 from server_agent.sessions import BACKCHANNEL_EVENT, Logout, LogoutRejected, LogoutVerifier, Sessions
 
@@ -33,10 +34,10 @@ SECTION = SessionsSection(logout_listen=("127.0.0.1", 0), max_lifetime=3600, log
 
 
 class FakeJwks:
-    async def key(self, kid: str) -> Any:
+    async def key(self, kid: str, alg: str) -> Any:
         if kid != "k1":
             raise LookupError(kid)
-        return KEY.public_key()
+        return SigningKey(kid=kid, alg=alg, key=KEY.public_key(), published="")
 
 
 class FakeAuthn:
