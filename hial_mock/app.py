@@ -27,6 +27,7 @@ from flask import Flask, request
 from . import pages, routes
 from .config import HialConfig, load_config
 from .errors import ConfigError
+from .foreign import ForeignCaller, ForeignTokens
 from .keys import ALGORITHM, Issuer, KeyStore
 from .lockout import Lockout
 from .login import Authenticator, Directory
@@ -59,6 +60,7 @@ class Hial:
         self.tokens = TokenStore()
         self.codes = CodeStore(nonce_lifetime=max(server.authorization_code_lifetime, server.id_token_lifetime))
         self.devices = DeviceStore()
+        self.foreign = ForeignTokens(config.foreign)
         self.app = Flask("hial_mock")
         self.app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
         self.server = OAuthServer(self.app, settings=server, clients=self.directory, users=self.users,
@@ -79,6 +81,7 @@ class Hial:
             new = replace(new, server=self.config.server, lockout=self.config.lockout)
         self.config = new
         self.directory.replace(new.users, new.clients)
+        self.foreign = ForeignTokens(new.foreign)
         log.info("reloaded: %d users, %d clients, policy version %s", len(new.users), len(new.clients),
                  new.policy.version)
         return True
@@ -93,6 +96,11 @@ class Hial:
         if claims is None or self.tokens.active_access(token) is None:
             return None
         return claims
+
+    def foreign_caller(self) -> ForeignCaller | None:
+        """A PDP caller proven by an access token of a ``[foreign.NAME]`` issuer (issue 14), or None."""
+        header = request.headers.get("Authorization", "")
+        return self.foreign.caller(header[7:].strip()) if header.startswith("Bearer ") else None
 
     def metadata(self) -> dict[str, Any]:
         """OpenID Connect Discovery 1.0 section 3 and RFC 8414 section 2 (with RFC 8628 section 4)."""
