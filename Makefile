@@ -5,12 +5,12 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls
+APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls nodejs npm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo bench lint typecheck system-deps venv clean fuzz
+.PHONY: test demo bench lint typecheck system-deps venv clean fuzz foreign-idp
 
-test: venv
+test: venv foreign-idp
 	$(PY) -m ruff check dicomwire oauthclient agent server_agent hial_mock tomlconf audit devtools tests bench deid fuzz \
 		pseudonymizer
 	$(PY) -m mypy dicomwire oauthclient hial_mock tomlconf agent server_agent audit deid pseudonymizer
@@ -38,7 +38,7 @@ venv: system-deps $(STAMP)
 # Debian packages: installed only when one of their commands is missing.
 system-deps:
 	@missing=""; \
-	for cmd in /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd; do [ -x $$cmd ] || missing="yes"; done; \
+	for cmd in /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/node /usr/bin/npm; do [ -x $$cmd ] || missing="yes"; done; \
 	[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -e /usr/lib/aarch64-linux-gnu/rsyslog/lmnsd_gtls.so ] || missing="yes"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
@@ -55,5 +55,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps 'dicom-standard==0.1.0'
 	touch $(STAMP)
 
+# The foreign OpenID provider of the tests (issue 14): panva's oidc-provider at the versions the
+# committed package-lock.json pins (npm ci: exactly those, integrity-checked, no install scripts run).
+FOREIGN_IDP := devtools/foreign_idp
+foreign-idp: system-deps $(FOREIGN_IDP)/node_modules/.package-lock.json
+
+$(FOREIGN_IDP)/node_modules/.package-lock.json: $(FOREIGN_IDP)/package-lock.json $(FOREIGN_IDP)/package.json
+	cd $(FOREIGN_IDP) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(FOREIGN_IDP)/node_modules $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
