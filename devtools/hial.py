@@ -10,8 +10,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hial_mock.config import Files, HialConfig, LockoutConfig, ServerConfig
+from hial_mock.foreign import ForeignIssuer
 from tomlconf import write
 
 from .peers import PROJECT
@@ -25,6 +27,7 @@ class HialProcess:
 
     folder: Path
     server: dict[str, object] = field(default_factory=dict)
+    foreign: dict[str, Any] = field(default_factory=dict)  # [foreign.NAME] tables: issuers the PDP trusts
     lockout: dict[str, object] = field(default_factory=dict)
     issuer: str = ""
     process: subprocess.Popen[str] | None = None
@@ -36,7 +39,8 @@ class HialProcess:
                       policy=self.folder / "policy.toml")
         return HialConfig(server=ServerConfig(**{"host": "127.0.0.1", "port": 0, "state_dir": self.folder / "state",
                                                  **self.server}),
-                          lockout=LockoutConfig(**{"slow_after": 50, "slow_delay": 0.1, **self.lockout}), files=files)
+                          lockout=LockoutConfig(**{"slow_after": 50, "slow_delay": 0.1, **self.lockout}), files=files,
+                          foreign={name: ForeignIssuer(**table) for name, table in self.foreign.items()})
 
     def write_config(self) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)

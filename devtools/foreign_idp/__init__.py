@@ -88,9 +88,9 @@ class ForeignIdp:
                 self.process.kill()
                 self.process.wait(5)
 
-    def client_credentials(self, client_id: str, secret: str, scope: str) -> dict[str, Any]:
-        response = httpx.post(f"{self.issuer}/token", auth=(client_id, secret), timeout=10,
-                              data={"grant_type": "client_credentials", "scope": scope})
+    def client_credentials(self, client_id: str, secret: str, scope: str, resource: str = "") -> dict[str, Any]:
+        form = {"grant_type": "client_credentials", "scope": scope} | ({"resource": resource} if resource else {})
+        response = httpx.post(f"{self.issuer}/token", auth=(client_id, secret), timeout=10, data=form)
         if response.status_code != 200:
             raise RuntimeError(f"client credentials at {self.issuer}: HTTP {response.status_code} {response.text}")
         return dict(response.json())
