@@ -156,9 +156,14 @@ def evaluation_request(endpoint: str, body: dict[str, Any], bearer: str) -> Http
                                 ("Authorization", f"Bearer {bearer}")))
 
 
+# RFC 6750 section 3.1: what a refusal of our token says to the operator who configured [pdp].
+_REFUSED = {401: ": it does not accept our token (does it trust [pdp] auth's issuer and client?)",
+            403: ": our client may not ask it"}
+
+
 def parse_answer(response: HttpResponse) -> Any:
     if response.status != 200:
-        raise PdpUnavailable(f"PDP answered HTTP {response.status}")
+        raise PdpUnavailable(f"PDP answered HTTP {response.status}{_REFUSED.get(response.status, '')}")
     try:
         return json_object(response, "PDP answer")
     except OAuthClientError as error:

@@ -115,7 +115,7 @@ def test_without_the_hials_trust_the_pdp_refuses_the_foreign_token(site: Site, t
         async with AsyncExecutor() as http:
             return await probe(PdpClient(pdp, pdp_credentials(pdp, None, http), http))  # type: ignore[arg-type]
 
-    with pytest.raises(PdpUnavailable, match=r"HTTP 401"):
+    with pytest.raises(PdpUnavailable, match=r"HTTP 401: it does not accept our token"):
         asyncio.run(chain())
 
 
