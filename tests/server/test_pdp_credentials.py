@@ -178,3 +178,21 @@ def test_tls_client_auth_sends_the_client_id_and_presents_the_certificate(tmp_pa
     servers = Servers()
     (decision,) = _ask(servers, config)
     assert decision.allowed and servers.token_requests == [("pdp.example.org", "")]  # no secret: RFC 8705
+
+
+def test_the_agent_asks_the_pdp_with_its_certificate_on_a_client_of_its_own(tmp_path: Path, pki: Path) -> None:
+    from server_agent.pdp import ClientCredentials
+    from server_agent.service import ServerAgent
+
+    shared = ServerAgent(_load(tmp_path, pki, {"url": PDP}))
+    assert shared.pdp_http is shared.http  # the identity provider's client and CA, as before
+    assert isinstance(shared.pdp.tokens, ClientCredentials) and shared.pdp.tokens.oauth is shared.oauth
+    shared.decisions.close()
+    own = ServerAgent(_load(tmp_path, pki, {"url": PDP, "auth": "tls_client_auth", "client_id": "gw1",
+                                            "certificate": "{pki}/gw1.crt", "key": "{pki}/gw1.key"}))
+    tokens = own.pdp.tokens
+    assert own.pdp_http is not own.http and isinstance(tokens, ClientCredentials)
+    assert tokens.oauth.issuer == PDP and tokens.oauth.client.method == "tls_client_auth"
+    assert tokens.oauth.client.client_id == "gw1" and not tokens.oauth.client.secret
+    asyncio.run(own.pdp_http.aclose())
+    own.decisions.close()
