@@ -8,11 +8,8 @@ get real tokens of a provider we did not write, never a model of authentication.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
-import secrets
 import shutil
 import subprocess
 import threading
@@ -95,34 +92,20 @@ class ForeignIdp:
             raise RuntimeError(f"client credentials at {self.issuer}: HTTP {response.status_code} {response.text}")
         return dict(response.json())
 
-    def login(self, account: str, client_id: str, redirect_uri: str, scope: str, resource: str) -> dict[str, Any]:
-        """Authorization code with PKCE (RFC 6749 4.1, RFC 7636) through the development login and
-        consent forms, as a browser would post them; the token response."""
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-        query = {"client_id": client_id, "response_type": "code", "redirect_uri": redirect_uri, "scope": scope,
-                 "resource": resource, "code_challenge": challenge, "code_challenge_method": "S256",
-                 "state": secrets.token_urlsafe(8)}
-        with httpx.Client(timeout=10, follow_redirects=False) as browser:
-            location = f"{self.issuer}/auth?{urllib.parse.urlencode(query)}"
-            for _ in range(10):
-                if location.startswith(redirect_uri):
-                    break
-                response = browser.get(location)
-                if response.status_code == 200:  # a form: log in, then consent
-                    prompt = "login" if 'name="login"' in response.text else "consent"
-                    action = re.search(r'action="([^"]+)"', response.text)
-                    assert action is not None, response.text[:500]
-                    response = browser.post(urllib.parse.urljoin(location, action.group(1)),
-                                            data={"prompt": prompt, "login": account, "password": "x"})
-                location = urllib.parse.urljoin(location, response.headers["location"])
-            answer = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
-            if "code" not in answer:
-                raise RuntimeError(f"authorization at {self.issuer} ended {location}")
-            code = answer["code"][0]
-            token = browser.post(f"{self.issuer}/token", data={
-                "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-                "client_id": client_id, "code_verifier": verifier, "resource": resource})
-            if token.status_code != 200:
-                raise RuntimeError(f"code exchange at {self.issuer}: HTTP {token.status_code} {token.text}")
-            return dict(token.json())
+    def approve_device(self, user_code: str, account: str) -> str:
+        """RFC 8628 section 3.3 as the user does it: the verification page, the user code, the
+        development login and consent, the confirmation; the last page's text."""
+        with httpx.Client(timeout=10, follow_redirects=True) as browser:
+            page = browser.get(f"{self.issuer}/device")
+            for _ in range(8):
+                form = re.search(r'<form[^>]*action="([^"]*)"[^>]*>(.*?)</form>', page.text, re.S)
+                if form is None:
+                    return page.text
+                fields = dict(re.findall(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"',
+                                         form.group(2)))
+                if 'name="user_code"' in form.group(2):
+                    fields["user_code"] = user_code
+                if 'name="login"' in form.group(2):
+                    fields |= {"login": account, "password": "x"}
+                page = browser.post(urllib.parse.urljoin(str(page.url), form.group(1)), data=fields)
+            raise RuntimeError(f"device approval at {self.issuer} did not end: {page.text[:300]}")

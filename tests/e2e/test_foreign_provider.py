@@ -1,7 +1,8 @@
 """Issue 14 end to end with an OpenID provider this project did not write (panva's oidc-provider,
 npm registry): its RFC 9068 access tokens for the users, the HIAL as the PDP trusting it for the
 server agent's own token (``[pdp] auth = "client_secret"`` at that provider, HIAL ``[foreign.X]``),
-storing and querying through both agents, an unchanged Orthanc behind."""
+storing and querying through both agents (the workstation agent logged in by the device flow at that
+provider), an unchanged Orthanc behind."""
 
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.oidc import Tokens, save_session
 from devtools.dicomdata import make_ct_study
 from devtools.foreign_idp import ForeignIdp, installed
 from devtools.peers import DCMTK_BIN, PROJECT, dcmtk, wait_for_port
@@ -31,7 +30,6 @@ if installed() is not None:
 
 GW1 = "urn:dicom:gw1"  # the server agent as a resource (RFC 8707): the aud of the users' tokens
 PDP = "urn:hial:pdp"  # the HIAL's PDP as a resource: the aud of the server agent's PDP token
-CALLBACK = "http://127.0.0.1/callback"
 PATIENT = "PAT-1"
 
 
@@ -43,13 +41,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
          "grant_types": ["client_credentials"], "redirect_uris": [], "response_types": []},
         {"client_id": "gw1-pdp", "client_secret": "gw1-pdp-secret", "grant_types": ["client_credentials"],
          "redirect_uris": [], "response_types": []},
-        {"client_id": "workstation-agent", "token_endpoint_auth_method": "none",
-         "grant_types": ["authorization_code", "refresh_token"], "redirect_uris": [CALLBACK],
-         "response_types": ["code"]}],
+        {"client_id": "workstation-agent", "token_endpoint_auth_method": "none", "redirect_uris": [],
+         "grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"], "response_types": []}],
         accounts={"rad": {"roles": ["radiologist"], "organization": "hospital-a"},
                   "tech": {"roles": ["technologist"], "organization": "hospital-a"}},
-        resources={GW1: {"scope": "user/ImagingStudy.crs"}, PDP: {"scope": "authzen:evaluate"}},
-        default_resources={"gw1-pdp": PDP}).start()
+        resources={GW1: {"scope": "user/ImagingStudy.rs user/ImagingStudy.c"}, PDP: {"scope": "authzen:evaluate"}},
+        default_resources={"gw1-pdp": PDP, "workstation-agent": GW1}).start()
     site = Site(root, identity_issuer=idp.issuer, identity={"audience": GW1},
                 pdp={"auth": "client_secret", "issuer": idp.issuer, "client_id": "gw1-pdp",
                      "client_secret": "gw1-pdp-secret"},
@@ -70,13 +67,22 @@ def _idp(site: Site) -> ForeignIdp:
 
 
 def _serve_as(site: Site, user: str) -> subprocess.Popen[bytes]:
-    """`dicom-agent serve` with the session a login at the foreign provider gave ``user``."""
-    answer = _idp(site).login(user, "workstation-agent", CALLBACK, "openid user/ImagingStudy.crs", GW1)
-    save_session(site.root / "session.json", Tokens(access_token=answer["access_token"], refresh_token=None,
-                                                     expires_at=time.time() + answer["expires_in"], username=user,
-                                                     scope=answer.get("scope", ""), id_token=answer.get("id_token")))
-    process = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"),
-                                "--log-level", "WARNING", "serve"], cwd=PROJECT)
+    """`dicom-agent login --device` at the foreign provider (RFC 8628, approved by ``user`` in its
+    pages), then `dicom-agent serve` with that session."""
+    config = str(site.root / "workstation.toml")
+    site.agent("logout")
+    login = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", config, "login", "--device"],
+                             cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert login.stderr is not None
+    line = login.stderr.readline()
+    while "enter the code" not in line:
+        assert line, "no device code was shown"
+        line = login.stderr.readline()
+    assert "Sign-in Success" in _idp(site).approve_device(line.rsplit(" ", 1)[1].strip(), user)
+    out, err = login.communicate(timeout=60)
+    assert login.returncode == 0 and f"logged in as {user}" in out, err
+    process = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", config, "--log-level", "WARNING",
+                                "serve"], cwd=PROJECT)
     wait_for_port(site.ports["agent"], 20, process)  # type: ignore[arg-type]
     return process
 
