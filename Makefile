@@ -8,12 +8,13 @@ STAMP  := $(VENV)/.installed
 # chromium: headless, it renders the decision-log report and patient pages in tests/audit/test_report_page.py
 # (about 124 MB to download; measured 17 s to install on our 2-core machine, where the others were installed).
 # haproxy: the load balancer in front of several server agents (tests/e2e/test_haproxy.py, PROXY protocol v2).
-APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy
+# nodejs, npm: the foreign OpenID provider of the tests (panva oidc-provider, devtools/foreign_idp).
+APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock
+.PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp
 
-test: venv
+test: venv foreign-idp
 	$(PY) -m ruff check dicomwire oauthclient agent server_agent hial_mock tomlconf audit devtools tests bench deid fuzz \
 		pseudonymizer
 	$(PY) -m mypy dicomwire oauthclient hial_mock tomlconf agent server_agent audit deid pseudonymizer
@@ -41,7 +42,8 @@ venv: system-deps $(STAMP)
 # Debian packages: installed only when one of their commands is missing.
 system-deps:
 	@missing=""; \
-	for cmd in /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy; do [ -x $$cmd ] || missing="yes"; done; \
+	for cmd in /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy \
+		/usr/bin/node /usr/bin/npm; do [ -x $$cmd ] || missing="yes"; done; \
 	[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -e /usr/lib/aarch64-linux-gnu/rsyslog/lmnsd_gtls.so ] || missing="yes"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
@@ -69,5 +71,13 @@ lock:
 	  build/lock-venv/bin/python -m pip freeze --exclude-editable | grep -iv '^dicom.identity.agents'; } > requirements.lock
 	rm -rf build/lock-venv
 
+# The foreign OpenID provider of the tests (issue 14): panva's oidc-provider at the versions the
+# committed package-lock.json pins (npm ci: exactly those, integrity-checked, no install scripts run).
+FOREIGN_IDP := devtools/foreign_idp
+foreign-idp: system-deps $(FOREIGN_IDP)/node_modules/.package-lock.json
+
+$(FOREIGN_IDP)/node_modules/.package-lock.json: $(FOREIGN_IDP)/package-lock.json $(FOREIGN_IDP)/package.json
+	cd $(FOREIGN_IDP) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(FOREIGN_IDP)/node_modules $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

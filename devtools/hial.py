@@ -7,10 +7,12 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
 from hial_mock.config import Files, HialConfig, LockoutConfig, ServerConfig
+from hial_mock.foreign import ForeignIssuer
 from tomlconf import write
 
 from .peers import PROJECT, AnnouncingProcess
@@ -24,6 +26,7 @@ class HialProcess(AnnouncingProcess):
 
     folder: Path
     server: dict[str, object] = field(default_factory=dict)
+    foreign: dict[str, Any] = field(default_factory=dict)  # [foreign.NAME] tables: issuers the PDP trusts
     lockout: dict[str, object] = field(default_factory=dict)
     issuer: str = ""
     backchannel: dict[str, str] = field(default_factory=dict)  # client id -> its backchannel_logout_uri
@@ -34,7 +37,8 @@ class HialProcess(AnnouncingProcess):
                       policy=self.folder / "policy.toml")
         return HialConfig(server=ServerConfig(**{"host": "127.0.0.1", "port": 0, "state_dir": self.folder / "state",
                                                  **self.server}),
-                          lockout=LockoutConfig(**{"slow_after": 50, "slow_delay": 0.1, **self.lockout}), files=files)
+                          lockout=LockoutConfig(**{"slow_after": 50, "slow_delay": 0.1, **self.lockout}), files=files,
+                          foreign={name: ForeignIssuer(**table) for name, table in self.foreign.items()})
 
     def write_config(self) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)

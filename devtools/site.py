@@ -46,6 +46,9 @@ class Site:
     # and the HIAL registers that endpoint for client server-agent.
     sessions: dict[str, Any] | None = None
     pdp_url: str | None = None
+    pdp: dict[str, Any] = field(default_factory=dict)  # more keys of the server agent's [pdp]
+    identity_issuer: str | None = None  # another OpenID provider than the HIAL (issue 14)
+    hial_foreign: dict[str, Any] = field(default_factory=dict)  # the HIAL's [foreign.NAME] tables
     pdp_cache: float = 30.0
     leeway: float = 30.0
     pacs_scp: bool = False  # the PACS is a DCMTK storescp --ignore (benchmarks) instead of Orthanc
@@ -85,7 +88,8 @@ class Site:
         self.ports = {name: free_port() for name in names}
         backchannel = {"server-agent": f"http://127.0.0.1:{self.ports['logout']}/backchannel-logout"} \
             if self.sessions is not None else {}
-        self.hial = HialProcess(self.root / "hial", server=self.hial_server, backchannel=backchannel).start()
+        self.hial = HialProcess(self.root / "hial", server=self.hial_server, backchannel=backchannel,
+                                 foreign=self.hial_foreign).start()
         if self.pacs_scp:
             self.pacs = StoreSCP(self.root / "pacs" / "in", aet="ORTHANC", ignore=True).start()
         else:
@@ -123,7 +127,7 @@ class Site:
     @property
     def issuer(self) -> str:
         assert self.hial is not None
-        return self.hial.issuer
+        return self.identity_issuer or self.hial.issuer
 
     def server_agent_config(self) -> ServerAgentConfig:
         """Server agent GW1 in front of ORTHANC, returning to WS1, with node CTSCANNER."""
@@ -142,7 +146,8 @@ class Site:
             tls=ServerTls(certificate=pki / "gw1.crt", key=pki / "gw1.key", ca=pki / "ca.crt"),
             identity=IdentityConfig(issuer=self.issuer, client_id="server-agent", leeway=self.leeway,
                                     client_secret="demo-server-agent-secret", **self.identity),
-            pdp=PdpConfig(url=self.pdp_url or self.issuer, timeout=2.0, cache_seconds=self.pdp_cache),
+            pdp=PdpConfig(url=self.pdp_url or (self.hial.issuer if self.hial else self.issuer), timeout=2.0,
+                          cache_seconds=self.pdp_cache, **self.pdp),
             pacs={"ORTHANC": pacs},
             workstations={"WS1": Workstation(host="127.0.0.1", port=p["agent_return"], server_name="ws1")},
             nodes={"CTSCANNER": Node(addresses=("127.0.0.1",), actions=("C-ECHO", "C-STORE"))},

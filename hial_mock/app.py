@@ -28,6 +28,7 @@ from . import pages, routes
 from .backchannel import LogoutSender
 from .config import HialConfig, load_config
 from .errors import ConfigError
+from .foreign import ForeignCaller, ForeignTokens
 from .keys import ALGORITHM, Issuer, KeyStore
 from .lockout import Lockout
 from .login import Authenticator, Directory
@@ -62,6 +63,7 @@ class Hial:
         self.tokens.on_session_end = self.logouts.session_ended
         self.codes = CodeStore(nonce_lifetime=max(server.authorization_code_lifetime, server.id_token_lifetime))
         self.devices = DeviceStore()
+        self.foreign = ForeignTokens(config.foreign)
         self.app = Flask("hial_mock")
         self.app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
         self.server = OAuthServer(self.app, settings=server, clients=self.directory, users=self.users,
@@ -85,6 +87,7 @@ class Hial:
                   if not user.disabled and (name not in new.users or new.users[name].disabled)]
         self.config = new
         self.directory.replace(new.users, new.clients)
+        self.foreign = ForeignTokens(new.foreign)
         for name in locked:  # OIDC Back-Channel Logout: every session of a locked account ends at the agents
             self.logouts.user_locked(name)
         log.info("reloaded: %d users, %d clients, policy version %s", len(new.users), len(new.clients),
@@ -105,6 +108,11 @@ class Hial:
         if claims is None or self.tokens.active_access(token) is None:
             return None
         return claims
+
+    def foreign_caller(self) -> ForeignCaller | None:
+        """A PDP caller proven by an access token of a ``[foreign.NAME]`` issuer (issue 14), or None."""
+        header = request.headers.get("Authorization", "")
+        return self.foreign.caller(header[7:].strip()) if header.startswith("Bearer ") else None
 
     def metadata(self) -> dict[str, Any]:
         """OpenID Connect Discovery 1.0 section 3 and RFC 8414 section 2 (with RFC 8628 section 4)."""

@@ -28,6 +28,7 @@ from tomlconf.schema import (
     problem,
 )
 
+from .foreign import ForeignIssuer
 from .passwords import is_password_hash
 from .policy import Policy, load_policy
 
@@ -190,6 +191,7 @@ class HialConfig(Schema):
     server: ServerConfig = ServerConfig()
     lockout: LockoutConfig = LockoutConfig()
     files: Files
+    foreign: Mapping[str, ForeignIssuer] = Field(default_factory=dict)  # issuers the PDP trusts for its callers
     path: Path = derived(Path("hial.toml"))
     users: Mapping[str, User] = derived(default_factory=dict)  # from files.users
     clients: Mapping[str, ClientConfig] = derived(default_factory=dict)  # from files.clients
@@ -210,5 +212,6 @@ def load_config(path: Path | str) -> HialConfig:
     path = Path(path).resolve()
     config = load_file(path, HialConfig)
     files = config.files
-    return config.model_copy(update={"path": path, "users": load_users(files.users),
+    foreign = {name: issuer.model_copy(update={"name": name}) for name, issuer in config.foreign.items()}
+    return config.model_copy(update={"path": path, "users": load_users(files.users), "foreign": foreign,
                                      "clients": load_clients(files.clients), "policy": load_policy(files.policy)})

@@ -136,11 +136,13 @@ def _userinfo(hial: Hial) -> Any:
 
 def _pdp(hial: Hial, handler: Handler) -> Any:
     claims = hial.bearer()
-    if claims is None:
-        return _invalid_token("a valid client-credentials token is required")
-    client = hial.directory.client(str(claims.get("client_id", "")))
-    if client is None or not client.config.may_evaluate:
-        return jsonify(error="insufficient_scope", error_description="this client may not ask the PDP"), 403
+    if claims is None:  # not ours: perhaps a trusted foreign issuer's, for one of its listed clients
+        if hial.foreign_caller() is None:
+            return _invalid_token("a valid client-credentials token is required")
+    else:
+        client = hial.directory.client(str(claims.get("client_id", "")))
+        if client is None or not client.config.may_evaluate:
+            return jsonify(error="insufficient_scope", error_description="this client may not ask the PDP"), 403
     body = request.get_json(silent=True)
     if body is None:
         return jsonify(error="invalid_request", error_description="the body must be JSON"), 400

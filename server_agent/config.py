@@ -138,10 +138,58 @@ class IdentityConfig(Schema):
 
 
 class PdpConfig(Schema):
+    """The AuthZEN PDP and how the agent proves itself to it (issue 14: a PDP need not be the identity
+    provider). ``auth``: ``identity`` (the default) asks ``[identity]``'s issuer with ``[identity]``'s
+    client; ``client_secret`` and ``tls_client_auth`` run client credentials (RFC 6749 section 4.4) at
+    ``issuer``'s token endpoint with this table's client, by secret (section 2.3.1) or by the client
+    certificate ``certificate``/``key`` (RFC 8705 section 2.1), which then also goes to the PDP;
+    ``token_file`` sends the bearer token a file holds (re-read when it changes)."""
+
     url: str = ""  # AuthZEN PDP; default: the identity provider's issuer
     timeout: PositiveFloat = 2.0
     cache_seconds: float = 30.0
     cache_size: PositiveInt = 10000
+    auth: Literal["identity", "client_secret", "tls_client_auth", "token_file"] = "identity"
+    issuer: Issuer | None = None  # the PDP's authorization server; default: url
+    client_id: str = ""
+    client_secret: str = Field(default="", repr=False)  # or read from client_secret_file
+    client_secret_file: RelPath | None = None
+    client_auth: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    scope: str = "authzen:evaluate"
+    certificate: ExistingFile | None = None
+    key: ExistingFile | None = None
+    ca_file: RelPath | None = None  # the PDP's (and its issuer's) CA; default: [identity] ca_file
+    token_file: RelPath | None = None
+
+    @model_validator(mode="after")
+    def _auth(self, info: ValidationInfo) -> PdpConfig:
+        if self.client_secret_file is not None and from_file(info):
+            if self.client_secret:
+                raise problem("client_secret_file", "client_secret and client_secret_file exclude each other")
+            try:
+                self._fill(client_secret=self.client_secret_file.read_text().strip())
+            except OSError as error:
+                raise problem("client_secret_file", str(error)) from None
+        for key in _PDP_KEYS[self.auth][0]:
+            if not getattr(self, key):
+                raise problem(key, f"required with auth = {self.auth!r}")
+        for key in sorted(_PDP_OWN - _PDP_KEYS[self.auth][1]):
+            if getattr(self, key):
+                raise problem(key, f"not used with auth = {self.auth!r}")
+        if (self.certificate is None) != (self.key is None):
+            raise problem("certificate", "certificate and key go together")
+        return self
+
+
+# [pdp] auth -> (keys it requires, keys it may have) among the keys of its own client
+_PDP_OWN = frozenset({"client_id", "client_secret", "client_secret_file", "issuer", "token_file"})
+_PDP_KEYS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
+    "identity": ((), frozenset()),
+    "client_secret": (("client_id", "client_secret"), frozenset({"client_id", "client_secret", "client_secret_file",
+                                                                "issuer"})),
+    "tls_client_auth": (("client_id", "certificate"), frozenset({"client_id", "issuer"})),
+    "token_file": (("token_file",), frozenset({"token_file"})),
+}
 
 
 class SessionsSection(Schema):
@@ -272,7 +320,7 @@ class ServerAgentConfig(Schema):
         _check_pacs_tls(self.pacs, self.return_.tls)
         self._fill(identity=self.identity.model_copy(update={"node_clients": _node_clients(self.nodes,
                                                                                            self.identity.client_id)}),
-                   pdp=self.pdp.model_copy(update={"url": (self.pdp.url or self.identity.issuer).rstrip("/")}))
+                   pdp=_pdp(self.pdp, self.identity))
         log_folder = self.server.decision_log.parent
         self._fill(decision_log=self.decision_log.model_copy(update={
             "key_file": self.decision_log.key_file or log_folder / "decision-log.key"}))
@@ -339,6 +387,13 @@ def _pacs(name: str, pacs: Pacs, tls: TlsFiles) -> Pacs:
         update |= {"certificate": pacs.certificate or tls.certificate, "key": pacs.key or tls.key,
                    "server_name": pacs.server_name or pacs.host}
     return pacs.model_copy(update=update)
+
+
+def _pdp(pdp: PdpConfig, identity: IdentityConfig) -> PdpConfig:
+    url = (pdp.url or identity.issuer).rstrip("/")
+    if pdp.auth == "identity":
+        return pdp.model_copy(update={"url": url, "ca_file": pdp.ca_file or identity.ca_file})
+    return pdp.model_copy(update={"url": url, "issuer": pdp.issuer or url, "ca_file": pdp.ca_file or identity.ca_file})
 
 
 def _check_pacs_tls(pacs: Mapping[str, Pacs], return_tls: bool) -> None:

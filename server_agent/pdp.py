@@ -3,18 +3,24 @@ client-credentials token (RFC 6749 section 4.4, through :mod:`oauthclient`), and
 decision cache keyed by the whole request.
 
 All HTTP runs on the agent's event loop (the executor it is given); requests are built and answers
-read by the pure functions below. Any failure (unreachable, timeout, HTTP error, malformed answer)
-raises :class:`PdpUnavailable`; the caller denies (fail closed). A deny is an answer, not an error.
+read by the pure functions below. The agent's bearer token comes from its :class:`Credentials`
+(issue 14: the PDP need not trust the identity provider): client credentials at some authorization
+server (:class:`ClientCredentials`, whichever client authentication its ``AsyncOAuthClient`` uses,
+RFC 8705 ``tls_client_auth`` included) or a token an operator placed in a file (:class:`TokenFile`).
+Any failure (unreachable, timeout, HTTP error, malformed answer) raises :class:`PdpUnavailable`; the
+caller denies (fail closed). A deny is an answer, not an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import orjson
 
@@ -29,10 +35,63 @@ TOKEN_MARGIN = 30.0  # seconds before its expiry our PDP token is replaced
 DEFAULT_TOKEN_LIFETIME = 60.0  # when the token response names no expires_in
 # A batch answer holds one decision per question (at most the policy's batch size, 64) with its context.
 MAX_ANSWER = 1024 * 1024
+MAX_TOKEN_FILE = 16 * 1024  # a JWT access token with many claims is a few KiB
+TOKEN_FILE_RECHECK = 10.0  # seconds between readings of a token file (and at once after a 401)
+# RFC 6750 section 2.1 b64token: anything else (a newline above all) must not reach a header.
+B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 class PdpUnavailable(Exception):
-    pass
+    """No decision could be had (the caller denies, 0124H/A801H, reason "authorization service unavailable")."""
+
+
+class Credentials(Protocol):
+    async def bearer(self, timeouts: Timeouts) -> tuple[str, float]:
+        """A bearer token for the PDP and the time (``time.time``) it is to be replaced by."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    """RFC 6749 section 4.4 at the authorization server ``oauth`` names, as the client it holds."""
+
+    oauth: AsyncOAuthClient
+    scope: str = PDP_SCOPE
+
+    async def bearer(self, timeouts: Timeouts) -> tuple[str, float]:
+        try:
+            response = await self.oauth.run(ClientCredentialsGrant(scope=self.scope), timeouts)
+        except OAuthClientError as error:
+            raise PdpUnavailable(f"no client-credentials token for the PDP from {self.oauth.issuer}: "
+                                 f"{error}") from None
+        return _checked(response.access_token), time.time() + (response.expires_in or DEFAULT_TOKEN_LIFETIME)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFile:
+    """A bearer token an operator (or a sidecar renewing it) keeps in a file: read again every
+    :data:`TOKEN_FILE_RECHECK` seconds and after the PDP refuses it. Never logged."""
+
+    path: Path
+
+    async def bearer(self, timeouts: Timeouts) -> tuple[str, float]:
+        try:  # a few KiB from a local file: not worth a thread
+            with self.path.open("rb") as file:
+                raw = file.read(MAX_TOKEN_FILE + 1)
+        except OSError as error:
+            raise PdpUnavailable(f"PDP token file {self.path}: {error.strerror or error}") from None
+        if len(raw) > MAX_TOKEN_FILE:
+            raise PdpUnavailable(f"PDP token file {self.path} is over {MAX_TOKEN_FILE} bytes")
+        try:
+            token = _checked(raw.decode("ascii").strip())
+        except (UnicodeDecodeError, PdpUnavailable):
+            raise PdpUnavailable(f"PDP token file {self.path} holds no bearer token (RFC 6750 b64token)") from None
+        return token, time.time() + TOKEN_MARGIN + TOKEN_FILE_RECHECK
+
+
+def _checked(token: str) -> str:
+    if not B64TOKEN.fullmatch(token):
+        raise PdpUnavailable("the PDP bearer token is not an RFC 6750 b64token")
+    return token
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +156,14 @@ def evaluation_request(endpoint: str, body: dict[str, Any], bearer: str) -> Http
                                 ("Authorization", f"Bearer {bearer}")))
 
 
+# RFC 6750 section 3.1: what a refusal of our token says to the operator who configured [pdp].
+_REFUSED = {401: ": it does not accept our token (does it trust [pdp] auth's issuer and client?)",
+            403: ": our client may not ask it"}
+
+
 def parse_answer(response: HttpResponse) -> Any:
     if response.status != 200:
-        raise PdpUnavailable(f"PDP answered HTTP {response.status}")
+        raise PdpUnavailable(f"PDP answered HTTP {response.status}{_REFUSED.get(response.status, '')}")
     try:
         return json_object(response, "PDP answer")
     except OAuthClientError as error:
@@ -107,9 +171,10 @@ def parse_answer(response: HttpResponse) -> Any:
 
 
 class PdpClient:
-    def __init__(self, config: PdpConfig, tokens: AsyncOAuthClient, http: AsyncExecutor) -> None:
+    def __init__(self, config: PdpConfig, tokens: AsyncOAuthClient | Credentials, http: AsyncExecutor) -> None:
         self.config = config
-        self.tokens = tokens  # our own client-credentials token comes from the identity provider
+        # our own token: from an authorization server by client credentials, or from a file
+        self.tokens = ClientCredentials(tokens, config.scope) if isinstance(tokens, AsyncOAuthClient) else tokens
         self.http = http
         self.timeouts = Timeouts.within(config.timeout)
         self._token: tuple[str, float] | None = None
@@ -135,13 +200,8 @@ class PdpClient:
         async with self._token_lock:  # many questions at once: one token request
             if self._token is not None and self._token[1] - time.time() > TOKEN_MARGIN:
                 return self._token[0]
-            try:
-                response = await self.tokens.run(ClientCredentialsGrant(scope=PDP_SCOPE), self.timeouts)
-            except OAuthClientError as error:
-                raise PdpUnavailable(f"no client-credentials token for the PDP: {error}") from None
-            self._token = (response.access_token,
-                           time.time() + (response.expires_in or DEFAULT_TOKEN_LIFETIME))
-            return response.access_token
+            self._token = await self.tokens.bearer(self.timeouts)
+            return self._token[0]
 
     async def _post(self, endpoint: str, body: dict[str, Any]) -> Any:
         for attempt in (1, 2):
@@ -201,3 +261,15 @@ class PdpClient:
                 results[n] = decision
                 self._remember(keys[n], decision)
         return [r for r in results if r is not None]
+
+
+PROBE = {"subject": {"type": "user", "id": "check-config", "properties": {"roles": []}},
+         "action": {"name": "C-ECHO"}, "resource": {"type": "service", "id": "*"},
+         "context": {"purpose_of_use": "TREAT"}}
+
+
+async def probe(pdp: PdpClient) -> Decision:
+    """For ``check-config`` (issue 14 item 7): metadata, our token and one evaluation, uncached. Its
+    answer (permit or deny) proves the chain; :class:`PdpUnavailable` names the broken link."""
+    endpoints = await pdp.endpoints()
+    return Decision.from_answer(await pdp._post(endpoints.one, PROBE))

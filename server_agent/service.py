@@ -16,11 +16,11 @@ from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth,
 
 from .association import ServerPolicy
 from .authn import Authenticator
-from .config import IdentityConfig, Pacs, ServerAgentConfig
+from .config import IdentityConfig, Pacs, PdpConfig, ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
 from .logout import LogoutEndpoint
 from .moves import MoveRegistry
-from .pdp import PdpClient
+from .pdp import ClientCredentials, Credentials, PdpClient, TokenFile
 from .returns import ReturnPolicy
 from .sessions import LogoutVerifier, Sessions
 
@@ -46,6 +46,19 @@ def identity_client(identity: IdentityConfig) -> ClientAuth:
                       secret=identity.client_secret)
 
 
+def pdp_credentials(pdp: PdpConfig, identity: AsyncOAuthClient, http: AsyncExecutor) -> Credentials:
+    """How the agent gets its PDP token (``[pdp] auth``): the identity provider's client, its own
+    client at the PDP's authorization server, or a token file."""
+    if pdp.auth == "identity":
+        return ClientCredentials(identity, pdp.scope)
+    if pdp.auth == "token_file" and pdp.token_file is not None:
+        return TokenFile(pdp.token_file)
+    assert pdp.issuer is not None  # derived from url when the file was read
+    method = AuthMethod.TLS_CLIENT_AUTH if pdp.auth == "tls_client_auth" else AuthMethod(pdp.client_auth)
+    return ClientCredentials(AsyncOAuthClient(pdp.issuer, ClientAuth(client_id=pdp.client_id, method=method,
+                                                                     secret=pdp.client_secret), http), pdp.scope)
+
+
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
@@ -66,7 +79,12 @@ class ServerAgent:
                                   timeouts=Timeouts.within(config.identity.timeout))
         self.oauth = AsyncOAuthClient(config.identity.issuer, identity_client(config.identity), self.http)
         self.authn = Authenticator(config.identity, self.oauth)
-        self.pdp = PdpClient(config.pdp, self.oauth, self.http)
+        # The PDP's own HTTP client when it needs another CA or our client certificate (RFC 8705).
+        self.pdp_http = (self.http if config.pdp.certificate is None and config.pdp.ca_file == config.identity.ca_file
+                         else AsyncExecutor(tls=TlsFiles(ca_file=config.pdp.ca_file, certificate=config.pdp.certificate,
+                                                         key=config.pdp.key),
+                                            timeouts=Timeouts.within(config.pdp.timeout)))
+        self.pdp = PdpClient(config.pdp, pdp_credentials(config.pdp, self.oauth, self.pdp_http), self.pdp_http)
         self.moves = MoveRegistry()
         pacs_ssl = {p.name: pacs_context(p) for p in config.pacs.values() if p.tls}
         limits = config.limits.relay()
@@ -123,3 +141,5 @@ class ServerAgent:
         self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_STOP, name=self.config.name))
         self.decisions.close()
         await self.http.aclose()
+        if self.pdp_http is not self.http:
+            await self.pdp_http.aclose()
