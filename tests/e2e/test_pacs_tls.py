@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devtools.dicomdata import make_ct_study
-from devtools.peers import PROJECT, dcmtk
+from devtools.peers import PROJECT, dcmtk, free_port
 from devtools.site import Site
 from tomlconf import write
 
@@ -41,12 +41,16 @@ def test_store_and_find_through_both_agents_to_a_tls_pacs(site: Site, tmp_path: 
 
 
 def test_check_config_echoes_the_pacs_over_tls_and_names_a_wrong_name(site: Site) -> None:
-    config = site.root / "server-agent.toml"
+    # The running agent holds the site's ports: the checked configuration listens elsewhere.
+    good_config = site.server_agent_config()
+    good_config = good_config.replace(server=good_config.server.replace(
+        listen=("127.0.0.1", free_port()), plain_listen=None, return_listen=("127.0.0.1", free_port())))
+    config = write(site.root / "checked.toml", good_config)
     run = [sys.executable, "-m", "server_agent.cli", "check-config", "--config"]
     good = subprocess.run([*run, str(config)], capture_output=True, text=True, cwd=PROJECT, timeout=60)
-    assert "ORTHANC at 127.0.0.1" in good.stdout and "(TLS): C-ECHO ok" in good.stdout, good.stdout + good.stderr
-    good_config = site.server_agent_config()
+    assert good.returncode == 0 and "(ORTHANC at 127.0.0.1" in good.stdout, good.stdout + good.stderr
+    assert "C-ECHO: ok: status 0000H (TLS)" in good.stdout, good.stdout
     pacs = good_config.pacs["ORTHANC"].replace(server_name="pacs.example.org")
     wrong = write(site.root / "wrong-name.toml", good_config.replace(pacs={"ORTHANC": pacs}))
     bad = subprocess.run([*run, str(wrong)], capture_output=True, text=True, cwd=PROJECT, timeout=60)
-    assert bad.returncode != 0 and "(TLS): C-ECHO failed" in bad.stdout, bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "C-ECHO: FAILED: TLS: " in bad.stdout, bad.stdout + bad.stderr
