@@ -393,14 +393,15 @@ def draw(path: Path, data: dict[str, Any]) -> Path:
             axis.axvspan(*result["window"], color=colour, alpha=0.06)
     left.axhline(TARGET_P99_MS, color="#222", linestyle="--", linewidth=1, label="target p99 (1 s)")
     left.set_yscale("log")
+    left.set_ylim(top=USER_TIMEOUT * 1000 * 5)  # room above the failures for the legend
     left.set_xlabel("seconds into the run (shaded: the user's measuring windows)")
     left.set_ylabel("association set-up, ms (x: failed)")
-    left.legend(fontsize=8)
+    left.legend(fontsize=7, loc="upper left", ncol=2)
     right.axhline(TARGET_RSS_MIB, color="#222", linestyle="--", linewidth=1, label="target (256 MiB)")
     right.set_ylim(0, TARGET_RSS_MIB * 1.15)
     right.set_xlabel("seconds into the run (after a window: the flood's held connections ending)")
     right.set_ylabel("server agent VmRSS, MiB")
-    right.legend(fontsize=8)
+    right.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Server agent under {data['rate_per_minute']:,.0f} anonymous connections a minute"
                  f"{' (quick)' if data['quick'] else ''}")
     fig.tight_layout()
