@@ -106,7 +106,7 @@ def _anonymous_context() -> ssl.SSLContext:
     return context
 
 
-def _scanner_context(probe: str) -> ssl.SSLContext:
+def scanner_context(probe: str) -> ssl.SSLContext:
     context = _anonymous_context()
     if probe == "TLS 1.0/1.1":
         context.set_ciphers("ALL:@SECLEVEL=0")
@@ -300,7 +300,7 @@ async def partial_rq(target: Target, reader: asyncio.StreamReader, writer: async
 
 async def tls_scanner(target: Target, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> Outcome:
     probe = ("TLS 1.2 CBC only", "TLS 1.0/1.1")[n % 2]
-    context = _scanner_context(probe)
+    context = scanner_context(probe)
     names = {int(c["id"]) & 0xFFFF: str(c["name"]) for c in context.get_ciphers()}
     pipe = TlsPipe(context, reader, writer, target.server_name)
     failed = await pipe.handshake(HOLD_CAP)
