@@ -15,7 +15,7 @@ lasts until every anonymous connection has ended, so that how each ended is know
 Reported per phase: the user's association set-up time (TCP connect + TLS handshake + A-ASSOCIATE-RQ
 until the A-ASSOCIATE-AC: p50, p95, p99, max, count, failures) and set-up + C-ECHO + release; the
 server agent's RSS (``/proc/PID/status`` VmRSS: at the start, the highest sampled every 100 ms, at
-the end), its CPU, the sockets it held, the log lines it wrote; and for each anonymous kind, how its
+the end), its CPU, its open descriptors, the log lines it wrote; and for each anonymous kind, how its
 connections ended. The issue's targets (set-up p99 < 1 s, RSS < 256 MiB) are shown beside the
 figures, never asserted: speed is measured here, not in tests.
 """
@@ -82,14 +82,15 @@ class Attempt:
 
 def phases(quick: bool, worst_case: bool = False) -> list[Phase]:
     """The baseline and the issue's two floods; with ``worst_case``, two floods of one holding kind
-    each from 32 addresses, which the totals of pending connections must bound: silent TLS with a
-    site certificate at the issue's rate, and abandoned handshakes (no certificate) at three times it."""
+    each from 32 addresses, which only the agent's totals (association slots, pending connections)
+    bound: silent TLS with a site certificate at the issue's rate, and abandoned handshakes (no
+    certificate) at three times it."""
     window = 15.0 if quick else 60.0
     spread = tuple(f"127.0.0.{n}" for n in range(2, 2 + SPREAD))
     out = [Phase(name="no flood (baseline)", seconds=10.0 if quick else 30.0),
            Phase(name=f"flood from {ATTACKER}", seconds=window, sources=(ATTACKER,)),
            Phase(name=f"flood from {SPREAD} addresses", seconds=window, sources=spread)]
-    if worst_case:  # 60 s even when quick: the bound of 512 is reached after 26 s of silent TLS
+    if worst_case:  # 60 s even when quick: silent TLS fills the 200 slots in 10 s, the 512 pending in 26 s
         out += [Phase(name=f"worst case: silent TLS only, {SPREAD} addresses", seconds=60.0, sources=spread,
                       kinds=("tls-silent",)),
                 Phase(name=f"worst case: abandoned handshakes only at {3 * RATE * 60:,.0f}/min, {SPREAD} addresses",
