@@ -1,6 +1,7 @@
 """``make bench``: wall-time ratios against a direct connection, measured side by side in one run.
 
-Also the HIAL's decision and login rates (:mod:`bench.hial_bench`).
+Also the HIAL's decision and login rates (:mod:`bench.hial_bench`), and a legitimate user beside a
+flood of anonymous connections (:mod:`bench.flood_bench`, its own chart ``flood-*.png``).
 
 One hop: DCMTK ``storescu`` sends a generated 100 MB CT study (200 slices of 512x512) to DCMTK
 ``storescp --ignore``, directly and through ``dicom-relay``, alternating runs; we report the median
@@ -27,8 +28,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bench import audit_bench, chart, hial_bench, server_bench, site_bench, workstation_bench
+from bench import audit_bench, chart, flood_bench, hial_bench, server_bench, site_bench, workstation_bench
 from bench.stats import proc_usage
 from devtools.dicomdata import make_ct_study
 from devtools.peers import DCMTK_BIN, RelayProcess, StoreSCP, dcmtk_env, free_port, wait_for_port
@@ -185,6 +187,28 @@ def report(rows: list[Row], usage: dict[str, float], info: dict[str, object], qu
     return "\n".join(lines)
 
 
+def chart_ratios(rows: list[Row], ws_data: dict[str, Any], sa_data: dict[str, Any],
+                 site_out: dict[str, Any]) -> list[tuple[str, float, float | None]]:
+    """The chart's throughput rows: (name, x direct, target or None)."""
+    ratios: list[tuple[str, float, float | None]] = [(r.name.replace("C-STORE 100 MB, ", ""), r.ratio, r.target)
+                                                     for r in rows if r.ratio is not None]
+    ratios.append(("workstation hop vs server side only (throughput)", 1 / float(ws_data["hop_share"]), 1.25))
+    ratios.append(("both agents vs direct (storescp)", float(sa_data["store_ratio"]), 2.0))
+    store_s = sa_data["store"]
+    assert isinstance(store_s, dict)
+    plain_ratio = store_s["C-STORE 100 MB, through both agents, no TLS between them"] / store_s[
+        "C-STORE 100 MB to storescp --ignore, direct"]
+    ratios.append(("both agents, no TLS between them, vs direct (storescp)", plain_ratio, None))
+    ratios.append(("one hop vs direct (into Orthanc)", float(site_out["into_orthanc_one_hop_ratio"]), None))
+    ratios.append(("both agents vs direct (into Orthanc)", float(site_out["into_orthanc_ratio"]), 1.15))
+    return ratios
+
+
+def write_json(path: Path, results: dict[str, object]) -> Path:
+    path.write_text(json.dumps(results, indent=2))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a short pass)")
@@ -204,46 +228,39 @@ def main(argv: list[str] | None = None) -> int:
         sa_latency, sa_store, sa_ratio = server_bench.run(work, files, args.quick)
         site_data = site_bench.run(work, files, args.quick)
         audit_rows = audit_bench.run(work, args.quick)
+        flood_data = flood_bench.run(work, args.quick)
     except (BenchError, RuntimeError, OSError) as error:
         print(f"benchmark FAILED: {error}", file=sys.stderr)
         return 1
     ws_text, ws_data = workstation_bench.report(ws_latency, ws_throughput)
     sa_text, sa_data = server_bench.report(sa_latency, sa_store, sa_ratio)
     site_text, site_out = site_bench.report(site_data)
+    flood_text, flood_out = flood_bench.report(flood_data)
     text = "\n\n".join((report(rows, usage, info, args.quick), hial_bench.report(hial_rows), ws_text, sa_text,
-                         site_text, audit_bench.report(audit_rows)))
+                         site_text, audit_bench.report(audit_rows), flood_text))
     print(text)
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"relay-{stamp}.json"
-    out.write_text(json.dumps({"date": stamp, "quick": args.quick, "machine": info, "usage": usage,
-                               "rows": [asdict(r) | {"median": r.median} for r in rows],
-                               "hial": [{"name": r.name, "p50_ms": r.p50, "p90_ms": r.pct(0.9),
-                                         "p99_ms": r.pct(0.99), "per_second": r.per_second,
-                                         "target_p50_ms": r.target_p50_ms, "met": r.met} for r in hial_rows],
-                               "workstation": ws_data, "server_agent": sa_data, "site": site_out,
-                               "decision_log": [{"name": n, "seconds": t, "target_s": g, "met": m}
-                                                for n, t, g, m in audit_rows]},
-                              indent=2))
+    out = write_json(RESULTS / f"relay-{stamp}.json", {
+        "date": stamp, "quick": args.quick, "machine": info, "usage": usage,
+        "rows": [asdict(r) | {"median": r.median} for r in rows],
+        "hial": [{"name": r.name, "p50_ms": r.p50, "p90_ms": r.pct(0.9), "p99_ms": r.pct(0.99),
+                  "per_second": r.per_second, "target_p50_ms": r.target_p50_ms, "met": r.met} for r in hial_rows],
+        "workstation": ws_data, "server_agent": sa_data, "site": site_out,
+        "decision_log": [{"name": n, "seconds": t, "target_s": g, "met": m} for n, t, g, m in audit_rows],
+        "flood": flood_out})
     print(f"\nresults written to {out.relative_to(ROOT.parent)}", file=sys.stderr)
-    ratios: list[tuple[str, float, float | None]] = [(r.name.replace("C-STORE 100 MB, ", ""), r.ratio, r.target)
-                                                     for r in rows if r.ratio is not None]
-    ratios.append(("workstation hop vs server side only (throughput)", 1 / float(ws_data["hop_share"]), 1.25))
-    ratios.append(("both agents vs direct (storescp)", float(sa_data["store_ratio"]), 2.0))
-    store_s = sa_data["store"]
-    assert isinstance(store_s, dict)
-    plain_ratio = store_s["C-STORE 100 MB, through both agents, no TLS between them"] / store_s[
-        "C-STORE 100 MB to storescp --ignore, direct"]
-    ratios.append(("both agents, no TLS between them, vs direct (storescp)", plain_ratio, None))
-    ratios.append(("one hop vs direct (into Orthanc)", float(site_out["into_orthanc_one_hop_ratio"]), None))
-    ratios.append(("both agents vs direct (into Orthanc)", float(site_out["into_orthanc_ratio"]), 1.15))
+    ratios = chart_ratios(rows, ws_data, sa_data, site_out)
     latencies = [(f"{section}: {m.name.replace('association + C-ECHO + release, ', '').replace('... ', '')}",
                   m.p50, m.pct(0.99))
                  for section, measures in (("server agent", sa_latency), ("workstation hop", ws_latency))
                  for m in measures if "type-2" not in m.name]  # ~90 ms: in the table, off this scale
+    latencies += flood_bench.chart_rows(flood_out)
     png = chart.draw(RESULTS / f"relay-{stamp}.png", ratios, latencies,
                      f"DICOM identity agents, {info['cores']} cores, {stamp}{' (quick)' if args.quick else ''}")
-    print(f"chart written to {png.relative_to(ROOT.parent)}", file=sys.stderr)
+    flood_png = flood_bench.draw(RESULTS / f"flood-{stamp}.png", flood_data)
+    print(f"charts written to {png.relative_to(ROOT.parent)} and {flood_png.relative_to(ROOT.parent)}",
+          file=sys.stderr)
     return 0
 
 
