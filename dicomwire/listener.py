@@ -32,6 +32,8 @@ from .upstream import WarmPool
 
 log = logging.getLogger("dicomwire.relay")
 
+ACCEPT_PAUSE = 1.0  # seconds without accepting after accept() failed (asyncio's own loop waits as long)
+
 # Where trace facts go (only when tracing is on): the association's id and the fact; the CLI formats.
 TraceSink = Callable[[str, Fact], None]
 
@@ -131,10 +133,24 @@ class RelayServer:
                 conn, address = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as error:  # out of descriptors, or the like: say so, keep listening
-                log.error("accept failed on %s:%d: %s", *self.address, error)
+            except OSError as error:  # out of descriptors, or the like: pause, say so once, listen again
+                self._pause_accepting(error)
                 return
             self._accepted(conn, address)
+
+    def _pause_accepting(self, error: OSError) -> None:
+        """accept() failed (EMFILE, ENFILE, ENOBUFS...): the pending connection stays in the backlog and
+        the socket stays readable, so retrying at once would spin (a million log lines a minute under
+        a flood). Stop watching it for ``ACCEPT_PAUSE`` seconds, as asyncio's own accept loop does."""
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._sock.fileno())
+        log.error("accept failed on %s:%d: %s; accepting again in %g s", *self.address, error, ACCEPT_PAUSE)
+        loop.call_later(ACCEPT_PAUSE, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self._sock is not None and self._sock.fileno() != -1:  # not shut down meanwhile
+            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept_ready)
 
     def _accepted(self, conn: socket.socket, address: Any) -> None:
         conn.setblocking(False)
@@ -164,7 +180,10 @@ class RelayServer:
                 return
             await loop.connect_accepted_socket(
                 lambda: _SideProtocol(association, Side.CLIENT), sock=conn, ssl=self.ssl,
-                ssl_handshake_timeout=self.limits.tls_handshake_timeout if self.ssl else None)
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout if self.ssl else None,
+                # A peer that never answers our close_notify must not keep its socket for 30 s (the
+                # default), uncounted by any bound: the same deadline as the handshake.
+                ssl_shutdown_timeout=self.limits.tls_handshake_timeout if self.ssl else None)
         except asyncio.CancelledError:
             self._forget(association, conn, pending)
             raise
