@@ -34,6 +34,7 @@ from .commands import (
     CancelTimer,
     Close,
     Command,
+    Deadline,
     Log,
     OpenUpstream,
     PauseReading,
@@ -146,6 +147,7 @@ class _Association:
         self.reading = {Side.CLIENT: True, Side.SERVER: True}
         self.timers: dict[TimerKey, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.deciding: dict[Question, asyncio.Task[Any]] = {}  # the policy's decisions still awaited
         self.connect_task: asyncio.Task[Any] | None = None
         self.info = ConnectionInfo(association_id=self.id, peer=None, local=None, listener=server.name)
         self.proxied: tuple[str, int] | None = None  # the client a trusted proxy named (PROXY protocol)
@@ -314,6 +316,13 @@ class _Association:
                 self.timers[timer] = self.loop.call_later(seconds - quiet, self._timer_fired, timer, seconds)
                 return
         self.run(self.core.timer_expired(timer))
+        if isinstance(timer, Deadline):
+            # The question was answered for the policy (fail closed): a decision it is still making would
+            # be acted on by nobody but the policy itself (a permit logged, a move registered) for a
+            # message the relay refused or dropped. It ends here.
+            task = self.deciding.pop(timer.question, None)
+            if task is not None:
+                task.cancel()
         self._maybe_done()
 
     # -- the policy ---------------------------------------------------------------------------------
@@ -329,7 +338,9 @@ class _Association:
         if inspect.isawaitable(result):
             task = self.loop.create_task(self._decide(question, result))
             self.tasks.add(task)
+            self.deciding[question] = task
             task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(lambda _: self.deciding.pop(question, None))
         else:
             self._answers.append((question, result))  # applied by run() once its batch is out
 
