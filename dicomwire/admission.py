@@ -5,7 +5,8 @@ decided (or it ends): a port scan, a load balancer's TCP check, a TLS scanner, a
 finishes its TLS handshake or its A-ASSOCIATE-RQ. Pending connections are counted in all and per
 source address, and the bytes they make us hold (partial requests) are counted in all; a connection
 beyond a bound is closed at once, before any TLS work, and one whose bytes would exceed the budget is
-refused. A slot (``max_associations``) is taken only by a connection whose transport is up.
+refused. A slot (``max_associations``) is taken only by a connection whose transport is up and whose
+A-ASSOCIATE-RQ is whole and checked: a silent or trickling connection holds a pending share, never a slot.
 """
 
 from __future__ import annotations
