@@ -172,3 +172,26 @@ def test_an_association_over_but_for_a_peer_that_stopped_reading_is_aborted_afte
         assert client.lost  # aborted: nothing is held for a peer that never reads
 
     run(scenario)
+
+
+def test_the_addresses_of_one_ipv6_subscriber_count_as_one_source() -> None:
+    """An IPv6 host is given a /64 and may use any of its 2^64 addresses: counted per address, one
+    attacker held every pending connection of the listener (``max_pending_connections``) and no one
+    else could connect. Counted as the login throttle counts them: by /64, an IPv4-mapped address as IPv4."""
+    async def scenario(loop: ManualLoop) -> None:
+        limits = RelayLimits(max_pending_per_source=3, max_pending_connections=10)
+        site = Site(loop, Policies(), limits=limits)
+        attacker = [FakeSocket((f"2001:db8:0:7::{n:x}", 40000 + n)) for n in range(1, 5)]
+        for sock in attacker:
+            site.server._accepted(sock, sock.peer)  # type: ignore[arg-type]
+        mapped = [FakeSocket((f"::ffff:198.51.100.{n}", 40000)) for n in (7, 7)] + [FakeSocket(("198.51.100.7", 1))]
+        mapped.append(FakeSocket(("198.51.100.7", 2)))
+        for sock in mapped:
+            site.server._accepted(sock, sock.peer)  # type: ignore[arg-type]
+        await loop.settle()
+        assert [s.closed for s in attacker] == [False, False, False, True]
+        assert [s.closed for s in mapped] == [False, False, False, True]
+        user = await site.connect(FakeSocket(("2001:db8:0:8::1", 40000)))  # another subscriber
+        assert not user.lost and site.server.admission.total == 7
+
+    run(scenario)
