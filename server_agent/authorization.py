@@ -84,6 +84,10 @@ def read_facts(command: CommandSet, data_set: bytes, transfer_syntax: str, *, co
 def _keys(command_field: int, data_set: bytes, transfer_syntax: str, complete: bool) -> DecisionKeys:
     if not data_set:
         return DecisionKeys()
+    if not complete and command_field != CommandField.C_STORE_RQ:
+        # An identifier (PS3.4 C.4.1.1.3; of a C-MOVE, a C-GET alike) is decided whole: its first bytes may
+        # read as a whole data set, but the PACS reads the rest too (keys, a level, a character set).
+        raise MalformedDataSet(f"identifier longer than the {len(data_set)} bytes the relay holds to decide it")
     if command_field == CommandField.C_FIND_RQ:
         return identifier_keys(data_set, transfer_syntax)
     if command_field in (CommandField.C_GET_RQ, CommandField.C_MOVE_RQ):
