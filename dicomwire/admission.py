@@ -82,6 +82,7 @@ class Pending:
         """Count this connection against ``source`` instead (the client a trusted proxy named, PROXY
         protocol); False, and still counted where it was, when that source is at its bound."""
         admission = self.admission
+        source = source_key(source)
         if self.source is None or admission.per_source.get(source, 0) >= admission.limits.max_pending_per_source:
             return False
         self._uncount()
