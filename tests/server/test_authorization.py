@@ -128,6 +128,21 @@ def test_an_identifier_the_relay_could_not_hold_whole_is_never_decided_on(field:
     assert request.patient is None and "longer" in request.malformed
 
 
+@pytest.mark.parametrize("field", [0x0020, 0x0021, 0x0010], ids=["C-FIND", "C-MOVE", "C-GET"])
+def test_a_query_or_retrieval_without_an_identifier_is_refused(field: int) -> None:
+    """PS3.4 C.4.1.1.3 (C-MOVE, C-GET alike): the Identifier is mandatory. A C-FIND whose Command Data
+    Set Type says 'none' was decided as a query naming no patient; permitted with filter-results, the
+    agent answered with a Rewrite adding Patient ID to a data set that never comes: the PACS got the bare
+    command, and the gate kept that message unsettled (never idle again) for the rest of the association."""
+    extra: dict[int, Any] = {Tag.COMMAND_DATA_SET_TYPE: 0x0101}
+    if field == 0x0021:
+        extra[Tag.MOVE_DESTINATION] = "VIEWER@WS1"
+    action = {0x0020: Action.C_FIND, 0x0021: Action.C_MOVE, 0x0010: Action.C_GET}[field]
+    request = read_facts(command(field, extra), b"", IVLE, complete=True, action=action)
+    prepared = prepare(RAD, CONTEXT, request, nodes=NODES, workstations=WORKSTATIONS, now=NOW)
+    assert isinstance(prepared, Outcome) and prepared.reason is Reason.MALFORMED and prepared.status == 0xC000
+
+
 def test_the_pdp_is_asked_about_the_patient_the_request_is_decided_for() -> None:
     pinned = prepare(RAD, CONTEXT, facts(0x0020, identifier("STUDY", "PAT-1"), Action.C_FIND), nodes=NODES,
                      workstations=WORKSTATIONS, now=NOW)
