@@ -5,12 +5,34 @@ decided (or it ends): a port scan, a load balancer's TCP check, a TLS scanner, a
 finishes its TLS handshake or its A-ASSOCIATE-RQ. Pending connections are counted in all and per
 source address, and the bytes they make us hold (partial requests) are counted in all; a connection
 beyond a bound is closed at once, before any TLS work, and one whose bytes would exceed the budget is
-refused. A slot (``max_associations``) is taken only by a connection whose transport is up.
+refused. A source is an address as :func:`source_key` counts it (an IPv6 subscriber's /64 is one).
+A slot (``max_associations``) is taken only by a connection whose transport is up and whose
+A-ASSOCIATE-RQ is whole and checked: a silent or trickling connection holds a pending share, never a slot.
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 from .limits import RelayLimits
+
+# An IPv6 host is given a /64 (RFC 6177) and may use any of its addresses: holding 2^64 of them must not
+# buy 2^64 shares of a bound kept per source.
+IPV6_PREFIX = 64
+
+
+def source_key(address: str) -> str:
+    """The source an address counts as: an IPv4 address; an IPv6 address's /64; an IPv4-mapped IPv6
+    address as its IPv4 address; anything else (a Unix socket, a test's name) as given, bounded."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
+    return str(ip)
 
 
 class Admission:
@@ -28,6 +50,7 @@ class Admission:
         """A new connection from ``source``; None when a bound is reached (close it at once). A trusted
         proxy's connection is counted per source only once it names its client (:meth:`Pending.move`)."""
         limits = self.limits
+        source = source_key(source)
         if self.total >= limits.max_pending_connections or \
                 (per_source and self.per_source.get(source, 0) >= limits.max_pending_per_source):
             return None
@@ -59,6 +82,7 @@ class Pending:
         """Count this connection against ``source`` instead (the client a trusted proxy named, PROXY
         protocol); False, and still counted where it was, when that source is at its bound."""
         admission = self.admission
+        source = source_key(source)
         if self.source is None or admission.per_source.get(source, 0) >= admission.limits.max_pending_per_source:
             return False
         self._uncount()
@@ -87,4 +111,4 @@ class Pending:
         self.source = None
 
 
-__all__ = ["Admission", "Pending"]
+__all__ = ["IPV6_PREFIX", "Admission", "Pending", "source_key"]

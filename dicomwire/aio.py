@@ -34,6 +34,7 @@ from .commands import (
     CancelTimer,
     Close,
     Command,
+    Deadline,
     Log,
     OpenUpstream,
     PauseReading,
@@ -45,8 +46,9 @@ from .commands import (
     TimerKey,
     Trace,
 )
+from .errors import RejectReason
 from .policy import AssociationPolicy, ConnectionInfo
-from .questions import Question, Verdict
+from .questions import AssociationQuestion, Question, RejectAssociation, Verdict
 from .relay import RelayCore
 from .upstream import Upstream
 
@@ -146,6 +148,7 @@ class _Association:
         self.reading = {Side.CLIENT: True, Side.SERVER: True}
         self.timers: dict[TimerKey, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.deciding: dict[Question, asyncio.Task[Any]] = {}  # the policy's decisions still awaited
         self.connect_task: asyncio.Task[Any] | None = None
         self.info = ConnectionInfo(association_id=self.id, peer=None, local=None, listener=server.name)
         self.proxied: tuple[str, int] | None = None  # the client a trusted proxy named (PROXY protocol)
@@ -164,8 +167,6 @@ class _Association:
                 association_id=self.id, peer=self.proxied or peer, via=peer if self.proxied else None,
                 local=_addr(transport.get_extra_info("sockname")), listener=self.server.name,
                 peer_certificate=ssl_object.getpeercert() if ssl_object is not None else None)
-            self.slot = self.server.take_slot()
-            self.core.busy = not self.slot
             try:
                 self.policy = self.server.factory.open(self.info)
             except Exception as error:  # no policy, no association: fail closed
@@ -178,6 +179,10 @@ class _Association:
 
     def data_received(self, side: Side, data: bytes) -> None:
         self.last_activity = self.loop.time()
+        if not self.slot and side is Side.CLIENT:
+            # A slot is taken once the request is whole (see _ask); with none free now, the core refuses
+            # at the request's first byte and holds nothing for it.
+            self.core.busy = self.server.live >= self.server.max_associations
         pending = self.pending
         if pending is not None and not pending.charge(len(data)):
             self._log("warning", "pre-association memory budget spent: refused")
@@ -314,6 +319,13 @@ class _Association:
                 self.timers[timer] = self.loop.call_later(seconds - quiet, self._timer_fired, timer, seconds)
                 return
         self.run(self.core.timer_expired(timer))
+        if isinstance(timer, Deadline):
+            # The question was answered for the policy (fail closed): a decision it is still making would
+            # be acted on by nobody but the policy itself (a permit logged, a move registered) for a
+            # message the relay refused or dropped. It ends here.
+            task = self.deciding.pop(timer.question, None)
+            if task is not None:
+                task.cancel()
         self._maybe_done()
 
     # -- the policy ---------------------------------------------------------------------------------
@@ -322,6 +334,14 @@ class _Association:
         try:
             if policy is None:
                 raise RuntimeError("no policy for this association")
+            if isinstance(question, AssociationQuestion) and not self.slot:
+                # The slot (max_associations) is taken by a whole, checked request, never by a transport
+                # alone: silent or trickling connections are pending ones, bounded by admission.
+                self.slot = self.server.take_slot()
+                if not self.slot:
+                    self._answers.append((question, RejectAssociation.transient(
+                        "too many concurrent associations", RejectReason.LOCAL_LIMIT_EXCEEDED)))
+                    return
             result = question.put(policy)
         except Exception as error:  # a policy that raises denies
             self._log("error", f"policy failed on {type(question).__name__}: {error!r}; denied")
@@ -329,7 +349,9 @@ class _Association:
         if inspect.isawaitable(result):
             task = self.loop.create_task(self._decide(question, result))
             self.tasks.add(task)
+            self.deciding[question] = task
             task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(lambda _: self.deciding.pop(question, None))
         else:
             self._answers.append((question, result))  # applied by run() once its batch is out
 

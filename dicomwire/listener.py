@@ -4,9 +4,10 @@ Every accepted TCP connection is first *admitted* (:mod:`dicomwire.admission`): 
 connections without an association (in all, per source address) it is closed at once, before any TLS
 work. On a TLS listener the handshake is then done here (``loop.connect_accepted_socket``, with a deadline), so that
 a connection whose handshake fails or never starts costs no slot and is forgotten; only a connection
-whose transport is up becomes an association and may take one of ``max_associations`` slots (the
-next one gets A-ASSOCIATE-RJ rejected-transient, local-limit-exceeded; PS3.8 9.3.4). A load
-balancer's TCP check (connect, close) leaves nothing behind and is logged at debug level only.
+whose transport is up becomes an association, and once its A-ASSOCIATE-RQ is whole it may take one
+of ``max_associations`` slots (the next one gets A-ASSOCIATE-RJ rejected-transient, local-limit-exceeded;
+PS3.8 9.3.4). A load balancer's TCP check (connect, close, or connect and wait) leaves nothing behind and
+is logged at debug level only.
 
 Shutdown follows uvicorn's order: stop accepting, let live associations finish until a deadline,
 then end them at an association boundary (A-ABORT), then abort what is left.

@@ -365,8 +365,13 @@ def check_associate_rq(rq: AssociatePdu) -> None:
             f"application context {context!r} is not the DICOM application context",
             reason=RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED,
         )
-    for pc in rq.presentation_contexts:
+    seen: set[int] = set()
+    for pc in rq.presentation_contexts:  # PS3.8 7.1.1.13: one ID, one context (else DCMTK reads the first)
         pc.check()
+        if pc.id in seen:
+            raise ProtocolError(f"presentation context id {pc.id} is proposed more than once (PS3.8 7.1.1.13)",
+                                reason=AbortReason.INVALID_PDU_PARAMETER_VALUE)
+        seen.add(pc.id)
     info = rq.user_information
     if info is None:
         raise ProtocolError("A-ASSOCIATE-RQ has no User Information item (PS3.8 9.3.2)")

@@ -35,6 +35,9 @@ ACTIONS = {CommandField.C_ECHO_RQ: Action.C_ECHO, CommandField.C_FIND_RQ: Action
            CommandField.C_STORE_RQ: Action.C_STORE}
 
 
+_IDENTIFIED = frozenset({CommandField.C_FIND_RQ, CommandField.C_GET_RQ, CommandField.C_MOVE_RQ})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Facts:
     """One request as the decision sees it: what is asked for, about whom.
@@ -72,7 +75,7 @@ def read_facts(command: CommandSet, data_set: bytes, transfer_syntax: str, *, co
     """The facts of a request, its data set read strictly by the reader its command calls for."""
     destination = command.move_destination or move_destination
     try:
-        keys = _keys(command.command_field, data_set, transfer_syntax, complete)
+        keys = _keys(command.command_field, data_set, transfer_syntax, complete, command.has_data_set)
     except MalformedDataSet as error:
         return Facts(action=action, command=command, sub_operation_of=sub_operation_of, move_destination=destination,
                      malformed=error.detail, status=error.status, data_set=data_set, transfer_syntax=transfer_syntax)
@@ -81,9 +84,15 @@ def read_facts(command: CommandSet, data_set: bytes, transfer_syntax: str, *, co
                  transfer_syntax=transfer_syntax)
 
 
-def _keys(command_field: int, data_set: bytes, transfer_syntax: str, complete: bool) -> DecisionKeys:
+def _keys(command_field: int, data_set: bytes, transfer_syntax: str, complete: bool, announced: bool) -> DecisionKeys:
+    if not announced and command_field in _IDENTIFIED:
+        raise MalformedDataSet("no identifier (mandatory: PS3.4 C.4.1.1.3; C-MOVE, C-GET alike)")
     if not data_set:
         return DecisionKeys()
+    if not complete and command_field != CommandField.C_STORE_RQ:
+        # An identifier (PS3.4 C.4.1.1.3; of a C-MOVE, a C-GET alike) is decided whole: its first bytes may
+        # read as a whole data set, but the PACS reads the rest too (keys, a level, a character set).
+        raise MalformedDataSet(f"identifier longer than the {len(data_set)} bytes the relay holds to decide it")
     if command_field == CommandField.C_FIND_RQ:
         return identifier_keys(data_set, transfer_syntax)
     if command_field in (CommandField.C_GET_RQ, CommandField.C_MOVE_RQ):

@@ -28,31 +28,17 @@ belongs to the shared store (Redis) of ``docs/architecture.md``'s scale section.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dicomwire.admission import source_key
+
 from .config import ThrottleConfig
 
 log = logging.getLogger("server_agent.throttle")
-
-IPV6_PREFIX = 64
-
-
-def source_key(address: str) -> str:
-    """The source an address counts as (see the module's docstring)."""
-    try:
-        ip = ipaddress.ip_address(address.partition("%")[0])
-    except ValueError:
-        return address[:64]  # not an IP address (a test's name): counted as given, bounded
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
-    return str(ip)
 
 
 @dataclass(slots=True)
@@ -140,3 +126,6 @@ class LoginThrottle:
     def sizes(self) -> tuple[int, int]:
         """(sources counted, sources refused): for tests and metrics."""
         return len(self._counts), len(self._refused)
+
+
+__all__ = ["LoginThrottle", "source_key"]

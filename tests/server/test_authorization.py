@@ -113,6 +113,36 @@ def test_a_malformed_data_set_is_refused_with_its_own_status() -> None:
     assert isinstance(prepared, Outcome) and prepared.status == 0xC000
 
 
+@pytest.mark.parametrize("field", [0x0020, 0x0021, 0x0010], ids=["C-FIND", "C-MOVE", "C-GET"])
+def test_an_identifier_the_relay_could_not_hold_whole_is_never_decided_on(field: int) -> None:
+    """An identifier longer than RelayLimits.max_identifier_length reaches the policy as its first bytes
+    (``data_set_complete`` False). Cut at an element boundary those bytes read as a whole data set, and
+    the request was decided on them (pinned to PAT-1) while the PACS read the rest too: a Specific
+    Character Set, a Query/Retrieve Level or keys the agent never saw."""
+    prefix = identifier("PATIENT", "PAT-1") + tagged(0x0010, 0x1000, b"X" * 4096)  # Other Patient IDs: filler
+    action = {0x0020: Action.C_FIND, 0x0021: Action.C_MOVE, 0x0010: Action.C_GET}[field]
+    extra = {Tag.MOVE_DESTINATION: "VIEWER@WS1"} if field == 0x0021 else {}
+    request = read_facts(command(field, extra), prefix, IVLE, complete=False, action=action)
+    prepared = prepare(RAD, CONTEXT, request, nodes=NODES, workstations=WORKSTATIONS, now=NOW)
+    assert isinstance(prepared, Outcome) and prepared.reason is Reason.MALFORMED and prepared.status == 0xC000
+    assert request.patient is None and "longer" in request.malformed
+
+
+@pytest.mark.parametrize("field", [0x0020, 0x0021, 0x0010], ids=["C-FIND", "C-MOVE", "C-GET"])
+def test_a_query_or_retrieval_without_an_identifier_is_refused(field: int) -> None:
+    """PS3.4 C.4.1.1.3 (C-MOVE, C-GET alike): the Identifier is mandatory. A C-FIND whose Command Data
+    Set Type says 'none' was decided as a query naming no patient; permitted with filter-results, the
+    agent answered with a Rewrite adding Patient ID to a data set that never comes: the PACS got the bare
+    command, and the gate kept that message unsettled (never idle again) for the rest of the association."""
+    extra: dict[int, Any] = {Tag.COMMAND_DATA_SET_TYPE: 0x0101}
+    if field == 0x0021:
+        extra[Tag.MOVE_DESTINATION] = "VIEWER@WS1"
+    action = {0x0020: Action.C_FIND, 0x0021: Action.C_MOVE, 0x0010: Action.C_GET}[field]
+    request = read_facts(command(field, extra), b"", IVLE, complete=True, action=action)
+    prepared = prepare(RAD, CONTEXT, request, nodes=NODES, workstations=WORKSTATIONS, now=NOW)
+    assert isinstance(prepared, Outcome) and prepared.reason is Reason.MALFORMED and prepared.status == 0xC000
+
+
 def test_the_pdp_is_asked_about_the_patient_the_request_is_decided_for() -> None:
     pinned = prepare(RAD, CONTEXT, facts(0x0020, identifier("STUDY", "PAT-1"), Action.C_FIND), nodes=NODES,
                      workstations=WORKSTATIONS, now=NOW)

@@ -57,6 +57,31 @@ def test_a_relay_without_a_free_slot_rejects_at_the_first_byte() -> None:
     run(scenario)
 
 
+def test_connections_that_send_nothing_or_part_of_a_request_hold_no_slot() -> None:
+    """A TCP connection up but silent (a load balancer's check that holds it, a port scanner, an
+    attacker refreshing it every ARTIM period), or one trickling an A-ASSOCIATE-RQ, is a pending
+    connection (bounded by admission), not an association. Before the fix it took a slot the moment
+    its transport was up: on a plain listener ``max_associations`` silent connections (20 from one
+    address on a site of 20 slots; seven addresses for the default 200) refused every user with
+    A-ASSOCIATE-RJ 2/3/2 for as long as they were renewed."""
+    async def scenario(loop: ManualLoop) -> None:
+        site = Site(loop, Policies(), max_associations=1)
+        silent = await site.connect(FakeSocket(("192.0.2.66", 40001)))
+        trickling = await site.connect(FakeSocket(("192.0.2.66", 40002)))
+        trickling.feed(RQ[:20])
+        await loop.settle()
+        assert site.server.live == 0 and site.server.admission.total == 2
+        await site.associate()  # the user is served
+        assert site.server.live == 1
+        trickling.feed(RQ[20:])  # the slot is taken now: this one is told so once its request is whole
+        await loop.settle()
+        assert decode_pdu(trickling.take()) == AssociateRJ(2, 3, 2) and trickling.lost
+        assert silent.take() == b"" and not silent.lost
+        assert [len(p.questions) for p in site.policies.opened] == [0, 0, 1]  # only the user's was asked
+
+    run(scenario)
+
+
 def test_a_connection_over_the_pre_association_byte_budget_is_rejected() -> None:
     async def scenario(loop: ManualLoop) -> None:
         site = Site(loop, Policies(), limits=RelayLimits(max_pending_bytes=len(RQ) - 1))
@@ -145,5 +170,28 @@ def test_an_association_over_but_for_a_peer_that_stopped_reading_is_aborted_afte
         assert site.server.live == 0 and not client.lost  # over, no slot held, still flushing to the client
         await loop.advance(3 + 0.1)
         assert client.lost  # aborted: nothing is held for a peer that never reads
+
+    run(scenario)
+
+
+def test_the_addresses_of_one_ipv6_subscriber_count_as_one_source() -> None:
+    """An IPv6 host is given a /64 and may use any of its 2^64 addresses: counted per address, one
+    attacker held every pending connection of the listener (``max_pending_connections``) and no one
+    else could connect. Counted as the login throttle counts them: by /64, an IPv4-mapped address as IPv4."""
+    async def scenario(loop: ManualLoop) -> None:
+        limits = RelayLimits(max_pending_per_source=3, max_pending_connections=10)
+        site = Site(loop, Policies(), limits=limits)
+        attacker = [FakeSocket((f"2001:db8:0:7::{n:x}", 40000 + n)) for n in range(1, 5)]
+        for sock in attacker:
+            site.server._accepted(sock, sock.peer)  # type: ignore[arg-type]
+        mapped = [FakeSocket((f"::ffff:198.51.100.{n}", 40000)) for n in (7, 7)] + [FakeSocket(("198.51.100.7", 1))]
+        mapped.append(FakeSocket(("198.51.100.7", 2)))
+        for sock in mapped:
+            site.server._accepted(sock, sock.peer)  # type: ignore[arg-type]
+        await loop.settle()
+        assert [s.closed for s in attacker] == [False, False, False, True]
+        assert [s.closed for s in mapped] == [False, False, False, True]
+        user = await site.connect(FakeSocket(("2001:db8:0:8::1", 40000)))  # another subscriber
+        assert not user.lost and site.server.admission.total == 7
 
     run(scenario)

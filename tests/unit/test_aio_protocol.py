@@ -45,7 +45,7 @@ def test_artim_closes_a_connection_that_never_sends_a_request_and_frees_everythi
     async def scenario(loop: ManualLoop) -> None:
         site = Site(loop, Policies())
         client = await site.connect()
-        assert site.server.live == 1 and site.server.admission.total == 1
+        assert site.server.live == 0 and site.server.admission.total == 1  # pending: no slot without a request
         await loop.advance(LIMITS.artim_timeout - 0.001)
         assert not client.closing
         await loop.advance(0.001)
@@ -168,11 +168,38 @@ def test_a_request_never_answered_is_refused_at_its_deadline_and_the_association
         await loop.settle()
         assert server.take() == echo(2)
         (waiting,) = never.futures
-        assert not waiting.done()  # the late verdict may still come (and will be ignored) ...
+        assert waiting.cancelled()  # the policy's wait ended with the deadline (see the test below)
         released(client, server)
         await loop.settle()
         assert ending(site.policy).reason == "released"
-        assert waiting.cancelled()  # ... until the association is over
+
+    run(scenario)
+
+
+def test_a_decision_that_comes_after_its_deadline_is_never_acted_on_by_the_policy() -> None:
+    """The relay refused the request at its deadline; a policy still deciding must not go on to write
+    a permit for it (the server agent logs each decision it concludes, and registers a permitted
+    C-MOVE for the return path): the decision log would show a permit for a request the PACS never got.
+    Before the fix the policy's task ran on and concluded 'permit' 5 s after the refusal."""
+    concluded: list[int | None] = []
+
+    async def slow_pdp(question: Question) -> Verdict:
+        await asyncio.sleep(LIMITS.decision_timeout + 5)  # a PDP answering late
+        assert isinstance(question, RequestQuestion)
+        concluded.append(question.command.message_id)  # what ServerAssociation._concluded records
+        return Permit()
+
+    async def scenario(loop: ManualLoop) -> None:
+        site = Site(loop, Policies(decided({RequestQuestion: slow_pdp})))
+        client, server = await site.associate()
+        client.feed(echo(1))
+        await loop.advance(LIMITS.decision_timeout)
+        assert client.take() == echo_response(1, 0x0124, "Authorization decision timed out")
+        await loop.advance(10)
+        assert server.take() == b"" and concluded == []
+        released(client, server)
+        await loop.settle()
+        assert ending(site.policy).reason == "released" and concluded == []
 
     run(scenario)
 

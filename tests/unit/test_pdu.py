@@ -236,3 +236,20 @@ def test_pdv_overrun_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="overruns"):
         iter_pdvs(bytes(bad))
     assert iter_pdvs(P_DATA_ECHO) == [Pdv(1, 3, memoryview(bytes.fromhex("deadbeef0001")))]
+
+
+def test_a_presentation_context_id_proposed_twice_is_invalid() -> None:
+    """PS3.8 7.1.1.13: a Presentation Context ID identifies one context of the association. Proposed
+    twice, it names two: the relay's bookkeeping (``accepted_contexts``) kept the last one's abstract
+    syntax while DCMTK (Orthanc) accepts the ID once, with the first one's abstract syntax
+    (``ASC_acceptPresentationContext`` looks the ID up in the proposed list), so a request on it was
+    checked against one SOP class by the agent and meant another to the PACS."""
+    data = bytearray(pynetdicom_rq(contexts=((1, "1.2.840.10008.1.1", ["1.2.840.10008.1.2"]),
+                                             (3, "1.2.840.10008.5.1.4.1.2.2.1", ["1.2.840.10008.1.2"]))))
+    first = data.index(bytes([ItemType.PRESENTATION_CONTEXT_RQ, 0]), 74)
+    second = data.index(bytes([ItemType.PRESENTATION_CONTEXT_RQ, 0]), first + 4)
+    assert data[second + 4] == 3
+    data[second + 4] = 1  # the second context's id byte: 1 again
+    with pytest.raises(ProtocolError, match="more than once") as raised:
+        check_associate_rq(decode_associate(bytes(data)))
+    assert raised.value.reason == AbortReason.INVALID_PDU_PARAMETER_VALUE

@@ -140,3 +140,15 @@ def test_connections_through_a_proxy_are_bounded_per_client_not_per_proxy() -> N
         assert pending is not None
         pending.leave()
     assert admission.per_source == {} and admission.total == 0
+
+
+def test_clients_a_proxy_names_in_one_ipv6_subscriber_prefix_count_as_one_source() -> None:
+    """As for direct connections (test_aio_listener): the client a PROXY header names is counted by its
+    /64, or a single IPv6 host behind the load balancer could hold every pending connection."""
+    from dicomwire.admission import Admission
+    from dicomwire.limits import RelayLimits
+
+    admission = Admission(RelayLimits(max_pending_per_source=2, max_pending_connections=10))
+    through = [admission.admit("10.0.0.1", per_source=False) for _ in range(3)]
+    assert [p.move(f"2001:db8:0:7::{n}") for n, p in enumerate(through, 1) if p is not None] == [True, True, False]
+    assert admission.per_source == {"10.0.0.1": 1, "2001:db8:0:7::/64": 2}
