@@ -399,8 +399,11 @@ class Gate:
                 self.to_other.emit(first.frame.data, first.ends_idle, out)
                 continue
             kept = kept_pdvs(first, fates, messages, self.to_other.max_length)
-            for pdu in pack(kept, self.to_other.max_length):
-                self.to_other.emit(pdu, first.ends_idle, out)
+            # Only the frame's last PDU can end at a message boundary: one before it would let a waiting
+            # refusal in between the fragments of a message.
+            pdus = pack(kept, self.to_other.max_length)
+            for n, pdu in enumerate(pdus, 1):
+                self.to_other.emit(pdu, first.ends_idle and n == len(pdus), out)
         # Forget what no frame needs any more (PASS is what an unknown message gets, so the rest of a
         # passed message's data set takes the pass-through path).
         live = {s for h in held for s in h.seqs}
