@@ -102,3 +102,31 @@ def pynetdicom_ac(*, max_length: int = 16384, contexts: Iterable[int] = (1,),
     ac = pn_pdu.A_ASSOCIATE_AC()
     ac.from_primitive(primitive)
     return bytes(ac.encode())
+
+
+_DIMSE_PRIMITIVES = {"ECHO": "C_ECHO", "FIND": "C_FIND", "MOVE": "C_MOVE", "GET": "C_GET", "STORE": "C_STORE",
+                     "CANCEL": "C_CANCEL"}
+
+
+def pynetdicom_message(kind: str, *, context_id: int = 1, max_pdu: int = 16384, data_set: bytes | None = None,
+                       **fields: object) -> list[bytes]:
+    """A DIMSE message (``kind`` as pynetdicom names it: ``C_FIND_RQ``) as the P-DATA-TF PDUs pynetdicom
+    sends for it, its command set and data set fragmented by its own encoder (PS3.7 6.3.1, PS3.8 E.2)."""
+    from io import BytesIO
+
+    from pynetdicom import dimse_messages as pn_dm
+    from pynetdicom import dimse_primitives as pn_dp
+
+    primitive = getattr(pn_dp, _DIMSE_PRIMITIVES[kind.split("_")[1]])()
+    for key, value in fields.items():
+        setattr(primitive, key, value)
+    if data_set is not None:
+        setattr(primitive, "DataSet" if kind.startswith("C_STORE") else "Identifier", BytesIO(data_set))
+    message = getattr(pn_dm, kind)()
+    message.primitive_to_message(primitive)
+    pdus = []
+    for p_data in message.encode_msg(context_id, max_pdu):
+        pdu = pn_pdu.P_DATA_TF()
+        pdu.from_primitive(p_data)
+        pdus.append(bytes(pdu.encode()))
+    return pdus
