@@ -236,3 +236,13 @@ def test_pdv_overrun_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="overruns"):
         iter_pdvs(bytes(bad))
     assert iter_pdvs(P_DATA_ECHO) == [Pdv(1, 3, memoryview(bytes.fromhex("deadbeef0001")))]
+
+
+@pytest.mark.parametrize("title", ["VIEWÉR1", "PACS\u00a0", "A\udc80", "\u0663"])
+def test_a_non_ascii_ae_title_is_an_encode_error(title: str) -> None:
+    # Found by fuzz/pdu_fuzz.py: the check read the title with "replace" (a valid "?"), then encoding
+    # it raised UnicodeEncodeError, where callers expect EncodeError (PS3.5 6.2, VR AE).
+    from dicomwire.errors import EncodeError
+
+    with pytest.raises(EncodeError, match="non-ASCII"):
+        decode_associate(pynetdicom_rq()).with_ae_titles(called=title)
