@@ -130,7 +130,7 @@ def dimse_seeds() -> Iterable[bytes]:
 def relay_seeds() -> Iterable[bytes]:
     from fuzz.relay_seeds import seeds
 
-    return seeds(associations(), messages)
+    return seeds(messages)
 
 
 HARNESSES = {"dataset": dataset_seeds, "pdu": pdu_seeds, "dimse": dimse_seeds, "relay": relay_seeds}
