@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of DIMSE command sets and message assembly (atheris; PS3.7 6.3.1, 9.3, Annex
 E; PS3.8 Annex E).
 
-    python fuzz/dimse_fuzz.py [corpus_dir] -atheris_runs=10000000 [-max_len=4096] [libFuzzer flags]
+    python fuzz/dimse_fuzz.py [corpus_dir] -atheris_runs=10000000 [libFuzzer flags; -max_len is MAX_LEN unless given]
 
 An input is ``mode(1) a(1) b(1) data``; ``mode % 4`` chooses what ``data`` is:
 
@@ -312,7 +312,12 @@ def test_one_input(raw: bytes) -> None:
         check_typed(data)
 
 
+MAX_LEN = 4096  # libFuzzer's -max_len unless given: inputs of this size already reach every path
+
+
 def main() -> None:
+    if not any(arg.startswith("-max_len=") for arg in sys.argv):
+        sys.argv.append(f"-max_len={MAX_LEN}")
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
 

@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of the PDU codec (atheris): the framer, A-ASSOCIATE-RQ/AC with their items,
 the User Identity sub-item, the fixed PDUs and the P-DATA-TF walker (PS3.8 9.3, PS3.7 D.3.3.7).
 
-    python fuzz/pdu_fuzz.py [corpus_dir] -atheris_runs=10000000 [-max_len=16384] [libFuzzer flags]
+    python fuzz/pdu_fuzz.py [corpus_dir] -atheris_runs=10000000 [libFuzzer flags; -max_len is MAX_LEN unless given]
 
 An input is ``bounds(1) chunking(1) n(1) extra(n) stream``. ``bounds`` chooses the framer's limits and,
 with bit 0x10, makes ``stream`` one PDU whose length field the harness sets itself (so that the decoders
@@ -265,7 +265,12 @@ def test_one_input(raw: bytes) -> None:
         check_pdu(stream, extra)  # the fixed-up PDU even past the framer's bounds
 
 
+MAX_LEN = 12000  # libFuzzer's -max_len unless given: the longest seed
+
+
 def main() -> None:
+    if not any(arg.startswith("-max_len=") for arg in sys.argv):
+        sys.argv.append(f"-max_len={MAX_LEN}")
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
 
