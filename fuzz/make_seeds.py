@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.filebase import DicomBytesIO  # noqa: E402
 from pydicom.filewriter import write_dataset  # noqa: E402
 
+from dicomwire.errors import AbortSource, RejectResult, RejectSource  # noqa: E402
 from dicomwire.pdu import RELEASE_RP_BYTES, RELEASE_RQ_BYTES, abort_pdu, reject_pdu  # noqa: E402
 from dicomwire.pdv import iter_pdvs  # noqa: E402
 from tests.support.wire import golden, pynetdicom_ac, pynetdicom_message, pynetdicom_rq  # noqa: E402
@@ -104,7 +105,8 @@ def associations() -> list[bytes]:
 
 
 def pdu_seeds() -> Iterable[bytes]:
-    fixed = [reject_pdu(1, 1, 7), abort_pdu(0, 0), abort_pdu(2, 6), RELEASE_RQ_BYTES, RELEASE_RP_BYTES]
+    fixed = [reject_pdu(RejectResult.PERMANENT, RejectSource.SERVICE_USER, 7), abort_pdu(AbortSource.SERVICE_USER),
+             abort_pdu(AbortSource.SERVICE_PROVIDER, 6), RELEASE_RQ_BYTES, RELEASE_RP_BYTES]
     p_data = [b"".join(pdus) for pdus in messages(64)]
     streams = associations() + fixed + p_data + [pynetdicom_ac() + b"".join(p_data) + RELEASE_RQ_BYTES]
     prefixes = (b"\x00\x00\x00", b"\x10\x03\x00", b"\x01\x05\x04ABCD", b"\x12\x07\x09\x05\x01\x03tokPASSW")

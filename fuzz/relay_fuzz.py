@@ -211,10 +211,19 @@ class Run:
             self.r.u8()
 
     def read_client(self) -> None:
-        self.read(Side.CLIENT)
+        self.read_some(Side.CLIENT)
 
     def read_server(self) -> None:
-        self.read(Side.SERVER)
+        self.read_some(Side.SERVER)
+
+    def read_some(self, side: Side) -> None:
+        """Part of what the peer sent arrives (the rest later, or never): a message stops half read."""
+        size = self.r.u16() or 1
+        if self.readable(side) and self.waiting[side]:
+            part, self.waiting[side] = self.waiting[side][:size], self.waiting[side][size:]
+            self.watch.received(side, part)
+            closed = self.core.closed
+            self.call(self.core.data_received(side, part), closed)
 
     def readable(self, side: Side) -> bool:
         return self.up[side] and not self.eof[side] and not self.paused[side] and not self.watch.outbound[side].closed

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dicomwire.association import Side
 from dicomwire.dimse import NO_DATA_SET, CommandField, Tag, encode_command
-from dicomwire.pdu import RELEASE_RP_BYTES, RELEASE_RQ_BYTES, abort_pdu, reject_pdu
-from dicomwire.pdv import encode_p_data, fragment, fragment_message, pack
+from dicomwire.errors import AbortSource, RejectResult, RejectSource
+from dicomwire.pdu import RELEASE_RP_BYTES, RELEASE_RQ_BYTES, PduFramer, abort_pdu, reject_pdu
+from dicomwire.pdv import Pdv, encode_p_data, fragment, fragment_message, iter_pdvs, pack
 from tests.support.wire import pynetdicom_ac, pynetdicom_rq
 
 ECHO, FIND, MOVE, GET, CT = ("1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.2.2",
@@ -37,7 +38,9 @@ ACS = (
     pynetdicom_ac(contexts=tuple(CONTEXTS.values()), max_length=32),
     pynetdicom_ac(contexts=(3, 7, 9), max_length=200),
 )
-FIXED = (RELEASE_RQ_BYTES, RELEASE_RP_BYTES, abort_pdu(), abort_pdu(0), reject_pdu(1, 1, 7), reject_pdu(2, 3, 1))
+FIXED = (RELEASE_RQ_BYTES, RELEASE_RP_BYTES, abort_pdu(), abort_pdu(AbortSource.SERVICE_USER),
+         reject_pdu(RejectResult.PERMANENT, RejectSource.SERVICE_USER, 7),
+         reject_pdu(RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION, 1))
 
 IDENTIFIER = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY \x10\x00\x20\x00\x0a\x00\x00\x00PAT-REF-1 "
 # Orthanc's pending C-GET-RSP carries (0008,0000) and (0008,0058) in its command set (issue 13).
@@ -45,7 +48,7 @@ ORTHANC_TAIL = b"\x08\x00\x00\x00\x04\x00\x00\x00\x0a\x00\x00\x00\x08\x00\x58\x0
 KINDS = (CommandField.C_ECHO_RQ, CommandField.C_FIND_RQ, CommandField.C_MOVE_RQ, CommandField.C_GET_RQ,
          CommandField.C_STORE_RQ, CommandField.C_CANCEL_RQ, CommandField.N_ACTION_RQ, CommandField.C_ECHO_RSP,
          CommandField.C_FIND_RSP, CommandField.C_MOVE_RSP, CommandField.C_GET_RSP, CommandField.C_STORE_RSP)
-SOP_CLASS = {CommandField.C_ECHO_RQ: ECHO, CommandField.C_FIND_RQ: FIND, CommandField.C_MOVE_RQ: MOVE,
+SOP_CLASS: dict[int, str] = {CommandField.C_ECHO_RQ: ECHO, CommandField.C_FIND_RQ: FIND, CommandField.C_MOVE_RQ: MOVE,
              CommandField.C_GET_RQ: GET, CommandField.C_STORE_RQ: CT, CommandField.N_ACTION_RQ: CT}
 STATUSES = (0xFF00, 0x0000, 0xFF01, 0xA700, 0xC000, 0xB000, 0xFE00, 0xFF00)
 FRAGMENTS = (16384, 24, 64, 300)
@@ -86,8 +89,11 @@ Outstanding = list[tuple[int, int, int]]  # (Message ID, Command Field, context)
 def pdus(r: Reader, side: Side, others: Outstanding) -> bytes:
     """One thing a peer sends: an association PDU, a DIMSE message, a fixed PDU, or raw bytes."""
     choice = r.u8()
-    if choice < 0x80:
+    if choice < 0x70:
         data = message(r, others)
+    elif choice < 0x80:  # two messages whose PDVs share P-DATA-TF PDUs: a question stops inside a PDU
+        data = b"".join(pack([pdv for pdu in (message(r, others), message(r, others)) for pdv in pdvs_of(pdu)],
+                             FRAGMENTS[choice % len(FRAGMENTS)]))
     elif choice < 0xA0:
         data = (RQS if side is Side.CLIENT else ACS)[choice % 4]
     elif choice < 0xC0:
@@ -95,6 +101,14 @@ def pdus(r: Reader, side: Side, others: Outstanding) -> bytes:
     else:
         return r.blob(r.u8())
     return mutate(r, data)
+
+
+def pdvs_of(data: bytes) -> list[Pdv]:
+    """The PDVs of consecutive P-DATA-TF PDUs made here."""
+    out: list[Pdv] = []
+    for frame in PduFramer().feed(data):
+        out += iter_pdvs(frame.data)
+    return out
 
 
 def mutate(r: Reader, data: bytes) -> bytes:
@@ -108,7 +122,7 @@ def mutate(r: Reader, data: bytes) -> bytes:
 
 
 def message(r: Reader, others: Outstanding) -> bytes:
-    kind = KINDS[r.u8() % len(KINDS)]
+    kind: int = KINDS[r.u8() % len(KINDS)]
     values: dict[int, int | str] = {Tag.COMMAND_FIELD: kind}
     pick = r.u8()
     if kind < 0x8000:

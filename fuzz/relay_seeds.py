@@ -85,9 +85,30 @@ def scenarios() -> list[Program]:
     late.add(TIMER, 0x00, TIMER, 0x01, ANSWER, 0xF0, 0x00).add(READ_CLIENT, 0x00)
     late.message(SEND_CLIENT, CANCEL_RQ, pick=1).add(SHUTDOWN)
 
-    dcmtk = Program(limits=0, asks=2, flags=1).associate(rq=3, ac=3)
-    dcmtk.message(SEND_CLIENT, MOVE_RQ, pick=1, how=1, asks=[(PERMIT,)]).fixed(SEND_SERVER, 0xA3)
-    return [transparent, reviewed, retrieve, late, dcmtk]
+    # A refusal to the client while the server is in the middle of a C-STORE to it: it waits for the end.
+    mid = Program(limits=1, asks=0).associate()
+    mid.add(SEND_SERVER, 0x00, STORE_RQ, 5, 0x80, 0x00, 0x01, 0x00, 0xFF, 0x00)  # sent, not read yet
+    mid.add(READ_SERVER, 0x01, 0x90).answers([(PERMIT,)])
+    mid.message(SEND_CLIENT, ECHO_RQ, pick=2, asks=[(REFUSE,)]).add(READ_SERVER, 0xFF, 0xFF)
+    mid.message(SEND_CLIENT, STORE_RSP, pick=0, status=1).release()
+
+    # Two requests in one P-DATA-TF: the first one's question stops the core inside the PDU.
+    shared = Program(asks=0).associate()
+    shared.add(SEND_CLIENT, 0x70, ECHO_RQ, 1, 0x00, 0x00, 0x00, FIND_RQ, 2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00)
+    shared.answers([(PERMIT,), (REFUSE,)]).release()
+
+    # A reviewed C-FIND match too long to be held whole, answered with a rewritten data set.
+    long_match = Program(limits=1, asks=0).associate()
+    long_match.message(SEND_CLIENT, FIND_RQ, asks=[(PERMIT_REVIEW,)])
+    long_match.message(SEND_SERVER, FIND_RSP, status=0, size=0x07, asks=[(0x03,)])
+    long_match.message(SEND_SERVER, FIND_RSP, status=1, asks=[(0x00,)])
+
+    # An A-ASSOCIATE-RQ whose called AE title holds a control character: rejected, not asked about.
+    bad_title = Program().add(SEND_CLIENT, 0x80, 0xE0, 0x00, 0x0A, 0x01, 0x00, 0x00)
+
+    more = Program(limits=0, asks=2, flags=1).associate(rq=3, ac=3)
+    more.message(SEND_CLIENT, MOVE_RQ, pick=1, how=1, asks=[(PERMIT,)]).fixed(SEND_SERVER, 0xA3)
+    return [transparent, reviewed, retrieve, late, mid, shared, long_match, bad_title, more]
 
 
 def seeds(messages: Callable[[int], list[list[bytes]]]) -> list[bytes]:
