@@ -83,7 +83,7 @@ with atheris.instrument_imports(include=["dicomwire"]):
     from dicomwire.relay import RelayCore
     from dicomwire.trace import format_fact
 
-from fuzz.relay_peers import IDENTIFIER, Reader, chunks, pdus
+from fuzz.relay_peers import AVOID_KNOWN_FINDINGS, IDENTIFIER, Reader, chunks, pdus
 from fuzz.relay_watch import Watch
 
 LIMITS = (
@@ -204,7 +204,7 @@ class Run:
 
     def peer_sends(self, side: Side) -> None:
         if not self.eof[side]:
-            self.waiting[side] += pdus(self.r, side, self.watch.inbound[side.other].outstanding)
+            self.waiting[side] += pdus(self.r, side, *self.watch.answerable(side))
         if self.r.u8() < 0xC0:
             self.read(side)
         else:
@@ -311,6 +311,8 @@ class Run:
             return (Permit(), Permit(review=review), Refuse(comment=COMMENTS[choice >> 4 & 3], status=0xA700),
                     Rewrite(command=rewritten(question), review=review), Rewrite(data_set=IDENTIFIER),
                     Refuse(comment="Not authorized"), Drop(), ForwardAccept())[choice & 7]
+        if AVOID_KNOWN_FINDINGS and not question.data_set_complete and choice & 7 == 3:
+            return Drop()  # a data set rewritten from its head: the first finding (test_relay_fuzz_findings.py)
         return (Permit(), Drop(reason_text="not for this user"), Rewrite(command=rewritten(question)),
                 Rewrite(data_set=IDENTIFIER), Refuse(comment="wrong kind"), Permit(), Permit(),
                 Drop())[choice & 7]

@@ -56,6 +56,11 @@ MAX_READS = 12  # reads per chunked send: byte-by-byte reads of a whole message 
 _IDENTIFIER_KINDS = (CommandField.C_FIND_RQ, CommandField.C_MOVE_RQ, CommandField.C_GET_RQ)
 
 
+# Findings the core still has (tests/unit/test_relay_fuzz_findings.py, xfail): the harness does not walk into
+# them again, so that a long run looks for new ones. Set False once the lead's fix lands (and the markers go).
+AVOID_KNOWN_FINDINGS = True
+
+
 class Reader:
     """The fuzzer's bytes, read in order; zeros once they run out (then ``done``)."""
 
@@ -83,17 +88,17 @@ class Reader:
         return chunk
 
 
-Outstanding = list[tuple[int, int, int]]  # (Message ID, Command Field, context) of the other side's requests
+Outstanding = list[tuple[int, int, int]]  # (Message ID, Command Field, context) of requests a peer received
 
 
-def pdus(r: Reader, side: Side, others: Outstanding) -> bytes:
+def pdus(r: Reader, side: Side, others: Outstanding, avoid: set[int]) -> bytes:
     """One thing a peer sends: an association PDU, a DIMSE message, a fixed PDU, or raw bytes."""
     choice = r.u8()
     if choice < 0x70:
-        data = message(r, others)
+        data = message(r, others, avoid)
     elif choice < 0x80:  # two messages whose PDVs share P-DATA-TF PDUs: a question stops inside a PDU
-        data = b"".join(pack([pdv for pdu in (message(r, others), message(r, others)) for pdv in pdvs_of(pdu)],
-                             FRAGMENTS[choice % len(FRAGMENTS)]))
+        both = pdvs_of(message(r, others, avoid)) + pdvs_of(message(r, others, avoid))
+        data = b"".join(pack(both, FRAGMENTS[choice % len(FRAGMENTS)]))
     elif choice < 0xA0:
         data = (RQS if side is Side.CLIENT else ACS)[choice % 4]
     elif choice < 0xC0:
@@ -121,14 +126,14 @@ def mutate(r: Reader, data: bytes) -> bytes:
     return data[:position]  # cut short
 
 
-def message(r: Reader, others: Outstanding) -> bytes:
+def message(r: Reader, others: Outstanding, avoid: set[int]) -> bytes:
     kind: int = KINDS[r.u8() % len(KINDS)]
     values: dict[int, int | str] = {Tag.COMMAND_FIELD: kind}
     pick = r.u8()
     if kind < 0x8000:
         context = _request(kind, values, pick)
     else:
-        kind, context = _response(kind, values, pick, r.u8(), others)
+        kind, context = _response(kind, values, pick, r.u8(), others, avoid)
     data_set = _data_set(r, kind)
     values[Tag.COMMAND_DATA_SET_TYPE] = NO_DATA_SET if data_set is None else 1
     where = r.u8()
@@ -156,10 +161,15 @@ def _request(kind: int, values: dict[int, int | str], pick: int) -> int:
     return CONTEXTS[sop_class]
 
 
-def _response(kind: int, values: dict[int, int | str], pick: int, status: int,
-              others: Outstanding) -> tuple[int, int]:
+def _response(kind: int, values: dict[int, int | str], pick: int, status: int, others: Outstanding,
+              avoid: set[int]) -> tuple[int, int]:
+    """A response: mostly to a request this peer received (``others``); else to a Message ID of its own
+    choosing, but none in ``avoid`` (requests of the other side this peer has not received: answering them
+    is tests/unit/test_relay_fuzz_findings.py's second finding, avoided until the core refuses it)."""
     context = CONTEXTS.get(SOP_CLASS.get(kind & 0x7FFF, CT), 3)
     mid = 1 + pick % 4
+    if AVOID_KNOWN_FINDINGS and mid in avoid:
+        mid += 100
     if others and pick < 0xC0:  # mostly an answer to what the other side has outstanding
         mid, request, context = others[pick % len(others)]
         kind = request | 0x8000
@@ -185,7 +195,7 @@ def _data_set(r: Reader, kind: int) -> bytes | None:
         return None
     if kind == CommandField.C_STORE_RQ:  # up to 3 KiB: past every store_head_length of the harness's limits
         return bytes(range(256)) * (size >> 6) + IDENTIFIER
-    return IDENTIFIER + b"\x20\x00\x0d\x00\x00\x00\x00\x00" * (size & 7)
+    return IDENTIFIER + b"\x20\x00\x0d\x00\x00\x00\x00\x00" * (size & 0x1F)  # up to 280 bytes: past some bounds
 
 
 def _fragments(how: int, context: int, command: bytes, data_set: bytes | None) -> bytes:

@@ -100,7 +100,7 @@ def scenarios() -> list[Program]:
     # A reviewed C-FIND match too long to be held whole, answered with a rewritten data set.
     long_match = Program(limits=1, asks=0).associate()
     long_match.message(SEND_CLIENT, FIND_RQ, asks=[(PERMIT_REVIEW,)])
-    long_match.message(SEND_SERVER, FIND_RSP, status=0, size=0x07, asks=[(0x03,)])
+    long_match.message(SEND_SERVER, FIND_RSP, status=0, size=0x1F, how=1, asks=[(0x03,)])
     long_match.message(SEND_SERVER, FIND_RSP, status=1, asks=[(0x00,)])
 
     # An A-ASSOCIATE-RQ whose called AE title holds a control character: rejected, not asked about.

@@ -78,6 +78,7 @@ class Outbound:
     ended: str = ""  # the A-ABORT or A-ASSOCIATE-RJ after which nothing may follow
     released: bool = False  # an A-RELEASE-RP was sent: only an A-ABORT may follow
     pdus: Counter[PduType] = field(default_factory=Counter)
+    requests: list[int] = field(default_factory=list)  # Message IDs of requests that reached it, unanswered
 
 
 class Watch:
@@ -110,11 +111,23 @@ class Watch:
         permit to reach the requester; the final one ends the review (as the core's own bookkeeping does)."""
         for command, _ in self.inbound[side].feed(data):
             mid = command.message_id_responded_to
-            if not command.is_response or mid is None or self.reviewed[(side.other, mid)] <= 0:
+            if not command.is_response or mid is None:
+                continue
+            delivered = self.outbound[side].requests
+            if command.status not in STATUS_PENDING and mid in delivered:
+                delivered.remove(mid)
+            if self.reviewed[(side.other, mid)] <= 0:
                 continue
             self.needs[(side.other, command.raw)] += 1
             if command.status not in STATUS_PENDING:
                 self.reviewed[(side.other, mid)] -= 1
+
+    def answerable(self, side: Side) -> tuple[list[tuple[int, int, int]], set[int]]:
+        """What ``side``'s peer may answer: the requests the core forwarded to it, and the Message IDs it
+        must not use, those of the other side's requests the core has not forwarded (yet)."""
+        delivered = self.outbound[side].requests
+        requests = [entry for entry in self.inbound[side.other].outstanding if entry[0] in delivered]
+        return requests, {entry[0] for entry in self.inbound[side.other].outstanding} - set(delivered)
 
     # -- what the core does -----------------------------------------------------------------------------
     def send(self, side: Side, data: bytes) -> None:
@@ -171,6 +184,8 @@ class Watch:
 
     def _message(self, side: Side, command: CommandSet, context_id: int) -> None:
         if command.is_request:
+            if command.message_id is not None:
+                self.outbound[side].requests.append(command.message_id)
             if asked(self.asks, command.command_field):
                 self._take(side, command, f"{command.summary()} reached the {side.value} without a permit")
             return
