@@ -186,14 +186,18 @@ class Run:
         self.call(commands, False)
 
     def permitted(self, question: Question, verdict: Verdict) -> None:
-        if not isinstance(question, RequestQuestion | ResponseQuestion) or not isinstance(verdict, Permit | Rewrite):
+        """Tell the watch what a verdict the core took lets through."""
+        if not isinstance(question, RequestQuestion | ResponseQuestion):
             return
-        if isinstance(verdict, Rewrite) and verdict.data_set is not None and not question.data_set_complete:
-            return  # a data set can be replaced only when the question held all of it: refused
         response = isinstance(question, ResponseQuestion)
-        self.watch.permit(question.side.other if response else question.side, question.command,
-                          verdict.command if isinstance(verdict, Rewrite) else None, verdict.review is not None,
-                          response)
+        passes = isinstance(verdict, Permit | Rewrite) and not (
+            isinstance(verdict, Rewrite) and verdict.data_set is not None and not question.data_set_complete)
+        if response and not (passes and (isinstance(verdict, Permit) or verdict.command is None)):  # type: ignore[union-attr]
+            self.watch.settled(question.side.other, question.command)  # dropped, or sent as rewritten
+        if passes:  # (a data set can be replaced only when the question held all of it: else refused)
+            self.watch.permit(question.side.other if response else question.side, question.command,
+                              verdict.command if isinstance(verdict, Rewrite) else None,
+                              verdict.review is not None, response)  # type: ignore[union-attr]
 
     # -- the operations ---------------------------------------------------------------------------------
     def send_client(self) -> None:
@@ -263,8 +267,11 @@ class Run:
             return
         timer = list(self.timers)[pick % len(self.timers)]
         del self.timers[timer]
-        if isinstance(timer, Deadline) and timer.question in self.pending:
-            self.pending.remove(timer.question)
+        if isinstance(timer, Deadline):
+            if timer.question in self.pending:
+                self.pending.remove(timer.question)
+            if isinstance(timer.question, ResponseQuestion):  # too late: dropped (fail closed)
+                self.watch.settled(timer.question.side.other, timer.question.command)
         closed = self.core.closed
         self.call(self.core.timer_expired(timer), closed)
 

@@ -110,6 +110,13 @@ class Watch:
         if review and not response and command.message_id is not None:
             self.reviewed[(requester, command.message_id)] += 1
 
+    def settled(self, requester: Side, command: CommandSet) -> None:
+        """A response under review the core will not forward as it came (dropped, or its command set
+        rewritten): it needs no permit any more."""
+        key = (requester, command.raw)
+        if self.needs[key] > 0:
+            self.needs[key] -= 1
+
     def received(self, side: Side, data: bytes) -> None:
         """Bytes the core read from ``side``: a response read while its request is under review needs a
         permit to reach the requester; the final one ends the review (as the core's own bookkeeping does)."""
