@@ -307,22 +307,29 @@ class Run:
 
     # -- the policy ---------------------------------------------------------------------------------------
     def verdict(self, question: Question) -> Verdict:
+        """The policy's answer, built only once chosen (a rewrite costs an encoding)."""
         choice = self.r.u8()
         if isinstance(question, AssociationQuestion):
             return association_verdict(question, choice, self.r.u8())
         if isinstance(question, AcceptQuestion):
-            return (ForwardAccept(), ForwardAccept(ac=add_identity_response(strip_user_identity(question.ac))),
-                    RejectAssociation(reason_text="the PACS is not trusted"), Drop())[choice % 4]
+            kind = choice & 3
+            return (ForwardAccept() if kind == 0 else RejectAssociation(reason_text="the PACS is not trusted")
+                    if kind == 2 else Drop() if kind == 3 else
+                    ForwardAccept(ac=add_identity_response(strip_user_identity(question.ac))))
         review = "under review" if choice & 0x80 else None
+        kind = choice & 7
         if isinstance(question, RequestQuestion):
+            if kind == 3:
+                return Rewrite(command=rewritten(question), review=review)
             return (Permit(), Permit(review=review), Refuse(comment=COMMENTS[choice >> 4 & 3], status=0xA700),
-                    Rewrite(command=rewritten(question), review=review), Rewrite(data_set=IDENTIFIER),
-                    Refuse(comment="Not authorized"), Drop(), ForwardAccept())[choice & 7]
-        if AVOID_KNOWN_FINDINGS and not question.data_set_complete and choice & 7 == 3:
+                    None, Rewrite(data_set=IDENTIFIER), Refuse(comment="Not authorized"), Drop(),
+                    ForwardAccept())[kind] or Permit()
+        if kind == 2:
+            return Rewrite(command=rewritten(question))
+        if AVOID_KNOWN_FINDINGS and not question.data_set_complete and kind == 3:
             return Drop()  # a data set rewritten from its head: the first finding (test_relay_fuzz_findings.py)
-        return (Permit(), Drop(reason_text="not for this user"), Rewrite(command=rewritten(question)),
-                Rewrite(data_set=IDENTIFIER), Refuse(comment="wrong kind"), Permit(), Permit(),
-                Drop())[choice & 7]
+        return (Permit(), Drop(reason_text="not for this user"), None, Rewrite(data_set=IDENTIFIER),
+                Refuse(comment="wrong kind"), Permit(), Permit(), Drop())[kind] or Permit()
 
 
 def association_verdict(question: AssociationQuestion, choice: int, size: int) -> Verdict:

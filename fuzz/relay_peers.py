@@ -8,11 +8,15 @@ fragmented as the fuzzer chooses, each PDU mutated if it chooses; and raw bytes.
 
 from __future__ import annotations
 
+import fuzz.plainwire  # noqa: F401 - registers plainwire: the codec, not instrumented (see that module)
+
+# isort: split
+from plainwire.dimse import NO_DATA_SET, CommandField, Tag, encode_command
+from plainwire.errors import AbortSource, RejectResult, RejectSource
+from plainwire.pdu import RELEASE_RP_BYTES, RELEASE_RQ_BYTES, PduFramer, abort_pdu, reject_pdu
+from plainwire.pdv import Pdv, encode_p_data, fragment, fragment_message, iter_pdvs, pack
+
 from dicomwire.association import Side
-from dicomwire.dimse import NO_DATA_SET, CommandField, Tag, encode_command
-from dicomwire.errors import AbortSource, RejectResult, RejectSource
-from dicomwire.pdu import RELEASE_RP_BYTES, RELEASE_RQ_BYTES, PduFramer, abort_pdu, reject_pdu
-from dicomwire.pdv import Pdv, encode_p_data, fragment, fragment_message, iter_pdvs, pack
 from tests.support.wire import pynetdicom_ac, pynetdicom_rq
 
 ECHO, FIND, MOVE, GET, CT = ("1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.2.2",

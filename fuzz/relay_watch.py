@@ -12,13 +12,17 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from dicomwire.assembly import MessageAssembler, MessageStarted
+import fuzz.plainwire  # noqa: F401 - registers plainwire: the codec, not instrumented (see that module)
+
+# isort: split
+from plainwire.assembly import MessageAssembler, MessageStarted
+from plainwire.dimse import STATUS_PENDING, CommandField, CommandSet
+from plainwire.errors import ProtocolError
+from plainwire.pdu import HEADER_LENGTH, Frame, PduFramer, PduType, decode_associate, decode_pdu
+from plainwire.pdv import PDV_HEADER_LENGTH, pdv_spans
+from plainwire.policy import Asks, asked
+
 from dicomwire.association import Side
-from dicomwire.dimse import STATUS_PENDING, CommandField, CommandSet
-from dicomwire.errors import ProtocolError
-from dicomwire.pdu import HEADER_LENGTH, Frame, PduFramer, PduType, decode_associate, decode_pdu
-from dicomwire.pdv import PDV_HEADER_LENGTH, pdv_spans
-from dicomwire.policy import Asks, asked
 
 _UNBOUNDED = 1 << 30
 
