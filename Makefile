@@ -26,13 +26,17 @@ demo: venv
 bench: venv
 	$(PY) -m bench.run $(if $(QUICK),--quick,)
 
-# Long fuzzing runs (issue 13: 10^7 executions per harness). FUZZ_RUNS executions, corpus kept in
-# .fuzz/<harness>/ between runs; a finding stops the run and is written as crash-* in the current folder.
+# Long fuzzing runs (issue 13: 10^7 executions per harness): each harness of FUZZ_HARNESSES in turn, FUZZ_RUNS
+# executions, corpus kept in .fuzz/<harness>/ between runs and seeded from real encodings (fuzz/make_seeds.py);
+# a finding stops the run and is written as .fuzz/crash-*. `make test` runs each harness for a few seconds.
 FUZZ_RUNS ?= 10000000
+FUZZ_HARNESSES ?= dataset pdu dimse relay
 fuzz: venv
-	mkdir -p .fuzz/dataset
-	$(PY) fuzz/make_seeds.py .fuzz/dataset
-	PYTHONPATH=. $(PY) fuzz/dataset_fuzz.py .fuzz/dataset -atheris_runs=$(FUZZ_RUNS) -max_len=4200 -print_final_stats=1
+	@for harness in $(FUZZ_HARNESSES); do \
+	  mkdir -p .fuzz/$$harness && $(PY) fuzz/make_seeds.py .fuzz/$$harness $$harness && \
+	  PYTHONPATH=. $(PY) fuzz/$${harness}_fuzz.py .fuzz/$$harness -atheris_runs=$(FUZZ_RUNS) -print_final_stats=1 \
+	    -artifact_prefix=.fuzz/ || exit 1; \
+	done
 
 lint: venv
 	$(PY) -m ruff check .

@@ -345,23 +345,37 @@ def _decode_value(vr: str, value: bytes) -> Value:
 
 
 def _encode_value(vr: str, value: Value) -> bytes:
+    """One value as its VR encodes it (PS3.5 6.2); a value that does not fit is an :class:`EncodeError`
+    (a status or a Message ID past 16 bits, a UID or AE title outside ASCII), never a guess."""
     if isinstance(value, bytes):
         return value + (b"\x00" if vr == "UI" else b" ") * (len(value) % 2)
-    if vr == "US":
+    if vr in ("US", "UL"):
         assert isinstance(value, int)
-        return value.to_bytes(2, "little")
-    if vr == "UL":
-        assert isinstance(value, int)
-        return value.to_bytes(4, "little")
+        return _unsigned(value, 2 if vr == "US" else 4, vr)
     if vr == "AT":
         values = (value,) if isinstance(value, int) else value
         assert isinstance(values, tuple)
-        return b"".join(((v >> 16).to_bytes(2, "little") + (v & 0xFFFF).to_bytes(2, "little")) for v in values)
+        return b"".join(_unsigned(v >> 16, 2, vr) + _unsigned(v & 0xFFFF, 2, vr) for v in map(_tag_value, values))
     assert isinstance(value, str)
-    raw = value.encode("ascii" if vr in ("UI", "AE") else "utf-8")
+    try:
+        raw = value.encode("ascii" if vr in ("UI", "AE") else "utf-8")
+    except UnicodeEncodeError as error:
+        raise EncodeError(f"{vr} value {value!r} is not in its character repertoire") from error
     if len(raw) % 2:
         raw += b"\x00" if vr == "UI" else b" "  # PS3.5 6.2: UI pads with NUL, text with space
     return raw
+
+
+def _unsigned(value: int, size: int, vr: str) -> bytes:
+    if not 0 <= value < 1 << (8 * size):
+        raise EncodeError(f"{vr} value {value} does not fit {size} bytes")
+    return value.to_bytes(size, "little")
+
+
+def _tag_value(value: int) -> int:
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise EncodeError(f"AT value {value} is not a 32-bit tag")
+    return value
 
 
 def encode_command(values: Mapping[int, Value]) -> bytes:
@@ -445,5 +459,6 @@ def error_comment(text: str) -> str:
     clean = " ".join("".join(c if " " <= c <= "~" and c != "\\" else " " for c in text).split())
     if len(clean) <= MAX_ERROR_COMMENT:
         return clean
-    cut = clean[: MAX_ERROR_COMMENT + 1].rsplit(" ", 1)[0]
+    head = clean[: MAX_ERROR_COMMENT + 1]
+    cut = head.rsplit(" ", 1)[0] if " " in head else ""  # no space: no word boundary to cut at
     return (cut if len(cut) >= MAX_ERROR_COMMENT // 2 else clean[:MAX_ERROR_COMMENT]).rstrip(" ,;:")

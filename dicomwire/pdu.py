@@ -312,7 +312,8 @@ def decode_associate(data: Buffer) -> AssociatePdu:
 
 def encode_ae_title(title: str) -> bytes:
     """PS3.8 9.3.2: 16 bytes, space padded. Raises :class:`EncodeError` if it cannot fit."""
-    problem = ae_title_problem(title.encode("ascii", "replace"))
+    # Checked as UTF-8, whose non-ASCII bytes are refused: "replace" made a valid-looking "?" of them.
+    problem = ae_title_problem(title.encode("utf-8", "surrogatepass"))
     if problem:
         raise EncodeError(f"AE title {title!r}: {problem}")
     return title.encode("ascii").ljust(16, b" ")

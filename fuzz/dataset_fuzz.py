@@ -150,7 +150,12 @@ def test_one_input(raw: bytes) -> None:
     check_rewrites(read, data)
 
 
+MAX_LEN = 4200  # libFuzzer's -max_len unless given: the longest seed
+
+
 def main() -> None:
+    if not any(arg.startswith("-max_len=") for arg in sys.argv):
+        sys.argv.append(f"-max_len={MAX_LEN}")
     warnings.simplefilter("ignore")  # pydicom warns about every odd value it meets
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()

@@ -197,3 +197,34 @@ def test_dataset_not_decoded_by_assembly() -> None:
     for pdv in _message_pdvs(b"\xff" * 33, 16384):
         assembler.feed(pdv.context_id, pdv.control, pdv.value)
     assert assembler.idle
+
+
+@pytest.mark.parametrize("values", [
+    {Tag.COMMAND_FIELD: 0x18030},  # a Command Field past 16 bits
+    {Tag.COMMAND_FIELD: 0x8030, Tag.STATUS: -1},
+    {Tag.COMMAND_FIELD: 0x0030, Tag.ATTRIBUTE_IDENTIFIER_LIST: (1 << 32,)},
+    {Tag.COMMAND_FIELD: 0x0021, Tag.MOVE_DESTINATION: "VIEWÉR1"},  # AE: the default repertoire only
+    {Tag.COMMAND_FIELD: 0x0001, Tag.AFFECTED_SOP_INSTANCE_UID: "1.2.\u0663"},
+])
+def test_a_value_that_does_not_fit_its_vr_is_an_encode_error(values: dict[int, object]) -> None:
+    # Found by fuzz/dimse_fuzz.py: OverflowError and UnicodeEncodeError escaped encode_command (and a
+    # refusal built with a policy's out-of-range status), where callers expect EncodeError.
+    from dicomwire.errors import EncodeError
+
+    with pytest.raises(EncodeError):
+        encode_command(values)  # type: ignore[arg-type]
+    request = decode_command(encode_command({Tag.COMMAND_FIELD: 0x0030, Tag.MESSAGE_ID: 1}))
+    with pytest.raises(EncodeError):
+        refusal_response(request, status=0x10124)
+
+
+@pytest.mark.parametrize("text", ["x" * 200, "Not authorized: " + "1.2" * 40, "a " + "b" * 100])
+def test_an_error_comment_without_a_word_boundary_is_cut_to_64_characters(text: str) -> None:
+    # Found by fuzz/dimse_fuzz.py: with no space in its first 65 characters a comment came out 65 long,
+    # past what VR LO allows (PS3.5 6.2).
+    from dicomwire.dimse import error_comment
+
+    assert 32 <= len(error_comment(text)) <= 64
+    request = decode_command(encode_command({Tag.COMMAND_FIELD: 0x0030, Tag.MESSAGE_ID: 1}))
+    response = decode_command(refusal_response(request, comment=text))
+    assert response.error_comment is not None and len(response.error_comment) <= 64

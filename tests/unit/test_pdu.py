@@ -253,3 +253,13 @@ def test_a_presentation_context_id_proposed_twice_is_invalid() -> None:
     with pytest.raises(ProtocolError, match="more than once") as raised:
         check_associate_rq(decode_associate(bytes(data)))
     assert raised.value.reason == AbortReason.INVALID_PDU_PARAMETER_VALUE
+
+
+@pytest.mark.parametrize("title", ["VIEWÉR1", "PACS\u00a0", "A\udc80", "\u0663"])
+def test_a_non_ascii_ae_title_is_an_encode_error(title: str) -> None:
+    # Found by fuzz/pdu_fuzz.py: the check read the title with "replace" (a valid "?"), then encoding
+    # it raised UnicodeEncodeError, where callers expect EncodeError (PS3.5 6.2, VR AE).
+    from dicomwire.errors import EncodeError
+
+    with pytest.raises(EncodeError, match="non-ASCII"):
+        decode_associate(pynetdicom_rq()).with_ae_titles(called=title)

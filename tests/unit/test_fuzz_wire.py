@@ -1,0 +1,78 @@
+"""Short runs of the wire fuzz harnesses (fuzz/pdu_fuzz.py, fuzz/dimse_fuzz.py, fuzz/relay_fuzz.py) on every
+``make test``, like tests/unit/test_fuzz_dataset.py: the harnesses keep working and their invariants hold on
+the seeds and on what a few seconds of coverage-guided mutation reaches. Long runs are ``make fuzz``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomwire.association import Side
+from dicomwire.dimse import decode_command
+from dicomwire.pdv import iter_pdvs
+from dicomwire.policy import EVERY_REQUEST
+from fuzz.relay_watch import Watch
+from tests.support.wire import pynetdicom_ac, pynetdicom_message, pynetdicom_rq
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("harness", "runs"), [("pdu", 5000), ("dimse", 5000), ("relay", 1500)])
+def test_a_short_fuzz_run_finds_nothing(harness: str, runs: int, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    subprocess.run([sys.executable, str(ROOT / "fuzz" / "make_seeds.py"), str(corpus), harness], check=True,
+                   cwd=ROOT, capture_output=True)
+    assert len(list(corpus.iterdir())) >= 5, "no seeds"
+    run = subprocess.run([sys.executable, str(ROOT / "fuzz" / f"{harness}_fuzz.py"), str(corpus),
+                          f"-atheris_runs={runs}", f"-artifact_prefix={tmp_path}/"],
+                         cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"Done {runs}" in run.stderr
+
+
+# The relay harness's invariants must be able to fail: its watch, fed what a broken core would send.
+
+def _watch_with_association() -> tuple[Watch, bytes]:
+    watch = Watch(EVERY_REQUEST, 16384)
+    rq, ac = pynetdicom_rq(), pynetdicom_ac()
+    watch.received(Side.CLIENT, rq)
+    watch.server_transport = True
+    watch.send(Side.SERVER, rq)
+    watch.received(Side.SERVER, ac)
+    watch.send(Side.CLIENT, ac)
+    echo = b"".join(pynetdicom_message("C_ECHO_RQ", MessageID=1, AffectedSOPClassUID="1.2.840.10008.1.1"))
+    watch.received(Side.CLIENT, echo)
+    return watch, echo
+
+
+def test_the_relay_watch_sees_a_request_forwarded_without_a_permit() -> None:
+    watch, echo = _watch_with_association()
+    with pytest.raises(AssertionError, match="reached the server without a permit"):
+        watch.send(Side.SERVER, echo)
+    watch, echo = _watch_with_association()
+    watch.permit(Side.CLIENT, decode_command(bytes(iter_pdvs(echo)[0].value)), None, review=False, response=False)
+    watch.send(Side.SERVER, echo)
+
+
+def test_the_relay_watch_sees_sends_after_close_and_responses_the_core_made_up() -> None:
+    def echo_response(context_id: int, status: int) -> bytes:
+        return b"".join(pynetdicom_message("C_ECHO_RSP", context_id=context_id, MessageIDBeingRespondedTo=1,
+                                           AffectedSOPClassUID="1.2.840.10008.1.1", Status=status))
+
+    watch, _ = _watch_with_association()
+    with pytest.raises(AssertionError, match="answers none of its outstanding requests"):
+        watch.send(Side.CLIENT, echo_response(3, 0x0124))  # not the echo's context
+    watch, _ = _watch_with_association()
+    with pytest.raises(AssertionError, match="not a refusal"):
+        watch.send(Side.CLIENT, echo_response(1, 0x0000))  # the server sent none
+    watch, _ = _watch_with_association()
+    watch.send(Side.CLIENT, echo_response(1, 0x0124))  # a refusal the core made
+    watch, _ = _watch_with_association()
+    watch.close(Side.CLIENT)
+    with pytest.raises(AssertionError, match="after Close"):
+        watch.send(Side.CLIENT, echo_response(1, 0x0124))
