@@ -122,13 +122,55 @@ def _retire_hmac_key(path: Path) -> None:
                 public_key_path(path), kept)
 
 
+# A restart overlaps the old process while it lets live associations finish (10 s) and writes its closing
+# record: the new one waits this long for the log before refusing to start (issue 15 item 2).
+HANDOVER_WAIT = 20.0
+
+
+class DecisionLogBusy(OSError):
+    """Another process writes this decision log: two writers would interleave two chains (and ``verify``
+    would call the log tampered with)."""
+
+
+class WriterLock:
+    """One writer per decision log: an exclusive ``flock`` on ``LOG.lock``, held while the log is open,
+    with the holder's PID in it for the message. The kernel drops it when the holder dies (kill -9)."""
+
+    def __init__(self, log: Path, wait: float = HANDOVER_WAIT) -> None:
+        import fcntl
+
+        self.path = log.with_name(log.name + ".lock")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                    os.close(self._fd)
+                    raise DecisionLogBusy(f"decision log {log} is written by another process (PID {holder}, "
+                                          f"lock {self.path}); waited {wait:g} s for it to finish") from None
+                time.sleep(0.05)
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = -1
+
+
 class DecisionLog:
-    """The chained, checkpointed decision log, written by a thread of its own."""
+    """The chained, checkpointed decision log, written by a thread of its own, by one process at a time
+    (:class:`WriterLock`: a restart waits for the old process's closing record, then continues its chain)."""
 
     def __init__(self, path: Path, key: Signer | bytes, *, max_bytes: int = 64 * 1024 * 1024,
                  checkpoint_interval: float = 60.0, audit: SpooledSender | None = None,
-                 source_id: str = "server-agent") -> None:
+                 source_id: str = "server-agent", handover_wait: float = HANDOVER_WAIT) -> None:
         self.path = path
+        self._lock = WriterLock(path, handover_wait)  # before the chain's tail is read
         self.audit = audit  # DICOM audit messages (PS3.15 A.5) by syslog, from the same events
         self.source_id = source_id
         self.failed: str | None = None
@@ -136,7 +178,11 @@ class DecisionLog:
         self._pending: collections.deque[tuple[float, DecisionEvent]] = collections.deque()
         self._wake = threading.Event()
         self._closing = False
-        self._writer = ChainWriter(path, key, max_bytes=max_bytes, checkpoint_interval=checkpoint_interval)
+        try:
+            self._writer = ChainWriter(path, key, max_bytes=max_bytes, checkpoint_interval=checkpoint_interval)
+        except BaseException:
+            self._lock.release()
+            raise
         if self._writer.sealed is not None and audit is not None:  # a crash cut the last write short
             audit.submit(audit_message(self._writer.sealed, source_id, time=_stamp(time.time()), log_file=str(path)))
         self._interval = checkpoint_interval
@@ -210,6 +256,8 @@ class DecisionLog:
         self._closing = True
         self._wake.set()
         self._thread.join(10)
+        if not self._thread.is_alive():  # its closing record is written: the next process may continue
+            self._lock.release()
         if self.audit is not None:
             self.audit.close()
 

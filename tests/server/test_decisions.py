@@ -81,3 +81,23 @@ def test_a_writer_behind_pauses_new_work_until_it_catches_up_and_never_drops_qui
     written = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
     assert [r["message_id"] for r in written if r["event"] == "authorization"] == list(range(0, 33))
     assert verify(tmp_path / "decisions.jsonl", b"k" * 32).ok
+
+
+def test_one_writer_per_log_and_a_restart_continues_the_chain(tmp_path: Path) -> None:
+    """Issue 15 item 2: two processes on one log interleaved two chains (verify: BROKEN, reordered). A second
+    writer is refused, naming the holder; one that starts while the first is closing waits for its closing
+    record and continues its chain, so a routine restart never reads as tampering."""
+    key = load_key(tmp_path / "key")
+    path = tmp_path / "decisions.jsonl"
+    first = DecisionLog(path, key, checkpoint_interval=60)
+    first.write(permit())
+    with pytest.raises(decisions.DecisionLogBusy, match=f"PID {os.getpid()}"):
+        DecisionLog(path, key, checkpoint_interval=60, handover_wait=0.2)
+    closer = threading.Timer(0.3, first.close)  # the old process finishing while the new one starts
+    closer.start()
+    second = DecisionLog(path, key, checkpoint_interval=60, handover_wait=5)
+    closer.join()
+    second.write(permit())
+    second.close()
+    report = verify(path, read_public_key(tmp_path / "key.pub"))
+    assert report.ok and report.final and report.records >= 4, report
