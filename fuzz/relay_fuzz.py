@@ -180,10 +180,11 @@ class Run:
     def give(self, question: Question, verdict: Verdict) -> None:
         if question in self.pending:
             self.pending.remove(question)
+        closed = self.core.closed
         commands = self.core.answer(question, verdict)
         if CancelTimer(Deadline(question)) in commands:  # the core took this answer
             self.permitted(question, verdict)
-        self.call(commands, False)
+        self.call(commands, closed)
 
     def permitted(self, question: Question, verdict: Verdict) -> None:
         """Tell the watch what a verdict the core took lets through."""

@@ -102,6 +102,7 @@ class Watch:
         self.clock = 0  # counts permits: a command set may leave only after its own
         self.reviewed: Counter[tuple[Side, int]] = Counter()  # (requester, Message ID) whose responses are asked
         self.needs: Counter[tuple[Side, bytes]] = Counter()  # responses read while under review, by requester
+        self.premature: Counter[tuple[Side, bytes]] = Counter()  # responses to requests not forwarded yet
         self.rewritten: set[bytes] = set()  # response command sets a policy wrote
         self.server_transport = False
 
@@ -131,7 +132,13 @@ class Watch:
             if not command.is_response or mid is None:
                 continue
             delivered = self.outbound[side].requests
-            if command.status not in STATUS_PENDING and mid in delivered:
+            held = mid not in delivered and any(entry[0] == mid for entry in self.inbound[side.other].outstanding)
+            if held and AVOID_KNOWN_FINDINGS:
+                # The second finding (test_relay_fuzz_findings.py): an answer to a request this peer never
+                # received, which the core takes if that request awaits its verdict. (The peers never answer
+                # such a request, but a response still waiting to be read may meet one that came later.)
+                self.premature[(side.other, command.raw)] += 1
+            elif command.status not in STATUS_PENDING and mid in delivered:
                 delivered.remove(mid)
             if self.reviewed[(side.other, mid)] <= 0:
                 continue
@@ -238,6 +245,9 @@ class Watch:
                       command.command_field and entry[2] == context_id), None)
         assert match is not None, f"{command.summary()} on context {context_id} to the {side.value} answers " \
                                   f"none of its outstanding requests {outstanding}"
+        if self.premature[(side, command.raw)] > 0:
+            self.premature[(side, command.raw)] -= 1  # the known finding: it does not end the request
+            return
         final = command.status not in STATUS_PENDING
         made = command.raw not in self.inbound[side.other].responses and command.raw not in self.rewritten
         if made:
