@@ -108,6 +108,11 @@ class Dialogue:
             target = self.outstanding[side].get(command.message_id_responded_to or -1)
             if target is None or target.request.command_field not in _CANCELLABLE:
                 return Violation(Breach.STRAY_CANCEL, f"cancels {command.message_id_responded_to}")
+            # It travels on its request's presentation context: one on another context is a message the
+            # PACS may read differently from us (or not at all), so it goes nowhere.
+            if context_id != target.context_id:
+                return Violation(Breach.STRAY_CANCEL, f"cancels {command.message_id_responded_to} on context "
+                                                      f"{context_id}, not {target.context_id}")
             return None
         message_id = command.message_id
         if message_id is None:

@@ -360,6 +360,7 @@ def check_associate_rq(rq: AssociatePdu) -> None:
             f"calling AE title {rq.calling_ae_raw!r} {problem}",
             reason=RejectReason.CALLING_AE_NOT_RECOGNIZED,
         )
+    check_singletons(rq)
     context = rq.application_context
     if context != DICOM_APPLICATION_CONTEXT:
         raise AssociationRejected(
@@ -379,6 +380,15 @@ def check_associate_rq(rq: AssociatePdu) -> None:
     info.check()
 
 
+def check_singletons(pdu: AssociatePdu) -> None:
+    """PS3.8 9.3.2, 9.3.3: one Application Context Item and one User Information Item. Our typed views
+    read (and rewrite) the first; a second one the peer may read instead is a PDU read two ways."""
+    for kind in (ItemType.APPLICATION_CONTEXT, ItemType.USER_INFORMATION):
+        if sum(1 for item in pdu.items if item.type == kind) > 1:
+            raise ProtocolError(f"{PDU_NAMES[pdu.pdu_type]} carries more than one item 0x{kind:02x} "
+                                "(PS3.8 9.3.2 allows one)", reason=AbortReason.UNEXPECTED_PDU_PARAMETER)
+
+
 def read_request(data: Buffer) -> AssociatePdu:
     """An A-ASSOCIATE-RQ, decoded and checked (:func:`check_associate_rq`), its User Identity sub-item
     read (a second 0x58 or a malformed one is refused here, PS3.7 D.3.3.7). Raises
@@ -395,6 +405,7 @@ def read_accept(data: Buffer) -> AssociatePdu:
     """An A-ASSOCIATE-AC, decoded, with its User Information checked (PS3.8 9.3.3). Raises
     :class:`ProtocolError`."""
     ac = decode_associate(data)
+    check_singletons(ac)
     info = ac.user_information
     if info is None:
         raise ProtocolError("A-ASSOCIATE-AC has no User Information item")

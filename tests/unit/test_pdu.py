@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,6 +24,7 @@ from dicomwire.pdu import (
     check_associate_rq,
     decode_associate,
     decode_pdu,
+    read_accept,
 )
 from dicomwire.pdv import PDataTF, Pdv, fragment_message, iter_pdvs
 from tests.support.wire import feed_three_ways, golden, hex_bytes, pynetdicom_ac, pynetdicom_rq
@@ -263,3 +266,18 @@ def test_a_non_ascii_ae_title_is_an_encode_error(title: str) -> None:
 
     with pytest.raises(EncodeError, match="non-ASCII"):
         decode_associate(pynetdicom_rq()).with_ae_titles(called=title)
+
+
+@pytest.mark.parametrize("kind", [ItemType.USER_INFORMATION, ItemType.APPLICATION_CONTEXT])
+def test_a_second_user_information_or_application_context_item_is_refused(kind: int) -> None:
+    """PS3.8 9.3.2: one Application Context Item and one User Information Item. A second User Information
+    item carrying its own User Identity would pass to the PACS unread and unstripped (the agent reads and
+    rewrites the first): whichever one the PACS reads, the agent must not have read another."""
+    rq = decode_associate(pynetdicom_rq(identity=(1, b"alice", b"", False)))
+    extra = next(item for item in rq.items if item.type == kind)
+    doubled = decode_associate(replace(rq, items=(*rq.items, extra)).encode())
+    with pytest.raises(ProtocolError, match="more than one") as raised:
+        check_associate_rq(doubled)
+    assert raised.value.reason == AbortReason.UNEXPECTED_PDU_PARAMETER
+    with pytest.raises(ProtocolError, match="more than one"):
+        read_accept(replace(doubled, pdu_type=PduType.ASSOCIATE_AC).encode())

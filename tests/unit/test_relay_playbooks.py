@@ -469,3 +469,21 @@ def test_a_placeholder_binds_once_and_then_matches_only_its_own_question() -> No
         # the deadline of a question that is not q: a fresh core asks its own question
         other = established(RelayCore(asks=EVERY_REQUEST))
         assert other >> client(echo(5)) << pause(C) << start(deadline(q), DECIDE)
+
+
+def cancel_find(number: int, ctx: int | None = None) -> bytes:
+    return message("C_CANCEL_RQ", ctx=ctx, MessageIDBeingRespondedTo=number)
+
+
+def test_a_c_cancel_on_another_context_than_its_request_is_dropped_and_one_on_the_same_passes() -> None:
+    """PS3.7 9.3.2.3: a C-CANCEL travels on the presentation context of the request it cancels. One on any
+    other context (accepted or not) is a message the PACS may read differently from the agent: dropped."""
+    find_context = 1
+    assert (established(RelayCore(asks=NO_REQUEST))
+            >> client(find(3)) << send(S, find(3))
+            >> client(cancel_find(3, ctx=7))  # the Verification context
+            << tell(NoticeKind.VIOLATION, C) << state(State.ESTABLISHED)
+            >> client(cancel_find(3, ctx=99))  # never proposed
+            << tell(NoticeKind.VIOLATION, C) << state(State.ESTABLISHED)
+            >> client(cancel_find(3, ctx=find_context)) << send(S, cancel_find(3, ctx=find_context))
+            >> server(find_done(3)) << send(C, find_done(3)) << state(State.ESTABLISHED))
