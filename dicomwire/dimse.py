@@ -286,7 +286,11 @@ def _check_values(elements: Mapping[int, bytes]) -> None:
     for tag, value in elements.items():
         vr = COMMAND_VR.get(tag)
         problem = None
-        if vr == "US" and len(value) != 2:
+        if len(value) % 2:
+            # PS3.5 7.1.1: every value length is even. An odd UID (b"\x00") reads as "" here and as a
+            # NUL-padded other thing once re-encoded into our refusal (found by fuzz/dimse_fuzz.py).
+            problem = f"odd value length {len(value)}"
+        elif vr == "US" and len(value) != 2:
             problem = f"US value of {len(value)} bytes"
         elif vr == "UL" and len(value) != 4:
             problem = f"UL value of {len(value)} bytes"

@@ -228,3 +228,14 @@ def test_an_error_comment_without_a_word_boundary_is_cut_to_64_characters(text: 
     request = decode_command(encode_command({Tag.COMMAND_FIELD: 0x0030, Tag.MESSAGE_ID: 1}))
     response = decode_command(refusal_response(request, comment=text))
     assert response.error_comment is not None and len(response.error_comment) <= 64
+
+
+def test_an_odd_value_length_is_refused_strictly_and_every_refusal_reads_back_strictly() -> None:
+    """PS3.5 7.1.1: value lengths are even. Found by fuzz/dimse_fuzz.py: an Affected SOP Class UID of one
+    NUL byte read as "" and passed; the refusal built from it carried b"\\x00\\x00", which no strict
+    reader (ours included) accepts, so the refusal we sent was itself malformed."""
+    odd = b"\x00\x00\x02\x00\x01\x00\x00\x00\x00" + b"\x00\x00\x00\x01\x02\x00\x00\x00\x30\x00"
+    with pytest.raises(ProtocolError, match="odd value length"):
+        decode_command(odd, strict=True)
+    even = b"\x00\x00\x02\x00\x02\x00\x00\x001\x00" + odd[9:]  # "1" padded with its NUL
+    assert decode_command(decode_command(even, strict=True).raw, strict=True).get(0x00000002) == "1"
