@@ -34,6 +34,7 @@ from bench import audit_bench, chart, flood_bench, hial_bench, server_bench, sit
 from bench.stats import proc_usage
 from devtools.dicomdata import make_ct_study
 from devtools.peers import DCMTK_BIN, RelayProcess, StoreSCP, dcmtk_env, free_port, wait_for_port
+from devtools.tunnels import Socat
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -106,12 +107,16 @@ def one_hop(rounds: int, files: list[Path], work: Path) -> tuple[list[Row], dict
     # A second relay in front of the first: two hops of the bare relay core (no TLS, no identity, no
     # decisions), the floor under any path through both agents (issue 5's 2x target).
     outer = RelayProcess(to=("127.0.0.1", relay.port), log_path=work / "relay-outer.log").start()
+    socat = Socat(to=("127.0.0.1", scp.port)).start()
     assert relay.process is not None and outer.process is not None
     try:
         direct = Row("C-STORE 100 MB, direct (storescu -> storescp --ignore)")
         hop = Row("C-STORE 100 MB, one hop (dicom-relay)", baseline=direct.name, target=1.3)
         two = Row("C-STORE 100 MB, two hops (two dicom-relay in series)", baseline=direct.name,
                   note="the bare relay core twice: the floor under both agents")
+        # The C baseline for one hop, in the same alternating rounds (the design note's 1.19x).
+        c_relay = Row("C-STORE 100 MB, one hop (socat, C, 256 KiB buffers)", baseline=direct.name,
+                      note="a plain TCP relay in C")
         storescu(scp.port, files[:2])  # warm the paths (page cache, first connections)
         storescu(outer.port, files[:2])
         for n in range(rounds):
@@ -122,13 +127,13 @@ def one_hop(rounds: int, files: list[Path], work: Path) -> tuple[list[Row], dict
                 print(f"  {row.name}: {row.runs[-1]:.3f} s", file=sys.stderr)
         cpu_before, _ = proc_usage(relay.process.pid)
         for n in range(rounds):
-            order = [(direct, scp.port), (hop, relay.port)]
+            order = [(direct, scp.port), (hop, relay.port), (c_relay, socat.port)]
             for row, port in order if n % 2 == 0 else reversed(order):
                 row.runs.append(storescu(port, files))
                 print(f"  {row.name}: {row.runs[-1]:.3f} s", file=sys.stderr)
         cpu_after, peak = proc_usage(relay.process.pid)
         usage = {"relay_cpu_seconds_per_run": (cpu_after - cpu_before) / rounds, "relay_peak_rss_mib": peak / 2**20}
-        rows = [direct, hop, two]
+        rows = [direct, hop, c_relay, two]
         # Legacy senders with Nagle on (Debian's DCMTK default): TCP_QUICKACK on our side removes the stall.
         nagle_direct = Row("C-STORE 100 MB, Nagle on, direct", note="storescu without TCP_NODELAY=1")
         nagle_hop = Row("C-STORE 100 MB, Nagle on, one hop", baseline=nagle_direct.name,
@@ -154,10 +159,12 @@ def one_hop(rounds: int, files: list[Path], work: Path) -> tuple[list[Row], dict
             snf.terminate()
             snf.wait(10)
     finally:
+        socat.stop()
         outer.stop()
         relay.stop()
         scp.stop()
     by_name = {r.name: r for r in rows}
+    hop.note = f"{hop.median / c_relay.median:.2f}x socat"
     for row in rows:
         if row.baseline:
             row.ratio = row.median / by_name[row.baseline].median
@@ -173,15 +180,15 @@ def report(rows: list[Row], usage: dict[str, float], info: dict[str, object], qu
         f"Machine: {info['cores']} cores, {info['cpu']}; Python {info['python']}; {info['dcmtk']}; "
         f"Orthanc {info['orthanc']}; {info['openssl']}; uvloop {info['uvloop']}, pynetdicom {info['pynetdicom']}",
         "",
-        "| path | median s | min-max s | runs | x direct | target | met |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| path | median s | min-max s | runs | x direct | target | met | note |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
         ratio = f"{row.ratio:.2f}" if row.ratio is not None else "1.00" if not row.baseline else "-"
         target = f"<= {row.target:g}" if row.target is not None else "-"
         met = "-" if row.met is None else ("yes" if row.met else "**no**")
         lines.append(f"| {row.name} | {row.median:.3f} | {min(row.runs):.3f}-{max(row.runs):.3f} | {len(row.runs)} "
-                     f"| {ratio} | {target} | {met} |")
+                     f"| {ratio} | {target} | {met} | {row.note} |")
     lines += ["", f"dicom-relay: {usage['relay_cpu_seconds_per_run']:.2f} CPU s per 100 MB run, "
                   f"peak RSS {usage['relay_peak_rss_mib']:.1f} MiB"]
     return "\n".join(lines)
@@ -194,6 +201,8 @@ def chart_ratios(rows: list[Row], ws_data: dict[str, Any], sa_data: dict[str, An
                                                      for r in rows if r.ratio is not None]
     ratios.append(("workstation hop vs server side only (throughput)", 1 / float(ws_data["hop_share"]), 1.25))
     ratios.append(("both agents vs direct (storescp)", float(sa_data["store_ratio"]), 2.0))
+    ratios.append(("both agents vs two stunnel (TLS 1.3, C)", float(sa_data["store_ratio_over_stunnel"]),
+                   server_bench.STUNNEL_TARGET))
     store_s = sa_data["store"]
     assert isinstance(store_s, dict)
     plain_ratio = store_s["C-STORE 100 MB, through both agents, no TLS between them"] / store_s[
