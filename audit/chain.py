@@ -100,6 +100,11 @@ class ChainWriter:
             self._write_all(b"\n")
         if not ending.live_records:
             self._file_start()
+        if ending.seq == 0:
+            # A new log is signed from its first line, so that a log with no checkpoint at all is never
+            # ours (verify warns: a chain without one anyone can rebuild). Never at a restart: that would
+            # sign records this process did not write.
+            self.checkpoint()
 
     def _resume(self) -> _Ending:
         """Where the chain stands: the last record of the newest file that holds one, and the state of

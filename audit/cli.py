@@ -22,9 +22,11 @@ that day's last record. A bad value is an error naming the option.
      truncated: a last line cut off by a crash that the agent has not sealed yet, or with
      ``--stale-after`` a log whose last checkpoint is old and not final; unverifiable: signed with
      a kind of key not given);
-  3  the chain holds, but a crash once cut a write short and the writer sealed the torn line when it
-     restarted: a warning a security officer must see (the rest of that write, unsigned records,
-     is lost), not tampering. It stays reported for as long as the file holding it is kept.
+  3  the chain holds, with a warning a security officer must see: a crash once cut a write short and
+     the writer sealed the torn line when it restarted (the rest of that write, unsigned records, is
+     lost; not tampering, and reported for as long as the file holding it is kept); or no record is
+     covered by a signed checkpoint at all (a log younger than its first checkpoint interval, an agent
+     killed before it, or a file rewritten without them: a hash chain alone anyone can rebuild).
 (2 is argparse's, for a command line it cannot parse, and a key file that cannot be used.)
 
 Output into a pipe that closes early (``decision-log search ... | head``) ends the command quietly,
@@ -58,7 +60,7 @@ from .rows import COLUMNS, FILTERS, bookkeeping, line, matches, row, wanted_reas
 from .signing import KeyFileError, Keys, read_hmac_key, read_public_key
 from .syslog import SpooledSender, SyslogTarget
 
-SEALED = 3  # verify's exit code for a chain that holds with a sealed torn tail (a warning)
+WARNED = 3  # verify's exit code for a chain that holds with a warning: a sealed torn tail, or nothing signed
 
 
 def tail_line(raw: bytes) -> str:
@@ -190,7 +192,8 @@ def _verify(args: argparse.Namespace, keys: Keys | None) -> int:
         d = report.damage
         assert d is not None
         print(f"BROKEN: {d.kind} at {d.file}:{d.line} (seq {d.seq}): {d.detail}")
-    return 1 if not report.ok else SEALED if report.sealed else 0
+    unsigned = report.records > 0 and not report.checkpoints
+    return 1 if not report.ok else WARNED if report.sealed or unsigned else 0
 
 
 def _warn_sealed(report: Report) -> None:

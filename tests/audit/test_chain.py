@@ -266,10 +266,10 @@ def test_long_verifies_and_index_builds_show_progress(tmp_path: Path) -> None:
     calls: list[tuple[int, str]] = []
     report = verify(path, KEY, progress=lambda n, detail: (calls.append((n, detail)), progress.update(n, detail)))
     progress.done(f"{report.records:,} records checked")
-    assert report.ok and report.records == 60_002
+    assert report.ok and report.records == 60_003  # with file-start and two checkpoints
     assert (10_000, " (pass 1 of 2)") in calls and (60_000, " (pass 2 of 2)") in calls
     text = shown.getvalue()
-    assert "verify: 10,000 records (pass 1 of 2)" in text and "60,002 records checked in" in text
+    assert "verify: 10,000 records (pass 1 of 2)" in text and "60,003 records checked in" in text
     shown = io.StringIO()
     assert index.build(path, Progress("index", enabled=True, stream=shown)) == 60_000  # not file-start, checkpoint
     assert "50,000 records" in shown.getvalue() and "60,000 new records indexed" in shown.getvalue()

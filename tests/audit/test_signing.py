@@ -88,7 +88,7 @@ def test_verify_needs_only_the_public_key_and_refuses_another(tmp_path: Path) ->
     path = tmp_path / "decisions.jsonl"
     write(path, signer)
     report = verify(path, read_public_key(public))
-    assert report.ok and report.final and report.checkpoints == 3 and report.signature == "Ed25519"
+    assert report.ok and report.final and report.checkpoints == 4 and report.signature == "Ed25519"  # one at the start
     assert report.key_id == signer.key_id and report.hmac_checkpoints == 0
     done = cli("verify", "--log", path, "--public-key", public)
     assert done.returncode == 0 and f"Ed25519 key {signer.key_id}" in done.stdout
@@ -135,7 +135,7 @@ def test_hmac_logs_of_earlier_versions_still_verify_with_the_old_key(tmp_path: P
     (tmp_path / "old.key").write_text(HMAC_KEY.hex())
     done = cli("verify", "--log", path, "--key-file", tmp_path / "old.key")
     assert done.returncode == 0 and "HMAC-SHA256" in done.stdout
-    assert verify(path, HMAC_KEY).hmac_checkpoints == 3
+    assert verify(path, HMAC_KEY).hmac_checkpoints == 4
     assert not verify(path, b"another key" * 3).ok
     _, public = agent_key(tmp_path)
     unproven = cli("verify", "--log", path, "--public-key", public)  # no HMAC key: nothing is proven
@@ -154,9 +154,9 @@ def test_a_log_that_switches_from_hmac_to_ed25519_at_a_restart_verifies_across_i
     write(path, signer)  # ... and the same chain goes on
     public = read_public_key(tmp_path / "decision-log.key.pub")
     both = verify(path, Keys(public=(public,), hmac=(HMAC_KEY,)))
-    assert both.ok and both.checkpoints == 6 and both.hmac_checkpoints == 3 and both.signature == "Ed25519"
+    assert both.ok and both.checkpoints == 7 and both.hmac_checkpoints == 4 and both.signature == "Ed25519"
     alone = verify(path, public)  # the Ed25519 checkpoints sign a chain that holds the HMAC part
-    assert alone.ok and alone.checkpoints == 3 and alone.unchecked == 3
+    assert alone.ok and alone.checkpoints == 3 and alone.unchecked == 4
     assert load_key(key_file) == signer and kept.read_text() == HMAC_KEY.hex()  # next starts: nothing moves
 
 
@@ -179,3 +179,30 @@ def test_verify_says_which_key_is_needed(tmp_path: Path) -> None:
     assert wrong.returncode == 2 and "--public-key" in wrong.stderr and "Traceback" not in wrong.stderr
     private = cli("verify", "--log", path, "--public-key", tmp_path / "decision-log.key")
     assert private.returncode == 2 and "is a private key" in private.stderr
+
+
+def test_a_log_stripped_of_every_checkpoint_and_re_chained_is_not_passed_as_intact(tmp_path: Path) -> None:
+    """A forger with the file and no key can still rebuild the hash chain if he drops every checkpoint:
+    what remains proves nothing. ``verify`` holds the chain but must not exit 0 on it (a script
+    checking the exit status would read "intact"): it exits 3, the warning a security officer sees."""
+    signer, public = agent_key(tmp_path)
+    path = tmp_path / "decisions.jsonl"
+    write(path, signer)
+    file = log_files(path)[-1]
+    head, out = "0" * 64, []
+    for raw in file.read_bytes().splitlines():
+        record = json.loads(raw)
+        if record["event"] == "checkpoint":
+            continue
+        record |= {"prev": head, "seq": len(out) + 1} if "seq" in record else {"prev": head}
+        if record["event"] == "authorization":
+            record["user"] = {"username": "someone-else"}
+        line = encode(record)
+        head = line_hash(line)
+        out.append(line)
+    file.write_bytes(b"\n".join(out) + b"\n")
+    report = verify(path, read_public_key(public))
+    assert report.ok and report.checkpoints == 0 and report.records
+    done = cli("verify", "--log", path, "--public-key", public)
+    assert done.returncode == 3, done.stdout
+    assert "WARNING: no signed checkpoint" in done.stdout

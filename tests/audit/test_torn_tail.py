@@ -24,8 +24,9 @@ KEY = b"k" * 32
 TORN = b'{"decision":"permit","event":"authorization","resource":{"patient_id":"PAT-'  # a record cut short
 
 
-def chained(folder: Path, count: int = 5, *, max_bytes: int = 1 << 30) -> Path:
-    """A log as a crashed writer leaves it: records, no closing checkpoint."""
+def chained(folder: Path, count: int = 4, *, max_bytes: int = 1 << 30) -> Path:
+    """A log as a crashed writer leaves it: its start (file-start and the first checkpoint) and ``count``
+    records, no closing checkpoint: six lines by default."""
     path = folder / "decisions.jsonl"
     writer = ChainWriter(path, KEY, max_bytes=max_bytes, checkpoint_interval=3600)
     for n in range(count):
@@ -214,7 +215,7 @@ def test_search_and_report_show_the_sealed_tail(tmp_path: Path) -> None:
     tear(path)
     ChainWriter(path, KEY).close()
     found = [json.loads(line) for line in cli("search", "--log", path, "--json").stdout.splitlines()]
-    assert [row["event"] for row in found] == ["authorization"] * 5 + ["log-truncated"]
+    assert [row["event"] for row in found] == ["authorization"] * 4 + ["log-truncated"]
     assert f"{len(TORN)} torn bytes kept and sealed" in found[-1]["detail"]
     report = cli("report", "--log", path).stdout
     assert "writes cut short by a crash (torn tails sealed): 1" in report
