@@ -410,6 +410,18 @@ def read_accept(data: Buffer) -> AssociatePdu:
     if info is None:
         raise ProtocolError("A-ASSOCIATE-AC has no User Information item")
     info.check()
+    seen: set[int] = set()
+    for pc in ac.presentation_contexts:  # each decodes here, not later in the middle of the review
+        if pc.id in seen:
+            raise ProtocolError(f"A-ASSOCIATE-AC answers presentation context {pc.id} more than once",
+                                reason=AbortReason.INVALID_PDU_PARAMETER_VALUE)
+        seen.add(pc.id)
+        if pc.result == 0 and len(pc.transfer_syntaxes) != 1:
+            # PS3.8 9.3.3.2: an accepted context names the one transfer syntax both sides will use;
+            # with two, the app and the agent could each read the data sets in another.
+            raise ProtocolError(f"A-ASSOCIATE-AC accepts presentation context {pc.id} with "
+                                f"{len(pc.transfer_syntaxes)} transfer syntaxes, not one",
+                                reason=AbortReason.INVALID_PDU_PARAMETER_VALUE)
     return ac
 
 

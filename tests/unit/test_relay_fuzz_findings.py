@@ -124,3 +124,33 @@ def test_a_waiting_refusal_never_lands_inside_a_rewritten_message() -> None:
     assert [(e.command.name, e.command.message_id or e.command.message_id_responded_to) for e in events
             if isinstance(e, MessageStarted)] in ([("C-STORE-RQ", 1), ("C-ECHO-RSP", 5), ("C-STORE-RQ", 2)],
                                                   [("C-STORE-RQ", 1), ("C-STORE-RQ", 2), ("C-ECHO-RSP", 5)])
+
+
+def _ac_with_context(body: bytes) -> bytes:
+    """pynetdicom's A-ASSOCIATE-AC for context 1 with that context's item value replaced by ``body``."""
+    from dataclasses import replace
+
+    from dicomwire.items import Item, ItemType
+    from dicomwire.pdu import decode_associate
+
+    ac = decode_associate(pynetdicom_ac(contexts=(1,)))
+    items = tuple(Item(ItemType.PRESENTATION_CONTEXT_AC, body) if i.type == ItemType.PRESENTATION_CONTEXT_AC else i
+                  for i in ac.items)
+    return replace(ac, items=items).encode()
+
+
+def test_an_accept_with_a_context_item_that_cannot_be_read_aborts_as_a_protocol_error() -> None:
+    """Found by fuzz/relay_fuzz.py: an A-ASSOCIATE-AC whose presentation context item is empty passed the
+    accept's checks and broke the core later, in the middle of its review (its guard aborted: "relay core
+    failed"). An accepted context naming two transfer syntaxes (PS3.8 9.3.3.2 allows one) is refused the
+    same way: the app and the agent could each read the data sets in another."""
+    ts = b"\x40\x00\x00\x11" + b"1.2.840.10008.1.2\x00"
+    explicit = b"\x40\x00\x00\x14" + b"1.2.840.10008.1.2.1\x00"
+    for body in (b"", b"\x01\x00\x00\x00" + ts + explicit):
+        book = Playbook(RelayCore(), transparent)
+        book.client(pynetdicom_rq(contexts=[(1, FIND, ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])]))
+        book.take(Side.SERVER)
+        book.server(_ac_with_context(body))
+        assert book.core.state is State.CLOSED
+        assert not any("relay core failed" in line for line in book.logs), book.logs
+        assert decode_pdu(book.take(Side.CLIENT)).__class__.__name__ in ("Abort", "AssociateRJ")
