@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import h11
 from prometheus_client import CollectorRegistry, generate_latest
@@ -197,7 +198,8 @@ class AdminServer:
         answer = await self._answer(request)
         headers = [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
                    ("Cache-Control", "no-store"), ("Connection", "close"), *answer.headers]
-        out = connection.send(h11.Response(status_code=answer.status, headers=headers))
+        out = connection.send(h11.Response(status_code=answer.status, headers=headers,
+                                           reason=HTTPStatus(answer.status).phrase.encode()))
         if request.method != b"HEAD":
             out += connection.send(h11.Data(data=answer.body))
         writer.write(out + connection.send(h11.EndOfMessage()))

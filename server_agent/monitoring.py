@@ -17,11 +17,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from audit.events import AuthenticationEvent, AuthorizationEvent, DecisionEvent
 from audit.syslog import SpooledSender
@@ -33,8 +34,8 @@ from tomlconf.admin import AdminSection
 from .admin import AdminServer, CheckResult, Readiness, routes
 from .config import ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions
-from .metrics import CertificateExpiry, RelayMetrics
-from .pdp import metadata_request
+from .metrics import PDP_CALL, CertificateExpiry, RelayMetrics
+from .pdp import Decision, PdpClient, metadata_request
 
 log = logging.getLogger("server_agent.admin")
 
@@ -113,6 +114,29 @@ class MeteredUnlogged(UnloggedDecisions):
 
     def write(self, event: DecisionEvent, /) -> None:
         self.metrics.count(event)
+
+
+class TimedPdpClient(PdpClient):
+    """The PDP client, each decision it has to ask the PDP for timed into ``histogram`` (AuthZEN 1.0
+    section 6: one evaluation or a batch; the answers its cache gives are not exchanges and not timed)."""
+
+    def __init__(self, histogram: Histogram, *args: Any) -> None:
+        super().__init__(*args)
+        self._ok, self._error = histogram.labels("ok"), histogram.labels("error")
+
+    async def evaluate(self, requests_: list[dict[str, Any]]) -> list[Decision]:
+        started = time.perf_counter()
+        marked = PDP_CALL.set(True)
+        try:
+            decisions = await super().evaluate(requests_)
+        except BaseException:
+            self._error.observe(time.perf_counter() - started)
+            raise
+        finally:
+            PDP_CALL.reset(marked)
+        if not all(d.cached for d in decisions):
+            self._ok.observe(time.perf_counter() - started)
+        return decisions
 
 
 def check_listeners(servers: list[RelayServer]) -> CheckResult:
@@ -228,5 +252,5 @@ class ServerAdmin:
         await self.pdp_http.aclose()
 
 
-__all__ = ["MeteredDecisionLog", "MeteredUnlogged", "ServerAdmin", "ServerMetrics", "certificates",
+__all__ = ["MeteredDecisionLog", "MeteredUnlogged", "ServerAdmin", "ServerMetrics", "TimedPdpClient", "certificates",
            "check_decision_log"]
