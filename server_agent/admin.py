@@ -36,6 +36,9 @@ log = logging.getLogger("admin")
 
 MAX_HEAD = 8 * 1024  # a health check's request line and headers are a few hundred bytes
 TIMEOUT = 5.0  # seconds for a whole exchange: a client that sends nothing holds its connection no longer
+# Seconds a readiness check that asks another server may take: below TIMEOUT, so that a server that hangs is
+# named in a 503 instead of the exchange timing out unanswered.
+CHECK_TIMEOUT = 3.0
 MAX_CONNECTIONS = 16  # at once; a monitoring system needs a few, a flood gets closed connections
 READ_SIZE = 4096
 
@@ -65,7 +68,11 @@ LocalCheck = Callable[[], CheckResult]  # reads this process's own state: cheap,
 class Readiness:
     """The checks of ``/readyz``: ``local`` ones on every call, ``remote`` ones at most once per ``interval``
     seconds each (one probe in flight per check, shared by every caller meanwhile), each within
-    ``timeout`` seconds (no answer is a failure)."""
+    ``timeout`` seconds (no answer is a failure).
+
+    A remote result older than ``interval`` is refreshed in the background while callers get it as it
+    is, so that a load balancer's check (often given a second) never waits on another server; a result
+    older than ``interval + timeout`` (no probe can take longer) is not given: the caller waits."""
 
     def __init__(self, *, local: Mapping[str, LocalCheck], remote: Mapping[str, RemoteCheck], interval: float,
                  timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -96,14 +103,22 @@ class Readiness:
 
     async def _remote(self, name: str) -> CheckResult:
         cached = self._results.get(name)
-        if cached is not None and self._clock() - cached[0] < self.interval:
+        age = self._clock() - cached[0] if cached is not None else float("inf")
+        if cached is not None and age < self.interval:
             return cached[1]
         probe = self._probes.get(name)
         if probe is None:
             probe = asyncio.get_running_loop().create_task(self._probe(name))
             self._probes[name] = probe
             probe.add_done_callback(lambda _: self._probes.pop(name, None))
+        if cached is not None and age < self.interval + self.timeout:
+            return cached[1]  # being refreshed
         return await asyncio.shield(probe)  # a caller that leaves does not cancel the others' probe
+
+    def close(self) -> None:
+        """Cancel the probes under way (the agent is stopping)."""
+        for probe in list(self._probes.values()):
+            probe.cancel()
 
     async def _probe(self, name: str) -> CheckResult:
         try:
@@ -233,5 +248,5 @@ async def _request(connection: h11.Connection, reader: asyncio.StreamReader) -> 
             return None
 
 
-__all__ = ["MAX_CONNECTIONS", "AdminServer", "Answer", "CheckResult", "LocalCheck", "Readiness", "RemoteCheck",
-           "readiness_answer", "routes"]
+__all__ = ["CHECK_TIMEOUT", "MAX_CONNECTIONS", "AdminServer", "Answer", "CheckResult", "LocalCheck", "Readiness",
+           "RemoteCheck", "readiness_answer", "routes"]

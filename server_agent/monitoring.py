@@ -31,7 +31,7 @@ from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth,
 from oauthclient.discovery import JwksRequest
 from tomlconf.admin import AdminSection
 
-from .admin import AdminServer, CheckResult, Readiness, routes
+from .admin import CHECK_TIMEOUT, AdminServer, CheckResult, Readiness, routes
 from .config import ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions
 from .metrics import PDP_CALL, CertificateExpiry, RelayMetrics
@@ -212,7 +212,7 @@ class ServerAdmin:
             local={"listeners": lambda: check_listeners(servers()), "decision_log": lambda: check_decision_log(
                 decisions)},
             remote={"identity_provider": self.check_provider, "pdp": self.check_pdp, "audit_spool": self.check_spool},
-            interval=admin.check_interval, timeout=max(identity.timeout, pdp.timeout) + 1.0)
+            interval=admin.check_interval, timeout=min(max(identity.timeout, pdp.timeout), CHECK_TIMEOUT))
         self.server = AdminServer(routes(self.readiness, metrics.registry,
                                          lambda: metrics.checks(self.readiness.last)), *admin.listen)
 
@@ -248,6 +248,7 @@ class ServerAdmin:
 
     async def stop(self) -> None:
         await self.server.stop()
+        self.readiness.close()
         await self.identity_http.aclose()
         await self.pdp_http.aclose()
 

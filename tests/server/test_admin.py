@@ -52,7 +52,31 @@ def test_a_remote_check_is_asked_once_per_interval_whatever_the_number_of_caller
         assert len(calls) == 1  # a load balancer checking every second costs the PDP one request per 5 s
         clock.now += 0.2
         await readiness.report()
+        await asyncio.sleep(0.05)  # refreshed in the background
         assert len(calls) == 2
+    asyncio.run(main())
+
+
+def test_a_stale_result_is_given_while_it_is_refreshed_but_never_past_interval_plus_timeout() -> None:
+    clock, answers = Clock(), [CheckResult(ok=True, detail="first"), CheckResult(ok=False, detail="second")]
+
+    async def idp() -> CheckResult:
+        await asyncio.sleep(0.1)
+        return answers.pop(0)
+
+    readiness = Readiness(local={}, remote={"idp": idp}, interval=5.0, timeout=1.0, clock=clock)
+
+    async def main() -> None:
+        assert (await readiness.report())["idp"].detail == "first"  # nothing known yet: the caller waits
+        clock.now += 5.5
+        started = asyncio.get_running_loop().time()
+        assert (await readiness.report())["idp"].detail == "first"  # at once, while "second" is fetched
+        assert asyncio.get_running_loop().time() - started < 0.05
+        await asyncio.sleep(0.2)
+        assert (await readiness.report())["idp"].detail == "second"
+        answers.append(CheckResult(ok=True, detail="third"))
+        clock.now += 6.5  # older than interval + timeout: not given, the caller waits for the probe
+        assert (await readiness.report())["idp"].detail == "third"
     asyncio.run(main())
 
 
