@@ -26,11 +26,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from http import HTTPStatus
 
 import h11
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from .http11 import Answer, Bounds, HttpListener
 
 log = logging.getLogger("admin")
 
@@ -40,7 +41,6 @@ TIMEOUT = 5.0  # seconds for a whole exchange: a client that sends nothing holds
 # named in a 503 instead of the exchange timing out unanswered.
 CHECK_TIMEOUT = 3.0
 MAX_CONNECTIONS = 16  # at once; a monitoring system needs a few, a flood gets closed connections
-READ_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,16 +49,6 @@ class CheckResult:
 
     ok: bool
     detail: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Answer:
-    """An HTTP response of the admin listener."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 RemoteCheck = Callable[[], Awaitable[CheckResult]]  # asks another server: cached, one probe at a time
@@ -167,85 +157,37 @@ def routes(readiness: Readiness, registry: CollectorRegistry,
 
 
 class AdminServer:
-    """The listener: one GET or HEAD per connection, answered from ``paths`` (404 for any other path)."""
+    """The listener: one GET or HEAD per connection, answered from ``paths`` (404 for any other path),
+    through the agents' one small HTTP server (:mod:`server_agent.http11`)."""
 
     def __init__(self, paths: Mapping[bytes, Route], host: str, port: int) -> None:
         self.paths = dict(paths)
-        self.host, self.port = host, port
-        self._server: asyncio.Server | None = None
-        self._open = 0
+        self.listener = HttpListener(self, host, port, Bounds(max_head=MAX_HEAD, max_body=0, timeout=TIMEOUT,
+                                                              max_connections=MAX_CONNECTIONS))
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self._server is not None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return str(host), int(port)
+        return self.listener.address
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
+        await self.listener.start()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.listener.stop()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
-            writer.transport.abort()
-            return
-        self._open += 1
-        try:
-            await asyncio.wait_for(self._exchange(reader, writer), TIMEOUT)
-        except (TimeoutError, ConnectionError, h11.ProtocolError):
-            pass
-        finally:
-            self._open -= 1
-            if writer.transport.get_write_buffer_size():  # a client that does not read: no lingering
-                writer.transport.abort()
-            else:
-                writer.close()
-
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        request = await _request(connection, reader)
-        if request is None:
-            return
-        answer = await self._answer(request)
-        headers = [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
-                   ("Cache-Control", "no-store"), ("Connection", "close"), *answer.headers]
-        out = connection.send(h11.Response(status_code=answer.status, headers=headers,
-                                           reason=HTTPStatus(answer.status).phrase.encode()))
-        if request.method != b"HEAD":
-            out += connection.send(h11.Data(data=answer.body))
-        writer.write(out + connection.send(h11.EndOfMessage()))
-        await writer.drain()
-
-    async def _answer(self, request: h11.Request) -> Answer:
-        route = self.paths.get(request.target.split(b"?", 1)[0])
-        if route is None:
+    def head(self, request: h11.Request) -> Answer | None:
+        if request.target.split(b"?", 1)[0] not in self.paths:
             return Answer(status=404, body=b'{"error": "not found"}\n')
         if request.method not in (b"GET", b"HEAD"):
             return Answer(status=405, body=b'{"error": "GET or HEAD only"}\n', headers=(("Allow", "GET, HEAD"),))
+        return None
+
+    async def answer(self, request: h11.Request, body: bytes) -> Answer:
         try:
-            return await route()
+            return await self.paths[request.target.split(b"?", 1)[0]]()
         except Exception as error:  # the agent's own fault: said in the log, not in the answer
             log.error("admin %s failed: %r", request.target[:64].decode("ascii", "replace"), error)
             return Answer(status=500, body=b'{"error": "internal error (see the agent\'s log)"}\n')
-
-
-async def _request(connection: h11.Connection, reader: asyncio.StreamReader) -> h11.Request | None:
-    """The request's head (its body, if any, is never read: the answer closes the connection)."""
-    while True:
-        event = connection.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                return None
-            connection.receive_data(data)
-        elif isinstance(event, h11.Request):
-            return event
-        else:  # ConnectionClosed, or anything else before a request
-            return None
 
 
 __all__ = ["CHECK_TIMEOUT", "MAX_CONNECTIONS", "AdminServer", "Answer", "CheckResult", "LocalCheck", "Readiness",

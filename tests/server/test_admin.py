@@ -136,7 +136,7 @@ def test_the_listener_answers_get_and_head_whole_or_byte_by_byte_and_refuses_the
         _, writer = await asyncio.open_connection("127.0.0.1", port)  # a TCP check: connect, close
         writer.close()
         await asyncio.sleep(0.05)
-        assert server._open == 0  # nothing left behind
+        assert server.listener.open == 0  # nothing left behind
         assert (await _exchange(port, get)).startswith(b"HTTP/1.1 200 ")
         await server.stop()
     asyncio.run(main())
