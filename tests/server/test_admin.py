@@ -285,3 +285,19 @@ def test_the_demo_files_show_the_admin_table_as_the_schema_reads_it(demo: str) -
     admin = AdminSection.model_validate(table)
     assert admin.listen[0] == "127.0.0.1" and admin.check_interval == AdminSection.model_fields[
         "check_interval"].default  # the default the file shows is the default
+
+
+def test_check_config_names_a_busy_admin_port() -> None:
+    import socket
+    from argparse import Namespace
+
+    from server_agent.checks import StepFailed, _listen_free
+    from server_agent.config import SessionsSection
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        taken = busy.getsockname()[1]
+        config = Namespace(listen=("127.0.0.1", 0), return_listen=("127.0.0.1", 0), plain_listen=None,
+                           sessions=SessionsSection(), admin=AdminSection(listen=("127.0.0.1", taken)))
+        with pytest.raises(StepFailed, match=f"admin listener 127.0.0.1:{taken}"):
+            _listen_free(config)  # type: ignore[arg-type]
+    assert "admin listener" in _listen_free(config)  # type: ignore[arg-type]
