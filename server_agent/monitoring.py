@@ -43,8 +43,8 @@ log = logging.getLogger("server_agent.admin")
 class ServerMetrics(RelayMetrics):
     """The server agent's registry: the relays' metrics and its decisions, log and spool."""
 
-    def __init__(self, config: ServerAgentConfig) -> None:
-        super().__init__("server", config.name)
+    def __init__(self, name: str, certificate_files: Callable[[], dict[str, Path]]) -> None:
+        super().__init__("server", name)
         r = self.registry
         self.authentications = Counter(
             "dicom_agent_authentications", "Association requests decided (identity, node policy, return path), by "
@@ -59,7 +59,7 @@ class ServerMetrics(RelayMetrics):
                                  "up (0: new work is refused with on_failure = refuse)", registry=r)
         self.spool = Gauge("dicom_agent_audit_spool_messages", "Audit messages spooled, not yet taken by the "
                            "audit record repository", registry=r)
-        r.register(CertificateExpiry(lambda: certificates(config)))
+        r.register(CertificateExpiry(certificate_files))  # read when scraped: a reloaded file is seen
 
     def count(self, event: DecisionEvent) -> None:
         if isinstance(event, AuthenticationEvent):

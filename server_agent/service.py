@@ -20,7 +20,14 @@ from .config import IdentityConfig, Pacs, PdpConfig, ServerAgentConfig
 from .decisions import Decisions, load_key
 from .logout import LogoutEndpoint
 from .metrics import MeteredFactory, TimedExecutor
-from .monitoring import MeteredDecisionLog, MeteredUnlogged, ServerAdmin, ServerMetrics, TimedPdpClient
+from .monitoring import (
+    MeteredDecisionLog,
+    MeteredUnlogged,
+    ServerAdmin,
+    ServerMetrics,
+    TimedPdpClient,
+    certificates,
+)
 from .moves import MoveRegistry
 from .pdp import ClientCredentials, Credentials, TokenFile
 from .returns import ReturnPolicy
@@ -64,7 +71,7 @@ def pdp_credentials(pdp: PdpConfig, identity: AsyncOAuthClient, http: AsyncExecu
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
-        self.metrics = ServerMetrics(config)  # in a registry of this agent's own
+        self.metrics = ServerMetrics(config.name, lambda: certificates(self.config))  # a registry of its own
         logged, repository = config.decision_log, config.audit
         audit = SpooledSender(repository.target(), repository.spool) if repository and repository.spool else None
         self.decisions: Decisions

@@ -148,6 +148,8 @@ def test_metrics_move_as_the_user_worked(site: Site, workstation: subprocess.Pop
     ws_after = until(counted)
     assert ws_after is not None, "the workstation agent did not count three associations"
     assert value(ws_after, "dicom_agent_session_token_seconds") > 0
+    status, body = ready(ws)
+    assert status == 200 and set(body["checks"]) == {"listeners", "session", "identity_provider", "routes"}, body
     for samples in (after, ws_after):
         labels = {v for _, pairs in samples for _, v in pairs}
         assert not labels & {"rad", "PAT-1", "PAT-OPTOUT", "ORTHANC@GW1", "ECHOSCU", "FINDSCU"}, labels
