@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # (about 124 MB to download; measured 17 s to install on our 2-core machine, where the others were installed).
 # haproxy: the load balancer in front of several server agents (tests/e2e/test_haproxy.py, PROXY protocol v2).
 # nodejs, npm: the foreign OpenID provider of the tests (panva oidc-provider, devtools/foreign_idp).
-APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm
+APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm redis-server
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp
