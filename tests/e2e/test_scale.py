@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,10 +18,11 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
+from agent.config import Route
 from devtools.dicomdata import make_ct_study
 from devtools.peers import PROJECT
 from devtools.redis_server import REDIS_SERVER, RedisServer
-from devtools.site import Site
+from devtools.site import Site, write_workstation_config
 from server_agent.shared_config import SharedSection
 from server_agent.supervisor import worker_log
 from tomlconf import write
@@ -97,6 +99,23 @@ def test_a_move_whose_return_association_lands_on_the_other_worker_delivers(
                                  str(worker_log(gw.root / "decisions.jsonl", worker)), "--public-key",
                                  str(gw.root / "decision-log.key.pub")], capture_output=True, text=True, cwd=PROJECT)
         assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_workstation_route_fails_over_to_its_next_server_agent(site: tuple[Site, RedisServer]) -> None:
+    """Route GW2 names a dead address first, then the site's server agent: the association succeeds."""
+    gw, _ = site
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    route = Route(host="127.0.0.1", port=dead, server_name="gw1", warm=0, connect_timeout=2.0,
+                  addresses=(("127.0.0.1", gw.ports["server"]),))
+    write_workstation_config(gw.root / "workstation.toml", pki=gw.pki, issuer=gw.issuer, listen=gw.ports["agent"],
+                             route_port=gw.ports["server"], return_port=gw.ports["agent_return"],
+                             apps={"MOVESCP": gw.ports["scp"]}, routes={"GW2": route},
+                             log_file=gw.root / "associations.jsonl")
+    echo = gw.launch("rad", "echoscu", "-v", "-aec", "ORTHANC@GW2", "127.0.0.1", gw.ports["agent"])
+    assert echo.returncode == 0, echo.stdout + echo.stderr
+    assert f"127.0.0.1:{dead} failed" in echo.stderr  # said, and the next address tried
 
 
 def worker_pids(supervisor: int) -> set[int]:
