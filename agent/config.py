@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tomlconf import ConfigError
 from tomlconf import load as load_file
+from tomlconf.admin import AdminSection
 from tomlconf.limits import Limits
 from tomlconf.schema import (
     AS_TUPLE,
@@ -128,6 +129,7 @@ class WorkstationConfig(Schema):
     return_: ReturnSection = Field(default=ReturnSection(), alias="return")
     apps: Mapping[str, App] = Field(default_factory=dict)
     limits: Limits = Limits()
+    admin: AdminSection | None = None  # /healthz /readyz /metrics (agent/admin.py); off when absent
     path: Path = derived(Path("workstation.toml"))  # the file this was read from
 
     @model_validator(mode="after")

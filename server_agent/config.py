@@ -18,6 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from audit.syslog import SyslogTarget
 from tomlconf import ConfigError
 from tomlconf import load as load_file
+from tomlconf.admin import AdminSection
 from tomlconf.limits import Limits
 from tomlconf.schema import (
     AS_TUPLE,
@@ -308,6 +309,7 @@ class ServerAgentConfig(Schema):
     audit: AuditSection | None = None
     return_: ReturnSection = Field(default=ReturnSection(), alias="return")
     shared: SharedSection = SharedSection()
+    admin: AdminSection | None = None  # /healthz /readyz /metrics (server_agent/monitoring.py); off when absent
     path: Path = derived(Path("server-agent.toml"))  # the file this was read from
 
     @model_validator(mode="after")
