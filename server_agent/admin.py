@@ -156,6 +156,7 @@ class AdminServer:
     def __init__(self, paths: Mapping[bytes, Route], host: str, port: int) -> None:
         self.paths = dict(paths)
         self.host, self.port = host, port
+        self.reuse_port = False  # [server] workers > 1: every worker answers on the port (SO_REUSEPORT)
         self._server: asyncio.Server | None = None
         self._open = 0
 
@@ -166,7 +167,8 @@ class AdminServer:
         return str(host), int(port)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD,
+                                                  reuse_port=self.reuse_port or None)
 
     async def stop(self) -> None:
         if self._server is not None:

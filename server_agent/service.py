@@ -14,6 +14,7 @@ from dicomwire.tls import client_context, server_context
 from dicomwire.version import version
 from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
 
+from .admin import CheckResult
 from .association import ServerPolicy
 from .authn import Authenticator
 from .config import IdentityConfig, Pacs, PdpConfig, ServerAgentConfig
@@ -72,6 +73,12 @@ def shared_state(config: ServerAgentConfig) -> SharedState:
 
     prefix = section.prefix or f"dia:{config.server.site or config.name}:"
     return RedisShared(connect(section), prefix, config.identity.throttle, timeout=section.timeout)
+
+
+def shared_check(shared: SharedState) -> CheckResult:
+    problem = shared.problem
+    return CheckResult(ok=problem is None, detail=problem or ("Redis answers" if not isinstance(shared, LocalShared)
+                                                             else "in this process"))
 
 
 class ServerAgent:
@@ -141,6 +148,9 @@ class ServerAgent:
             self.metrics.watch(server.name, lambda server=server: server.live)  # type: ignore[misc]
         self.admin = (ServerAdmin(config.admin, config, self.metrics, lambda: self.servers, self.decisions)
                       if config.admin is not None else None)
+        if self.admin is not None:  # not ready while the shared state is out of reach (it refuses everything)
+            self.admin.readiness.local["shared_state"] = lambda: shared_check(self.shared)
+            self.admin.server.reuse_port = shared_port
 
     @property
     def servers(self) -> list[RelayServer]:
