@@ -169,6 +169,15 @@ class AdminServer:
     def address(self) -> tuple[str, int]:
         return self.listener.address
 
+    @property
+    def reuse_port(self) -> bool:
+        """[server] workers > 1: every worker answers on the port (SO_REUSEPORT); set before start."""
+        return self.listener.reuse_port
+
+    @reuse_port.setter
+    def reuse_port(self, value: bool) -> None:
+        self.listener.reuse_port = value
+
     async def start(self) -> None:
         await self.listener.start()
 

@@ -58,10 +58,11 @@ class Endpoint(Protocol):
 class HttpListener:
     """Serves ``endpoint`` on ``host``:``port`` within ``bounds`` (see the module docstring)."""
 
-    def __init__(self, endpoint: Endpoint, host: str, port: int, bounds: Bounds) -> None:
+    def __init__(self, endpoint: Endpoint, host: str, port: int, bounds: Bounds, *, reuse_port: bool = False) -> None:
         self.endpoint = endpoint
         self.host, self.port = host, port
         self.bounds = bounds
+        self.reuse_port = reuse_port  # the workers of one host share the port (SO_REUSEPORT)
         self._server: asyncio.Server | None = None
         self.open = 0  # connections being served
 
@@ -72,7 +73,7 @@ class HttpListener:
         return str(host), int(port)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_port=self.reuse_port or None)
 
     async def stop(self) -> None:
         if self._server is not None:

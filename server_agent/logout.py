@@ -20,6 +20,7 @@ from oauthclient.discovery import ProviderMetadata
 from .config import ServerAgentConfig
 from .http11 import Answer, Bounds, HttpListener, json_answer
 from .sessions import LogoutRejected, LogoutVerifier, Sessions
+from .shared import SharedState, SharedUnavailable
 
 log = logging.getLogger("server_agent.logout")
 
@@ -34,11 +35,14 @@ class LogoutEndpoint:
     """Listens for logout tokens; each verified one ends its session in :class:`Sessions`. Served by the
     agents' one small HTTP server (:mod:`server_agent.http11`), within the bounds above."""
 
-    def __init__(self, verifier: LogoutVerifier, sessions: Sessions, host: str, port: int) -> None:
+    def __init__(self, verifier: LogoutVerifier, sessions: Sessions, host: str, port: int, *,
+                 shared: SharedState | None = None, reuse_port: bool = False) -> None:
         self.verifier = verifier
         self.sessions = sessions
+        self.shared = shared  # where the other workers and instances learn of the logout
         self.listener = HttpListener(self, host, port, Bounds(max_head=MAX_HEAD, max_body=MAX_BODY, timeout=TIMEOUT,
-                                                              max_connections=MAX_CONNECTIONS))
+                                                              max_connections=MAX_CONNECTIONS),
+                                     reuse_port=reuse_port)  # the workers of one host share the port
 
     @property
     def address(self) -> tuple[str, int]:
@@ -79,6 +83,14 @@ class LogoutEndpoint:
             log.warning("back-channel logout refused: %s", error)
             return json_answer(400, {"error": "invalid_request", "error_description": str(error)})
         self.sessions.end(logout)
+        if self.shared is not None:
+            try:
+                await self.shared.end_session(sid=logout.sid, sub=logout.sub, issued_at=logout.issued_at,
+                                              remember=self.sessions.config.remember)
+            except SharedUnavailable as error:  # the provider retries; ended here already
+                log.error("back-channel logout not shared with the other instances: %s", error)
+                return json_answer(503, {"error": "temporarily_unavailable",
+                                         "error_description": "shared state unavailable"})
         return json_answer(200)
 
 
