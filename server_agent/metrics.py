@@ -125,9 +125,13 @@ class MeteredFactory:
 
     def open(self, connection: ConnectionInfo) -> AssociationPolicy:
         inner = self.inner.open(connection)
-        policy = MeteredPolicy(inner, self.metrics, connection.listener or "-", self._outer.pop)
+        policy = MeteredPolicy(inner, self.metrics, connection.listener or "-", self._forget)
         self._outer[id(inner)] = policy
         return policy
+
+    def _forget(self, policy: MeteredPolicy) -> None:
+        if self._outer.get(id(policy.inner)) is policy:  # a factory may hand one policy to several associations
+            del self._outer[id(policy.inner)]
 
     def outer(self, inner: object) -> object:
         """The policy the relay holds for ``inner`` (what :meth:`RelayServer.end` looks for)."""
@@ -141,7 +145,7 @@ class MeteredPolicy:
     """One association's policy, observed: every answer is the wrapped policy's own."""
 
     def __init__(self, inner: AssociationPolicy, metrics: RelayMetrics, listener: str,
-                 forget: Callable[[int], object]) -> None:
+                 forget: Callable[[MeteredPolicy], None]) -> None:
         self.inner = inner
         self.metrics = metrics
         self.listener = listener
@@ -167,7 +171,7 @@ class MeteredPolicy:
         self.inner.notice(notice)
 
     def close(self, ending: Ending) -> None:
-        self._forget(id(self.inner))
+        self._forget(self)
         try:
             self.inner.close(ending)
         finally:

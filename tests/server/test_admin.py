@@ -221,6 +221,19 @@ def test_metered_policies_count_verdicts_by_enum_and_change_nothing() -> None:
     assert not any("FINDSCU" in value or "junk" in value for _, labels in samples for _, value in labels)
 
 
+def test_one_policy_for_several_associations_is_closed_for_each() -> None:
+    metrics = RelayMetrics("server", "GW1")
+    inner = _Policy({"associate": Permit(), "request": Permit()})  # a factory that hands out itself
+    factory = MeteredFactory(_Factory(inner), metrics)
+    first, second = (factory.open(ConnectionInfo(association_id=n, peer=None, local=None, listener="main"))
+                     for n in "12")
+    assert factory.outer(inner) is second
+    first.close(Ending(reason="released", established=True))
+    assert factory.outer(inner) is second  # still the live one
+    second.close(Ending(reason="released", established=True))
+    assert len(inner.closed) == 2 and factory.outer(inner) is inner
+
+
 def test_a_verdict_awaited_is_counted_when_known_and_a_failing_policy_as_error() -> None:
     metrics = RelayMetrics("workstation", "WS1")
     inner = _Policy({"associate": Permit(), "request": RuntimeError("down")})
