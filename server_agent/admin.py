@@ -125,6 +125,19 @@ class Readiness:
         return result
 
 
+def throttled(check: LocalCheck, seconds: float, clock: Callable[[], float] = time.monotonic) -> LocalCheck:
+    """``check`` run at most once per ``seconds``, its result given in between: for a local check that
+    touches the disk, so that a flood of ``/readyz`` on the loopback is not a flood of file operations."""
+    last: list[tuple[float, CheckResult]] = []
+
+    def run() -> CheckResult:
+        now = clock()
+        if not last or now - last[0][0] >= seconds:
+            last[:] = [(now, check())]
+        return last[0][1]
+    return run
+
+
 def readiness_answer(results: Mapping[str, CheckResult]) -> Answer:
     """200 when every check passed, else 503 naming the failed ones first (``failed``)."""
     failed = sorted(name for name, result in results.items() if not result.ok)
@@ -200,4 +213,4 @@ class AdminServer:
 
 
 __all__ = ["CHECK_TIMEOUT", "MAX_CONNECTIONS", "AdminServer", "Answer", "CheckResult", "LocalCheck", "Readiness",
-           "RemoteCheck", "readiness_answer", "routes"]
+           "RemoteCheck", "readiness_answer", "routes", "throttled"]

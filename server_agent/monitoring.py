@@ -31,13 +31,15 @@ from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth,
 from oauthclient.discovery import JwksRequest
 from tomlconf.admin import AdminSection
 
-from .admin import CHECK_TIMEOUT, AdminServer, CheckResult, Readiness, routes
+from .admin import CHECK_TIMEOUT, AdminServer, CheckResult, Readiness, routes, throttled
 from .config import ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions
 from .metrics import PDP_CALL, CertificateExpiry, RelayMetrics
 from .pdp import Decision, PdpClient, metadata_request
 
 log = logging.getLogger("server_agent.admin")
+
+DECISION_LOG_CHECK_EVERY = 1.0  # seconds: the check makes and removes a file; /readyz may be asked far more often
 
 
 class ServerMetrics(RelayMetrics):
@@ -209,8 +211,8 @@ class ServerAdmin:
         self.max_spool = admin.max_audit_spool
         self.spool = spool
         self.readiness = Readiness(
-            local={"listeners": lambda: check_listeners(servers()), "decision_log": lambda: check_decision_log(
-                decisions)},
+            local={"listeners": lambda: check_listeners(servers()),
+                   "decision_log": throttled(lambda: check_decision_log(decisions), DECISION_LOG_CHECK_EVERY)},
             remote={"identity_provider": self.check_provider, "pdp": self.check_pdp, "audit_spool": self.check_spool},
             interval=admin.check_interval, timeout=min(max(identity.timeout, pdp.timeout), CHECK_TIMEOUT))
         self.server = AdminServer(routes(self.readiness, metrics.registry,

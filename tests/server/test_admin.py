@@ -18,7 +18,7 @@ from dicomwire.dimse import CommandSet
 from dicomwire.errors import RejectReason
 from dicomwire.policy import ConnectionInfo, Ending, Forwarding
 from dicomwire.questions import Permit, Refuse, RejectAssociation, RequestQuestion
-from server_agent.admin import AdminServer, Answer, CheckResult, Readiness, readiness_answer, routes
+from server_agent.admin import AdminServer, Answer, CheckResult, Readiness, readiness_answer, routes, throttled
 from server_agent.decisions import DecisionLog
 from server_agent.metrics import CertificateExpiry, MeteredFactory, RelayMetrics
 from server_agent.monitoring import check_decision_log
@@ -94,6 +94,14 @@ def test_a_check_that_hangs_or_raises_fails_and_says_no_more_than_its_own_words(
     assert answer.status == 503
     assert b'"failed": [\n  "idp",\n  "pdp"\n ]' in answer.body
     assert b"no answer within 0.05 s" in answer.body and b"secret-token-value" not in answer.body
+
+
+def test_a_throttled_local_check_runs_at_most_once_per_period() -> None:
+    clock, runs = Clock(), []
+    check = throttled(lambda: runs.append(clock.now) or CheckResult(ok=len(runs) == 1), 1.0, clock)
+    assert check().ok and check().ok and runs == [1000.0]
+    clock.now += 1.0
+    assert not check().ok and len(runs) == 2
 
 
 def test_ready_is_200_only_when_every_check_passed() -> None:
