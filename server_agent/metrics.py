@@ -74,11 +74,12 @@ _VERDICTS: dict[type, str] = {Permit: "permit", Refuse: "refuse", Drop: "drop", 
 class RelayMetrics:
     """What both agents count about their associations, in this agent's own registry."""
 
-    def __init__(self, agent: str, name: str) -> None:
+    def __init__(self, agent: str, name: str, worker: int | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        Gauge("dicom_agent_info", "The agent: kind, configured name and version (always 1)",
-              ["agent", "name", "version"], registry=r).labels(agent, name, version()).set(1)
+        Gauge("dicom_agent_info", "The agent: kind, configured name, version and worker ([server] workers; "
+              "empty: the only process) (always 1)", ["agent", "name", "version", "worker"], registry=r).labels(
+            agent, name, version(), "" if worker is None else str(worker)).set(1)
         self.live = Gauge("dicom_agent_associations_live", "Associations holding a slot now, per listener",
                           ["listener"], registry=r)
         self.associations = Counter(

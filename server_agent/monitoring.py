@@ -45,8 +45,8 @@ DECISION_LOG_CHECK_EVERY = 1.0  # seconds: the check makes and removes a file; /
 class ServerMetrics(RelayMetrics):
     """The server agent's registry: the relays' metrics and its decisions, log and spool."""
 
-    def __init__(self, name: str, certificate_files: Callable[[], dict[str, Path]]) -> None:
-        super().__init__("server", name)
+    def __init__(self, name: str, certificate_files: Callable[[], dict[str, Path]], worker: int | None = None) -> None:
+        super().__init__("server", name, worker)
         r = self.registry
         self.authentications = Counter(
             "dicom_agent_authentications", "Association requests decided (identity, node policy, return path), by "
@@ -215,8 +215,10 @@ class ServerAdmin:
                    "decision_log": throttled(lambda: check_decision_log(decisions), DECISION_LOG_CHECK_EVERY)},
             remote={"identity_provider": self.check_provider, "pdp": self.check_pdp, "audit_spool": self.check_spool},
             interval=admin.check_interval, timeout=min(max(identity.timeout, pdp.timeout), CHECK_TIMEOUT))
-        self.server = AdminServer(routes(self.readiness, metrics.registry,
-                                         lambda: metrics.checks(self.readiness.last)), *admin.listen)
+        paths = routes(self.readiness, metrics.registry, lambda: metrics.checks(self.readiness.last))
+        self.server = AdminServer(paths, *admin.listen)
+        # [server] workers: this worker alone, for a scrape that always reaches the same counters
+        self.worker_server = AdminServer(paths, *admin.worker_listen) if admin.worker_listen else None
 
     async def check_provider(self) -> CheckResult:
         try:
@@ -247,9 +249,14 @@ class ServerAdmin:
     async def start(self) -> None:
         await self.server.start()
         log.info("admin listener on http://%s:%d (/healthz /readyz /metrics)", *self.server.address)
+        if self.worker_server is not None:
+            await self.worker_server.start()
+            log.info("this worker's own admin listener on http://%s:%d", *self.worker_server.address)
 
     async def stop(self) -> None:
         await self.server.stop()
+        if self.worker_server is not None:
+            await self.worker_server.stop()
         self.readiness.close()
         await self.identity_http.aclose()
         await self.pdp_http.aclose()

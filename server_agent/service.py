@@ -91,7 +91,8 @@ def shared_check(shared: SharedState) -> CheckResult:
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
-        self.metrics = ServerMetrics(config.name, lambda: certificates(self.config))  # a registry of its own
+        self.metrics = ServerMetrics(config.name, lambda: certificates(self.config),  # a registry of its own
+                                     config.admin.worker if config.admin is not None else None)
         logged, repository = config.decision_log, config.audit
         audit = SpooledSender(repository.target(), repository.spool) if repository and repository.spool else None
         self.decisions: Decisions

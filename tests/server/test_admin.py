@@ -22,6 +22,7 @@ from server_agent.admin import AdminServer, Answer, CheckResult, Readiness, read
 from server_agent.decisions import DecisionLog
 from server_agent.metrics import CertificateExpiry, MeteredFactory, RelayMetrics
 from server_agent.monitoring import check_decision_log
+from tests.server.test_config import _config
 from tomlconf import ConfigError
 from tomlconf.admin import AdminSection
 
@@ -322,3 +323,45 @@ def test_check_config_names_a_busy_admin_port() -> None:
         with pytest.raises(StepFailed, match=f"admin listener 127.0.0.1:{taken}"):
             _listen_free(config)  # type: ignore[arg-type]
     assert "admin listener" in _listen_free(config)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki")
+    certs.init_ca(folder)
+    certs.issue(folder, "gw1", ["127.0.0.1"])
+    return folder
+
+
+def test_each_worker_answers_alone_on_its_own_port_as_well(tmp_path: Path, pki: Path) -> None:
+    """``[server] workers``: the shared port reaches any worker; worker I's own port reaches only it."""
+    import requests
+
+    from devtools.peers import free_port
+    from server_agent.config import load
+    from server_agent.service import ServerAgent
+    from server_agent.supervisor import worker_config
+
+    shared, base = free_port(), free_port()
+    path = _config(tmp_path, pki, {"admin": {"listen": f"127.0.0.1:{shared}", "worker_ports": base}})
+    config = worker_config(load(path), 1)
+    assert config.admin is not None and config.admin.worker_listen == ("127.0.0.1", base + 1)
+    agent = ServerAgent(config)
+
+    async def main() -> tuple[str, str]:
+        assert agent.admin is not None
+        await agent.admin.start()
+        try:
+            own = await asyncio.to_thread(requests.get, f"http://127.0.0.1:{base + 1}/metrics", timeout=10)
+            any_ = await asyncio.to_thread(requests.get, f"http://127.0.0.1:{shared}/healthz", timeout=10)
+            return own.text, any_.text
+        finally:
+            await agent.admin.stop()
+            await agent.http.aclose()
+
+    try:
+        metrics, health = asyncio.run(main())
+    finally:
+        agent.decisions.close()
+    assert 'worker="1"' in metrics and "dicom_agent_info" in metrics and "alive" in health
+    assert load(path).admin.worker is None  # type: ignore[union-attr]  # a file cannot say which worker it is
