@@ -9,8 +9,18 @@ STAMP  := $(VENV)/.installed
 # (about 124 MB to download; measured 17 s to install on our 2-core machine, where the others were installed).
 # haproxy: the load balancer in front of several server agents (tests/e2e/test_haproxy.py, PROXY protocol v2).
 # nodejs, npm: the foreign OpenID provider of the tests (panva oidc-provider, devtools/foreign_idp).
+# prometheus: its promtool checks and unit-tests the alert rules of docs/prometheus (tests/e2e/test_admin.py); about
+# 19 MB to download. Without systemd (containers, CI) nothing is started; on a host with it, disable the service.
+# redis-server: the state several server agents share (outstanding C-MOVEs, throttles, ended sessions).
 # stunnel4, socat: the C baselines `make bench` measures the agents against in the same run (devtools/tunnels.py).
-APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm stunnel4 socat
+# One group per line, with the commands that tell whether it is installed in SYSTEM_COMMANDS below.
+APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm
+APT_PACKAGES += prometheus redis-server
+APT_PACKAGES += stunnel4 socat
+SYSTEM_COMMANDS := /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy
+SYSTEM_COMMANDS += /usr/bin/node /usr/bin/npm
+SYSTEM_COMMANDS += /usr/bin/promtool /usr/bin/redis-server
+SYSTEM_COMMANDS += /usr/bin/stunnel4 /usr/bin/socat
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp
@@ -47,8 +57,7 @@ venv: system-deps $(STAMP)
 # Debian packages: installed only when one of their commands is missing.
 system-deps:
 	@missing=""; \
-	for cmd in /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy \
-		/usr/bin/node /usr/bin/npm /usr/bin/stunnel4 /usr/bin/socat; do [ -x $$cmd ] || missing="yes"; done; \
+	for cmd in $(SYSTEM_COMMANDS); do [ -x $$cmd ] || missing="yes"; done; \
 	[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -e /usr/lib/aarch64-linux-gnu/rsyslog/lmnsd_gtls.so ] || missing="yes"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \

@@ -13,7 +13,9 @@ import httpx
 
 from dicomwire import tls
 from dicomwire.listener import RelayServer
+from server_agent.metrics import MeteredFactory
 
+from .admin import WorkstationAdmin, WorkstationMetrics
 from .config import IdentityProvider, WorkstationConfig
 from .oidc import AsyncOidcClient, LoginError, Tokens
 from .policy import AssociationLog, Credentials, ReturnPolicy, WorkstationPolicy
@@ -68,14 +70,19 @@ class WorkstationAgent:
         journal = AssociationLog(config.log_file)
         self.policy = WorkstationPolicy(config, session.current, client_context(config), journal)
         limits = config.limits.relay()
-        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1], limits=limits,
-                                max_associations=config.max_associations, name="apps")
+        self.metrics = WorkstationMetrics(config, session.current)  # in a registry of this agent's own
+        self.main = RelayServer(MeteredFactory(self.policy, self.metrics), host=config.listen[0], port=config.listen[1],
+                                limits=limits, max_associations=config.max_associations, name="apps")
         # The return listener: server agents only, each with a certificate from the site CA (mutual TLS).
-        self.returns = RelayServer(ReturnPolicy(config, journal), host=config.return_listen[0],
-                                   port=config.return_listen[1], name="return", limits=limits,
-                                   max_associations=config.return_.max_associations,
+        self.returns = RelayServer(MeteredFactory(ReturnPolicy(config, journal), self.metrics),
+                                   host=config.return_listen[0], port=config.return_listen[1], name="return",
+                                   limits=limits, max_associations=config.return_.max_associations,
                                    ssl=tls.server_context(config.tls.certificate, config.tls.key, ca=config.tls.ca))
         self._refresher: asyncio.Task[None] | None = None
+        for server in (self.main, self.returns):
+            self.metrics.watch(server.name, lambda server=server: server.live)  # type: ignore[misc]
+        self.admin = (WorkstationAdmin(config.admin, config, self.metrics, lambda: [self.main, self.returns],
+                                       session.current) if config.admin is not None else None)
 
     async def start(self) -> None:
         await self.main.start()
@@ -84,6 +91,8 @@ class WorkstationAgent:
             if route.warm:
                 self.main.pool.refill(self.policy.upstream(route))
         self._refresher = asyncio.create_task(self.session.keep_fresh())
+        if self.admin is not None:
+            await self.admin.start()
         log.info("workstation agent %s: apps connect to %s:%d; return listener on %s:%d", self.config.name,
                  *self.main.address, *self.returns.address)
 
@@ -91,3 +100,5 @@ class WorkstationAgent:
         if self._refresher is not None:
             self._refresher.cancel()
         await asyncio.gather(self.main.shutdown(deadline), self.returns.shutdown(deadline))
+        if self.admin is not None:
+            await self.admin.stop()

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.add_argument("--config", required=True, type=Path)
         p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # started by the supervisor
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         return check(config)
+    if config.server.workers > 1:  # [server] workers: a supervisor, or one of its workers
+        from .supervisor import Supervisor, prepare, worker_config
+
+        if args.worker is None:
+            prepare(config)
+            return Supervisor(args.config, config.server.workers, args.log_level).run()
+        config = worker_config(config, args.worker)
     return int(run(lambda: _serve(config)))
 
 

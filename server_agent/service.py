@@ -14,15 +14,26 @@ from dicomwire.tls import client_context, server_context
 from dicomwire.version import version
 from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
 
+from .admin import CheckResult
 from .association import ServerPolicy
 from .authn import Authenticator
 from .config import IdentityConfig, Pacs, PdpConfig, ServerAgentConfig
-from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
+from .decisions import Decisions, load_key
 from .logout import LogoutEndpoint
+from .metrics import MeteredFactory, TimedExecutor
+from .monitoring import (
+    MeteredDecisionLog,
+    MeteredUnlogged,
+    ServerAdmin,
+    ServerMetrics,
+    TimedPdpClient,
+    certificates,
+)
 from .moves import MoveRegistry
-from .pdp import ClientCredentials, Credentials, PdpClient, TokenFile
+from .pdp import ClientCredentials, Credentials, TokenFile
 from .returns import ReturnPolicy
 from .sessions import LogoutVerifier, Sessions
+from .shared import LocalShared, SharedState
 
 log = logging.getLogger("server_agent")
 
@@ -59,23 +70,43 @@ def pdp_credentials(pdp: PdpConfig, identity: AsyncOAuthClient, http: AsyncExecu
                                                                      secret=pdp.client_secret), http), pdp.scope)
 
 
+def shared_state(config: ServerAgentConfig) -> SharedState:
+    """``[shared] redis``: the site's Redis (keys under ``dia:SITE:`` unless ``prefix`` says otherwise);
+    else this process's own state (one worker)."""
+    section = config.shared
+    if section.redis is None:
+        return LocalShared(config.identity.throttle, max_ended=config.sessions.max_ended)
+    from .shared_redis import RedisShared, connect  # the redis client only where it is configured
+
+    prefix = section.prefix or f"dia:{config.server.site or config.name}:"
+    return RedisShared(connect(section), prefix, config.identity.throttle, timeout=section.timeout)
+
+
+def shared_check(shared: SharedState) -> CheckResult:
+    problem = shared.problem
+    return CheckResult(ok=problem is None, detail=problem or ("Redis answers" if not isinstance(shared, LocalShared)
+                                                             else "in this process"))
+
+
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
+        self.metrics = ServerMetrics(config.name, lambda: certificates(self.config),  # a registry of its own
+                                     config.admin.worker if config.admin is not None else None)
         logged, repository = config.decision_log, config.audit
         audit = SpooledSender(repository.target(), repository.spool) if repository and repository.spool else None
         self.decisions: Decisions
         if logged.enabled and logged.key_file is not None:
-            self.decisions = DecisionLog(config.server.decision_log, load_key(logged.key_file),
+            self.decisions = MeteredDecisionLog(self.metrics, config.server.decision_log, load_key(logged.key_file),
                                          max_bytes=logged.max_bytes,
                                          checkpoint_interval=logged.checkpoint_interval, audit=audit,
                                          source_id=config.name)
         else:
             log.critical("DECISION LOG DISABLED ([decision_log] enabled = false in %s): decisions are not "
                          "recorded; for measurements only", config.path)
-            self.decisions = UnloggedDecisions()
+            self.decisions = MeteredUnlogged(self.metrics)
         # One HTTP client for this event loop: the identity provider and the PDP (never another thread's).
-        self.http = AsyncExecutor(tls=TlsFiles(ca_file=config.identity.ca_file),
+        self.http = TimedExecutor(self.metrics.provider_seconds, tls=TlsFiles(ca_file=config.identity.ca_file),
                                   timeouts=Timeouts.within(config.identity.timeout))
         self.oauth = AsyncOAuthClient(config.identity.issuer, identity_client(config.identity), self.http)
         self.authn = Authenticator(config.identity, self.oauth)
@@ -84,8 +115,11 @@ class ServerAgent:
                          else AsyncExecutor(tls=TlsFiles(ca_file=config.pdp.ca_file, certificate=config.pdp.certificate,
                                                          key=config.pdp.key),
                                             timeouts=Timeouts.within(config.pdp.timeout)))
-        self.pdp = PdpClient(config.pdp, pdp_credentials(config.pdp, self.oauth, self.pdp_http), self.pdp_http)
-        self.moves = MoveRegistry()
+        self.pdp = TimedPdpClient(self.metrics.pdp_seconds, config.pdp,
+                                  pdp_credentials(config.pdp, self.oauth, self.pdp_http), self.pdp_http)
+        self.shared = shared_state(config)
+        self.authn.logins = self.shared
+        self.moves = MoveRegistry(self.shared)
         pacs_ssl = {p.name: pacs_context(p) for p in config.pacs.values() if p.tls}
         limits = config.limits.relay()
         # Deny by default: every request is decided (ServerPolicy.asks), so one the agent has no policy
@@ -94,37 +128,55 @@ class ServerAgent:
         self.sessions = Sessions(config.sessions)
         self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl,
                                    sessions=self.sessions)
-        self.sessions.end_association = lambda owner: any(s.end(owner) for s in (self.main, self.plain) if s)
+        metered = MeteredFactory(self.policy, self.metrics)  # counts what the policy decides, changes nothing
+        self.sessions.end_association = lambda owner: any(s.end(metered.outer(owner)) for s in (self.main, self.plain)
+                                                          if s)
         listen = config.sessions.logout_listen
         verifier = LogoutVerifier(config.identity, self.authn, config.sessions.logout_max_age,
                                   config.sessions.logout_audiences)
-        self.logout = LogoutEndpoint(verifier, self.sessions, *listen) if listen else None
+        shared_port = config.server.workers > 1  # SO_REUSEPORT: the other workers bind the same ports
+        self.logout = (LogoutEndpoint(verifier, self.sessions, *listen, shared=self.shared, reuse_port=shared_port)
+                       if listen else None)
         # Workstation agents only, each with a certificate from the site CA (mutual TLS, PS3.15 B.12).
-        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1],
+        self.main = RelayServer(metered, host=config.listen[0], port=config.listen[1],
                                 ssl=server_context(config.certificate, config.key, ca=config.ca),
                                 limits=limits, max_associations=config.max_associations, name="main",
-                                proxies=config.server.proxy_protocol_from)
-        self.plain = (RelayServer(self.policy, host=config.plain_listen[0], port=config.plain_listen[1],
+                                proxies=config.server.proxy_protocol_from, reuse_port=shared_port)
+        self.plain = (RelayServer(metered, host=config.plain_listen[0], port=config.plain_listen[1],
                                   limits=limits, max_associations=config.max_associations, name="plain",
-                                  proxies=config.server.proxy_protocol_from)
+                                  proxies=config.server.proxy_protocol_from, reuse_port=shared_port)
                       if config.plain_listen else None)
         returns = ReturnPolicy(config, self.moves, self.decisions,
-                               client_context(ca=config.ca, certificate=config.certificate, key=config.key))
-        self.returns = RelayServer(returns, host=config.return_listen[0], port=config.return_listen[1],
+                               client_context(ca=config.ca, certificate=config.certificate, key=config.key),
+                               deciders=self.policy)
+        self.returns = RelayServer(MeteredFactory(returns, self.metrics), host=config.return_listen[0],
+                                   port=config.return_listen[1],
                                    ssl=return_context(config), limits=limits,
                                    max_associations=config.return_.max_associations, name="return",
-                                   proxies=config.server.proxy_protocol_from)
+                                   proxies=config.server.proxy_protocol_from, reuse_port=shared_port)
+        for server in self.servers:
+            self.metrics.watch(server.name, lambda server=server: server.live)  # type: ignore[misc]
+        self.admin = (ServerAdmin(config.admin, config, self.metrics, lambda: self.servers, self.decisions)
+                      if config.admin is not None else None)
+        if self.admin is not None:  # not ready while the shared state is out of reach (it refuses everything)
+            self.admin.readiness.local["shared_state"] = lambda: shared_check(self.shared)
+            self.admin.server.reuse_port = shared_port
 
     @property
     def servers(self) -> list[RelayServer]:
         return [s for s in (self.main, self.plain, self.returns) if s is not None]
 
     async def start(self) -> None:
+        start = getattr(self.shared, "start", None)
+        if start is not None:
+            start()  # pings Redis: unreachable means refuse (fail closed), and /readyz false
         for server in self.servers:
             await server.start()
         if self.logout is not None:
             await self.logout.start()
             log.info("back-channel logout endpoint on http://%s:%d/backchannel-logout", *self.logout.address)
+        if self.admin is not None:  # once the listeners are up: ready means they are
+            await self.admin.start()
         self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_START, name=self.config.name,
                                               detail={"listen": f"{self.main.address[0]}:{self.main.address[1]}",
                                                       "version": version(),
@@ -140,6 +192,9 @@ class ServerAgent:
         await asyncio.gather(*(s.shutdown(deadline) for s in self.servers))
         self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_STOP, name=self.config.name))
         self.decisions.close()
+        await self.shared.close()
         await self.http.aclose()
         if self.pdp_http is not self.http:
             await self.pdp_http.aclose()
+        if self.admin is not None:  # last: /readyz says 503 while the listeners drain
+            await self.admin.stop()
