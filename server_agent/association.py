@@ -52,6 +52,7 @@ from .keys import PATIENT_ID, match_keys
 from .moves import Move, MoveRegistry
 from .pdp import Decision, PdpClient, PdpUnavailable
 from .postfilter import Batcher, FindReview
+from .pseudonyms import PseudonymSource
 from .records import Recorder
 from .resources import Context, authzen_request
 from .routing import pacs_upstream, route, workstation_claim
@@ -85,6 +86,7 @@ class ServerPolicy:
     pacs_ssl: Mapping[str, ssl.SSLContext] = field(default_factory=dict)  # by PACS name, for those over TLS
     asks: Asks = EVERY_REQUEST  # deny by default: every request is decided
     sessions: Sessions | None = None  # OIDC sessions ([sessions]); None: token lifetimes only
+    pseudonyms: PseudonymSource | None = None  # [pseudonymizer]: the research view's; None: no research view
 
     def open(self, connection: ConnectionInfo) -> ServerAssociation:
         return ServerAssociation(self, connection)
@@ -246,7 +248,7 @@ class ServerAssociation:
     def _concluded(self, facts: Facts, decision: Decision, retrieval: Retrieval | Move | None,
                    started: float) -> RequestVerdict:
         assert self.subject is not None and self.context is not None
-        conclusion = conclude(facts, decision)
+        conclusion = conclude(facts, decision, pseudonymizer=self.factory.pseudonyms is not None)
         self.record.authorization(facts, self.subject, self.context, conclusion.reason, conclusion.allowed, started,
                                   pdp=decision, detail=conclusion.text if conclusion.reason is not Reason.PDP else "")
         if conclusion.security_alert:

@@ -13,14 +13,16 @@ from dicomwire.listener import RelayServer
 from dicomwire.tls import client_context, server_context
 from dicomwire.version import version
 from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
+from pseudonymizer.client import AsyncPseudonymizerClient
 
 from .association import ServerPolicy
 from .authn import Authenticator
-from .config import IdentityConfig, Pacs, PdpConfig, ServerAgentConfig
+from .config import IdentityConfig, Pacs, PdpConfig, PseudonymizerSection, ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
 from .logout import LogoutEndpoint
 from .moves import MoveRegistry
 from .pdp import ClientCredentials, Credentials, PdpClient, TokenFile
+from .pseudonyms import PseudonymService
 from .returns import ReturnPolicy
 from .sessions import LogoutVerifier, Sessions
 
@@ -59,6 +61,17 @@ def pdp_credentials(pdp: PdpConfig, identity: AsyncOAuthClient, http: AsyncExecu
                                                                      secret=pdp.client_secret), http), pdp.scope)
 
 
+def pseudonym_service(section: PseudonymizerSection | None, identity: IdentityConfig,
+                      http: AsyncExecutor) -> PseudonymService | None:
+    """The research view's pseudonyms (``[pseudonymizer]``): our own client at ``[identity]``'s issuer."""
+    if section is None:
+        return None
+    client = ClientAuth(client_id=section.client_id, method=AuthMethod(section.client_auth),
+                        secret=section.client_secret)
+    oauth = AsyncOAuthClient(identity.issuer, client, http)
+    return PseudonymService(AsyncPseudonymizerClient(section.url, oauth, http), section.timeout)
+
+
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
@@ -86,6 +99,12 @@ class ServerAgent:
                                             timeouts=Timeouts.within(config.pdp.timeout)))
         self.pdp = PdpClient(config.pdp, pdp_credentials(config.pdp, self.oauth, self.pdp_http), self.pdp_http)
         self.moves = MoveRegistry()
+        section = config.pseudonymizer
+        own_ca = section is not None and section.ca_file not in (None, config.identity.ca_file)
+        self.pseudonym_http = (AsyncExecutor(tls=TlsFiles(ca_file=section.ca_file),
+                                             timeouts=Timeouts.within(section.timeout))
+                               if section is not None and own_ca else None)
+        self.pseudonyms = pseudonym_service(section, config.identity, self.pseudonym_http or self.http)
         pacs_ssl = {p.name: pacs_context(p) for p in config.pacs.values() if p.tls}
         limits = config.limits.relay()
         # Deny by default: every request is decided (ServerPolicy.asks), so one the agent has no policy
@@ -93,7 +112,7 @@ class ServerAgent:
         # factory for both main listeners: each association still gets an object of its own.
         self.sessions = Sessions(config.sessions)
         self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl,
-                                   sessions=self.sessions)
+                                   sessions=self.sessions, pseudonyms=self.pseudonyms)
         self.sessions.end_association = lambda owner: any(s.end(owner) for s in (self.main, self.plain) if s)
         listen = config.sessions.logout_listen
         verifier = LogoutVerifier(config.identity, self.authn, config.sessions.logout_max_age,
@@ -143,3 +162,5 @@ class ServerAgent:
         await self.http.aclose()
         if self.pdp_http is not self.http:
             await self.pdp_http.aclose()
+        if self.pseudonym_http is not None and self.pseudonym_http is not self.http:
+            await self.pseudonym_http.aclose()
