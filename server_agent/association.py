@@ -48,12 +48,14 @@ from .authn import AuthenticationFailed, Authenticator, Subject
 from .authorization import ACTIONS, Facts, Outcome, PdpQuery, conclude, prepare, read_facts
 from .config import Pacs, ServerAgentConfig
 from .decisions import Decisions
+from .deidfind import ResearchFind
 from .keys import PATIENT_ID, match_keys
 from .moves import Move, MoveRegistry
 from .pdp import Decision, PdpClient, PdpUnavailable
 from .postfilter import Batcher, FindReview
 from .pseudonyms import PseudonymSource
 from .records import Recorder
+from .research import ResearchFinds
 from .resources import Context, authzen_request
 from .routing import pacs_upstream, route, workstation_claim
 from .sessions import Binding, Sessions
@@ -108,6 +110,8 @@ class ServerAssociation:
         self.retrievals: list[Retrieval | Move] = []  # for the transfer summaries at the end
         self.batcher = Batcher(factory.pdp)
         self.session: Binding | None = None  # its user's OIDC session, when bound to one
+        pseudonyms = factory.pseudonyms  # the research view's C-FINDs (issue 16), when there is a service
+        self.research = ResearchFinds(self.record, self.batcher, pseudonyms) if pseudonyms is not None else None
 
     @property
     def who_key(self) -> tuple[str, str]:
@@ -243,12 +247,16 @@ class ServerAssociation:
             log.error("PDP unavailable, request denied: %s", error)
             return self._refuse(facts, Reason.PDP_UNAVAILABLE, "authorization service unavailable", started,
                                 detail=str(error))
-        return self._concluded(facts, decision, retrieval, started)
+        verdict = self._concluded(facts, decision, retrieval, started)
+        return verdict if isinstance(verdict, RequestVerdict) else await verdict
 
     def _concluded(self, facts: Facts, decision: Decision, retrieval: Retrieval | Move | None,
-                   started: float) -> RequestVerdict:
+                   started: float) -> RequestVerdict | Awaitable[RequestVerdict]:
         assert self.subject is not None and self.context is not None
         conclusion = conclude(facts, decision, pseudonymizer=self.factory.pseudonyms is not None)
+        if conclusion.deid is not None and facts.action is Action.C_FIND and self.research is not None:
+            # The research view: keys translated back before the PACS sees them; recorded there.
+            return self.research.request(facts, decision, conclusion.deid, self.subject, self.context, started)
         self.record.authorization(facts, self.subject, self.context, conclusion.reason, conclusion.allowed, started,
                                   pdp=decision, detail=conclusion.text if conclusion.reason is not Reason.PDP else "")
         if conclusion.security_alert:
@@ -321,6 +329,9 @@ class ServerAssociation:
             if question.final:
                 self.factory.moves.remove(review)
             return Permit()
+        if isinstance(review, ResearchFind) and not question.final and question.data_set:
+            assert self.research is not None and self.subject is not None and self.context is not None
+            return self.research.match(question, review, self.subject, self.context)
         if not isinstance(review, FindReview) or question.final or not question.data_set:
             return Permit()
         return self._match(question, review)
@@ -378,6 +389,8 @@ class ServerAssociation:
         for move in self.moves:
             self.factory.moves.remove(move)
         self.batcher.close()
+        if self.research is not None:
+            self.research.close()
         if self.factory.sessions is not None:
             self.factory.sessions.release(self.session)
         if self.session is not None and self.session.ended:  # the decision log says why it was aborted
