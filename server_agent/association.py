@@ -254,8 +254,10 @@ class ServerAssociation:
                    started: float) -> RequestVerdict | Awaitable[RequestVerdict]:
         assert self.subject is not None and self.context is not None
         conclusion = conclude(facts, decision, pseudonymizer=self.factory.pseudonyms is not None)
-        if conclusion.deid is not None and facts.action is Action.C_FIND and self.research is not None:
+        if conclusion.deid is not None and facts.action is Action.C_FIND:
             # The research view: keys translated back before the PACS sees them; recorded there.
+            if self.research is None:  # conclude() refuses a view without a service: never identified
+                return self._refuse(facts, Reason.PSEUDONYMIZER_UNAVAILABLE, "research view unavailable", started)
             return self.research.request(facts, decision, conclusion.deid, self.subject, self.context, started)
         self.record.authorization(facts, self.subject, self.context, conclusion.reason, conclusion.allowed, started,
                                   pdp=decision, detail=conclusion.text if conclusion.reason is not Reason.PDP else "")
@@ -329,9 +331,12 @@ class ServerAssociation:
             if question.final:
                 self.factory.moves.remove(review)
             return Permit()
-        if isinstance(review, ResearchFind) and not question.final and question.data_set:
+        if isinstance(review, ResearchFind):
             assert self.research is not None and self.subject is not None and self.context is not None
-            return self.research.match(question, review, self.subject, self.context)
+            if question.final:
+                return self.research.final(question, review)
+            return self.research.match(question, review, self.subject, self.context) if question.data_set \
+                else Drop(reason_text="a pending C-FIND response without its match")
         if not isinstance(review, FindReview) or question.final or not question.data_set:
             return Permit()
         return self._match(question, review)

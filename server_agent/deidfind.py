@@ -87,6 +87,10 @@ class ResearchFind:
     view: DeidView
     pinned: str | None  # the real patient a pseudonymous Patient ID was translated to
     strip_patient_id: bool  # we added Patient ID as a return key: removed from each match again
+    pending: int = 0  # matches whose verdict is being made
+    quiet: asyncio.Event = field(default_factory=asyncio.Event)  # set while none is
+    withheld: int = 0  # matches withheld because the view could not be made (not: not permitted)
+    why: str = ""  # ... the first reason
 
 
 def _name(tag: int) -> str:

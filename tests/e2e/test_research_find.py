@@ -235,3 +235,19 @@ def test_matches_extracted_by_findscu_carry_pseudonyms(site: Site, tmp_path: Pat
     assert len(files) == 1
     ds = dcmread(files[0])
     assert ds.PatientID.startswith("SA-") and "ROSALIND" not in str(ds.PatientName)
+
+
+def test_without_the_pseudonymisation_service_nothing_is_shown_and_the_researcher_is_told(site: Site) -> None:
+    """Last in this module: it stops the service. A research view it cannot make is never made identified."""
+    assert site.pseudonymizer is not None
+    site.pseudonymizer.stop()
+    sets, result = find(site, "researcher")
+    assert not [s for s in sets if value(s, "PatientID")], "no match without its pseudonyms"
+    assert "Received Final Find Response (Failed: UnableToProcess)" in result.stderr, result.stderr
+    assert b"research view: 1 match(es) withheld: pseudonymisation service" in site.last_stream  # type: ignore
+    refused, result = find(site, "researcher", "PatientID=SA-0000000000000000")
+    assert refused == []
+    assert re.search(rb"Not authorized: pseudonymisation service", site.last_stream), result.stderr  # type: ignore
+    log = records(site)
+    assert any(r.get("reason") == "pseudonymizer_unavailable" and r.get("post_filter") for r in log)
+    assert any(r.get("reason") == "pseudonymizer_unavailable" and not r.get("post_filter") for r in log)
