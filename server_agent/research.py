@@ -139,11 +139,10 @@ class ResearchFinds:
         if not decision.allowed:
             self.record.match(facts, subject, context, Reason.PDP, False, started, pdp=decision)
             return Drop(reason_text=decision.reason)
-        why = match_acceptable(decision.deid, decision.obligations, decision.obligation_problem, review.view)
-        if why:
-            self.record.match(facts, subject, context, Reason.OBLIGATION_NOT_UNDERSTOOD, False, started,
-                              pdp=decision, detail=why)
-            return Drop(reason_text=why)
+        refused = match_acceptable(decision.deid, decision.obligations, decision.obligation_problem, review.view)
+        if refused is not None:
+            self.record.match(facts, subject, context, refused[0], False, started, pdp=decision, detail=refused[1])
+            return Drop(reason_text=refused[1])
         return await self._shown(question, review, facts, decision, subject, context, started)
 
     async def _shown(self, question: ResponseQuestion, review: ResearchFind, facts: Facts, decision: Decision,

@@ -167,8 +167,9 @@ def test_a_researcher_sees_only_consented_patients_and_only_pseudonyms(site: Sit
     assert last["resource"]["patient_id"] == "PAT-RES-1", "the record names the real patient"
     assert value(match, "PatientID") in last["pseudonyms"] and value(match, "StudyInstanceUID") in last["pseudonyms"]
     assert last["profile"].startswith("basic+") and "retain-longitudinal-modified-dates" in last["profile"]
-    withheld = {r["resource"].get("patient_id") for r in log if r.get("post_filter") and r["decision"] == "deny"}
-    assert {"PAT-NORES", "PAT-NOCONSENT"} <= withheld
+    withheld = {r["resource"].get("patient_id"): r["reason"] for r in log
+                if r.get("post_filter") and r["decision"] == "deny"}
+    assert withheld["PAT-NORES"] == "consent_denied" and withheld["PAT-NOCONSENT"] == "patient_not_decided"
 
 
 def test_pseudonymous_keys_find_the_real_study(site: Site) -> None:
