@@ -11,6 +11,7 @@ every match withheld with why.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from audit.events import Action, Reason
@@ -89,11 +90,17 @@ class ResearchFinds:
         return Rewrite(data_set=identifier, review=review)
 
     # ---- each match ------------------------------------------------------------------------------------
-    async def match(self, question: ResponseQuestion, review: ResearchFind, subject: Subject,
-                    context: Context) -> ResponseVerdict:
-        """A pending C-FIND response of a research query: decided with its real patient, shown de-identified."""
+    def match(self, question: ResponseQuestion, review: ResearchFind, subject: Subject,
+              context: Context) -> Awaitable[ResponseVerdict]:
+        """A pending C-FIND response of a research query: decided with its real patient, shown
+        de-identified. Counted as pending from the moment it is asked, so that the final response,
+        asked next, waits for it."""
         review.pending += 1
         review.quiet.clear()
+        return self._counted(question, review, subject, context)
+
+    async def _counted(self, question: ResponseQuestion, review: ResearchFind, subject: Subject,
+                       context: Context) -> ResponseVerdict:
         try:
             return await self._match(question, review, subject, context)
         finally:
