@@ -81,6 +81,24 @@ def test_matching_on_what_identifies_is_refused_naming_the_key(keys: dict[str, s
     assert named in refused.value.text and len(f"Not authorized: {refused.value.text}") <= 64
 
 
+@pytest.mark.parametrize("syntax", [EXPLICIT, IMPLICIT])
+@pytest.mark.parametrize("defined", [True, False])
+def test_a_value_nested_deep_in_a_sequence_key_is_found(syntax: str, defined: bool) -> None:
+    inner = Dataset()
+    inner.CodeValue = ""
+    outer = Dataset()
+    outer.ReferencedSOPInstanceUID = ""
+    outer.ProcedureCodeSequence = Sequence([inner])
+    ds = decode_data_set(query(syntax), syntax)
+    ds.ReferencedStudySequence = Sequence([outer])
+    for sequence in (ds.ReferencedStudySequence, outer.ProcedureCodeSequence):
+        sequence.is_undefined_length = not defined
+    assert read_query(encode_data_set(ds, syntax), syntax, VIEW) == Query(), "return keys only"
+    inner.CodeValue = "SECRET"
+    with pytest.raises(ResearchRefusal, match="ReferencedStudySequence"):
+        read_query(encode_data_set(ds, syntax), syntax, VIEW)
+
+
 def test_a_sequence_or_private_key_with_a_value_is_refused() -> None:
     item = Dataset()
     item.ReferencedSOPInstanceUID = REAL_STUDY
