@@ -108,6 +108,10 @@ class Reason(enum.StrEnum):
     NODE_ACTION_NOT_PERMITTED = "node_action_not_permitted"
     PDP_UNAVAILABLE = "pdp_unavailable"
     OBLIGATION_NOT_UNDERSTOOD = "obligation_not_understood"  # a permit on a condition the agent cannot meet
+    PSEUDONYMIZER_UNAVAILABLE = "pseudonymizer_unavailable"  # a research view, and no pseudonyms to give it
+    IDENTIFYING_KEY = "identifying_key"  # a research query matching on what identifies a patient
+    NOT_DEIDENTIFIABLE = "not_deidentifiable"  # a data set the research view cannot be made of
+    PATIENT_NOT_DECIDED = "patient_not_decided"  # a match permitted only "filter-results": not for its patient
     MALFORMED = "malformed"  # a data set or command that could be read two ways, or not at all
     DECISION_TIMEOUT = "decision_timeout"
     POLICY_ERROR = "policy_error"  # the agent's own code failed: denied (fail closed)
@@ -161,6 +165,28 @@ class PdpAnswer:
     cached: bool = False
     break_glass: bool = False
     obligations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Disclosure:
+    """A de-identified disclosure (issue 16 item 5): what a research view showed, so that the patient's
+    accounting of disclosures lists research use. ``pseudonyms``: the pseudonymous values shown (the
+    Patient ID first); the record's resource keeps the real Patient ID, so the accounting finds it."""
+
+    project: str
+    profile: str
+    pseudonyms: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        return {"de_identified": True, "project": self.project, "profile": self.profile,
+                "pseudonyms": list(self.pseudonyms)}
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> Disclosure | None:
+        if data.get("de_identified") is not True:
+            return None
+        return cls(project=text(data.get("project")), profile=text(data.get("profile")),
+                   pseudonyms=strings(data.get("pseudonyms")))
 
 
 def _common(event: DecisionEvent) -> dict[str, Any]:
@@ -224,6 +250,7 @@ class AuthorizationEvent:
     move_destination: str = ""
     post_filter: bool = False
     latency_ms: float | None = None
+    disclosure: Disclosure | None = None  # shown de-identified (a research view)
 
     @property
     def reason_code(self) -> str:
@@ -254,6 +281,8 @@ class AuthorizationEvent:
                 out["break_glass"] = True
             if self.pdp.obligations:
                 out["obligations"] = list(self.pdp.obligations)
+        if self.disclosure is not None:
+            out.update(self.disclosure.record())
         return out
 
 
@@ -390,7 +419,7 @@ def _authorization(data: Mapping[str, Any], sub_operation_of: Action | None = No
         workstation=text(data.get("workstation")), pacs=text(data.get("pacs")),
         resource=mapping(data.get("resource")), sub_operation_of=Action.parse(of) if of else sub_operation_of,
         move_destination=text(data.get("move_destination")), post_filter=data.get("post_filter") is True,
-        latency_ms=number(data.get("latency_ms")))
+        latency_ms=number(data.get("latency_ms")), disclosure=Disclosure.from_record(data))
 
 
 def _sub_operation(data: Mapping[str, Any]) -> AuthorizationEvent | None:
@@ -493,5 +522,5 @@ def _put(out: dict[str, Any], **fields: Any) -> None:
 
 
 __all__ = ["BREAK_GLASS", "Action", "ApplicationEvent", "AssociationEnd", "AuthenticationEvent", "AuthorizationEvent",
-           "Decision", "DecisionEvent", "Kind", "LogTruncated", "PdpAnswer", "Reason", "Stored", "TransferSummary",
-           "Who", "from_record", "read"]
+           "Decision", "DecisionEvent", "Disclosure", "Kind", "LogTruncated", "PdpAnswer", "Reason", "Stored",
+           "TransferSummary", "Who", "from_record", "read"]

@@ -24,6 +24,7 @@ from server_agent.config import (
     Node,
     Pacs,
     PdpConfig,
+    PseudonymizerSection,
     ServerAgentConfig,
     ServerSection,
     SessionsSection,
@@ -35,6 +36,7 @@ from tomlconf import write
 
 from .hial import HialProcess
 from .peers import DCMTK_BIN, PROJECT, Orthanc, StoreSCP, dcmtk_env, free_port, wait_for_port
+from .pseudonymizer import TRANSLATE_CLIENT, TRANSLATE_SECRET, PseudonymizerProcess
 
 
 @dataclass
@@ -61,6 +63,9 @@ class Site:
     # Benchmarks: route GW1P (no TLS between the agents, to the server agent's plain listener) and
     # route GW1N (to a second server agent that logs nothing: start_unlogged_server()).
     bench_routes: bool = False
+    # The research view (issue 16): a pseudonymisation service, and the server agent's [pseudonymizer].
+    research: bool = False
+    pseudonymizer: PseudonymizerProcess | None = None
     unlogged: subprocess.Popen[str] | None = None
     pacs: StoreSCP | None = None
     hial: HialProcess | None = None
@@ -90,6 +95,8 @@ class Site:
             if self.sessions is not None else {}
         self.hial = HialProcess(self.root / "hial", server=self.hial_server, backchannel=backchannel,
                                  foreign=self.hial_foreign).start()
+        if self.research:
+            self.pseudonymizer = PseudonymizerProcess(self.root / "pseudonymizer", issuer=self.hial.issuer).start()
         if self.pacs_scp:
             self.pacs = StoreSCP(self.root / "pacs" / "in", aet="ORTHANC", ignore=True).start()
         else:
@@ -152,6 +159,8 @@ class Site:
             workstations={"WS1": Workstation(host="127.0.0.1", port=p["agent_return"], server_name="ws1")},
             nodes={"CTSCANNER": Node(addresses=("127.0.0.1",), actions=("C-ECHO", "C-STORE"))},
             audit=audit, return_=ServerReturn(tls=self.return_tls),
+            pseudonymizer=None if self.pseudonymizer is None else PseudonymizerSection(
+                url=self.pseudonymizer.url, client_id=TRANSLATE_CLIENT, client_secret=TRANSLATE_SECRET),
             sessions=SessionsSection() if self.sessions is None else
             SessionsSection(logout_listen=("127.0.0.1", p["logout"]), **self.sessions))
 
@@ -225,7 +234,7 @@ class Site:
         if self.unlogged is not None and self.unlogged.poll() is None:
             self.unlogged.terminate()
             self.unlogged.wait(15)
-        for part in (self.scp, self.pacs, self.orthanc, self.hial):
+        for part in (self.scp, self.pacs, self.orthanc, self.pseudonymizer, self.hial):
             if part is not None:
                 part.stop()
 

@@ -51,11 +51,14 @@ from .authn import AuthenticationFailed, Authenticator, Subject
 from .authorization import ACTIONS, Facts, Outcome, PdpQuery, conclude, prepare, read_facts
 from .config import Pacs, ServerAgentConfig
 from .decisions import Decisions
+from .deidfind import ResearchFind
 from .keys import PATIENT_ID, match_keys
 from .moves import Move, MoveRegistry
 from .pdp import Decision, PdpClient, PdpUnavailable
 from .postfilter import Batcher, FindReview
+from .pseudonyms import PseudonymSource
 from .records import Recorder
+from .research import ResearchFinds
 from .resources import Context, authzen_request
 from .routing import pacs_upstream, route, workstation_claim
 from .sessions import Binding, Sessions, session_claims
@@ -89,6 +92,7 @@ class ServerPolicy:
     pacs_ssl: Mapping[str, ssl.SSLContext] = field(default_factory=dict)  # by PACS name, for those over TLS
     asks: Asks = EVERY_REQUEST  # deny by default: every request is decided
     sessions: Sessions | None = None  # OIDC sessions ([sessions]); None: token lifetimes only
+    pseudonyms: PseudonymSource | None = None  # [pseudonymizer]: the research view's; None: no research view
 
     def open(self, connection: ConnectionInfo) -> ServerAssociation:
         return ServerAssociation(self, connection)
@@ -110,6 +114,8 @@ class ServerAssociation:
         self.retrievals: list[Retrieval | Move] = []  # for the transfer summaries at the end
         self.batcher = Batcher(factory.pdp)
         self.session: Binding | None = None  # its user's OIDC session, when bound to one
+        pseudonyms = factory.pseudonyms  # the research view's C-FINDs (issue 16), when there is a service
+        self.research = ResearchFinds(self.record, self.batcher, pseudonyms) if pseudonyms is not None else None
 
     @property
     def who_key(self) -> tuple[str, str]:
@@ -270,7 +276,12 @@ class ServerAssociation:
     def _concluded(self, facts: Facts, decision: Decision, retrieval: Retrieval | Move | None,
                    started: float) -> RequestVerdict | Awaitable[RequestVerdict]:
         assert self.subject is not None and self.context is not None
-        conclusion = conclude(facts, decision)
+        conclusion = conclude(facts, decision, pseudonymizer=self.factory.pseudonyms is not None)
+        if conclusion.deid is not None and facts.action is Action.C_FIND:
+            # The research view: keys translated back before the PACS sees them; recorded there.
+            if self.research is None:  # conclude() refuses a view without a service: never identified
+                return self._refuse(facts, Reason.PSEUDONYMIZER_UNAVAILABLE, "research view unavailable", started)
+            return self.research.request(facts, decision, conclusion.deid, self.subject, self.context, started)
         self.record.authorization(facts, self.subject, self.context, conclusion.reason, conclusion.allowed, started,
                                   pdp=decision, detail=conclusion.text if conclusion.reason is not Reason.PDP else "")
         if conclusion.security_alert:
@@ -347,6 +358,12 @@ class ServerAssociation:
         review = question.review
         if isinstance(review, Move):
             return self._move_responded(review, question)
+        if isinstance(review, ResearchFind):
+            assert self.research is not None and self.subject is not None and self.context is not None
+            if question.final:
+                return self.research.final(question, review)
+            return self.research.match(question, review, self.subject, self.context) if question.data_set \
+                else Drop(reason_text="a pending C-FIND response without its match")
         if not isinstance(review, FindReview) or question.final or not question.data_set:
             return Permit()
         return self._match(question, review)
@@ -414,6 +431,8 @@ class ServerAssociation:
             with contextlib.suppress(RuntimeError):  # no loop: nothing was shared by this object
                 asyncio.get_running_loop().create_task(_removed(self.factory.moves, list(self.moves)))
         self.batcher.close()
+        if self.research is not None:
+            self.research.close()
         if self.factory.sessions is not None:
             self.factory.sessions.release(self.session)
         if self.session is not None and self.session.ended:  # the decision log says why it was aborted

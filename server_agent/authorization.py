@@ -6,8 +6,10 @@ policy for the service, an expired token, no Patient ID in a store, scopes that 
 C-MOVE to another workstation...) or a :class:`PdpQuery` (an AuthZEN evaluation, standards digest
 section 8). :func:`conclude` turns the policy decision point's answer into a :class:`Conclusion`,
 with the obligations of a permit dispatched here: the PDP decides what the agent must do with a
-permit (``filter-results``: check every C-FIND match; ``security-alert``: a break-glass use), and a
-permit on a condition the agent does not understand is a deny (AuthZEN 1.0 section 6.2).
+permit (``filter-results``: check every C-FIND match; ``security-alert``: a break-glass use;
+``de-identify``: the research view, :mod:`server_agent.deidview`), and a permit on a condition the agent
+does not understand, or cannot meet (a research view without a pseudonymisation service), is a deny
+(AuthZEN 1.0 section 6.2).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dicomwire.dimse import STATUS_NOT_AUTHORIZED, CommandField, CommandSet
 
 from .authn import Subject
 from .config import Node, Workstation
+from .deidview import DEIDENTIFY, DeidView
 from .keys import DecisionKeys, Matching, identifier_keys, retrieve_keys, store_keys
 from .pdp import Decision
 from .resources import Context, authzen_request, scope_allows
@@ -28,7 +31,11 @@ from .resources import Context, authzen_request, scope_allows
 # What a PDP may attach to a permit, and what the agent does about it.
 FILTER_RESULTS = "filter-results"  # C-FIND: each match is decided before the user sees it (post-filter)
 SECURITY_ALERT = "security-alert"  # break-glass: the agent raises a security alert (audit, decision log)
-UNDERSTOOD = frozenset({FILTER_RESULTS, SECURITY_ALERT})
+UNDERSTOOD = frozenset({FILTER_RESULTS, SECURITY_ALERT, DEIDENTIFY})
+# What a research view can be given for. Retrievals (C-GET, C-MOVE and their sub-operations) join
+# when their images are rewritten in transit (issue 16 item 3): until then a de-identify permit on one
+# is refused here, never carried out identified. Never a store.
+_DEIDENTIFIABLE = frozenset({Action.C_ECHO, Action.C_FIND})
 
 ACTIONS = {CommandField.C_ECHO_RQ: Action.C_ECHO, CommandField.C_FIND_RQ: Action.C_FIND,
            CommandField.C_GET_RQ: Action.C_GET, CommandField.C_MOVE_RQ: Action.C_MOVE,
@@ -135,6 +142,7 @@ class Conclusion:
     text: str = ""
     filter_results: bool = False
     security_alert: bool = False
+    deid: DeidView | None = None  # the research view this request is permitted in
 
 
 def prepare(subject: Subject, context: Context, facts: Facts, *, nodes: dict[str, Node],
@@ -181,10 +189,14 @@ def _store_mismatch(facts: Facts) -> str:
     return ""
 
 
-def conclude(facts: Facts, decision: Decision) -> Conclusion:
-    """What a PDP decision means for this request (its obligations dispatched)."""
+def conclude(facts: Facts, decision: Decision, *, pseudonymizer: bool = False) -> Conclusion:
+    """What a PDP decision means for this request (its obligations dispatched). ``pseudonymizer``: the
+    agent has a pseudonymisation service to meet a ``de-identify`` obligation with."""
     if not decision.allowed:
         return Conclusion(False, Reason.PDP, decision.message or decision.reason)
+    if decision.obligation_problem:
+        return Conclusion(False, Reason.OBLIGATION_NOT_UNDERSTOOD,
+                          f"permitted on a condition this agent cannot read: {decision.obligation_problem}")
     unknown = [o for o in decision.obligations if o not in UNDERSTOOD]
     if unknown:
         return Conclusion(False, Reason.OBLIGATION_NOT_UNDERSTOOD,
@@ -192,8 +204,15 @@ def conclude(facts: Facts, decision: Decision) -> Conclusion:
     filtering = FILTER_RESULTS in decision.obligations
     if filtering and facts.action is not Action.C_FIND:
         return Conclusion(False, Reason.OBLIGATION_NOT_UNDERSTOOD, f"{FILTER_RESULTS} on {facts.name}")
+    deid = decision.deid
+    if (deid is None) == (DEIDENTIFY in decision.obligations):  # a view without its obligation, or the reverse
+        return Conclusion(False, Reason.OBLIGATION_NOT_UNDERSTOOD, f"{DEIDENTIFY} without its project and profile")
+    if deid is not None and facts.action not in _DEIDENTIFIABLE:
+        return Conclusion(False, Reason.OBLIGATION_NOT_UNDERSTOOD, f"{DEIDENTIFY} on {facts.name}")
+    if deid is not None and not pseudonymizer:
+        return Conclusion(False, Reason.PSEUDONYMIZER_UNAVAILABLE, "research view: no pseudonymisation service")
     return Conclusion(True, Reason.PDP, filter_results=filtering,
-                      security_alert=decision.break_glass or SECURITY_ALERT in decision.obligations)
+                      security_alert=decision.break_glass or SECURITY_ALERT in decision.obligations, deid=deid)
 
 
 __all__ = ["ACTIONS", "FILTER_RESULTS", "SECURITY_ALERT", "Conclusion", "Facts", "Outcome", "PdpQuery", "conclude",

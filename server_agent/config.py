@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from audit.syslog import SyslogTarget
+from oauthclient.http import secure_url
 from tomlconf import ConfigError
 from tomlconf import load as load_file
 from tomlconf.admin import AdminSection
@@ -197,6 +198,43 @@ _PDP_KEYS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
 }
 
 
+class PseudonymizerSection(Schema):
+    """``[pseudonymizer]``: the pseudonymisation service a research view's pseudonyms come from (issue 16
+    item 4; ``pseudonymizer serve``). The agent gets its own token there by client credentials (RFC 6749
+    section 4.4, scope ``pseudonyms:translate``) at ``[identity]``'s issuer, as this table's client (one of
+    its own: the HIAL gives each client one audience). Without this table a ``de-identify`` obligation is
+    refused ("pseudonymizer_unavailable"): the keys and the way back are the service's, never ours."""
+
+    url: str  # its base URL: https, or http on loopback
+    client_id: str
+    client_secret: str = Field(default="", repr=False)  # or read from client_secret_file
+    client_secret_file: RelPath | None = None
+    client_auth: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    timeout: PositiveFloat = 5.0  # seconds for one call (then: the request or the matches are refused)
+    ca_file: RelPath | None = None  # its CA; default: [identity] ca_file
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        url = url.rstrip("/")
+        if not secure_url(url, url):  # real values cross this link: TLS, or loopback
+            raise ValueError("must be an https URL, or http on loopback")
+        return url
+
+    @model_validator(mode="after")
+    def _secret(self, info: ValidationInfo) -> PseudonymizerSection:
+        if self.client_secret_file is not None and from_file(info):
+            if self.client_secret:
+                raise problem("client_secret_file", "client_secret and client_secret_file exclude each other")
+            try:
+                self._fill(client_secret=self.client_secret_file.read_text().strip())
+            except OSError as error:
+                raise problem("client_secret_file", str(error)) from None
+        if not self.client_secret:
+            raise problem("client_secret", "required (or client_secret_file)")
+        return self
+
+
 class SessionsSection(Schema):
     """Associations bound to the user's OIDC session (:mod:`server_agent.sessions`): with
     ``logout_listen`` (OpenID Connect Back-Channel Logout 1.0 endpoint, path ``/backchannel-logout``)
@@ -307,6 +345,7 @@ class ServerAgentConfig(Schema):
     limits: Limits = Limits()
     decision_log: DecisionLogSection = DecisionLogSection()
     audit: AuditSection | None = None
+    pseudonymizer: PseudonymizerSection | None = None
     return_: ReturnSection = Field(default=ReturnSection(), alias="return")
     shared: SharedSection = SharedSection()
     admin: AdminSection | None = None  # /healthz /readyz /metrics (server_agent/monitoring.py); off when absent
@@ -440,5 +479,5 @@ def load(path: Path) -> ServerAgentConfig:
 
 
 __all__ = ["ACTIONS", "AuditSection", "ConfigError", "DecisionLogSection", "IdentityConfig", "Node", "Pacs",
-           "PdpConfig", "ReturnSection", "ServerAgentConfig", "ServerSection", "ThrottleConfig", "TlsFiles",
-           "Workstation", "load"]
+           "PdpConfig", "PseudonymizerSection", "ReturnSection", "ServerAgentConfig", "ServerSection", "ThrottleConfig",
+           "TlsFiles", "Workstation", "load"]

@@ -29,6 +29,7 @@ from oauthclient.errors import printable
 from oauthclient.http import HttpRequest, HttpResponse, get_request, json_object, secure_url
 
 from .config import PdpConfig
+from .deidview import DeidView, read_obligations
 
 PDP_SCOPE = "authzen:evaluate"
 TOKEN_MARGIN = 30.0  # seconds before its expiry our PDP token is replaced
@@ -102,9 +103,11 @@ class Decision:
     policy_version: str = ""
     message: str = ""
     break_glass: bool = False
-    obligations: tuple[str, ...] = ()
+    obligations: tuple[str, ...] = ()  # their names (the decision log's list)
     cached: bool = False
     context: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    deid: DeidView | None = None  # the research view a ``de-identify`` obligation asks for
+    obligation_problem: str = ""  # an obligation that could not be read: a permit is refused
 
     @classmethod
     def from_answer(cls, answer: Any) -> Decision:
@@ -113,11 +116,13 @@ class Decision:
         raw_context = answer.get("context")
         context: dict[str, Any] = raw_context if isinstance(raw_context, dict) else {}
         message = context.get("reason_user", {})
+        obligations = read_obligations(context.get("obligations"))
         return cls(allowed=answer["decision"], reason=str(context.get("reason", "")),
                    rule_id=str(context.get("rule_id", "")), policy_version=str(context.get("policy_version", "")),
                    message=str(message.get("en", "")) if isinstance(message, dict) else str(message),
                    break_glass=bool(context.get("break_glass", False)),
-                   obligations=tuple(context.get("obligations", ()) or ()), context=context)
+                   obligations=obligations.names, context=context, deid=obligations.deid,
+                   obligation_problem=obligations.problem)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,6 +21,7 @@ from audit.events import (
     AuthorizationEvent,
     Decision,
     DecisionEvent,
+    Disclosure,
     PdpAnswer,
     Reason,
     TransferSummary,
@@ -120,7 +121,7 @@ class Recorder:
     # -- requests -----------------------------------------------------------------------------------
     def authorization(self, facts: Facts, subject: Subject | None, context: Context | None, reason: Reason,
                       allowed: bool, started: float | None, *, pdp: PdpDecision | None = None, detail: str = "",
-                      post_filter: bool = False) -> None:
+                      post_filter: bool = False, disclosure: Disclosure | None = None) -> None:
         self.write(AuthorizationEvent(
             association=self.association, action=Action.parse(facts.name), decision=Decision.PERMIT if allowed
             else Decision.DENY, reason=reason, detail=detail, pdp=answer(pdp) if pdp is not None else None,
@@ -128,13 +129,14 @@ class Recorder:
             user=who(subject), calling_ae=context.calling_ae if context else "",
             workstation=context.workstation if context else "", pacs=self.pacs, resource=facts.resource,
             sub_operation_of=facts.sub_operation_of, move_destination=facts.move_destination,
-            post_filter=post_filter, latency_ms=_ms(started)))
+            post_filter=post_filter, latency_ms=_ms(started), disclosure=disclosure))
 
     def match(self, facts: Facts, subject: Subject, context: Context, reason: Reason, allowed: bool,
-              started: float | None = None, *, pdp: PdpDecision | None = None, detail: str = "") -> None:
+              started: float | None = None, *, pdp: PdpDecision | None = None, detail: str = "",
+              disclosure: Disclosure | None = None) -> None:
         """A C-FIND match decided (post-filter): ``facts.command`` is the C-FIND request it answers."""
         self.authorization(facts, subject, context, reason, allowed, started, pdp=pdp, detail=detail,
-                           post_filter=True)
+                           post_filter=True, disclosure=disclosure)
 
     def notice(self, notice: Notice, subject: Subject | None, context: Context | None) -> None:
         """What the relay refused or ended on its own: malformed input, a DIMSE rule broken, a verdict late."""

@@ -13,11 +13,12 @@ from dicomwire.listener import RelayServer
 from dicomwire.tls import client_context, server_context
 from dicomwire.version import version
 from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
+from pseudonymizer.client import AsyncPseudonymizerClient
 
 from .admin import CheckResult
 from .association import ServerPolicy
 from .authn import Authenticator
-from .config import IdentityConfig, Pacs, PdpConfig, ServerAgentConfig
+from .config import IdentityConfig, Pacs, PdpConfig, PseudonymizerSection, ServerAgentConfig
 from .decisions import Decisions, load_key
 from .logout import LogoutEndpoint
 from .metrics import MeteredFactory, TimedExecutor
@@ -31,6 +32,7 @@ from .monitoring import (
 )
 from .moves import MoveRegistry
 from .pdp import ClientCredentials, Credentials, TokenFile
+from .pseudonyms import PseudonymService
 from .returns import ReturnPolicy
 from .sessions import LogoutVerifier, Sessions
 from .shared import LocalShared, SharedState
@@ -88,6 +90,17 @@ def shared_check(shared: SharedState) -> CheckResult:
                                                              else "in this process"))
 
 
+def pseudonym_service(section: PseudonymizerSection | None, identity: IdentityConfig,
+                      http: AsyncExecutor) -> PseudonymService | None:
+    """The research view's pseudonyms (``[pseudonymizer]``): our own client at ``[identity]``'s issuer."""
+    if section is None:
+        return None
+    client = ClientAuth(client_id=section.client_id, method=AuthMethod(section.client_auth),
+                        secret=section.client_secret)
+    oauth = AsyncOAuthClient(identity.issuer, client, http)
+    return PseudonymService(AsyncPseudonymizerClient(section.url, oauth, http), section.timeout)
+
+
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
@@ -120,6 +133,12 @@ class ServerAgent:
         self.shared = shared_state(config)
         self.authn.logins = self.shared
         self.moves = MoveRegistry(self.shared)
+        section = config.pseudonymizer
+        own_ca = section is not None and section.ca_file not in (None, config.identity.ca_file)
+        self.pseudonym_http = (AsyncExecutor(tls=TlsFiles(ca_file=section.ca_file),
+                                             timeouts=Timeouts.within(section.timeout))
+                               if section is not None and own_ca else None)
+        self.pseudonyms = pseudonym_service(section, config.identity, self.pseudonym_http or self.http)
         pacs_ssl = {p.name: pacs_context(p) for p in config.pacs.values() if p.tls}
         limits = config.limits.relay()
         # Deny by default: every request is decided (ServerPolicy.asks), so one the agent has no policy
@@ -127,7 +146,7 @@ class ServerAgent:
         # factory for both main listeners: each association still gets an object of its own.
         self.sessions = Sessions(config.sessions)
         self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl,
-                                   sessions=self.sessions)
+                                   sessions=self.sessions, pseudonyms=self.pseudonyms)
         metered = MeteredFactory(self.policy, self.metrics)  # counts what the policy decides, changes nothing
         self.sessions.end_association = lambda owner: any(s.end(metered.outer(owner)) for s in (self.main, self.plain)
                                                           if s)
@@ -196,5 +215,7 @@ class ServerAgent:
         await self.http.aclose()
         if self.pdp_http is not self.http:
             await self.pdp_http.aclose()
+        if self.pseudonym_http is not None and self.pseudonym_http is not self.http:
+            await self.pseudonym_http.aclose()
         if self.admin is not None:  # last: /readyz says 503 while the listeners drain
             await self.admin.stop()
