@@ -44,15 +44,10 @@ from .commands import (
     Timer,
     TimerKey,
     Trace,
+    server_refusal,
 )
 from .dialogue import Dialogue, DimseViolation
-from .errors import (
-    AbortReason,
-    AbortSource,
-    AssociationRejected,
-    ProtocolError,
-    RejectReason,
-)
+from .errors import AbortReason, AbortSource, AssociationRejected, ProtocolError, RejectReason
 from .gate import Gate
 from .limits import RelayLimits
 from .output import Output
@@ -403,6 +398,7 @@ class RelayCore:
 
     def _forward_rj(self, event: Event, frame: Frame, out: list[Command]) -> None:
         self.outputs[Side.CLIENT].send(frame.data, out)
+        out += server_refusal(frame.data)  # a Notice: the policy tells the person refused
         self._finish(event, "association rejected by the server", out)
 
     # ---- data transfer ------------------------------------------------------------------------------
@@ -446,6 +442,7 @@ class RelayCore:
 
     def _forward_and_close(self, event: Event, frame: Frame, out: list[Command]) -> None:
         self._forward(event, frame, out)
+        out += server_refusal(frame.data) if _side(event) is Side.SERVER else []  # a Notice, as for an RJ
         self._finish(event, f"aborted by the {_side(event).value}", out)
 
     def _abort_both(self, event: Event, why: str | None, out: list[Command]) -> None:
