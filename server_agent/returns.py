@@ -98,15 +98,17 @@ class ReturnAssociation(Forwarding):
         if facts.action is None or question.side.value != "client":
             # Only the PACS's C-STORE sub-operations travel here; anything else is refused.
             self.record.authorization(facts, None, None, Reason.UNSUPPORTED_SERVICE, False, None)
-            return Refuse(comment=comment(f"{command.name} not accepted on the return path"))
+            return Refuse(comment=comment(f"{command.name} not accepted on the return path",
+                                          Reason.UNSUPPORTED_SERVICE))
         if facts.malformed:  # the image cannot be matched to a move: refused as its move would refuse it
             self.record.authorization(facts, None, None, Reason.MALFORMED, False, None, detail=facts.malformed)
-            return Refuse(comment=comment("data set could not be read one way only"), status=facts.status)
+            return Refuse(comment=comment("data set could not be read one way only", Reason.MALFORMED),
+                          status=facts.status)
         ae, message_id = originator(command)
         move, reason = self.factory.moves.match(self.destination, ae, message_id, facts.resource)
         if move is None:
             self.record.authorization(facts, None, None, reason, False, None)
-            return Refuse(comment=comment("no C-MOVE this image belongs to"))
+            return Refuse(comment=comment("no C-MOVE this image belongs to", reason))
         return move.owner.decide(facts, move)
 
     def notice(self, notice: Notice) -> None:
