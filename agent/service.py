@@ -15,6 +15,7 @@ from dicomwire import tls
 from dicomwire.listener import RelayServer
 
 from .config import IdentityProvider, WorkstationConfig
+from .notices import Notifier
 from .oidc import AsyncOidcClient, LoginError, Tokens
 from .policy import AssociationLog, Credentials, ReturnPolicy, WorkstationPolicy
 
@@ -62,11 +63,13 @@ class Session:
 
 
 class WorkstationAgent:
-    def __init__(self, config: WorkstationConfig, session: Session) -> None:
+    def __init__(self, config: WorkstationConfig, session: Session, notifier: Notifier | None = None) -> None:
         self.config = config
         self.session = session
+        self.notifier = notifier or Notifier()
         journal = AssociationLog(config.log_file)
-        self.policy = WorkstationPolicy(config, session.current, client_context(config), journal)
+        self.policy = WorkstationPolicy(config, session.current, client_context(config), journal,
+                                        notifier=self.notifier)
         limits = config.limits.relay()
         self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1], limits=limits,
                                 max_associations=config.max_associations, name="apps")
