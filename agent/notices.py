@@ -67,7 +67,15 @@ class Notifier:
         self._last[(owner, line)] = now
         self._tell(told, line)
         if self._notify_send is not None:
-            self._desktop(refusal)
+            self._desktop(SUMMARY, f"{refusal.app} {refusal.what}: {refusal.reason}.\nNext step: {refusal.step}.")
+
+    def announce(self, line: str) -> None:
+        """Something every launch of this login must hear (the session ended), on the desktop too."""
+        self._tell(list(self.listeners), line)
+        if not self.listeners:
+            log.error("%s", line)  # `serve`: no launch to tell, the log is the place
+        if self._notify_send is not None:
+            self._desktop("DICOM login ended", line.removeprefix("dicom-agent: "))
 
     def _tell(self, told: list[int], line: str | None) -> None:
         for key in told:
@@ -76,22 +84,22 @@ class Notifier:
             except Exception as error:  # a listener that went away must not stop the others
                 log.debug("a listener failed: %r", error)
 
-    def _desktop(self, refusal: Refusal) -> None:
+    def _desktop(self, summary: str, body: str) -> None:
         try:
-            task = asyncio.get_running_loop().create_task(self._send(refusal))
+            task = asyncio.get_running_loop().create_task(self._send(summary, body))
         except RuntimeError:
             return  # no loop (a test calling from outside the agent): the terminal line was told
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, refusal: Refusal) -> None:
+    async def _send(self, summary: str, body: str) -> None:
         assert self._notify_send is not None
         # The body may be read as markup (the specification's "body-markup"): the server's words are escaped.
-        body = html.escape(f"{refusal.app} {refusal.what}: {refusal.reason}.\nNext step: {refusal.step}.", quote=False)
+        body = html.escape(body, quote=False)
         try:
             process = await asyncio.create_subprocess_exec(
                 self._notify_send, "--app-name=dicom-agent", "--urgency=critical", "--icon=dialog-warning",
-                "--", SUMMARY, body, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                "--", summary, body, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL)
         except OSError as error:
             log.debug("notify-send could not start: %s", error)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 
 import httpx
 
@@ -36,6 +37,7 @@ class Session:
         self.credentials = Credentials(tokens, password)
         self.margin = margin
         self._transport = transport  # tests: a fake provider
+        self.ended: Callable[[str], None] = log.error  # told that the session ended (the agent: to the person)
 
     def current(self) -> Credentials:
         return self.credentials
@@ -53,7 +55,8 @@ class Session:
                     fresh = await client.refresh(tokens)
                 except LoginError as error:
                     if error.code == "invalid_grant":  # RFC 6749 5.2: revoked or expired; retrying cannot help
-                        log.error("the session has ended at the identity provider (%s): log in again", error)
+                        self.ended(f"dicom-agent: your session ended at the identity provider ({error}): log in "
+                                   "again (start the app again with dicom-agent launch)")
                         return
                     log.warning("token refresh failed (%s); retrying in 10 s", error)
                     await asyncio.sleep(10)
@@ -67,6 +70,7 @@ class WorkstationAgent:
         self.config = config
         self.session = session
         self.notifier = notifier or Notifier()
+        session.ended = self.notifier.announce
         journal = AssociationLog(config.log_file)
         self.policy = WorkstationPolicy(config, session.current, client_context(config), journal,
                                         notifier=self.notifier)
