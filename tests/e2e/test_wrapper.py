@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -251,3 +252,19 @@ def test_an_app_that_does_not_exist_is_a_sentence(site: Site) -> None:
     assert (result.returncode, result.stderr) == (
         2, "dicom-agent: no program 'no-such-viewer-here' found on PATH (this project's own scripts are not looked "
            "in): install the app (DCMTK: apt install dcmtk) or give its full path\n")
+
+
+def test_an_install_exposes_the_products_commands_and_no_dependencys_script(tmp_path: Path) -> None:
+    """`make install` as a hospital package does it: a private environment, the product's commands linked."""
+    prefix = tmp_path / "usr"
+    subprocess.run(["make", "-s", "install", f"PREFIX={prefix}", f"PYTHON={sys.executable.rsplit('/', 1)[-1]}"],
+                   cwd=PROJECT, check=True, capture_output=True, text=True, timeout=900,
+                   env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert sorted(p.name for p in (prefix / "bin").iterdir()) == [
+        "decision-log", "dicom-agent", "dicom-relay", "dicom-server-agent", "pseudonymizer"]
+    assert (prefix / "lib" / "dicom-identity-agents" / "bin" / "findscu").exists()  # pynetdicom's, kept private
+    path = f"{prefix / 'bin'}:{DCMTK_BIN}:/usr/bin:/bin"
+    assert shutil.which("findscu", path=path) == str(DCMTK_BIN / "findscu")
+    version = subprocess.run([str(prefix / "bin" / "dicom-agent"), "--version"], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip()
