@@ -98,6 +98,9 @@ def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
                 ended.append(str(message["ended"])[:200])
                 return
 
+    if isinstance(welcome.get("welcome"), dict) and welcome["welcome"].get("break_glass") is True:
+        say("dicom-agent: this app runs under the BREAK-GLASS login of another window; every use is audited as a "
+            "security alert")
     process = subprocess.Popen(app)
     try:
         guest.started(process.pid)
@@ -150,7 +153,8 @@ async def _serve(config: WorkstationConfig, endpoint: Endpoint, session: Session
     notifier = Notifier()
     agent = WorkstationAgent(config, session, notifier)
     await agent.start()
-    host = Host(endpoint, lambda request: _welcome(tokens, request), tokens.username, notifier)
+    host = Host(endpoint, lambda request: _welcome(tokens, request), tokens.username, notifier,
+                break_glass=tokens.purpose_of_use == "BTG")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -83,8 +83,9 @@ class Host:
     """The host's control socket: one :class:`Guest` per joined launch, told its refusals' lines."""
 
     def __init__(self, endpoint: Endpoint, welcome: Callable[[dict[str, Any]], str | None], user: str,
-                 notifier: Notifier) -> None:
+                 notifier: Notifier, *, break_glass: bool = False) -> None:
         self.endpoint = endpoint
+        self.break_glass = break_glass  # the login is a break-glass one: a guest is told it runs under it
         self.notifier = notifier
         self.welcome = welcome  # the join request -> None (welcome) or why not, in words
         self.user = user
@@ -132,7 +133,7 @@ class Host:
             if why is not None:
                 writer.write(encode({"refused": why}))
                 return
-            writer.write(encode({"welcome": {"user": self.user}}))
+            writer.write(encode({"welcome": {"user": self.user, "break_glass": self.break_glass}}))
             started = json.loads(await reader.readline())  # {"app": PID} once its app runs
             pid = int(started["app"]) if isinstance(started, dict) and isinstance(started.get("app"), int) else 0
             if pid <= 0:

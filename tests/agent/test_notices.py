@@ -135,7 +135,7 @@ def test_a_second_launch_joins_the_first_and_hears_its_own_refusals(tmp_path: Pa
 
     welcome, refused, heard = asyncio.run(scenario())
     os.close(lock)
-    assert welcome == {"welcome": {"user": "rad"}}
+    assert welcome == {"welcome": {"user": "rad", "break_glass": False}}
     assert refused == {"refused": "other user"}
     assert heard == [{"line": REFUSAL.line()}]
     assert not endpoint.socket.exists()
@@ -186,3 +186,15 @@ def test_the_exit_status_says_refusal_only_when_the_app_said_success() -> None:
     assert launching.exit_status(0, 2) == launching.REFUSED == 4
     assert launching.exit_status(1, 2) == 1
     assert launching.exit_status(-15, 0) == 143
+
+
+def test_who_may_join_a_login() -> None:
+    from agent.oidc import Tokens
+
+    ordinary = Tokens(access_token="a", refresh_token=None, expires_at=0, username="rad")
+    assert launching._welcome(ordinary, {"user": None}) is None
+    assert launching._welcome(ordinary, {"user": "rad"}) is None
+    assert "close them first to log in as tech" in (launching._welcome(ordinary, {"user": "tech"}) or "")
+    assert "break-glass needs a login of its own" in (launching._welcome(ordinary, {"break_glass": True}) or "")
+    emergency = Tokens(access_token="a", refresh_token=None, expires_at=0, username="rad", purpose_of_use="BTG")
+    assert launching._welcome(emergency, {"break_glass": True}) is None

@@ -139,20 +139,37 @@ def test_two_apps_at_once_share_one_agent_and_one_login(site: Site) -> None:
     assert err == "dicom-agent: 1 other app(s) use this login; it ends when they end\n"
 
 
-def test_a_second_user_cannot_join_anothers_login(site: Site) -> None:
+def host(site: Site, user: str, *options: str, seconds: float = 5) -> subprocess.Popen[str]:
+    """A launch of ``user`` whose app waits ``seconds``; returns once that app runs (the agent is up)."""
+    started = site.root / f"started-{time.monotonic_ns()}"
     first = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"), "launch", "--user",
-         "rad", "--password-stdin", "--", "/bin/sh", "-c", "sleep 4"],
+         user, "--password-stdin", *options, "--", "/bin/sh", "-c", f"touch {started}; sleep {seconds}"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT)
     assert first.stdin is not None
-    first.stdin.write("demo-rad\n")
+    first.stdin.write(f"demo-{user}\n")
     first.stdin.flush()
-    time.sleep(2.5)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return first
+
+
+def test_a_second_user_cannot_join_anothers_login(site: Site) -> None:
+    first = host(site, "rad")
     other = launch(site, "tech", "/bin/true")
     first.communicate(timeout=30)
     assert other.returncode == 2
     assert other.stderr.splitlines()[-1] == ("dicom-agent: rad is logged in for the apps already running from "
                                              "another window: close them first to log in as tech")
+
+
+def test_an_app_joining_a_break_glass_login_is_told_so(site: Site) -> None:
+    first = host(site, "erdoc", "--break-glass", "trauma bay 1")
+    joined = run(site, "launch", "--", "/bin/true")
+    first.communicate(timeout=30)
+    assert (joined.returncode, joined.stderr) == (0, "dicom-agent: this app runs under the BREAK-GLASS login of "
+                                                     "another window; every use is audited as a security alert\n")
 
 
 def test_wrong_password_is_a_sentence(site: Site) -> None:
