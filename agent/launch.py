@@ -86,7 +86,6 @@ def launch(config: WorkstationConfig, endpoint: Endpoint, args: argparse.Namespa
 def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
     """Run the app on the host's agent, telling this terminal its refusals as the host sends them."""
     refusals = [0]
-    ended: list[str] = []
 
     def listen() -> None:
         while (message := guest.receive()) is not None:
@@ -95,7 +94,8 @@ def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
                 if isinstance(message.get("line"), str):
                     say(message["line"][:2000])
             elif "ended" in message:
-                ended.append(str(message["ended"])[:200])
+                say("dicom-agent: the agent this app shared stopped (the window that started it was closed or "
+                    "interrupted): this app's next connections fail; start it again")
                 return
 
     if isinstance(welcome.get("welcome"), dict) and welcome["welcome"].get("break_glass") is True:
@@ -103,7 +103,6 @@ def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
             "security alert")
     process = subprocess.Popen(app)
     try:
-        guest.started(process.pid)
         reader = threading.Thread(target=listen, daemon=True)
         reader.start()
         try:
@@ -112,9 +111,6 @@ def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
             process.terminate()
             code = process.wait(10)
         reader.join(1.0)  # the last refusals, written before the app's end was read
-        if ended:
-            say("dicom-agent: the shared agent stopped while this app ran (its first window was closed); "
-                "start the app again")
         return exit_status(code, refusals[0])
     finally:
         guest.close()
@@ -186,9 +182,10 @@ async def _run_app(app: list[str], notifier: Notifier, stop: asyncio.Event) -> t
         if line:
             say(line)
 
-    process = await asyncio.create_subprocess_exec(*app)
-    notifier.listeners[process.pid] = tell
+    me = os.getpid()  # known before the app starts; the app is our child, so its connections are ours
+    notifier.listeners[me] = tell
     try:
+        process = await asyncio.create_subprocess_exec(*app)
         await _first(process.wait(), stop.wait())
         if process.returncode is None:
             process.terminate()
@@ -200,7 +197,7 @@ async def _run_app(app: list[str], notifier: Notifier, stop: asyncio.Event) -> t
         await asyncio.sleep(0)  # notices already read for it are told before its end is counted
         return process.returncode, refusals[0]
     finally:
-        notifier.listeners.pop(process.pid, None)
+        notifier.listeners.pop(me, None)
 
 
 async def _first(*waits: Any) -> None:

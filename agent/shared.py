@@ -89,7 +89,7 @@ class Host:
         self.notifier = notifier
         self.welcome = welcome  # the join request -> None (welcome) or why not, in words
         self.user = user
-        self.guests: dict[int, asyncio.StreamWriter] = {}  # app pid -> its launch's connection
+        self.guests: dict[int, asyncio.StreamWriter] = {}  # a joined launch's pid -> its connection
         self.changed = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
 
@@ -117,31 +117,32 @@ class Host:
         self.guests.clear()
 
     def tell(self, pid: int, line: str | None) -> None:
-        """A refusal for the guest whose app is ``pid``: its line, or None for a repeat (counted only)."""
+        """A refusal for the guest launch ``pid``: its line, or None for a repeat (counted only)."""
         writer = self.guests.get(pid)
         if writer is not None and not writer.is_closing():
             writer.write(encode({"line": line} if line else {"repeat": 1}))
 
     async def _guest(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One joining launch, known by its process id as the kernel tells it (its app is its child: the
+        refusals on that app's connections are this launch's, see :meth:`Notifier.owner`)."""
         sock = writer.get_extra_info("socket")
         pid = 0
         try:
-            if sock is None or unix_peer(sock)[1] != os.getuid():
+            peer_pid, uid, _ = unix_peer(sock) if sock is not None else (0, -1, 0)
+            if uid != os.getuid() or peer_pid <= 0:
                 return  # not this user: not a word
             request = json.loads(await reader.readline())
             why = self.welcome(request) if isinstance(request, dict) else "malformed request"
             if why is not None:
                 writer.write(encode({"refused": why}))
                 return
-            writer.write(encode({"welcome": {"user": self.user, "break_glass": self.break_glass}}))
-            started = json.loads(await reader.readline())  # {"app": PID} once its app runs
-            pid = int(started["app"]) if isinstance(started, dict) and isinstance(started.get("app"), int) else 0
-            if pid <= 0:
-                return
-            self.guests[pid] = writer
+            pid = peer_pid
+            self.guests[pid] = writer  # before the welcome: its app cannot connect before it is known
             self.notifier.listeners[pid] = lambda line: self.tell(pid, line)
             self.changed.set()
-            await reader.read()  # until the launch closes: its app has ended
+            writer.write(encode({"welcome": {"user": self.user, "break_glass": self.break_glass}}))
+            while await reader.read(4096):  # until the launch closes (its app has ended); nothing is expected
+                pass
         except (ValueError, OSError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -176,10 +177,6 @@ class Guest:
             sock.close()
             self.sock = None
         return answer
-
-    def started(self, pid: int) -> None:
-        assert self.sock is not None
-        self.sock.sendall(encode({"app": pid}))
 
     def receive(self) -> dict[str, Any] | None:
         """The next message; None at the end (the host stopped, or spoke out of turn)."""

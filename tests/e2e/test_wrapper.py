@@ -285,3 +285,15 @@ def test_an_install_exposes_the_products_commands_and_no_dependencys_script(tmp_
     version = subprocess.run([str(prefix / "bin" / "dicom-agent"), "--version"], capture_output=True, text=True,
                              timeout=60, cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.strip()
+
+
+def test_a_refusal_is_told_in_the_terminal_of_the_app_refused_only(site: Site, tmp_path: Path) -> None:
+    first = host(site, "rad", seconds=8)
+    files = make_ct_study(tmp_path / "new", slices=1, patient_id="WRAP-3", accession="WRAPACC3", seed=11)
+    joined = run(site, "launch", "--", str(DCMTK_BIN / "storescu"), "-aec", "ORTHANC@GW1", "127.0.0.1",
+                 str(site.ports["agent"]), *map(str, files))
+    _, err = first.communicate(timeout=60)
+    assert ("dicom-agent: REFUSED STORESCU C-STORE: your role does not allow this (C-STORE is not permitted for role "
+            "radiologist). Next step: if your work needs it, ask your department's access administrator.") \
+        in joined.stderr.splitlines()
+    assert (first.returncode, err) == (0, "")  # the first window's app was not refused: it hears nothing
