@@ -297,3 +297,18 @@ def test_a_refusal_is_told_in_the_terminal_of_the_app_refused_only(site: Site, t
             "radiologist). Next step: if your work needs it, ask your department's access administrator.") \
         in joined.stderr.splitlines()
     assert (first.returncode, err) == (0, "")  # the first window's app was not refused: it hears nothing
+
+
+def test_a_server_agent_whose_certificate_is_not_the_routes_is_a_sentence(site: Site, tmp_path: Path) -> None:
+    from agent.config import Route
+
+    listen = free_port()
+    route = Route(host="127.0.0.1", port=site.ports["server"], server_name="gw2")  # gw1 answers: not the one named
+    config = write_workstation_config(tmp_path / "ws.toml", pki=site.pki, issuer=site.issuer, listen=listen,
+                                      route_port=site.ports["server"], return_port=free_port(), routes={"GW1": route})
+    result = launch(site, "rad", str(DCMTK_BIN / "echoscu"), "-aec", "ORTHANC@GW1", "127.0.0.1", str(listen),
+                    config=config)
+    assert (f"dicom-agent: REFUSED ECHOSCU the connection: the server agent of route GW1 at 127.0.0.1:"
+            f"{site.ports['server']} did not prove who it is (its certificate is not trusted here, or ours is "
+            "refused); nothing was sent. Next step: call the help desk.") in result.stderr.splitlines(), result.stderr
+    no_traceback(result)
