@@ -62,9 +62,15 @@ class Refusal:
         return f"dicom-agent: REFUSED {self.app} {self.what}: {self.reason}{detail}. Next step: {self.step}."
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """A peer's words made safe for a terminal: no control characters (no escape sequences), one line,
+    at most ``limit`` characters (VR LO allows 64, but a peer may send more)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 2]).split())[:limit]
+
+
 def from_comment(app: str, what: str, status: int, comment: str | None) -> Refusal:
     """A failure response's Status and Error Comment (PS3.7 C.4) in words."""
-    text = " ".join((comment or "").split())
+    text = printable(comment or "")
     match = _CODE.match(text)
     if match and match.group(1) in REFUSALS:
         reason, step = REFUSALS[match.group(1)]

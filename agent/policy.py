@@ -126,8 +126,7 @@ class WorkstationAssociation:
     def associate(self, question: AssociationQuestion) -> AssociationVerdict:
         config, connection = self.config, self.connection
         rq = question.rq
-        self.app = rq.calling_ae
-        self.owner = self.factory.notifier.owner(connection.peer, connection.local)
+        self.app = messages.printable(rq.calling_ae, 16)  # shown on the terminal: never a control character
         record: dict[str, Any] = {"app": rq.calling_ae, "called": rq.called_ae,
                                   "association": connection.association_id,
                                   "peer": f"{connection.peer[0]}:{connection.peer[1]}" if connection.peer else None}
@@ -144,6 +143,7 @@ class WorkstationAssociation:
             if uid != self.factory.owner_uid:
                 return refuse(f"connection from a process of uid {uid}, not of the logged-in user "
                               f"(uid {self.factory.owner_uid})")
+        self.owner = self.factory.notifier.owner(connection.peer, connection.local)  # whose terminal hears
         name, at, route_name = rq.called_ae.partition("@")
         route = config.routes.get(route_name if at else (config.default_route or ""))
         record["route"] = route.name if route else route_name or None

@@ -64,6 +64,9 @@ def test_an_uncoded_comment_or_status_is_shown_as_it_came() -> None:
     assert from_comment("X", "C-STORE", 0xA700, None).line() == (
         "dicom-agent: REFUSED X C-STORE: it failed with status A700H. Next step: try again; if it persists, call "
         "the help desk.")
+    # A peer's escape sequences never reach the terminal; an over-long comment is cut.
+    hostile = from_comment("X", "C-FIND", 0x0124, "\x1b]0;owned\x07\x1b[2J" + "y" * 500)
+    assert "\x1b" not in hostile.line() and "\x07" not in hostile.line() and len(hostile.detail) == 200
     # A lower-case or over-long prefix is no code: shown whole.
     assert from_comment("X", "C-FIND", 0x0124, "ERROR-THAT-IS-MUCH-TOO-LONG: x").detail == \
         "ERROR-THAT-IS-MUCH-TOO-LONG: x"
