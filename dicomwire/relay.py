@@ -397,8 +397,8 @@ class RelayCore:
         self._reject(event, verdict, out)
 
     def _forward_rj(self, event: Event, frame: Frame, out: list[Command]) -> None:
+        out += server_refusal(frame.data)  # a Notice first: the person hears of it before the app reacts
         self.outputs[Side.CLIENT].send(frame.data, out)
-        out += server_refusal(frame.data)  # a Notice: the policy tells the person refused
         self._finish(event, "association rejected by the server", out)
 
     # ---- data transfer ------------------------------------------------------------------------------
@@ -441,8 +441,8 @@ class RelayCore:
             self._fire(Happening.eof(other), out)  # it left already: nothing to wait for
 
     def _forward_and_close(self, event: Event, frame: Frame, out: list[Command]) -> None:
-        self._forward(event, frame, out)
         out += server_refusal(frame.data) if _side(event) is Side.SERVER else []  # a Notice, as for an RJ
+        self._forward(event, frame, out)
         self._finish(event, f"aborted by the {_side(event).value}", out)
 
     def _abort_both(self, event: Event, why: str | None, out: list[Command]) -> None:

@@ -73,7 +73,7 @@ def test_a_refused_echo_shows_the_reason(site: Site) -> None:
                     str(site.ports["agent"]))
     assert ("dicom-agent: REFUSED ECHOSCU C-ECHO: your role does not allow this (user nobody has no role known to "
             "the policy). Next step: if your work needs it, ask your department's access administrator.") \
-        in result.stderr.splitlines()
+        in result.stderr
     assert result.returncode != 0
     no_traceback(result)
 
@@ -84,7 +84,7 @@ def test_a_refused_store_shows_the_reason(site: Site, tmp_path: Path) -> None:
                     str(site.ports["agent"]), *map(str, files))
     line = ("dicom-agent: REFUSED STORESCU C-STORE: your role does not allow this (C-STORE is not permitted for role "
             "radiologist). Next step: if your work needs it, ask your department's access administrator.")
-    assert line in result.stderr.splitlines()
+    assert line in result.stderr
     assert result.stderr.count(line) == 1  # the second image's refusal is counted, not repeated
     assert result.returncode != 0
     no_traceback(result)
@@ -250,7 +250,7 @@ def test_no_route_and_an_unreachable_server_agent_are_sentences(site: Site, tmp_
     result = launch(site, "rad", *echo)
     assert ("dicom-agent: REFUSED ECHOSCU the connection: the called AE title 'ORTHANC@NOWHERE' names no route of "
             "this workstation. Next step: check the called AE title in the app's settings (PACS@ROUTE).") \
-        in result.stderr.splitlines()
+        in result.stderr
     no_traceback(result)
     closed, listen = free_port(), free_port()
     config = write_workstation_config(tmp_path / "ws.toml", pki=site.pki, issuer=site.issuer, listen=listen,
@@ -259,7 +259,7 @@ def test_no_route_and_an_unreachable_server_agent_are_sentences(site: Site, tmp_
                     config=config)
     assert (f"dicom-agent: REFUSED ECHOSCU the connection: the server agent of route GW1 at 127.0.0.1:{closed} "
             "cannot be reached. Next step: check this computer's network connection; if it persists, call the help "
-            "desk.") in result.stderr.splitlines()
+            "desk.") in result.stderr
     assert result.returncode != 0
     no_traceback(result)
 
@@ -295,7 +295,7 @@ def test_a_refusal_is_told_in_the_terminal_of_the_app_refused_only(site: Site, t
     _, err = first.communicate(timeout=60)
     assert ("dicom-agent: REFUSED STORESCU C-STORE: your role does not allow this (C-STORE is not permitted for role "
             "radiologist). Next step: if your work needs it, ask your department's access administrator.") \
-        in joined.stderr.splitlines()
+        in joined.stderr
     assert (first.returncode, err) == (0, "")  # the first window's app was not refused: it hears nothing
 
 
@@ -310,5 +310,5 @@ def test_a_server_agent_whose_certificate_is_not_the_routes_is_a_sentence(site: 
                     config=config)
     assert (f"dicom-agent: REFUSED ECHOSCU the connection: the server agent of route GW1 at 127.0.0.1:"
             f"{site.ports['server']} did not prove who it is (its certificate is not trusted here, or ours is "
-            "refused); nothing was sent. Next step: call the help desk.") in result.stderr.splitlines(), result.stderr
+            "refused); nothing was sent. Next step: call the help desk.") in result.stderr, result.stderr
     no_traceback(result)

@@ -430,7 +430,7 @@ def told(kind: NoticeKind, code: tuple[int, ...]) -> Expect:
 def test_a_server_abort_is_forwarded_and_ends_the_association_and_the_policy_hears_of_it() -> None:
     assert (established(RelayCore())
             >> server(Abort(2, 6).encode())
-            << send(C, Abort(2, 6).encode()) << told(NoticeKind.ABORTED, (2, 6)) << finished(C, S)
+            << told(NoticeKind.ABORTED, (2, 6)) << send(C, Abort(2, 6).encode()) << finished(C, S)
             << state(State.CLOSED))
 
 
@@ -447,7 +447,7 @@ def test_a_server_rejection_is_forwarded_and_the_policy_hears_its_codes() -> Non
             << cancel(Timer.CONNECT) << send(S, RQ) << start(Timer.ARTIM, ARTIM) << resume(C)
             << state(State.AWAIT_AC)
             >> server(rejection)
-            << send(C, rejection) << told(NoticeKind.REJECTED, (1, 2, 1)) << finished(C, S) << state(State.CLOSED))
+            << told(NoticeKind.REJECTED, (1, 2, 1)) << send(C, rejection) << finished(C, S) << state(State.CLOSED))
 
 
 def test_a_client_that_vanishes_mid_association_gets_the_server_an_a_abort() -> None:
