@@ -13,17 +13,21 @@ STAMP  := $(VENV)/.installed
 # 19 MB to download. Without systemd (containers, CI) nothing is started; on a host with it, disable the service.
 # redis-server: the state several server agents share (outstanding C-MOVEs, throttles, ended sessions).
 # stunnel4, socat: the C baselines `make bench` measures the agents against in the same run (devtools/tunnels.py).
+# libnotify-bin: notify-send, the desktop notification of a refusal (agent/notices.py); dbus-daemon, dbus-bin,
+# dunst, xvfb: a real session bus, monitor and notification daemon to test it (tests/agent/test_notices.py).
 # One group per line, with the commands that tell whether it is installed in SYSTEM_COMMANDS below.
 APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm
 APT_PACKAGES += prometheus redis-server
 APT_PACKAGES += stunnel4 socat
+APT_PACKAGES += libnotify-bin dbus-daemon dbus-bin dunst xvfb
 SYSTEM_COMMANDS := /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy
 SYSTEM_COMMANDS += /usr/bin/node /usr/bin/npm
 SYSTEM_COMMANDS += /usr/bin/promtool /usr/bin/redis-server
 SYSTEM_COMMANDS += /usr/bin/stunnel4 /usr/bin/socat
+SYSTEM_COMMANDS += /usr/bin/notify-send /usr/bin/dbus-run-session /usr/bin/dbus-monitor /usr/bin/dunst /usr/bin/xvfb-run
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp
+.PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp install
 
 test: venv foreign-idp
 	$(PY) -m ruff check dicomwire oauthclient agent server_agent hial_mock tomlconf audit devtools tests bench deid fuzz \
@@ -92,6 +96,20 @@ foreign-idp: system-deps $(FOREIGN_IDP)/node_modules/.package-lock.json
 
 $(FOREIGN_IDP)/node_modules/.package-lock.json: $(FOREIGN_IDP)/package-lock.json $(FOREIGN_IDP)/package.json
 	cd $(FOREIGN_IDP) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
+# What a hospital's package does (issue 17 item 2): the product in a private virtual environment of its
+# own, its dependencies pinned by the lock, and only the product's commands linked into PREFIX/bin. The
+# environment's bin (pynetdicom's findscu, storescu, movescu... beside the dependencies' other scripts) is
+# never on PATH, so a clinician's `findscu` stays DCMTK's. DESTDIR stages it for a .deb/.rpm build.
+PREFIX ?= /usr/local
+APP_DIR ?= $(PREFIX)/lib/dicom-identity-agents
+PRODUCT_COMMANDS := dicom-agent dicom-server-agent dicom-relay decision-log pseudonymizer
+install:
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(DESTDIR)$(APP_DIR)
+	$(DESTDIR)$(APP_DIR)/bin/python -m pip install -q -c requirements.lock .
+	mkdir -p $(DESTDIR)$(PREFIX)/bin
+	for name in $(PRODUCT_COMMANDS); do ln -sfn $(APP_DIR)/bin/$$name $(DESTDIR)$(PREFIX)/bin/$$name; done
 
 clean:
 	rm -rf $(FOREIGN_IDP)/node_modules $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -32,8 +32,11 @@ from tomlconf import ConfigError
 
 from . import certs
 from .config import WorkstationConfig, config_path, load
+from .launch import launch, resolve_app
+from .messages import login_message, os_message
 from .oidc import LoginError, MfaRequired, OidcClient, Tokens, delete_session, load_session, save_session
 from .service import Session, WorkstationAgent
+from .shared import Endpoint, SharingError
 
 log = logging.getLogger("dicom_agent")
 
@@ -112,21 +115,25 @@ async def _serve_agent(config: WorkstationConfig, session: Session, app: list[st
 
 
 def cmd_launch(config: WorkstationConfig, args: argparse.Namespace) -> int:
+    """See :mod:`agent.launch`: the app found outside our own scripts, run on this login's shared agent."""
     app = list(args.app)
     if app and app[0] == "--":
         app = app[1:]
     if not app:
-        print("dicom-agent launch: name the app to run after --", file=sys.stderr)
+        print("dicom-agent launch: name the app to run after --, e.g. dicom-agent launch -- findscu ...",
+              file=sys.stderr)
         return 2
-    with OidcClient(config.provider) as client:
-        tokens, password = login(client, args)
-        session = Session(config.provider, tokens, password, config.refresh_margin)
-        print(f"dicom-agent: {tokens.username} logged in; starting {app[0]}", file=sys.stderr, flush=True)
-        try:
-            return int(run(lambda: _serve_agent(config, session, app)))
-        finally:
-            client.revoke(session.current().tokens)  # logout, even if the app crashed or we were interrupted
-            print(f"dicom-agent: {tokens.username} logged out", file=sys.stderr, flush=True)
+    program = resolve_app(app[0])
+    if program is None:
+        print(f"dicom-agent: no program {app[0]!r} found on PATH (this project's own scripts are not looked in): "
+              "install the app (DCMTK: apt install dcmtk) or give its full path", file=sys.stderr)
+        return 2
+    try:
+        endpoint = Endpoint.of(config_path(args.config))
+    except (SharingError, OSError) as error:
+        print(f"dicom-agent: {error}", file=sys.stderr)
+        return 2
+    return launch(config, endpoint, args, [program, *app[1:]], login)
 
 
 def cmd_login(config: WorkstationConfig, args: argparse.Namespace) -> int:
@@ -195,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  description="DICOM workstation agent and apps wrapper"))
     parser.add_argument("--config", type=Path, help="default: $DICOM_AGENT_CONFIG or "
                                                      "~/.config/dicom-agent/workstation.toml")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="default: INFO, but ERROR for launch without --verbose (the app's output only)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("launch", "login"):
         p = sub.add_parser(name)
@@ -207,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--break-glass", metavar="REASON", type=_reason, help="ask for emergency access (purpose "
                        "of use BTG) for this reason; audited as a security alert")
         if name == "launch":
+            p.add_argument("--verbose", action="store_true", help="show the agent's and the relay's log lines")
             p.add_argument("app", nargs=argparse.REMAINDER, help="-- APP [ARGS...]")
     for name in ("status", "logout", "serve"):
         sub.add_parser(name)
@@ -224,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+    quiet = args.command == "launch" and not args.verbose  # a launch shows the app's output, and refusals
+    logging.basicConfig(level=args.log_level or ("ERROR" if quiet else "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "certs":
         try:
@@ -232,10 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as error:
             print(f"dicom-agent certs: {error}", file=sys.stderr)
             return 2
+    config_file = config_path(args.config)
     try:
-        config = load(config_path(args.config))
+        config = load(config_file)
     except ConfigError as error:
-        print(f"dicom-agent: bad configuration: {error}", file=sys.stderr)
+        print(f"dicom-agent: the configuration cannot be used: {error}. Fix it, or call the help desk.",
+              file=sys.stderr)
         return 2
     if getattr(args, "break_glass", None) is not None and config.identity == "password":
         # Type 2 sends the password and the server agent logs in anew: the BTG token would never be used.
@@ -247,12 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](config, args)
     except LoginError as error:
-        print(f"dicom-agent: login failed: {error}", file=sys.stderr)
+        print(f"dicom-agent: {login_message(str(error), error.code, config.provider.issuer, str(config_file))}",
+              file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         return 130
     except OSError as error:
-        print(f"dicom-agent: {error}", file=sys.stderr)
+        print(f"dicom-agent: {os_message(error, config)}", file=sys.stderr)
         return 2
 
 

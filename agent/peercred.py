@@ -10,6 +10,7 @@ Other systems have no implementation yet: the caller must deny (or be configured
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 import sys
@@ -56,6 +57,12 @@ _TAIL = struct.Struct("=III")  # interface, cookie[2]
 
 
 def _diag_uid(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
+    found = _diag(peer, local)
+    return found[0] if found else None
+
+
+def _diag(peer: tuple[str, int], local: tuple[str, int]) -> tuple[int, int] | None:
+    """(uid, inode) of the socket at ``peer`` connected to ``local`` (``inet_diag_msg.idiag_uid``, ``idiag_inode``)."""
     src, dst = ipaddress.ip_address(peer[0]), ipaddress.ip_address(local[0])
     family = socket.AF_INET if isinstance(src, ipaddress.IPv4Address) else socket.AF_INET6
     body = (_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)
@@ -71,7 +78,8 @@ def _diag_uid(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
     _, kind, _, _, _ = _NLMSG.unpack_from(reply)
     if kind != SOCK_DIAG_BY_FAMILY:
         return None
-    return int(struct.unpack_from("=I", reply, _NLMSG.size + 64)[0])  # inet_diag_msg.idiag_uid
+    uid, inode = struct.unpack_from("=II", reply, _NLMSG.size + 64)  # inet_diag_msg.idiag_uid, idiag_inode
+    return int(uid), int(inode)
 
 
 def peer_uid(peer: tuple[str, int], local: tuple[str, int], proc: Path = Path("/proc/net")) -> int | None:
@@ -105,3 +113,51 @@ def _proc_uid(peer: tuple[str, int], local: tuple[str, int], proc: Path) -> int 
                         return int(line[6])
                     at = text.find(needle, at + 1)
     return None
+
+
+def peer_inode(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
+    """The inode of the socket at ``peer`` (the app's end of a loopback connection), to find its process."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        found = _diag(peer, local)
+    except OSError:
+        return None
+    return found[1] if found and found[1] else None
+
+
+def _children(pid: int, proc: Path) -> list[int]:
+    """A process's children (``/proc/PID/task/TID/children``, Linux 3.5+)."""
+    out: list[int] = []
+    try:
+        for task in (proc / str(pid) / "task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def holder(inode: int, roots: list[int], proc: Path = Path("/proc"), limit: int = 256) -> int | None:
+    """Which of ``roots`` (the apps each ``dicom-agent launch`` started) has, itself or in its process
+    tree, the socket ``inode`` open: the launch whose terminal a refusal on that socket belongs to.
+    Bounded: at most ``limit`` processes looked at; None when not found."""
+    needle = f"socket:[{inode}]"
+    seen = 0
+    for root in roots:
+        queue = [root]
+        while queue and seen < limit:
+            pid = queue.pop()
+            seen += 1
+            try:
+                if any(os.readlink(fd) == needle for fd in (proc / str(pid) / "fd").iterdir()):
+                    return root
+            except OSError:
+                pass  # gone, or not ours
+            queue += _children(pid, proc)
+    return None
+
+
+def unix_peer(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket, from the kernel (SO_PEERCRED, unix(7))."""
+    pid, uid, gid = struct.unpack("=iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return int(pid), int(uid), int(gid)

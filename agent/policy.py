@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicomwire.commands import Notice
+from dicomwire.commands import Notice, NoticeKind
 from dicomwire.dimse import CommandField, Tag, command_values, encode_command
 from dicomwire.errors import RejectReason
 from dicomwire.identity import UserIdentity, UserIdentityType, insert_user_identity, strip_user_identity
@@ -46,7 +46,9 @@ from dicomwire.questions import (
 from dicomwire.tls import certificate_names
 from dicomwire.upstream import AddressHealth, Upstream
 
+from . import messages
 from .config import Route, WorkstationConfig
+from .notices import Notifier
 from .oidc import Tokens
 from .peercred import peer_uid
 
@@ -90,8 +92,10 @@ class WorkstationPolicy:
     asks: Asks = frozenset({CommandField.C_MOVE_RQ})
 
     def __init__(self, config: WorkstationConfig, credentials: Callable[[], Credentials | None],
-                 client_ssl: ssl.SSLContext, journal: AssociationLog, owner_uid: int | None = None) -> None:
+                 client_ssl: ssl.SSLContext, journal: AssociationLog, owner_uid: int | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
+        self.notifier = notifier or Notifier(desktop=False)  # refusals, told to the person (agent.notices)
         self.credentials = credentials
         self.client_ssl = client_ssl
         self.journal = journal
@@ -120,10 +124,14 @@ class WorkstationAssociation:
         self.factory = factory
         self.config = factory.config
         self.connection = connection
+        self.app = ""  # the app's own calling AE title, once it asked
+        self.owner: int | None = None  # the launch whose app this is (agent.notices), once it asked
+        self.route: Route | None = None
 
     def associate(self, question: AssociationQuestion) -> AssociationVerdict:
         config, connection = self.config, self.connection
         rq = question.rq
+        self.app = messages.printable(rq.calling_ae, 16)  # shown on the terminal: never a control character
         record: dict[str, Any] = {"app": rq.calling_ae, "called": rq.called_ae,
                                   "association": connection.association_id,
                                   "peer": f"{connection.peer[0]}:{connection.peer[1]}" if connection.peer else None}
@@ -140,14 +148,21 @@ class WorkstationAssociation:
             if uid != self.factory.owner_uid:
                 return refuse(f"connection from a process of uid {uid}, not of the logged-in user "
                               f"(uid {self.factory.owner_uid})")
+        self.owner = self.factory.notifier.owner(connection.peer, connection.local)  # whose terminal hears
         name, at, route_name = rq.called_ae.partition("@")
         route = config.routes.get(route_name if at else (config.default_route or ""))
         record["route"] = route.name if route else route_name or None
         if route is None or not name:
+            self._tell(messages.Refusal(app=self.app, what="the connection", reason=f"the called AE title "
+                                        f"{rq.called_ae!r} names no route of this workstation",
+                                        step="check the called AE title in the app's settings (PACS@ROUTE)"))
             return refuse(f"called AE title {rq.called_ae!r} names no known route",
                           RejectReason.CALLED_AE_NOT_RECOGNIZED)
+        self.route = route
         credentials = self.factory.credentials()
         if credentials is None or credentials.tokens.remaining <= 0:
+            self._tell(messages.Refusal(app=self.app, what="the connection", reason="no valid login on this "
+                                        "workstation", step=messages.LOG_IN_AGAIN))
             return refuse("no user is logged in (or the session expired)")
         record["user"] = credentials.tokens.username
         identity = self._identity(credentials)
@@ -196,9 +211,25 @@ class WorkstationAssociation:
     def notice(self, notice: Notice) -> None:
         log.info("association %s: %s from the %s: %s", self.connection.association_id, notice.kind.value,
                  notice.side.value, notice.detail)
+        if notice.side.value != "server":  # the app's own failures (its storage SCP) are the app's to tell
+            return
+        route = self.route.name if self.route else "?"
+        if notice.kind is NoticeKind.FAILED and notice.command is not None:
+            command = notice.command
+            self._tell(messages.from_comment(self.app, command.name.removesuffix("-RSP"), command.status or 0,
+                                             command.error_comment))
+        elif notice.kind is NoticeKind.REJECTED:
+            self._tell(messages.from_reject(self.app, route, notice.code))
+        elif notice.kind is NoticeKind.ABORTED:
+            self._tell(messages.from_abort(self.app, route))
 
     def close(self, ending: Ending) -> None:
-        pass
+        if not ending.established and ending.reason.startswith("rejected: upstream unreachable") and self.route:
+            where = f"{self.route.host}:{self.route.port}"
+            self._tell(messages.unreachable(self.app, self.route.name, where, ending.reason))
+
+    def _tell(self, refusal: messages.Refusal) -> None:
+        self.factory.notifier.refused(refusal, self.owner)
 
 
 class ReturnPolicy:

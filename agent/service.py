@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 
 import httpx
 
@@ -17,6 +18,7 @@ from server_agent.metrics import MeteredFactory
 
 from .admin import WorkstationAdmin, WorkstationMetrics
 from .config import IdentityProvider, WorkstationConfig
+from .notices import Notifier
 from .oidc import AsyncOidcClient, LoginError, Tokens
 from .policy import AssociationLog, Credentials, ReturnPolicy, WorkstationPolicy
 
@@ -37,6 +39,7 @@ class Session:
         self.credentials = Credentials(tokens, password)
         self.margin = margin
         self._transport = transport  # tests: a fake provider
+        self.ended: Callable[[str], None] = log.error  # told that the session ended (the agent: to the person)
 
     def current(self) -> Credentials:
         return self.credentials
@@ -54,7 +57,8 @@ class Session:
                     fresh = await client.refresh(tokens)
                 except LoginError as error:
                     if error.code == "invalid_grant":  # RFC 6749 5.2: revoked or expired; retrying cannot help
-                        log.error("the session has ended at the identity provider (%s): log in again", error)
+                        self.ended(f"dicom-agent: your session ended at the identity provider ({error}): log in "
+                                   "again (start the app again with dicom-agent launch)")
                         return
                     log.warning("token refresh failed (%s); retrying in 10 s", error)
                     await asyncio.sleep(10)
@@ -64,11 +68,14 @@ class Session:
 
 
 class WorkstationAgent:
-    def __init__(self, config: WorkstationConfig, session: Session) -> None:
+    def __init__(self, config: WorkstationConfig, session: Session, notifier: Notifier | None = None) -> None:
         self.config = config
         self.session = session
+        self.notifier = notifier or Notifier()
+        session.ended = self.notifier.announce
         journal = AssociationLog(config.log_file)
-        self.policy = WorkstationPolicy(config, session.current, client_context(config), journal)
+        self.policy = WorkstationPolicy(config, session.current, client_context(config), journal,
+                                        notifier=self.notifier)
         limits = config.limits.relay()
         self.metrics = WorkstationMetrics(config, session.current)  # in a registry of this agent's own
         self.main = RelayServer(MeteredFactory(self.policy, self.metrics), host=config.listen[0], port=config.listen[1],

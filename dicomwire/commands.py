@@ -114,6 +114,8 @@ class NoticeKind(enum.Enum):
     VIOLATION = "violation"  # a DIMSE rule broken: duplicate Message ID, unaccepted context, stray response
     DECISION_TIMEOUT = "decision_timeout"  # a question not answered in time: refused (fail closed)
     FAILED = "failed"  # a final response with a failure status went on (a refusal the user should hear of)
+    REJECTED = "rejected"  # an A-ASSOCIATE-RJ from the server went on to the client; ``code``: result, source, reason
+    ABORTED = "aborted"  # an A-ABORT from the server went on to the client; ``code``: source, reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +124,7 @@ class Notice:
     side: Side
     detail: str
     command: Any = None  # the CommandSet concerned, if any
+    code: tuple[int, ...] = ()  # the PDU's own fields, for REJECTED and ABORTED (PS3.8 9.3.4, 9.3.8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,17 @@ class Tell:
     """Pass a :class:`Notice` to the association's policy."""
 
     notice: Notice
+
+
+def server_refusal(data: Buffer) -> list[Tell]:
+    """An A-ASSOCIATE-RJ or A-ABORT from the server, relayed to the client, as a notice for the person
+    refused: RJ result, source, reason (PS3.8 9.3.4, bytes 8-10); A-ABORT source, reason (9.3.8, bytes 9-10)."""
+    if len(data) < 10:
+        return []
+    if data[0] == 0x03:
+        return [Tell(Notice(kind=NoticeKind.REJECTED, side=Side.SERVER, detail="A-ASSOCIATE-RJ",
+                            code=(data[7], data[8], data[9])))]
+    return [Tell(Notice(kind=NoticeKind.ABORTED, side=Side.SERVER, detail="A-ABORT", code=(data[8], data[9])))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,4 +173,5 @@ __all__ = [
     "Timer",
     "TimerKey",
     "Trace",
+    "server_refusal",
 ]

@@ -44,15 +44,10 @@ from .commands import (
     Timer,
     TimerKey,
     Trace,
+    server_refusal,
 )
 from .dialogue import Dialogue, DimseViolation
-from .errors import (
-    AbortReason,
-    AbortSource,
-    AssociationRejected,
-    ProtocolError,
-    RejectReason,
-)
+from .errors import AbortReason, AbortSource, AssociationRejected, ProtocolError, RejectReason
 from .gate import Gate
 from .limits import RelayLimits
 from .output import Output
@@ -402,6 +397,7 @@ class RelayCore:
         self._reject(event, verdict, out)
 
     def _forward_rj(self, event: Event, frame: Frame, out: list[Command]) -> None:
+        out += server_refusal(frame.data)  # a Notice first: the person hears of it before the app reacts
         self.outputs[Side.CLIENT].send(frame.data, out)
         self._finish(event, "association rejected by the server", out)
 
@@ -445,6 +441,7 @@ class RelayCore:
             self._fire(Happening.eof(other), out)  # it left already: nothing to wait for
 
     def _forward_and_close(self, event: Event, frame: Frame, out: list[Command]) -> None:
+        out += server_refusal(frame.data) if _side(event) is Side.SERVER else []  # a Notice, as for an RJ
         self._forward(event, frame, out)
         self._finish(event, f"aborted by the {_side(event).value}", out)
 

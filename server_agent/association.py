@@ -58,6 +58,7 @@ from .pdp import Decision, PdpClient, PdpUnavailable
 from .postfilter import Batcher, FindReview
 from .pseudonyms import PseudonymSource
 from .records import Recorder
+from .refusals import refusal_comment
 from .research import ResearchFinds
 from .resources import Context, authzen_request
 from .routing import pacs_upstream, route, workstation_claim
@@ -67,9 +68,9 @@ from .shared import MoveRefused, SharedUnavailable
 log = logging.getLogger("server_agent")
 
 
-def comment(text: str) -> str:
-    """The Error Comment of a refusal: the reason, whole words within VR LO's 64 characters."""
-    return f"Not authorized: {text}" if text else "Not authorized"
+def comment(text: str, reason: Reason | None = None, pdp_reason: str = "") -> str:
+    """The Error Comment of a refusal: its code and the reason, whole words within VR LO's 64 characters."""
+    return refusal_comment(text, reason, pdp_reason)
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
@@ -247,7 +248,7 @@ class ServerAssociation:
                                       detail=prepared.text)
             if prepared.allowed:
                 return self._counted(retrieval, Permit())
-            return Refuse(comment=comment(prepared.text), status=prepared.status)
+            return Refuse(comment=comment(prepared.text, prepared.reason), status=prepared.status)
         if not self.config.identity.introspect:
             decision = self.factory.pdp.cached(prepared.request)
             if decision is not None:
@@ -288,7 +289,7 @@ class ServerAssociation:
             log.warning("BREAK-GLASS: %s %s patient %s (%s)", self.subject.username, facts.name, facts.patient,
                         decision.rule_id)
         if not conclusion.allowed:
-            return Refuse(comment=comment(conclusion.text))
+            return Refuse(comment=comment(conclusion.text, conclusion.reason, decision.reason))
         if retrieval is not None:
             return self._counted(retrieval, Permit())
         if facts.action is Action.C_FIND:
@@ -325,7 +326,7 @@ class ServerAssociation:
         except MalformedDataSet as error:
             log.warning("association %s: C-FIND identifier unreadable (%s): refused", self.connection.association_id,
                         error)
-            return Refuse(comment=comment("query identifier could not be read"))
+            return Refuse(comment=comment("query identifier could not be read", Reason.MALFORMED))
         return Rewrite(data_set=asked, review=FindReview(facts=facts, pinned=None, strip_patient_id=True))
 
     async def _move_permitted(self, facts: Facts) -> RequestVerdict:
@@ -351,7 +352,7 @@ class ServerAssociation:
             self.record.authorization(facts, self.subject, self.context, reason, False, started, detail=detail or text)
         else:
             self.record.authorization(facts, None, None, reason, False, started, detail=detail or text)
-        return Refuse(comment=comment(text))
+        return Refuse(comment=comment(text, reason))
 
     # ---- responses under review --------------------------------------------------------------------------
     def response(self, question: ResponseQuestion) -> ResponseVerdict | Awaitable[ResponseVerdict]:

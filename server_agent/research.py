@@ -39,14 +39,13 @@ from .pdp import Decision, PdpUnavailable
 from .postfilter import Batcher
 from .pseudonyms import PseudonymSource, PseudonymsUnavailable
 from .records import Recorder
+from .refusals import refusal_comment
 from .resources import Context, authzen_request
 
 STATUS_UNABLE_TO_PROCESS = 0xC000  # PS3.4 C.4.1.1.4: C-FIND failure, Unable to process
 MAX_PROJECTS = 4  # research views one association may hold batchers for (one in practice)
 
 
-def _comment(text: str) -> str:
-    return f"Not authorized: {text}"
 
 
 @dataclass(eq=False, slots=True)
@@ -71,7 +70,7 @@ class ResearchFinds:
         def refuse(reason: Reason, text: str, status: int = 0x0124, detail: str = "") -> Refuse:
             self.record.authorization(facts, subject, context, reason, False, started, pdp=decision,
                                       detail=detail or text)
-            return Refuse(comment=_comment(text), status=status)
+            return Refuse(comment=refusal_comment(text, reason), status=status)
 
         try:
             query = read_query(facts.data_set, facts.transfer_syntax, view)

@@ -112,10 +112,12 @@ class ReturnAssociation(Forwarding):
         if facts.action is None or question.side.value != "client":
             # Only the PACS's C-STORE sub-operations travel here; anything else is refused.
             self.record.authorization(facts, None, None, Reason.UNSUPPORTED_SERVICE, False, None)
-            return Refuse(comment=comment(f"{command.name} not accepted on the return path"))
+            return Refuse(comment=comment(f"{command.name} not accepted on the return path",
+                                          Reason.UNSUPPORTED_SERVICE))
         if facts.malformed:  # the image cannot be matched to a move: refused as its move would refuse it
             self.record.authorization(facts, None, None, Reason.MALFORMED, False, None, detail=facts.malformed)
-            return Refuse(comment=comment("data set could not be read one way only"), status=facts.status)
+            return Refuse(comment=comment("data set could not be read one way only", Reason.MALFORMED),
+                          status=facts.status)
         return self._matched(facts, *originator(command))
 
     async def _matched(self, facts: Facts, ae: str | None, message_id: int | None) -> RequestVerdict:
@@ -123,10 +125,10 @@ class ReturnAssociation(Forwarding):
             move, reason = await self.factory.moves.match(self.destination, ae, message_id, facts.resource)
         except SharedUnavailable as error:
             self.record.authorization(facts, None, None, error.reason, False, None, detail=str(error))
-            return Refuse(comment=comment("shared state unavailable"))
+            return Refuse(comment=comment("shared state unavailable", error.reason))
         if move is None:
             self.record.authorization(facts, None, None, reason, False, None)
-            return Refuse(comment=comment("no C-MOVE this image belongs to"))
+            return Refuse(comment=comment("no C-MOVE this image belongs to", reason))
         verdict = move.owner.decide(facts, move) if isinstance(move, Move) else self._elsewhere(facts, move)
         return await verdict if inspect.isawaitable(verdict) else verdict
 
@@ -136,7 +138,7 @@ class ReturnAssociation(Forwarding):
         if self.factory.deciders is None or who is None:
             self.record.authorization(facts, None, None, Reason.NO_MATCHING_MOVE, False, None,
                                       detail="the move was permitted by another process and names no user here")
-            return Refuse(comment=comment("no C-MOVE this image belongs to"))
+            return Refuse(comment=comment("no C-MOVE this image belongs to", Reason.NO_MATCHING_MOVE))
         stand_in = self.factory.deciders.open(self.connection)
         stand_in.subject, stand_in.context = who
         return stand_in.decide(facts, Retrieval(facts=facts))

@@ -208,3 +208,39 @@ def test_break_glass_is_refused_in_password_mode_before_any_login(tmp_path: Path
     path = _config(tmp_path, pki, {"workstation": {"identity": "password"}})
     assert cli.main(["--config", str(path), "login", "--break-glass", "emergency"]) == 2
     assert "--break-glass needs identity = \"jwt\"" in capsys.readouterr().err
+
+
+def test_notices_of_the_server_side_are_told_to_the_person_and_the_apps_own_are_not(tmp_path: Path,
+                                                                                     pki: Path) -> None:
+    import ssl
+
+    from dicomwire.commands import Notice, NoticeKind
+    from dicomwire.policy import Ending
+    from dicomwire.questions import AssociationQuestion
+
+    config_path = _config(tmp_path, pki, {"workstation": {"check_owner": False}})
+    tokens = Tokens(access_token="a.b.c", refresh_token=None, expires_at=4e9, username="rad")
+    policy = WorkstationPolicy(load(config_path), lambda: Credentials(tokens), ssl.create_default_context(),
+                               AssociationLog(None))
+    heard: list[str | None] = []
+    policy.notifier.listeners[1] = heard.append
+    association = policy.open(INFO)
+    rq = decode_associate(pynetdicom_rq(called="PACS1@GW1", calling="VIEWER1"))
+    association.associate(AssociationQuestion(rq=rq))
+    failed = decode_command(encode_command({Tag.COMMAND_FIELD: 0x8020, Tag.MESSAGE_ID_BEING_RESPONDED_TO: 1,
+                                            Tag.COMMAND_DATA_SET_TYPE: 0x0101, Tag.STATUS: 0x0124,
+                                            Tag.ERROR_COMMENT: "CONSENT: patient consent 1.2.3 (Share..."}))
+    association.notice(Notice(kind=NoticeKind.FAILED, side=Side.CLIENT, detail="", command=failed))  # the app's own
+    assert heard == []
+    association.notice(Notice(kind=NoticeKind.FAILED, side=Side.SERVER, detail="", command=failed))
+    association.notice(Notice(kind=NoticeKind.REJECTED, side=Side.SERVER, detail="", code=(1, 2, 1)))
+    association.notice(Notice(kind=NoticeKind.ABORTED, side=Side.SERVER, detail="", code=(0, 0)))
+    association.close(Ending(reason="rejected: upstream unreachable: [Errno 111] Connection refused",
+                             established=False))
+    assert [line and line.split(": ", 2)[1] for line in heard] == [
+        "REFUSED VIEWER1 C-FIND", "REFUSED VIEWER1 the connection", "REFUSED VIEWER1 the connection",
+        "REFUSED VIEWER1 the connection"]
+    assert heard[0] is not None and "the patient's consent does not allow this access" in heard[0]
+    assert heard[1] is not None and "did not accept your login" in heard[1]
+    assert heard[2] is not None and "the server side of route GW1 ended it" in heard[2]
+    assert heard[3] is not None and "at 127.0.0.1:2762 cannot be reached" in heard[3]

@@ -106,6 +106,8 @@ def test_the_agent_refreshes_on_its_loop_and_stops_when_the_session_is_revoked(s
         assert mfa.value.code == "invalid_grant"
         first = client.password_login("rad", "demo-rad")
     session = Session(provider, first, None, margin=2.0)
+    told: list[str] = []
+    session.ended = told.append  # the agent sets it to tell every launch of this login (agent.notices)
 
     async def scenario() -> Tokens:
         refresher = asyncio.create_task(session.keep_fresh())
@@ -120,6 +122,8 @@ def test_the_agent_refreshes_on_its_loop_and_stops_when_the_session_is_revoked(s
 
     refreshed = asyncio.run(scenario())
     assert refreshed.access_token != first.access_token and refreshed.username == "rad"
+    assert len(told) == 1 and told[0].startswith("dicom-agent: your session ended at the identity provider (")
+    assert told[0].endswith("): log in again (start the app again with dicom-agent launch)")
 
 
 def _cli_login(client: OidcClient, monkeypatch: pytest.MonkeyPatch, user: str, reason: str) -> Tokens:

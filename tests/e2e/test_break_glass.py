@@ -77,7 +77,8 @@ def audit_messages(site: Site, wanted: Callable[[ET.Element], bool]) -> list[ET.
 
 def test_break_glass_opens_an_opted_out_patient_and_says_so_everywhere(site: Site) -> None:
     ordinary = find_optout(site, "erdoc")
-    assert ordinary.returncode == 0 and answers(ordinary) == [], "the opt-out holds without break-glass"
+    assert ordinary.returncode == 4 and answers(ordinary) == [], "the opt-out holds without break-glass"
+    assert "dicom-agent: REFUSED FINDSCU C-FIND: the patient's consent does not allow this access" in ordinary.stderr
 
     result = find_optout(site, "erdoc", "--break-glass", REASON)
     assert result.returncode == 0, result.stderr
@@ -112,7 +113,7 @@ def test_break_glass_opens_an_opted_out_patient_and_says_so_everywhere(site: Sit
 def test_break_glass_is_refused_to_a_role_not_allowed_and_nothing_is_queried(site: Site) -> None:
     before = len(records(site))
     result = find_optout(site, "rad", "--break-glass", "curious")
-    assert result.returncode == 3 and "break-glass refused: none of your roles may use break-glass" in result.stderr
+    assert result.returncode == 3 and "Break-glass was refused: none of your roles may use break-glass" in result.stderr
     assert answers(result) == []
     assert len(records(site)) == before, "no association was opened"
 

@@ -160,7 +160,7 @@ def test_refused_association_reaches_the_app_unchanged(site: Site) -> None:
 
 
 def test_app_exit_code_is_ours_and_logout_happens_after_a_crash(site: Site) -> None:
-    result = site.agent("launch", "--user", "rad", "--password-stdin", "--", "/bin/sh", "-c", "exit 7",
+    result = site.agent("launch", "--verbose", "--user", "rad", "--password-stdin", "--", "/bin/sh", "-c", "exit 7",
                         stdin="demo-rad\n")
     assert result.returncode == 7
     assert "rad logged out" in result.stderr

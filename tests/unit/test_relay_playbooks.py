@@ -35,7 +35,9 @@ from dicomwire.upstream import Upstream
 from tests.support.script import (
     Expect,
     Placeholder,
+    Predicate,
     Script,
+    _expect,
     answer,
     ask,
     cancel,
@@ -419,10 +421,33 @@ def test_a_refused_c_store_leaves_none_of_its_data_and_the_next_store_passes() -
     assert first().data_set == b"\x00" * 5000 and first().data_set_complete
 
 
-def test_a_server_abort_is_forwarded_and_ends_the_association() -> None:
+def told(kind: NoticeKind, code: tuple[int, ...]) -> Expect:
+    """A notice of ``kind`` from the server carrying the PDU's own ``code`` fields."""
+    return _expect(Tell, notice=Predicate(f"{kind.name} {code}", lambda n: n.kind is kind and n.side is S
+                                          and n.code == code))
+
+
+def test_a_server_abort_is_forwarded_and_ends_the_association_and_the_policy_hears_of_it() -> None:
     assert (established(RelayCore())
-            >> server(Abort(0, 0).encode())
-            << send(C, Abort(0, 0).encode()) << finished(C, S) << state(State.CLOSED))
+            >> server(Abort(2, 6).encode())
+            << told(NoticeKind.ABORTED, (2, 6)) << send(C, Abort(2, 6).encode()) << finished(C, S)
+            << state(State.CLOSED))
+
+
+def test_a_server_rejection_is_forwarded_and_the_policy_hears_its_codes() -> None:
+    q = Placeholder(AssociationQuestion)
+    rejection = AssociateRJ(1, 2, 1).encode()
+    assert (Script(RelayCore())
+            >> opened() << start(Timer.ARTIM, ARTIM) << state(State.AWAIT_RQ)
+            >> client(RQ)
+            << cancel(Timer.ARTIM) << pause(C) << start(deadline(q), DECIDE) << ask(q) << state(State.DECIDING)
+            >> answer(q, ForwardAssociation(target=UP))
+            << cancel(deadline(q)) << start(Timer.CONNECT, CONNECT) << open_upstream(UP) << state(State.CONNECTING)
+            >> connected()
+            << cancel(Timer.CONNECT) << send(S, RQ) << start(Timer.ARTIM, ARTIM) << resume(C)
+            << state(State.AWAIT_AC)
+            >> server(rejection)
+            << told(NoticeKind.REJECTED, (1, 2, 1)) << send(C, rejection) << finished(C, S) << state(State.CLOSED))
 
 
 def test_a_client_that_vanishes_mid_association_gets_the_server_an_a_abort() -> None:

@@ -1,0 +1,210 @@
+"""``dicom-agent launch APP``: the clinician's app, run unchanged on a shared workstation agent.
+
+The first launch of a login is the host (it logs in, runs the agent, see :mod:`agent.shared`); a
+launch while it runs joins it. Either way the app is the one the clinician chose: a bare name is
+looked up on ``PATH`` without this project's own scripts directory (:func:`resolve_app`), where
+pynetdicom's ``findscu``, ``storescu``... would otherwise stand in front of DCMTK's.
+
+Exit status: the app's own; 4 when the app exited 0 although access control refused something it
+asked (each such refusal was told on standard error, see :mod:`agent.notices`); 2 for a usage or
+configuration problem, 3 when the login failed, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import WorkstationConfig
+from .notices import Notifier
+from .oidc import OidcClient, Tokens
+from .service import Session, WorkstationAgent
+from .shared import Endpoint, Guest, Host
+
+REFUSED = 4  # the exit status of a launch whose app exited 0 but was refused something
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def resolve_app(name: str, path: str | None = None) -> str | None:
+    """The program ``name`` names: as given if it has a slash, else the first on ``PATH`` outside this
+    installation's own scripts directory (the project's commands are there, and so are its
+    dependencies' scripts, never meant for the clinician)."""
+    if "/" in name:
+        return name
+    ours = {Path(sysconfig.get_path("scripts")).resolve(), Path(sys.executable).parent.resolve()}
+    entries = [entry for entry in (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep)
+               if entry and Path(entry).resolve() not in ours]
+    return shutil.which(name, path=os.pathsep.join(entries))
+
+
+def exit_status(code: int | None, refusals: int) -> int:
+    """The app's status (a signal as 128+N, the shell's way); 4 for an app that exited 0 but was refused."""
+    code = code if code is not None and code >= 0 else 128 + (-(code or 0))
+    return REFUSED if code == 0 and refusals else code
+
+
+def launch(config: WorkstationConfig, endpoint: Endpoint, args: argparse.Namespace, app: list[str],
+           login: Any) -> int:
+    """Host or join, whichever the lock says; ``login(client, args)`` logs in when we host."""
+    waiting = False
+    request = {"user": args.user, "break_glass": bool(args.break_glass)}
+    while True:
+        lock = endpoint.try_lock()
+        if lock is not None:
+            try:
+                return _host(config, endpoint, args, app, login)
+            finally:
+                os.close(lock)  # released only once the agent is stopped and the tokens revoked
+        guest = Guest(endpoint)
+        answer = guest.join(request)
+        if answer is None:  # the host is still logging in (or just stopped): wait for it, or for the lock
+            if not waiting:
+                say("dicom-agent: waiting for the login in progress in another window")
+                waiting = True
+            time.sleep(0.2)
+            continue
+        if "refused" in answer:
+            say(f"dicom-agent: {answer['refused']}")
+            guest.close()
+            return 2
+        return _guest(guest, app, answer)
+
+
+def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
+    """Run the app on the host's agent, telling this terminal its refusals as the host sends them."""
+    refusals = [0]
+
+    def listen() -> None:
+        while (message := guest.receive()) is not None:
+            if "line" in message or "repeat" in message:
+                refusals[0] += 1
+                if isinstance(message.get("line"), str):
+                    say(message["line"][:2000])
+            elif "ended" in message:
+                say("dicom-agent: the agent this app shared stopped (the window that started it was closed or "
+                    "interrupted): this app's next connections fail; start it again")
+                return
+
+    if isinstance(welcome.get("welcome"), dict) and welcome["welcome"].get("break_glass") is True:
+        say("dicom-agent: this app runs under the BREAK-GLASS login of another window; every use is audited as a "
+            "security alert")
+    process = subprocess.Popen(app)
+    try:
+        reader = threading.Thread(target=listen, daemon=True)
+        reader.start()
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            code = process.wait(10)
+        reader.join(1.0)  # the last refusals, written before the app's end was read
+        return exit_status(code, refusals[0])
+    finally:
+        guest.close()
+
+
+def _host(config: WorkstationConfig, endpoint: Endpoint, args: argparse.Namespace, app: list[str], login: Any) -> int:
+    from dicomwire.aio import run
+
+    with OidcClient(config.provider) as client:
+        tokens, password = login(client, args)
+        session = Session(config.provider, tokens, password, config.refresh_margin)
+        if args.verbose:
+            say(f"dicom-agent: {tokens.username} logged in; starting {app[0]}")
+        try:
+            return int(run(lambda: _serve(config, endpoint, session, tokens, app)))
+        finally:
+            client.revoke(session.current().tokens)  # logout, even if the app crashed or we were interrupted
+            if args.verbose:
+                say(f"dicom-agent: {tokens.username} logged out")
+
+
+def _welcome(tokens: Tokens, request: dict[str, Any]) -> str | None:
+    """Whether a launch may join this login: the same user, and no break-glass it did not ask for here."""
+    user = request.get("user")
+    if isinstance(user, str) and user and user != tokens.username:
+        return (f"{tokens.username} is logged in for the apps already running from another window: close them "
+                f"first to log in as {user}")
+    if request.get("break_glass") and tokens.purpose_of_use != "BTG":
+        return ("break-glass needs a login of its own: close the apps already running under your login, then "
+                "launch again with --break-glass")
+    return None
+
+
+async def _serve(config: WorkstationConfig, endpoint: Endpoint, session: Session, tokens: Tokens,
+                 app: list[str]) -> int:
+    notifier = Notifier()
+    agent = WorkstationAgent(config, session, notifier)
+    await agent.start()
+    host = Host(endpoint, lambda request: _welcome(tokens, request), tokens.username, notifier,
+                break_glass=tokens.purpose_of_use == "BTG")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await host.start()
+        code, refusals = await _run_app(app, notifier, stop)
+        if host.guests and not stop.is_set():
+            say(f"dicom-agent: {len(host.guests)} other app(s) use this login; it ends when they end")
+        while host.guests and not stop.is_set():
+            host.changed.clear()
+            await _first(host.changed.wait(), stop.wait())
+        host.close()  # no guest left, or interrupted: a late launch will log in anew
+        await notifier.drain()
+        return exit_status(code, refusals)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        host.close()
+        await agent.stop()
+
+
+async def _run_app(app: list[str], notifier: Notifier, stop: asyncio.Event) -> tuple[int | None, int]:
+    """The host's own app: its refusals told on this terminal; (its return code, refusals told)."""
+    refusals = [0]
+
+    def tell(line: str | None) -> None:
+        refusals[0] += 1
+        if line:
+            say(line)
+
+    me = os.getpid()  # known before the app starts; the app is our child, so its connections are ours
+    notifier.listeners[me] = tell
+    try:
+        process = await asyncio.create_subprocess_exec(*app)
+        await _first(process.wait(), stop.wait())
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await asyncio.sleep(0)  # notices already read for it are told before its end is counted
+        return process.returncode, refusals[0]
+    finally:
+        notifier.listeners.pop(me, None)
+
+
+async def _first(*waits: Any) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+
+
+__all__ = ["REFUSED", "exit_status", "launch", "resolve_app"]

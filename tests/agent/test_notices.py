@@ -1,0 +1,198 @@
+"""Issue 17 items 1 and 2: refusals told to the right launch and to the desktop; one agent per login,
+shared through a private socket; the app the clinician named, not a dependency's script."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent import launch as launching
+from agent import shared
+from agent.messages import Refusal
+from agent.notices import Notifier
+from agent.shared import Endpoint, Guest, Host, SharingError
+
+REFUSAL = Refusal(app="FINDSCU", what="C-FIND", reason="this patient is not in your care", step="ask <someone> & go")
+
+
+def test_a_refusal_goes_to_its_launch_only_and_a_repeat_is_counted_not_repeated() -> None:
+    now = [0.0]
+    notifier = Notifier(desktop=False, clock=lambda: now[0])
+    heard: dict[int, list[str | None]] = {1: [], 2: []}
+    notifier.listeners = {1: heard[1].append, 2: heard[2].append}
+    notifier.refused(REFUSAL, owner=2)
+    notifier.refused(REFUSAL, owner=2)
+    assert heard == {1: [], 2: [REFUSAL.line(), None]}
+    now[0] = 11.0
+    notifier.refused(REFUSAL, owner=None)  # whose it is unknown: everyone hears it
+    assert heard[1] == [REFUSAL.line()] and heard[2][-1] == REFUSAL.line()
+
+
+def test_the_owner_of_a_connection_is_the_launch_whose_process_tree_holds_it() -> None:
+    notifier = Notifier(desktop=False)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import socket, sys, time
+            s = socket.create_connection(("127.0.0.1", {server.getsockname()[1]}))
+            sys.stdout.write("up\\n"); sys.stdout.flush(); time.sleep(30)""")], stdout=subprocess.PIPE, text=True)
+        other = subprocess.Popen(["sleep", "30"])  # another launch's app
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "up\n"
+            accepted, peer = server.accept()
+            notifier.listeners = {other.pid: print, child.pid: print}
+            assert notifier.owner(peer, accepted.getsockname()) == child.pid
+            notifier.listeners = {other.pid: print, 4_194_305: print}  # above any pid_max: no process
+            assert notifier.owner(peer, accepted.getsockname()) is None
+            notifier.listeners = {other.pid: print}  # one launch: every connection is its own
+            assert notifier.owner(peer, accepted.getsockname()) == other.pid
+            accepted.close()
+        finally:
+            for process in (child, other):
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.skipif(not (shutil.which("dbus-run-session") and shutil.which("notify-send") and shutil.which("dunst")
+                         and shutil.which("xvfb-run")), reason="dbus, libnotify-bin, dunst, xvfb: `make test` installs")
+def test_a_refusal_is_a_desktop_notification_on_a_real_session_bus(tmp_path: Path) -> None:
+    """A real session bus (dbus-run-session), a real notification daemon (dunst, on Xvfb) and
+    dbus-monitor: the Notify call (Desktop Notifications Specification 1.2) carries the words, escaped."""
+    monitor = tmp_path / "monitor.txt"
+    script = tmp_path / "notify.py"
+    script.write_text(textwrap.dedent("""
+        import asyncio
+        from agent.messages import Refusal
+        from agent.notices import Notifier
+        async def main():
+            notifier = Notifier()
+            notifier.refused(Refusal(app="FINDSCU", what="C-FIND", reason="this patient is not in your care",
+                                     step="ask <someone> & go"))
+            await notifier.drain()
+        asyncio.run(main())
+    """))
+    shell = (f"dunst >/dev/null 2>&1 & D=$!; dbus-monitor --session \"interface='org.freedesktop.Notifications',"
+             f"member='Notify'\" > {monitor} 2>/dev/null & M=$!; sleep 1; {sys.executable} {script}; sleep 0.5; "
+             f"kill $M $D")
+    subprocess.run(["dbus-run-session", "--", "xvfb-run", "-a", "sh", "-c", shell], check=True, timeout=60,
+                   cwd=Path(__file__).resolve().parents[2], capture_output=True)
+    seen = monitor.read_text()
+    assert "member=Notify" in seen
+    assert 'string "dicom-agent"' in seen and 'string "DICOM access refused"' in seen
+    assert ('string "FINDSCU C-FIND: this patient is not in your care.\nNext step: ask &lt;someone&gt; &amp; go."'
+            in seen)
+
+
+def test_without_a_session_bus_no_desktop_notification_is_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    assert Notifier()._notify_send is None
+
+
+def test_the_runtime_directory_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    folder = shared.runtime_dir()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    folder.chmod(0o755)
+    with pytest.raises(SharingError, match="is not a private directory"):
+        shared.runtime_dir()
+
+
+def test_a_second_launch_joins_the_first_and_hears_its_own_refusals(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    endpoint = Endpoint.of(tmp_path / "workstation.toml")
+    lock = endpoint.try_lock()
+    assert lock is not None and endpoint.try_lock() is None  # the host holds it; anyone else joins
+
+    async def scenario() -> tuple[dict | None, dict | None, list]:
+        notifier = Notifier(desktop=False)
+        host = Host(endpoint, lambda request: None if request.get("user") in (None, "rad") else "other user", "rad",
+                    notifier)
+        await host.start()
+        assert stat.S_IMODE(endpoint.socket.stat().st_mode) == 0o600
+        guest, stranger = Guest(endpoint), Guest(endpoint)
+        welcome = await asyncio.to_thread(guest.join, {"user": None})
+        refused = await asyncio.to_thread(stranger.join, {"user": "tech"})
+        assert list(notifier.listeners) == [os.getpid()]  # known by the pid the kernel gives, before its app runs
+        notifier.refused(REFUSAL, owner=os.getpid())
+        heard = [await asyncio.to_thread(guest.receive)]
+        guest.close()
+        while host.guests:
+            await host.changed.wait()
+            host.changed.clear()
+        host.close()
+        return welcome, refused, heard
+
+    welcome, refused, heard = asyncio.run(scenario())
+    os.close(lock)
+    assert welcome == {"welcome": {"user": "rad", "break_glass": False}}
+    assert refused == {"refused": "other user"}
+    assert heard == [{"line": REFUSAL.line()}]
+    assert not endpoint.socket.exists()
+
+
+def test_another_uid_is_not_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    endpoint = Endpoint.of(tmp_path / "workstation.toml")
+
+    async def scenario() -> dict | None:
+        host = Host(endpoint, lambda request: None, "rad", Notifier(desktop=False))
+        await host.start()
+        real = os.getuid()
+        monkeypatch.setattr(shared.os, "getuid", lambda: real + 1)  # the host now sees a stranger's uid
+        try:
+            return await asyncio.to_thread(Guest(endpoint).join, {"user": None})
+        except SharingError:
+            return {"guest": "refused the host"}
+        finally:
+            host.close()
+
+    # The guest checks the host's uid too: with getuid patched both ways the first check to run wins.
+    assert asyncio.run(scenario()) in (None, {"guest": "refused the host"})
+
+
+def test_the_app_is_found_outside_the_projects_own_scripts(tmp_path: Path) -> None:
+    ours = Path(sys.executable).parent
+    theirs = tmp_path / "dcmtk"
+    theirs.mkdir()
+    for folder in (tmp_path, theirs):
+        program = folder / "findscu-probe"
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+    shadow = ours / "findscu-probe"
+    shadow.write_text("#!/bin/sh\n")
+    shadow.chmod(0o755)
+    try:
+        assert shutil.which("findscu-probe", path=f"{ours}:{theirs}") == str(shadow)  # what PATH alone picks
+        assert launching.resolve_app("findscu-probe", f"{ours}:{theirs}") == str(theirs / "findscu-probe")
+        assert launching.resolve_app("findscu-probe", str(ours)) is None
+        assert launching.resolve_app("./anything") == "./anything"
+    finally:
+        shadow.unlink()
+
+
+def test_the_exit_status_says_refusal_only_when_the_app_said_success() -> None:
+    assert launching.exit_status(0, 0) == 0
+    assert launching.exit_status(0, 2) == launching.REFUSED == 4
+    assert launching.exit_status(1, 2) == 1
+    assert launching.exit_status(-15, 0) == 143
+
+
+def test_who_may_join_a_login() -> None:
+    from agent.oidc import Tokens
+
+    ordinary = Tokens(access_token="a", refresh_token=None, expires_at=0, username="rad")
+    assert launching._welcome(ordinary, {"user": None}) is None
+    assert launching._welcome(ordinary, {"user": "rad"}) is None
+    assert "close them first to log in as tech" in (launching._welcome(ordinary, {"user": "tech"}) or "")
+    assert "break-glass needs a login of its own" in (launching._welcome(ordinary, {"break_glass": True}) or "")
+    emergency = Tokens(access_token="a", refresh_token=None, expires_at=0, username="rad", purpose_of_use="BTG")
+    assert launching._welcome(emergency, {"break_glass": True}) is None
