@@ -208,7 +208,7 @@ def test_matching_on_what_identifies_a_patient_is_refused_with_a_reason(site: Si
     sets, result = find(site, "researcher", key)
     assert re.search(r"0x0?124\b", result.stderr), result.stderr
     assert "Received Final Find Response (Unknown Status: 0x124)" in result.stderr, result.stderr
-    comment = re.search(rb"Not authorized: research view[^\x00]*", site.last_stream)  # type: ignore[attr-defined]
+    comment = re.search(rb"RESEARCH-KEY: research view[^\x00]*", site.last_stream)  # type: ignore[attr-defined]
     assert comment and named.encode() in comment.group(), "the reason travels as the Error Comment (0000,0902)"
     assert not [s for s in sets if value(s, "PatientID")]
     assert site.orthanc.log_text().count("DICOM C-Find request") == before, "nothing reached the PACS"
@@ -289,7 +289,7 @@ def test_without_the_pseudonymisation_service_nothing_is_shown_and_the_researche
     assert b"research view: 1 match(es) withheld: pseudonymisation service" in site.last_stream  # type: ignore
     refused, result = find(site, "researcher", "PatientID=SA-0000000000000000")
     assert refused == []
-    assert re.search(rb"Not authorized: pseudonymisation service", site.last_stream), result.stderr  # type: ignore
+    assert re.search(rb"UNAVAILABLE: pseudonymisation service", site.last_stream), result.stderr  # type: ignore
     log = records(site)
     assert any(r.get("reason") == "pseudonymizer_unavailable" and r.get("post_filter") for r in log)
     assert any(r.get("reason") == "pseudonymizer_unavailable" and not r.get("post_filter") for r in log)
