@@ -1,6 +1,6 @@
 """``dicom-server-agent``: the authN/authZ agent in front of an unchanged PACS.
 
-    dicom-server-agent serve --config FILE
+    dicom-server-agent serve --config FILE          # SIGHUP re-reads FILE (server_agent.reload)
     dicom-server-agent check-config --config FILE   # the whole chain, step by step (server_agent.checks)
 """
 
@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 from dicomwire.aio import run
+from dicomwire.sdnotify import Notifier
 from dicomwire.version import add_version
 from tomlconf import ConfigError
 
 from .checks import run_checks
 from .config import ServerAgentConfig, load
+from .reload import reload
 from .service import ServerAgent
 
 
@@ -35,13 +37,25 @@ async def _serve(config: ServerAgentConfig) -> int:
         return 2
     print(f"dicom-server-agent: {config.name} ready on {agent.main.address[0]}:{agent.main.address[1]}",
           file=sys.stderr, flush=True)
+    notifier = Notifier.from_environment()  # systemd Type=notify (packaging/systemd/)
+    notifier.ready(f"serving generation 1 of {config.path}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, agent, notifier)
     await stop.wait()
+    notifier.stopping()
     await agent.stop()
     return 0
+
+
+def _reload(agent: ServerAgent, notifier: Notifier) -> None:
+    """SIGHUP (``systemctl reload``): the file read again; live associations keep their configuration."""
+    notifier.reloading()
+    result = reload(agent)
+    notifier.ready(f"serving generation {result.generation}" + ("" if result.applied else
+                                                                 f"; last reload refused: {result.problem}"))
 
 
 def check(config: ServerAgentConfig) -> int:
