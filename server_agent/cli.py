@@ -38,12 +38,12 @@ async def _serve(config: ServerAgentConfig) -> int:
     print(f"dicom-server-agent: {config.name} ready on {agent.main.address[0]}:{agent.main.address[1]}",
           file=sys.stderr, flush=True)
     notifier = Notifier.from_environment()  # systemd Type=notify (packaging/systemd/)
-    notifier.ready(f"serving generation 1 of {config.path}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload, agent, notifier)
+    notifier.ready(f"serving generation 1 of {config.path}")  # listening, and every signal handled
     await stop.wait()
     notifier.stopping()
     await agent.stop()
