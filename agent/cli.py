@@ -27,12 +27,14 @@ import sys
 from pathlib import Path
 
 from dicomwire.aio import run
+from dicomwire.sdnotify import Notifier
 from dicomwire.version import add_version
 from tomlconf import ConfigError
 
 from . import certs
 from .config import WorkstationConfig, config_path, load
 from .oidc import LoginError, MfaRequired, OidcClient, Tokens, delete_session, load_session, save_session
+from .reload import reload
 from .service import Session, WorkstationAgent
 
 log = logging.getLogger("dicom_agent")
@@ -83,9 +85,11 @@ async def _serve_agent(config: WorkstationConfig, session: Session, app: list[st
     await agent.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
+    for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_environment()  # a systemd user unit (packaging/systemd/dicom-agent.service)
+    loop.add_signal_handler(signal.SIGHUP, _reload, agent, notifier)
+    notifier.ready(f"serving generation 1 of {config.path}")
     try:
         if app is None:
             await stop.wait()
@@ -106,9 +110,18 @@ async def _serve_agent(config: WorkstationConfig, session: Session, app: list[st
         code = process.returncode
         return code if code is not None and code >= 0 else 128 + (-(code or 0))
     finally:
-        for sig in signals:
+        notifier.stopping()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await agent.stop()
+
+
+def _reload(agent: WorkstationAgent, notifier: Notifier) -> None:
+    """SIGHUP: the file read again (agent.reload); an app's open association keeps its configuration."""
+    notifier.reloading()
+    result = reload(agent)
+    notifier.ready(f"serving generation {result.generation}" + ("" if result.applied else
+                                                                 f"; last reload refused: {result.problem}"))
 
 
 def cmd_launch(config: WorkstationConfig, args: argparse.Namespace) -> int:

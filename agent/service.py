@@ -13,10 +13,12 @@ import httpx
 
 from dicomwire import tls
 from dicomwire.listener import RelayServer
+from tomlconf.reload import digest
 
 from .config import IdentityProvider, WorkstationConfig
 from .oidc import AsyncOidcClient, LoginError, Tokens
-from .policy import AssociationLog, Credentials, ReturnPolicy, WorkstationPolicy
+from .policy import Credentials, WorkstationPolicy
+from .reload import build
 
 log = logging.getLogger("dicom_agent")
 
@@ -63,26 +65,36 @@ class Session:
 
 class WorkstationAgent:
     def __init__(self, config: WorkstationConfig, session: Session) -> None:
-        self.config = config
         self.session = session
-        journal = AssociationLog(config.log_file)
-        self.policy = WorkstationPolicy(config, session.current, client_context(config), journal)
-        limits = config.limits.relay()
-        self.main = RelayServer(self.policy, host=config.listen[0], port=config.listen[1], limits=limits,
+        # Everything built from the file: replaced as a whole on SIGHUP (agent.reload).
+        self.generation = build(config, session.current, number=1, digest=digest(config.path))
+        generation, limits = self.generation, self.generation.limits
+        self.main = RelayServer(generation.policy, host=config.listen[0], port=config.listen[1], limits=limits,
                                 max_associations=config.max_associations, name="apps")
         # The return listener: server agents only, each with a certificate from the site CA (mutual TLS).
-        self.returns = RelayServer(ReturnPolicy(config, journal), host=config.return_listen[0],
+        self.returns = RelayServer(generation.returns, host=config.return_listen[0],
                                    port=config.return_listen[1], name="return", limits=limits,
-                                   max_associations=config.return_.max_associations,
-                                   ssl=tls.server_context(config.tls.certificate, config.tls.key, ca=config.tls.ca))
+                                   max_associations=config.return_.max_associations, ssl=generation.return_ssl)
         self._refresher: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> WorkstationConfig:
+        return self.generation.config
+
+    @property
+    def policy(self) -> WorkstationPolicy:
+        return self.generation.policy
+
+    def warm(self) -> None:
+        """Open the warm connections of the routes that keep some (``[routes.X] warm``)."""
+        for route in self.config.routes.values():
+            if route.warm:
+                self.main.pool.refill(self.policy.upstream(route))
 
     async def start(self) -> None:
         await self.main.start()
         await self.returns.start()
-        for route in self.config.routes.values():
-            if route.warm:
-                self.main.pool.refill(self.policy.upstream(route))
+        self.warm()
         self._refresher = asyncio.create_task(self.session.keep_fresh())
         log.info("workstation agent %s: apps connect to %s:%d; return listener on %s:%d", self.config.name,
                  *self.main.address, *self.returns.address)

@@ -31,8 +31,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from agent import certs
+from agent.config import load as load_workstation
 from devtools.dicomdata import make_ct_study
-from devtools.peers import StoreSCP
+from devtools.peers import PROJECT, StoreSCP, free_port, wait_for_port
 from devtools.site import Site
 from dicomwire.tls import client_context
 from tomlconf import write
@@ -238,3 +239,106 @@ def test_a_replaced_certificate_is_presented_to_new_handshakes_while_the_live_on
         for name, data in saved.items():
             (site.pki / name).write_bytes(data)
         hup(site)
+
+
+# ---- the workstation agent -------------------------------------------------------------------------------
+@pytest.fixture()
+def workstation(site: Site) -> Iterator[subprocess.Popen[bytes]]:
+    """``dicom-agent serve`` logged in as tech, its log in workstation-agent.log; its file put back after."""
+    path = site.root / "workstation.toml"
+    text = path.read_text()
+    login = site.agent("login", "--user", "tech", "--password-stdin", stdin="demo-tech\n")
+    assert login.returncode == 0, login.stderr
+    with open(site.root / "workstation-agent.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(path), "--log-level", "INFO",
+                                    "serve"], cwd=PROJECT, stderr=log)
+    wait_for_port(site.ports["agent"], 20, process)  # type: ignore[arg-type]
+    yield process
+    process.terminate()
+    process.wait(15)
+    site.agent("logout")
+    path.write_text(text)
+
+
+def agent_log(site: Site) -> str:
+    return (site.root / "workstation-agent.log").read_text()
+
+
+def hup_agent(site: Site, process: subprocess.Popen[bytes]) -> str:
+    before = agent_log(site).count("configuration reload")
+    process.send_signal(signal.SIGHUP)
+    return wait_for(lambda: agent_log(site), "configuration reload", before + 1)
+
+
+def app_association(site: Site) -> Association:
+    """An app on this workstation (plain DICOM to the agent on loopback), storing through route GW1."""
+    ae = AE(ae_title="STORESCU")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", site.ports["agent"], ae_title="ORTHANC@GW1")
+    assert assoc.is_established
+    return assoc
+
+
+def test_the_workstation_agent_moves_a_route_on_hup_while_an_apps_store_goes_on(
+        site: Site, workstation: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    assert site.orthanc is not None
+    other = StoreSCP(tmp_path / "elsewhere", aet="ORTHANC").start()  # where route GW1 leads after the HUP
+    try:
+        files = make_ct_study(tmp_path / "ct", slices=4, patient_id="PAT-WS-HUP", seed=9)
+        before = set(site.orthanc.instances())
+        app = app_association(site)
+        assert app.send_c_store(dcmread(files[0])).Status == 0
+        path = site.root / "workstation.toml"
+        config = load_workstation(path)
+        write(path, config.replace(routes={"GW1": config.routes["GW1"].replace(port=other.port, tls=False, warm=0)}))
+        text = hup_agent(site, workstation)
+        assert workstation.poll() is None, "the workstation agent died on SIGHUP"
+        assert "configuration reloaded: generation 2" in text and "changed routes.GW1.port, routes.GW1.tls" in text
+        for file in files[1:3]:  # the app's open association still goes to GW1's server agent, and Orthanc
+            assert app.send_c_store(dcmread(file)).Status == 0
+        app.release()
+        assert len(set(site.orthanc.instances()) - before) == 3 and other.received() == []
+        fresh = app_association(site)  # the next one takes the new route
+        assert fresh.send_c_store(dcmread(files[3])).Status == 0
+        fresh.release()
+        time.sleep(0.3)
+        assert len(other.received()) == 1 and len(set(site.orthanc.instances()) - before) == 3
+    finally:
+        other.stop()
+
+
+def test_the_workstation_agent_presents_a_renewed_certificate_and_refuses_a_key_that_is_not_its_own(
+        site: Site, workstation: subprocess.Popen[bytes]) -> None:
+    ca, path = site.pki / "ca.crt", site.root / "workstation.toml"
+    old = presented(site.ports["agent_return"], ca)
+    app = app_association(site)
+    assert app.send_c_echo().Status == 0
+    saved = {name: (site.pki / name).read_bytes() for name in ("ws1.crt", "ws1.key")}
+    try:
+        certs.issue(site.pki, "ws1", ["127.0.0.1"])
+        text = hup_agent(site, workstation)
+        assert "generation 2" in text and "tls.certificate (file), tls.key (file)" in text
+        new = presented(site.ports["agent_return"], ca)
+        assert new != old and new == ssl.PEM_cert_to_DER_cert((site.pki / "ws1.crt").read_text())
+        assert app.send_c_echo().Status == 0  # the app's association, on the old TLS session, goes on
+        app.release()
+        fresh = app_association(site)  # a new one reaches the server agent with the new certificate
+        assert fresh.send_c_echo().Status == 0
+        fresh.release()
+
+        certs.issue(site.pki, "stranger", ["127.0.0.1"])
+        original = path.read_text()
+        path.write_text(original.replace("ws1.key", "stranger.key"))
+        text = hup_agent(site, workstation)
+        assert f"configuration reload refused: {path}: tls.key: " in text and "is not the private key of" in text
+        assert presented(site.ports["agent_return"], ca) == new and workstation.poll() is None
+        path.write_text(original.replace(str(site.ports["agent"]), str(free_port())))
+        text = hup_agent(site, workstation)
+        assert f"{path}: workstation.listen: cannot change while running: restart the agent" in text
+        check = app_association(site)
+        assert check.send_c_echo().Status == 0
+        check.release()
+    finally:
+        for name, data in saved.items():
+            (site.pki / name).write_bytes(data)
