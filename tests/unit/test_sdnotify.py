@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent import certs
+from devtools.hial import HialProcess
 from devtools.peers import PROJECT, free_port
 from dicomwire.sdnotify import Notifier, monotonic_usec
 from server_agent.config import IdentityConfig, Pacs, ServerAgentConfig, ServerSection, TlsFiles
@@ -115,6 +116,29 @@ def test_the_server_agent_is_ready_only_when_it_accepts_reloads_on_hup_and_says_
         refused = receive(manager)
         assert refused["READY"] == "1" and refused["STATUS"].startswith(f"serving generation 2; last reload refused: "
                                                                         f"{path}: bogus: unknown key")
+        process.send_signal(signal.SIGTERM)
+        assert receive(manager) == {"STOPPING": "1"}
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_the_hial_is_ready_when_it_accepts_reloads_on_hup_and_says_it_stops(tmp_path: Path,
+                                                                          manager: socket.socket) -> None:
+    hial = HialProcess(tmp_path / "hial", server={"port": free_port()})
+    path = hial.write_config()
+    env = {**os.environ, "NOTIFY_SOCKET": manager.getsockname()}
+    with open(tmp_path / "hial.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "hial_mock.cli", "serve", "--config", str(path)],
+                                   cwd=PROJECT, env=env, stdout=log, stderr=log)
+    try:
+        ready = receive(manager)
+        assert ready["READY"] == "1" and accepts(hial.server["port"])  # type: ignore[arg-type]
+        process.send_signal(signal.SIGHUP)
+        assert receive(manager)["RELOADING"] == "1"
+        assert receive(manager)["READY"] == "1"
         process.send_signal(signal.SIGTERM)
         assert receive(manager) == {"STOPPING": "1"}
         assert process.wait(20) == 0
