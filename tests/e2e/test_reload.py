@@ -342,3 +342,32 @@ def test_the_workstation_agent_presents_a_renewed_certificate_and_refuses_a_key_
     finally:
         for name, data in saved.items():
             (site.pki / name).write_bytes(data)
+
+
+def test_a_move_in_flight_and_its_return_association_survive_a_reload(
+        site: Site, original: str, workstation: subprocess.Popen[bytes]) -> None:
+    """A C-MOVE outstanding across the HUP: its return association (Orthanc -> server agent -> workstation
+    agent -> the app's SCP) was opened under the old generation and its permit is in the moves that
+    outlive generations; every image arrives, and the association moves again after the reload."""
+    from pydicom.dataset import Dataset
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
+
+    assert site.scp is not None and site.server is not None
+    for old in site.scp.received():
+        old.unlink()
+    mover = associate(site, "rad", "user/ImagingStudy.rs", StudyRootQueryRetrieveInformationModelMove)
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = "PAT-1"
+    config = site.server_agent_config()
+    write(site.root / "server-agent.toml", config.replace(pdp=config.pdp.replace(cache_seconds=5.0)))
+    statuses = []
+    for status, _ in mover.send_c_move(query, "MOVESCP@WS1", StudyRootQueryRetrieveInformationModelMove):
+        statuses.append(status.Status)
+        if len(statuses) == 1:  # pending: one sub-operation done, the other to come
+            assert "changed pdp.cache_seconds" in hup(site)
+    assert statuses[0] == 0xFF00 and statuses[-1] == 0x0000 and site.server.poll() is None
+    assert len(site.scp.received()) == 2
+    again = list(mover.send_c_move(query, "MOVESCP@WS1", StudyRootQueryRetrieveInformationModelMove))
+    assert again[-1][0].Status == 0x0000
+    mover.release()
