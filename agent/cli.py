@@ -111,8 +111,10 @@ async def _serve_agent(config: WorkstationConfig, session: Session, app: list[st
         return code if code is not None and code >= 0 else 128 + (-(code or 0))
     finally:
         notifier.stopping()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        # No reload while stopping, and SIGHUP must not kill the shutdown (the app's associations end first).
+        loop.add_signal_handler(signal.SIGHUP, log.info, "stopping: SIGHUP ignored")
         await agent.stop()
 
 

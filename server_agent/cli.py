@@ -46,6 +46,8 @@ async def _serve(config: ServerAgentConfig) -> int:
     notifier.ready(f"serving generation 1 of {config.path}")  # listening, and every signal handled
     await stop.wait()
     notifier.stopping()
+    # A reload while stopping would build clients nobody closes; and SIGHUP must not kill the shutdown.
+    loop.add_signal_handler(signal.SIGHUP, logging.getLogger("server_agent").info, "stopping: SIGHUP ignored")
     await agent.stop()
     return 0
 
