@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # nodejs, npm: the foreign OpenID provider of the tests (panva oidc-provider, devtools/foreign_idp).
 # systemd: its offline tools (systemd-analyze verify/security, systemd-sysusers, systemd-tmpfiles, systemctl
 # --root) check packaging/systemd/ and docs/deployment.md's steps (tests/unit/test_deployment.py).
-APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm systemd
+APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm redis-server systemd
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp

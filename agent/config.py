@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tomlconf import ConfigError
 from tomlconf import load as load_file
+from tomlconf.admin import AdminSection
 from tomlconf.limits import Limits
 from tomlconf.schema import (
+    AS_TUPLE,
     LOOPBACK,
     ExistingFile,
     HostPort,
@@ -92,6 +94,11 @@ class Route(Schema):
     server_name: str = ""  # default: the route's name, lower case
     warm: int = Field(default=2, ge=0, le=16)  # TLS connections kept ready: no handshake in association set-up
     tls: bool = True  # False only on loopback, to measure what TLS costs (tokens would cross in clear)
+    # More server agents of this route (instances of one site, each with a certificate naming
+    # server_name), tried in order when host:port does not answer within connect_timeout; an address
+    # that failed is tried last for a while (1 s, doubling to 60 s). docs/deployment-ha.md.
+    addresses: Annotated[tuple[HostPort, ...], AS_TUPLE] = ()
+    connect_timeout: PositiveFloat = 5.0
     name: str = derived("")
 
     @model_validator(mode="after")
@@ -122,6 +129,7 @@ class WorkstationConfig(Schema):
     return_: ReturnSection = Field(default=ReturnSection(), alias="return")
     apps: Mapping[str, App] = Field(default_factory=dict)
     limits: Limits = Limits()
+    admin: AdminSection | None = None  # /healthz /readyz /metrics (agent/admin.py); off when absent
     path: Path = derived(Path("workstation.toml"))  # the file this was read from
 
     @model_validator(mode="after")

@@ -44,7 +44,7 @@ from dicomwire.questions import (
     Rewrite,
 )
 from dicomwire.tls import certificate_names
-from dicomwire.upstream import Upstream
+from dicomwire.upstream import AddressHealth, Upstream
 
 from .config import Route, WorkstationConfig
 from .oidc import Tokens
@@ -96,15 +96,20 @@ class WorkstationPolicy:
         self.client_ssl = client_ssl
         self.journal = journal
         self.owner_uid = os.getuid() if owner_uid is None and hasattr(os, "getuid") else owner_uid
+        self._health: dict[str, AddressHealth] = {}
 
     def open(self, connection: ConnectionInfo) -> WorkstationAssociation:
         return WorkstationAssociation(self, connection)
 
     def upstream(self, route: Route) -> Upstream:
+        """The route's server agent, with its other addresses to fail over to (``[routes.X] addresses``)."""
+        health = self._health.setdefault(route.name, AddressHealth())  # one backoff table per route
         if not route.tls:  # loopback only (the configuration checks), for measuring TLS's cost
-            return Upstream(host=route.host, port=route.port, warm=route.warm)
+            return Upstream(host=route.host, port=route.port, warm=route.warm, fallbacks=route.addresses,
+                            connect_timeout=route.connect_timeout, health=health)
         return Upstream(host=route.host, port=route.port, ssl=self.client_ssl, server_hostname=route.server_name,
-                        warm=route.warm)
+                        warm=route.warm, fallbacks=route.addresses, connect_timeout=route.connect_timeout,
+                        health=health)
 
 
 class WorkstationAssociation:

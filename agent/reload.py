@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dicom_agent")
 
 RESTART_KEYS = ("workstation.name", "workstation.listen", "workstation.identity", "workstation.session_file",
-                "identity_provider", "return.listen")
+                "identity_provider", "return.listen", "admin")
 _WRITTEN = ("workstation.log_file", "workstation.session_file")  # files the agent writes: not hashed
 
 
@@ -107,8 +107,11 @@ def reload(agent: WorkstationAgent) -> Reloaded:
         return Reloaded(generation=running.number, applied=False, problem=str(error))
     agent.generation = generation
     config = generation.config
-    agent.main.reconfigure(generation.policy, limits=generation.limits, max_associations=config.max_associations)
-    agent.returns.reconfigure(generation.returns, limits=generation.limits, ssl=generation.return_ssl,
+    # The metered factories live as long as the agent (its metrics, and the wrappers of live associations'
+    # policies); what they open from now on is the new generation's.
+    agent.metered.inner, agent.metered_returns.inner = generation.policy, generation.returns
+    agent.main.reconfigure(agent.metered, limits=generation.limits, max_associations=config.max_associations)
+    agent.returns.reconfigure(agent.metered_returns, limits=generation.limits, ssl=generation.return_ssl,
                               max_associations=config.return_.max_associations)
     agent.warm()
     log.info("configuration reloaded: generation %d (sha256 %.12s), %s; live associations keep generation %d",

@@ -13,8 +13,10 @@ import httpx
 
 from dicomwire import tls
 from dicomwire.listener import RelayServer
+from server_agent.metrics import MeteredFactory
 from tomlconf.reload import digest
 
+from .admin import WorkstationAdmin, WorkstationMetrics
 from .config import IdentityProvider, WorkstationConfig
 from .oidc import AsyncOidcClient, LoginError, Tokens
 from .policy import Credentials, WorkstationPolicy
@@ -69,13 +71,21 @@ class WorkstationAgent:
         # Everything built from the file: replaced as a whole on SIGHUP (agent.reload).
         self.generation = build(config, session.current, number=1, digest=digest(config.path))
         generation, limits = self.generation, self.generation.limits
-        self.main = RelayServer(generation.policy, host=config.listen[0], port=config.listen[1], limits=limits,
+        self.metrics = WorkstationMetrics(config, session.current)  # in a registry of this agent's own
+        # One metered factory per listener for the agent's life; a reload puts the new generation in it.
+        self.metered = MeteredFactory(generation.policy, self.metrics)
+        self.metered_returns = MeteredFactory(generation.returns, self.metrics)
+        self.main = RelayServer(self.metered, host=config.listen[0], port=config.listen[1], limits=limits,
                                 max_associations=config.max_associations, name="apps")
         # The return listener: server agents only, each with a certificate from the site CA (mutual TLS).
-        self.returns = RelayServer(generation.returns, host=config.return_listen[0],
+        self.returns = RelayServer(self.metered_returns, host=config.return_listen[0],
                                    port=config.return_listen[1], name="return", limits=limits,
                                    max_associations=config.return_.max_associations, ssl=generation.return_ssl)
         self._refresher: asyncio.Task[None] | None = None
+        for server in (self.main, self.returns):
+            self.metrics.watch(server.name, lambda server=server: server.live)  # type: ignore[misc]
+        self.admin = (WorkstationAdmin(config.admin, config, self.metrics, lambda: [self.main, self.returns],
+                                       session.current) if config.admin is not None else None)
 
     @property
     def config(self) -> WorkstationConfig:
@@ -96,6 +106,8 @@ class WorkstationAgent:
         await self.returns.start()
         self.warm()
         self._refresher = asyncio.create_task(self.session.keep_fresh())
+        if self.admin is not None:
+            await self.admin.start()
         log.info("workstation agent %s: apps connect to %s:%d; return listener on %s:%d", self.config.name,
                  *self.main.address, *self.returns.address)
 
@@ -103,3 +115,5 @@ class WorkstationAgent:
         if self._refresher is not None:
             self._refresher.cancel()
         await asyncio.gather(self.main.shutdown(deadline), self.returns.shutdown(deadline))
+        if self.admin is not None:
+            await self.admin.stop()

@@ -92,6 +92,7 @@ class Reason(enum.StrEnum):
     NO_MOVE_OUTSTANDING = "no_move_outstanding"
     DECISION_LOG_UNAVAILABLE = "decision_log_unavailable"
     OVERLOADED = "overloaded"
+    SHARED_STATE_UNAVAILABLE = "shared_state_unavailable"  # Redis out of reach: refused (fail closed)
     # -- requests --
     PDP = "pdp"  # the policy decision point decided; its own code is in the record's ``reason``
     UNSUPPORTED_SERVICE = "unsupported_service"

@@ -50,7 +50,7 @@ from .errors import RejectReason
 from .policy import AssociationPolicy, ConnectionInfo
 from .questions import AssociationQuestion, Question, RejectAssociation, Verdict
 from .relay import RelayCore
-from .upstream import Upstream
+from .upstream import Upstream, connect
 
 if TYPE_CHECKING:
     from .listener import RelayServer
@@ -389,9 +389,7 @@ class _Association:
                 self.run(self.core.upstream_connected())
                 return
         try:
-            await self.loop.create_connection(
-                lambda: _SideProtocol(self, Side.SERVER), target.host, target.port, ssl=target.ssl,
-                server_hostname=target.server_hostname if target.ssl else None)
+            await connect(self.loop, lambda: _SideProtocol(self, Side.SERVER), target)  # its fallbacks in turn
         except asyncio.CancelledError:
             return
         except (OSError, _ssl.SSLError) as error:

@@ -75,8 +75,9 @@ class RelayServer:
     def __init__(self, factory: PolicyFactory, *, host: str = "127.0.0.1", port: int = 0,
                  limits: RelayLimits | None = None, max_associations: int = 200, trace: TraceSink | None = None,
                  ssl: _ssl.SSLContext | None = None, quickack: bool = True, name: str = "",
-                 proxies: Iterable[str] = ()) -> None:
+                 proxies: Iterable[str] = (), reuse_port: bool = False) -> None:
         self.factory = factory
+        self.reuse_port = reuse_port  # SO_REUSEPORT: the workers of one host share the port (socket(7))
         self.host = host
         self.port = port
         self.limits = limits or RelayLimits()
@@ -115,6 +116,8 @@ class RelayServer:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(address)
             # A backlog sized for the association limit: a burst of connections is queued, not dropped
             # (a dropped SYN costs the client a one-second retransmission).

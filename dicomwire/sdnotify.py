@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
+import struct
 import time
 from collections.abc import Mapping
 
@@ -96,4 +98,39 @@ class Notifier:
         return self.notify(status=text[:MAX_STATUS].replace("\n", " "))
 
 
-__all__ = ["ENVIRONMENT", "Notifier", "monotonic_usec"]
+class Inbox:
+    """The service manager's end of the protocol, for a supervisor whose workers notify it (``[server]
+    workers``): an abstract-namespace datagram socket passed to them as ``$NOTIFY_SOCKET``. Like systemd
+    it asks the kernel who sent each datagram (``SO_PASSCRED``) and believes only the processes it
+    names, so that another local process cannot declare a worker ready."""
+
+    def __init__(self) -> None:
+        self.name = f"dicom-agents-notify-{os.getpid()}-{secrets.token_hex(8)}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind("\0" + self.name)
+
+    @property
+    def address(self) -> str:
+        """What ``$NOTIFY_SOCKET`` says to the workers."""
+        return "@" + self.name
+
+    def ready(self, senders: set[int]) -> set[int]:
+        """The processes among ``senders`` that said ``READY=1`` since the last call."""
+        ready: set[int] = set()
+        size = socket.CMSG_SPACE(struct.calcsize("3i"))
+        while True:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(4096, size)
+            except (BlockingIOError, InterruptedError):
+                return ready
+            pid = next((struct.unpack("3i", payload[:12])[0] for level, kind, payload in ancillary
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS), None)
+            if pid in senders and "READY=1" in data.decode(errors="replace").splitlines():
+                ready.add(pid)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+__all__ = ["ENVIRONMENT", "Inbox", "Notifier", "monotonic_usec"]

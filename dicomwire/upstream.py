@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import cast
 
 log = logging.getLogger("dicomwire.relay")
@@ -28,9 +30,70 @@ class Upstream:
     # Connections kept ready (handshake done) for the next associations: a TLS handshake with a
     # Python TLS peer costs milliseconds, paid here off the association's critical path.
     warm: int = 0
+    # More addresses of the same service (several server agents behind one route name), tried in
+    # order when a connection to the one before fails or takes longer than ``connect_timeout``.
+    fallbacks: tuple[tuple[str, int], ...] = ()
+    connect_timeout: float | None = None
+    health: AddressHealth | None = field(default=None, compare=False)  # the backoffs, shared by a route
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}{' (TLS)' if self.ssl else ''}"
+
+    def candidates(self) -> list[tuple[str, int]]:
+        every = [(self.host, self.port), *self.fallbacks]
+        return self.health.order(every) if self.health is not None else every
+
+
+class AddressHealth:
+    """Which addresses of a service failed lately: an address whose connection failed is tried last
+    (after those that did not) for ``base`` seconds, doubling with each failure in a row up to ``cap``;
+    one success clears it. When every address is backing off they are all still tried, soonest first:
+    a backoff orders, it never refuses on its own."""
+
+    def __init__(self, base: float = 1.0, cap: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.base, self.cap = base, cap
+        self._clock = clock
+        self._failures: dict[tuple[str, int], tuple[int, float]] = {}  # address -> (in a row, until)
+
+    def order(self, addresses: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        now = self._clock()
+        ready = [a for a in addresses if self._failures.get(a, (0, 0.0))[1] <= now]
+        waiting = sorted((a for a in addresses if a not in ready), key=lambda a: self._failures[a][1])
+        return ready + waiting
+
+    def failed(self, address: tuple[str, int]) -> float:
+        """Record a failure; the seconds this address now backs off."""
+        count = self._failures.get(address, (0, 0.0))[0] + 1
+        wait = min(self.cap, self.base * float(2 ** (count - 1)))
+        self._failures[address] = (count, self._clock() + wait)
+        return wait
+
+    def succeeded(self, address: tuple[str, int]) -> None:
+        self._failures.pop(address, None)
+
+
+async def connect(loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol],
+                  target: Upstream) -> None:
+    """A connection to the first of the target's addresses that answers (TLS handshake included);
+    raises the last failure (an ``OSError`` or ``ssl.SSLError``) when none did."""
+    last: OSError | _ssl.SSLError | None = None
+    for host, port in target.candidates():
+        opening = loop.create_connection(factory, host, port, ssl=target.ssl,
+                                         server_hostname=target.server_hostname if target.ssl else None)
+        try:
+            await (asyncio.wait_for(opening, target.connect_timeout) if target.connect_timeout else opening)
+        except (OSError, _ssl.SSLError) as error:  # TimeoutError is an OSError
+            last = error if str(error) else TimeoutError(f"no connection within {target.connect_timeout} s")
+            if target.health is not None:
+                wait = target.health.failed((host, port))
+                log.warning("upstream %s:%d failed (%s)%s; backing off %.0f s", host, port, last,
+                            ", trying the next address" if target.fallbacks else "", wait)
+            continue
+        if target.health is not None:
+            target.health.succeeded((host, port))
+        return
+    assert last is not None
+    raise last
 
 
 class _Parked(asyncio.Protocol):
@@ -144,4 +207,4 @@ class WarmPool:
         self.ready.clear()
 
 
-__all__ = ["Upstream", "WarmPool"]
+__all__ = ["AddressHealth", "Upstream", "WarmPool", "connect"]

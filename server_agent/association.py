@@ -11,7 +11,10 @@ by :meth:`ServerAssociation.close`, never keyed by a number a peer chose.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import inspect
 import logging
 import ssl
 import time
@@ -55,7 +58,8 @@ from .postfilter import Batcher, FindReview
 from .records import Recorder
 from .resources import Context, authzen_request
 from .routing import pacs_upstream, route, workstation_claim
-from .sessions import Binding, Sessions
+from .sessions import Binding, Sessions, session_claims
+from .shared import MoveRefused, SharedUnavailable
 
 log = logging.getLogger("server_agent")
 
@@ -127,6 +131,9 @@ class ServerAssociation:
         if problem is not None:
             return reject(Reason.DECISION_LOG_UNAVAILABLE, f"decision log unavailable ({problem}): refusing to act "
                                                            "unlogged", (2, 3, 1))
+        shared = self.factory.moves.shared.problem
+        if shared is not None:  # fail closed: without the shared state no move, throttle or logout holds
+            return reject(Reason.SHARED_STATE_UNAVAILABLE, f"shared state unavailable ({shared})", (2, 3, 1))
         pacs = route(self.config, rq.called_ae)
         if pacs is None:
             return reject(Reason.CALLED_AE_UNKNOWN, f"called AE title {rq.called_ae!r} names no PACS here", (1, 1, 7))
@@ -150,13 +157,18 @@ class ServerAssociation:
             except AuthenticationFailed as error:
                 # Throttled, or the provider out of reach: try again later (transient); else permanent.
                 transient = error.reason in (Reason.THROTTLED, Reason.PROVIDER_UNAVAILABLE,
-                                             Reason.INTROSPECTION_FAILED)
+                                             Reason.INTROSPECTION_FAILED, Reason.SHARED_STATE_UNAVAILABLE)
                 return reject(error.reason, error.detail, (2 if transient else 1, 2, 1))
             if subject.kind == "node" and subject.id != rq.calling_ae:
                 return reject(Reason.NOT_A_USER, f"a token of node {subject.id} cannot call as {rq.calling_ae!r}",
                               (1, 2, 1))
             sessions = self.factory.sessions
             ended = sessions.refusal(subject) if sessions else None
+            if ended is None:
+                try:
+                    ended = await self._ended_elsewhere(subject)
+                except SharedUnavailable as error:
+                    return reject(error.reason, f"shared state unavailable ({error})", (2, 3, 1))
             if ended is not None:
                 return reject(Reason.TOKEN_INACTIVE, ended, (1, 2, 1))
             if sessions is not None:  # lives while its session lives, not only as long as the token
@@ -169,6 +181,17 @@ class ServerAssociation:
         forwarded = (strip_user_identity(rq) if identity else rq).with_ae_titles(called=pacs.ae_title)
         return ForwardAssociation(target=pacs_upstream(pacs, self.factory.pacs_ssl), rq=forwarded,
                                   review_ac=self.positive_response)
+
+    async def _ended_elsewhere(self, subject: Subject) -> str | None:
+        """A logout another worker or instance received (the shared store's ended sessions)."""
+        if subject.kind != "user" or not subject.token:
+            return None
+        claims = session_claims(subject)
+        sid, issued = claims.get("sid"), claims.get("iat", 0)
+        ended = await self.factory.moves.shared.session_ended(
+            sid=sid if isinstance(sid, str) else "", sub=subject.id,
+            issued_at=float(issued) if isinstance(issued, int | float) else 0.0)
+        return "session ended (logout or revocation)" if ended else None
 
     def accept(self, question: AcceptQuestion) -> AcceptVerdict:
         if self.positive_response:
@@ -241,10 +264,11 @@ class ServerAssociation:
             log.error("PDP unavailable, request denied: %s", error)
             return self._refuse(facts, Reason.PDP_UNAVAILABLE, "authorization service unavailable", started,
                                 detail=str(error))
-        return self._concluded(facts, decision, retrieval, started)
+        verdict = self._concluded(facts, decision, retrieval, started)
+        return await verdict if inspect.isawaitable(verdict) else verdict
 
     def _concluded(self, facts: Facts, decision: Decision, retrieval: Retrieval | Move | None,
-                   started: float) -> RequestVerdict:
+                   started: float) -> RequestVerdict | Awaitable[RequestVerdict]:
         assert self.subject is not None and self.context is not None
         conclusion = conclude(facts, decision)
         self.record.authorization(facts, self.subject, self.context, conclusion.reason, conclusion.allowed, started,
@@ -259,7 +283,7 @@ class ServerAssociation:
         if facts.action is Action.C_FIND:
             return self._find_permitted(facts, conclusion.filter_results)
         if facts.action is Action.C_MOVE:
-            return Permit(review=self._move_permitted(facts))
+            return self._move_permitted(facts)
         if facts.action is Action.C_GET:
             retrieval = Retrieval(facts=facts)
             self.retrievals.append(retrieval)
@@ -293,15 +317,22 @@ class ServerAssociation:
             return Refuse(comment=comment("query identifier could not be read"))
         return Rewrite(data_set=asked, review=FindReview(facts=facts, pinned=None, strip_patient_id=True))
 
-    def _move_permitted(self, facts: Facts) -> Move:
+    async def _move_permitted(self, facts: Facts) -> RequestVerdict:
+        """Outstanding in the shared store before the PACS sees the C-MOVE (its sub-operations may reach
+        any worker or instance); refused when it cannot be (fail closed)."""
         assert self.context is not None
         move = Move(owner=self, facts=facts, destination=facts.command.move_destination or "",
                     calling_ae=self.context.calling_ae, message_id=facts.command.message_id,
                     expires=time.monotonic() + self.config.move_timeout)
+        try:
+            await self.factory.moves.add(move)
+        except (SharedUnavailable, MoveRefused) as error:
+            reason = Reason.SHARED_STATE_UNAVAILABLE if isinstance(error, SharedUnavailable) else Reason.OVERLOADED
+            log.error("association %s: permitted C-MOVE refused: %s", self.connection.association_id, error)
+            return self._refuse(facts, reason, "the return path cannot be opened now", detail=str(error))
         self.moves.append(move)
         self.retrievals.append(move)
-        self.factory.moves.add(move)
-        return move
+        return Permit(review=move)
 
     def _refuse(self, facts: Facts, reason: Reason, text: str, started: float | None = None,
                 detail: str = "") -> Refuse:
@@ -315,13 +346,19 @@ class ServerAssociation:
     def response(self, question: ResponseQuestion) -> ResponseVerdict | Awaitable[ResponseVerdict]:
         review = question.review
         if isinstance(review, Move):
-            review.respond(question.command, question.final)
-            if question.final:
-                self.factory.moves.remove(review)
-            return Permit()
+            return self._move_responded(review, question)
         if not isinstance(review, FindReview) or question.final or not question.data_set:
             return Permit()
         return self._match(question, review)
+
+    async def _move_responded(self, move: Move, question: ResponseQuestion) -> ResponseVerdict:
+        """The counts the PACS announced reach every process; the final response ends the move. A store
+        that cannot be told is logged: its return path then refuses (it is unreachable) or expires."""
+        try:
+            await self.factory.moves.respond(move, question.command, question.final)
+        except SharedUnavailable as error:
+            log.error("association %s: C-MOVE response not shared: %s", self.connection.association_id, error)
+        return Permit()
 
     def _match(self, question: ResponseQuestion, review: FindReview) -> ResponseVerdict | Awaitable[ResponseVerdict]:
         assert self.subject is not None and self.context is not None
@@ -373,8 +410,9 @@ class ServerAssociation:
         self.record.notice(notice, self.subject, self.context)
 
     def close(self, ending: Ending) -> None:
-        for move in self.moves:
-            self.factory.moves.remove(move)
+        if self.moves:  # gone from the shared store (else its TTL, move_timeout, removes it)
+            with contextlib.suppress(RuntimeError):  # no loop: nothing was shared by this object
+                asyncio.get_running_loop().create_task(_removed(self.factory.moves, list(self.moves)))
         self.batcher.close()
         if self.factory.sessions is not None:
             self.factory.sessions.release(self.session)
@@ -382,6 +420,14 @@ class ServerAssociation:
             ending = dataclasses.replace(ending, reason=self.session.ended)
         if self.subject is not None:
             self.record.ended(self.subject, self.context, self.pacs, self.retrievals, ending)
+
+
+async def _removed(moves: MoveRegistry, ended: list[Move]) -> None:
+    for move in ended:
+        try:
+            await moves.remove(move)
+        except SharedUnavailable as error:
+            log.warning("an ended association's C-MOVE stays in the shared store until it expires: %s", error)
 
 
 __all__ = ["Retrieval", "ServerAssociation", "ServerPolicy", "comment"]

@@ -22,6 +22,7 @@ provider is a failed authentication with that reason (fail closed). Every failur
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,8 +40,10 @@ from .exchanged import exchanged
 from .failures import AuthenticationFailed
 from .introspection import IntrospectionCache
 from .jwks import JwksCache
+from .shared import SharedState, SharedUnavailable
 from .throttle import LoginThrottle
 
+log = logging.getLogger("server_agent.throttle")
 PASSWORD_SCOPE = "openid profile user/ImagingStudy.rs user/ImagingStudy.c"
 # Markers of a client acting for itself that providers put in their tokens (Auth0 ``gty``, Entra ID
 # ``idtyp``); the RFC 9068 section 2.2 form, ``sub`` = the client's id, is checked as well.
@@ -106,6 +109,9 @@ class Authenticator:
         self.config = config
         self.oauth = oauth
         self.throttle = throttle or LoginThrottle(config.throttle)
+        # The failed-login counts every worker and instance shares (server_agent.shared); None: this
+        # process's own throttle above.
+        self.logins: SharedState | None = None
         self._clock = clock
         self.jwks = JwksCache(oauth, config.jwks_min_refresh, config.jwks_max_age)
         self.introspection = IntrospectionCache(oauth, config.introspect_cache)
@@ -201,7 +207,7 @@ class Authenticator:
 
     async def _password(self, username: str, password: str, source: str) -> Subject:
         """The original paper's flow: a password grant with our client, then both tokens verified."""
-        wait = self.throttle.admit(source)
+        wait = await self._admit(source)
         if wait is not None:
             raise AuthenticationFailed(Reason.THROTTLED, f"too many failed logins from {source}: type-2 logins "
                                        f"refused for {wait:.0f} s more")
@@ -218,7 +224,7 @@ class Authenticator:
         except OAuthClientError as error:
             raise AuthenticationFailed(Reason.PROVIDER_UNAVAILABLE, f"identity provider: {error}") from None
         finally:
-            self.throttle.settle(source, failed=failed)
+            await self._settle(source, failed)
         if response.id_token is None:
             raise AuthenticationFailed(Reason.TOKEN_REJECTED, "the provider returned no ID token")
         id_claims = await self.verify_jwt(response.id_token, audience=self.config.client_id, access_token=False)
@@ -226,6 +232,25 @@ class Authenticator:
         if id_claims["sub"] != claims["sub"]:
             raise AuthenticationFailed(Reason.TOKEN_REJECTED, "ID token and access token name different subjects")
         return self._subject(claims, response.access_token, UserIdentityType.USERNAME_AND_PASSCODE)
+
+    async def _admit(self, source: str) -> float | None:
+        if self.logins is None:
+            return self.throttle.admit(source)
+        try:
+            return await self.logins.admit_login(source)
+        except SharedUnavailable as error:  # fail closed: no count, no guess
+            raise AuthenticationFailed(error.reason, f"login refused: shared state unavailable ({error})") from None
+
+    async def _settle(self, source: str, failed: bool) -> None:
+        if self.logins is None:
+            self.throttle.settle(source, failed=failed)
+            return
+        try:
+            if await self.logins.settle_login(source, failed=failed):
+                log.warning("identity type 2: %d failed logins from %s: refused for %.0f s (shared)",
+                            self.config.throttle.max_failures, source, self.config.throttle.block_seconds)
+        except SharedUnavailable as error:  # the count is lost; its key expires (2 windows at most)
+            log.error("identity type 2: outcome of a login from %s not counted: %s", source, error)
 
     async def still_valid(self, subject: Subject) -> NoLongerValid | None:
         """Why ``subject`` may no longer act, or None: the same leeway as at association.

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dicomwire.aio import run
@@ -24,9 +25,10 @@ from .reload import reload
 from .service import ServerAgent
 
 
-async def _serve(config: ServerAgentConfig) -> int:
+async def _serve(config: ServerAgentConfig,
+                 derive: Callable[[ServerAgentConfig], ServerAgentConfig] | None = None) -> int:
     try:
-        agent = ServerAgent(config)
+        agent = ServerAgent(config, derive)
     except (OSError, ValueError) as error:
         print(f"dicom-server-agent: cannot start: {error}", file=sys.stderr)
         return 2
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.add_argument("--config", required=True, type=Path)
         p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # started by the supervisor
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -88,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         return check(config)
+    if config.server.workers > 1:  # [server] workers: a supervisor, or one of its workers
+        from .supervisor import Supervisor, prepare, worker_config
+
+        if args.worker is None:
+            prepare(config)
+            return Supervisor(args.config, config.server.workers, args.log_level).run()
+        worker = args.worker
+        config = worker_config(config, worker)  # and each reload's (its own decision log)
+        return int(run(lambda: _serve(config, lambda reread: worker_config(reread, worker))))
     return int(run(lambda: _serve(config)))
 
 

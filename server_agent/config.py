@@ -18,6 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from audit.syslog import SyslogTarget
 from tomlconf import ConfigError
 from tomlconf import load as load_file
+from tomlconf.admin import AdminSection
 from tomlconf.limits import Limits
 from tomlconf.schema import (
     AS_TUPLE,
@@ -36,6 +37,7 @@ from tomlconf.schema import (
 )
 
 from .claims import ClaimMapping
+from .shared_config import SharedSection
 
 ACTIONS = ("C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE")
 Action = Literal["C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE"]
@@ -55,6 +57,9 @@ class ServerSection(Schema):
     # with a PROXY protocol v2 header naming the client (HAProxy ``send-proxy-v2``), and that client is
     # the peer for node policy, throttles and per-source bounds. Nobody else's header is believed.
     proxy_protocol_from: Strings = ()
+    # Processes sharing the listeners (SO_REUSEPORT) under one supervisor (server_agent.supervisor);
+    # more than one needs [shared] redis: the return path of a move may reach any of them.
+    workers: PositiveInt = 1
 
     @field_validator("proxy_protocol_from")
     @classmethod
@@ -303,6 +308,8 @@ class ServerAgentConfig(Schema):
     decision_log: DecisionLogSection = DecisionLogSection()
     audit: AuditSection | None = None
     return_: ReturnSection = Field(default=ReturnSection(), alias="return")
+    shared: SharedSection = SharedSection()
+    admin: AdminSection | None = None  # /healthz /readyz /metrics (server_agent/monitoring.py); off when absent
     path: Path = derived(Path("server-agent.toml"))  # the file this was read from
 
     @model_validator(mode="after")
@@ -318,6 +325,9 @@ class ServerAgentConfig(Schema):
         if self.server.default_pacs is not None and self.server.default_pacs not in self.pacs:
             raise problem("server.default_pacs", f"names {self.server.default_pacs!r}, which [pacs] does not define")
         _check_pacs_tls(self.pacs, self.return_.tls)
+        if self.server.workers > 1 and self.shared.redis is None:
+            raise problem("server.workers", "more than 1 worker needs [shared] redis (the outstanding C-MOVEs, "
+                                            "login throttles and ended sessions every worker must see)")
         self._fill(identity=self.identity.model_copy(update={"node_clients": _node_clients(self.nodes,
                                                                                            self.identity.client_id)}),
                    pdp=_pdp(self.pdp, self.identity))

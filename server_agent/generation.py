@@ -27,10 +27,13 @@ from .association import ServerPolicy
 from .authn import Authenticator
 from .config import IdentityConfig, Pacs, PdpConfig, ServerAgentConfig
 from .decisions import Decisions
+from .metrics import TimedExecutor
+from .monitoring import ServerMetrics
 from .moves import MoveRegistry
 from .pdp import ClientCredentials, Credentials, PdpClient, TokenFile
 from .returns import ReturnPolicy
 from .sessions import Sessions
+from .shared import SharedState
 from .throttle import LoginThrottle
 
 T = TypeVar("T")
@@ -75,6 +78,8 @@ class Lasting:
     decisions: Decisions
     moves: MoveRegistry
     sessions: Sessions
+    shared: SharedState  # outstanding moves, login throttles, ended sessions across processes
+    metrics: ServerMetrics
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,22 +142,22 @@ def build(config: ServerAgentConfig, lasting: Lasting, *, number: int, digest: s
     # Before the contexts are built from them (a change after is seen next time); not the files it writes.
     files = file_digests(config, skip=("server.decision_log", "decision_log", "audit"))
     path = config.path
+    metrics = lasting.metrics
     try:
-        http = AsyncExecutor(tls=TlsFiles(ca_file=config.identity.ca_file),
+        http = TimedExecutor(metrics.provider_seconds, tls=TlsFiles(ca_file=config.identity.ca_file),
                              timeouts=Timeouts.within(config.identity.timeout))
     except (OSError, ValueError, ssl.SSLError) as error:
         raise ConfigError(path, "identity.ca_file", str(error)) from None
     oauth = AsyncOAuthClient(config.identity.issuer, identity_client(config.identity), http)
     authn = Authenticator(config.identity, oauth, throttle=throttle)
-    # The PDP's own HTTP client when it needs another CA or our client certificate (RFC 8705).
-    pdp_http = http
-    if config.pdp.certificate is not None or config.pdp.ca_file != config.identity.ca_file:
-        try:
-            pdp_http = AsyncExecutor(tls=TlsFiles(ca_file=config.pdp.ca_file, certificate=config.pdp.certificate,
-                                                  key=config.pdp.key), timeouts=Timeouts.within(config.pdp.timeout))
-        except (OSError, ValueError, ssl.SSLError) as error:
-            raise ConfigError(path, "pdp.certificate" if config.pdp.certificate else "pdp.ca_file",
-                              str(error)) from None
+    authn.logins = lasting.shared
+    # The PDP's own HTTP client (its CA, our client certificate for RFC 8705), timed on its own.
+    try:
+        pdp_http = TimedExecutor(metrics.pdp_seconds, tls=TlsFiles(
+            ca_file=config.pdp.ca_file, certificate=config.pdp.certificate, key=config.pdp.key),
+            timeouts=Timeouts.within(config.pdp.timeout))
+    except (OSError, ValueError, ssl.SSLError) as error:
+        raise ConfigError(path, "pdp.certificate" if config.pdp.certificate else "pdp.ca_file", str(error)) from None
     pdp = PdpClient(config.pdp, pdp_credentials(config.pdp, oauth, pdp_http), pdp_http)
     pacs_ssl = {p.name: _tls(path, f"pacs.{p.name}", lambda p=p: pacs_context(p))  # type: ignore[misc]
                 for p in config.pacs.values() if p.tls}
@@ -162,7 +167,7 @@ def build(config: ServerAgentConfig, lasting: Lasting, *, number: int, digest: s
     policy = ServerPolicy(config, authn, pdp, lasting.moves, lasting.decisions, pacs_ssl, sessions=lasting.sessions)
     to_workstations = _tls(path, "tls.certificate", lambda: client_context(ca=config.ca, certificate=config.certificate,
                                                                            key=config.key))
-    returns = ReturnPolicy(config, lasting.moves, lasting.decisions, to_workstations)
+    returns = ReturnPolicy(config, lasting.moves, lasting.decisions, to_workstations, deciders=policy)
     return Generation(number=number, digest=digest, config=config, policy=policy, returns=returns,
                       main_ssl=_tls(path, "tls.certificate",
                                     lambda: server_context(config.certificate, config.key, ca=config.ca)),

@@ -21,6 +21,7 @@ from oauthclient.discovery import ProviderMetadata
 
 from .config import ServerAgentConfig
 from .sessions import LogoutRejected, LogoutVerifier, Sessions
+from .shared import SharedState, SharedUnavailable
 
 log = logging.getLogger("server_agent.logout")
 
@@ -34,9 +35,12 @@ MAX_CONNECTIONS = 32  # at once; more are closed unanswered (the provider retrie
 class LogoutEndpoint:
     """Listens for logout tokens; each verified one ends its session in :class:`Sessions`."""
 
-    def __init__(self, verifier: LogoutVerifier, sessions: Sessions, host: str, port: int) -> None:
+    def __init__(self, verifier: LogoutVerifier, sessions: Sessions, host: str, port: int, *,
+                 shared: SharedState | None = None, reuse_port: bool = False) -> None:
         self.verifier = verifier
         self.sessions = sessions
+        self.shared = shared  # where the other workers and instances learn of the logout
+        self.reuse_port = reuse_port  # the workers of one host share the port (SO_REUSEPORT)
         self.host, self.port = host, port
         self._server: asyncio.Server | None = None
         self._open = 0
@@ -47,7 +51,8 @@ class LogoutEndpoint:
         return self._server.sockets[0].getsockname()[:2]  # type: ignore[no-any-return]
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                  reuse_port=self.reuse_port or None)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -136,6 +141,13 @@ class LogoutEndpoint:
             log.warning("back-channel logout refused: %s", error)
             return 400, {"error": "invalid_request", "error_description": str(error)}
         self.sessions.end(logout)
+        if self.shared is not None:
+            try:
+                await self.shared.end_session(sid=logout.sid, sub=logout.sub, issued_at=logout.issued_at,
+                                              remember=self.sessions.config.remember)
+            except SharedUnavailable as error:  # the provider retries; ended here already
+                log.error("back-channel logout not shared with the other instances: %s", error)
+                return 503, {"error": "temporarily_unavailable", "error_description": "shared state unavailable"}
         return 200, {}
 
 

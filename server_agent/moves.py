@@ -7,19 +7,33 @@ listener; each one must belong to an outstanding move (found by the Move Origina
 Message ID the PACS puts in it, PS3.7 9.1.1.1), must be an image that move asked for (its patient,
 study, series or instance, at the move's Query/Retrieve level), and must fit the number of
 sub-operations the PACS announced; it is then decided as its move, for the user who made it.
+
+The registry keeps what every worker and instance must see in the shared store (:mod:`.shared`: in
+this process by default, Redis with ``[shared] redis``): a sub-operation that reaches another process
+than the one that permitted its move is matched and counted there, and decided by that process for
+the move's user (:func:`subject_of`). Its own moves it still decides through their association.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from audit.events import Reason
 from dicomwire.dimse import CommandSet, Tag
 
+from .authn import Subject
 from .authorization import Facts
+from .config import ThrottleConfig
+from .resources import Context
+from .shared import LocalShared, MoveRecord, SharedState
 
 if TYPE_CHECKING:
     from .association import ServerAssociation
@@ -45,6 +59,7 @@ class Move:
     relayed: int = 0  # sub-operations permitted
     ended: bool = False
     members: dict[str, frozenset[str]] = field(default_factory=dict)  # key -> the values the move named
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
         resource = self.facts.resource
@@ -80,51 +95,76 @@ class Move:
     def live(self, now: float) -> bool:
         return not self.ended and now < self.expires
 
+    def record(self, process: str) -> MoveRecord:
+        """What the other processes need to match, count and decide its sub-operations (never a token)."""
+        subject, context = getattr(self.owner, "subject", None), getattr(self.owner, "context", None)
+        who = getattr(self.owner, "who_key", ("", ""))
+        return MoveRecord(id=self.id, destination=self.destination, calling_ae=self.calling_ae,
+                          message_id=self.message_id, who=who, level=self.facts.keys.level.value,
+                          members=self.members, owner=process,
+                          subject=subject_fields(subject) if subject is not None else {},
+                          context=dataclasses.asdict(context) if context is not None else {})
+
+
+PROCESS = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # this process among a site's
+
+
+def subject_fields(subject: Subject) -> dict[str, Any]:
+    """A subject as a move record carries it: JSON values, the token left out (RFC 6750 section 5.3)."""
+    fields = {f.name: getattr(subject, f.name) for f in dataclasses.fields(subject) if f.name != "token"}
+    fields["roles"], fields["scopes"] = list(subject.roles), sorted(subject.scopes)
+    fields["expires_at"] = None if math.isinf(subject.expires_at) else subject.expires_at
+    return fields
+
+
+def subject_of(record: MoveRecord) -> tuple[Subject, Context] | None:
+    """The user (and association context) a move record was permitted for, or None if it names none."""
+    try:
+        data = dict(record.subject)
+        data["roles"], data["scopes"] = tuple(data.get("roles", ())), frozenset(data.get("scopes", ()))
+        data["expires_at"] = float("inf") if data.get("expires_at") is None else float(data["expires_at"])
+        return Subject(**data), Context(**record.context)
+    except (TypeError, ValueError):
+        return None
+
 
 class MoveRegistry:
-    """The outstanding moves by destination: references to :class:`Move` objects, never numbers. A move
-    leaves when it ends, when its association ends, or when it expires."""
+    """The outstanding moves: in the shared store for every process, and this process's own
+    :class:`Move` objects by id (a move leaves when it ends, when its association ends, or when it
+    expires). Every method may raise :class:`~server_agent.shared.SharedUnavailable` (refuse)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._by_destination: dict[str, list[Move]] = {}
+    def __init__(self, shared: SharedState | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.shared: SharedState = shared or LocalShared(ThrottleConfig(), clock=clock)
+        self._mine: dict[str, Move] = {}
         self._clock = clock
 
-    def add(self, move: Move) -> None:
-        self._by_destination.setdefault(move.destination, []).append(move)
+    async def add(self, move: Move) -> None:
+        """Outstanding until ``move.expires``; :class:`~server_agent.shared.MoveRefused` when it cannot be."""
+        await self.shared.add_move(move.record(PROCESS), timeout=max(0.001, move.expires - self._clock()))
+        self._mine[move.id] = move
 
-    def remove(self, move: Move) -> None:
-        moves = self._by_destination.get(move.destination, [])
-        if move in moves:
-            moves.remove(move)
-        if not moves:
-            self._by_destination.pop(move.destination, None)
+    async def respond(self, move: Move, response: CommandSet, final: bool) -> None:
+        move.respond(response, final)
+        if final:
+            self._mine.pop(move.id, None)
+        await self.shared.respond(move.record(PROCESS), move.announced, final)
 
-    def active(self, destination: str) -> bool:
-        return bool(self._live(destination))
+    async def remove(self, move: Move) -> None:
+        self._mine.pop(move.id, None)
+        await self.shared.remove_move(move.record(PROCESS))
 
-    def _live(self, destination: str) -> list[Move]:
-        now = self._clock()
-        moves = self._by_destination.get(destination, [])
-        for move in [m for m in moves if not m.live(now)]:
-            self.remove(move)
-        return list(self._by_destination.get(destination, []))
+    async def active(self, destination: str) -> bool:
+        return await self.shared.move_active(destination)
 
-    def match(self, destination: str, originator_ae: str | None, originator_id: int | None,
-              image: dict[str, str]) -> tuple[Move | None, Reason]:
-        """The move a sub-operation for ``destination`` belongs to, or why there is none. Several
-        candidates are one as long as one user made them all (a viewer moving studies in parallel, each
-        association with Message ID 1); otherwise nothing says whose image it is."""
-        candidates = [m for m in self._live(destination)
-                      if (not originator_ae or m.calling_ae == originator_ae)
-                      and (originator_id is None or m.message_id == originator_id)]
-        if not candidates:
-            return None, Reason.NO_MATCHING_MOVE
-        if len({m.owner.who_key for m in candidates}) > 1:
-            return None, Reason.AMBIGUOUS_MOVE
-        for move in candidates:
-            if move.covers(image) and move.has_room():
-                return move, Reason.PDP
-        return None, Reason.NOT_IN_MOVE
+    async def match(self, destination: str, originator_ae: str | None, originator_id: int | None,
+                    image: dict[str, str]) -> tuple[Move | MoveRecord | None, Reason]:
+        """The move a sub-operation for ``destination`` belongs to (this process's own :class:`Move`, or
+        another's record), now counted against its announced number, or why there is none."""
+        claim = await self.shared.claim(destination, originator_ae, originator_id, image)
+        if claim.move is None:
+            return None, claim.reason
+        mine = self._mine.get(claim.move.id) if claim.move.owner == PROCESS else None
+        return (mine if mine is not None and mine.live(self._clock()) else claim.move), claim.reason
 
 
 def originator(command: CommandSet) -> tuple[str | None, int | None]:
@@ -133,4 +173,4 @@ def originator(command: CommandSet) -> tuple[str | None, int | None]:
     return (ae if isinstance(ae, str) and ae else None), (message_id if isinstance(message_id, int) else None)
 
 
-__all__ = ["Move", "MoveRegistry", "originator"]
+__all__ = ["PROCESS", "Move", "MoveRegistry", "originator", "subject_fields", "subject_of"]

@@ -42,7 +42,7 @@ log = logging.getLogger("server_agent")
 
 # Keys (or whole tables) a reload cannot change: see the module docstring for why each needs a restart.
 RESTART_KEYS = ("server.name", "server.listen", "server.plain_listen", "server.return_listen",
-                "server.decision_log", "decision_log", "audit", "sessions")
+                "server.decision_log", "decision_log", "audit", "sessions", "server.workers", "shared", "admin")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +61,7 @@ def _read(agent: ServerAgent) -> tuple[Generation, tuple[str, ...]]:
     """The next generation from the file, and the keys (and files) that changed; ConfigError if refused."""
     running = agent.generation
     config, digest = reread(running.config.path, ServerAgentConfig)
+    config = agent.derive(config)  # as the running one was made from its file (a worker's own log)
     changed = changed_keys(running.config, config)
     restart = needing_restart(changed, RESTART_KEYS)
     if restart:
@@ -102,11 +103,14 @@ def _switch(agent: ServerAgent, generation: Generation) -> None:
     live = [a.done for s in agent.servers for a in s.associations if not a.done.done()]
     agent.generation = generation
     proxies = config.server.proxy_protocol_from
+    # The metered factories outlive generations (metrics, the wrappers of live associations' policies):
+    # what they open from now on is the new generation's.
+    agent.metered.inner, agent.metered_returns.inner = generation.policy, generation.returns
     for server in (agent.main, agent.plain):
         if server is not None:
-            server.reconfigure(generation.policy, limits=generation.limits, max_associations=config.max_associations,
+            server.reconfigure(agent.metered, limits=generation.limits, max_associations=config.max_associations,
                                ssl=generation.main_ssl if server is agent.main else None, proxies=proxies)
-    agent.returns.reconfigure(generation.returns, limits=generation.limits, ssl=generation.return_ssl,
+    agent.returns.reconfigure(agent.metered_returns, limits=generation.limits, ssl=generation.return_ssl,
                               max_associations=config.return_.max_associations, proxies=proxies)
     if agent.logout is not None:
         agent.logout.verifier = agent.logout_verifier()

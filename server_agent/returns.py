@@ -6,10 +6,17 @@ tls``, PS3.15 B.12; else by its source address) and only while a move the agent 
 that destination is outstanding; it is relayed over TLS to the workstation agent of ``WS``. Each
 C-STORE must belong to one of those moves (:mod:`server_agent.moves`) and is decided as that move, for
 the user who made it; any other request is refused (deny by default).
+
+The moves are looked up in the shared store, so the PACS may reach any worker or instance: a move
+permitted by this process is decided by its association (as ever); one permitted elsewhere by a
+:class:`~server_agent.association.ServerAssociation` of ``deciders`` standing for the move's user
+(the PDP asked the same question, recorded under this association). Without the shared store the
+association is refused (A-ASSOCIATE-RJ transient) and so is each store (fail closed).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import ssl
 import time
@@ -32,13 +39,14 @@ from dicomwire.questions import (
 from dicomwire.tls import certificate_names
 from dicomwire.upstream import Upstream
 
-from .association import comment
-from .authorization import read_facts
+from .association import Retrieval, ServerPolicy, comment
+from .authorization import Facts, read_facts
 from .config import ServerAgentConfig
 from .decisions import Decisions
-from .moves import MoveRegistry, originator
+from .moves import Move, MoveRegistry, originator, subject_of
 from .records import Recorder
 from .routing import pacs_addresses, return_source
+from .shared import MoveRecord, SharedUnavailable
 
 log = logging.getLogger("server_agent")
 
@@ -51,6 +59,7 @@ class ReturnPolicy:
     client_ssl: ssl.SSLContext | None  # to the workstation agents
     pacs_hosts: set[str] = field(default_factory=set)
     asks: Asks = EVERY_REQUEST
+    deciders: ServerPolicy | None = None  # decides sub-operations of moves other processes permitted
 
     def __post_init__(self) -> None:
         self.pacs_hosts = self.pacs_hosts or pacs_addresses(self.config.pacs.values())
@@ -66,7 +75,7 @@ class ReturnAssociation(Forwarding):
         self.record = Recorder(factory.decisions, connection.association_id)
         self.destination = ""
 
-    def associate(self, question: AssociationQuestion) -> AssociationVerdict:
+    async def associate(self, question: AssociationQuestion) -> AssociationVerdict:
         started = time.perf_counter()
         rq, config = question.rq, self.factory.config
         peer, names = self.connection.peer, certificate_names(self.connection.peer_certificate)
@@ -78,7 +87,12 @@ class ReturnAssociation(Forwarding):
         if pacs:
             self.record.note(pacs=pacs)
         workstation = config.workstations.get(rq.called_ae.partition("@")[2])
-        if workstation is None or not self.factory.moves.active(rq.called_ae):
+        try:
+            active = workstation is not None and await self.factory.moves.active(rq.called_ae)
+        except SharedUnavailable as error:
+            self.record.authentication(error.reason, f"shared state unavailable ({error})", started, path="return")
+            return RejectAssociation(reason_text="shared state unavailable", result=2, source=3, reason=1)
+        if workstation is None or not active:
             self.record.authentication(Reason.NO_MOVE_OUTSTANDING, f"no authorized C-MOVE outstanding for "
                                        f"{rq.called_ae!r}", started, path="return")
             return RejectAssociation(reason_text=f"unsolicited C-STORE to {rq.called_ae!r}", result=1, source=1,
@@ -102,12 +116,30 @@ class ReturnAssociation(Forwarding):
         if facts.malformed:  # the image cannot be matched to a move: refused as its move would refuse it
             self.record.authorization(facts, None, None, Reason.MALFORMED, False, None, detail=facts.malformed)
             return Refuse(comment=comment("data set could not be read one way only"), status=facts.status)
-        ae, message_id = originator(command)
-        move, reason = self.factory.moves.match(self.destination, ae, message_id, facts.resource)
+        return self._matched(facts, *originator(command))
+
+    async def _matched(self, facts: Facts, ae: str | None, message_id: int | None) -> RequestVerdict:
+        try:
+            move, reason = await self.factory.moves.match(self.destination, ae, message_id, facts.resource)
+        except SharedUnavailable as error:
+            self.record.authorization(facts, None, None, error.reason, False, None, detail=str(error))
+            return Refuse(comment=comment("shared state unavailable"))
         if move is None:
             self.record.authorization(facts, None, None, reason, False, None)
             return Refuse(comment=comment("no C-MOVE this image belongs to"))
-        return move.owner.decide(facts, move)
+        verdict = move.owner.decide(facts, move) if isinstance(move, Move) else self._elsewhere(facts, move)
+        return await verdict if inspect.isawaitable(verdict) else verdict
+
+    def _elsewhere(self, facts: Facts, move: MoveRecord) -> RequestVerdict | Awaitable[RequestVerdict]:
+        """A sub-operation of a move another process permitted: decided for that move's user."""
+        who = subject_of(move)
+        if self.factory.deciders is None or who is None:
+            self.record.authorization(facts, None, None, Reason.NO_MATCHING_MOVE, False, None,
+                                      detail="the move was permitted by another process and names no user here")
+            return Refuse(comment=comment("no C-MOVE this image belongs to"))
+        stand_in = self.factory.deciders.open(self.connection)
+        stand_in.subject, stand_in.context = who
+        return stand_in.decide(facts, Retrieval(facts=facts))
 
     def notice(self, notice: Notice) -> None:
         self.record.notice(notice, None, None)

@@ -1,12 +1,13 @@
 """The server agent's composition root: the listeners, and what lasts across reloads (the decision
-log, outstanding moves, sessions); TLS contexts and the identity provider and PDP clients are built per
-generation of the configuration (:mod:`server_agent.generation`), replaced on SIGHUP
-(:mod:`server_agent.reload`). The only place that builds real clients."""
+log, outstanding moves, sessions, the shared state, metrics); TLS contexts and the identity provider and
+PDP clients are built per generation of the configuration (:mod:`server_agent.generation`), replaced on
+SIGHUP (:mod:`server_agent.reload`). The only place that builds real clients."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from audit.events import ApplicationEvent, Kind
 from audit.syslog import SpooledSender
@@ -15,57 +16,110 @@ from dicomwire.version import version
 from oauthclient import AsyncExecutor, AsyncOAuthClient
 from tomlconf.reload import digest
 
+from .admin import CheckResult
 from .association import ServerPolicy
 from .authn import Authenticator
 from .config import ServerAgentConfig
-from .decisions import DecisionLog, Decisions, UnloggedDecisions, load_key
+from .decisions import Decisions, load_key
 from .generation import Lasting, build, identity_client, pacs_context, pdp_credentials, return_context
 from .logout import LogoutEndpoint
+from .metrics import MeteredFactory
+from .monitoring import MeteredDecisionLog, MeteredUnlogged, ServerAdmin, ServerMetrics
 from .moves import MoveRegistry
 from .pdp import PdpClient
 from .sessions import LogoutVerifier, Sessions
+from .shared import LocalShared, SharedState
 
 log = logging.getLogger("server_agent")
 
 
+def shared_state(config: ServerAgentConfig) -> SharedState:
+    """``[shared] redis``: the site's Redis (keys under ``dia:SITE:`` unless ``prefix`` says otherwise);
+    else this process's own state (one worker)."""
+    section = config.shared
+    if section.redis is None:
+        return LocalShared(config.identity.throttle, max_ended=config.sessions.max_ended)
+    from .shared_redis import RedisShared, connect  # the redis client only where it is configured
+
+    prefix = section.prefix or f"dia:{config.server.site or config.name}:"
+    return RedisShared(connect(section), prefix, config.identity.throttle, timeout=section.timeout)
+
+
+def shared_check(shared: SharedState) -> CheckResult:
+    problem = shared.problem
+    return CheckResult(ok=problem is None, detail=problem or ("Redis answers" if not isinstance(shared, LocalShared)
+                                                             else "in this process"))
+
+
 class ServerAgent:
-    def __init__(self, config: ServerAgentConfig) -> None:
+    def __init__(self, config: ServerAgentConfig,
+                 derive: Callable[[ServerAgentConfig], ServerAgentConfig] | None = None) -> None:
+        # What a reload applies to the file it reads before comparing it (a worker's own decision log).
+        self.derive = derive or (lambda c: c)
+        metrics = ServerMetrics(config)  # in a registry of this agent's own
         logged, repository = config.decision_log, config.audit
         audit = SpooledSender(repository.target(), repository.spool) if repository and repository.spool else None
         decisions: Decisions
         if logged.enabled and logged.key_file is not None:
-            decisions = DecisionLog(config.server.decision_log, load_key(logged.key_file),
-                                    max_bytes=logged.max_bytes, checkpoint_interval=logged.checkpoint_interval,
-                                    audit=audit, source_id=config.name)
+            decisions = MeteredDecisionLog(metrics, config.server.decision_log, load_key(logged.key_file),
+                                           max_bytes=logged.max_bytes, checkpoint_interval=logged.checkpoint_interval,
+                                           audit=audit, source_id=config.name)
         else:
             log.critical("DECISION LOG DISABLED ([decision_log] enabled = false in %s): decisions are not "
                          "recorded; for measurements only", config.path)
-            decisions = UnloggedDecisions()
-        self.lasting = Lasting(decisions=decisions, moves=MoveRegistry(), sessions=Sessions(config.sessions))
+            decisions = MeteredUnlogged(metrics)
+        shared = shared_state(config)
+        self.lasting = Lasting(decisions=decisions, moves=MoveRegistry(shared), sessions=Sessions(config.sessions),
+                               shared=shared, metrics=metrics)
         # Everything built from the file: replaced as a whole by a reload (server_agent.reload).
         self.generation = build(config, self.lasting, number=1, digest=digest(config.path))
-        self.sessions.end_association = lambda owner: any(s.end(owner) for s in (self.main, self.plain) if s)
+        # One metered factory per kind of listener for the agent's life (metrics, and the wrappers of live
+        # associations' policies); a reload puts the new generation's policy in it.
+        self.metered = MeteredFactory(self.generation.policy, metrics)  # counts what the policy decides
+        self.metered_returns = MeteredFactory(self.generation.returns, metrics)
+        self.sessions.end_association = lambda owner: any(s.end(self.metered.outer(owner))
+                                                          for s in (self.main, self.plain) if s)
         listen = config.sessions.logout_listen
-        self.logout = LogoutEndpoint(self.logout_verifier(), self.sessions, *listen) if listen else None
+        shared_port = config.server.workers > 1  # SO_REUSEPORT: the other workers bind the same ports
+        self.logout = (LogoutEndpoint(self.logout_verifier(), self.sessions, *listen, shared=shared,
+                                      reuse_port=shared_port) if listen else None)
+        self._listeners(config, shared_port)
+        for server in self.servers:
+            metrics.watch(server.name, lambda server=server: server.live)  # type: ignore[misc]
+        self.admin = (ServerAdmin(config.admin, config, metrics, lambda: self.servers, self.decisions)
+                      if config.admin is not None else None)
+        if self.admin is not None:  # not ready while the shared state is out of reach (it refuses everything)
+            self.admin.readiness.local["shared_state"] = lambda: shared_check(self.shared)
+            self.admin.server.reuse_port = shared_port
+        self.retired: set[asyncio.Task[None]] = set()  # old generations waiting for their associations
+
+    def _listeners(self, config: ServerAgentConfig, shared_port: bool) -> None:
         # Workstation agents only, each with a certificate from the site CA (mutual TLS, PS3.15 B.12).
-        generation, limits = self.generation, self.generation.limits
-        self.main = RelayServer(generation.policy, host=config.listen[0], port=config.listen[1],
-                                ssl=generation.main_ssl, limits=limits, max_associations=config.max_associations,
-                                name="main", proxies=config.server.proxy_protocol_from)
-        self.plain = (RelayServer(generation.policy, host=config.plain_listen[0], port=config.plain_listen[1],
+        generation, limits, proxies = self.generation, self.generation.limits, config.server.proxy_protocol_from
+        self.main = RelayServer(self.metered, host=config.listen[0], port=config.listen[1], ssl=generation.main_ssl,
+                                limits=limits, max_associations=config.max_associations, name="main",
+                                proxies=proxies, reuse_port=shared_port)
+        self.plain = (RelayServer(self.metered, host=config.plain_listen[0], port=config.plain_listen[1],
                                   limits=limits, max_associations=config.max_associations, name="plain",
-                                  proxies=config.server.proxy_protocol_from)
+                                  proxies=proxies, reuse_port=shared_port)
                       if config.plain_listen else None)
-        self.returns = RelayServer(generation.returns, host=config.return_listen[0], port=config.return_listen[1],
+        self.returns = RelayServer(self.metered_returns, host=config.return_listen[0], port=config.return_listen[1],
                                    ssl=generation.return_ssl, limits=limits,
                                    max_associations=config.return_.max_associations, name="return",
-                                   proxies=config.server.proxy_protocol_from)
-        self.retired: set[asyncio.Task[None]] = set()  # old generations waiting for their associations
+                                   proxies=proxies, reuse_port=shared_port)
 
     # -- the current generation's parts (server_agent.generation), by the names callers know ------------
     @property
     def config(self) -> ServerAgentConfig:
         return self.generation.config
+
+    @property
+    def metrics(self) -> ServerMetrics:
+        return self.lasting.metrics
+
+    @property
+    def shared(self) -> SharedState:
+        return self.lasting.shared
 
     @property
     def decisions(self) -> Decisions:
@@ -112,11 +166,16 @@ class ServerAgent:
         return [s for s in (self.main, self.plain, self.returns) if s is not None]
 
     async def start(self) -> None:
+        start = getattr(self.shared, "start", None)
+        if start is not None:
+            start()  # pings Redis: unreachable means refuse (fail closed), and /readyz false
         for server in self.servers:
             await server.start()
         if self.logout is not None:
             await self.logout.start()
             log.info("back-channel logout endpoint on http://%s:%d/backchannel-logout", *self.logout.address)
+        if self.admin is not None:  # once the listeners are up: ready means they are
+            await self.admin.start()
         self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_START, name=self.config.name,
                                               detail={"listen": f"{self.main.address[0]}:{self.main.address[1]}",
                                                       "version": version(),
@@ -132,10 +191,14 @@ class ServerAgent:
         await asyncio.gather(*(s.shutdown(deadline) for s in self.servers))
         self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_STOP, name=self.config.name))
         self.decisions.close()
+        await self.shared.close()
         for task in list(self.retired):  # their associations are over now: close their clients at once
             task.cancel()
         await asyncio.gather(*self.retired, return_exceptions=True)
         await self.generation.aclose()
+        if self.admin is not None:  # last: /readyz says 503 while the listeners drain
+            await self.admin.stop()
 
 
-__all__ = ["ServerAgent", "identity_client", "pacs_context", "pdp_credentials", "return_context"]
+__all__ = ["ServerAgent", "identity_client", "pacs_context", "pdp_credentials", "return_context", "shared_check",
+           "shared_state"]

@@ -55,7 +55,7 @@ class Logout:
     issued_at: float
 
 
-def _session_claims(subject: Subject) -> dict[str, Any]:
+def session_claims(subject: Subject) -> dict[str, Any]:
     """``sid`` and ``iat`` of the subject's token. The token was verified at association time (this same
     string, :meth:`Authenticator.verify_jwt`); here it is only read again."""
     if not subject.token:
@@ -150,7 +150,7 @@ class Sessions:
 
     def refusal(self, subject: Subject) -> str | None:
         """Why a new association with this subject's token is refused: its session already ended."""
-        claims = _session_claims(subject)
+        claims = session_claims(subject)
         self._forget_old()
         sid = claims.get("sid")
         if isinstance(sid, str) and sid in self._ended_sids:
@@ -166,7 +166,7 @@ class Sessions:
         bound by its ``exp``, but a logout of its subject still ends it. Unbound without the endpoint."""
         if not self.enabled or subject.kind != "user" or not subject.token:
             return subject, None
-        sid = _session_claims(subject).get("sid")
+        sid = session_claims(subject).get("sid")
         sid = sid if isinstance(sid, str) else ""
         until = self._clock() + self.config.max_lifetime if sid else subject.expires_at
         binding = Binding(owner=owner, sid=sid, sub=subject.id, token_expires_at=subject.expires_at, until=until)
@@ -230,4 +230,4 @@ class Sessions:
             self._ended_subs.popitem(last=False)
 
 
-__all__ = ["BACKCHANNEL_EVENT", "Binding", "Logout", "LogoutRejected", "LogoutVerifier", "Sessions"]
+__all__ = ["BACKCHANNEL_EVENT", "Binding", "Logout", "LogoutRejected", "LogoutVerifier", "Sessions", "session_claims"]

@@ -3,6 +3,8 @@ the images that move asked for, within the count the PACS announced (deny by def
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,6 +44,17 @@ class Owner:
         self.decided.append(facts)
         move.relayed += 1
         return Permit()
+
+
+def run(value: Any) -> Any:
+    """A verdict or registry answer that may come later (the shared store is asynchronous), now."""
+    if not inspect.isawaitable(value):
+        return value
+
+    async def wait() -> Any:
+        return await value
+
+    return asyncio.run(wait())
 
 
 def command(fields: dict[int, Any]) -> Any:
@@ -105,9 +118,9 @@ def returns(moves: MoveRegistry) -> tuple[Any, Recorded]:
 def test_anything_but_the_pacss_c_store_is_refused(side: Side, fields: dict[int, Any]) -> None:
     moves = MoveRegistry()
     owner = Owner()
-    moves.add(move_of(owner))
+    run(moves.add(move_of(owner)))
     association, log = returns(moves)
-    verdict = association.request(question(side, fields, head()))
+    verdict = run(association.request(question(side, fields, head())))
     assert isinstance(verdict, Refuse) and "return path" in verdict.comment
     assert log.events[-1][1]["decision"] == "deny" and log.events[-1][1]["reason"] == "unsupported_service"
     assert owner.decided == []  # refused before any policy
@@ -116,9 +129,9 @@ def test_anything_but_the_pacss_c_store_is_refused(side: Side, fields: dict[int,
 def test_a_store_of_the_moved_study_is_decided_as_its_move() -> None:
     moves = MoveRegistry()
     owner = Owner()
-    moves.add(move_of(owner))
+    run(moves.add(move_of(owner)))
     association, _ = returns(moves)
-    assert isinstance(association.request(question(Side.CLIENT, store(), head())), Permit)
+    assert isinstance(run(association.request(question(Side.CLIENT, store(), head()))), Permit)
     assert [f.patient for f in owner.decided] == ["PAT-1"]
 
 
@@ -130,9 +143,9 @@ def test_a_store_of_the_moved_study_is_decided_as_its_move() -> None:
 def test_an_image_nobody_asked_for_is_refused(fields: dict[int, Any], data_set: bytes, reason: Reason) -> None:
     moves = MoveRegistry()
     owner = Owner()
-    moves.add(move_of(owner))
+    run(moves.add(move_of(owner)))
     association, log = returns(moves)
-    assert isinstance(association.request(question(Side.CLIENT, fields, data_set)), Refuse)
+    assert isinstance(run(association.request(question(Side.CLIENT, fields, data_set))), Refuse)
     assert log.events[-1][1]["reason"] == reason.value and owner.decided == []
 
 
@@ -140,24 +153,25 @@ def test_no_more_images_than_the_pacs_announced() -> None:
     moves = MoveRegistry()
     owner = Owner()
     move = move_of(owner)
-    moves.add(move)
-    move.respond(command({Tag.COMMAND_FIELD: 0x8021, Tag.MESSAGE_ID_BEING_RESPONDED_TO: 7, Tag.STATUS: 0xFF00,
+    run(moves.add(move))
+    run(moves.respond(move, command({
+                          Tag.COMMAND_FIELD: 0x8021, Tag.MESSAGE_ID_BEING_RESPONDED_TO: 7, Tag.STATUS: 0xFF00,
                           Tag.AFFECTED_SOP_CLASS_UID: MOVE, Tag.COMMAND_DATA_SET_TYPE: 0x0101,
                           Tag.NUMBER_OF_REMAINING_SUBOPERATIONS: 1, Tag.NUMBER_OF_COMPLETED_SUBOPERATIONS: 1,
-                          Tag.NUMBER_OF_FAILED_SUBOPERATIONS: 0, Tag.NUMBER_OF_WARNING_SUBOPERATIONS: 0}), False)
+                          Tag.NUMBER_OF_FAILED_SUBOPERATIONS: 0, Tag.NUMBER_OF_WARNING_SUBOPERATIONS: 0}), False))
     association, log = returns(moves)
     for n in range(2):
-        assert isinstance(association.request(question(Side.CLIENT, store(f"1.2.3.{n}"), head())), Permit)
-    assert isinstance(association.request(question(Side.CLIENT, store("1.2.3.9"), head())), Refuse)
+        assert isinstance(run(association.request(question(Side.CLIENT, store(f"1.2.3.{n}"), head()))), Permit)
+    assert isinstance(run(association.request(question(Side.CLIENT, store("1.2.3.9"), head()))), Refuse)
     assert log.events[-1][1]["reason"] == Reason.NOT_IN_MOVE.value
 
 
 def test_moves_of_two_users_to_one_destination_are_ambiguous() -> None:
     moves = MoveRegistry()
-    moves.add(move_of(Owner(("user", "rad"))))
-    moves.add(move_of(Owner(("user", "refdoc"))))
+    run(moves.add(move_of(Owner(("user", "rad")))))
+    run(moves.add(move_of(Owner(("user", "refdoc")))))
     association, log = returns(moves)
-    assert isinstance(association.request(question(Side.CLIENT, store(), head())), Refuse)
+    assert isinstance(run(association.request(question(Side.CLIENT, store(), head()))), Refuse)
     assert log.events[-1][1]["reason"] == Reason.AMBIGUOUS_MOVE.value
 
 
@@ -166,14 +180,14 @@ def test_a_move_leaves_the_registry_with_its_end_and_when_it_expires() -> None:
     moves = MoveRegistry(clock=lambda: now[0])
     owner = Owner()
     ended, expiring = move_of(owner), move_of(owner, message_id=8, expires=150.0)
-    moves.add(ended)
-    moves.add(expiring)
-    assert moves.match("VIEWER@WS1", "VIEWER@WS1", 7, {"study_instance_uid": "1.2.840.1"})[0] is ended
-    moves.remove(ended)  # its association is over (ServerAssociation.close)
-    assert moves.match("VIEWER@WS1", "VIEWER@WS1", 7, {"study_instance_uid": "1.2.840.1"})[0] is None
-    assert moves.active("VIEWER@WS1")
+    run(moves.add(ended))
+    run(moves.add(expiring))
+    assert run(moves.match("VIEWER@WS1", "VIEWER@WS1", 7, {"study_instance_uid": "1.2.840.1"}))[0] is ended
+    run(moves.remove(ended))  # its association is over (ServerAssociation.close)
+    assert run(moves.match("VIEWER@WS1", "VIEWER@WS1", 7, {"study_instance_uid": "1.2.840.1"}))[0] is None
+    assert run(moves.active("VIEWER@WS1"))
     now[0] = 151.0
-    assert not moves.active("VIEWER@WS1")  # move_timeout passed
+    assert not run(moves.active("VIEWER@WS1"))  # move_timeout passed
 
 
 def test_a_pacs_configured_by_name_is_recognised_by_its_addresses() -> None:
@@ -193,18 +207,23 @@ def test_a_move_goes_with_the_association_that_made_it_and_never_to_another() ->
     from dicomwire.policy import Ending
     from server_agent.association import ServerPolicy
 
-    moves = MoveRegistry()
-    factory = ServerPolicy(SimpleNamespace(), None, None, moves, Recorded())  # type: ignore[arg-type]
-    first = factory.open(ConnectionInfo(association_id="1", peer=None, local=None))
-    second = factory.open(ConnectionInfo(association_id="2", peer=None, local=None))
-    mine, theirs = move_of(first, message_id=7), move_of(second, message_id=8)  # type: ignore[arg-type]
-    for association, move in ((first, mine), (second, theirs)):
-        association.moves.append(move)
-        moves.add(move)
-    image = {"study_instance_uid": "1.2.840.1"}
-    assert moves.match("VIEWER@WS1", "VIEWER@WS1", 7, image)[0] is mine
-    first.close(Ending(reason="released", established=True))
-    assert moves.match("VIEWER@WS1", "VIEWER@WS1", 7, image) == (None, Reason.NO_MATCHING_MOVE)
-    assert moves.match("VIEWER@WS1", "VIEWER@WS1", 8, image)[0] is theirs  # untouched by the other's end
-    second.close(Ending(reason="released", established=True))
-    assert not moves.active("VIEWER@WS1")
+    async def body() -> None:
+        moves = MoveRegistry()
+        factory = ServerPolicy(SimpleNamespace(), None, None, moves, Recorded())  # type: ignore[arg-type]
+        first = factory.open(ConnectionInfo(association_id="1", peer=None, local=None))
+        second = factory.open(ConnectionInfo(association_id="2", peer=None, local=None))
+        mine, theirs = move_of(first, message_id=7), move_of(second, message_id=8)  # type: ignore[arg-type]
+        for association, move in ((first, mine), (second, theirs)):
+            association.moves.append(move)
+            await moves.add(move)
+        image = {"study_instance_uid": "1.2.840.1"}
+        assert (await moves.match("VIEWER@WS1", "VIEWER@WS1", 7, image))[0] is mine
+        first.close(Ending(reason="released", established=True))
+        await asyncio.sleep(0)  # the shared store is told at once, in the background
+        assert await moves.match("VIEWER@WS1", "VIEWER@WS1", 7, image) == (None, Reason.NO_MATCHING_MOVE)
+        assert (await moves.match("VIEWER@WS1", "VIEWER@WS1", 8, image))[0] is theirs  # untouched by the other's end
+        second.close(Ending(reason="released", established=True))
+        await asyncio.sleep(0)
+        assert not await moves.active("VIEWER@WS1")
+
+    asyncio.run(body())

@@ -4,6 +4,8 @@ the PACS that certificate names, wherever it connects from; without it, from a P
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import socket
 import ssl
 import threading
@@ -66,8 +68,8 @@ def outstanding(moves: MoveRegistry) -> None:
                                              Tag.AFFECTED_SOP_CLASS_UID: MOVE, Tag.MOVE_DESTINATION: "VIEWER@WS1",
                                              Tag.COMMAND_DATA_SET_TYPE: 1}))
     facts = read_facts(command, b"", "1.2.840.10008.1.2", complete=True, action=Action.C_MOVE)
-    moves.add(Move(owner=None, facts=facts, destination="VIEWER@WS1", calling_ae="VIEWER@WS1",  # type: ignore[arg-type]
-                   message_id=7, expires=1e12))
+    asyncio.run(moves.add(Move(owner=None, facts=facts, destination="VIEWER@WS1", calling_ae="VIEWER@WS1",  # type: ignore[arg-type]
+                   message_id=7, expires=1e12)))
 
 
 def associate(configured: ServerAgentConfig, peer: str, names: list[str] | None) -> tuple[object, Recorded]:
@@ -78,7 +80,8 @@ def associate(configured: ServerAgentConfig, peer: str, names: list[str] | None)
     association = policy.open(ConnectionInfo(association_id="r1", peer=(peer, 40000), local=None,
                                              peer_certificate=certificate, listener="return"))
     rq = decode_associate(pynetdicom_rq(called="VIEWER@WS1", calling="ORTHANC"))
-    return association.associate(AssociationQuestion(rq=rq)), log
+    verdict = association.associate(AssociationQuestion(rq=rq))
+    return (asyncio.run(verdict) if inspect.iscoroutine(verdict) else verdict), log
 
 
 def test_over_tls_the_certificate_names_the_pacs_whatever_the_address(pki: Path) -> None:

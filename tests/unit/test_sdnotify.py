@@ -18,8 +18,9 @@ import pytest
 from agent import certs
 from devtools.hial import HialProcess
 from devtools.peers import PROJECT, free_port
+from devtools.redis_server import REDIS_SERVER, RedisServer
 from dicomwire.sdnotify import Notifier, monotonic_usec
-from server_agent.config import IdentityConfig, Pacs, ServerAgentConfig, ServerSection, TlsFiles
+from server_agent.config import IdentityConfig, Pacs, ServerAgentConfig, ServerSection, SharedSection, TlsFiles
 from tomlconf import write
 
 
@@ -146,3 +147,44 @@ def test_the_hial_is_ready_when_it_accepts_reloads_on_hup_and_says_it_stops(tmp_
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server missing: run `make test`")
+def test_with_workers_the_supervisor_is_ready_when_every_worker_is_and_after_each_has_reloaded(
+        tmp_path: Path, manager: socket.socket) -> None:
+    """``[server] workers = 2``: systemd hears the supervisor (NotifyAccess=main); it says READY=1 once
+    both workers have told it so (each with its listeners up), RELOADING=1 on HUP until both have
+    reloaded, STOPPING=1 on TERM."""
+    pki = tmp_path / "pki"
+    certs.init_ca(pki)
+    certs.issue(pki, "gw1", ["127.0.0.1"])
+    ports = {name: free_port() for name in ("listen", "return")}
+    redis = RedisServer(tmp_path / "redis").start()
+    config = ServerAgentConfig(
+        server=ServerSection(name="GW1", listen=("127.0.0.1", ports["listen"]), workers=2,
+                             return_listen=("127.0.0.1", ports["return"]), decision_log=tmp_path / "decisions.jsonl"),
+        tls=TlsFiles(certificate=pki / "gw1.crt", key=pki / "gw1.key", ca=pki / "ca.crt"),
+        identity=IdentityConfig(issuer="https://idp.example.org", client_id="server-agent", client_secret="s"),
+        pacs={"ORTHANC": Pacs(host="127.0.0.1", port=free_port())}, shared=SharedSection(redis=redis.url))
+    path = write(tmp_path / "server-agent.toml", config)
+    env = {**os.environ, "NOTIFY_SOCKET": manager.getsockname()}
+    with open(tmp_path / "server-agent.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "server_agent.cli", "serve", "--config", str(path)],
+                                   cwd=PROJECT, env=env, stderr=log)
+    try:
+        ready = receive(manager)
+        assert ready == {"READY": "1", "STATUS": "2 workers serving"} and accepts(ports["listen"])
+        logged = (tmp_path / "server-agent.log").read_text()
+        assert logged.count("ready on 127.0.0.1") == 2  # both workers, before the supervisor said so
+        process.send_signal(signal.SIGHUP)
+        assert receive(manager)["RELOADING"] == "1"
+        assert receive(manager)["READY"] == "1"
+        assert (tmp_path / "server-agent.log").read_text().count("configuration reloaded: generation 2") == 2
+        process.send_signal(signal.SIGTERM)
+        assert receive(manager) == {"STOPPING": "1"}
+        assert process.wait(40) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        redis.stop()

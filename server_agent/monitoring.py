@@ -1,0 +1,232 @@
+"""The server agent's admin listener (issue 15 item 3): its readiness checks and its metrics.
+
+Ready means able to decide and record: the DICOM listeners are up; the identity provider answers
+(discovery, then its JWKS fetched: the keys tokens are verified with, RFC 7517 section 5); the PDP
+answers (its AuthZEN metadata, section 9.1); the decision log is healthy (no write failed, its writer not
+behind), its writer lock is held by this process and its directory takes new files (its next segment);
+and the audit spool is within ``[admin] max_audit_spool``. The provider and the PDP are asked with
+HTTP clients of the checks' own, at most once per ``[admin] check_interval``.
+
+The counts of decisions come from the decision events themselves (:class:`MeteredDecisionLog`): the
+reason label is the agent's :class:`~audit.events.Reason` (a decision the PDP made is ``pdp``, whatever
+code the PDP gave: its vocabulary is not ours to bound).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from audit.events import AuthenticationEvent, AuthorizationEvent, DecisionEvent
+from audit.syslog import SpooledSender
+from dicomwire.listener import RelayServer
+from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, OAuthClientError, Timeouts, TlsFiles
+from oauthclient.discovery import JwksRequest
+from tomlconf.admin import AdminSection
+
+from .admin import AdminServer, CheckResult, Readiness, routes
+from .config import ServerAgentConfig
+from .decisions import DecisionLog, Decisions, UnloggedDecisions
+from .metrics import CertificateExpiry, RelayMetrics
+from .pdp import metadata_request
+
+log = logging.getLogger("server_agent.admin")
+
+
+class ServerMetrics(RelayMetrics):
+    """The server agent's registry: the relays' metrics and its decisions, log and spool."""
+
+    def __init__(self, config: ServerAgentConfig) -> None:
+        super().__init__("server", config.name)
+        r = self.registry
+        self.authentications = Counter(
+            "dicom_agent_authentications", "Association requests decided (identity, node policy, return path), by "
+            "path, decision and the agent's reason code", ["path", "decision", "reason"], registry=r)
+        self.decisions = Counter(
+            "dicom_agent_decisions", "DIMSE requests, C-FIND matches and sub-operations decided, by action, "
+            "decision, reason code and stage (request, match, sub_operation)",
+            ["action", "decision", "reason", "stage"], registry=r)
+        self.log_backlog = Gauge("dicom_agent_decision_log_backlog", "Decision records waiting for the disk",
+                                 registry=r)
+        self.log_healthy = Gauge("dicom_agent_decision_log_healthy", "1 while the decision log writes and keeps "
+                                 "up (0: new work is refused with on_failure = refuse)", registry=r)
+        self.spool = Gauge("dicom_agent_audit_spool_messages", "Audit messages spooled, not yet taken by the "
+                           "audit record repository", registry=r)
+        r.register(CertificateExpiry(lambda: certificates(config)))
+
+    def count(self, event: DecisionEvent) -> None:
+        if isinstance(event, AuthenticationEvent):
+            path = "return" if event.path == "return" else "association"
+            self.authentications.labels(path, event.decision.value, event.reason.value).inc()
+        elif isinstance(event, AuthorizationEvent):
+            stage = "match" if event.post_filter else "sub_operation" if event.sub_operation_of else "request"
+            self.decisions.labels(event.action.value, event.decision.value, event.reason.value, stage).inc()
+
+    def watch_log(self, decisions: Decisions, spool: SpooledSender | None) -> None:
+        self.log_backlog.set_function(lambda: getattr(decisions, "backlog", 0))
+        self.log_healthy.set_function(lambda: 1 if decisions.healthy else 0)
+        self.spool.set_function(spool.pending if spool is not None else lambda: 0)
+
+
+def certificates(config: ServerAgentConfig) -> dict[str, Path]:
+    """Each certificate file of the configuration, by its key (bounded: the file's own keys)."""
+    found = {"tls.certificate": config.tls.certificate, "tls.ca": config.tls.ca}
+    for name, pacs in config.pacs.items():
+        if pacs.ca is not None:
+            found[f"pacs.{name}.ca"] = pacs.ca
+        if pacs.tls and pacs.certificate is not None and pacs.certificate != config.tls.certificate:
+            found[f"pacs.{name}.certificate"] = pacs.certificate
+    if config.pdp.certificate is not None:
+        found["pdp.certificate"] = config.pdp.certificate
+    return found
+
+
+class MeteredDecisionLog(DecisionLog):
+    """The decision log, each event counted in ``metrics`` as it is handed over."""
+
+    def __init__(self, metrics: ServerMetrics, *args: Any, **options: Any) -> None:
+        self.metrics = metrics
+        super().__init__(*args, **options)
+
+    def write(self, event: DecisionEvent, /) -> None:
+        self.metrics.count(event)
+        super().write(event)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+
+class MeteredUnlogged(UnloggedDecisions):
+    """``[decision_log] enabled = false``: nothing recorded, the decisions still counted."""
+
+    backlog = 0
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    def write(self, event: DecisionEvent, /) -> None:
+        self.metrics.count(event)
+
+
+def check_listeners(servers: list[RelayServer]) -> CheckResult:
+    closed = []
+    for server in servers:
+        try:
+            server.address  # noqa: B018 - raises once the listening socket is closed
+        except (AssertionError, OSError):
+            closed.append(server.name)
+    if closed:
+        return CheckResult(ok=False, detail=f"not listening: {', '.join(closed)}")
+    return CheckResult(ok=True, detail=", ".join(f"{s.name} {s.address[0]}:{s.address[1]}" for s in servers))
+
+
+def check_decision_log(decisions: Decisions) -> CheckResult:
+    """Healthy, the writer lock ours, and its directory takes a new file (the next segment goes there)."""
+    if not isinstance(decisions, DecisionLog):
+        return CheckResult(ok=True, detail="disabled ([decision_log] enabled = false): nothing is recorded")
+    if decisions.problem is not None:
+        return CheckResult(ok=False, detail=decisions.problem)
+    if not _lock_held(decisions.path.with_name(decisions.path.name + ".lock")):
+        return CheckResult(ok=False, detail="this process does not hold the decision log's writer lock")
+    probe = decisions.path.with_name(f".{decisions.path.name}.readyz-{os.getpid()}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        return CheckResult(ok=False, detail=f"the decision log's directory takes no new file: {error.strerror}")
+    return CheckResult(ok=True, detail="writing")
+
+
+def _lock_held(path: Path) -> bool:
+    """Whether ``LOG.lock`` names this process and is locked (a lock on a new open file description
+    conflicts with our own, audit/decisions.py's :class:`WriterLock`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if os.pread(fd, 32, 0).strip() != str(os.getpid()).encode():
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)  # nobody held it: not ours either
+        return False
+    finally:
+        os.close(fd)
+
+
+class ServerAdmin:
+    """``[admin]``: the listener, its checks against this agent's parts, and its metrics."""
+
+    def __init__(self, admin: AdminSection, config: ServerAgentConfig, metrics: ServerMetrics,
+                 servers: Callable[[], list[RelayServer]], decisions: Decisions) -> None:
+        self.config = config
+        self.metrics = metrics
+        spool = decisions.audit if isinstance(decisions, DecisionLog) else None
+        metrics.watch_log(decisions, spool)
+        identity, pdp = config.identity, config.pdp
+        self.identity_http = AsyncExecutor(tls=TlsFiles(ca_file=identity.ca_file),
+                                           timeouts=Timeouts.within(identity.timeout))
+        self.pdp_http = AsyncExecutor(tls=TlsFiles(ca_file=pdp.ca_file, certificate=pdp.certificate, key=pdp.key),
+                                      timeouts=Timeouts.within(pdp.timeout))
+        # Discovery and the JWKS are public (OIDC Discovery 1.0 section 4, RFC 7517): no client secret here.
+        self.provider = AsyncOAuthClient(identity.issuer, ClientAuth(client_id=identity.client_id,
+                                                                     method=AuthMethod.NONE), self.identity_http)
+        self.max_spool = admin.max_audit_spool
+        self.spool = spool
+        self.readiness = Readiness(
+            local={"listeners": lambda: check_listeners(servers()), "decision_log": lambda: check_decision_log(
+                decisions)},
+            remote={"identity_provider": self.check_provider, "pdp": self.check_pdp, "audit_spool": self.check_spool},
+            interval=admin.check_interval, timeout=max(identity.timeout, pdp.timeout) + 1.0)
+        self.server = AdminServer(routes(self.readiness, metrics.registry,
+                                         lambda: metrics.checks(self.readiness.last)), *admin.listen)
+
+    async def check_provider(self) -> CheckResult:
+        try:
+            keys = await self.provider.run(JwksRequest())
+        except OAuthClientError as error:
+            log.warning("readiness: identity provider: %s", error)
+            return CheckResult(ok=False, detail="identity provider unreachable (discovery or JWKS; see the log)")
+        return CheckResult(ok=True, detail=f"JWKS fetched ({len(keys)} keys)")
+
+    async def check_pdp(self) -> CheckResult:
+        try:
+            response = await self.pdp_http.send(metadata_request(self.config.pdp.url))
+        except OAuthClientError as error:
+            log.warning("readiness: PDP: %s", error)
+            return CheckResult(ok=False, detail="PDP unreachable (see the log)")
+        if response.status != 200:
+            return CheckResult(ok=False, detail=f"PDP metadata answered HTTP {response.status}")
+        return CheckResult(ok=True, detail="PDP metadata answered")
+
+    async def check_spool(self) -> CheckResult:
+        if self.spool is None:
+            return CheckResult(ok=True, detail="no audit record repository configured")
+        waiting = self.spool.pending()
+        if waiting > self.max_spool:
+            return CheckResult(ok=False, detail=f"{waiting} audit messages spooled (bound {self.max_spool})")
+        return CheckResult(ok=True, detail=f"{waiting} audit messages spooled")
+
+    async def start(self) -> None:
+        await self.server.start()
+        log.info("admin listener on http://%s:%d (/healthz /readyz /metrics)", *self.server.address)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.identity_http.aclose()
+        await self.pdp_http.aclose()
+
+
+__all__ = ["MeteredDecisionLog", "MeteredUnlogged", "ServerAdmin", "ServerMetrics", "certificates",
+           "check_decision_log"]
