@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agent import certs
+from dicomwire.listener import RelayServer
 from server_agent.config import load
 from server_agent.reload import reload
 from server_agent.service import ServerAgent
@@ -63,6 +64,11 @@ def test_a_key_that_is_not_the_certificates_is_named(tmp_path: Path, pki: Path) 
     assert caught.value.key == "tls.certificate"
 
 
+def opened_by(server: RelayServer) -> object:
+    """The policy factory whose policies a listener's next association gets (under a metrics wrapper)."""
+    return getattr(server.factory, "inner", server.factory)
+
+
 def test_new_associations_get_the_new_generation_and_the_old_one_stays_whole(tmp_path: Path, pki: Path) -> None:
     path = write_config(tmp_path, pki)
 
@@ -70,13 +76,14 @@ def test_new_associations_get_the_new_generation_and_the_old_one_stays_whole(tmp
         agent = ServerAgent(load(path))
         await agent.start()
         try:
-            first = agent.main.factory
+            first = opened_by(agent.main)
             assert first is agent.policy and first.config.pacs["ORTHANC"].port == 4242
             write_config(tmp_path, pki, {"pacs": {"ORTHANC": {"port": 4343}}, "server": {"max_associations": 7}})
             result = reload(agent)
             assert result.applied and result.generation == 2 and result.changed == ("pacs.ORTHANC.port",
                                                                                    "server.max_associations")
-            assert agent.main.factory is agent.policy is not first and agent.returns.factory is agent.generation.returns
+            assert opened_by(agent.main) is agent.policy is not first
+            assert opened_by(agent.returns) is agent.generation.returns
             assert agent.policy.config.pacs["ORTHANC"].port == 4343 and agent.main.max_associations == 7
             assert first.config.pacs["ORTHANC"].port == 4242  # what a live association holds is unchanged
             assert agent.policy.moves is first.moves and agent.policy.decisions is first.decisions
@@ -85,7 +92,7 @@ def test_new_associations_get_the_new_generation_and_the_old_one_stays_whole(tmp
             write_config(tmp_path, pki, {"tls": {"key": "{pki}/other.key"}})
             refused = reload(agent)
             assert not refused.applied and refused.generation == 2 and ": tls.key: " in refused.problem
-            assert agent.main.factory is agent.policy and agent.policy.config.pacs["ORTHANC"].port == 4343
+            assert opened_by(agent.main) is agent.policy and agent.policy.config.pacs["ORTHANC"].port == 4343
             write_config(tmp_path, pki, {"sessions": {"max_lifetime": 60.0}})
             assert "sessions.max_lifetime: cannot change while running" in reload(agent).problem
             # The first generation had no association left: it is retired (its clients closed) at once.
