@@ -28,9 +28,9 @@ from .authn import Authenticator
 from .config import IdentityConfig, Pacs, PdpConfig, ServerAgentConfig
 from .decisions import Decisions
 from .metrics import TimedExecutor
-from .monitoring import ServerMetrics
+from .monitoring import ServerMetrics, TimedPdpClient
 from .moves import MoveRegistry
-from .pdp import ClientCredentials, Credentials, PdpClient, TokenFile
+from .pdp import ClientCredentials, Credentials, TokenFile
 from .returns import ReturnPolicy
 from .sessions import Sessions
 from .shared import SharedState
@@ -151,17 +151,17 @@ def build(config: ServerAgentConfig, lasting: Lasting, *, number: int, digest: s
     oauth = AsyncOAuthClient(config.identity.issuer, identity_client(config.identity), http)
     authn = Authenticator(config.identity, oauth, throttle=throttle)
     authn.logins = lasting.shared
-    # The PDP's own HTTP client when it needs another CA or our client certificate (RFC 8705), timed on its own.
+    # The PDP's own HTTP client when it needs another CA or our client certificate (RFC 8705); its
+    # evaluations are timed by TimedPdpClient, whichever client carries them.
     pdp_http: AsyncExecutor = http
     if config.pdp.certificate is not None or config.pdp.ca_file != config.identity.ca_file:
         try:
-            pdp_http = TimedExecutor(metrics.pdp_seconds, tls=TlsFiles(
-                ca_file=config.pdp.ca_file, certificate=config.pdp.certificate, key=config.pdp.key),
-                timeouts=Timeouts.within(config.pdp.timeout))
+            pdp_http = AsyncExecutor(tls=TlsFiles(ca_file=config.pdp.ca_file, certificate=config.pdp.certificate,
+                                                  key=config.pdp.key), timeouts=Timeouts.within(config.pdp.timeout))
         except (OSError, ValueError, ssl.SSLError) as error:
             raise ConfigError(path, "pdp.certificate" if config.pdp.certificate else "pdp.ca_file",
                               str(error)) from None
-    pdp = PdpClient(config.pdp, pdp_credentials(config.pdp, oauth, pdp_http), pdp_http)
+    pdp = TimedPdpClient(metrics.pdp_seconds, config.pdp, pdp_credentials(config.pdp, oauth, pdp_http), pdp_http)
     pacs_ssl = {p.name: _tls(path, f"pacs.{p.name}", lambda p=p: pacs_context(p))  # type: ignore[misc]
                 for p in config.pacs.values() if p.tls}
     # Deny by default: every request is decided (ServerPolicy.asks), so one the agent has no policy

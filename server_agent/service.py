@@ -24,7 +24,7 @@ from .decisions import Decisions, load_key
 from .generation import Lasting, build, identity_client, pacs_context, pdp_credentials, return_context
 from .logout import LogoutEndpoint
 from .metrics import MeteredFactory
-from .monitoring import MeteredDecisionLog, MeteredUnlogged, ServerAdmin, ServerMetrics
+from .monitoring import MeteredDecisionLog, MeteredUnlogged, ServerAdmin, ServerMetrics, certificates
 from .moves import MoveRegistry
 from .pdp import PdpClient
 from .sessions import LogoutVerifier, Sessions
@@ -56,7 +56,8 @@ class ServerAgent:
                  derive: Callable[[ServerAgentConfig], ServerAgentConfig] | None = None) -> None:
         # What a reload applies to the file it reads before comparing it (a worker's own decision log).
         self.derive = derive or (lambda c: c)
-        metrics = ServerMetrics(config)  # in a registry of this agent's own
+        metrics = ServerMetrics(config.name, lambda: certificates(self.config),  # a registry of its own
+                                config.admin.worker if config.admin is not None else None)
         logged, repository = config.decision_log, config.audit
         audit = SpooledSender(repository.target(), repository.spool) if repository and repository.spool else None
         decisions: Decisions
