@@ -56,7 +56,10 @@ class ServerAgent:
                  derive: Callable[[ServerAgentConfig], ServerAgentConfig] | None = None) -> None:
         # What a reload applies to the file it reads before comparing it (a worker's own decision log).
         self.derive = derive or (lambda c: c)
-        metrics = ServerMetrics(config.name, lambda: certificates(self.config),  # a registry of its own
+        # Certificates read from the running generation when scraped (the registry reads them once when the
+        # collector is registered, before the first generation exists: then from ``config``).
+        metrics = ServerMetrics(config.name, lambda: certificates(self.config if hasattr(self, "generation")
+                                                                  else config),
                                 config.admin.worker if config.admin is not None else None)
         logged, repository = config.decision_log, config.audit
         audit = SpooledSender(repository.target(), repository.spool) if repository and repository.spool else None
