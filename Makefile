@@ -15,16 +15,20 @@ STAMP  := $(VENV)/.installed
 # stunnel4, socat: the C baselines `make bench` measures the agents against in the same run (devtools/tunnels.py).
 # libnotify-bin: notify-send, the desktop notification of a refusal (agent/notices.py); dbus-daemon, dbus-bin,
 # dunst, xvfb: a real session bus, monitor and notification daemon to test it (tests/agent/test_notices.py).
+# systemd: its offline tools (systemd-analyze verify/security, systemd-sysusers, systemd-tmpfiles, systemctl
+# --root) check packaging/systemd/ and docs/deployment.md's steps (tests/unit/test_deployment.py).
 # One group per line, with the commands that tell whether it is installed in SYSTEM_COMMANDS below.
 APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm
 APT_PACKAGES += prometheus redis-server
 APT_PACKAGES += stunnel4 socat
 APT_PACKAGES += libnotify-bin dbus-daemon dbus-bin dunst xvfb
+APT_PACKAGES += systemd
 SYSTEM_COMMANDS := /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy
 SYSTEM_COMMANDS += /usr/bin/node /usr/bin/npm
 SYSTEM_COMMANDS += /usr/bin/promtool /usr/bin/redis-server
 SYSTEM_COMMANDS += /usr/bin/stunnel4 /usr/bin/socat
 SYSTEM_COMMANDS += /usr/bin/notify-send /usr/bin/dbus-run-session /usr/bin/dbus-monitor /usr/bin/dunst /usr/bin/xvfb-run
+SYSTEM_COMMANDS += /usr/bin/systemd-analyze
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp install

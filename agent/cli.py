@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from dicomwire.aio import run
+from dicomwire.sdnotify import Notifier
 from dicomwire.version import add_version
 from tomlconf import ConfigError
 
@@ -35,6 +36,7 @@ from .config import WorkstationConfig, config_path, load
 from .launch import launch, resolve_app
 from .messages import login_message, os_message
 from .oidc import LoginError, MfaRequired, OidcClient, Tokens, delete_session, load_session, save_session
+from .reload import reload
 from .service import Session, WorkstationAgent
 from .shared import Endpoint, SharingError
 
@@ -86,9 +88,11 @@ async def _serve_agent(config: WorkstationConfig, session: Session, app: list[st
     await agent.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
+    for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_environment()  # a systemd user unit (packaging/systemd/dicom-agent.service)
+    loop.add_signal_handler(signal.SIGHUP, _reload, agent, notifier)
+    notifier.ready(f"serving generation 1 of {config.path}")
     try:
         if app is None:
             await stop.wait()
@@ -109,9 +113,20 @@ async def _serve_agent(config: WorkstationConfig, session: Session, app: list[st
         code = process.returncode
         return code if code is not None and code >= 0 else 128 + (-(code or 0))
     finally:
-        for sig in signals:
+        notifier.stopping()
+        for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        # No reload while stopping, and SIGHUP must not kill the shutdown (the app's associations end first).
+        loop.add_signal_handler(signal.SIGHUP, log.info, "stopping: SIGHUP ignored")
         await agent.stop()
+
+
+def _reload(agent: WorkstationAgent, notifier: Notifier) -> None:
+    """SIGHUP: the file read again (agent.reload); an app's open association keeps its configuration."""
+    notifier.reloading()
+    result = reload(agent)
+    notifier.ready(f"serving generation {result.generation}" + ("" if result.applied else
+                                                                 f"; last reload refused: {result.problem}"))
 
 
 def cmd_launch(config: WorkstationConfig, args: argparse.Namespace) -> int:

@@ -15,12 +15,14 @@ import httpx
 from dicomwire import tls
 from dicomwire.listener import RelayServer
 from server_agent.metrics import MeteredFactory
+from tomlconf.reload import digest
 
 from .admin import WorkstationAdmin, WorkstationMetrics
 from .config import IdentityProvider, WorkstationConfig
 from .notices import Notifier
 from .oidc import AsyncOidcClient, LoginError, Tokens
-from .policy import AssociationLog, Credentials, ReturnPolicy, WorkstationPolicy
+from .policy import Credentials, WorkstationPolicy
+from .reload import build
 
 log = logging.getLogger("dicom_agent")
 
@@ -69,34 +71,46 @@ class Session:
 
 class WorkstationAgent:
     def __init__(self, config: WorkstationConfig, session: Session, notifier: Notifier | None = None) -> None:
-        self.config = config
         self.session = session
         self.notifier = notifier or Notifier()
         session.ended = self.notifier.announce
-        journal = AssociationLog(config.log_file)
-        self.policy = WorkstationPolicy(config, session.current, client_context(config), journal,
-                                        notifier=self.notifier)
-        limits = config.limits.relay()
+        # Everything built from the file: replaced as a whole on SIGHUP (agent.reload).
+        self.generation = build(config, session.current, number=1, digest=digest(config.path), notifier=self.notifier)
+        generation, limits = self.generation, self.generation.limits
         self.metrics = WorkstationMetrics(config, session.current)  # in a registry of this agent's own
-        self.main = RelayServer(MeteredFactory(self.policy, self.metrics), host=config.listen[0], port=config.listen[1],
-                                limits=limits, max_associations=config.max_associations, name="apps")
+        # One metered factory per listener for the agent's life; a reload puts the new generation in it.
+        self.metered = MeteredFactory(generation.policy, self.metrics)
+        self.metered_returns = MeteredFactory(generation.returns, self.metrics)
+        self.main = RelayServer(self.metered, host=config.listen[0], port=config.listen[1], limits=limits,
+                                max_associations=config.max_associations, name="apps")
         # The return listener: server agents only, each with a certificate from the site CA (mutual TLS).
-        self.returns = RelayServer(MeteredFactory(ReturnPolicy(config, journal), self.metrics),
-                                   host=config.return_listen[0], port=config.return_listen[1], name="return",
-                                   limits=limits, max_associations=config.return_.max_associations,
-                                   ssl=tls.server_context(config.tls.certificate, config.tls.key, ca=config.tls.ca))
+        self.returns = RelayServer(self.metered_returns, host=config.return_listen[0],
+                                   port=config.return_listen[1], name="return", limits=limits,
+                                   max_associations=config.return_.max_associations, ssl=generation.return_ssl)
         self._refresher: asyncio.Task[None] | None = None
         for server in (self.main, self.returns):
             self.metrics.watch(server.name, lambda server=server: server.live)  # type: ignore[misc]
         self.admin = (WorkstationAdmin(config.admin, config, self.metrics, lambda: [self.main, self.returns],
                                        session.current) if config.admin is not None else None)
 
-    async def start(self) -> None:
-        await self.main.start()
-        await self.returns.start()
+    @property
+    def config(self) -> WorkstationConfig:
+        return self.generation.config
+
+    @property
+    def policy(self) -> WorkstationPolicy:
+        return self.generation.policy
+
+    def warm(self) -> None:
+        """Open the warm connections of the routes that keep some (``[routes.X] warm``)."""
         for route in self.config.routes.values():
             if route.warm:
                 self.main.pool.refill(self.policy.upstream(route))
+
+    async def start(self) -> None:
+        await self.main.start()
+        await self.returns.start()
+        self.warm()
         self._refresher = asyncio.create_task(self.session.keep_fresh())
         if self.admin is not None:
             await self.admin.start()

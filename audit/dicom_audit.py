@@ -71,6 +71,9 @@ def _code(parent: ET.Element, tag: str, code: str, meaning: str, system: str = D
 def _identification(event: DecisionEvent) -> tuple[Code, Code | None, str]:
     """(EventID, EventTypeCode or None, EventActionCode) per PS3.15 A.5.3."""
     alert = ("110113", "Security Alert")
+    if isinstance(event, ApplicationEvent) and event.kind is Kind.CONFIGURATION_RELOAD:
+        # PS3.15 A.5.3.11 Security Alert, type Security Configuration: what decides access was changed.
+        return alert, ("110129", "Security Configuration"), "E"
     if isinstance(event, ApplicationEvent):
         started = event.kind is Kind.APPLICATION_START
         return (("110100", "Application Activity"),
@@ -106,6 +109,11 @@ def _outcome(event: DecisionEvent) -> tuple[str, str]:
     if isinstance(event, AuthenticationEvent | AuthorizationEvent):
         described = f"{event.reason_code}: {event.detail}" if event.detail else event.reason_code
         return ("4" if event.decision is Decision.DENY else "0"), described
+    if isinstance(event, ApplicationEvent) and event.kind is Kind.CONFIGURATION_RELOAD:
+        detail = event.detail
+        if detail.get("result") == "refused":  # the running configuration stayed
+            return "4", f"configuration reload refused: {detail.get('file')}: {detail.get('key')}"
+        return "0", f"configuration generation {detail.get('generation')} sha256 {detail.get('config_sha256')}"
     return "0", ""
 
 

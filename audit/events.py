@@ -35,6 +35,7 @@ class Kind(enum.StrEnum):
     APPLICATION_STOP = "application-stop"
     SUB_OPERATION = "sub-operation"  # written before 2026-12 for refusals on the return path; read only
     LOG_TRUNCATED = "log-truncated"  # the writer sealed a torn last line left by a crash (audit/chain.py)
+    CONFIGURATION_RELOAD = "configuration-reload"  # SIGHUP: a new file taken or refused (server_agent/reload.py)
 
 
 class Decision(enum.StrEnum):
@@ -329,7 +330,8 @@ class AssociationEnd:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApplicationEvent:
-    """The agent started (``APPLICATION_START``) or stopped."""
+    """The agent started (``APPLICATION_START``), stopped, or re-read its configuration
+    (``CONFIGURATION_RELOAD``: result, generation, the file's SHA-256, changed key names)."""
 
     kind: Kind
     name: str
@@ -505,6 +507,7 @@ _READERS: dict[str, Callable[[Mapping[str, Any]], DecisionEvent | None]] = {
     Kind.ASSOCIATION_END: _association_end,
     Kind.APPLICATION_START: _application,
     Kind.APPLICATION_STOP: _application,
+    Kind.CONFIGURATION_RELOAD: _application,
     Kind.LOG_TRUNCATED: _log_truncated,
 }
 

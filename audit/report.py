@@ -133,7 +133,7 @@ def _agent(summary: Summary, event: ApplicationEvent, when: str) -> None:
         agent.starts += 1
         agent.last_start = max(agent.last_start, when)
         agent.details.update({str(k): as_text(v) for k, v in event.detail.items() if as_text(v)})
-    else:
+    elif event.kind is Kind.APPLICATION_STOP:
         agent.stops += 1
 
 

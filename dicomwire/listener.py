@@ -258,6 +258,19 @@ class RelayServer:
     def free_slot(self) -> None:
         self.live -= 1
 
+    def reconfigure(self, factory: PolicyFactory, *, limits: RelayLimits, max_associations: int,
+                    ssl: _ssl.SSLContext | None = None, proxies: Iterable[str] = ()) -> None:
+        """A reloaded configuration (SIGHUP): connections accepted from now on get ``factory``'s policies,
+        these bounds and ``ssl``'s certificate; live associations keep the policy (and TLS session) they
+        began with. Warm upstream connections made with the old settings are closed, not reused."""
+        self.factory = factory
+        self.limits = self.admission.limits = limits
+        self.max_associations = max_associations
+        self.ssl = ssl
+        self.proxies = proxy.networks(proxies)
+        retired, self.pool = self.pool, WarmPool(min(20.0, limits.artim_timeout * 2 / 3))
+        retired.close()
+
     def end(self, policy: object) -> bool:
         """End now (A-ABORT both ways, PS3.8 7.3) the association ``policy`` answers for, e.g. because its
         user's session ended; False if no live association of this listener has that policy."""

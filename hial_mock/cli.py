@@ -21,6 +21,7 @@ from pathlib import Path
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from dicomwire.sdnotify import Notifier
 from dicomwire.tls import server_context
 from dicomwire.version import add_version
 
@@ -67,9 +68,20 @@ def serve(config_path: Path) -> int:
         kid = hial.keys.rotate()
         logging.getLogger("hial_mock").info("signing key rotated: now %s", kid)
 
-    signal.signal(signal.SIGHUP, lambda *_: hial.reload())
+    notifier = Notifier.from_environment()  # systemd Type=notify (packaging/systemd/hial.service)
+
+    def reload(*_: object) -> None:
+        notifier.reloading()
+        hial.reload()
+        notifier.ready(f"serving {issuer}")
+
+    def terminate(*_: object) -> None:
+        notifier.stopping()
+        threading.Thread(target=http.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGHUP, reload)
     signal.signal(signal.SIGUSR1, rotate)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=http.shutdown, daemon=True).start())
+    signal.signal(signal.SIGTERM, terminate)
     interval = config.server.key_rotation_interval
     if interval > 0:
         def rotator() -> None:
@@ -80,6 +92,7 @@ def serve(config_path: Path) -> int:
     print(f"issuer: {issuer}", flush=True)
     logging.getLogger("hial_mock").info("HIAL serving %s (policy version %s, %d users, %d clients)", issuer,
                                         config.policy.version, len(config.users), len(config.clients))
+    notifier.ready(f"serving {issuer}")  # bound and listening since make_server: connections wait in the backlog
     try:
         http.serve_forever()
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """``dicom-server-agent``: the authN/authZ agent in front of an unchanged PACS.
 
-    dicom-server-agent serve --config FILE
+    dicom-server-agent serve --config FILE          # SIGHUP re-reads FILE (server_agent.reload)
     dicom-server-agent check-config --config FILE   # the whole chain, step by step (server_agent.checks)
 """
 
@@ -11,20 +11,24 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dicomwire.aio import run
+from dicomwire.sdnotify import Notifier
 from dicomwire.version import add_version
 from tomlconf import ConfigError
 
 from .checks import run_checks
 from .config import ServerAgentConfig, load
+from .reload import reload
 from .service import ServerAgent
 
 
-async def _serve(config: ServerAgentConfig) -> int:
+async def _serve(config: ServerAgentConfig,
+                 derive: Callable[[ServerAgentConfig], ServerAgentConfig] | None = None) -> int:
     try:
-        agent = ServerAgent(config)
+        agent = ServerAgent(config, derive)
     except (OSError, ValueError) as error:
         print(f"dicom-server-agent: cannot start: {error}", file=sys.stderr)
         return 2
@@ -35,13 +39,27 @@ async def _serve(config: ServerAgentConfig) -> int:
         return 2
     print(f"dicom-server-agent: {config.name} ready on {agent.main.address[0]}:{agent.main.address[1]}",
           file=sys.stderr, flush=True)
+    notifier = Notifier.from_environment()  # systemd Type=notify (packaging/systemd/)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, agent, notifier)
+    notifier.ready(f"serving generation 1 of {config.path}")  # listening, and every signal handled
     await stop.wait()
+    notifier.stopping()
+    # A reload while stopping would build clients nobody closes; and SIGHUP must not kill the shutdown.
+    loop.add_signal_handler(signal.SIGHUP, logging.getLogger("server_agent").info, "stopping: SIGHUP ignored")
     await agent.stop()
     return 0
+
+
+def _reload(agent: ServerAgent, notifier: Notifier) -> None:
+    """SIGHUP (``systemctl reload``): the file read again; live associations keep their configuration."""
+    notifier.reloading()
+    result = reload(agent)
+    notifier.ready(f"serving generation {result.generation}" + ("" if result.applied else
+                                                                 f"; last reload refused: {result.problem}"))
 
 
 def check(config: ServerAgentConfig) -> int:
@@ -79,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker is None:
             prepare(config)
             return Supervisor(args.config, config.server.workers, args.log_level).run()
-        config = worker_config(config, args.worker)
+        worker = args.worker
+        config = worker_config(config, worker)  # and each reload's (its own decision log)
+        return int(run(lambda: _serve(config, lambda reread: worker_config(reread, worker))))
     return int(run(lambda: _serve(config)))
 
 

@@ -1,75 +1,36 @@
-"""The server agent's composition root: TLS contexts, the identity provider and PDP clients, the
-listeners. The only place that builds real clients."""
+"""The server agent's composition root: the listeners, and what lasts across reloads (the decision
+log, outstanding moves, sessions, the shared state, metrics); TLS contexts and the identity provider and
+PDP clients are built per generation of the configuration (:mod:`server_agent.generation`), replaced on
+SIGHUP (:mod:`server_agent.reload`). The only place that builds real clients."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
+from collections.abc import Callable
 
 from audit.events import ApplicationEvent, Kind
 from audit.syslog import SpooledSender
 from dicomwire.listener import RelayServer
-from dicomwire.tls import client_context, server_context
 from dicomwire.version import version
-from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, Timeouts, TlsFiles
-from pseudonymizer.client import AsyncPseudonymizerClient
+from oauthclient import AsyncExecutor, AsyncOAuthClient
+from tomlconf.reload import digest
 
 from .admin import CheckResult
 from .association import ServerPolicy
 from .authn import Authenticator
-from .config import IdentityConfig, Pacs, PdpConfig, PseudonymizerSection, ServerAgentConfig
+from .config import ServerAgentConfig
 from .decisions import Decisions, load_key
+from .generation import Lasting, build, identity_client, pacs_context, pdp_credentials, return_context
 from .logout import LogoutEndpoint
-from .metrics import MeteredFactory, TimedExecutor
-from .monitoring import (
-    MeteredDecisionLog,
-    MeteredUnlogged,
-    ServerAdmin,
-    ServerMetrics,
-    TimedPdpClient,
-    certificates,
-)
+from .metrics import MeteredFactory
+from .monitoring import MeteredDecisionLog, MeteredUnlogged, ServerAdmin, ServerMetrics, certificates
 from .moves import MoveRegistry
-from .pdp import ClientCredentials, Credentials, TokenFile
-from .pseudonyms import PseudonymService
-from .returns import ReturnPolicy
+from .pdp import PdpClient
 from .sessions import LogoutVerifier, Sessions
 from .shared import LocalShared, SharedState
 
 log = logging.getLogger("server_agent")
-
-
-def pacs_context(pacs: Pacs) -> ssl.SSLContext:
-    """To a PACS that offers DICOM over TLS (PS3.15 B.1): its certificate checked against its CA, ours
-    presented for one that requires client certificates."""
-    return client_context(ca=pacs.ca, certificate=pacs.certificate, key=pacs.key)
-
-
-def return_context(config: ServerAgentConfig) -> ssl.SSLContext | None:
-    """The return listener with ``[return] tls``: DICOM over TLS (PS3.15 B.12) with a client certificate
-    from a configured PACS's CA required; which PACS it names is checked per association."""
-    if not config.return_.tls:
-        return None
-    return server_context(config.certificate, config.key, ca=[p.ca for p in config.pacs.values() if p.ca])
-
-
-def identity_client(identity: IdentityConfig) -> ClientAuth:
-    return ClientAuth(client_id=identity.client_id, method=AuthMethod(identity.client_auth),
-                      secret=identity.client_secret)
-
-
-def pdp_credentials(pdp: PdpConfig, identity: AsyncOAuthClient, http: AsyncExecutor) -> Credentials:
-    """How the agent gets its PDP token (``[pdp] auth``): the identity provider's client, its own
-    client at the PDP's authorization server, or a token file."""
-    if pdp.auth == "identity":
-        return ClientCredentials(identity, pdp.scope)
-    if pdp.auth == "token_file" and pdp.token_file is not None:
-        return TokenFile(pdp.token_file)
-    assert pdp.issuer is not None  # derived from url when the file was read
-    method = AuthMethod.TLS_CLIENT_AUTH if pdp.auth == "tls_client_auth" else AuthMethod(pdp.client_auth)
-    return ClientCredentials(AsyncOAuthClient(pdp.issuer, ClientAuth(client_id=pdp.client_id, method=method,
-                                                                     secret=pdp.client_secret), http), pdp.scope)
 
 
 def shared_state(config: ServerAgentConfig) -> SharedState:
@@ -90,96 +51,119 @@ def shared_check(shared: SharedState) -> CheckResult:
                                                              else "in this process"))
 
 
-def pseudonym_service(section: PseudonymizerSection | None, identity: IdentityConfig,
-                      http: AsyncExecutor) -> PseudonymService | None:
-    """The research view's pseudonyms (``[pseudonymizer]``): our own client at ``[identity]``'s issuer."""
-    if section is None:
-        return None
-    client = ClientAuth(client_id=section.client_id, method=AuthMethod(section.client_auth),
-                        secret=section.client_secret)
-    oauth = AsyncOAuthClient(identity.issuer, client, http)
-    return PseudonymService(AsyncPseudonymizerClient(section.url, oauth, http), section.timeout)
-
-
 class ServerAgent:
-    def __init__(self, config: ServerAgentConfig) -> None:
-        self.config = config
-        self.metrics = ServerMetrics(config.name, lambda: certificates(self.config),  # a registry of its own
-                                     config.admin.worker if config.admin is not None else None)
+    def __init__(self, config: ServerAgentConfig,
+                 derive: Callable[[ServerAgentConfig], ServerAgentConfig] | None = None) -> None:
+        # What a reload applies to the file it reads before comparing it (a worker's own decision log).
+        self.derive = derive or (lambda c: c)
+        # Certificates read from the running generation when scraped (the registry reads them once when the
+        # collector is registered, before the first generation exists: then from ``config``).
+        metrics = ServerMetrics(config.name, lambda: certificates(self.config if hasattr(self, "generation")
+                                                                  else config),
+                                config.admin.worker if config.admin is not None else None)
         logged, repository = config.decision_log, config.audit
         audit = SpooledSender(repository.target(), repository.spool) if repository and repository.spool else None
-        self.decisions: Decisions
+        decisions: Decisions
         if logged.enabled and logged.key_file is not None:
-            self.decisions = MeteredDecisionLog(self.metrics, config.server.decision_log, load_key(logged.key_file),
-                                         max_bytes=logged.max_bytes,
-                                         checkpoint_interval=logged.checkpoint_interval, audit=audit,
-                                         source_id=config.name)
+            decisions = MeteredDecisionLog(metrics, config.server.decision_log, load_key(logged.key_file),
+                                           max_bytes=logged.max_bytes, checkpoint_interval=logged.checkpoint_interval,
+                                           audit=audit, source_id=config.name)
         else:
             log.critical("DECISION LOG DISABLED ([decision_log] enabled = false in %s): decisions are not "
                          "recorded; for measurements only", config.path)
-            self.decisions = MeteredUnlogged(self.metrics)
-        # One HTTP client for this event loop: the identity provider and the PDP (never another thread's).
-        self.http = TimedExecutor(self.metrics.provider_seconds, tls=TlsFiles(ca_file=config.identity.ca_file),
-                                  timeouts=Timeouts.within(config.identity.timeout))
-        self.oauth = AsyncOAuthClient(config.identity.issuer, identity_client(config.identity), self.http)
-        self.authn = Authenticator(config.identity, self.oauth)
-        # The PDP's own HTTP client when it needs another CA or our client certificate (RFC 8705).
-        self.pdp_http = (self.http if config.pdp.certificate is None and config.pdp.ca_file == config.identity.ca_file
-                         else AsyncExecutor(tls=TlsFiles(ca_file=config.pdp.ca_file, certificate=config.pdp.certificate,
-                                                         key=config.pdp.key),
-                                            timeouts=Timeouts.within(config.pdp.timeout)))
-        self.pdp = TimedPdpClient(self.metrics.pdp_seconds, config.pdp,
-                                  pdp_credentials(config.pdp, self.oauth, self.pdp_http), self.pdp_http)
-        self.shared = shared_state(config)
-        self.authn.logins = self.shared
-        self.moves = MoveRegistry(self.shared)
-        section = config.pseudonymizer
-        own_ca = section is not None and section.ca_file not in (None, config.identity.ca_file)
-        self.pseudonym_http = (AsyncExecutor(tls=TlsFiles(ca_file=section.ca_file),
-                                             timeouts=Timeouts.within(section.timeout))
-                               if section is not None and own_ca else None)
-        self.pseudonyms = pseudonym_service(section, config.identity, self.pseudonym_http or self.http)
-        pacs_ssl = {p.name: pacs_context(p) for p in config.pacs.values() if p.tls}
-        limits = config.limits.relay()
-        # Deny by default: every request is decided (ServerPolicy.asks), so one the agent has no policy
-        # for (N-ACTION, N-CREATE, ...) is refused 0124H instead of reaching the PACS unchecked. One
-        # factory for both main listeners: each association still gets an object of its own.
-        self.sessions = Sessions(config.sessions)
-        self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl,
-                                   sessions=self.sessions, pseudonyms=self.pseudonyms)
-        metered = MeteredFactory(self.policy, self.metrics)  # counts what the policy decides, changes nothing
-        self.sessions.end_association = lambda owner: any(s.end(metered.outer(owner)) for s in (self.main, self.plain)
-                                                          if s)
+            decisions = MeteredUnlogged(metrics)
+        shared = shared_state(config)
+        self.lasting = Lasting(decisions=decisions, moves=MoveRegistry(shared), sessions=Sessions(config.sessions),
+                               shared=shared, metrics=metrics)
+        # Everything built from the file: replaced as a whole by a reload (server_agent.reload).
+        self.generation = build(config, self.lasting, number=1, digest=digest(config.path))
+        # One metered factory per kind of listener for the agent's life (metrics, and the wrappers of live
+        # associations' policies); a reload puts the new generation's policy in it.
+        self.metered = MeteredFactory(self.generation.policy, metrics)  # counts what the policy decides
+        self.metered_returns = MeteredFactory(self.generation.returns, metrics)
+        self.sessions.end_association = lambda owner: any(s.end(self.metered.outer(owner))
+                                                          for s in (self.main, self.plain) if s)
         listen = config.sessions.logout_listen
-        verifier = LogoutVerifier(config.identity, self.authn, config.sessions.logout_max_age,
-                                  config.sessions.logout_audiences)
         shared_port = config.server.workers > 1  # SO_REUSEPORT: the other workers bind the same ports
-        self.logout = (LogoutEndpoint(verifier, self.sessions, *listen, shared=self.shared, reuse_port=shared_port)
-                       if listen else None)
-        # Workstation agents only, each with a certificate from the site CA (mutual TLS, PS3.15 B.12).
-        self.main = RelayServer(metered, host=config.listen[0], port=config.listen[1],
-                                ssl=server_context(config.certificate, config.key, ca=config.ca),
-                                limits=limits, max_associations=config.max_associations, name="main",
-                                proxies=config.server.proxy_protocol_from, reuse_port=shared_port)
-        self.plain = (RelayServer(metered, host=config.plain_listen[0], port=config.plain_listen[1],
-                                  limits=limits, max_associations=config.max_associations, name="plain",
-                                  proxies=config.server.proxy_protocol_from, reuse_port=shared_port)
-                      if config.plain_listen else None)
-        returns = ReturnPolicy(config, self.moves, self.decisions,
-                               client_context(ca=config.ca, certificate=config.certificate, key=config.key),
-                               deciders=self.policy)
-        self.returns = RelayServer(MeteredFactory(returns, self.metrics), host=config.return_listen[0],
-                                   port=config.return_listen[1],
-                                   ssl=return_context(config), limits=limits,
-                                   max_associations=config.return_.max_associations, name="return",
-                                   proxies=config.server.proxy_protocol_from, reuse_port=shared_port)
+        self.logout = (LogoutEndpoint(self.logout_verifier(), self.sessions, *listen, shared=shared,
+                                      reuse_port=shared_port) if listen else None)
+        self._listeners(config, shared_port)
         for server in self.servers:
-            self.metrics.watch(server.name, lambda server=server: server.live)  # type: ignore[misc]
-        self.admin = (ServerAdmin(config.admin, config, self.metrics, lambda: self.servers, self.decisions)
+            metrics.watch(server.name, lambda server=server: server.live)  # type: ignore[misc]
+        self.admin = (ServerAdmin(config.admin, config, metrics, lambda: self.servers, self.decisions)
                       if config.admin is not None else None)
         if self.admin is not None:  # not ready while the shared state is out of reach (it refuses everything)
             self.admin.readiness.local["shared_state"] = lambda: shared_check(self.shared)
             self.admin.server.reuse_port = shared_port
+        self.retired: set[asyncio.Task[None]] = set()  # old generations waiting for their associations
+
+    def _listeners(self, config: ServerAgentConfig, shared_port: bool) -> None:
+        # Workstation agents only, each with a certificate from the site CA (mutual TLS, PS3.15 B.12).
+        generation, limits, proxies = self.generation, self.generation.limits, config.server.proxy_protocol_from
+        self.main = RelayServer(self.metered, host=config.listen[0], port=config.listen[1], ssl=generation.main_ssl,
+                                limits=limits, max_associations=config.max_associations, name="main",
+                                proxies=proxies, reuse_port=shared_port)
+        self.plain = (RelayServer(self.metered, host=config.plain_listen[0], port=config.plain_listen[1],
+                                  limits=limits, max_associations=config.max_associations, name="plain",
+                                  proxies=proxies, reuse_port=shared_port)
+                      if config.plain_listen else None)
+        self.returns = RelayServer(self.metered_returns, host=config.return_listen[0], port=config.return_listen[1],
+                                   ssl=generation.return_ssl, limits=limits,
+                                   max_associations=config.return_.max_associations, name="return",
+                                   proxies=proxies, reuse_port=shared_port)
+
+    # -- the current generation's parts (server_agent.generation), by the names callers know ------------
+    @property
+    def config(self) -> ServerAgentConfig:
+        return self.generation.config
+
+    @property
+    def metrics(self) -> ServerMetrics:
+        return self.lasting.metrics
+
+    @property
+    def shared(self) -> SharedState:
+        return self.lasting.shared
+
+    @property
+    def decisions(self) -> Decisions:
+        return self.lasting.decisions
+
+    @property
+    def moves(self) -> MoveRegistry:
+        return self.lasting.moves
+
+    @property
+    def sessions(self) -> Sessions:
+        return self.lasting.sessions
+
+    @property
+    def policy(self) -> ServerPolicy:
+        return self.generation.policy
+
+    @property
+    def authn(self) -> Authenticator:
+        return self.generation.authn
+
+    @property
+    def oauth(self) -> AsyncOAuthClient:
+        return self.generation.authn.oauth
+
+    @property
+    def pdp(self) -> PdpClient:
+        return self.generation.policy.pdp
+
+    @property
+    def http(self) -> AsyncExecutor:
+        return self.generation.http
+
+    @property
+    def pdp_http(self) -> AsyncExecutor:
+        return self.generation.pdp_http
+
+    def logout_verifier(self) -> LogoutVerifier:
+        sessions = self.config.sessions
+        return LogoutVerifier(self.config.identity, self.authn, sessions.logout_max_age, sessions.logout_audiences)
 
     @property
     def servers(self) -> list[RelayServer]:
@@ -212,10 +196,13 @@ class ServerAgent:
         self.decisions.write(ApplicationEvent(kind=Kind.APPLICATION_STOP, name=self.config.name))
         self.decisions.close()
         await self.shared.close()
-        await self.http.aclose()
-        if self.pdp_http is not self.http:
-            await self.pdp_http.aclose()
-        if self.pseudonym_http is not None and self.pseudonym_http is not self.http:
-            await self.pseudonym_http.aclose()
+        for task in list(self.retired):  # their associations are over now: close their clients at once
+            task.cancel()
+        await asyncio.gather(*self.retired, return_exceptions=True)
+        await self.generation.aclose()
         if self.admin is not None:  # last: /readyz says 503 while the listeners drain
             await self.admin.stop()
+
+
+__all__ = ["ServerAgent", "identity_client", "pacs_context", "pdp_credentials", "return_context", "shared_check",
+           "shared_state"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -33,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+
+from dicomwire.sdnotify import Inbox, Notifier
 
 from .config import ServerAgentConfig
 from .decisions import load_key
@@ -82,21 +85,35 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(1, workers + 1)]
         self.stopping = False
         self.killed = False
+        # systemd Type=notify: READY=1 once every worker has said it, RELOADING=1 until every worker has
+        # reloaded, STOPPING=1 (the workers notify this supervisor's Inbox, not the service manager).
+        self.notifier = Notifier.from_environment()
+        self.inbox = Inbox() if self.notifier.active else None
+        self.awaited: set[int] = set()  # workers whose READY=1 the manager's next READY=1 waits for
+        self.announcing = False  # a READY=1 is due (after the start, after a reload)
 
     def command(self, worker: int) -> list[str]:
         return [sys.executable, "-m", "server_agent.cli", "serve", "--config", str(self.config_path),
                 "--log-level", self.log_level, "--worker", str(worker)]
 
     def _start(self, worker: _Worker) -> None:
-        worker.process = subprocess.Popen(self.command(worker.index), stdin=subprocess.DEVNULL,
+        env = dict(os.environ, NOTIFY_SOCKET=self.inbox.address) if self.inbox is not None else None
+        worker.process = subprocess.Popen(self.command(worker.index), stdin=subprocess.DEVNULL, env=env,
                                           preexec_fn=_die_with_parent)
         worker.started = time.monotonic()
+        if self.announcing:  # a worker restarted before the announcement is waited for too
+            self.awaited.add(worker.process.pid)
         log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
 
     def _signal(self, number: int, frame: FrameType | None) -> None:
         if number in (signal.SIGTERM, signal.SIGINT):
             self.stopping = True
             number = signal.SIGTERM
+            self.notifier.stopping()
+        elif number == signal.SIGHUP:
+            self.notifier.reloading()
+            self.awaited = {w.process.pid for w in self.workers if w.process is not None and w.process.poll() is None}
+            self.announcing = True
         for worker in self.workers:
             if worker.process is not None and worker.process.poll() is None:
                 worker.process.send_signal(number)
@@ -104,14 +121,26 @@ class Supervisor:
     def run(self) -> int:
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(number, self._signal)
+        self.announcing = True
         for worker in self.workers:
             self._start(worker)
         print(f"dicom-server-agent: supervising {len(self.workers)} workers (pids "
               f"{', '.join(str(w.process.pid) for w in self.workers if w.process)})", file=sys.stderr, flush=True)
         while not self.stopping:
             self._watch()
+            self._notify()
             time.sleep(0.2)
         return self._stop()
+
+    def _notify(self) -> None:
+        if self.inbox is None or not self.announcing:
+            return
+        self.awaited -= self.inbox.ready(self.awaited)
+        live = {w.process.pid for w in self.workers if w.process is not None}
+        self.awaited &= live  # one that died is not waited for: its successor is (see _start)
+        if not self.awaited:
+            self.announcing = False
+            self.notifier.ready(f"{len(live)} workers serving")
 
     def _watch(self) -> None:
         now = time.monotonic()
