@@ -211,10 +211,11 @@ class Site:
                                *args], input=stdin, capture_output=True, text=True, timeout=timeout,
                               env=dcmtk_env(), cwd=PROJECT)
 
-    def launch(self, user: str, tool: str, *args: object) -> subprocess.CompletedProcess[str]:
-        """Run a DCMTK app through `dicom-agent launch` as ``user`` (demo password)."""
-        return self.agent("launch", "--user", user, "--password-stdin", "--", str(DCMTK_BIN / tool),
-                          *map(str, args), stdin=f"demo-{user}\n")
+    def launch(self, user: str, tool: str, *args: object, verbose: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a DCMTK app through `dicom-agent launch` as ``user`` (demo password); ``verbose``: with the
+        relay's log lines on stderr (quiet by default, as a clinician sees it)."""
+        return self.agent("launch", *(["--verbose"] if verbose else []), "--user", user, "--password-stdin", "--",
+                          str(DCMTK_BIN / tool), *map(str, args), stdin=f"demo-{user}\n")
 
     def decisions(self, settle: float = 0.05) -> str:
         """The decision log once its writer has caught up: records are written in batches (at most

@@ -113,7 +113,7 @@ def test_a_workstation_route_fails_over_to_its_next_server_agent(site: tuple[Sit
                              route_port=gw.ports["server"], return_port=gw.ports["agent_return"],
                              apps={"MOVESCP": gw.ports["scp"]}, routes={"GW2": route},
                              log_file=gw.root / "associations.jsonl")
-    echo = gw.launch("rad", "echoscu", "-v", "-aec", "ORTHANC@GW2", "127.0.0.1", gw.ports["agent"])
+    echo = gw.launch("rad", "echoscu", "-v", "-aec", "ORTHANC@GW2", "127.0.0.1", gw.ports["agent"], verbose=True)
     assert echo.returncode == 0, echo.stdout + echo.stderr
     assert f"127.0.0.1:{dead} failed" in echo.stderr  # said, and the next address tried
 
