@@ -63,6 +63,10 @@ class LoginError(Exception):
         self.code = code
 
 
+class LoginCancelled(LoginError):
+    """The user closed the sign-in dialog: nothing is started."""
+
+
 class MfaRequired(LoginError):
     """The provider wants a one-time password as well (``mfa_required`` in an invalid_grant)."""
 

@@ -1,0 +1,223 @@
+"""Issue 17 item 3 end to end: `dicom-agent launch` with no terminal, as from a desktop icon.
+
+A real X display (Xvfb) shows the sign-in dialog; xdotool finds it by its title and types as a person
+would; the app is DCMTK's echoscu through the workstation agent to a server-agent double and Orthanc,
+signed in at a live HIAL. Screenshots of the dialog are kept under the test's tmp folder (each path is
+printed). With no display either, the device flow (RFC 8628) opens the browser: here a script named in
+``BROWSER`` that signs in at the verification page with requests, as a person in a browser would.
+"""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pyotp
+import pytest
+
+from agent import certs
+from agent.dialog import TITLE
+from devtools.dicomdata import make_ct_study
+from devtools.hial import HialProcess
+from devtools.peers import DCMTK_BIN, Orthanc, dcmtk_env, free_port
+from devtools.server_double import ServerDouble
+from devtools.site import workstation_config
+from tests.support.xvfb import Xvfb, missing
+from tomlconf import write
+
+PROJECT = Path(__file__).resolve().parents[2]
+RED = (0xB0, 0x00, 0x20)  # the dialog's error text colour
+MFA_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # mfarad's TOTP secret in the demo HIAL's users
+
+pytestmark = pytest.mark.skipif(bool(missing()), reason=f"missing Debian packages {missing()}: run `make test`")
+
+
+class Desktop:
+    def __init__(self, root: Path, hial: HialProcess, double: ServerDouble, agent_port: int, config: Path,
+                 device_config: Path, xvfb: Xvfb) -> None:
+        self.root, self.hial, self.double, self.agent_port = root, hial, double, agent_port
+        self.config, self.device_config, self.xvfb = config, device_config, xvfb
+
+    def launch(self, *app: str, user: str | None = "rad", display: bool = True, config: Path | None = None,
+               browser: Path | None = None) -> subprocess.Popen[str]:
+        """`dicom-agent launch` with standard input not a terminal (/dev/null), as a desktop starts it."""
+        env = self.xvfb.env(dcmtk_env()) if display else {k: v for k, v in dcmtk_env().items()
+                                                           if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+        env.pop("BROWSER", None)
+        if browser is not None:
+            env["BROWSER"] = str(browser)
+        who = ["--user", user] if user else []
+        return subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(config or self.config), "launch",
+                                 *who, "--", *app], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env, cwd=PROJECT)
+
+    def echo(self) -> tuple[str, ...]:
+        return str(DCMTK_BIN / "echoscu"), "-aec", "ORTHANC@GW1", "127.0.0.1", str(self.agent_port)
+
+    def last_user(self) -> str:
+        identity = self.double.policy.seen[-1].identity
+        assert identity is not None, "the app's association carried no identity"
+        return str(jwt.decode(identity.primary, options={"verify_signature": False})["preferred_username"])
+
+
+@pytest.fixture(scope="module")
+def desktop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desktop]:
+    root = tmp_path_factory.mktemp("desktop")
+    pki = root / "pki"
+    certs.init_ca(pki)
+    certs.issue(pki, "gw1", ["127.0.0.1"])
+    certs.issue(pki, "ws1", ["127.0.0.1"])
+    xvfb = Xvfb(root / "xvfb.log").start()
+    hial = HialProcess(root / "hial").start()
+    forward_port, double_return, agent_port, agent_return = (free_port() for _ in range(4))
+    orthanc = Orthanc(root / "orthanc", modalities={})
+    orthanc.start()
+    orthanc.upload(make_ct_study(root / "study", slices=1, patient_id="DESK001", accession="DESKACC"))
+    double = ServerDouble(pki, ("127.0.0.1", orthanc.dicom_port), forward_port, double_return,
+                          ("127.0.0.1", agent_return)).start()
+    config = workstation_config(pki=pki, issuer=hial.issuer, listen=agent_port, route_port=forward_port,
+                                return_port=agent_return, session_file=root / "session.json")
+    device = config.model_copy(update={"identity_provider": config.identity_provider.model_copy(
+        update={"login": "device"})})
+    yield Desktop(root, hial, double, agent_port, write(root / "workstation.toml", config),
+                  write(root / "device.toml", device), xvfb)
+    double.stop()
+    orthanc.stop()
+    hial.stop()
+    xvfb.stop()
+
+
+def _dialog(desktop: Desktop, process: subprocess.Popen[str]) -> str:
+    try:
+        return desktop.xvfb.find_window(TITLE, timeout=30)
+    except TimeoutError:
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"no sign-in dialog appeared; launch said: {err}") from None
+
+
+def _red(png: Path) -> int:
+    """How many pixels of the dialog are the error text's colour (anti-aliasing aside)."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        data = image.convert("RGB").tobytes()
+    pixels = (data[i:i + 3] for i in range(0, len(data), 3))
+    return sum(1 for p in pixels if abs(p[0] - RED[0]) < 24 and p[1] < 40 and abs(p[2] - RED[2]) < 24)
+
+
+def _shot(desktop: Desktop, window: str, path: Path) -> Path:
+    time.sleep(0.3)  # the last keystroke drawn
+    desktop.xvfb.screenshot(window, path)
+    print(f"screenshot of the sign-in dialog: {path}")
+    return path
+
+
+def test_dialog_signs_in_and_the_app_runs_through_the_agent(desktop: Desktop, tmp_path: Path) -> None:
+    launch = desktop.launch(*desktop.echo())
+    window = _dialog(desktop, launch)
+    desktop.xvfb.type_into(window, "demo-rad")
+    shot = _shot(desktop, window, tmp_path / "sign-in-dialog.png")
+    assert _red(shot) == 0  # no error shown before an attempt
+    desktop.xvfb.key(window, "Return")
+    out, err = launch.communicate(timeout=120)
+    assert launch.returncode == 0, err
+    assert "rad logged in; starting" in err and "rad logged out" in err
+    assert "demo-rad" not in out + err  # the password is never echoed
+    assert desktop.last_user() == "rad"  # echoscu's association carried rad's token
+    assert not desktop.xvfb.windows(TITLE)  # the dialog is gone
+
+
+def test_a_wrong_password_is_said_in_the_dialog_which_stays_for_another_try(desktop: Desktop,
+                                                                              tmp_path: Path) -> None:
+    launch = desktop.launch(*desktop.echo())
+    window = _dialog(desktop, launch)
+    desktop.xvfb.type_into(window, "not-the-password")
+    desktop.xvfb.key(window, "Return")
+    deadline = time.monotonic() + 30
+    shot = _shot(desktop, window, tmp_path / "sign-in-dialog-wrong-password.png")
+    while _red(shot) < 200 and time.monotonic() < deadline:  # the HIAL's answer comes back to the dialog
+        shot = _shot(desktop, window, shot)
+    assert _red(shot) >= 200, f"no error is shown in the dialog: see {shot}"
+    assert launch.poll() is None, "launch gave up after one wrong password"
+    desktop.xvfb.type_into(window, "demo-rad")  # the refused password was cleared: typed afresh
+    desktop.xvfb.key(window, "Return")
+    _, err = launch.communicate(timeout=120)
+    assert launch.returncode == 0, err
+    assert desktop.last_user() == "rad"
+
+
+def test_the_one_time_code_is_asked_for_in_the_dialog(desktop: Desktop, tmp_path: Path) -> None:
+    launch = desktop.launch(*desktop.echo(), user="mfarad")
+    window = _dialog(desktop, launch)
+    _, _, _, height = desktop.xvfb.geometry(window)
+    desktop.xvfb.type_into(window, "demo-mfarad")
+    desktop.xvfb.key(window, "Return")
+    deadline = time.monotonic() + 30
+    while desktop.xvfb.geometry(window)[3] <= height and time.monotonic() < deadline:
+        time.sleep(0.2)  # the code's field appears: the dialog grows
+    _shot(desktop, window, tmp_path / "sign-in-dialog-one-time-code.png")
+    assert desktop.xvfb.geometry(window)[3] > height, "no field for the one-time code appeared"
+    desktop.xvfb.type_into(window, pyotp.TOTP(MFA_SECRET).now())
+    desktop.xvfb.key(window, "Return")
+    _, err = launch.communicate(timeout=120)
+    assert launch.returncode == 0, err
+    assert desktop.last_user() == "mfarad"
+
+
+def test_cancel_starts_nothing_and_says_so(desktop: Desktop, tmp_path: Path) -> None:
+    marker = tmp_path / "app-ran"
+    launch = desktop.launch("/bin/sh", "-c", f"touch {marker}")
+    window = _dialog(desktop, launch)
+    desktop.xvfb.key(window, "Escape")
+    _, err = launch.communicate(timeout=60)
+    assert launch.returncode == 3
+    assert "sign-in cancelled; nothing was started" in err
+    assert "Traceback" not in err
+    assert not marker.exists()
+
+
+def _browser(tmp_path: Path, issuer: str, user: str) -> tuple[Path, Path]:
+    """A script that plays the user's browser: opens the verification URI it is given, then signs in
+    there and approves (the HIAL's /device form, RFC 8628 section 3.3), as a person would."""
+    seen = tmp_path / "browser-opened"
+    script = tmp_path / "browser"
+    script.write_text(f"""#!{sys.executable}
+import sys, urllib.parse, requests
+url = sys.argv[1]
+open({str(seen)!r}, "w").write(url)
+page = requests.get(url, timeout=10)
+code = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("user_code", [""])[0]
+assert page.ok and url.startswith({issuer!r})
+answer = requests.post({issuer!r} + "/device", timeout=10, data={{
+    "user_code": code, "username": {user!r}, "password": "demo-" + {user!r}, "action": "approve"}})
+sys.exit(0 if "Approved" in answer.text else 1)
+""")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script, seen
+
+
+def test_no_terminal_and_no_display_signs_in_with_the_device_flow_in_the_browser(desktop: Desktop,
+                                                                                  tmp_path: Path) -> None:
+    browser, seen = _browser(tmp_path, desktop.hial.issuer, "rad")
+    launch = desktop.launch(*desktop.echo(), user=None, display=False, browser=browser)
+    _, err = launch.communicate(timeout=120)
+    assert launch.returncode == 0, err
+    assert "no terminal and no display" in err and "signing in with the device flow" in err
+    opened = seen.read_text()
+    assert f"To sign in, open {opened} and enter the code " in err  # printed too, for a person to type
+    assert desktop.last_user() == "rad"
+
+
+def test_device_login_configured_opens_the_browser_even_with_a_display(desktop: Desktop, tmp_path: Path) -> None:
+    browser, seen = _browser(tmp_path, desktop.hial.issuer, "tech")
+    launch = desktop.launch(*desktop.echo(), user=None, config=desktop.device_config, browser=browser)
+    _, err = launch.communicate(timeout=120)
+    assert launch.returncode == 0, err
+    assert seen.exists() and not desktop.xvfb.windows(TITLE)
+    assert desktop.last_user() == "tech"
