@@ -108,12 +108,23 @@ def local_times(text: str, now: float | None = None) -> str:
             local = moment.astimezone()
         except (ValueError, OverflowError, OSError):
             return match.group(0)  # not a time after all: shown as the provider wrote it
-        minutes = math.ceil((moment.timestamp() - (time.time() if now is None else now)) / 60)
-        today = dt.datetime.fromtimestamp(time.time() if now is None else now).astimezone().date()
+        when = time.time() if now is None else now
+        today = dt.datetime.fromtimestamp(when).astimezone().date()
         clock = local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
-        return f"{clock} ({'in ' + str(minutes) + ' min' if minutes > 0 else 'now'})"
+        return f"{clock} ({how_long(moment.timestamp() - when)})"
 
     return _RFC3339_UTC.sub(shown, text)
+
+
+def how_long(seconds: float) -> str:
+    """A wait in the unit a person counts it in: minutes, then hours, then days (rounded up: never sooner)."""
+    minutes = math.ceil(seconds / 60)
+    if minutes <= 0:
+        return "now"
+    if minutes < 120:
+        return f"in {minutes} min"
+    hours = math.ceil(minutes / 60)
+    return f"in {hours} hours" if hours < 48 else f"in {math.ceil(hours / 24)} days"
 
 
 def sentence(text: str) -> str:

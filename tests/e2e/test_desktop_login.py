@@ -42,6 +42,7 @@ class Desktop:
                  device_config: Path, xvfb: Xvfb) -> None:
         self.root, self.hial, self.double, self.agent_port = root, hial, double, agent_port
         self.config, self.device_config, self.xvfb = config, device_config, xvfb
+        self.launched: list[subprocess.Popen[str]] = []
 
     def launch(self, *app: str, user: str | None = "rad", display: bool = True, config: Path | None = None,
                browser: Path | None = None) -> subprocess.Popen[str]:
@@ -52,9 +53,18 @@ class Desktop:
         if browser is not None:
             env["BROWSER"] = str(browser)
         who = ["--user", user] if user else []
-        return subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(config or self.config), "launch",
-                                 *who, "--", *app], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env, cwd=PROJECT)
+        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(config or self.config),
+                                    "launch", *who, "--", *app], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=env, cwd=PROJECT)
+        self.launched.append(process)
+        return process
+
+    def stop_launched(self) -> None:
+        """After a failed test: no launch left waiting at a dialog."""
+        for process in self.launched:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
     def echo(self) -> tuple[str, ...]:
         return str(DCMTK_BIN / "echoscu"), "-aec", "ORTHANC@GW1", "127.0.0.1", str(self.agent_port)
@@ -84,8 +94,10 @@ def desktop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desktop]:
                                 return_port=agent_return, session_file=root / "session.json")
     device = config.model_copy(update={"identity_provider": config.identity_provider.model_copy(
         update={"login": "device"})})
-    yield Desktop(root, hial, double, agent_port, write(root / "workstation.toml", config),
-                  write(root / "device.toml", device), xvfb)
+    desktop = Desktop(root, hial, double, agent_port, write(root / "workstation.toml", config),
+                      write(root / "device.toml", device), xvfb)
+    yield desktop
+    desktop.stop_launched()
     double.stop()
     orthanc.stop()
     hial.stop()
