@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from oauthclient.errors import printable
+
 from .oidc import LoginError, MfaRequired, OidcClient, Tokens
 
 if TYPE_CHECKING:
@@ -128,8 +130,9 @@ def how_long(seconds: float) -> str:
 
 
 def sentence(text: str) -> str:
-    """The provider's description as a sentence: capital first letter, a full stop at the end."""
-    text = " ".join(local_times(text).split())
+    """The provider's description as a sentence: capital first letter, a full stop at the end; control and
+    bidirectional-override characters replaced and the length bounded (a hostile text must not reshape the dialog)."""
+    text = printable(" ".join(local_times(text).split()))
     if not text:
         return ""
     text = text[0].upper() + text[1:]
@@ -213,7 +216,7 @@ class DialogView:
         try:
             outcome = self.state.submit(attempt)
         except Exception as error:  # a fault of ours or of the platform (TLS files): said, and tried again
-            outcome = Outcome(error=f"Sign-in failed: {error}", otp_needed=self.state.otp_needed)
+            outcome = Outcome(error=sentence(f"Sign-in failed: {error}"), otp_needed=self.state.otp_needed)
         self._answers.put((attempt, outcome))
 
     def _poll(self) -> None:

@@ -107,6 +107,8 @@ def test_lockout_time_is_shown_in_the_desktops_time_zone_with_how_long(brussels:
     assert local_times("locked until 2026-12-01T23:30:00Z", now=now) == "locked until 00:30 (now)"
     assert local_times("locked until 2026-13-45T10:00:00Z", now=now) == "locked until 2026-13-45T10:00:00Z"
     assert sentence("invalid   username or password") == "Invalid username or password."
+    assert sentence("see \u202egnp.exe") == "See ?gnp.exe."  # no right-to-left override from a hostile provider
+    assert len(sentence("x" * 100_000)) < 310
 
 
 def _json(body: dict[str, Any]) -> httpx.Response:
