@@ -77,7 +77,7 @@ def _login(client: OidcClient, args: argparse.Namespace) -> tuple[Tokens, str | 
     Standard input if asked (``--password-stdin``), else a terminal prompt; with no terminal (an app
     started from a desktop icon) the sign-in dialog; with no display either, or when configured
     (``login = "device"``) or asked (``--device``), the device flow (RFC 8628) in the browser."""
-    if args.device or client.provider.login == "device":
+    if args.device or (client.provider.login == "device" and not args.password_stdin):  # the command line wins
         return device.device_login(client, browser=device.can_open_browser()), None
     if not args.password_stdin and not sys.stdin.isatty():
         try:
