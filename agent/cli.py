@@ -32,16 +32,7 @@ from tomlconf import ConfigError
 
 from . import certs, device, dialog
 from .config import WorkstationConfig, config_path, load
-from .oidc import (
-    LoginCancelled,
-    LoginError,
-    MfaRequired,
-    OidcClient,
-    Tokens,
-    delete_session,
-    load_session,
-    save_session,
-)
+from .oidc import LoginError, MfaRequired, OidcClient, Tokens, delete_session, load_session, save_session
 from .service import Session, WorkstationAgent
 
 log = logging.getLogger("dicom_agent")
@@ -86,7 +77,7 @@ def _login(client: OidcClient, args: argparse.Namespace) -> tuple[Tokens, str | 
             print(f"dicom-agent: no terminal and {why}: signing in with the device flow", file=sys.stderr, flush=True)
             return device.device_login(client, browser=device.can_open_browser()), None
         if signed_in is None:
-            raise LoginCancelled("sign-in cancelled; nothing was started")
+            raise dialog.Cancelled("sign-in cancelled; nothing was started")
         return signed_in
     user = args.user or _read_line("User: ", args.password_stdin, secret=False)
     password = _read_line("Password: ", args.password_stdin, secret=True)
@@ -265,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 "serve": cmd_serve}
     try:
         return commands[args.command](config, args)
-    except LoginCancelled as error:
+    except dialog.Cancelled as error:
         print(f"dicom-agent: {error}", file=sys.stderr)
         return 3
     except LoginError as error:

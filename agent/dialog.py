@@ -40,6 +40,10 @@ _RFC3339_UTC = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b")
 POLL_MS = 50  # how often the Tk loop looks for the answer of an attempt running on its worker thread
 
 
+class Cancelled(LoginError):
+    """The user closed the sign-in dialog: nothing is started."""
+
+
 class NoDisplay(Exception):
     """No dialog can be shown (no X display, or Tk missing); the caller falls back to the device flow."""
 

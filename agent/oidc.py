@@ -63,10 +63,6 @@ class LoginError(Exception):
         self.code = code
 
 
-class LoginCancelled(LoginError):
-    """The user closed the sign-in dialog: nothing is started."""
-
-
 class MfaRequired(LoginError):
     """The provider wants a one-time password as well (``mfa_required`` in an invalid_grant)."""
 
