@@ -9,10 +9,12 @@ STAMP  := $(VENV)/.installed
 # (about 124 MB to download; measured 17 s to install on our 2-core machine, where the others were installed).
 # haproxy: the load balancer in front of several server agents (tests/e2e/test_haproxy.py, PROXY protocol v2).
 # nodejs, npm: the foreign OpenID provider of the tests (panva oidc-provider, devtools/foreign_idp).
-# xvfb, xdotool: a virtual X display and a keyboard on it for the desktop sign-in dialog's tests
-# (tests/e2e/test_desktop_login.py); python3-tk: Tk for Debian's python3.11, which the venv is built from (the
-# dialog, agent/dialog.py; a Python built without _tkinter falls back to the device flow).
-APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm xvfb xdotool python3-tk
+# xvfb, xdotool, tesseract-ocr: a virtual X display, a keyboard on it and OCR to read the screen back, for the
+# desktop sign-in dialog's tests (tests/e2e/test_desktop_login.py; about 20 MB with OCR's English data).
+# python3-tk: Tk for Debian's python3.11, which the venv is built from (the sign-in dialog, agent/dialog.py; a
+# Python built without _tkinter falls back to the device flow).
+APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm xvfb xdotool \
+	tesseract-ocr python3-tk
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp
@@ -50,7 +52,8 @@ venv: system-deps $(STAMP)
 system-deps:
 	@missing=""; \
 	for cmd in /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy \
-		/usr/bin/node /usr/bin/npm /usr/bin/Xvfb /usr/bin/xdotool; do [ -x $$cmd ] || missing="yes"; done; \
+		/usr/bin/node /usr/bin/npm /usr/bin/Xvfb /usr/bin/xdotool \
+		/usr/bin/tesseract; do [ -x $$cmd ] || missing="yes"; done; \
 	[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -e /usr/lib/aarch64-linux-gnu/rsyslog/lmnsd_gtls.so ] || missing="yes"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \

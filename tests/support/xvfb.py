@@ -4,7 +4,8 @@
 writes the number it could take, so parallel runs never race for one), with no access control from
 other hosts (``-nolisten tcp``) and stops it after. ``xdotool`` finds windows by title, focuses them and
 types with the XTEST extension, as a person at a keyboard would; :meth:`Xvfb.screenshot` keeps a PNG of
-a window (Pillow's ``ImageGrab`` over XCB).
+a window (Pillow's ``ImageGrab`` over XCB), and :func:`read_text` reads it back with Tesseract OCR (Debian
+``tesseract-ocr``), so that a test asserts the words a person sees on the screen.
 """
 
 from __future__ import annotations
@@ -18,12 +19,40 @@ from pathlib import Path
 
 XVFB = "/usr/bin/Xvfb"
 XDOTOOL = "/usr/bin/xdotool"
+TESSERACT = "/usr/bin/tesseract"
+OCR_SCALE = 3  # Tesseract reads 9-12 pt screen text reliably once enlarged like this
+OCR_THRESHOLD = 100  # grey levels above are white: text (black, dark grey, dark red) stays, borders go
 START_TIMEOUT = 15.0  # seconds for Xvfb to say which display it took
 
 
 def missing() -> list[str]:
     """The Debian packages a desktop test needs and this machine lacks (`make test` installs them)."""
-    return [package for package, path in (("xvfb", XVFB), ("xdotool", XDOTOOL)) if not shutil.which(path)]
+    return [package for package, path in (("xvfb", XVFB), ("xdotool", XDOTOOL), ("tesseract-ocr", TESSERACT))
+            if not shutil.which(path)]
+
+
+def read_text(png: Path) -> str:
+    """The words on a screenshot, by OCR, lower case with spaces and line ends taken out (OCR reads
+    "User name" as "Username" at times): compare with :func:`squeezed` text."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        grey = image.convert("L")
+        large = grey.resize((grey.width * OCR_SCALE, grey.height * OCR_SCALE), Image.Resampling.LANCZOS)
+    # Black on white: without it Tesseract skips the text of a field with a focus ring.
+    scaled = png.with_name(png.stem + "-ocr.png")
+    large.point(lambda v: 255 if v > OCR_THRESHOLD else 0).save(scaled)
+    # --psm 11, sparse text: a dialog is labels and fields here and there, not a page of lines.
+    result = subprocess.run([TESSERACT, str(scaled), "-", "--psm", "11"], capture_output=True, text=True,
+                            timeout=60)
+    scaled.unlink()
+    if result.returncode != 0:
+        raise RuntimeError(f"tesseract: {result.stderr.strip()}")
+    return squeezed(result.stdout)
+
+
+def squeezed(text: str) -> str:
+    return "".join(text.split()).lower()
 
 
 def _read_line(fd: int, timeout: float) -> str:
