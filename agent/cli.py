@@ -70,7 +70,7 @@ def _login(client: OidcClient, args: argparse.Namespace) -> tuple[Tokens, str | 
     (``login = "device"``) or asked (``--device``), the device flow (RFC 8628) in the browser."""
     if args.device or (client.provider.login == "device" and not args.password_stdin):  # the command line wins
         return device.device_login(client, browser=device.can_open_browser()), None
-    if not args.password_stdin and not sys.stdin.isatty():
+    if not args.password_stdin and (sys.stdin is None or not sys.stdin.isatty()):  # None: started with fd 0 closed
         try:
             signed_in = dialog.ask(client, user=args.user)
         except dialog.NoDisplay as why:

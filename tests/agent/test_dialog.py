@@ -153,11 +153,13 @@ def test_a_browser_is_opened_only_on_a_display_or_when_named(environ: dict[str, 
     assert device.can_open_browser(environ) is can
 
 
+@pytest.mark.parametrize("stdin", [io.StringIO(""), None], ids=["not a terminal", "closed"])
 def test_no_terminal_and_no_display_fall_back_to_the_device_flow(monkeypatch: pytest.MonkeyPatch,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 stdin: io.StringIO | None) -> None:
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: started from a desktop icon
+    monkeypatch.setattr("sys.stdin", stdin)  # started from a desktop icon: /dev/null, or no fd 0 at all
     args = argparse.Namespace(device=False, password_stdin=False, user="rad", break_glass=None)
     with _client() as client:
         tokens, password = cli.login(client, args)
