@@ -152,7 +152,6 @@ def test_dialog_signs_in_and_the_app_runs_through_the_agent(desktop: Desktop, tm
     desktop.xvfb.key(window, "Return")
     out, err = launch.communicate(timeout=120)
     assert launch.returncode == 0, err
-    assert "rad logged in; starting" in err and "rad logged out" in err
     assert "demo-rad" not in out + err  # the password is never echoed
     assert desktop.last_user() == "rad"  # echoscu's association carried rad's token
     assert not desktop.xvfb.windows(TITLE)  # the dialog is gone
