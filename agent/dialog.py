@@ -4,9 +4,10 @@ A viewer started from a desktop icon has no terminal to type a password into: :f
 Tk window (the standard library's toolkit, Debian ``python3-tk``) with the identity provider, the user
 name, the password (never echoed: shown as bullets, not exported as the X selection), and the one-time
 code when the provider answers ``mfa_required``. Each submission is one RFC 6749 section 4.3 password
-grant (:meth:`agent.oidc.OidcClient.password_login`, on a worker thread); a refused one leaves the dialog open with the
-provider's description in words (wrong password, "locked until ..."). Cancel or closing the window
-returns None: the caller starts nothing.
+grant (:meth:`agent.oidc.OidcClient.password_login`, on a worker thread); a refused one leaves the
+dialog open with the provider's description in words (wrong password, "locked until ..."). Cancel or
+closing the window returns None: the caller starts nothing. Other clients of the X display cannot
+script the dialog through Tk's ``send``.
 
 :class:`SignIn` is the dialog's logic without Tk (what to ask next, what to say), tested on its own;
 :class:`DialogView` only draws it and runs each attempt off the Tk thread, so that the window stays
@@ -285,6 +286,10 @@ def open_root() -> tkinter.Tk:
     except tkinter.TclError as error:  # no DISPLAY, or it cannot be opened
         raise NoDisplay(f"no display ({error})") from None
     root.withdraw()
+    # Tk's `send` lets any client of the X display run Tcl in this interpreter (read the password variable,
+    # run commands): deleting the command unregisters the interpreter, so that no script is taken in (Tk's
+    # send(n), SECURITY). The dialog needs no inter-application messages.
+    root.tk.call("rename", "send", "")
     try:
         from tkinter import ttk
 

@@ -157,6 +157,23 @@ def test_dialog_signs_in_and_the_app_runs_through_the_agent(desktop: Desktop, tm
     assert not desktop.xvfb.windows(TITLE)  # the dialog is gone
 
 
+def test_other_programs_on_the_display_cannot_script_the_dialog(desktop: Desktop) -> None:
+    """Tk's `send` would let any X client run Tcl in the dialog (read the password as it is typed); a Tk
+    program of our own on the same display lists the Tk interpreters there: the dialog's is not one."""
+    import tkinter
+
+    launch = desktop.launch(*desktop.echo())
+    window = _dialog(desktop, launch)
+    other = tkinter.Tk(screenName=desktop.xvfb.display, className="other")
+    try:
+        interps = other.tk.splitlist(other.tk.call("winfo", "interps"))
+    finally:
+        other.destroy()
+    assert list(interps) == ["other"]  # our own only: the dialog (`dicom-agent`) takes no scripts
+    desktop.xvfb.key(window, "Escape")
+    assert launch.wait(60) == 3
+
+
 def test_a_wrong_password_is_said_in_the_dialog_which_stays_for_another_try(desktop: Desktop,
                                                                               tmp_path: Path) -> None:
     launch = desktop.launch(*desktop.echo())
