@@ -68,9 +68,10 @@ def _login(client: OidcClient, args: argparse.Namespace) -> tuple[Tokens, str | 
     Standard input if asked (``--password-stdin``), else a terminal prompt; with no terminal (an app
     started from a desktop icon) the sign-in dialog; with no display either, or when configured
     (``login = "device"``) or asked (``--device``), the device flow (RFC 8628) in the browser."""
+    terminal = sys.stdin is not None and sys.stdin.isatty()  # None: started with fd 0 closed
     if args.device or (client.provider.login == "device" and not args.password_stdin):  # the command line wins
-        return device.device_login(client, browser=device.can_open_browser()), None
-    if not args.password_stdin and (sys.stdin is None or not sys.stdin.isatty()):  # None: started with fd 0 closed
+        return device.device_login(client, browser=device.can_open_browser(), window=not terminal), None
+    if not args.password_stdin and not terminal:
         try:
             signed_in = dialog.ask(client, user=args.user)
         except dialog.NoDisplay as why:

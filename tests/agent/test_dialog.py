@@ -145,6 +145,13 @@ def test_the_device_flow_prints_and_opens_the_verification_uri() -> None:
     assert opened == [f"{ISSUER}/device?user_code=WDJB-MJHT"]
 
 
+def test_the_device_flow_without_a_display_for_its_window_polls_all_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with _client() as client:
+        tokens = device.device_login(client, browser=False, out=io.StringIO(), window=True)
+    assert tokens.access_token == "AT"
+
+
 @pytest.mark.parametrize(("environ", "can"), [
     ({}, False), ({"TERM": "xterm"}, False), ({"DISPLAY": ":0"}, True), ({"WAYLAND_DISPLAY": "wayland-0"}, True),
     ({"BROWSER": "/usr/bin/firefox"}, True), ({"DISPLAY": ""}, False),

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import jwt
@@ -25,6 +26,7 @@ import pytest
 import requests
 
 from agent import certs
+from agent.device import WINDOW_TITLE
 from agent.dialog import TITLE
 from devtools.dicomdata import make_ct_study
 from devtools.hial import HialProcess
@@ -240,24 +242,32 @@ def test_cancel_starts_nothing_and_says_so(desktop: Desktop, tmp_path: Path) -> 
     assert not marker.exists()
 
 
-def _browser(tmp_path: Path, issuer: str, user: str) -> tuple[Path, Path]:
-    """A script that plays the user's browser: opens the verification URI it is given, then signs in
-    there and approves (the HIAL's /device form, RFC 8628 section 3.3), as a person would."""
+def _browser(tmp_path: Path, issuer: str, user: str | None) -> tuple[Path, Path]:
+    """A script that plays the user's browser: opens the verification URI it is given, then (for a
+    ``user``) signs in there and approves (the HIAL's /device form, RFC 8628 section 3.3), as a person would."""
     seen = tmp_path / "browser-opened"
     script = tmp_path / "browser"
     script.write_text(f"""#!{sys.executable}
-import sys, urllib.parse, requests
+import sys, requests
 url = sys.argv[1]
 open({str(seen)!r}, "w").write(url)
 page = requests.get(url, timeout=10)
-code = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("user_code", [""])[0]
 assert page.ok and url.startswith({issuer!r})
-answer = requests.post({issuer!r} + "/device", timeout=10, data={{
-    "user_code": code, "username": {user!r}, "password": "demo-" + {user!r}, "action": "approve"}})
-sys.exit(0 if "Approved" in answer.text else 1)
+if {user!r} is not None:
+    sys.path.insert(0, {str(PROJECT)!r})
+    from tests.e2e.test_desktop_login import approve
+    sys.exit(0 if approve({issuer!r}, url, {user!r}) else 1)
 """)
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return script, seen
+
+
+def approve(issuer: str, url: str, user: str) -> bool:
+    """Sign in at the verification page the URI names and approve, as a person in the browser."""
+    code = parse_qs(urlsplit(url).query).get("user_code", [""])[0]
+    answer = requests.post(f"{issuer}/device", timeout=10, data={
+        "user_code": code, "username": user, "password": f"demo-{user}", "action": "approve"})
+    return "Approved" in answer.text
 
 
 def test_no_terminal_and_no_display_signs_in_with_the_device_flow_in_the_browser(desktop: Desktop,
@@ -272,10 +282,36 @@ def test_no_terminal_and_no_display_signs_in_with_the_device_flow_in_the_browser
     assert desktop.last_user() == "rad"
 
 
-def test_device_login_configured_opens_the_browser_even_with_a_display(desktop: Desktop, tmp_path: Path) -> None:
-    browser, seen = _browser(tmp_path, desktop.hial.issuer, "tech")
+def test_device_login_configured_shows_the_code_while_the_browser_signs_in(desktop: Desktop, tmp_path: Path) -> None:
+    browser, seen = _browser(tmp_path, desktop.hial.issuer, None)  # opens the page; the person signs in below
     launch = desktop.launch(*desktop.echo(), user=None, config=desktop.device_config, browser=browser)
+    try:
+        window = desktop.xvfb.find_window(WINDOW_TITLE, timeout=30)
+    except TimeoutError:
+        launch.kill()
+        raise AssertionError(f"no device sign-in window; launch said: {launch.communicate()[1]}") from None
+    deadline = time.monotonic() + 30
+    while not seen.exists():
+        assert time.monotonic() < deadline, "the browser was not opened"
+        time.sleep(0.2)
+    code = parse_qs(urlsplit(seen.read_text()).query)["user_code"][0]
+    text = _shows(desktop, window, tmp_path / "device-sign-in-window.png", code)
+    assert "signininyourbrowser" in text and squeezed(f"{desktop.hial.issuer}/device") in text
+    assert not desktop.xvfb.windows(TITLE)  # no password dialog: the provider's page asks
+    assert approve(desktop.hial.issuer, seen.read_text(), "tech")
     _, err = launch.communicate(timeout=120)
     assert launch.returncode == 0, err
-    assert seen.exists() and not desktop.xvfb.windows(TITLE)
+    assert not desktop.xvfb.windows(WINDOW_TITLE)
     assert desktop.last_user() == "tech"
+
+
+def test_cancel_in_the_device_window_starts_nothing(desktop: Desktop, tmp_path: Path) -> None:
+    browser, _ = _browser(tmp_path, desktop.hial.issuer, None)
+    marker = tmp_path / "app-ran"
+    launch = desktop.launch("/bin/sh", "-c", f"touch {marker}", user=None, config=desktop.device_config,
+                            browser=browser)
+    window = desktop.xvfb.find_window(WINDOW_TITLE, timeout=30)
+    desktop.xvfb.key(window, "Escape")
+    _, err = launch.communicate(timeout=60)
+    assert launch.returncode == 3 and "sign-in cancelled; nothing was started" in err
+    assert not marker.exists()
