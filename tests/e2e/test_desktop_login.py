@@ -139,7 +139,7 @@ def _shows(desktop: Desktop, window: str, path: Path, words: str, timeout: float
     deadline = time.monotonic() + timeout
     while True:
         text = read_text(_shot(desktop, window, path))
-        if squeezed(words) in text and "signingin" not in text:
+        if squeezed(words) in text and squeezed("Signing in") not in text:
             return text
         assert time.monotonic() < deadline, f"the dialog does not say {words!r}: it reads {text!r} (see {path})"
 
@@ -149,8 +149,9 @@ def test_dialog_signs_in_and_the_app_runs_through_the_agent(desktop: Desktop, tm
     window = _dialog(desktop, launch)
     desktop.xvfb.type_into(window, "demo-rad")
     text = _shows(desktop, window, tmp_path / "sign-in-dialog.png", f"Identity provider: {desktop.hial.issuer}")
-    assert "signintoopendicomimages" in text and "rad" in text
-    assert "demo" not in text and "invalid" not in text  # the password is not shown; no error before an attempt
+    assert squeezed("Sign in to open DICOM images") in text and squeezed("User name rad") in text
+    # The password is not shown; no error before an attempt.
+    assert squeezed("demo") not in text and squeezed("invalid") not in text
     desktop.xvfb.key(window, "Return")
     out, err = launch.communicate(timeout=120)
     assert launch.returncode == 0, err
@@ -222,7 +223,7 @@ def test_the_one_time_code_is_asked_for_in_the_dialog(desktop: Desktop, tmp_path
     desktop.xvfb.key(window, "Return")
     text = _shows(desktop, window, tmp_path / "sign-in-dialog-one-time-code.png",
                   "Enter the one-time code from your authenticator")
-    assert "one-timecode" in text.replace("enterthe", "")  # the field's label too
+    assert squeezed("One-time code") in text.replace(squeezed("Enter the one-time code"), "")  # the label too
     desktop.xvfb.type_into(window, pyotp.TOTP(MFA_SECRET).now())
     desktop.xvfb.key(window, "Return")
     _, err = launch.communicate(timeout=120)
@@ -296,7 +297,7 @@ def test_device_login_configured_shows_the_code_while_the_browser_signs_in(deskt
         time.sleep(0.2)
     code = parse_qs(urlsplit(seen.read_text()).query)["user_code"][0]
     text = _shows(desktop, window, tmp_path / "device-sign-in-window.png", code)
-    assert "signininyourbrowser" in text and squeezed(f"{desktop.hial.issuer}/device") in text
+    assert squeezed("Sign in in your browser") in text and squeezed(f"{desktop.hial.issuer}/device") in text
     assert not desktop.xvfb.windows(TITLE)  # no password dialog: the provider's page asks
     assert approve(desktop.hial.issuer, seen.read_text(), "tech")
     _, err = launch.communicate(timeout=120)

@@ -21,6 +21,7 @@ XVFB = "/usr/bin/Xvfb"
 XDOTOOL = "/usr/bin/xdotool"
 TESSERACT = "/usr/bin/tesseract"
 OCR_SCALE = 3  # Tesseract reads 9-12 pt screen text reliably once enlarged like this
+_CONFUSED = str.maketrans({"o": "0", "i": "1", "l": "1"})
 OCR_THRESHOLD = 100  # grey levels above are white: text (black, dark grey, dark red) stays, borders go
 START_TIMEOUT = 15.0  # seconds for Xvfb to say which display it took
 
@@ -32,8 +33,8 @@ def missing() -> list[str]:
 
 
 def read_text(png: Path) -> str:
-    """The words on a screenshot, by OCR, lower case with spaces and line ends taken out (OCR reads
-    "User name" as "Username" at times): compare with :func:`squeezed` text."""
+    """The words on a screenshot, by OCR, :func:`squeezed` (OCR reads "User name" as "Username" at times,
+    "W" as "W)", "0" as "o"): compare with squeezed text."""
     from PIL import Image
 
     with Image.open(png) as image:
@@ -52,7 +53,9 @@ def read_text(png: Path) -> str:
 
 
 def squeezed(text: str) -> str:
-    return "".join(text.split()).lower()
+    """Letters and digits only, lower case, with the characters OCR confuses made one (o and 0; i, l and 1):
+    "locked until 01:11 (in 15 min)" and an OCR's "lockeduntil o1:11(in15min)" are the same here."""
+    return "".join(c for c in text.lower() if c.isalnum()).translate(_CONFUSED)
 
 
 def _read_line(fd: int, timeout: float) -> str:
