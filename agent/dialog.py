@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import math
 import queue
 import re
 import threading
@@ -112,7 +111,8 @@ def local_times(text: str, now: float | None = None) -> str:
     def shown(match: re.Match[str]) -> str:
         try:
             moment = dt.datetime.strptime(match.group(0), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-            local = moment.astimezone()
+            # To the minute, never before the time: "until 01:34" for 01:33:40.
+            local = (moment + dt.timedelta(seconds=(60 - moment.second) % 60)).astimezone()
         except (ValueError, OverflowError, OSError):
             return match.group(0)  # not a time after all: shown as the provider wrote it
         when = time.time() if now is None else now
@@ -124,14 +124,15 @@ def local_times(text: str, now: float | None = None) -> str:
 
 
 def how_long(seconds: float) -> str:
-    """A wait in the unit a person counts it in: minutes, then hours, then days (rounded up: never sooner)."""
-    minutes = math.ceil(seconds / 60)
-    if minutes <= 0:
+    """A wait in the unit a person counts it in: minutes, then hours, then days, to the nearest (a lock of
+    lock_seconds = 900 reads "in 15 min" whether the answer took 0.2 s or 20 s)."""
+    if seconds <= 0:
         return "now"
+    minutes = max(1, round(seconds / 60))
     if minutes < 120:
         return f"in {minutes} min"
-    hours = math.ceil(minutes / 60)
-    return f"in {hours} hours" if hours < 48 else f"in {math.ceil(hours / 24)} days"
+    hours = round(minutes / 60)
+    return f"in {hours} hours" if hours < 48 else f"in {round(hours / 24)} days"
 
 
 def sentence(text: str) -> str:

@@ -102,9 +102,11 @@ def test_lockout_time_is_shown_in_the_desktops_time_zone_with_how_long(brussels:
     said = local_times("too many failed logins for this user from this address: locked until 2026-12-01T23:50:00Z",
                        now=now)
     assert said == "too many failed logins for this user from this address: locked until 00:50 (in 15 min)"
-    assert local_times("locked until 2026-12-02T09:00:00Z", now=now) == "locked until 10:00 (in 10 hours)"
-    assert local_times("locked until 2026-12-09T10:00:00Z", now=now) == "locked until 2026-12-09 11:00 (in 8 days)"
+    assert local_times("locked until 2026-12-01T23:49:40Z", now=now + 0.4) == "locked until 00:50 (in 15 min)"
+    assert local_times("locked until 2026-12-02T09:00:00Z", now=now) == "locked until 10:00 (in 9 hours)"
+    assert local_times("locked until 2026-12-09T10:00:00Z", now=now) == "locked until 2026-12-09 11:00 (in 7 days)"
     assert local_times("locked until 2026-12-01T23:30:00Z", now=now) == "locked until 00:30 (now)"
+    assert local_times("locked until 2026-12-01T23:35:20Z", now=now) == "locked until 00:36 (in 1 min)"
     assert local_times("locked until 2026-13-45T10:00:00Z", now=now) == "locked until 2026-13-45T10:00:00Z"
     assert sentence("invalid   username or password") == "Invalid username or password."
     assert sentence("see \u202egnp.exe") == "See ?gnp.exe."  # no right-to-left override from a hostile provider

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import stat
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from devtools.hial import HialProcess
 from devtools.peers import DCMTK_BIN, Orthanc, dcmtk_env, free_port
 from devtools.server_double import ServerDouble
 from devtools.site import workstation_config
-from tests.support.xvfb import Xvfb, missing, read_text, squeezed
+from tests.support.xvfb import Xvfb, missing, near, read_text, squeezed
 from tomlconf import write
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -139,7 +140,7 @@ def _shows(desktop: Desktop, window: str, path: Path, words: str, timeout: float
     deadline = time.monotonic() + timeout
     while True:
         text = read_text(_shot(desktop, window, path))
-        if squeezed(words) in text and squeezed("Signing in") not in text:
+        if near(words, text) and squeezed("Signing in") not in text:  # exact: "Sign in in your" is near it
             return text
         assert time.monotonic() < deadline, f"the dialog does not say {words!r}: it reads {text!r} (see {path})"
 
@@ -149,9 +150,9 @@ def test_dialog_signs_in_and_the_app_runs_through_the_agent(desktop: Desktop, tm
     window = _dialog(desktop, launch)
     desktop.xvfb.type_into(window, "demo-rad")
     text = _shows(desktop, window, tmp_path / "sign-in-dialog.png", f"Identity provider: {desktop.hial.issuer}")
-    assert squeezed("Sign in to open DICOM images") in text and squeezed("User name rad") in text
+    assert near("Sign in to open DICOM images", text) and near("User name rad", text)
     # The password is not shown; no error before an attempt.
-    assert squeezed("demo") not in text and squeezed("invalid") not in text
+    assert not near("demo-rad", text) and not near("Invalid username", text)
     desktop.xvfb.key(window, "Return")
     out, err = launch.communicate(timeout=120)
     assert launch.returncode == 0, err
@@ -205,15 +206,19 @@ def test_a_lockout_says_until_when_in_local_time(desktop: Desktop, tmp_path: Pat
     desktop.xvfb.key(window, "Return")
     text = _shows(desktop, window, tmp_path / "sign-in-dialog-locked.png", "locked until")
     # Locked for lock_seconds (900) from the fifth failure, said in the desktop's zone (TZ), to the minute.
-    said = {squeezed(f"locked until {_brussels(moment + 900)} (in 15 min)") for moment in (first, locked)}
-    assert any(words in text for words in said), text
+    # From the fifth failure (or the refused attempt, were it to renew the lock), to the minute, +1 s for the
+    # HIAL's rounding up to the second.
+    until = {squeezed(_brussels(moment + 900 + extra)) for moment in (first, locked) for extra in (0, 1)}
+    # "01:37 (in 15 min)": the clock and the wait exact, the "(in" between them as OCR reads it ("gn" once).
+    assert any(re.search(f"{clock}.{{0,3}}{squeezed('15 min')}", text) for clock in until), text
     desktop.xvfb.key(window, "Escape")
     _, err = launch.communicate(timeout=60)
     assert launch.returncode == 3 and "sign-in cancelled" in err
 
 
 def _brussels(moment: float) -> str:
-    return dt.datetime.fromtimestamp(math.ceil(moment), ZoneInfo("Europe/Brussels")).strftime("%H:%M")
+    """The minute a lock ending at ``moment`` is said to end, in Brussels: the next whole minute."""
+    return dt.datetime.fromtimestamp(math.ceil(moment / 60) * 60, ZoneInfo("Europe/Brussels")).strftime("%H:%M")
 
 
 def test_the_one_time_code_is_asked_for_in_the_dialog(desktop: Desktop, tmp_path: Path) -> None:
@@ -223,7 +228,7 @@ def test_the_one_time_code_is_asked_for_in_the_dialog(desktop: Desktop, tmp_path
     desktop.xvfb.key(window, "Return")
     text = _shows(desktop, window, tmp_path / "sign-in-dialog-one-time-code.png",
                   "Enter the one-time code from your authenticator")
-    assert squeezed("One-time code") in text.replace(squeezed("Enter the one-time code"), "")  # the label too
+    assert near("Password One-time code", text)  # the field's label too
     desktop.xvfb.type_into(window, pyotp.TOTP(MFA_SECRET).now())
     desktop.xvfb.key(window, "Return")
     _, err = launch.communicate(timeout=120)
@@ -297,7 +302,7 @@ def test_device_login_configured_shows_the_code_while_the_browser_signs_in(deskt
         time.sleep(0.2)
     code = parse_qs(urlsplit(seen.read_text()).query)["user_code"][0]
     text = _shows(desktop, window, tmp_path / "device-sign-in-window.png", code)
-    assert squeezed("Sign in in your browser") in text and squeezed(f"{desktop.hial.issuer}/device") in text
+    assert near("Sign in in your browser", text) and near(f"{desktop.hial.issuer}/device", text)
     assert not desktop.xvfb.windows(TITLE)  # no password dialog: the provider's page asks
     assert approve(desktop.hial.issuer, seen.read_text(), "tech")
     _, err = launch.communicate(timeout=120)

@@ -15,6 +15,7 @@ import select
 import shutil
 import subprocess
 import time
+from difflib import SequenceMatcher
 from pathlib import Path
 
 XVFB = "/usr/bin/Xvfb"
@@ -50,6 +51,19 @@ def read_text(png: Path) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"tesseract: {result.stderr.strip()}")
     return squeezed(result.stdout)
+
+
+def near(words: str, text: str, ratio: float = 0.85) -> bool:
+    """``words`` are on the screen whose :func:`read_text` is ``text``, allowing for a character or two that
+    OCR misread, dropped or added (it read "until" as "unti" once in a dozen runs)."""
+    want = squeezed(words)
+    if want in text:
+        return True
+    for size in (len(want) - 1, len(want), len(want) + 1):
+        for start in range(max(1, len(text) - size + 1)):
+            if SequenceMatcher(None, want, text[start:start + size]).ratio() >= ratio:
+                return True
+    return False
 
 
 def squeezed(text: str) -> str:
