@@ -17,18 +17,24 @@ STAMP  := $(VENV)/.installed
 # dunst, xvfb: a real session bus, monitor and notification daemon to test it (tests/agent/test_notices.py).
 # systemd: its offline tools (systemd-analyze verify/security, systemd-sysusers, systemd-tmpfiles, systemctl
 # --root) check packaging/systemd/ and docs/deployment.md's steps (tests/unit/test_deployment.py).
+# xvfb, xdotool, tesseract-ocr: a virtual X display, a keyboard on it and OCR to read the screen back, for the
+# desktop sign-in dialog's tests (tests/e2e/test_desktop_login.py; about 20 MB with OCR's English data).
+# python3-tk: Tk for Debian's python3.11, which the venv is built from (the sign-in dialog, agent/dialog.py; a
+# Python built without _tkinter falls back to the device flow).
 # One group per line, with the commands that tell whether it is installed in SYSTEM_COMMANDS below.
 APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm
 APT_PACKAGES += prometheus redis-server
 APT_PACKAGES += stunnel4 socat
 APT_PACKAGES += libnotify-bin dbus-daemon dbus-bin dunst xvfb
 APT_PACKAGES += systemd
+APT_PACKAGES += xdotool tesseract-ocr python3-tk
 SYSTEM_COMMANDS := /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy
 SYSTEM_COMMANDS += /usr/bin/node /usr/bin/npm
 SYSTEM_COMMANDS += /usr/bin/promtool /usr/bin/redis-server
 SYSTEM_COMMANDS += /usr/bin/stunnel4 /usr/bin/socat
 SYSTEM_COMMANDS += /usr/bin/notify-send /usr/bin/dbus-run-session /usr/bin/dbus-monitor /usr/bin/dunst /usr/bin/xvfb-run
 SYSTEM_COMMANDS += /usr/bin/systemd-analyze
+SYSTEM_COMMANDS += /usr/bin/Xvfb /usr/bin/xdotool /usr/bin/tesseract
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp install

@@ -31,7 +31,7 @@ from dicomwire.sdnotify import Notifier
 from dicomwire.version import add_version
 from tomlconf import ConfigError
 
-from . import certs
+from . import certs, device, dialog
 from .config import WorkstationConfig, config_path, load
 from .launch import launch, resolve_app
 from .messages import login_message, os_message
@@ -68,12 +68,23 @@ def login(client: OidcClient, args: argparse.Namespace) -> tuple[Tokens, str | N
 
 
 def _login(client: OidcClient, args: argparse.Namespace) -> tuple[Tokens, str | None]:
-    """Interactive or scripted login; returns the tokens and the password (kept for type-2 mode)."""
-    if args.device:
-        start = client.device_start()
-        where = start.verification_uri_complete or start.verification_uri
-        print(f"To sign in, open {where} and enter the code {start.user_code}", file=sys.stderr, flush=True)
-        return client.device_poll(start), None
+    """Interactive or scripted login; returns the tokens and the password (kept for type-2 mode).
+
+    Standard input if asked (``--password-stdin``), else a terminal prompt; with no terminal (an app
+    started from a desktop icon) the sign-in dialog; with no display either, or when configured
+    (``login = "device"``) or asked (``--device``), the device flow (RFC 8628) in the browser."""
+    terminal = sys.stdin is not None and sys.stdin.isatty()  # None: started with fd 0 closed
+    if args.device or (client.provider.login == "device" and not args.password_stdin):  # the command line wins
+        return device.device_login(client, browser=device.can_open_browser(), window=not terminal), None
+    if not args.password_stdin and not terminal:
+        try:
+            signed_in = dialog.ask(client, user=args.user)
+        except dialog.NoDisplay as why:
+            print(f"dicom-agent: no terminal and {why}: signing in with the device flow", file=sys.stderr, flush=True)
+            return device.device_login(client, browser=device.can_open_browser()), None
+        if signed_in is None:
+            raise dialog.Cancelled("sign-in cancelled; nothing was started")
+        return signed_in
     user = args.user or _read_line("User: ", args.password_stdin, secret=False)
     password = _read_line("Password: ", args.password_stdin, secret=True)
     try:
@@ -273,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                 "serve": cmd_serve}
     try:
         return commands[args.command](config, args)
+    except dialog.Cancelled as error:
+        print(f"dicom-agent: {error}", file=sys.stderr)
+        return 3
     except LoginError as error:
         print(f"dicom-agent: {login_message(str(error), error.code, config.provider.issuer, str(config_file))}",
               file=sys.stderr)

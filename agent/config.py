@@ -76,6 +76,9 @@ class IdentityProvider(Schema):
     scope: str = "openid offline_access user/ImagingStudy.rs user/ImagingStudy.c"
     ca_file: RelPath | None = None  # to trust an HTTPS issuer signed by a private CA
     timeout: PositiveFloat = 10.0
+    # "auto": a terminal prompt, else the desktop dialog, else the device flow (RFC 8628); "device": always
+    # the device flow in the browser (a provider whose sign-in is not a password, or single sign-on there)
+    login: Literal["auto", "device"] = "auto"
 
 
 class TlsFiles(Schema):
