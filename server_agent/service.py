@@ -25,8 +25,9 @@ from .monitoring import MeteredDecisionLog, MeteredUnlogged, ServerAdmin, Server
 from .moves import MoveRegistry
 from .pdp import ClientCredentials, Credentials, PdpClient, TokenFile
 from .returns import ReturnPolicy
-from .sessions import LogoutVerifier, Sessions
+from .sessions import Logout, LogoutVerifier, Sessions
 from .shared import LocalShared, SharedState
+from .shared_redis import RedisShared, connect
 
 log = logging.getLogger("server_agent")
 
@@ -69,8 +70,6 @@ def shared_state(config: ServerAgentConfig) -> SharedState:
     section = config.shared
     if section.redis is None:
         return LocalShared(config.identity.throttle, max_ended=config.sessions.max_ended)
-    from .shared_redis import RedisShared, connect  # the redis client only where it is configured
-
     prefix = section.prefix or f"dia:{config.server.site or config.name}:"
     return RedisShared(connect(section), prefix, config.identity.throttle, timeout=section.timeout)
 
@@ -116,6 +115,8 @@ class ServerAgent:
         # for (N-ACTION, N-CREATE, ...) is refused 0124H instead of reaching the PACS unchecked. One
         # factory for both main listeners: each association still gets an object of its own.
         self.sessions = Sessions(config.sessions)
+        if isinstance(self.shared, RedisShared):  # a logout another instance received ends ours of it too
+            self.shared.on_logout = lambda sid, sub, iat: self.sessions.end(Logout(sid=sid, sub=sub, issued_at=iat))
         self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl,
                                    sessions=self.sessions)
         metered = MeteredFactory(self.policy, self.metrics)  # counts what the policy decides, changes nothing

@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -138,6 +140,10 @@ class RedisShared:
                          (("add", _ADD), ("live", _LIVE), ("claim", _CLAIM), ("respond", _RESPOND),
                           ("admit", _ADMIT), ("settle", _SETTLE), ("end", _END))}
         self._pinger: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._process = uuid.uuid4().hex  # this process on the logout channel (its own messages ignored)
+        # Called with (sid, sub, issued_at) for a logout another process received: end ours of it now.
+        self.on_logout: Callable[[str, str, float], object] | None = None
 
     @property
     def problem(self) -> str | None:
@@ -147,6 +153,33 @@ class RedisShared:
         """Ping in the background: a Redis that went away is noticed before the next request needs it."""
         if self._pinger is None:
             self._pinger = asyncio.get_running_loop().create_task(self._ping_loop(), name="shared-ping")
+        if self._listener is None and self.on_logout is not None:
+            self._listener = asyncio.get_running_loop().create_task(self._logouts(), name="shared-logouts")
+
+    async def _logouts(self) -> None:
+        """Logouts published by the other processes (OIDC Back-Channel Logout 1.0 section 2.7: every
+        association of the session ends, wherever it is). Resubscribes after Redis comes back."""
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._key("logouts"))
+                    async for message in pubsub.listen():
+                        self._logout_message(message)
+            except (RedisError, OSError) as error:
+                log.warning("shared state: logout channel lost (%s); resubscribing", error)
+            await asyncio.sleep(self._ping_every)
+
+    def _logout_message(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message" or self.on_logout is None:
+            return
+        try:
+            data = orjson.loads(message["data"])
+            sender, sid, sub, issued = data["from"], str(data["sid"])[:256], str(data["sub"])[:256], float(data["iat"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("shared state: unreadable message on the logout channel ignored")
+            return
+        if sender != self._process:
+            self.on_logout(sid, sub, issued)
 
     async def check(self) -> str | None:
         """One ping now; the problem it found (also kept in :attr:`problem`), or None."""
@@ -246,6 +279,8 @@ class RedisShared:
     async def end_session(self, *, sid: str, sub: str, issued_at: float, remember: float) -> None:
         key = self._key("end", "sid", digest(sid)) if sid else self._key("end", "sub", digest(sub))
         await self._script("end", [key], [int(issued_at * 1000), max(1, int(remember * 1000))])
+        await self._run(self._redis.publish(self._key("logouts"), orjson.dumps(
+            {"from": self._process, "sid": sid, "sub": sub, "iat": issued_at})))
 
     async def session_ended(self, *, sid: str, sub: str, issued_at: float) -> bool:
         keys = [self._key("end", "sid", digest(sid)) if sid else self._key("end", "none"),
@@ -256,9 +291,10 @@ class RedisShared:
         return by_sub is not None and int(issued_at * 1000) <= int(by_sub)
 
     async def close(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
-            self._pinger = None
+        for task in (self._pinger, self._listener):
+            if task is not None:
+                task.cancel()
+        self._pinger = self._listener = None
         await self._redis.aclose()
 
 

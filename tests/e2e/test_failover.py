@@ -186,6 +186,7 @@ class Client(threading.Thread):
         return good, f"final {getattr(last, 'Status', None)}"
 
 
+@pytest.mark.timeout(120 + 2 * SECONDS)
 def test_failover_under_load_loses_nothing_acknowledged(site: tuple[Site, RedisServer], tmp_path: Path) -> None:
     gw, redis = site
     assert gw.orthanc is not None

@@ -274,3 +274,26 @@ def test_redis_back_again_clears_the_problem_and_a_password_comes_from_its_file(
 def test_a_password_in_the_url_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="password_file"):
         SharedSection(redis="redis://:hunter2@127.0.0.1:6379/0")
+
+
+def test_a_logout_one_instance_receives_reaches_the_others_at_once(redis_server: RedisServer) -> None:
+    async def body() -> list[tuple[str, str, float]]:
+        received, heard = redis_store(redis_server, "site-l:"), redis_store(redis_server, "site-l:")
+        elsewhere = redis_store(redis_server, "site-m:")
+        told: list[tuple[str, str, float]] = []
+        heard.on_logout = received.on_logout = lambda sid, sub, iat: told.append((sid, sub, iat))
+        elsewhere.on_logout = lambda sid, sub, iat: told.append(("other site", sub, iat))
+        for store in (received, heard, elsewhere):
+            store.start()
+        await asyncio.sleep(0.3)  # subscribed
+        await received.end_session(sid="s-9", sub="alice", issued_at=1234.5, remember=60)
+        for _ in range(50):
+            if told:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # nothing more comes (not to itself, not to another site)
+        for store in (received, heard, elsewhere):
+            await store.close()
+        return told
+
+    assert run(body) == [("s-9", "alice", 1234.5)]
