@@ -249,6 +249,63 @@ def test_failover_under_load_loses_nothing_acknowledged(site: tuple[Site, RedisS
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_without_redis_every_instance_refuses_and_is_not_ready_until_it_is_back(
+        site: tuple[Site, RedisServer]) -> None:
+    """Fail closed: Redis stopped, each agent's /readyz answers 503 naming the shared state, a new
+    association is rejected (transient) and logged with why; Redis back, both are ready and serve."""
+    gw, redis = site
+    cluster = Cluster(gw, redis, order="roundrobin", names=("e", "f")).start()
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(gw.pki / "ca.crt"))
+    context.load_cert_chain(str(gw.pki / "ws1.crt"), str(gw.pki / "ws1.key"))
+    jwt = token(gw, "rad", "openid user/ImagingStudy.rs")
+
+    def echo(port: int, source: str = "127.0.0.1") -> tuple[bool, bool]:
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+        identity = UserIdentityNegotiation()
+        identity.user_identity_type, identity.primary_field = 5, jwt
+        ae = AE(ae_title="ECHO@WS1")
+        ae.acse_timeout = ae.network_timeout = 10
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", port, ae_title="ORTHANC@GW1", ext_neg=[identity],
+                             tls_args=(context, "gw1"), bind_address=(source, 0))
+        ok = assoc.is_established and assoc.send_c_echo().Status == 0
+        if assoc.is_established:
+            assoc.release()
+        return ok, assoc.is_rejected
+
+    def ready(instance: Instance) -> tuple[int, dict[str, object]]:
+        answer = requests.get(f"http://127.0.0.1:{instance.ports['admin']}/readyz", timeout=5)
+        return answer.status_code, answer.json()
+
+    try:
+        assert echo(gw.ports["server"]) == (True, False)
+        redis.stop()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(ready(i)[0] != 503 for i in cluster.instances):
+            time.sleep(0.2)
+        for instance in cluster.instances:
+            status, body = ready(instance)
+            assert status == 503 and "shared_state" in body["failed"], body  # type: ignore[operator]
+        # Straight to an instance from an address that is no proxy (so no PROXY header is expected):
+        assert echo(cluster.instances[0].ports["server"], source="127.0.0.2") == (False, True)
+        time.sleep(1.0)  # the writer batches records
+        refused = [r for r in records(cluster.instances[0].decision_log) if r.get("event") == "authentication"
+                   and r.get("reason") == "shared_state_unavailable"]
+        assert refused and "Redis unreachable" in str(refused[-1]["detail"])
+        redis.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(ready(i)[0] != 200 for i in cluster.instances):
+            time.sleep(0.2)
+        assert [ready(i)[0] for i in cluster.instances] == [200, 200]
+        time.sleep(2 * CHECK_INTERVAL_MS / 1000 + 0.5)  # HAProxy sees them up again
+        assert echo(gw.ports["server"]) == (True, False)
+    finally:
+        cluster.stop()
+        if redis.process is None:
+            redis.start()
+
+
 def _sop_uids(site: Site) -> set[str]:
     """Every SOP Instance UID Orthanc holds (its REST API)."""
     assert site.orthanc is not None
