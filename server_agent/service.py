@@ -107,7 +107,6 @@ class ServerAgent:
             timeouts=Timeouts.within(config.pdp.timeout))
         self.pdp = PdpClient(config.pdp, pdp_credentials(config.pdp, self.oauth, self.pdp_http), self.pdp_http)
         self.shared = shared_state(config)
-        self.authn.logins = self.shared
         self.moves = MoveRegistry(self.shared)
         pacs_ssl = {p.name: pacs_context(p) for p in config.pacs.values() if p.tls}
         limits = config.limits.relay()
@@ -115,8 +114,6 @@ class ServerAgent:
         # for (N-ACTION, N-CREATE, ...) is refused 0124H instead of reaching the PACS unchecked. One
         # factory for both main listeners: each association still gets an object of its own.
         self.sessions = Sessions(config.sessions)
-        if isinstance(self.shared, RedisShared):  # a logout another instance received ends ours of it too
-            self.shared.on_logout = lambda sid, sub, iat: self.sessions.end(Logout(sid=sid, sub=sub, issued_at=iat))
         self.policy = ServerPolicy(config, self.authn, self.pdp, self.moves, self.decisions, pacs_ssl,
                                    sessions=self.sessions)
         metered = MeteredFactory(self.policy, self.metrics)  # counts what the policy decides, changes nothing
@@ -149,7 +146,15 @@ class ServerAgent:
             self.metrics.watch(server.name, lambda server=server: server.live)  # type: ignore[misc]
         self.admin = (ServerAdmin(config.admin, config, self.metrics, lambda: self.servers, self.decisions)
                       if config.admin is not None else None)
-        if self.admin is not None:  # not ready while the shared state is out of reach (it refuses everything)
+        self._share(shared_port)
+
+    def _share(self, shared_port: bool) -> None:
+        """The parts that use the shared state beyond the moves: login throttles, logouts from other
+        instances (ended here at once), readiness (not ready while it is out of reach: it refuses all)."""
+        self.authn.logins = self.shared
+        if isinstance(self.shared, RedisShared):
+            self.shared.on_logout = lambda sid, sub, iat: self.sessions.end(Logout(sid=sid, sub=sub, issued_at=iat))
+        if self.admin is not None:
             self.admin.readiness.local["shared_state"] = lambda: shared_check(self.shared)
             self.admin.server.reuse_port = shared_port
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ from .shared_config import SharedSection
 
 log = logging.getLogger("server_agent.shared")
 T = TypeVar("T")
+RECORDS_KEPT = 1024  # move records kept per process (read-only copies; a live one gone is read again)
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 # KEYS: dest, move. ARGV: id, record, timeout ms, max per destination. 1 added, 0 full.
@@ -140,6 +142,7 @@ class RedisShared:
                          (("add", _ADD), ("live", _LIVE), ("claim", _CLAIM), ("respond", _RESPOND),
                           ("admit", _ADMIT), ("settle", _SETTLE), ("end", _END))}
         self._pinger: asyncio.Task[None] | None = None
+        self._records: OrderedDict[str, MoveRecord] = OrderedDict()  # by id, oldest first
         self._listener: asyncio.Task[None] | None = None
         self._process = uuid.uuid4().hex  # this process on the logout channel (its own messages ignored)
         # Called with (sid, sub, issued_at) for a logout another process received: end ours of it now.
@@ -235,14 +238,22 @@ class RedisShared:
         await self._run(pipe.execute())
 
     async def _moves(self, destination: str) -> list[MoveRecord]:
-        ids = await self._script("live", [self._key("dest", digest(destination))], [])
-        if not ids:
-            return []
-        pipe = self._redis.pipeline(transaction=False)
-        for move_id in ids:
-            pipe.hget(self._key("move", move_id.decode()), "rec")
-        records = await self._run(pipe.execute())
-        return [MoveRecord.loads(raw) for raw in records if raw]
+        """The destination's live moves. A record never changes once written (only its counts do), so
+        each is read from Redis once per process and kept (at most ``RECORDS_KEPT``): a study's hundreds
+        of sub-operations do not each read its keys again."""
+        ids = [i.decode() for i in await self._script("live", [self._key("dest", digest(destination))], [])]
+        missing = [i for i in ids if i not in self._records]
+        if missing:
+            pipe = self._redis.pipeline(transaction=False)
+            for move_id in missing:
+                pipe.hget(self._key("move", move_id), "rec")
+            for raw in await self._run(pipe.execute()):
+                if raw:
+                    record = MoveRecord.loads(raw)
+                    self._records[record.id] = record
+            while len(self._records) > RECORDS_KEPT:
+                self._records.popitem(last=False)
+        return [self._records[i] for i in ids if i in self._records]
 
     async def move_active(self, destination: str) -> bool:
         return bool(await self._script("live", [self._key("dest", digest(destination))], []))

@@ -155,7 +155,7 @@ def test_a_move_naming_too_many_uids_is_refused_not_half_shared(make: Factory) -
     async def body() -> None:
         store = make()
         try:
-            huge = "\\".join(f"1.2.840.99999.{n}.{n}.{n}" for n in range(4000))
+            huge = "\\".join(f"1.2.840.99999.{n}.{n}.{n}" for n in range(12_000))
             await store.add_move(move(study=huge), timeout=30)
         finally:
             await store.close()
