@@ -9,7 +9,9 @@ STAMP  := $(VENV)/.installed
 # (about 124 MB to download; measured 17 s to install on our 2-core machine, where the others were installed).
 # haproxy: the load balancer in front of several server agents (tests/e2e/test_haproxy.py, PROXY protocol v2).
 # nodejs, npm: the foreign OpenID provider of the tests (panva oidc-provider, devtools/foreign_idp).
-APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm redis-server
+# prometheus: its promtool checks and unit-tests the alert rules of docs/prometheus (tests/e2e/test_admin.py); about
+# 19 MB to download. Without systemd (containers, CI) nothing is started; on a host with it, disable the service.
+APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm prometheus redis-server
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp
@@ -49,7 +51,7 @@ venv: system-deps $(STAMP)
 system-deps:
 	@missing=""; \
 	for cmd in /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy \
-		/usr/bin/node /usr/bin/npm; do [ -x $$cmd ] || missing="yes"; done; \
+		/usr/bin/node /usr/bin/npm /usr/bin/promtool /usr/bin/redis-server; do [ -x $$cmd ] || missing="yes"; done; \
 	[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -e /usr/lib/aarch64-linux-gnu/rsyslog/lmnsd_gtls.so ] || missing="yes"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \

@@ -20,7 +20,7 @@ from prometheus_client import Gauge
 
 from dicomwire.listener import RelayServer
 from oauthclient import AsyncExecutor, OAuthClientError, Timeouts, TlsFiles, discovery
-from server_agent.admin import AdminServer, CheckResult, Readiness, routes
+from server_agent.admin import CHECK_TIMEOUT, AdminServer, CheckResult, Readiness, routes
 from server_agent.metrics import CertificateExpiry, RelayMetrics
 from server_agent.monitoring import check_listeners
 from tomlconf.admin import AdminSection
@@ -55,7 +55,7 @@ class WorkstationAdmin:
         self.readiness = Readiness(
             local={"listeners": lambda: check_listeners(servers()), "session": self.check_session},
             remote={"identity_provider": self.check_provider, "routes": self.check_routes},
-            interval=admin.check_interval, timeout=provider.timeout + 1.0)
+            interval=admin.check_interval, timeout=min(provider.timeout, CHECK_TIMEOUT))
         self.server = AdminServer(routes(self.readiness, metrics.registry,
                                          lambda: metrics.checks(self.readiness.last)), *admin.listen)
 
@@ -88,6 +88,7 @@ class WorkstationAdmin:
 
     async def stop(self) -> None:
         await self.server.stop()
+        self.readiness.close()
         await self.http.aclose()
 
 

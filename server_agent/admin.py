@@ -31,12 +31,16 @@ import h11
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from .http11 import Answer, Bounds, HttpListener
+
 log = logging.getLogger("admin")
 
 MAX_HEAD = 8 * 1024  # a health check's request line and headers are a few hundred bytes
 TIMEOUT = 5.0  # seconds for a whole exchange: a client that sends nothing holds its connection no longer
+# Seconds a readiness check that asks another server may take: below TIMEOUT, so that a server that hangs is
+# named in a 503 instead of the exchange timing out unanswered.
+CHECK_TIMEOUT = 3.0
 MAX_CONNECTIONS = 16  # at once; a monitoring system needs a few, a flood gets closed connections
-READ_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,16 +51,6 @@ class CheckResult:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Answer:
-    """An HTTP response of the admin listener."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
-
-
 RemoteCheck = Callable[[], Awaitable[CheckResult]]  # asks another server: cached, one probe at a time
 LocalCheck = Callable[[], CheckResult]  # reads this process's own state: cheap, asked every time
 
@@ -64,7 +58,11 @@ LocalCheck = Callable[[], CheckResult]  # reads this process's own state: cheap,
 class Readiness:
     """The checks of ``/readyz``: ``local`` ones on every call, ``remote`` ones at most once per ``interval``
     seconds each (one probe in flight per check, shared by every caller meanwhile), each within
-    ``timeout`` seconds (no answer is a failure)."""
+    ``timeout`` seconds (no answer is a failure).
+
+    A remote result older than ``interval`` is refreshed in the background while callers get it as it
+    is, so that a load balancer's check (often given a second) never waits on another server; a result
+    older than ``interval + timeout`` (no probe can take longer) is not given: the caller waits."""
 
     def __init__(self, *, local: Mapping[str, LocalCheck], remote: Mapping[str, RemoteCheck], interval: float,
                  timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -95,14 +93,22 @@ class Readiness:
 
     async def _remote(self, name: str) -> CheckResult:
         cached = self._results.get(name)
-        if cached is not None and self._clock() - cached[0] < self.interval:
+        age = self._clock() - cached[0] if cached is not None else float("inf")
+        if cached is not None and age < self.interval:
             return cached[1]
         probe = self._probes.get(name)
         if probe is None:
             probe = asyncio.get_running_loop().create_task(self._probe(name))
             self._probes[name] = probe
             probe.add_done_callback(lambda _: self._probes.pop(name, None))
+        if cached is not None and age < self.interval + self.timeout:
+            return cached[1]  # being refreshed
         return await asyncio.shield(probe)  # a caller that leaves does not cancel the others' probe
+
+    def close(self) -> None:
+        """Cancel the probes under way (the agent is stopping)."""
+        for probe in list(self._probes.values()):
+            probe.cancel()
 
     async def _probe(self, name: str) -> CheckResult:
         try:
@@ -117,6 +123,19 @@ class Readiness:
             log.warning("not ready: %s: %s", name, result.detail)  # said when it changes, not every check
         self._results[name] = (self._clock(), result)
         return result
+
+
+def throttled(check: LocalCheck, seconds: float, clock: Callable[[], float] = time.monotonic) -> LocalCheck:
+    """``check`` run at most once per ``seconds``, its result given in between: for a local check that
+    touches the disk, so that a flood of ``/readyz`` on the loopback is not a flood of file operations."""
+    last: list[tuple[float, CheckResult]] = []
+
+    def run() -> CheckResult:
+        now = clock()
+        if not last or now - last[0][0] >= seconds:
+            last[:] = [(now, check())]
+        return last[0][1]
+    return run
 
 
 def readiness_answer(results: Mapping[str, CheckResult]) -> Answer:
@@ -151,87 +170,47 @@ def routes(readiness: Readiness, registry: CollectorRegistry,
 
 
 class AdminServer:
-    """The listener: one GET or HEAD per connection, answered from ``paths`` (404 for any other path)."""
+    """The listener: one GET or HEAD per connection, answered from ``paths`` (404 for any other path),
+    through the agents' one small HTTP server (:mod:`server_agent.http11`)."""
 
     def __init__(self, paths: Mapping[bytes, Route], host: str, port: int) -> None:
         self.paths = dict(paths)
-        self.host, self.port = host, port
-        self.reuse_port = False  # [server] workers > 1: every worker answers on the port (SO_REUSEPORT)
-        self._server: asyncio.Server | None = None
-        self._open = 0
+        self.listener = HttpListener(self, host, port, Bounds(max_head=MAX_HEAD, max_body=0, timeout=TIMEOUT,
+                                                              max_connections=MAX_CONNECTIONS))
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self._server is not None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return str(host), int(port)
+        return self.listener.address
+
+    @property
+    def reuse_port(self) -> bool:
+        """[server] workers > 1: every worker answers on the port (SO_REUSEPORT); set before start."""
+        return self.listener.reuse_port
+
+    @reuse_port.setter
+    def reuse_port(self, value: bool) -> None:
+        self.listener.reuse_port = value
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD,
-                                                  reuse_port=self.reuse_port or None)
+        await self.listener.start()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.listener.stop()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
-            writer.transport.abort()
-            return
-        self._open += 1
-        try:
-            await asyncio.wait_for(self._exchange(reader, writer), TIMEOUT)
-        except (TimeoutError, ConnectionError, h11.ProtocolError):
-            pass
-        finally:
-            self._open -= 1
-            if writer.transport.get_write_buffer_size():  # a client that does not read: no lingering
-                writer.transport.abort()
-            else:
-                writer.close()
-
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        request = await _request(connection, reader)
-        if request is None:
-            return
-        answer = await self._answer(request)
-        headers = [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body))),
-                   ("Cache-Control", "no-store"), ("Connection", "close"), *answer.headers]
-        out = connection.send(h11.Response(status_code=answer.status, headers=headers))
-        if request.method != b"HEAD":
-            out += connection.send(h11.Data(data=answer.body))
-        writer.write(out + connection.send(h11.EndOfMessage()))
-        await writer.drain()
-
-    async def _answer(self, request: h11.Request) -> Answer:
-        route = self.paths.get(request.target.split(b"?", 1)[0])
-        if route is None:
+    def head(self, request: h11.Request) -> Answer | None:
+        if request.target.split(b"?", 1)[0] not in self.paths:
             return Answer(status=404, body=b'{"error": "not found"}\n')
         if request.method not in (b"GET", b"HEAD"):
             return Answer(status=405, body=b'{"error": "GET or HEAD only"}\n', headers=(("Allow", "GET, HEAD"),))
+        return None
+
+    async def answer(self, request: h11.Request, body: bytes) -> Answer:
         try:
-            return await route()
+            return await self.paths[request.target.split(b"?", 1)[0]]()
         except Exception as error:  # the agent's own fault: said in the log, not in the answer
             log.error("admin %s failed: %r", request.target[:64].decode("ascii", "replace"), error)
             return Answer(status=500, body=b'{"error": "internal error (see the agent\'s log)"}\n')
 
 
-async def _request(connection: h11.Connection, reader: asyncio.StreamReader) -> h11.Request | None:
-    """The request's head (its body, if any, is never read: the answer closes the connection)."""
-    while True:
-        event = connection.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                return None
-            connection.receive_data(data)
-        elif isinstance(event, h11.Request):
-            return event
-        else:  # ConnectionClosed, or anything else before a request
-            return None
-
-
-__all__ = ["MAX_CONNECTIONS", "AdminServer", "Answer", "CheckResult", "LocalCheck", "Readiness", "RemoteCheck",
-           "readiness_answer", "routes"]
+__all__ = ["CHECK_TIMEOUT", "MAX_CONNECTIONS", "AdminServer", "Answer", "CheckResult", "LocalCheck", "Readiness",
+           "RemoteCheck", "readiness_answer", "routes", "throttled"]

@@ -79,6 +79,8 @@ def _listen_free(config: ServerAgentConfig) -> str:
         addresses["plain listener"] = config.plain_listen
     if config.sessions.logout_listen:
         addresses["logout endpoint"] = config.sessions.logout_listen
+    if config.admin is not None:
+        addresses["admin listener"] = config.admin.listen
     for name, (host, port) in addresses.items():
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

@@ -9,8 +9,6 @@ is bounded (head, body) and a connection gets ``TIMEOUT`` seconds in all.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import socket
 from urllib.parse import parse_qs
@@ -20,6 +18,7 @@ import h11
 from oauthclient.discovery import ProviderMetadata
 
 from .config import ServerAgentConfig
+from .http11 import Answer, Bounds, HttpListener, json_answer
 from .sessions import LogoutRejected, LogoutVerifier, Sessions
 from .shared import SharedState, SharedUnavailable
 
@@ -33,113 +32,56 @@ MAX_CONNECTIONS = 32  # at once; more are closed unanswered (the provider retrie
 
 
 class LogoutEndpoint:
-    """Listens for logout tokens; each verified one ends its session in :class:`Sessions`."""
+    """Listens for logout tokens; each verified one ends its session in :class:`Sessions`. Served by the
+    agents' one small HTTP server (:mod:`server_agent.http11`), within the bounds above."""
 
     def __init__(self, verifier: LogoutVerifier, sessions: Sessions, host: str, port: int, *,
                  shared: SharedState | None = None, reuse_port: bool = False) -> None:
         self.verifier = verifier
         self.sessions = sessions
         self.shared = shared  # where the other workers and instances learn of the logout
-        self.reuse_port = reuse_port  # the workers of one host share the port (SO_REUSEPORT)
-        self.host, self.port = host, port
-        self._server: asyncio.Server | None = None
-        self._open = 0
+        self.listener = HttpListener(self, host, port, Bounds(max_head=MAX_HEAD, max_body=MAX_BODY, timeout=TIMEOUT,
+                                                              max_connections=MAX_CONNECTIONS),
+                                     reuse_port=reuse_port)  # the workers of one host share the port
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[:2]  # type: ignore[no-any-return]
+        return self.listener.address
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port,
-                                                  reuse_port=self.reuse_port or None)
+        await self.listener.start()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.listener.stop()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
-            writer.close()
-            return
-        self._open += 1
-        try:
-            await self._answer(reader, writer)
-        finally:
-            self._open -= 1
-
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        try:
-            status, answer = await asyncio.wait_for(self._exchange(connection, reader), TIMEOUT)
-        except (TimeoutError, h11.RemoteProtocolError, ConnectionError):
-            writer.close()
-            return
-        body = json.dumps(answer).encode() if answer else b""
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                   ("Cache-Control", "no-store"), ("Connection", "close")]
-        try:
-            writer.write(connection.send(h11.Response(status_code=status, headers=headers)))
-            writer.write(connection.send(h11.Data(data=body)) + connection.send(h11.EndOfMessage()))
-            await asyncio.wait_for(writer.drain(), TIMEOUT)
-        except (TimeoutError, h11.LocalProtocolError, ConnectionError):
-            pass
-        writer.close()
-
-    async def _exchange(self, connection: h11.Connection, reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-        request: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(4096)
-                connection.receive_data(data)
-                if not data and connection.their_state is not h11.DONE:
-                    raise ConnectionError("closed mid-request")
-                continue
-            if isinstance(event, h11.Request):
-                request = event
-                problem = self._refusal(event)
-                if problem is not None:
-                    return problem
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY:
-                    return 413, {"error": "invalid_request", "error_description": "body too large"}
-            elif isinstance(event, h11.EndOfMessage) and request is not None:
-                return await self._logout(bytes(body))
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionError("closed")
-
-    @staticmethod
-    def _refusal(request: h11.Request) -> tuple[int, dict[str, str]] | None:
+    def head(self, request: h11.Request) -> Answer | None:
         if request.target.split(b"?")[0] != PATH:
-            return 404, {}
+            return json_answer(404)
         if request.method != b"POST":
-            return 405, {}
+            return json_answer(405)
         headers = dict(request.headers)
         length = headers.get(b"content-length")
         if length is None:
-            return 411, {}
+            return json_answer(411)
         if int(length) > MAX_BODY:
-            return 413, {"error": "invalid_request", "error_description": "body too large"}
+            return json_answer(413, {"error": "invalid_request", "error_description": "body too large"})
         if headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/x-www-form-urlencoded":
-            return 400, {"error": "invalid_request", "error_description": "form-encoded body expected"}
+            return json_answer(400, {"error": "invalid_request", "error_description": "form-encoded body expected"})
         return None
 
-    async def _logout(self, body: bytes) -> tuple[int, dict[str, str]]:
+    async def answer(self, request: h11.Request, body: bytes) -> Answer:
         try:
             tokens = parse_qs(body.decode("ascii"), strict_parsing=True, max_num_fields=4).get("logout_token", [])
         except (UnicodeDecodeError, ValueError):
             tokens = []
         if len(tokens) != 1:
-            return 400, {"error": "invalid_request", "error_description": "exactly one logout_token expected"}
+            return json_answer(400, {"error": "invalid_request",
+                                     "error_description": "exactly one logout_token expected"})
         try:
             logout = await self.verifier.verify(tokens[0])
         except LogoutRejected as error:
             log.warning("back-channel logout refused: %s", error)
-            return 400, {"error": "invalid_request", "error_description": str(error)}
+            return json_answer(400, {"error": "invalid_request", "error_description": str(error)})
         self.sessions.end(logout)
         if self.shared is not None:
             try:
@@ -147,8 +89,9 @@ class LogoutEndpoint:
                                               remember=self.sessions.config.remember)
             except SharedUnavailable as error:  # the provider retries; ended here already
                 log.error("back-channel logout not shared with the other instances: %s", error)
-                return 503, {"error": "temporarily_unavailable", "error_description": "shared state unavailable"}
-        return 200, {}
+                return json_answer(503, {"error": "temporarily_unavailable",
+                                         "error_description": "shared state unavailable"})
+        return json_answer(200)
 
 
 def check_endpoint(config: ServerAgentConfig, metadata: ProviderMetadata) -> str | None:

@@ -5,8 +5,9 @@ What is counted comes from three places, each observed without changing what it 
 - :class:`MeteredFactory` stands between a relay listener and its policy factory: association results,
   DIMSE requests put to the policy and their verdicts, relay notices, and the bytes each side sent
   (PS3.8 association life as the relay saw it, counted when the association ends);
-- :class:`TimedExecutor` is the HTTP client of the identity provider or of the PDP, and times each
-  exchange (``dicom_agent_provider_request_seconds``, ``dicom_agent_pdp_request_seconds``);
+- :class:`TimedExecutor` is the HTTP client of the identity provider and times each exchange
+  (``dicom_agent_provider_request_seconds``); the server agent times each decision it asks of the PDP
+  (``dicom_agent_pdp_request_seconds``, ``server_agent.monitoring.TimedPdpClient``);
 - collectors read state when scraped: live associations per listener, certificate expiry.
 
 Label cardinality is bounded by construction (a peer must not be able to grow the registry): a label
@@ -22,6 +23,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,11 +74,12 @@ _VERDICTS: dict[type, str] = {Permit: "permit", Refuse: "refuse", Drop: "drop", 
 class RelayMetrics:
     """What both agents count about their associations, in this agent's own registry."""
 
-    def __init__(self, agent: str, name: str) -> None:
+    def __init__(self, agent: str, name: str, worker: int | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        Gauge("dicom_agent_info", "The agent: kind, configured name and version (always 1)",
-              ["agent", "name", "version"], registry=r).labels(agent, name, version()).set(1)
+        Gauge("dicom_agent_info", "The agent: kind, configured name, version and worker ([server] workers; "
+              "empty: the only process) (always 1)", ["agent", "name", "version", "worker"], registry=r).labels(
+            agent, name, version(), "" if worker is None else str(worker)).set(1)
         self.live = Gauge("dicom_agent_associations_live", "Associations holding a slot now, per listener",
                           ["listener"], registry=r)
         self.associations = Counter(
@@ -91,8 +94,8 @@ class RelayMetrics:
                              "(counted when the association ends)", ["listener", "direction"], registry=r)
         self.provider_seconds = Histogram("dicom_agent_provider_request_seconds", "HTTP exchanges with the "
                                           "identity provider", ["outcome"], buckets=LATENCY_BUCKETS, registry=r)
-        self.pdp_seconds = Histogram("dicom_agent_pdp_request_seconds", "HTTP exchanges with the policy decision "
-                                     "point (its authorization server's included)", ["outcome"],
+        self.pdp_seconds = Histogram("dicom_agent_pdp_request_seconds", "Decisions asked of the policy decision "
+                                     "point, its token included (cached answers are not counted)", ["outcome"],
                                      buckets=LATENCY_BUCKETS, registry=r)
         self.check_ok = Gauge("dicom_agent_check_ok", "Readiness checks as /readyz last saw them (1 passed)",
                               ["check"], registry=r)
@@ -123,9 +126,13 @@ class MeteredFactory:
 
     def open(self, connection: ConnectionInfo) -> AssociationPolicy:
         inner = self.inner.open(connection)
-        policy = MeteredPolicy(inner, self.metrics, connection.listener or "-", self._outer.pop)
+        policy = MeteredPolicy(inner, self.metrics, connection.listener or "-", self._forget)
         self._outer[id(inner)] = policy
         return policy
+
+    def _forget(self, policy: MeteredPolicy) -> None:
+        if self._outer.get(id(policy.inner)) is policy:  # a factory may hand one policy to several associations
+            del self._outer[id(policy.inner)]
 
     def outer(self, inner: object) -> object:
         """The policy the relay holds for ``inner`` (what :meth:`RelayServer.end` looks for)."""
@@ -139,7 +146,7 @@ class MeteredPolicy:
     """One association's policy, observed: every answer is the wrapped policy's own."""
 
     def __init__(self, inner: AssociationPolicy, metrics: RelayMetrics, listener: str,
-                 forget: Callable[[int], object]) -> None:
+                 forget: Callable[[MeteredPolicy], None]) -> None:
         self.inner = inner
         self.metrics = metrics
         self.listener = listener
@@ -165,7 +172,7 @@ class MeteredPolicy:
         self.inner.notice(notice)
 
     def close(self, ending: Ending) -> None:
-        self._forget(id(self.inner))
+        self._forget(self)
         try:
             self.inner.close(ending)
         finally:
@@ -213,15 +220,23 @@ async def _later(pending: Awaitable[T], seen: Callable[[T | None], None]) -> T:
     return verdict
 
 
+# Set while a PDP decision is awaited (the server agent's TimedPdpClient): the exchanges it makes are timed
+# as the PDP's, even on a client the PDP shares with the identity provider (its token included).
+PDP_CALL: ContextVar[bool] = ContextVar("pdp_call", default=False)
+
+
 class TimedExecutor(AsyncExecutor):
-    """The HTTP client of one service, each exchange timed into ``histogram`` (outcome ``ok``: an answer,
-    whatever its status; ``error``: none, within the deadline)."""
+    """The identity provider's HTTP client, each exchange timed into ``histogram`` (outcome ``ok``: an
+    answer, whatever its status; ``error``: none within the deadline), except those made for a PDP decision
+    (:data:`PDP_CALL`), which the PDP's histogram times."""
 
     def __init__(self, histogram: Histogram, **options: Any) -> None:
         super().__init__(**options)
         self._ok, self._error = histogram.labels("ok"), histogram.labels("error")
 
     async def send(self, request: HttpRequest, timeouts: Timeouts | None = None) -> HttpResponse:
+        if PDP_CALL.get():
+            return await super().send(request, timeouts)
         started = time.perf_counter()
         try:
             response = await super().send(request, timeouts)
@@ -278,5 +293,5 @@ def _certificates(pem: bytes) -> Iterable[x509.Certificate]:
     return certificates
 
 
-__all__ = ["LATENCY_BUCKETS", "CertificateExpiry", "MeteredFactory", "MeteredPolicy", "RelayMetrics",
+__all__ = ["LATENCY_BUCKETS", "PDP_CALL", "CertificateExpiry", "MeteredFactory", "MeteredPolicy", "RelayMetrics",
            "TimedExecutor"]

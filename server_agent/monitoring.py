@@ -17,11 +17,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from audit.events import AuthenticationEvent, AuthorizationEvent, DecisionEvent
 from audit.syslog import SpooledSender
@@ -30,20 +31,22 @@ from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth,
 from oauthclient.discovery import JwksRequest
 from tomlconf.admin import AdminSection
 
-from .admin import AdminServer, CheckResult, Readiness, routes
+from .admin import CHECK_TIMEOUT, AdminServer, CheckResult, Readiness, routes, throttled
 from .config import ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions
-from .metrics import CertificateExpiry, RelayMetrics
-from .pdp import metadata_request
+from .metrics import PDP_CALL, CertificateExpiry, RelayMetrics
+from .pdp import Decision, PdpClient, metadata_request
 
 log = logging.getLogger("server_agent.admin")
+
+DECISION_LOG_CHECK_EVERY = 1.0  # seconds: the check makes and removes a file; /readyz may be asked far more often
 
 
 class ServerMetrics(RelayMetrics):
     """The server agent's registry: the relays' metrics and its decisions, log and spool."""
 
-    def __init__(self, config: ServerAgentConfig) -> None:
-        super().__init__("server", config.name)
+    def __init__(self, name: str, certificate_files: Callable[[], dict[str, Path]], worker: int | None = None) -> None:
+        super().__init__("server", name, worker)
         r = self.registry
         self.authentications = Counter(
             "dicom_agent_authentications", "Association requests decided (identity, node policy, return path), by "
@@ -58,7 +61,7 @@ class ServerMetrics(RelayMetrics):
                                  "up (0: new work is refused with on_failure = refuse)", registry=r)
         self.spool = Gauge("dicom_agent_audit_spool_messages", "Audit messages spooled, not yet taken by the "
                            "audit record repository", registry=r)
-        r.register(CertificateExpiry(lambda: certificates(config)))
+        r.register(CertificateExpiry(certificate_files))  # read when scraped: a reloaded file is seen
 
     def count(self, event: DecisionEvent) -> None:
         if isinstance(event, AuthenticationEvent):
@@ -113,6 +116,29 @@ class MeteredUnlogged(UnloggedDecisions):
 
     def write(self, event: DecisionEvent, /) -> None:
         self.metrics.count(event)
+
+
+class TimedPdpClient(PdpClient):
+    """The PDP client, each decision it has to ask the PDP for timed into ``histogram`` (AuthZEN 1.0
+    section 6: one evaluation or a batch; the answers its cache gives are not exchanges and not timed)."""
+
+    def __init__(self, histogram: Histogram, *args: Any) -> None:
+        super().__init__(*args)
+        self._ok, self._error = histogram.labels("ok"), histogram.labels("error")
+
+    async def evaluate(self, requests_: list[dict[str, Any]]) -> list[Decision]:
+        started = time.perf_counter()
+        marked = PDP_CALL.set(True)
+        try:
+            decisions = await super().evaluate(requests_)
+        except BaseException:
+            self._error.observe(time.perf_counter() - started)
+            raise
+        finally:
+            PDP_CALL.reset(marked)
+        if not all(d.cached for d in decisions):
+            self._ok.observe(time.perf_counter() - started)
+        return decisions
 
 
 def check_listeners(servers: list[RelayServer]) -> CheckResult:
@@ -185,12 +211,14 @@ class ServerAdmin:
         self.max_spool = admin.max_audit_spool
         self.spool = spool
         self.readiness = Readiness(
-            local={"listeners": lambda: check_listeners(servers()), "decision_log": lambda: check_decision_log(
-                decisions)},
+            local={"listeners": lambda: check_listeners(servers()),
+                   "decision_log": throttled(lambda: check_decision_log(decisions), DECISION_LOG_CHECK_EVERY)},
             remote={"identity_provider": self.check_provider, "pdp": self.check_pdp, "audit_spool": self.check_spool},
-            interval=admin.check_interval, timeout=max(identity.timeout, pdp.timeout) + 1.0)
-        self.server = AdminServer(routes(self.readiness, metrics.registry,
-                                         lambda: metrics.checks(self.readiness.last)), *admin.listen)
+            interval=admin.check_interval, timeout=min(max(identity.timeout, pdp.timeout), CHECK_TIMEOUT))
+        paths = routes(self.readiness, metrics.registry, lambda: metrics.checks(self.readiness.last))
+        self.server = AdminServer(paths, *admin.listen)
+        # [server] workers: this worker alone, for a scrape that always reaches the same counters
+        self.worker_server = AdminServer(paths, *admin.worker_listen) if admin.worker_listen else None
 
     async def check_provider(self) -> CheckResult:
         try:
@@ -221,12 +249,18 @@ class ServerAdmin:
     async def start(self) -> None:
         await self.server.start()
         log.info("admin listener on http://%s:%d (/healthz /readyz /metrics)", *self.server.address)
+        if self.worker_server is not None:
+            await self.worker_server.start()
+            log.info("this worker's own admin listener on http://%s:%d", *self.worker_server.address)
 
     async def stop(self) -> None:
         await self.server.stop()
+        if self.worker_server is not None:
+            await self.worker_server.stop()
+        self.readiness.close()
         await self.identity_http.aclose()
         await self.pdp_http.aclose()
 
 
-__all__ = ["MeteredDecisionLog", "MeteredUnlogged", "ServerAdmin", "ServerMetrics", "certificates",
+__all__ = ["MeteredDecisionLog", "MeteredUnlogged", "ServerAdmin", "ServerMetrics", "TimedPdpClient", "certificates",
            "check_decision_log"]

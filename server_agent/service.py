@@ -21,9 +21,16 @@ from .config import IdentityConfig, Pacs, PdpConfig, ServerAgentConfig
 from .decisions import Decisions, load_key
 from .logout import LogoutEndpoint
 from .metrics import MeteredFactory, TimedExecutor
-from .monitoring import MeteredDecisionLog, MeteredUnlogged, ServerAdmin, ServerMetrics
+from .monitoring import (
+    MeteredDecisionLog,
+    MeteredUnlogged,
+    ServerAdmin,
+    ServerMetrics,
+    TimedPdpClient,
+    certificates,
+)
 from .moves import MoveRegistry
-from .pdp import ClientCredentials, Credentials, PdpClient, TokenFile
+from .pdp import ClientCredentials, Credentials, TokenFile
 from .returns import ReturnPolicy
 from .sessions import Logout, LogoutVerifier, Sessions
 from .shared import LocalShared, SharedState
@@ -83,7 +90,8 @@ def shared_check(shared: SharedState) -> CheckResult:
 class ServerAgent:
     def __init__(self, config: ServerAgentConfig) -> None:
         self.config = config
-        self.metrics = ServerMetrics(config)  # in a registry of this agent's own
+        self.metrics = ServerMetrics(config.name, lambda: certificates(self.config),  # a registry of its own
+                                     config.admin.worker if config.admin is not None else None)
         logged, repository = config.decision_log, config.audit
         audit = SpooledSender(repository.target(), repository.spool) if repository and repository.spool else None
         self.decisions: Decisions
@@ -101,11 +109,13 @@ class ServerAgent:
                                   timeouts=Timeouts.within(config.identity.timeout))
         self.oauth = AsyncOAuthClient(config.identity.issuer, identity_client(config.identity), self.http)
         self.authn = Authenticator(config.identity, self.oauth)
-        # The PDP's own HTTP client (its CA, our client certificate for RFC 8705), timed on its own.
-        self.pdp_http = TimedExecutor(self.metrics.pdp_seconds, tls=TlsFiles(
-            ca_file=config.pdp.ca_file, certificate=config.pdp.certificate, key=config.pdp.key),
-            timeouts=Timeouts.within(config.pdp.timeout))
-        self.pdp = PdpClient(config.pdp, pdp_credentials(config.pdp, self.oauth, self.pdp_http), self.pdp_http)
+        # The PDP's own HTTP client when it needs another CA or our client certificate (RFC 8705).
+        self.pdp_http = (self.http if config.pdp.certificate is None and config.pdp.ca_file == config.identity.ca_file
+                         else AsyncExecutor(tls=TlsFiles(ca_file=config.pdp.ca_file, certificate=config.pdp.certificate,
+                                                         key=config.pdp.key),
+                                            timeouts=Timeouts.within(config.pdp.timeout)))
+        self.pdp = TimedPdpClient(self.metrics.pdp_seconds, config.pdp,
+                                  pdp_credentials(config.pdp, self.oauth, self.pdp_http), self.pdp_http)
         self.shared = shared_state(config)
         self.moves = MoveRegistry(self.shared)
         pacs_ssl = {p.name: pacs_context(p) for p in config.pacs.values() if p.tls}

@@ -57,7 +57,8 @@ def prepare(config: ServerAgentConfig) -> None:
 def worker_config(config: ServerAgentConfig, worker: int) -> ServerAgentConfig:
     """What worker ``worker`` runs: the file's configuration with its own decision log."""
     server = config.server.model_copy(update={"decision_log": worker_log(config.server.decision_log, worker)})
-    return config.model_copy(update={"server": server})
+    admin = config.admin.model_copy(update={"worker": worker}) if config.admin is not None else None  # its port
+    return config.model_copy(update={"server": server, "admin": admin})
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

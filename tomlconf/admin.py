@@ -7,9 +7,9 @@ behind a firewall: see ``docs/monitoring.md``); it never answers anything secret
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from .schema import LOOPBACK, HostPort, PositiveFloat, PositiveInt, Schema, problem
+from .schema import LOOPBACK, HostPort, PositiveFloat, PositiveInt, Schema, derived, problem
 
 
 class AdminSection(Schema):
@@ -23,6 +23,17 @@ class AdminSection(Schema):
     # Audit messages waiting in the spool above which the agent is not ready (the audit record
     # repository has been unreachable for a long time: a readiness alert before the disk fills).
     max_audit_spool: PositiveInt = 10_000
+    # [server] workers = N: worker I also answers alone on port worker_ports + I (same host), its own
+    # /metrics to scrape: each worker keeps its own counters, and ``listen`` reaches any one of them.
+    worker_ports: int | None = Field(default=None, ge=1, le=65535)
+    worker: int | None = derived(None)  # which worker this process is (set by the supervisor)
+
+    @property
+    def worker_listen(self) -> tuple[str, int] | None:
+        """This worker's own address, if it is a worker and ``worker_ports`` is set."""
+        if self.worker is None or self.worker_ports is None:
+            return None
+        return self.listen[0], self.worker_ports + self.worker
 
     @model_validator(mode="after")
     def _loopback(self) -> AdminSection:
