@@ -297,3 +297,17 @@ def test_a_logout_one_instance_receives_reaches_the_others_at_once(redis_server:
         return told
 
     assert run(body) == [("s-9", "alice", 1234.5)]
+
+
+def test_check_config_says_whether_the_shared_redis_answers(redis_server: RedisServer, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from server_agent.checks import StepFailed, _shared
+
+    def config(url: str) -> Any:
+        return SimpleNamespace(shared=SharedSection(redis=url, timeout=1.0), server=SimpleNamespace(site="s"),
+                               name="GW1", identity=SimpleNamespace(throttle=THROTTLE))
+
+    assert asyncio.run(_shared(config(redis_server.url))) == "answers, scripts run"
+    with pytest.raises(StepFailed, match="Redis unreachable"):
+        asyncio.run(_shared(config(RedisServer(tmp_path / "down").url)))
