@@ -311,3 +311,35 @@ def test_check_config_says_whether_the_shared_redis_answers(redis_server: RedisS
     assert asyncio.run(_shared(config(redis_server.url))) == "answers, scripts run"
     with pytest.raises(StepFailed, match="Redis unreachable"):
         asyncio.run(_shared(config(RedisServer(tmp_path / "down").url)))
+
+
+def test_rediss_checks_the_servers_certificate_and_presents_ours(tmp_path: Path) -> None:
+    """``rediss://``: Redis's certificate must chain to ``ca_file`` and name the host; ours is presented."""
+    from agent import certs
+
+    pki, other = tmp_path / "pki", tmp_path / "other"
+    certs.init_ca(pki)
+    certs.init_ca(other, name="another CA")
+    certs.issue(pki, "redis", ["127.0.0.1"])
+    certs.issue(pki, "gw1", ["127.0.0.1"])
+    server = RedisServer(tmp_path / "redis", tls=(pki / "redis.crt", pki / "redis.key", pki / "ca.crt")).start()
+
+    def problem(ca: Path, client: bool = True) -> str | None:
+        section = SharedSection(redis=server.url, ca_file=ca, certificate=pki / "gw1.crt" if client else None,
+                                key=pki / "gw1.key" if client else None, timeout=2.0)
+
+        async def body() -> str | None:
+            store = RedisShared(connect(section), "tls:", THROTTLE)
+            try:
+                return await store.check()
+            finally:
+                await store.close()
+
+        return asyncio.run(body())
+
+    try:
+        assert problem(pki / "ca.crt") is None
+        assert "certificate verify failed" in (problem(other / "ca.crt") or "")  # not our Redis
+        assert problem(pki / "ca.crt", client=False) is not None  # Redis requires our certificate
+    finally:
+        server.stop()
