@@ -237,6 +237,7 @@ def test_failover_under_load_loses_nothing_acknowledged(site: tuple[Site, RedisS
     print(f"failover: {summary}")  # the figures, with -s
     # Only associations open when A died, or that reached it before the health check noticed, fail.
     assert all(a.started < killed + DETECTED and a.ended >= killed for a in failed), summary
+    assert all(a.ended < killed + 10 for a in failed), summary  # they end for their clients, none hangs
     survivor_peers = {int(str(r["peer"]).rsplit(":", 1)[1]) for r in records(survivor.decision_log)
                       if r.get("event") == "authentication" and r.get("peer")}
     # None the survivor held, except a C-MOVE whose return association (Orthanc's C-STOREs, balanced on
