@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from audit.events import Reason
 
@@ -120,6 +120,8 @@ def connect(section: SharedSection) -> aioredis.Redis:
                                "health_check_interval": 0, "retry_on_timeout": False}
     if section.password_file is not None:
         options["password"] = section.password_file.read_text(encoding="utf-8").strip()
+    if section.username is not None:
+        options["username"] = section.username
     if section.redis.startswith("rediss://"):
         options.update(ssl_ca_certs=str(section.ca_file) if section.ca_file else None,
                        ssl_certfile=str(section.certificate) if section.certificate else None,
@@ -199,7 +201,10 @@ class RedisShared:
         try:
             result = await asyncio.wait_for(operation, self._timeout)
         except (RedisError, OSError, TimeoutError) as error:
-            problem = f"Redis unreachable: {type(error).__name__}: {str(error)[:200]}"
+            # An answer that is a refusal (an ACL's NOPERM, a wrong password) is said so: it is not fixed
+            # by waiting, as an unreachable Redis is.
+            refused = isinstance(error, ResponseError | AuthenticationError)
+            problem = f"Redis {'refused' if refused else 'unreachable'}: {type(error).__name__}: {str(error)[:200]}"
             if self._problem is None:
                 log.error("shared state: %s; refusing what needs it until it answers again", problem)
             self._problem = problem

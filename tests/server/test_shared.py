@@ -343,3 +343,47 @@ def test_rediss_checks_the_servers_certificate_and_presents_ours(tmp_path: Path)
         assert problem(pki / "ca.crt", client=False) is not None  # Redis requires our certificate
     finally:
         server.stop()
+
+
+ACL_COMMANDS = ("evalsha script|load time hset hmget hget hincrby zadd zrange zcard zremrangebyscore zrem pexpire "
+                "pexpireat pttl set get mget del ping publish subscribe multi exec")  # as docs/deployment-ha.md says
+
+
+def test_the_acl_of_the_deployment_guide_is_all_the_agent_needs(redis_server: RedisServer, tmp_path: Path) -> None:
+    """A Redis user limited to the site's prefix and the documented commands runs every operation; it
+    sees nothing of another prefix."""
+    import redis
+
+    admin = redis.Redis(port=redis_server.port)
+    admin.execute_command("ACL", "SETUSER", "gw-agent", "reset", "on", ">agent-secret", "~acl:*", "&acl:*",
+                          "-@all", *(f"+{c}" for c in ACL_COMMANDS.split()))
+    admin.close()
+    (tmp_path / "password").write_text("agent-secret\n")
+    section = SharedSection(redis=redis_server.url, username="gw-agent", password_file=tmp_path / "password")
+
+    async def body() -> list[Any]:
+        store, other = RedisShared(connect(section), "acl:", THROTTLE), RedisShared(connect(section), "acl:", THROTTLE)
+        told: list[str] = []
+        other.on_logout = lambda sid, sub, iat: told.append(sid)
+        other.start()
+        await asyncio.sleep(0.3)
+        await store.add_move(move(), timeout=30)
+        await store.respond(move(), announced=1, final=False)
+        seen: list[Any] = [(await store.claim("VIEWER1@WS1", "VIEWER1@WS1", 7, IMAGE)).reason,
+                           await store.admit_login("192.0.2.7"), await store.settle_login("192.0.2.7", failed=True)]
+        await store.end_session(sid="s-acl", sub="u", issued_at=1.0, remember=60)
+        seen.append(await store.session_ended(sid="s-acl", sub="u", issued_at=1.0))
+        await store.respond(move(), announced=None, final=True)
+        seen.append(await store.move_active("VIEWER1@WS1"))
+        await asyncio.sleep(0.3)
+        seen.append(told)
+        outside = RedisShared(connect(section), "elsewhere:", THROTTLE)
+        try:
+            await outside.move_active("VIEWER1@WS1")
+        except SharedUnavailable as error:
+            seen.append(str(error)[:13])
+        for s in (store, other, outside):
+            await s.close()
+        return seen
+
+    assert run(body) == [Reason.PDP, None, False, True, False, ["s-acl"], "Redis refused"]
