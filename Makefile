@@ -50,6 +50,8 @@ demo: venv
 
 bench: venv
 	$(PY) -m bench.run $(if $(QUICK),--quick,)
+	# Issue 15 item 7 at its full length: two instances behind HAProxy, 20 clients for 60 s, one killed
+	FAILOVER_SECONDS=60 $(PY) -m pytest tests/e2e/test_failover.py -k under_load -q -s -p no:cacheprovider
 
 # Long fuzzing runs (issue 13: 10^7 executions per harness): each harness of FUZZ_HARNESSES in turn, FUZZ_RUNS
 # executions, corpus kept in .fuzz/<harness>/ between runs and seeded from real encodings (fuzz/make_seeds.py);

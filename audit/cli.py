@@ -175,8 +175,30 @@ def _verify(args: argparse.Namespace, keys: Keys | None) -> int:
         print("decision-log verify: give the agent's public key (--public-key decision-log.key.pub), and for "
               "checkpoints of versions before 2026-12 their HMAC key (--key-file)", file=sys.stderr)
         return 2
+    chains = chains_of(args.log)
+    results = []
+    for chain in chains:  # [server] workers: one chain per worker, each verified whole (its own seq and keys)
+        if len(chains) > 1 and not args.json:
+            print(f"{chain}:")
+        results.append(_verify_chain(args, keys, chain))
+    return max(results, key=lambda code: (code == 1, code == SEALED, code))
+
+
+def chains_of(log: Path) -> list[Path]:
+    """The chains a log names: itself, and the workers' own chains beside it (``NAME.wI.SUFFIX``, written
+    with ``[server] workers``); the log itself only when no worker chain exists or it was written too."""
+    def worker(path: Path) -> int | None:
+        middle = path.name[len(log.stem) + 2:len(path.name) - len(log.suffix)]
+        return int(middle) if middle.isdigit() else None
+
+    found = [p for p in log.parent.glob(f"{log.stem}.w[0-9]*{log.suffix}") if worker(p) is not None]
+    workers = sorted(found, key=lambda p: worker(p) or 0)
+    return [*([log] if log.exists() or not workers else []), *workers]
+
+
+def _verify_chain(args: argparse.Namespace, keys: Keys, log: Path) -> int:
     progress = Progress("verify")
-    report = verify(args.log, keys, stale_after=args.stale_after, progress=progress.update)
+    report = verify(log, keys, stale_after=args.stale_after, progress=progress.update)
     progress.done(f"{report.records:,} records checked")
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))

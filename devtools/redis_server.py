@@ -16,15 +16,17 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 class RedisServer:
     """``start()``: listening and answering PING; ``stop()``: gone (its port refuses connections)."""
 
-    def __init__(self, folder: Path, port: int | None = None, password: str | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, password: str | None = None,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
         self.folder = folder
         self.port = port or free_port()
         self.password = password
+        self.tls = tls  # (certificate, key, CA of the clients' certificates): TLS only, client certificates required
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -32,6 +34,11 @@ class RedisServer:
                    "--appendonly", "no", "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")]
         if self.password:
             command += ["--requirepass", self.password]
+        if self.tls:
+            certificate, key, ca = self.tls
+            command[1:3] = ["--port", "0", "--tls-port", str(self.port)]
+            command += ["--tls-cert-file", str(certificate), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+                        "--tls-auth-clients", "yes"]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -40,6 +47,8 @@ class RedisServer:
                                    f"{(self.folder / 'redis.log').read_text(errors='replace')[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    if self.tls:  # listening is all that can be seen without a client certificate
+                        return self
                     sock.sendall(b"PING\r\n")
                     if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return self

@@ -134,13 +134,9 @@ class ServerAssociation:
             log.warning("association %s from %s refused: %s", connection.association_id, connection.peer, detail)
             return RejectAssociation(reason_text=detail, result=code[0], source=code[1], reason=code[2])
 
-        problem = self.factory.decisions.problem if self.config.refuse_unlogged else None
-        if problem is not None:
-            return reject(Reason.DECISION_LOG_UNAVAILABLE, f"decision log unavailable ({problem}): refusing to act "
-                                                           "unlogged", (2, 3, 1))
-        shared = self.factory.moves.shared.problem
-        if shared is not None:  # fail closed: without the shared state no move, throttle or logout holds
-            return reject(Reason.SHARED_STATE_UNAVAILABLE, f"shared state unavailable ({shared})", (2, 3, 1))
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return reject(*unavailable, (2, 3, 1))
         pacs = route(self.config, rq.called_ae)
         if pacs is None:
             return reject(Reason.CALLED_AE_UNKNOWN, f"called AE title {rq.called_ae!r} names no PACS here", (1, 1, 7))
@@ -170,14 +166,9 @@ class ServerAssociation:
                 return reject(Reason.NOT_A_USER, f"a token of node {subject.id} cannot call as {rq.calling_ae!r}",
                               (1, 2, 1))
             sessions = self.factory.sessions
-            ended = sessions.refusal(subject) if sessions else None
-            if ended is None:
-                try:
-                    ended = await self._ended_elsewhere(subject)
-                except SharedUnavailable as error:
-                    return reject(error.reason, f"shared state unavailable ({error})", (2, 3, 1))
+            ended = await self._session_refusal(subject)
             if ended is not None:
-                return reject(Reason.TOKEN_INACTIVE, ended, (1, 2, 1))
+                return reject(*ended)
             if sessions is not None:  # lives while its session lives, not only as long as the token
                 subject, self.session = sessions.bind(self, subject)
         self.subject, self.pacs = subject, pacs
@@ -188,6 +179,27 @@ class ServerAssociation:
         forwarded = (strip_user_identity(rq) if identity else rq).with_ae_titles(called=pacs.ae_title)
         return ForwardAssociation(target=pacs_upstream(pacs, self.factory.pacs_ssl), rq=forwarded,
                                   review_ac=self.positive_response)
+
+    def _unavailable(self) -> tuple[Reason, str] | None:
+        """What this agent cannot act without: its decision log (unless configured to go on), the shared
+        state (without it no move, throttle or logout holds). Refused transient: try again later."""
+        problem = self.factory.decisions.problem if self.config.refuse_unlogged else None
+        if problem is not None:
+            return Reason.DECISION_LOG_UNAVAILABLE, f"decision log unavailable ({problem}): refusing to act unlogged"
+        shared = self.factory.moves.shared.problem
+        if shared is not None:
+            return Reason.SHARED_STATE_UNAVAILABLE, f"shared state unavailable ({shared})"
+        return None
+
+    async def _session_refusal(self, subject: Subject) -> tuple[Reason, str, tuple[int, int, int]] | None:
+        """Why this subject's session may not start an association: ended here or elsewhere."""
+        ended = self.factory.sessions.refusal(subject) if self.factory.sessions else None
+        if ended is None:
+            try:
+                ended = await self._ended_elsewhere(subject)
+            except SharedUnavailable as error:
+                return error.reason, f"shared state unavailable ({error})", (2, 3, 1)
+        return (Reason.TOKEN_INACTIVE, ended, (1, 2, 1)) if ended is not None else None
 
     async def _ended_elsewhere(self, subject: Subject) -> str | None:
         """A logout another worker or instance received (the shared store's ended sessions)."""

@@ -25,7 +25,9 @@ from oauthclient.discovery import ProviderMetadata
 from . import introspection, logout
 from .config import Pacs, ServerAgentConfig
 from .pdp import PDP_SCOPE, PdpClient, PdpUnavailable, probe
-from .service import identity_client, pacs_context, pdp_credentials
+from .service import identity_client, pacs_context, pdp_credentials, shared_state
+from .shared import SharedUnavailable
+from .shared_redis import RedisShared
 
 CERTIFICATE_WARNING_DAYS = 30
 
@@ -51,6 +53,8 @@ def steps(config: ServerAgentConfig) -> Iterator[Step]:
     if config.sessions.logout_listen is not None:
         yield Step("back-channel logout endpoint", lambda: _logout(config, found))
     yield Step(f"PDP {config.pdp.url}: token and one evaluation", lambda: asyncio.run(_pdp(config)))
+    if config.shared.redis is not None:
+        yield Step(f"shared state {config.shared.redis}: PING and a script", lambda: asyncio.run(_shared(config)))
     for pacs in config.pacs.values():
         yield Step(f"PACS {pacs.name} ({pacs.ae_title} at {pacs.host}:{pacs.port}): C-ECHO",
                    lambda pacs=pacs: _echo(pacs))  # type: ignore[misc]
@@ -193,6 +197,23 @@ def _echo(pacs: Pacs) -> str:
     if not status or status.Status != 0:
         raise StepFailed(f"C-ECHO status {getattr(status, 'Status', '?')}")
     return "status 0000H" + (" (TLS)" if pacs.tls else "")
+
+
+async def _shared(config: ServerAgentConfig) -> str:
+    """Redis answers with our password and TLS files, and runs the scripts (an ACL that forbids EVALSHA
+    or the prefix would refuse every association once the agent runs)."""
+    store = shared_state(config)
+    try:
+        problem = await store.check() if isinstance(store, RedisShared) else None
+        if problem is None:
+            await store.move_active("CHECK-CONFIG")  # a read through a Lua script
+    except SharedUnavailable as error:
+        problem = str(error)
+    finally:
+        await store.close()
+    if problem is not None:
+        raise StepFailed(problem)
+    return "answers, scripts run"
 
 
 def _audit(config: ServerAgentConfig) -> str:

@@ -33,16 +33,13 @@ from .authn import Subject
 from .authorization import Facts
 from .config import ThrottleConfig
 from .resources import Context
-from .shared import LocalShared, MoveRecord, SharedState
+from .shared import LEVEL_KEY, LocalShared, MoveRecord, SharedState
 
 if TYPE_CHECKING:
     from .association import ServerAssociation
 
 _COUNTS = (Tag.NUMBER_OF_REMAINING_SUBOPERATIONS, Tag.NUMBER_OF_COMPLETED_SUBOPERATIONS,
            Tag.NUMBER_OF_FAILED_SUBOPERATIONS, Tag.NUMBER_OF_WARNING_SUBOPERATIONS)
-# The unique key of each Query/Retrieve level (PS3.4 C.6.1.1, C.6.2.1): what a C-MOVE names at it.
-_LEVEL_KEY = {"PATIENT": "patient_id", "STUDY": "study_instance_uid", "SERIES": "series_instance_uid",
-              "IMAGE": "sop_instance_uid"}
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
@@ -63,25 +60,14 @@ class Move:
 
     def __post_init__(self) -> None:
         resource = self.facts.resource
-        for key in _LEVEL_KEY.values():
+        for key in LEVEL_KEY.values():
             value = resource.get(key, "")
             if value:
                 self.members[key] = frozenset(v.strip() for v in value.split("\\"))  # list of UIDs (C.2.2.2.2)
 
-    def covers(self, image: dict[str, str]) -> bool:
-        """Whether an image is one this move asked for: every key the move named at its level and above
-        must name this image (a list of UIDs names each of its members)."""
-        level = self.facts.keys.level.value
-        if level not in _LEVEL_KEY or _LEVEL_KEY[level] not in self.members:
-            return False  # a move without the unique key of its level names nothing we can check
-        return all(image.get(key, "") in values for key, values in self.members.items())
-
     @property
     def sub_operations(self) -> int:
         return self.relayed
-
-    def has_room(self) -> bool:
-        return self.announced is None or self.relayed < self.announced
 
     def respond(self, response: CommandSet, final: bool) -> None:
         """A C-MOVE-RSP: the counts say how many sub-operations there are in all (PS3.4 C.4.2.1.6)."""

@@ -27,8 +27,9 @@ from .metrics import MeteredFactory
 from .monitoring import MeteredDecisionLog, MeteredUnlogged, ServerAdmin, ServerMetrics, certificates
 from .moves import MoveRegistry
 from .pdp import PdpClient
-from .sessions import LogoutVerifier, Sessions
+from .sessions import Logout, LogoutVerifier, Sessions
 from .shared import LocalShared, SharedState
+from .shared_redis import RedisShared, connect
 
 log = logging.getLogger("server_agent")
 
@@ -39,8 +40,6 @@ def shared_state(config: ServerAgentConfig) -> SharedState:
     section = config.shared
     if section.redis is None:
         return LocalShared(config.identity.throttle, max_ended=config.sessions.max_ended)
-    from .shared_redis import RedisShared, connect  # the redis client only where it is configured
-
     prefix = section.prefix or f"dia:{config.server.site or config.name}:"
     return RedisShared(connect(section), prefix, config.identity.throttle, timeout=section.timeout)
 
@@ -92,7 +91,14 @@ class ServerAgent:
             metrics.watch(server.name, lambda server=server: server.live)  # type: ignore[misc]
         self.admin = (ServerAdmin(config.admin, config, metrics, lambda: self.servers, self.decisions)
                       if config.admin is not None else None)
-        if self.admin is not None:  # not ready while the shared state is out of reach (it refuses everything)
+        self._share(shared_port)
+
+    def _share(self, shared_port: bool) -> None:
+        """The parts that use the shared state beyond the moves: login throttles, logouts from other
+        instances (ended here at once), readiness (not ready while it is out of reach: it refuses all)."""
+        if isinstance(self.shared, RedisShared):  # (each generation's authn counts logins in it: build())
+            self.shared.on_logout = lambda sid, sub, iat: self.sessions.end(Logout(sid=sid, sub=sub, issued_at=iat))
+        if self.admin is not None:
             self.admin.readiness.local["shared_state"] = lambda: shared_check(self.shared)
             self.admin.server.reuse_port = shared_port
         self.retired: set[asyncio.Task[None]] = set()  # old generations waiting for their associations

@@ -38,7 +38,7 @@ from .config import ThrottleConfig
 from .throttle import LoginThrottle
 
 MAX_MOVES_PER_DESTINATION = 256
-MAX_MOVE_BYTES = 64 * 1024
+MAX_MOVE_BYTES = 256 * 1024  # about 4,000 UIDs: an IMAGE-level move of a large series
 # The unique key of each Query/Retrieve level (PS3.4 C.6.1.1, C.6.2.1): what a C-MOVE names at it.
 LEVEL_KEY = {"PATIENT": "patient_id", "STUDY": "study_instance_uid", "SERIES": "series_instance_uid",
              "IMAGE": "sop_instance_uid"}

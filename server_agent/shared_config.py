@@ -13,6 +13,7 @@ class SharedSection(Schema):
     ``password_file`` (never written in the configuration). Without ``redis``: one process only."""
 
     redis: str | None = None
+    username: str | None = None  # the agents' Redis ACL user (docs/deployment-ha.md); None: "default"
     password_file: RelPath | None = None
     ca_file: ExistingFile | None = None
     certificate: ExistingFile | None = None
@@ -28,7 +29,7 @@ class SharedSection(Schema):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         if value is not None and "@" in value.partition("://")[2].partition("/")[0]:
-            raise ValueError("must not carry a password: put it in password_file")
+            raise ValueError("must not carry a user or password: use username and password_file")
         return value
 
 

@@ -20,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Mapping
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from audit.events import Reason
 
@@ -43,6 +46,7 @@ from .shared_config import SharedSection
 
 log = logging.getLogger("server_agent.shared")
 T = TypeVar("T")
+RECORDS_KEPT = 1024  # move records kept per process (read-only copies; a live one gone is read again)
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 # KEYS: dest, move. ARGV: id, record, timeout ms, max per destination. 1 added, 0 full.
@@ -116,6 +120,8 @@ def connect(section: SharedSection) -> aioredis.Redis:
                                "health_check_interval": 0, "retry_on_timeout": False}
     if section.password_file is not None:
         options["password"] = section.password_file.read_text(encoding="utf-8").strip()
+    if section.username is not None:
+        options["username"] = section.username
     if section.redis.startswith("rediss://"):
         options.update(ssl_ca_certs=str(section.ca_file) if section.ca_file else None,
                        ssl_certfile=str(section.certificate) if section.certificate else None,
@@ -138,6 +144,11 @@ class RedisShared:
                          (("add", _ADD), ("live", _LIVE), ("claim", _CLAIM), ("respond", _RESPOND),
                           ("admit", _ADMIT), ("settle", _SETTLE), ("end", _END))}
         self._pinger: asyncio.Task[None] | None = None
+        self._records: OrderedDict[str, MoveRecord] = OrderedDict()  # by id, oldest first
+        self._listener: asyncio.Task[None] | None = None
+        self._process = uuid.uuid4().hex  # this process on the logout channel (its own messages ignored)
+        # Called with (sid, sub, issued_at) for a logout another process received: end ours of it now.
+        self.on_logout: Callable[[str, str, float], object] | None = None
 
     @property
     def problem(self) -> str | None:
@@ -147,6 +158,33 @@ class RedisShared:
         """Ping in the background: a Redis that went away is noticed before the next request needs it."""
         if self._pinger is None:
             self._pinger = asyncio.get_running_loop().create_task(self._ping_loop(), name="shared-ping")
+        if self._listener is None and self.on_logout is not None:
+            self._listener = asyncio.get_running_loop().create_task(self._logouts(), name="shared-logouts")
+
+    async def _logouts(self) -> None:
+        """Logouts published by the other processes (OIDC Back-Channel Logout 1.0 section 2.7: every
+        association of the session ends, wherever it is). Resubscribes after Redis comes back."""
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._key("logouts"))
+                    async for message in pubsub.listen():
+                        self._logout_message(message)
+            except (RedisError, OSError) as error:
+                log.warning("shared state: logout channel lost (%s); resubscribing", error)
+            await asyncio.sleep(self._ping_every)
+
+    def _logout_message(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message" or self.on_logout is None:
+            return
+        try:
+            data = orjson.loads(message["data"])
+            sender, sid, sub, issued = data["from"], str(data["sid"])[:256], str(data["sub"])[:256], float(data["iat"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("shared state: unreadable message on the logout channel ignored")
+            return
+        if sender != self._process:
+            self.on_logout(sid, sub, issued)
 
     async def check(self) -> str | None:
         """One ping now; the problem it found (also kept in :attr:`problem`), or None."""
@@ -163,7 +201,10 @@ class RedisShared:
         try:
             result = await asyncio.wait_for(operation, self._timeout)
         except (RedisError, OSError, TimeoutError) as error:
-            problem = f"Redis unreachable: {type(error).__name__}: {str(error)[:200]}"
+            # An answer that is a refusal (an ACL's NOPERM, a wrong password) is said so: it is not fixed
+            # by waiting, as an unreachable Redis is.
+            refused = isinstance(error, ResponseError | AuthenticationError)
+            problem = f"Redis {'refused' if refused else 'unreachable'}: {type(error).__name__}: {str(error)[:200]}"
             if self._problem is None:
                 log.error("shared state: %s; refusing what needs it until it answers again", problem)
             self._problem = problem
@@ -202,14 +243,22 @@ class RedisShared:
         await self._run(pipe.execute())
 
     async def _moves(self, destination: str) -> list[MoveRecord]:
-        ids = await self._script("live", [self._key("dest", digest(destination))], [])
-        if not ids:
-            return []
-        pipe = self._redis.pipeline(transaction=False)
-        for move_id in ids:
-            pipe.hget(self._key("move", move_id.decode()), "rec")
-        records = await self._run(pipe.execute())
-        return [MoveRecord.loads(raw) for raw in records if raw]
+        """The destination's live moves. A record never changes once written (only its counts do), so
+        each is read from Redis once per process and kept (at most ``RECORDS_KEPT``): a study's hundreds
+        of sub-operations do not each read its keys again."""
+        ids = [i.decode() for i in await self._script("live", [self._key("dest", digest(destination))], [])]
+        missing = [i for i in ids if i not in self._records]
+        if missing:
+            pipe = self._redis.pipeline(transaction=False)
+            for move_id in missing:
+                pipe.hget(self._key("move", move_id), "rec")
+            for raw in await self._run(pipe.execute()):
+                if raw:
+                    record = MoveRecord.loads(raw)
+                    self._records[record.id] = record
+            while len(self._records) > RECORDS_KEPT:
+                self._records.popitem(last=False)
+        return [self._records[i] for i in ids if i in self._records]
 
     async def move_active(self, destination: str) -> bool:
         return bool(await self._script("live", [self._key("dest", digest(destination))], []))
@@ -246,6 +295,8 @@ class RedisShared:
     async def end_session(self, *, sid: str, sub: str, issued_at: float, remember: float) -> None:
         key = self._key("end", "sid", digest(sid)) if sid else self._key("end", "sub", digest(sub))
         await self._script("end", [key], [int(issued_at * 1000), max(1, int(remember * 1000))])
+        await self._run(self._redis.publish(self._key("logouts"), orjson.dumps(
+            {"from": self._process, "sid": sid, "sub": sub, "iat": issued_at})))
 
     async def session_ended(self, *, sid: str, sub: str, issued_at: float) -> bool:
         keys = [self._key("end", "sid", digest(sid)) if sid else self._key("end", "none"),
@@ -256,9 +307,10 @@ class RedisShared:
         return by_sub is not None and int(issued_at * 1000) <= int(by_sub)
 
     async def close(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
-            self._pinger = None
+        for task in (self._pinger, self._listener):
+            if task is not None:
+                task.cancel()
+        self._pinger = self._listener = None
         await self._redis.aclose()
 
 

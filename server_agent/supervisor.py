@@ -147,11 +147,12 @@ class Supervisor:
         for worker in self.workers:
             process = worker.process
             if process is not None and process.poll() is not None:
-                quick = now - worker.started < 10
+                quick = now - worker.started < 10  # died right after starting: wait 1 s, 2 s, 4 s ... 30 s
+                wait = worker.backoff if quick else 0.0
                 worker.backoff = min(30.0, worker.backoff * 2) if quick else 1.0
-                worker.restart_at = now + (worker.backoff if quick else 0.0)
+                worker.restart_at = now + wait
                 log.error("worker %d (pid %d) exited with %s: restarting%s", worker.index, process.pid,
-                          process.returncode, f" in {worker.backoff:.0f} s" if quick else "")
+                          process.returncode, f" in {wait:.0f} s" if quick else "")
                 worker.process = None
             if worker.process is None and now >= worker.restart_at and not self.stopping:
                 self._start(worker)

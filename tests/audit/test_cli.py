@@ -123,3 +123,26 @@ def test_the_index_has_the_logs_own_permissions(tmp_path: Path) -> None:
     for name in os.listdir(tmp_path):  # no journal or other file left open to others
         if name.startswith(path.name + ".index"):
             assert (tmp_path / name).stat().st_mode & 0o007 == 0, name
+
+
+def test_verify_of_a_log_written_by_workers_checks_every_workers_chain(tmp_path: Path) -> None:
+    """[server] workers = N: each worker writes decisions.wI.jsonl; verify --log decisions.jsonl checks each
+    chain whole and fails when one is damaged, naming it."""
+    key_file = tmp_path / "hmac.key"
+    key_file.write_text(KEY.hex())
+    for worker in (1, 2):
+        writer = ChainWriter(tmp_path / f"decisions.w{worker}.jsonl", KEY)
+        for n in range(3):
+            writer.write({"event": "authorization", "time": TIMES["C"], "user": {"username": f"w{worker}"},
+                          "action": "C-FIND", "resource": {"patient_id": str(n)}, "decision": "permit"})
+        writer.close()
+    (tmp_path / "decisions.w10.jsonl.bak").write_text("not a chain of a worker\n")
+    intact = cli("verify", "--log", tmp_path / "decisions.jsonl", "--key-file", key_file)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert intact.stdout.count("ok: ") == 2 and "decisions.w2.jsonl:" in intact.stdout
+    second = tmp_path / "decisions.w2.jsonl"
+    lines = second.read_text().splitlines(keepends=True)
+    second.write_text("".join([lines[0], lines[2], lines[1], *lines[3:]]))  # two records swapped
+    broken = cli("verify", "--log", tmp_path / "decisions.jsonl", "--key-file", key_file)
+    assert broken.returncode == 1
+    assert "decisions.w1.jsonl:\nok: " in broken.stdout and "BROKEN" in broken.stdout.split("decisions.w2.jsonl:")[1]

@@ -291,6 +291,27 @@ def test_failed_type_2_logins_are_throttled_per_source_without_asking_the_provid
         'for="192.0.2.9"']
 
 
+def test_type_2_logins_through_a_shared_state_that_does_not_answer_are_refused_unasked(tmp_path: Path) -> None:
+    """Fail closed: with [shared] redis out of reach no login is counted, so none is let through."""
+    from devtools.redis_server import RedisServer
+    from server_agent.shared_config import SharedSection
+    from server_agent.shared_redis import RedisShared, connect
+
+    provider = FakeProvider()
+
+    async def use(authn: Authenticator) -> AuthenticationFailed:
+        down = RedisServer(tmp_path / "redis")  # never started
+        authn.logins = RedisShared(connect(SharedSection(redis=down.url, timeout=0.5)), "t:", CONFIG.throttle)
+        with pytest.raises(AuthenticationFailed) as raised:
+            await authn.authenticate(_password(b"rad", b"demo-rad"), [], "192.0.2.1")
+        await authn.logins.close()
+        return raised.value
+
+    refused = run(provider, use)
+    assert refused.reason == Reason.SHARED_STATE_UNAVAILABLE and "Redis unreachable" in refused.detail
+    assert provider.token_requests == []
+
+
 def test_parallel_type_2_attempts_from_one_source_get_n_provider_calls() -> None:
     provider = FakeProvider(delay=0.2)
 

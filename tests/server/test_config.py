@@ -85,6 +85,10 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path, pki: Path) -> None:
     ({"pseudonymizer": {"url": "https://pseudo.example.org", "client_secret": "s"}}, "pseudonymizer.client_id"),
     ({"pseudonymizer": {"url": "https://p.example.org", "client_id": "c", "client_secret": "s", "key": "k"}},
      "pseudonymizer.key"),
+    ({"server": {"workers": 2}}, "server.workers"),  # several workers need [shared] redis
+    ({"server": {"workers": 0}}, "server.workers"),
+    ({"shared": {"redis": "127.0.0.1:6379"}}, "shared.redis"),
+    ({"shared": {"redis": "redis://:pw@127.0.0.1:6379/0"}}, "shared.redis"),  # a password never in the file
 ])
 def test_bad_config_names_file_and_key(tmp_path: Path, pki: Path, patch: dict[str, Any], key: str) -> None:
     path = _config(tmp_path, pki, patch)
@@ -203,3 +207,10 @@ def test_a_configuration_built_in_code_is_written_and_read_back_unchanged(tmp_pa
     assert read.identity.issuer == "http://127.0.0.1:8800" and read.pdp.url == read.identity.issuer
     with pytest.raises(ValidationError, match="max_association"):  # a misspelt key fails where it is written
         ServerSection(name="GW1", max_association=3)  # type: ignore[call-arg]
+
+
+def test_several_workers_load_with_a_shared_redis(tmp_path: Path, pki: Path) -> None:
+    config = load(_config(tmp_path, pki, {"server": {"workers": 2}, "shared": {"redis": "rediss://redis.example:6380/0",
+                                                                               "username": "gw-agent"}}))
+    assert config.server.workers == 2 and config.shared.redis == "rediss://redis.example:6380/0"
+    assert config.shared.timeout == 1.0 and config.shared.prefix == ""  # dia:SITE: at run time

@@ -227,3 +227,20 @@ def test_a_move_goes_with_the_association_that_made_it_and_never_to_another() ->
         assert not await moves.active("VIEWER@WS1")
 
     asyncio.run(body())
+
+
+def test_without_the_shared_state_the_return_path_refuses_each_store(tmp_path: Any) -> None:
+    """Fail closed: a Redis that does not answer (nothing listens on its port) refuses every sub-operation
+    (0124H), logged with the reason, instead of guessing which move it belongs to."""
+    from devtools.redis_server import RedisServer
+    from server_agent.config import ThrottleConfig
+    from server_agent.shared_config import SharedSection
+    from server_agent.shared_redis import RedisShared, connect
+
+    down = RedisServer(tmp_path / "redis")  # never started
+    shared = RedisShared(connect(SharedSection(redis=down.url, timeout=0.5)), "t:", ThrottleConfig())
+    association, log = returns(MoveRegistry(shared))
+    verdict = run(association.request(question(Side.CLIENT, store(), head())))
+    assert isinstance(verdict, Refuse) and "shared state unavailable" in verdict.comment
+    assert log.events[-1][1]["reason"] == Reason.SHARED_STATE_UNAVAILABLE.value
+    assert "Redis unreachable" in log.events[-1][1]["detail"]

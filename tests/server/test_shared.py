@@ -155,7 +155,7 @@ def test_a_move_naming_too_many_uids_is_refused_not_half_shared(make: Factory) -
     async def body() -> None:
         store = make()
         try:
-            huge = "\\".join(f"1.2.840.99999.{n}.{n}.{n}" for n in range(4000))
+            huge = "\\".join(f"1.2.840.99999.{n}.{n}.{n}" for n in range(12_000))
             await store.add_move(move(study=huge), timeout=30)
         finally:
             await store.close()
@@ -274,3 +274,116 @@ def test_redis_back_again_clears_the_problem_and_a_password_comes_from_its_file(
 def test_a_password_in_the_url_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="password_file"):
         SharedSection(redis="redis://:hunter2@127.0.0.1:6379/0")
+
+
+def test_a_logout_one_instance_receives_reaches_the_others_at_once(redis_server: RedisServer) -> None:
+    async def body() -> list[tuple[str, str, float]]:
+        received, heard = redis_store(redis_server, "site-l:"), redis_store(redis_server, "site-l:")
+        elsewhere = redis_store(redis_server, "site-m:")
+        told: list[tuple[str, str, float]] = []
+        heard.on_logout = received.on_logout = lambda sid, sub, iat: told.append((sid, sub, iat))
+        elsewhere.on_logout = lambda sid, sub, iat: told.append(("other site", sub, iat))
+        for store in (received, heard, elsewhere):
+            store.start()
+        await asyncio.sleep(0.3)  # subscribed
+        await received.end_session(sid="s-9", sub="alice", issued_at=1234.5, remember=60)
+        for _ in range(50):
+            if told:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # nothing more comes (not to itself, not to another site)
+        for store in (received, heard, elsewhere):
+            await store.close()
+        return told
+
+    assert run(body) == [("s-9", "alice", 1234.5)]
+
+
+def test_check_config_says_whether_the_shared_redis_answers(redis_server: RedisServer, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from server_agent.checks import StepFailed, _shared
+
+    def config(url: str) -> Any:
+        return SimpleNamespace(shared=SharedSection(redis=url, timeout=1.0), server=SimpleNamespace(site="s"),
+                               name="GW1", identity=SimpleNamespace(throttle=THROTTLE))
+
+    assert asyncio.run(_shared(config(redis_server.url))) == "answers, scripts run"
+    with pytest.raises(StepFailed, match="Redis unreachable"):
+        asyncio.run(_shared(config(RedisServer(tmp_path / "down").url)))
+
+
+def test_rediss_checks_the_servers_certificate_and_presents_ours(tmp_path: Path) -> None:
+    """``rediss://``: Redis's certificate must chain to ``ca_file`` and name the host; ours is presented."""
+    from agent import certs
+
+    pki, other = tmp_path / "pki", tmp_path / "other"
+    certs.init_ca(pki)
+    certs.init_ca(other, name="another CA")
+    certs.issue(pki, "redis", ["127.0.0.1"])
+    certs.issue(pki, "gw1", ["127.0.0.1"])
+    server = RedisServer(tmp_path / "redis", tls=(pki / "redis.crt", pki / "redis.key", pki / "ca.crt")).start()
+
+    def problem(ca: Path, client: bool = True) -> str | None:
+        section = SharedSection(redis=server.url, ca_file=ca, certificate=pki / "gw1.crt" if client else None,
+                                key=pki / "gw1.key" if client else None, timeout=2.0)
+
+        async def body() -> str | None:
+            store = RedisShared(connect(section), "tls:", THROTTLE)
+            try:
+                return await store.check()
+            finally:
+                await store.close()
+
+        return asyncio.run(body())
+
+    try:
+        assert problem(pki / "ca.crt") is None
+        assert "certificate verify failed" in (problem(other / "ca.crt") or "")  # not our Redis
+        assert problem(pki / "ca.crt", client=False) is not None  # Redis requires our certificate
+    finally:
+        server.stop()
+
+
+ACL_COMMANDS = ("evalsha script|load time hset hmget hget hincrby zadd zrange zcard zremrangebyscore zrem pexpire "
+                "pexpireat pttl set get mget del ping publish subscribe multi exec")  # as docs/deployment-ha.md says
+
+
+def test_the_acl_of_the_deployment_guide_is_all_the_agent_needs(redis_server: RedisServer, tmp_path: Path) -> None:
+    """A Redis user limited to the site's prefix and the documented commands runs every operation; it
+    sees nothing of another prefix."""
+    import redis
+
+    admin = redis.Redis(port=redis_server.port)
+    admin.execute_command("ACL", "SETUSER", "gw-agent", "reset", "on", ">agent-secret", "~acl:*", "&acl:*",
+                          "-@all", *(f"+{c}" for c in ACL_COMMANDS.split()))
+    admin.close()
+    (tmp_path / "password").write_text("agent-secret\n")
+    section = SharedSection(redis=redis_server.url, username="gw-agent", password_file=tmp_path / "password")
+
+    async def body() -> list[Any]:
+        store, other = RedisShared(connect(section), "acl:", THROTTLE), RedisShared(connect(section), "acl:", THROTTLE)
+        told: list[str] = []
+        other.on_logout = lambda sid, sub, iat: told.append(sid)
+        other.start()
+        await asyncio.sleep(0.3)
+        await store.add_move(move(), timeout=30)
+        await store.respond(move(), announced=1, final=False)
+        seen: list[Any] = [(await store.claim("VIEWER1@WS1", "VIEWER1@WS1", 7, IMAGE)).reason,
+                           await store.admit_login("192.0.2.7"), await store.settle_login("192.0.2.7", failed=True)]
+        await store.end_session(sid="s-acl", sub="u", issued_at=1.0, remember=60)
+        seen.append(await store.session_ended(sid="s-acl", sub="u", issued_at=1.0))
+        await store.respond(move(), announced=None, final=True)
+        seen.append(await store.move_active("VIEWER1@WS1"))
+        await asyncio.sleep(0.3)
+        seen.append(told)
+        outside = RedisShared(connect(section), "elsewhere:", THROTTLE)
+        try:
+            await outside.move_active("VIEWER1@WS1")
+        except SharedUnavailable as error:
+            seen.append(str(error)[:13])
+        for s in (store, other, outside):
+            await s.close()
+        return seen
+
+    assert run(body) == [Reason.PDP, None, False, True, False, ["s-acl"], "Redis refused"]
