@@ -12,6 +12,7 @@ by :meth:`ServerAssociation.close`, never keyed by a number a peer chose.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import ssl
 import time
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from audit.events import Action, Reason
+from audit.events import Action, Disclosure, Reason
 from dicomwire.commands import Notice
 from dicomwire.dataset import MalformedDataSet, with_element, without_element
 from dicomwire.dimse import CommandField
@@ -48,11 +49,21 @@ from .authn import AuthenticationFailed, Authenticator, Subject
 from .authorization import ACTIONS, Facts, Outcome, PdpQuery, conclude, prepare, read_facts
 from .config import Pacs, ServerAgentConfig
 from .decisions import Decisions
+from .deidretrieve import (
+    DeidRetrieval,
+    NotTranslatable,
+    StoreReview,
+    SubOperation,
+    retrieve_response,
+    store_response,
+    sub_operation,
+)
+from .deidview import DeidView
 from .keys import PATIENT_ID, match_keys
 from .moves import Move, MoveRegistry
 from .pdp import Decision, PdpClient, PdpUnavailable
 from .postfilter import Batcher, FindReview
-from .pseudonyms import PseudonymSource
+from .pseudonyms import PseudonymSource, PseudonymsUnavailable
 from .records import Recorder
 from .resources import Context, authzen_request
 from .routing import pacs_upstream, route, workstation_claim
@@ -72,6 +83,7 @@ class Retrieval:
 
     facts: Facts
     sub_operations: int = 0  # permitted
+    deid: DeidRetrieval | None = None  # a research view's: its sub-operations are de-identified
 
 
 @dataclass(slots=True)
@@ -194,6 +206,8 @@ class ServerAssociation:
         facts = self.facts(question, action, sub_operation_of)
         if sub_operation_of is not None and retrieval is None:
             return self._refuse(facts, Reason.UNSOLICITED_SUB_OPERATION, "C-STORE without an authorized C-GET")
+        if retrieval is not None and retrieval.deid is not None:
+            return sub_operation(self, question, facts, retrieval, retrieval.deid)
         return self.decide(facts, retrieval)
 
     def facts(self, question: RequestQuestion, action: Action | None, sub_operation_of: Action | None,
@@ -202,9 +216,10 @@ class ServerAssociation:
                           complete=question.data_set_complete, action=action, sub_operation_of=sub_operation_of,
                           move_destination=move_destination)
 
-    def decide(self, facts: Facts,
-               retrieval: Retrieval | Move | None = None) -> RequestVerdict | Awaitable[RequestVerdict]:
-        """A request (or a sub-operation of ``retrieval``): at once when no I/O is needed."""
+    def decide(self, facts: Facts, retrieval: Retrieval | Move | None = None,
+               sub: SubOperation | None = None) -> RequestVerdict | Awaitable[RequestVerdict]:
+        """A request (or a sub-operation of ``retrieval``, ``sub`` if it is de-identified): at once when
+        no I/O is needed."""
         started = time.perf_counter()
         subject, context = self.subject, self.context
         if subject is None or context is None:
@@ -224,11 +239,11 @@ class ServerAssociation:
         if not self.config.identity.introspect:
             decision = self.factory.pdp.cached(prepared.request)
             if decision is not None:
-                return self._concluded(facts, decision, retrieval, started)
-        return self._decide_later(facts, prepared, retrieval, started)
+                return self._concluded(facts, decision, retrieval, started, sub)
+        return self._decide_later(facts, prepared, retrieval, started, sub)
 
     async def _decide_later(self, facts: Facts, query: PdpQuery, retrieval: Retrieval | Move | None,
-                            started: float) -> RequestVerdict:
+                            started: float, sub: SubOperation | None) -> RequestVerdict:
         assert self.subject is not None
         why = None
         if self.session is None or time.time() < self.session.token_expires_at:
@@ -243,12 +258,15 @@ class ServerAssociation:
             log.error("PDP unavailable, request denied: %s", error)
             return self._refuse(facts, Reason.PDP_UNAVAILABLE, "authorization service unavailable", started,
                                 detail=str(error))
-        return self._concluded(facts, decision, retrieval, started)
+        verdict = self._concluded(facts, decision, retrieval, started, sub)
+        return await verdict if inspect.isawaitable(verdict) else verdict
 
     def _concluded(self, facts: Facts, decision: Decision, retrieval: Retrieval | Move | None,
-                   started: float) -> RequestVerdict:
+                   started: float, sub: SubOperation | None = None) -> RequestVerdict | Awaitable[RequestVerdict]:
         assert self.subject is not None and self.context is not None
         conclusion = conclude(facts, decision, pseudonymizer=self.factory.pseudonyms is not None)
+        if retrieval is not None and conclusion.allowed and (sub is not None or conclusion.deid is not None):
+            return self._disclosing(facts, decision, conclusion.deid, retrieval, sub, started)
         self.record.authorization(facts, self.subject, self.context, conclusion.reason, conclusion.allowed, started,
                                   pdp=decision, detail=conclusion.text if conclusion.reason is not Reason.PDP else "")
         if conclusion.security_alert:
@@ -258,6 +276,8 @@ class ServerAssociation:
             return Refuse(comment=comment(conclusion.text))
         if retrieval is not None:
             return self._counted(retrieval, Permit())
+        if conclusion.deid is not None and facts.action in (Action.C_GET, Action.C_MOVE):
+            return self._deid_retrieval(facts, conclusion.deid)
         if facts.action is Action.C_FIND:
             return self._find_permitted(facts, conclusion.filter_results)
         if facts.action is Action.C_MOVE:
@@ -295,15 +315,59 @@ class ServerAssociation:
             return Refuse(comment=comment("query identifier could not be read"))
         return Rewrite(data_set=asked, review=FindReview(facts=facts, pinned=None, strip_patient_id=True))
 
-    def _move_permitted(self, facts: Facts) -> Move:
+    def _move_permitted(self, facts: Facts, deid: DeidRetrieval | None = None) -> Move:
         assert self.context is not None
         move = Move(owner=self, facts=facts, destination=facts.command.move_destination or "",
                     calling_ae=self.context.calling_ae, message_id=facts.command.message_id,
-                    expires=time.monotonic() + self.config.move_timeout)
+                    expires=time.monotonic() + self.config.move_timeout, deid=deid)
         self.moves.append(move)
         self.retrievals.append(move)
         self.factory.moves.add(move)
         return move
+
+    # ---- the research view of a retrieval (server_agent.deidretrieve) ------------------------------------
+    async def _deid_retrieval(self, facts: Facts, view: DeidView) -> RequestVerdict:
+        """A researcher's C-GET or C-MOVE: its pseudonymous keys translated into the identifier the PACS
+        gets, its sub-operations (the review object's) de-identified."""
+        assert self.factory.pseudonyms is not None  # conclude() refuses a research view without a service
+        deid = DeidRetrieval(view=view, source=self.factory.pseudonyms)
+        try:
+            translated = await deid.translate(facts.keys, facts.data_set, facts.transfer_syntax)
+        except NotTranslatable as error:
+            return self._refuse(facts, error.reason, str(error))
+        except PseudonymsUnavailable as error:
+            return self._refuse(facts, Reason.PSEUDONYMIZER_UNAVAILABLE, "pseudonymisation service unavailable",
+                                detail=str(error))
+        real = read_facts(facts.command, translated, facts.transfer_syntax, complete=True, action=facts.action)
+        if real.malformed:  # our own encoding: never, unless a real value is not one
+            return self._refuse(real, Reason.NOT_DEIDENTIFIABLE, "retrieval keys could not be translated",
+                                detail=real.malformed)
+        if facts.action is Action.C_MOVE:
+            return Rewrite(data_set=translated, review=self._move_permitted(real, deid))
+        retrieval = Retrieval(facts=real, deid=deid)
+        self.retrievals.append(retrieval)
+        return Rewrite(data_set=translated, review=retrieval)
+
+    def _disclosing(self, facts: Facts, decision: Decision, view: DeidView | None, retrieval: Retrieval | Move,
+                    sub: SubOperation | None, started: float) -> RequestVerdict | Awaitable[RequestVerdict]:
+        """A permitted sub-operation to disclose de-identified: in its retrieval's view, no other."""
+        if sub is None or (view is not None and view != sub.retrieval.view):
+            why = ("a research view for an image of an identified retrieval" if sub is None
+                   else "another research view than its retrieval's")
+            self.record.authorization(facts, self.subject, self.context, Reason.OBLIGATION_NOT_UNDERSTOOD, False,
+                                      started, pdp=decision, detail=why)
+            return Refuse(comment=comment(why))
+        return sub.finish(self, facts, decision, retrieval, started)
+
+    def disclosed(self, facts: Facts, decision: Decision, retrieval: Retrieval | Move, started: float,
+                  disclosure: Disclosure) -> None:
+        """A sub-operation disclosed de-identified: the permit, with what it showed (issue 16 item 5)."""
+        self.record.authorization(facts, self.subject, self.context, Reason.PDP, True, started, pdp=decision,
+                                  disclosure=disclosure)
+        self._counted(retrieval, Permit())
+
+    def refused(self, facts: Facts, reason: Reason, text: str, started: float | None, detail: str = "") -> Refuse:
+        return self._refuse(facts, reason, text, started, detail)
 
     def _refuse(self, facts: Facts, reason: Reason, text: str, started: float | None = None,
                 detail: str = "") -> Refuse:
@@ -316,11 +380,14 @@ class ServerAssociation:
     # ---- responses under review --------------------------------------------------------------------------
     def response(self, question: ResponseQuestion) -> ResponseVerdict | Awaitable[ResponseVerdict]:
         review = question.review
+        if isinstance(review, StoreReview):  # a C-GET's de-identified C-STORE, answered by the researcher's app
+            return store_response(question, review)
         if isinstance(review, Move):
             review.respond(question.command, question.final)
             if question.final:
                 self.factory.moves.remove(review)
-            return Permit()
+        if isinstance(review, Move | Retrieval):
+            return retrieve_response(question, review.deid) if review.deid is not None else Permit()
         if not isinstance(review, FindReview) or question.final or not question.data_set:
             return Permit()
         return self._match(question, review)

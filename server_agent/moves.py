@@ -23,6 +23,7 @@ from .authorization import Facts
 
 if TYPE_CHECKING:
     from .association import ServerAssociation
+    from .deidretrieve import DeidRetrieval
 
 _COUNTS = (Tag.NUMBER_OF_REMAINING_SUBOPERATIONS, Tag.NUMBER_OF_COMPLETED_SUBOPERATIONS,
            Tag.NUMBER_OF_FAILED_SUBOPERATIONS, Tag.NUMBER_OF_WARNING_SUBOPERATIONS)
@@ -45,6 +46,7 @@ class Move:
     relayed: int = 0  # sub-operations permitted
     ended: bool = False
     members: dict[str, frozenset[str]] = field(default_factory=dict)  # key -> the values the move named
+    deid: DeidRetrieval | None = None  # a research view's: its sub-operations are de-identified
 
     def __post_init__(self) -> None:
         resource = self.facts.resource

@@ -5,7 +5,9 @@ association is accepted only from a configured PACS (by its TLS client certifica
 tls``, PS3.15 B.12; else by its source address) and only while a move the agent permitted for
 that destination is outstanding; it is relayed over TLS to the workstation agent of ``WS``. Each
 C-STORE must belong to one of those moves (:mod:`server_agent.moves`) and is decided as that move, for
-the user who made it; any other request is refused (deny by default).
+the user who made it; any other request is refused (deny by default). A move made in a research view
+has each C-STORE de-identified in transit (:mod:`server_agent.deidretrieve`), and the workstation's
+C-STORE-RSP carries the real SOP Instance UID back to the PACS.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from dicomwire.questions import (
     AssociationQuestion,
     AssociationVerdict,
     ForwardAssociation,
+    Permit,
     Refuse,
     RejectAssociation,
     RequestQuestion,
     RequestVerdict,
+    ResponseQuestion,
+    ResponseVerdict,
 )
 from dicomwire.tls import certificate_names
 from dicomwire.upstream import Upstream
@@ -36,6 +41,7 @@ from .association import comment
 from .authorization import read_facts
 from .config import ServerAgentConfig
 from .decisions import Decisions
+from .deidretrieve import StoreReview, store_response, sub_operation
 from .moves import MoveRegistry, originator
 from .records import Recorder
 from .routing import pacs_addresses, return_source
@@ -107,7 +113,14 @@ class ReturnAssociation(Forwarding):
         if move is None:
             self.record.authorization(facts, None, None, reason, False, None)
             return Refuse(comment=comment("no C-MOVE this image belongs to"))
+        if move.deid is not None:
+            return sub_operation(move.owner, question, facts, move, move.deid)
         return move.owner.decide(facts, move)
+
+    def response(self, question: ResponseQuestion) -> ResponseVerdict:
+        if isinstance(question.review, StoreReview):
+            return store_response(question, question.review)
+        return Permit()
 
     def notice(self, notice: Notice) -> None:
         self.record.notice(notice, None, None)
