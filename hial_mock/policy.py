@@ -11,6 +11,13 @@ What the policy can say (issue 3):
   organizations, listed organizations, roles, purposes of use) and whether break-glass may override;
 * break-glass: purpose of use ``BTG`` permits what consent would deny, for roles allowed to, and the
   decision says so (``break_glass``) so the agent raises a security alert;
+* research (issue 16): a role with ``patients = "research"`` works in one research project
+  (``[research_projects.ID]``) whose patients are those who acknowledged its consent policy; each
+  permit carries the obligation ``de-identify`` (the project and its PS3.15 E.1-1 profile, shaped as
+  ``server_agent.deidview`` reads it). A patient whose consent refuses research is denied, one without
+  the project's consent is never permitted alone: a C-FIND about such a patient (or about a pseudonym,
+  which the PDP cannot tell apart) is permitted only with ``filter-results``, which the agent never
+  takes as a permit for a match;
 * default deny: whatever no rule permits is denied.
 
 Every decision carries a reason code, the id of the rule that decided and the policy version.
@@ -19,7 +26,7 @@ Every decision carries a reason code, the id of the rule that decided and the po
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,7 +37,9 @@ from tomlconf import load as load_file
 from tomlconf.schema import AS_FROZENSET, AS_TUPLE, Schema, derived, from_file, problem
 
 ACTIONS = ("C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE")
-PATIENT_SCOPES = ("any", "care", "none")
+PATIENT_SCOPES = ("any", "care", "research", "none")  # from the most to the least identifying
+RESEARCH_OPTIONS = ("retain-safe-private", "retain-device-identity", "retain-institution-identity",
+                    "retain-patient-characteristics", "retain-longitudinal-modified-dates", "clean-descriptors")
 BREAK_GLASS = "BTG"  # HL7 v3 ActReason "break the glass"
 
 
@@ -59,8 +68,31 @@ class RoleRule(Schema):
 
     name: str = derived("")
     actions: Annotated[frozenset[Literal["C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE"]], AS_FROZENSET] = frozenset()
-    patients: Literal["any", "care", "none"] = "none"  # PATIENT_SCOPES
+    patients: Literal["any", "care", "research", "none"] = "none"  # PATIENT_SCOPES
     break_glass: bool = False
+    project: str = ""  # with patients = "research": the [research_projects] it works in
+
+
+class ResearchProject(Schema):
+    """``[research_projects.ID]``: its pseudonymisation scope (default: its id), the consent policy whose
+    acknowledgement puts a patient in it, and the de-identification profile its members are shown."""
+
+    id: str = derived("")
+    scope: str = ""
+    consent_policy: str
+    options: Annotated[tuple[Literal["retain-safe-private", "retain-device-identity", "retain-institution-identity",
+                                     "retain-patient-characteristics", "retain-longitudinal-modified-dates",
+                                     "clean-descriptors"], ...], AS_TUPLE] = ()
+    vocabulary: Annotated[tuple[str, ...], AS_TUPLE] = ()  # words Clean Descriptors keeps (upper case)
+    allow_burned_in: bool = False  # instances whose pixels may show identity (PS3.15 E.1.1 note 1)
+
+    def obligation(self) -> dict[str, Any]:
+        """The ``de-identify`` obligation (docs/deidentification.md)."""
+        profile: dict[str, Any] = {"name": "basic", "options": list(self.options)}
+        if self.vocabulary:
+            profile["vocabulary"] = list(self.vocabulary)
+        return {"id": "de-identify", "project": {"id": self.id, "scope": self.scope or self.id},
+                "profile": profile, "pixels": {"allow_burned_in": self.allow_burned_in}}
 
 
 class ConsentPolicy(Schema):
@@ -99,6 +131,7 @@ class Policy(Schema):
     care: Mapping[str, Names] = Field(default_factory=dict, alias="care_relationships")  # user -> patient ids
     consent_policies: Mapping[str, ConsentPolicy] = Field(default_factory=dict)
     consents: Annotated[tuple[Consent, ...], AS_TUPLE] = ()
+    research_projects: Mapping[str, ResearchProject] = Field(default_factory=dict)
     source: str = derived("")  # the file it was read from
 
     @model_validator(mode="after")
@@ -110,7 +143,16 @@ class Policy(Schema):
             if consent.policy not in self.consent_policies:
                 raise problem(("consents", n, "policy"), f"names {consent.policy!r}, which no consent_policies "
                                                          "defines")
+        for name, project in self.research_projects.items():
+            if project.consent_policy not in self.consent_policies:
+                raise problem(("research_projects", name, "consent_policy"), "names no consent_policies entry")
+        for name, role in self.roles.items():
+            if (role.patients == "research") != bool(role.project) or (
+                    role.project and role.project not in self.research_projects):
+                raise problem(("roles", name, "project"), 'a [research_projects] name, with patients = "research" '
+                                                          "only (and required there)")
         return self._fill(
+            research_projects={name: p.model_copy(update={"id": name}) for name, p in self.research_projects.items()},
             roles={name: r.model_copy(update={"name": name}) for name, r in self.roles.items()},
             consent_policies={oid: c.model_copy(update={"oid": oid}) for oid, c in self.consent_policies.items()},
             source=str(info.context["path"]) if from_file(info) else self.source)  # type: ignore[index]
@@ -139,7 +181,7 @@ class Decision:
     message: str
     break_glass: bool = False
     consent_document: str = ""
-    obligations: tuple[str, ...] = ()
+    obligations: tuple[str | dict[str, Any], ...] = ()  # names, or objects with an id (de-identify)
 
     def context(self) -> dict[str, Any]:
         """The AuthZEN response context (AuthZEN 1.0 section 6.2: free form, ours is documented here)."""
@@ -173,8 +215,10 @@ def evaluate(policy: Policy, request: Request) -> Decision:
                       f"{request.action} is not permitted for role {names}")
     if request.action == "C-ECHO":
         return decide(True, "permit", f"role:{allowed[0].name}", "verification is permitted")
-    # The most permissive role decides: any > care > none.
+    # The most permissive role decides: any > care > research > none.
     role = min(allowed, key=lambda r: PATIENT_SCOPES.index(r.patients))
+    if role.patients == "research":
+        return _research(policy, request, role, policy.research_projects[role.project], decide)
     if role.patients == "none":
         return decide(False, "not_identifiable", f"role:{role.name}",
                       f"role {role.name} may not access identifiable patient data")
@@ -208,6 +252,40 @@ def evaluate(policy: Policy, request: Request) -> Decision:
                           f"patient consent {rule.oid} ({rule.title}) denies this access",
                           consent_document=consent.document_id)
     return decide(True, "permit", f"role:{role.name}", f"{request.action} permitted for role {role.name}")
+
+
+def _research(policy: Policy, request: Request, role: RoleRule, project: ResearchProject,
+              decide: Callable[..., Decision]) -> Decision:
+    """A research role's request: always de-identified; about a patient only with the project's consent."""
+    view = project.obligation()
+    consented = False
+    for consent in _active(policy, request):
+        rule = policy.consent_policies[consent.policy]
+        if _consent_denies(rule, consent, request, role):
+            return decide(False, "consent_denied", f"consent:{rule.oid}", f"patient consent {rule.oid} ({rule.title})"
+                          " denies this access", consent_document=consent.document_id)
+        consented = consented or consent.policy == project.consent_policy
+    rule_id = f"research:{project.id}"
+    if consented:
+        return decide(True, "permit_deidentified", rule_id, f"{request.action} permitted de-identified for project "
+                      f"{project.id}", obligations=(view,))
+    if request.action == "C-FIND":
+        # No patient, or one the PDP cannot place (a pseudonym, or a patient outside the project): each
+        # match is decided with its real Patient ID, and only the project's patients are shown.
+        return decide(True, "permit_deidentified_filtered", rule_id, f"{request.action} permitted de-identified; "
+                      "each match must be checked", obligations=("filter-results", view))
+    if not request.patient_id:  # a retrieval by UIDs: each image is decided with its own Patient ID
+        return decide(True, "permit_deidentified", rule_id, f"{request.action} permitted de-identified; each image "
+                      "is decided", obligations=(view,))
+    return decide(False, "no_research_consent", rule_id, f"the patient has not consented to project {project.id}")
+
+
+def _active(policy: Policy, request: Request) -> list[Consent]:
+    """The patient's consents in force for this request (an issuer, when both name one, must agree)."""
+    if not request.patient_id:
+        return []
+    return [c for c in policy.consents if c.patient_id == request.patient_id and c.active(request.time)
+            and not (c.issuer and request.patient_id_issuer and c.issuer != request.patient_id_issuer)]
 
 
 def _consent_denies(rule: ConsentPolicy, consent: Consent, request: Request, role: RoleRule) -> bool:

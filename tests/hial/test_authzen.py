@@ -46,7 +46,7 @@ def test_callers_must_authenticate_with_an_allowed_client(hial: HialProcess) -> 
 
 @pytest.mark.parametrize(("body", "decision", "reason"), [
     (ask("rad", "C-MOVE", "P1"), True, "permit"),
-    (ask("researcher", "C-FIND", "P1"), False, "not_identifiable"),
+    (ask("researcher", "C-MOVE", "P1"), False, "no_research_consent"),
     (ask("refdoc", "C-FIND", "PAT-REF-1"), True, "permit"),
     (ask("refdoc", "C-FIND", "P1"), False, "no_care_relationship"),
     (ask("erdoc", "C-MOVE", "PAT-OPTOUT", "BTG"), True, "break_glass"),
@@ -70,7 +70,7 @@ def test_unknown_subject_uses_verified_token_properties(hial: HialProcess, token
     body["subject"]["properties"] = {"roles": ["radiologist"], "organization": "hospital-a"}
     assert post(hial, "evaluation", body, token).json()["decision"] is True
     # ...but a user the HIAL knows keeps the roles the HIAL knows, whatever the caller claims.
-    body = ask("researcher", "C-FIND", "P1")
+    body = ask("researcher", "C-MOVE", "P1")
     body["subject"]["properties"] = {"roles": ["radiologist"]}
     assert post(hial, "evaluation", body, token).json()["decision"] is False
 

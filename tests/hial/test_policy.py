@@ -40,8 +40,16 @@ TABLE = [
     ("refdoc", "C-FIND", "PAT-1", "TREAT", False, "no_care_relationship", "care:refdoc"),
     ("refdoc", "C-FIND", None, "TREAT", True, "permit_filtered", "role:referring_physician"),
     ("refdoc", "C-MOVE", None, "TREAT", False, "patient_required", "role:referring_physician"),
-    ("researcher", "C-FIND", "PAT-1", "TREAT", False, "not_identifiable", "role:researcher"),
-    ("researcher", "C-MOVE", "PAT-1", "TREAT", False, "action_not_permitted", "role:researcher"),
+    # Research (issue 16): STUDY-A's patients de-identified; any other C-FIND only with every match checked.
+    ("researcher", "C-FIND", "PAT-RES-1", "TREAT", True, "permit_deidentified", "research:STUDY-A"),
+    ("researcher", "C-MOVE", "PAT-RES-2", "TREAT", True, "permit_deidentified", "research:STUDY-A"),
+    ("researcher", "C-FIND", "PAT-1", "TREAT", True, "permit_deidentified_filtered", "research:STUDY-A"),
+    ("researcher", "C-FIND", None, "TREAT", True, "permit_deidentified_filtered", "research:STUDY-A"),
+    ("researcher", "C-MOVE", None, "TREAT", True, "permit_deidentified", "research:STUDY-A"),
+    ("researcher", "C-MOVE", "PAT-1", "TREAT", False, "no_research_consent", "research:STUDY-A"),
+    ("researcher", "C-FIND", "PAT-NORES", "TREAT", False, "consent_denied", "consent:1.3.6.1.4.1.21367.2026.1.2"),
+    ("researcher", "C-MOVE", "PAT-NORES", "TREAT", False, "consent_denied", "consent:1.3.6.1.4.1.21367.2026.1.2"),
+    ("researcher", "C-STORE", "PAT-RES-1", "TREAT", False, "action_not_permitted", "role:researcher"),
     ("researcher", "C-ECHO", None, "TREAT", True, "permit", "role:researcher"),
     ("nobody", "C-ECHO", None, "TREAT", False, "no_role", "default-deny"),
     ("nobody", "C-FIND", "PAT-1", "TREAT", False, "no_role", "default-deny"),
@@ -70,7 +78,13 @@ def test_policy_table(user: str, action: str, patient: str | None, purpose: str,
     assert result.policy_version == "demo-2026-11-22"
     assert result.break_glass == (reason == "break_glass")
     # A query not pinned to one patient is permitted only on the condition that every match is checked.
-    assert ("filter-results" in result.obligations) == (reason == "permit_filtered")
+    assert ("filter-results" in result.obligations) == reason.endswith("_filtered")
+    # Every research permit, and only those, is de-identified, in the project's view.
+    views = [o for o in result.obligations if isinstance(o, dict)]
+    assert len(views) == (1 if reason.startswith("permit_deidentified") else 0)
+    if views:
+        assert views[0]["id"] == "de-identify" and views[0]["project"] == {"id": "STUDY-A", "scope": "STUDY-A"}
+        assert views[0]["profile"]["name"] == "basic" and views[0]["pixels"] == {"allow_burned_in": False}
     context = result.context()
     assert context["rule_id"] == rule and context["policy_version"] == "demo-2026-11-22"
     if result.break_glass:
@@ -111,6 +125,11 @@ def test_research_purpose_denied_by_consent_even_for_a_radiologist() -> None:
     ('version = "x"\n[roles.r]\nactions = ["C-ECHO"]\nbreak_glass = 1\n', "roles.r.break_glass"),
     ('version = "x"\n[[consents]]\npatient_id = "P"\npolicy = "1.2"\nvalid_from = "soon"\n', "consents[0].valid_from"),
     ('version = "x"\nsurprise = 1\n', "surprise"),
+    ('version = "x"\n[roles.r]\npatients = "research"\n', "roles.r.project"),
+    ('version = "x"\n[roles.r]\npatients = "any"\nproject = "P"\n', "roles.r.project"),
+    ('version = "x"\n[research_projects.P]\nconsent_policy = "1.2"\n', "research_projects.P.consent_policy"),
+    ('version = "x"\n[research_projects.P]\nconsent_policy = "1.2"\noptions = ["retain-uids"]\n',
+     "research_projects.P.options"),
     ('version = "x"\n[roles.r\n', "(syntax)"),
 ])
 def test_bad_policy_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
