@@ -49,6 +49,8 @@ from .authn import AuthenticationFailed, Authenticator, Subject
 from .authorization import ACTIONS, Facts, Outcome, PdpQuery, conclude, prepare, read_facts
 from .config import Pacs, ServerAgentConfig
 from .decisions import Decisions
+from .deidprefetch import DEADLINE as PREFETCH_DEADLINE
+from .deidprefetch import members
 from .deidretrieve import (
     DeidRetrieval,
     NotTranslatable,
@@ -342,6 +344,9 @@ class ServerAssociation:
         if real.malformed:  # our own encoding: never, unless a real value is not one
             return self._refuse(real, Reason.NOT_DEIDENTIFIABLE, "retrieval keys could not be translated",
                                 detail=real.malformed)
+        if self.pacs is not None and self.context is not None:  # its pseudonyms in one call (deidprefetch)
+            pacs, ssl_context, calling = self.pacs, self.factory.pacs_ssl.get(self.pacs.name), self.context.calling_ae
+            deid.ask_ahead(lambda: members(pacs, ssl_context, calling, real.resource), PREFETCH_DEADLINE)
         if facts.action is Action.C_MOVE:
             return Rewrite(data_set=translated, review=self._move_permitted(real, deid))
         retrieval = Retrieval(facts=real, deid=deid)
@@ -444,6 +449,9 @@ class ServerAssociation:
     def close(self, ending: Ending) -> None:
         for move in self.moves:
             self.factory.moves.remove(move)
+        for retrieval in self.retrievals:
+            if retrieval.deid is not None:
+                retrieval.deid.close()
         self.batcher.close()
         if self.factory.sessions is not None:
             self.factory.sessions.release(self.session)

@@ -28,12 +28,24 @@ disclosures lists research use (issue 16 item 5).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from audit.events import Disclosure, Reason
-from deid import DeidError, Needs, PatientPseudonym, Pseudonyms, deidentify_header, header_end, needs
+from deid import (
+    DeidError,
+    MissingPseudonym,
+    Needs,
+    PatientPseudonym,
+    Pseudonyms,
+    deidentify_header,
+    header_end,
+    needs,
+)
 from deid import pixel_identity_risk as pixel_risk
 from dicomwire.dataset import (
     DEFLATED_EXPLICIT_VR_LE,
@@ -74,6 +86,8 @@ from .pseudonyms import PseudonymSource, PseudonymsUnavailable
 if TYPE_CHECKING:
     from .authorization import Facts
     from .pdp import Decision
+
+log = logging.getLogger("server_agent.deid")
 
 FAILED_SOP_INSTANCES = 0x00080058  # Failed SOP Instance UID List (PS3.4 C.4.2.1.4.2, C.4.3.1.3.2)
 # Pseudonyms one retrieval remembers (real value -> pseudonym): a study of 10,000 instances with a few
@@ -192,6 +206,7 @@ class DeidRetrieval:
     uids: dict[str, str] = field(default_factory=dict)
     patients: dict[str, PatientPseudonym] = field(default_factory=dict)
     lookups: int = 0  # calls to the pseudonymisation service
+    ahead: asyncio.Task[None] | None = None  # the pseudonyms asked ahead of the sub-operations, while asked
     disclosed: int = 0
     refused: int = 0
 
@@ -204,6 +219,36 @@ class DeidRetrieval:
         translated = translate(identifier, transfer_syntax, dict(found.patient_ids), dict(found.uids))
         self.uids.update({real: shown for shown, real in found.uids.items() if real})
         return translated.identifier
+
+    def ask_ahead(self, find: Callable[[], Needs | None], timeout: float) -> None:
+        """Start :meth:`prefetch` beside the retrieval: the PACS starts sending while it runs, and the
+        images that come before it is done ask for themselves."""
+        self.ahead = asyncio.get_running_loop().create_task(self.prefetch(find, timeout))
+        self.ahead.add_done_callback(lambda _: setattr(self, "ahead", None))
+
+    def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.cancel()
+
+    async def prefetch(self, find: Callable[[], Needs | None], timeout: float) -> None:
+        """Ask the service at once for what ``find`` (blocking: :func:`server_agent.deidprefetch.members`,
+        run in a thread) says the retrieval will bring. An optimisation: any failure leaves the
+        sub-operations to ask for themselves, and is only logged."""
+        started = time.perf_counter()
+        try:
+            wanted = await asyncio.wait_for(asyncio.to_thread(find), timeout)
+            found = time.perf_counter()
+            if wanted:
+                await self.pseudonyms(wanted)
+            log.info("research view: %d values asked ahead (PACS %.0f ms, service %.0f ms)",
+                     len(wanted.uids) + len(wanted.patient_ids) if wanted else 0, (found - started) * 1000,
+                     (time.perf_counter() - found) * 1000)
+        except (TimeoutError, OSError, RuntimeError, ValueError, PseudonymsUnavailable) as error:
+            log.info("research view: no pseudonyms ahead of the retrieval (%s); asked per instance", error)
+
+    def cached(self) -> Pseudonyms:
+        """Every pseudonym this retrieval holds (a view, not a copy)."""
+        return Pseudonyms(patients=self.patients, uids=self.uids)
 
     async def pseudonyms(self, wanted: Needs) -> Pseudonyms:
         """Those of ``wanted``, asking the service (one call) only for what this retrieval has not had."""
@@ -299,10 +344,15 @@ class SubOperation:
         retrieval, ts, profile = self.retrieval, self.transfer_syntax, self.retrieval.view.profile
         real = self.command.affected_sop_instance_uid or ""
         try:
-            wanted = needs(self.header, ts, profile) | Needs(uids=frozenset({real}))
-            pseudonyms = await retrieval.pseudonyms(wanted)
-            new = deidentify_header(self.header, ts, profile, pseudonyms)
-            shown = pseudonyms.uids[real]
+            try:  # what the retrieval holds already (asked ahead of it, or for an earlier image): one walk
+                pseudonyms = retrieval.cached()
+                new = deidentify_header(self.header, ts, profile, pseudonyms)
+                shown = pseudonyms.uids[real]
+            except (MissingPseudonym, KeyError):
+                wanted = needs(self.header, ts, profile) | Needs(uids=frozenset({real}))
+                pseudonyms = await retrieval.pseudonyms(wanted)
+                new = deidentify_header(self.header, ts, profile, pseudonyms)
+                shown = pseudonyms.uids[real]
             command = encode_command({**command_values(self.command), Tag.AFFECTED_SOP_INSTANCE_UID: shown})
         except PseudonymsUnavailable as error:
             retrieval.refused += 1

@@ -24,11 +24,13 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from deid import Needs
 from devtools.dicomdata import identified_header
-from devtools.peers import DCMTK_BIN, dcmtk_env
+from devtools.peers import DCMTK_BIN, dcmtk_env, free_port
 from devtools.pseudonymizer import TRANSLATE_CLIENT, TRANSLATE_SECRET
 from devtools.site import Site
 from oauthclient import AuthMethod, ClientAuth, OAuthClient, SyncExecutor
 from pseudonymizer.client import PseudonymizerClient
+from server_agent.config import Pacs
+from server_agent.deidprefetch import members
 
 STUDY = "1.2.826.0.1.3680043.10.1447.77.1"
 PATIENT = "PAT-RES-1"  # in STUDY-A (configs/demo/policy.toml)
@@ -202,3 +204,18 @@ def test_a_clinicians_get_is_what_orthanc_sends(site: Site, tmp_path: Path) -> N
     for name in names:
         assert data_set(tmp_path / "relayed" / name) == data_set(tmp_path / "direct" / name), name
     assert b"PAT-RES-1" in data_set(tmp_path / "relayed" / names[0])  # identified: the clinician's view
+
+
+def test_what_a_retrieval_will_bring_is_asked_of_orthanc_ahead(site: Site) -> None:
+    """server_agent.deidprefetch: the C-FIND that lets a retrieval's pseudonyms come in one call."""
+    assert site.orthanc is not None
+    pacs = Pacs(host="127.0.0.1", port=site.orthanc.dicom_port, ae_title="ORTHANC")
+    study = members(pacs, None, "GETSCU@WS1", {"level": "STUDY", "study_instance_uid": STUDY})
+    assert study == Needs(patient_ids=frozenset({PATIENT}), uids=frozenset(
+        {STUDY, f"{STUDY}.1", f"{STUDY}.2", f"{STUDY}.2.1", *real_uids()}))
+    series = members(pacs, None, "GETSCU@WS1", {"level": "SERIES", "study_instance_uid": STUDY,
+                                                 "series_instance_uid": f"{STUDY}.2"})
+    assert series is not None and series.uids == {STUDY, f"{STUDY}.2", f"{STUDY}.2.1"}
+    assert members(pacs, None, "GETSCU@WS1", {"study_instance_uid": "1.2.3.4"}) == Needs()
+    closed = Pacs(host="127.0.0.1", port=free_port(), ae_title="ORTHANC")
+    assert members(closed, None, "GETSCU@WS1", {"study_instance_uid": STUDY}) is None

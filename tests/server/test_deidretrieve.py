@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from audit.events import Reason
-from deid import Needs, Option, PixelPolicy, Profile, Pseudonyms
+from deid import Needs, Option, PixelPolicy, Profile, Pseudonyms, needs
 from devtools.dicomdata import decode_data_set, encode_data_set, identified_header
 from dicomwire.association import Side
 from dicomwire.dataset import read_data_set
@@ -345,3 +346,37 @@ def test_a_move_in_a_research_view_carries_its_view_to_the_return_path() -> None
     move = verdict.review
     assert move.deid is not None and move.covers({"study_instance_uid": STUDY})  # matched by the real UID
     assert owner.factory.moves.match("MOVESCP@WS1", "MOVESCU@WS1", 5, {"study_instance_uid": STUDY})[0] is move
+
+
+# ---- pseudonyms asked ahead (deidprefetch) ---------------------------------------------------------------
+def test_pseudonyms_asked_ahead_serve_every_image_without_a_call() -> None:
+    owner, _, source, _ = association()
+    retrieval = researcher_get(owner, source)
+    assert retrieval.deid is not None
+    images = [ct(n) for n in (1, 2, 3)]
+    ahead = Needs()
+    for data, end, _ in images:
+        ahead = ahead | needs(data[:end], EXPLICIT, VIEW.profile)
+    asyncio.run(retrieval.deid.prefetch(lambda: ahead, 1.0))
+    calls = len(source.calls)
+    assert source.calls[-1] == ("pseudonyms", Needs(patient_ids=ahead.patient_ids, uids=ahead.uids - {STUDY}))
+    for data, end, sop in images:
+        verdict = resolve(owner.request(store_rq(data[:end + 8], sop, retrievals=(retrieval,))))
+        assert isinstance(verdict, Rewrite) and decode_command(verdict.command).affected_sop_instance_uid == \
+            source.shown(sop)
+    assert len(source.calls) == calls  # one call for the whole retrieval
+
+
+@pytest.mark.parametrize("failure", [OSError("connection refused"), TimeoutError()])
+def test_a_pacs_that_cannot_say_leaves_each_image_to_ask(failure: Exception, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "server_agent.deid")
+    owner, _, source, _ = association()
+    retrieval = researcher_get(owner, source)
+    assert retrieval.deid is not None
+
+    def find() -> Needs:
+        raise failure
+    asyncio.run(retrieval.deid.prefetch(find, 1.0))
+    assert "asked per instance" in caplog.text
+    data, end, sop = ct()
+    assert isinstance(resolve(owner.request(store_rq(data[:end + 8], sop, retrievals=(retrieval,)))), Rewrite)
