@@ -15,7 +15,11 @@
 
 The AE title and network address are secondary participants, and so is a client acting for the user
 (RFC 8693 ``act``: 110150 Application, a requestor too); the patient and the study are
-participant objects (PS3.15 A.5.2.2, RFC 3881 codes); for a sealed torn tail, the decision log itself
+participant objects (PS3.15 A.5.2.2, RFC 3881 codes). A de-identified disclosure (issue 16's research
+view) adds the pseudonymous patient the user saw: a second patient object whose ID is the pseudonym,
+``ParticipantObjectDataLifeCycle`` 7 (De-identification, RFC 3881 5.5.3) and two details, the research
+project and the profile; the real patient stays the first object, as in every message, so that an
+audit repository's accounting by Patient ID finds the research use. For a sealed torn tail, the decision log itself
 is the alert subject (A.5.3.11: a system object in the role of a security resource). The XML is one
 line, UTF-8. The event is read through :mod:`audit.events` only: this module knows no record keys.
 
@@ -27,6 +31,7 @@ well-formed and a repository cannot be made to drop it.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from xml.etree import ElementTree as ET
@@ -169,6 +174,15 @@ def _objects(root: ET.Element, event: DecisionEvent, log_file: str) -> None:
         obj = _element(root, "ParticipantObjectIdentification", {
             "ParticipantObjectID": study, "ParticipantObjectTypeCode": "2", "ParticipantObjectTypeCodeRole": "3"})
         _code(obj, "ParticipantObjectIDTypeCode", "110180", "Study Instance UID")
+    if isinstance(event, AuthorizationEvent) and event.disclosure is not None and event.disclosure.pseudonyms:
+        shown = event.disclosure
+        obj = _element(root, "ParticipantObjectIdentification", {
+            "ParticipantObjectID": shown.pseudonyms[0], "ParticipantObjectTypeCode": "1",
+            "ParticipantObjectTypeCodeRole": "1", "ParticipantObjectDataLifeCycle": "7"})
+        _code(obj, "ParticipantObjectIDTypeCode", "2", "Patient Number", "RFC-3881")
+        for kind, value in (("ResearchProject", shown.project), ("DeidentificationProfile", shown.profile)):
+            _element(obj, "ParticipantObjectDetail", {"type": kind,
+                                                      "value": base64.b64encode(value.encode()).decode("ascii")})
 
 
 def _host(peer: str) -> str:

@@ -49,6 +49,7 @@ from .authn import AuthenticationFailed, Authenticator, Subject
 from .authorization import ACTIONS, Facts, Outcome, PdpQuery, conclude, prepare, read_facts
 from .config import Pacs, ServerAgentConfig
 from .decisions import Decisions
+from .deidfind import ResearchFind
 from .deidprefetch import DEADLINE as PREFETCH_DEADLINE
 from .deidprefetch import members
 from .deidretrieve import (
@@ -67,6 +68,7 @@ from .pdp import Decision, PdpClient, PdpUnavailable
 from .postfilter import Batcher, FindReview
 from .pseudonyms import PseudonymSource, PseudonymsUnavailable
 from .records import Recorder
+from .research import ResearchFinds
 from .resources import Context, authzen_request
 from .routing import pacs_upstream, route, workstation_claim
 from .sessions import Binding, Sessions
@@ -122,6 +124,8 @@ class ServerAssociation:
         self.retrievals: list[Retrieval | Move] = []  # for the transfer summaries at the end
         self.batcher = Batcher(factory.pdp)
         self.session: Binding | None = None  # its user's OIDC session, when bound to one
+        pseudonyms = factory.pseudonyms  # the research view's C-FINDs (issue 16), when there is a service
+        self.research = ResearchFinds(self.record, self.batcher, pseudonyms) if pseudonyms is not None else None
 
     @property
     def who_key(self) -> tuple[str, str]:
@@ -269,6 +273,9 @@ class ServerAssociation:
         conclusion = conclude(facts, decision, pseudonymizer=self.factory.pseudonyms is not None)
         if retrieval is not None and conclusion.allowed and (sub is not None or conclusion.deid is not None):
             return self._disclosing(facts, decision, conclusion.deid, retrieval, sub, started)
+        if conclusion.deid is not None and facts.action is Action.C_FIND and self.research is not None:
+            # The research view: keys translated back before the PACS sees them; recorded there.
+            return self.research.request(facts, decision, conclusion.deid, self.subject, self.context, started)
         self.record.authorization(facts, self.subject, self.context, conclusion.reason, conclusion.allowed, started,
                                   pdp=decision, detail=conclusion.text if conclusion.reason is not Reason.PDP else "")
         if conclusion.security_alert:
@@ -393,6 +400,9 @@ class ServerAssociation:
                 self.factory.moves.remove(review)
         if isinstance(review, Move | Retrieval):
             return retrieve_response(question, review.deid) if review.deid is not None else Permit()
+        if isinstance(review, ResearchFind) and not question.final and question.data_set:
+            assert self.research is not None and self.subject is not None and self.context is not None
+            return self.research.match(question, review, self.subject, self.context)
         if not isinstance(review, FindReview) or question.final or not question.data_set:
             return Permit()
         return self._match(question, review)
@@ -453,6 +463,8 @@ class ServerAssociation:
             if retrieval.deid is not None:
                 retrieval.deid.close()
         self.batcher.close()
+        if self.research is not None:
+            self.research.close()
         if self.factory.sessions is not None:
             self.factory.sessions.release(self.session)
         if self.session is not None and self.session.ended:  # the decision log says why it was aborted

@@ -98,7 +98,9 @@ def test_researcher_is_refused_with_0124_and_nothing_reaches_orthanc(site: Site)
     assert orthanc_finds(site) == before
     denied = events(site, event="authorization", action="C-FIND", decision="deny")
     assert denied and denied[-1]["user"]["username"] == "researcher"
-    assert denied[-1]["reason"] == "not_identifiable" and denied[-1]["policy_version"] == "demo-2026-11-22"
+    # The PDP permits the research view (de-identify); this agent has no pseudonymisation service: deny.
+    assert denied[-1]["reason"] == "pseudonymizer_unavailable" and denied[-1]["policy_version"] == "demo-2026-11-22"
+    assert denied[-1]["obligations"] == ["filter-results", "de-identify"]
 
 
 def test_referring_physician_sees_only_his_patient(site: Site) -> None:
