@@ -77,6 +77,17 @@ def pseudonyms(site: Site, uids: set[str]) -> dict[str, str]:
         return dict(client.pseudonyms("STUDY-A", Needs(uids=frozenset(uids))).uids)
 
 
+def shown_by_find(site: Site, level: str, *keys: str) -> list[str]:
+    """The researcher's own de-identified C-FIND (findscu through launch): the UIDs of ``level`` it shows."""
+    tag = {"STUDY": "0020,000d", "SERIES": "0020,000e"}[level]
+    args = [arg for key in (f"QueryRetrieveLevel={level}", *keys, "StudyInstanceUID", "SeriesInstanceUID")
+            for arg in ("-k", key)]
+    result = site.launch("researcher", "findscu", "-v", "-S", *args, "-aec", "ORTHANC@GW1", "127.0.0.1",
+                         site.ports["agent"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return re.findall(rf"\({tag}\) UI \[([^\]]*)\]", result.stderr.split("Find Response", 1)[-1])
+
+
 def real_uids() -> dict[str, str]:
     """Instance UID -> series UID of the study's CT images."""
     return {f"{STUDY}.1.{n}": f"{STUDY}.1" for n in range(1, CT_INSTANCES + 1)}
@@ -133,7 +144,8 @@ def records(site: Site) -> list[dict]:
 
 
 def test_a_researchers_get_is_de_identified_in_transit(site: Site, tmp_path: Path) -> None:
-    shown_study = pseudonyms(site, {STUDY})[STUDY]
+    (shown_study,) = shown_by_find(site, "STUDY")  # what the researcher's C-FIND showed
+    assert shown_study == pseudonyms(site, {STUDY})[STUDY]
     result = getscu(site, "researcher", shown_study, tmp_path / "got")
     assert result.returncode == 0, result.stderr[-3000:]
     check_researchers_copy(sorted((tmp_path / "got").iterdir()), shown_study, site)
@@ -158,7 +170,9 @@ def test_a_researchers_move_is_de_identified_on_the_return_path(site: Site) -> N
     assert site.scp is not None
     for old in site.scp.received():
         old.unlink()
-    shown = pseudonyms(site, {STUDY, f"{STUDY}.1"})
+    shown = pseudonyms(site, {STUDY, f"{STUDY}.1", f"{STUDY}.2"})
+    assert sorted(shown_by_find(site, "SERIES", f"StudyInstanceUID={shown[STUDY]}")) == sorted(
+        [shown[f"{STUDY}.1"], shown[f"{STUDY}.2"]])  # the series the researcher's C-FIND shows
     result = movescu(site, "researcher", f"StudyInstanceUID={shown[STUDY]}", f"SeriesInstanceUID={shown[STUDY + '.1']}")
     assert result.returncode == 0, result.stderr[-3000:]
     deadline = time.monotonic() + 10
