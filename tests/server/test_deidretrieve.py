@@ -30,6 +30,7 @@ from server_agent.moves import Move, MoveRegistry
 from server_agent.pdp import Decision
 from server_agent.pseudonyms import PseudonymsUnavailable
 from server_agent.resources import Context
+from server_agent.returns import ReturnPolicy
 from tests.deid.support import IDENTIFYING, answer, leaks
 
 IMPLICIT, EXPLICIT = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
@@ -380,3 +381,46 @@ def test_a_pacs_that_cannot_say_leaves_each_image_to_ask(failure: Exception, cap
     assert "asked per instance" in caplog.text
     data, end, sop = ct()
     assert isinstance(resolve(owner.request(store_rq(data[:end + 8], sop, retrievals=(retrieval,)))), Rewrite)
+
+
+def test_a_researchers_move_is_de_identified_on_the_return_path() -> None:
+    owner, log, source, _ = association()
+    owner.context = Context(calling_ae="MOVESCU@WS1", called_ae="ORTHANC", workstation="WS1", certificate=[],
+                            peer="127.0.0.1:4000")
+    asyncio.run(source.pseudonyms("STUDY-A", Needs(uids=frozenset({STUDY}))))
+    command = decode_command(encode_command({Tag.COMMAND_FIELD: 0x0021, Tag.MESSAGE_ID: 5, Tag.PRIORITY: 0,
+                                             Tag.AFFECTED_SOP_CLASS_UID: "1.2.840.10008.5.1.4.1.2.2.2",
+                                             Tag.MOVE_DESTINATION: "MOVESCP@WS1", Tag.COMMAND_DATA_SET_TYPE: 1}))
+    move_rq = RequestQuestion(side=Side.CLIENT, context_id=1, abstract_syntax="1.2.840.10008.5.1.4.1.2.2.2",
+                              transfer_syntax=IMPLICIT, command=command,
+                              data_set=identifier(study=source.shown(STUDY)), data_set_complete=True)
+    assert isinstance(resolve(owner.request(move_rq)), Rewrite)
+    policy = ReturnPolicy(SimpleNamespace(pacs={}, workstations={}), owner.factory.moves, log, None,  # type: ignore[arg-type]
+                          pacs_hosts={"127.0.0.1"})
+    back = policy.open(ConnectionInfo(association_id="9", peer=("127.0.0.1", 4242), local=None))
+    back.destination = "MOVESCP@WS1"
+    data, end, sop = ct()
+    store = decode_command(encode_command({Tag.COMMAND_FIELD: 0x0001, Tag.MESSAGE_ID: 1, Tag.PRIORITY: 0,
+                                           Tag.AFFECTED_SOP_CLASS_UID: CT, Tag.AFFECTED_SOP_INSTANCE_UID: sop,
+                                           Tag.MOVE_ORIGINATOR_AE_TITLE: "MOVESCU@WS1",
+                                           Tag.MOVE_ORIGINATOR_MESSAGE_ID: 5, Tag.COMMAND_DATA_SET_TYPE: 1}))
+    from_pacs = RequestQuestion(side=Side.CLIENT, context_id=1, abstract_syntax=CT, transfer_syntax=EXPLICIT,
+                                command=store, data_set=data[:end + 8], data_set_complete=False)
+    verdict = resolve(back.request(from_pacs))
+    assert isinstance(verdict, Rewrite) and verdict.keep_from == end
+    shown = decode_data_set(verdict.data_set, EXPLICIT)
+    assert shown.PatientIdentityRemoved == "YES" and shown.SOPInstanceUID == source.shown(sop)
+    assert log.records[-1]["de_identified"] is True and log.records[-1]["sub_operation_of"] == "C-MOVE"
+    rsp = {Tag.COMMAND_FIELD: 0x8001, Tag.MESSAGE_ID_BEING_RESPONDED_TO: 1, Tag.AFFECTED_SOP_CLASS_UID: CT,
+           Tag.AFFECTED_SOP_INSTANCE_UID: source.shown(sop), Tag.COMMAND_DATA_SET_TYPE: 0x0101, Tag.STATUS: 0}
+    answered = back.response(response(rsp, verdict.review, side=Side.SERVER))
+    assert isinstance(answered, Rewrite) and decode_command(answered.command).affected_sop_instance_uid == sop
+    pending = {Tag.COMMAND_FIELD: 0x8021, Tag.MESSAGE_ID_BEING_RESPONDED_TO: 5, Tag.STATUS: 0xFF00,
+               Tag.AFFECTED_SOP_CLASS_UID: "1.2.840.10008.5.1.4.1.2.2.2", Tag.COMMAND_DATA_SET_TYPE: 0x0101,
+               Tag.ERROR_COMMENT: f"sending {sop}", Tag.NUMBER_OF_REMAINING_SUBOPERATIONS: 2,
+               Tag.NUMBER_OF_COMPLETED_SUBOPERATIONS: 1, Tag.NUMBER_OF_FAILED_SUBOPERATIONS: 0,
+               Tag.NUMBER_OF_WARNING_SUBOPERATIONS: 0}
+    move = resolve(owner.request(move_rq)).review  # a second move, for its responses
+    seen = resolve(owner.response(response(pending, move, side=Side.SERVER, final=False)))
+    assert isinstance(seen, Rewrite) and decode_command(seen.command).error_comment is None
+    assert move.announced == 3  # the counts still tell the return path how many images come
