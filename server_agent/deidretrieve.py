@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from audit.events import Disclosure, Reason
 from deid import (
+    Deidentified,
     DeidError,
     MissingPseudonym,
     Needs,
@@ -282,10 +283,9 @@ def sub_operation(owner: Owner, question: RequestQuestion, facts: Facts, transfe
     whole header first, refused if its pixels may identify, then decided as its retrieval is."""
     if facts.malformed:
         return owner.decide(facts, transfer)  # refused there, as any malformed data set is
-    more = more_of_header(question)
-    if more is not None:
-        return more
     sub = SubOperation.of(question, retrieval)
+    if isinstance(sub, Extend):
+        return sub
     if isinstance(sub, str):
         retrieval.refused += 1
         return owner.refused(facts, Reason.NOT_DEIDENTIFIABLE, "instance not disclosed de-identified", None, sub)
@@ -299,8 +299,10 @@ def more_of_header(question: RequestQuestion) -> Extend | None:
         end = header_end(question.data_set, question.transfer_syntax, complete=question.data_set_complete)
     except (DeidError, MalformedDataSet):
         return None
-    if end is not None:
-        return None
+    return _extend(question) if end is None else None
+
+
+def _extend(question: RequestQuestion) -> Extend:
     return Extend(length=min(MAX_HEADER, max(len(question.data_set) * GROWTH, 64 * 1024)))
 
 
@@ -316,14 +318,14 @@ class SubOperation:
     end: int
 
     @classmethod
-    def of(cls, question: RequestQuestion, retrieval: DeidRetrieval) -> SubOperation | str:
-        """The sub-operation, or why it is refused before anyone is asked (pixels that may identify,
-        a data set that cannot be de-identified in transit)."""
+    def of(cls, question: RequestQuestion, retrieval: DeidRetrieval) -> SubOperation | Extend | str:
+        """The sub-operation; ``Extend`` while its header is not whole; or why it is refused before
+        anyone is asked (pixels that may identify, a data set that cannot be de-identified in transit)."""
         ts = question.transfer_syntax
         try:
             end = header_end(question.data_set, ts, complete=question.data_set_complete)
             if end is None:
-                return f"data set header longer than the {len(question.data_set)} bytes held"
+                return _extend(question)
             header = question.data_set[:end]
             risk = pixel_risk(header, ts, retrieval.view.pixels)
         except (DeidError, MalformedDataSet) as error:
@@ -335,38 +337,55 @@ class SubOperation:
         return cls(retrieval=retrieval, command=question.command, header=header, transfer_syntax=ts, end=end)
 
     def finish(self, owner: Owner, facts: Facts, decision: Decision, transfer: Any,
-               started: float) -> Awaitable[RequestVerdict]:
-        """The permitted sub-operation's rewrite, its disclosure recorded by ``owner`` (or its refusal)."""
-        return self._finish(owner, facts, decision, transfer, started)
+               started: float) -> RequestVerdict | Awaitable[RequestVerdict]:
+        """The permitted sub-operation's rewrite, its disclosure recorded by ``owner`` (or its refusal): at
+        once when the retrieval holds every pseudonym it needs (asked ahead, or for an earlier image),
+        else after one call to the service for what is missing."""
+        real = self.command.affected_sop_instance_uid or ""
+        pseudonyms = self.retrieval.cached()
+        try:
+            new = deidentify_header(self.header, self.transfer_syntax, self.retrieval.view.profile, pseudonyms)
+        except MissingPseudonym:
+            return self._asked(owner, facts, decision, transfer, started)
+        except (DeidError, MalformedDataSet) as error:
+            return self._not_deidentifiable(owner, facts, started, error)
+        if real not in pseudonyms.uids:
+            return self._asked(owner, facts, decision, transfer, started)
+        return self._rewrite(owner, facts, decision, transfer, started, pseudonyms, new)
 
-    async def _finish(self, owner: Owner, facts: Facts, decision: Decision, transfer: Any,
-                      started: float) -> RequestVerdict:
+    async def _asked(self, owner: Owner, facts: Facts, decision: Decision, transfer: Any,
+                     started: float) -> RequestVerdict:
         retrieval, ts, profile = self.retrieval, self.transfer_syntax, self.retrieval.view.profile
         real = self.command.affected_sop_instance_uid or ""
         try:
-            try:  # what the retrieval holds already (asked ahead of it, or for an earlier image): one walk
-                pseudonyms = retrieval.cached()
-                new = deidentify_header(self.header, ts, profile, pseudonyms)
-                shown = pseudonyms.uids[real]
-            except (MissingPseudonym, KeyError):
-                wanted = needs(self.header, ts, profile) | Needs(uids=frozenset({real}))
-                pseudonyms = await retrieval.pseudonyms(wanted)
-                new = deidentify_header(self.header, ts, profile, pseudonyms)
-                shown = pseudonyms.uids[real]
-            command = encode_command({**command_values(self.command), Tag.AFFECTED_SOP_INSTANCE_UID: shown})
+            pseudonyms = await retrieval.pseudonyms(needs(self.header, ts, profile) | Needs(uids=frozenset({real})))
+            new = deidentify_header(self.header, ts, profile, pseudonyms)
         except PseudonymsUnavailable as error:
             retrieval.refused += 1
             return owner.refused(facts, Reason.PSEUDONYMIZER_UNAVAILABLE, "pseudonymisation service unavailable",
                                  started, str(error))
-        except (DeidError, MalformedDataSet, EncodeError) as error:
-            retrieval.refused += 1
-            return owner.refused(facts, Reason.NOT_DEIDENTIFIABLE, "instance cannot be de-identified", started,
-                                 str(error)[:200])
-        retrieval.disclosed += 1
+        except (DeidError, MalformedDataSet) as error:
+            return self._not_deidentifiable(owner, facts, started, error)
+        return self._rewrite(owner, facts, decision, transfer, started, pseudonyms, new)
+
+    def _rewrite(self, owner: Owner, facts: Facts, decision: Decision, transfer: Any, started: float,
+                 pseudonyms: Pseudonyms, new: Deidentified) -> RequestVerdict:
+        real = self.command.affected_sop_instance_uid or ""
+        shown = pseudonyms.uids[real]
+        try:
+            command = encode_command({**command_values(self.command), Tag.AFFECTED_SOP_INSTANCE_UID: shown})
+        except EncodeError as error:
+            return self._not_deidentifiable(owner, facts, started, error)
+        self.retrieval.disclosed += 1
         owner.disclosed(facts, decision, transfer, started,
-                        disclosure(retrieval.view, pseudonyms, new.patient_id, facts, shown))
+                        disclosure(self.retrieval.view, pseudonyms, new.patient_id, facts, shown))
         return Rewrite(command=command, data_set=new.data, keep_from=self.end,
                        review=StoreReview(real=real, shown=shown))
+
+    def _not_deidentifiable(self, owner: Owner, facts: Facts, started: float, error: Exception) -> Refuse:
+        self.retrieval.refused += 1
+        return owner.refused(facts, Reason.NOT_DEIDENTIFIABLE, "instance cannot be de-identified", started,
+                             str(error)[:200])
 
 
 def disclosure(view: DeidView, pseudonyms: Pseudonyms, patient: str | None, facts: Facts, shown: str) -> Disclosure:

@@ -85,7 +85,8 @@ def shown_by_find(site: Site, level: str, *keys: str) -> list[str]:
     result = site.launch("researcher", "findscu", "-v", "-S", *args, "-aec", "ORTHANC@GW1", "127.0.0.1",
                          site.ports["agent"])
     assert result.returncode == 0, result.stderr[-2000:]
-    return re.findall(rf"\({tag}\) UI \[([^\]]*)\]", result.stderr.split("Find Response", 1)[-1])
+    found = re.findall(rf"\({tag}\) UI \[([^\]]*)\]", result.stderr.split("Find Response", 1)[-1])
+    return [uid.rstrip("\x00") for uid in found]  # a UI value's NUL padding (PS3.5 6.2) is no part of the UID
 
 
 def real_uids() -> dict[str, str]:

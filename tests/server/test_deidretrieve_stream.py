@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import struct
 import tracemalloc
 from collections.abc import Iterator
@@ -73,7 +74,7 @@ def research_decide(retrieval: DeidRetrieval, asked: list[int]) -> Any:
 
 
 async def _run(verdict: Any) -> Any:
-    return await verdict
+    return await verdict if inspect.isawaitable(verdict) else verdict
 
 
 def pixel_chunks() -> Iterator[bytes]:
