@@ -362,7 +362,7 @@ def test_pseudonyms_asked_ahead_serve_every_image_without_a_call() -> None:
     calls = len(source.calls)
     assert source.calls[-1] == ("pseudonyms", Needs(patient_ids=ahead.patient_ids, uids=ahead.uids - {STUDY}))
     for data, end, sop in images:
-        verdict = resolve(owner.request(store_rq(data[:end + 8], sop, retrievals=(retrieval,))))
+        verdict = owner.request(store_rq(data[:end + 8], sop, retrievals=(retrieval,)))  # at once: no await
         assert isinstance(verdict, Rewrite) and decode_command(verdict.command).affected_sop_instance_uid == \
             source.shown(sop)
     assert len(source.calls) == calls  # one call for the whole retrieval
