@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from audit.dicom_audit import audit_message
 from audit.events import Reason
 from deid import Needs, Option, PixelPolicy, Profile, Pseudonyms, needs
 from devtools.dicomdata import decode_data_set, encode_data_set, identified_header
@@ -84,9 +85,11 @@ class Log:
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
+        self.events: list[Any] = []
 
     def write(self, event: Any) -> None:
         self.records.append(event.record())
+        self.events.append(event)
 
 
 def resolve(verdict: Any) -> Any:
@@ -225,6 +228,11 @@ def test_a_sub_operation_is_held_until_its_header_is_whole_then_rewritten() -> N
     assert record["pseudonyms"] == [shown.PatientID, shown.StudyInstanceUID, shown.SeriesInstanceUID,
                                     shown.SOPInstanceUID]
     assert retrieval.sub_operations == 1
+    # The audit stream says the same (PS3.15 A.5.3.4 DICOM Instances Transferred): the pseudonymous patient,
+    # its life cycle "de-identification" (7), beside the real one the record's resource names.
+    message = audit_message(log.events[before], "GW1", time="2026-12-01T00:00:00Z").decode()
+    assert 'csd-code="110104"' in message and f'ParticipantObjectID="{shown.PatientID}"' in message
+    assert 'ParticipantObjectDataLifeCycle="7"' in message and 'ParticipantObjectID="PAT-4711"' in message
 
 
 def test_pseudonyms_are_asked_once_per_retrieval() -> None:
