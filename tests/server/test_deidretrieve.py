@@ -432,3 +432,17 @@ def test_a_researchers_move_is_de_identified_on_the_return_path() -> None:
     seen = resolve(owner.response(response(pending, move, side=Side.SERVER, final=False)))
     assert isinstance(seen, Rewrite) and decode_command(seen.command).error_comment is None
     assert move.announced == 3  # the counts still tell the return path how many images come
+
+
+def test_what_follows_the_pixels_of_a_data_set_held_whole_is_left_out() -> None:
+    owner, _, source, _ = association()
+    retrieval = researcher_get(owner, source)
+    ds = identified_header()
+    ds.add_new(0x7FE10010, "LO", "ACME CINE")
+    ds.add_new(0x7FE11001, "LO", "DOE^JANE")  # a private group after the pixels, naming the patient
+    data = encode_data_set(ds, EXPLICIT)
+    verdict = resolve(owner.request(store_rq(data, f"{STUDY}.1.1", complete=True, retrievals=(retrieval,))))
+    assert isinstance(verdict, Rewrite) and verdict.keep_from is None
+    assert b"DOE" not in verdict.data_set and b"ACME CINE" not in verdict.data_set
+    shown = decode_data_set(verdict.data_set, EXPLICIT)
+    assert shown.PixelData == ds.PixelData and shown.PatientIdentityRemoved == "YES"
