@@ -110,6 +110,7 @@ class Reason(enum.StrEnum):
     PSEUDONYMIZER_UNAVAILABLE = "pseudonymizer_unavailable"  # a research view, and no pseudonyms to give it
     IDENTIFYING_KEY = "identifying_key"  # a research query matching on what identifies a patient
     NOT_DEIDENTIFIABLE = "not_deidentifiable"  # a data set the research view cannot be made of
+    PATIENT_NOT_DECIDED = "patient_not_decided"  # a match permitted only "filter-results": not for its patient
     MALFORMED = "malformed"  # a data set or command that could be read two ways, or not at all
     DECISION_TIMEOUT = "decision_timeout"
     POLICY_ERROR = "policy_error"  # the agent's own code failed: denied (fail closed)

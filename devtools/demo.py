@@ -3,8 +3,9 @@
 Starts the HIAL (identity provider and policy decision point), Orthanc (unchanged; only its modality
 list names the server agent's return port), the server agent GW1 in front of it, and the workstation
 WS1 whose apps (DCMTK tools, unchanged) run through ``dicom-agent launch``. Then: the technologist
-stores a study; the radiologist finds it and retrieves it to his viewer's SCP; the researcher is
-refused; the referring physician sees only his own patient. Last, what the decision log recorded,
+stores a study; the radiologist finds it and retrieves it to his viewer's SCP; the researcher sees
+only the patients of her project STUDY-A, de-identified (pseudonyms from the pseudonymisation
+service); the referring physician sees only his own patient. Last, what the decision log recorded,
 and that its hash chain verifies.
 Everything is stopped at the end.
 """
@@ -43,7 +44,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dicom-identity-demo-") as tmp:
         root = Path(tmp)
         print("starting the HIAL, Orthanc, the server agent GW1 and the workstation WS1 ...", flush=True)
-        site = Site(root).start()
+        site = Site(root, research=True).start()
         try:
             scenario(site, root)
         finally:
@@ -56,7 +57,7 @@ def main() -> int:
 def scenario(site: Site, root: Path) -> None:
     """The four users at work, through unchanged DCMTK tools and ``dicom-agent launch``."""
     assert site.orthanc is not None and site.scp is not None and site.hial is not None
-    for n, patient in enumerate(("PAT-REF-1", "PAT-CONSENT-ORG", "PAT-OTHER")):
+    for n, patient in enumerate(("PAT-REF-1", "PAT-CONSENT-ORG", "PAT-OTHER", "PAT-RES-1")):
         site.orthanc.upload(make_ct_study(root / "existing" / patient, slices=2, patient_id=patient, seed=n))
     agent = site.ports["agent"]
     print(f"HIAL {site.hial.issuer} | Orthanc 127.0.0.1:{site.orthanc.dicom_port} | server agent GW1 "
@@ -79,10 +80,14 @@ def scenario(site: Site, root: Path) -> None:
     while len(site.scp.received()) < len(files) and time.monotonic() < deadline:
         time.sleep(0.1)
     print(f"movescu: {status(moved.stderr)}; images arrived at the viewer: {len(site.scp.received())}")
-    step("researcher asks for PAT-DEMO")
-    research = site.launch("researcher", "findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY",
-                           "-k", "PatientID=PAT-DEMO", "-aec", "ORTHANC@GW1", "127.0.0.1", agent)
-    print(f"findscu: {status(research.stderr)}; matches: {answers(research.stderr)}")
+    step("researcher (project STUDY-A) asks for every study; then by the real PatientID=PAT-DEMO")
+    research = site.launch("researcher", "findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID",
+                           "-k", "PatientName", "-k", "StudyDate", "-aec", "ORTHANC@GW1", "127.0.0.1", agent)
+    print(f"findscu: {status(research.stderr)}; matches: {answers(research.stderr)}  (pseudonyms of the patients "
+          "with STUDY-A's research consent only)")
+    refused = site.launch("researcher", "findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY",
+                          "-k", "PatientID=PAT-DEMO", "-aec", "ORTHANC@GW1", "127.0.0.1", agent)
+    print(f"findscu: {status(refused.stderr)}  (a real Patient ID is no pseudonym of STUDY-A)")
     step("refdoc (referring physician) asks for every patient (PatientID=*)")
     direct = dcmtk("findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=*",
                    "-aec", "ORTHANC", "127.0.0.1", site.orthanc.dicom_port)

@@ -273,8 +273,10 @@ class ServerAssociation:
         conclusion = conclude(facts, decision, pseudonymizer=self.factory.pseudonyms is not None)
         if retrieval is not None and conclusion.allowed and (sub is not None or conclusion.deid is not None):
             return self._disclosing(facts, decision, conclusion.deid, retrieval, sub, started)
-        if conclusion.deid is not None and facts.action is Action.C_FIND and self.research is not None:
+        if conclusion.deid is not None and facts.action is Action.C_FIND:
             # The research view: keys translated back before the PACS sees them; recorded there.
+            if self.research is None:  # conclude() refuses a view without a service: never identified
+                return self._refuse(facts, Reason.PSEUDONYMIZER_UNAVAILABLE, "research view unavailable", started)
             return self.research.request(facts, decision, conclusion.deid, self.subject, self.context, started)
         self.record.authorization(facts, self.subject, self.context, conclusion.reason, conclusion.allowed, started,
                                   pdp=decision, detail=conclusion.text if conclusion.reason is not Reason.PDP else "")
@@ -400,9 +402,12 @@ class ServerAssociation:
                 self.factory.moves.remove(review)
         if isinstance(review, Move | Retrieval):
             return retrieve_response(question, review.deid) if review.deid is not None else Permit()
-        if isinstance(review, ResearchFind) and not question.final and question.data_set:
+        if isinstance(review, ResearchFind):
             assert self.research is not None and self.subject is not None and self.context is not None
-            return self.research.match(question, review, self.subject, self.context)
+            if question.final:
+                return self.research.final(question, review)
+            return self.research.match(question, review, self.subject, self.context) if question.data_set \
+                else Drop(reason_text="a pending C-FIND response without its match")
         if not isinstance(review, FindReview) or question.final or not question.data_set:
             return Permit()
         return self._match(question, review)

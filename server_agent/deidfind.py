@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from pydicom.datadict import keyword_for_tag
 
-from audit.events import Disclosure
+from audit.events import Disclosure, Reason
 from deid import Needs, Pseudonyms, deidentify_identifier, needs
 from deid.profile import Op
 from deid.values import dictionary_vr, padded, split_values
@@ -87,6 +87,10 @@ class ResearchFind:
     view: DeidView
     pinned: str | None  # the real patient a pseudonymous Patient ID was translated to
     strip_patient_id: bool  # we added Patient ID as a return key: removed from each match again
+    pending: int = 0  # matches whose verdict is being made
+    quiet: asyncio.Event = field(default_factory=asyncio.Event)  # set while none is
+    withheld: int = 0  # matches withheld because the view could not be made (not: not permitted)
+    why: str = ""  # ... the first reason
 
 
 def _name(tag: int) -> str:
@@ -210,16 +214,16 @@ def asked_patient_id(identifier: bytes, transfer_syntax: str) -> tuple[bytes, bo
 
 
 def match_acceptable(decision_view: DeidView | None, obligations: Iterable[str], problem: str,
-                     view: DeidView) -> str:
-    """Why a PDP permit for one match is not a permit to show it in ``view`` ("" when it is): a permit
+                     view: DeidView) -> tuple[Reason, str] | None:
+    """Why a PDP permit for one match is not a permit to show it in ``view`` (None when it is): a permit
     on ``filter-results`` decided no patient, and another view than the request's is not this one."""
     if problem:
-        return f"obligation unreadable: {problem}"
+        return Reason.OBLIGATION_NOT_UNDERSTOOD, f"obligation unreadable: {problem}"
     if "filter-results" in obligations:
-        return "the policy did not permit this patient alone"
+        return Reason.PATIENT_NOT_DECIDED, "the policy did not permit this patient alone"
     if decision_view is not None and decision_view != view:
-        return "the policy gave this match another research view"
-    return ""
+        return Reason.OBLIGATION_NOT_UNDERSTOOD, "the policy gave this match another research view"
+    return None
 
 
 def deidentified_match(data: bytes, transfer_syntax: str, review: ResearchFind, pseudonyms: Pseudonyms,

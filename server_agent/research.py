@@ -11,11 +11,13 @@ every match withheld with why.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from audit.events import Action, Reason
 from deid import DeidError
 from dicomwire.dataset import MalformedDataSet
+from dicomwire.dimse import refusal_response
 from dicomwire.questions import Drop, Permit, Refuse, RequestVerdict, ResponseQuestion, ResponseVerdict, Rewrite
 
 from .authn import Subject
@@ -39,6 +41,7 @@ from .pseudonyms import PseudonymSource, PseudonymsUnavailable
 from .records import Recorder
 from .resources import Context, authzen_request
 
+STATUS_UNABLE_TO_PROCESS = 0xC000  # PS3.4 C.4.1.1.4: C-FIND failure, Unable to process
 MAX_PROJECTS = 4  # research views one association may hold batchers for (one in practice)
 
 
@@ -87,9 +90,38 @@ class ResearchFinds:
         return Rewrite(data_set=identifier, review=review)
 
     # ---- each match ------------------------------------------------------------------------------------
-    async def match(self, question: ResponseQuestion, review: ResearchFind, subject: Subject,
-                    context: Context) -> ResponseVerdict:
-        """A pending C-FIND response of a research query: decided with its real patient, shown de-identified."""
+    def match(self, question: ResponseQuestion, review: ResearchFind, subject: Subject,
+              context: Context) -> Awaitable[ResponseVerdict]:
+        """A pending C-FIND response of a research query: decided with its real patient, shown
+        de-identified. Counted as pending from the moment it is asked, so that the final response,
+        asked next, waits for it."""
+        review.pending += 1
+        review.quiet.clear()
+        return self._counted(question, review, subject, context)
+
+    async def _counted(self, question: ResponseQuestion, review: ResearchFind, subject: Subject,
+                       context: Context) -> ResponseVerdict:
+        try:
+            return await self._match(question, review, subject, context)
+        finally:
+            review.pending -= 1
+            if not review.pending:
+                review.quiet.set()
+
+    async def final(self, question: ResponseQuestion, review: ResearchFind) -> ResponseVerdict:
+        """The final response, once every match before it has its verdict: a success that withheld
+        matches the view could not be made for becomes "Unable to process" (PS3.4 C.4.1.1.4, C000H)
+        with the reason, so that a researcher never takes a partial answer for the whole one."""
+        if review.pending:
+            await review.quiet.wait()
+        status = question.command.status
+        if not review.withheld or (status is not None and status != 0x0000):
+            return Permit()
+        text = f"research view: {review.withheld} match(es) withheld: {review.why}"
+        return Rewrite(command=refusal_response(question.request, status=STATUS_UNABLE_TO_PROCESS, comment=text))
+
+    async def _match(self, question: ResponseQuestion, review: ResearchFind, subject: Subject,
+                     context: Context) -> ResponseVerdict:
         started = time.perf_counter()
         try:
             keys = match_keys(question.data_set, question.transfer_syntax)
@@ -114,11 +146,10 @@ class ResearchFinds:
         if not decision.allowed:
             self.record.match(facts, subject, context, Reason.PDP, False, started, pdp=decision)
             return Drop(reason_text=decision.reason)
-        why = match_acceptable(decision.deid, decision.obligations, decision.obligation_problem, review.view)
-        if why:
-            self.record.match(facts, subject, context, Reason.OBLIGATION_NOT_UNDERSTOOD, False, started,
-                              pdp=decision, detail=why)
-            return Drop(reason_text=why)
+        refused = match_acceptable(decision.deid, decision.obligations, decision.obligation_problem, review.view)
+        if refused is not None:
+            self.record.match(facts, subject, context, refused[0], False, started, pdp=decision, detail=refused[1])
+            return Drop(reason_text=refused[1])
         return await self._shown(question, review, facts, decision, subject, context, started)
 
     async def _shown(self, question: ResponseQuestion, review: ResearchFind, facts: Facts, decision: Decision,
@@ -131,11 +162,11 @@ class ResearchFinds:
         except PseudonymsUnavailable as error:
             self.record.match(facts, subject, context, Reason.PSEUDONYMIZER_UNAVAILABLE, False, started, pdp=decision,
                               detail=str(error))
-            return Drop(reason_text="pseudonymisation service unavailable")
+            return _withheld(review, "pseudonymisation service unavailable")
         except (DeidError, MalformedDataSet) as error:
             self.record.match(facts, subject, context, Reason.NOT_DEIDENTIFIABLE, False, started, pdp=decision,
                               detail=str(error)[:200])
-            return Drop(reason_text="a match that cannot be de-identified")
+            return _withheld(review, "cannot be de-identified")
         self.record.match(facts, subject, context, Reason.PDP, True, started, pdp=decision, disclosure=disclosure)
         return Rewrite(data_set=shown)
 
@@ -143,6 +174,12 @@ class ResearchFinds:
         for batcher in self._batchers.values():
             batcher.close()
         self._batchers.clear()
+
+
+def _withheld(review: ResearchFind, why: str) -> Drop:
+    review.withheld += 1
+    review.why = review.why or why
+    return Drop(reason_text=f"a match withheld: {why}")
 
 
 __all__ = ["ResearchFinds"]

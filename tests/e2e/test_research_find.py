@@ -7,6 +7,7 @@ put together from their PDVs (PS3.8 E.2), so that no value hides across a fragme
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -14,16 +15,20 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pytest
 from pydicom import dcmread
 from pydicom.filereader import read_dataset
 
+from agent import certs
 from devtools.dicomdata import make_ct_study
 from devtools.peers import DCMTK_BIN, dcmtk_env, free_port
+from devtools.rsyslog import RSYSLOGD, Rsyslog
 from devtools.site import Site
 
 # patient id -> (name, accession): PAT-RES-1 consented to STUDY-A, PAT-NORES refused research, PAT-NOCONSENT
@@ -37,7 +42,14 @@ KEYS = ["QueryRetrieveLevel=STUDY", "PatientID", "PatientName", "PatientBirthDat
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("research")
-    site = Site(root, research=True).start()
+    pki = root / "pki"
+    certs.init_ca(pki)
+    for name in ("gw1", "ws1", "audit"):
+        certs.issue(pki, name, ["127.0.0.1"])
+    repository = Rsyslog(root / "rsyslog", ca=pki / "ca.crt", certificate=pki / "audit.crt",
+                         key=pki / "audit.key").start() if Path(RSYSLOGD).exists() else None
+    site = Site(root, research=True, audit_port=repository.port if repository else None).start()
+    site.repository = repository  # type: ignore[attr-defined]
     assert site.orthanc is not None
     for n, (patient, (name, accession)) in enumerate(PATIENTS.items()):
         site.orthanc.upload(make_ct_study(root / "data" / patient, slices=1, patient_id=patient, patient_name=name,
@@ -45,6 +57,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     site.real = {p: dcmread(next((root / "data" / p).iterdir())) for p in PATIENTS}  # type: ignore[attr-defined]
     yield site
     site.stop()
+    if repository is not None:
+        repository.stop()
 
 
 class Tee:
@@ -167,8 +181,9 @@ def test_a_researcher_sees_only_consented_patients_and_only_pseudonyms(site: Sit
     assert last["resource"]["patient_id"] == "PAT-RES-1", "the record names the real patient"
     assert value(match, "PatientID") in last["pseudonyms"] and value(match, "StudyInstanceUID") in last["pseudonyms"]
     assert last["profile"].startswith("basic+") and "retain-longitudinal-modified-dates" in last["profile"]
-    withheld = {r["resource"].get("patient_id") for r in log if r.get("post_filter") and r["decision"] == "deny"}
-    assert {"PAT-NORES", "PAT-NOCONSENT"} <= withheld
+    withheld = {r["resource"].get("patient_id"): r["reason"] for r in log
+                if r.get("post_filter") and r["decision"] == "deny"}
+    assert withheld["PAT-NORES"] == "consent_denied" and withheld["PAT-NOCONSENT"] == "patient_not_decided"
 
 
 def test_pseudonymous_keys_find_the_real_study(site: Site) -> None:
@@ -224,6 +239,33 @@ def test_the_patients_accounting_lists_the_research_disclosure(site: Site) -> No
         "a patient without the research consent was never disclosed"
 
 
+def test_the_audit_stream_names_the_pseudonym_shown_beside_the_real_patient(site: Site) -> None:
+    repository = site.repository  # type: ignore[attr-defined]
+    if repository is None:
+        pytest.skip("rsyslog is installed by `make test`")
+    sets, _ = find(site, "researcher")
+    pseudonym = next(value(s, "PatientID") for s in sets if value(s, "PatientID"))
+    deadline = time.monotonic() + 10
+    found: list[ET.Element] = []
+    while not found and time.monotonic() < deadline:
+        messages = [ET.fromstring(m) for m in repository.messages()]
+        found = [m for m in messages if m.find(f"ParticipantObjectIdentification[@ParticipantObjectID='{pseudonym}']")
+                 is not None]
+        time.sleep(0.2)
+    assert found, "a de-identified disclosure's audit message"
+    message = found[-1]
+    assert message.find("EventIdentification/EventID").get("csd-code") == "110112"  # type: ignore[union-attr]
+    objects = message.findall("ParticipantObjectIdentification")
+    assert objects[0].get("ParticipantObjectID") == "PAT-RES-1", "the real patient first, for the accounting"
+    shown = objects[-1]
+    assert shown.get("ParticipantObjectID") == pseudonym and shown.get("ParticipantObjectDataLifeCycle") == "7"
+    details = {d.get("type"): base64.b64decode(d.get("value", "")).decode()
+               for d in shown.findall("ParticipantObjectDetail")}
+    assert details["ResearchProject"] == "STUDY-A" and details["DeidentificationProfile"].startswith("basic+")
+    requestor = message.find("ActiveParticipant[@UserIsRequestor='true']")
+    assert requestor is not None and requestor.get("UserID") == "researcher"
+
+
 def test_matches_extracted_by_findscu_carry_pseudonyms(site: Site, tmp_path: Path) -> None:
     out = tmp_path / "rsp"
     out.mkdir()
@@ -235,3 +277,19 @@ def test_matches_extracted_by_findscu_carry_pseudonyms(site: Site, tmp_path: Pat
     assert len(files) == 1
     ds = dcmread(files[0])
     assert ds.PatientID.startswith("SA-") and "ROSALIND" not in str(ds.PatientName)
+
+
+def test_without_the_pseudonymisation_service_nothing_is_shown_and_the_researcher_is_told(site: Site) -> None:
+    """Last in this module: it stops the service. A research view it cannot make is never made identified."""
+    assert site.pseudonymizer is not None
+    site.pseudonymizer.stop()
+    sets, result = find(site, "researcher")
+    assert not [s for s in sets if value(s, "PatientID")], "no match without its pseudonyms"
+    assert "Received Final Find Response (Failed: UnableToProcess)" in result.stderr, result.stderr
+    assert b"research view: 1 match(es) withheld: pseudonymisation service" in site.last_stream  # type: ignore
+    refused, result = find(site, "researcher", "PatientID=SA-0000000000000000")
+    assert refused == []
+    assert re.search(rb"Not authorized: pseudonymisation service", site.last_stream), result.stderr  # type: ignore
+    log = records(site)
+    assert any(r.get("reason") == "pseudonymizer_unavailable" and r.get("post_filter") for r in log)
+    assert any(r.get("reason") == "pseudonymizer_unavailable" and not r.get("post_filter") for r in log)

@@ -78,6 +78,13 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path, pki: Path) -> None:
     ({"identity": {"throttle": {"lock_seconds": 60}}}, "identity.throttle.lock_seconds"),
     ({"identity": {"leeway": 3600}}, "identity.leeway"),
     ({"identity": {"client_auth": "none"}}, "identity.client_auth"),
+    # [pseudonymizer]: real values cross that link (TLS or loopback), with the agent's own client
+    ({"pseudonymizer": {"url": "http://pseudo.example.org", "client_id": "c", "client_secret": "s"}},
+     "pseudonymizer.url"),
+    ({"pseudonymizer": {"url": "https://pseudo.example.org", "client_id": "c"}}, "pseudonymizer.client_secret"),
+    ({"pseudonymizer": {"url": "https://pseudo.example.org", "client_secret": "s"}}, "pseudonymizer.client_id"),
+    ({"pseudonymizer": {"url": "https://p.example.org", "client_id": "c", "client_secret": "s", "key": "k"}},
+     "pseudonymizer.key"),
 ])
 def test_bad_config_names_file_and_key(tmp_path: Path, pki: Path, patch: dict[str, Any], key: str) -> None:
     path = _config(tmp_path, pki, patch)
@@ -99,6 +106,7 @@ def test_the_demo_configuration_loads_with_its_commented_examples(tmp_path: Path
     text = (Path(__file__).parents[2] / "configs" / "demo" / "server-agent.toml").read_text()
     text = text.replace('"pki/', f'"{pki}/').replace('"state/', f'"{tmp_path}/')
     for line in ("[nodes.CT01]", "addresses =", "actions =", "client_id =", "token_types =", "leeway =",
+                 "[pseudonymizer]", "url =", "client_secret =",
                  "jwks_min_refresh =", "jwks_max_age =", "[identity.claims]", "username =", "roles =", "scopes =",
                  "organization =", "purpose_of_use =", "client_token =", "user_token ="):
         text = text.replace(f"# {line}", line)
@@ -107,6 +115,8 @@ def test_the_demo_configuration_loads_with_its_commented_examples(tmp_path: Path
     config = load(path)
     assert config.identity.node_clients == {"ct01": "CT01"} and config.identity.throttle.block_seconds == 900
     assert config.identity.claims == ClaimMapping()  # the defaults the file shows are the defaults
+    assert config.pseudonymizer is not None and config.pseudonymizer.url == "http://127.0.0.1:8810"
+    assert config.pseudonymizer.client_secret == "demo-pseudonyms-secret" and config.pseudonymizer.timeout == 5
 
 
 def test_a_tls_pacs_gets_its_ca_our_certificate_and_its_name(tmp_path: Path, pki: Path) -> None:

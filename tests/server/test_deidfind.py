@@ -17,8 +17,12 @@ from audit.dicom_audit import audit_message
 from audit.events import Action, AuthorizationEvent, Decision, Disclosure, Reason, Who, from_record
 from deid import Needs, Option, PatientPseudonym, Profile, Pseudonyms
 from devtools.dicomdata import decode_data_set, encode_data_set
+from dicomwire.association import Side
 from dicomwire.dataset import DataSet, read_data_set
+from dicomwire.dimse import decode_command, encode_command
+from dicomwire.questions import Drop, Permit, ResponseQuestion, Rewrite
 from pseudonymizer.client import Originals
+from server_agent.authn import Subject
 from server_agent.deidfind import (
     PseudonymBatcher,
     Query,
@@ -31,7 +35,12 @@ from server_agent.deidfind import (
     translate,
 )
 from server_agent.deidview import DeidView, ResearchProject
+from server_agent.pdp import Decision as Decision_
+from server_agent.postfilter import Batcher
 from server_agent.pseudonyms import PseudonymsUnavailable
+from server_agent.records import Recorder
+from server_agent.research import ResearchFinds
+from server_agent.resources import Context
 
 EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 VIEW = DeidView(project=ResearchProject(id="STUDY-A", scope="STUDY-A"),
@@ -70,6 +79,24 @@ def test_matching_on_what_identifies_is_refused_naming_the_key(keys: dict[str, s
     with pytest.raises(ResearchRefusal) as refused:
         read_query(query(**keys), EXPLICIT, VIEW)
     assert named in refused.value.text and len(f"Not authorized: {refused.value.text}") <= 64
+
+
+@pytest.mark.parametrize("syntax", [EXPLICIT, IMPLICIT])
+@pytest.mark.parametrize("defined", [True, False])
+def test_a_value_nested_deep_in_a_sequence_key_is_found(syntax: str, defined: bool) -> None:
+    inner = Dataset()
+    inner.CodeValue = ""
+    outer = Dataset()
+    outer.ReferencedSOPInstanceUID = ""
+    outer.ProcedureCodeSequence = Sequence([inner])
+    ds = decode_data_set(query(syntax), syntax)
+    ds.ReferencedStudySequence = Sequence([outer])
+    for sequence in (ds.ReferencedStudySequence, outer.ProcedureCodeSequence):
+        sequence.is_undefined_length = not defined
+    assert read_query(encode_data_set(ds, syntax), syntax, VIEW) == Query(), "return keys only"
+    inner.CodeValue = "SECRET"
+    with pytest.raises(ResearchRefusal, match="ReferencedStudySequence"):
+        read_query(encode_data_set(ds, syntax), syntax, VIEW)
 
 
 def test_a_sequence_or_private_key_with_a_value_is_refused() -> None:
@@ -155,7 +182,10 @@ def test_a_failed_batch_fails_every_match_in_it() -> None:
 ])
 def test_which_match_decisions_show_a_match(view: DeidView | None, obligations: tuple[str, ...], problem: str,
                                             acceptable: bool) -> None:
-    assert (match_acceptable(view, obligations, problem, VIEW) == "") is acceptable
+    assert (match_acceptable(view, obligations, problem, VIEW) is None) is acceptable
+    if "filter-results" in obligations:
+        assert match_acceptable(view, obligations, problem, VIEW) == (
+            Reason.PATIENT_NOT_DECIDED, "the policy did not permit this patient alone")
 
 
 def match() -> bytes:
@@ -197,3 +227,67 @@ def test_the_disclosure_is_in_the_record_and_in_the_audit_message() -> None:
     details = {d.get("type"): base64.b64decode(d.get("value", "")).decode()
                for d in pseudonymous.findall("ParticipantObjectDetail")}
     assert details == {"ResearchProject": "STUDY-A", "DeidentificationProfile": "basic+clean-descriptors"}
+
+
+# ---- one association's research matches, with fakes for the PDP, the service and the log ---------------
+
+class FakePdp:
+    def __init__(self, decision: Decision_) -> None:
+        self.decision = decision
+
+    def cached(self, request: object) -> None:
+        return None
+
+    async def evaluate(self, requests: list[object]) -> list[Decision_]:
+        return [self.decision for _ in requests]
+
+
+class Written:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.problem = None
+
+    def write(self, event: object) -> None:
+        self.events.append(event)
+
+
+def response(status: int, data: bytes, review: ResearchFind) -> ResponseQuestion:
+    request = decode_command(encode_command({0x00000002: "1.2.840.10008.5.1.4.1.2.2.1", 0x00000100: 0x0020,
+                                             0x00000110: 7, 0x00000700: 0, 0x00000800: 0x0000}))
+    command = decode_command(encode_command({0x00000002: "1.2.840.10008.5.1.4.1.2.2.1", 0x00000100: 0x8020,
+                                             0x00000120: 7, 0x00000800: 0x0000 if data else 0x0101,
+                                             0x00000900: status}))
+    return ResponseQuestion(side=Side.SERVER, context_id=1, abstract_syntax="1.2.840.10008.5.1.4.1.2.2.1",
+                            transfer_syntax=EXPLICIT, command=command, data_set=data, data_set_complete=True,
+                            request=request, review=review, final=not data)
+
+
+@pytest.mark.parametrize("service_up", [True, False])
+def test_the_final_response_says_when_matches_were_withheld(service_up: bool) -> None:
+    permit = Decision_(allowed=True, reason="permit_deidentified", obligations=("de-identify",), deid=VIEW)
+    written = Written()
+    subject = Subject(kind="user", id="u-9", username="researcher", roles=("researcher",))
+    context = Context(calling_ae="FINDSCU@WS1", called_ae="ORTHANC@GW1", workstation="WS1", certificate=[], peer="")
+
+    async def run() -> list[object]:
+        finds = ResearchFinds(Recorder(written, "a1"), Batcher(FakePdp(permit)),  # type: ignore[arg-type]
+                              FakeService(fail=not service_up))
+        review = ResearchFind(facts=None, view=VIEW, pinned=None, strip_patient_id=False)  # type: ignore[arg-type]
+        pending = [finds.match(response(0xFF00, match(), review), review, subject, context) for _ in range(2)]
+        final = finds.final(response(0x0000, b"", review), review)  # asked before the matches are decided
+        return list(await asyncio.gather(*pending, final))
+
+    *shown, final = asyncio.run(run())
+    if service_up:
+        assert all(isinstance(v, Rewrite) and b"PAT-1" not in (v.data_set or b"") for v in shown)
+        assert isinstance(final, Permit)
+        disclosed = [e for e in written.events if isinstance(e, AuthorizationEvent) and e.disclosure]
+        assert len(disclosed) == 2 and disclosed[0].resource["patient_id"] == "PAT-1"
+    else:
+        assert all(isinstance(v, Drop) for v in shown)
+        assert isinstance(final, Rewrite) and final.command is not None
+        told = decode_command(final.command)
+        assert told.status == 0xC000 and told.message_id_responded_to == 7
+        assert told.error_comment == "research view: 2 match(es) withheld: pseudonymisation service"  # LO: 64
+        reasons = [e.reason for e in written.events if isinstance(e, AuthorizationEvent)]
+        assert reasons == [Reason.PSEUDONYMIZER_UNAVAILABLE] * 2
