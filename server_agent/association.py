@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from audit.events import Action, Reason
+from audit.events import Action, Disclosure, Reason
 from dicomwire.commands import Notice
 from dicomwire.dataset import MalformedDataSet, with_element, without_element
 from dicomwire.dimse import CommandField
@@ -52,11 +52,23 @@ from .authorization import ACTIONS, Facts, Outcome, PdpQuery, conclude, prepare,
 from .config import Pacs, ServerAgentConfig
 from .decisions import Decisions
 from .deidfind import ResearchFind
+from .deidprefetch import DEADLINE as PREFETCH_DEADLINE
+from .deidprefetch import members
+from .deidretrieve import (
+    DeidRetrieval,
+    NotTranslatable,
+    StoreReview,
+    SubOperation,
+    retrieve_response,
+    store_response,
+    sub_operation,
+)
+from .deidview import DeidView
 from .keys import PATIENT_ID, match_keys
 from .moves import Move, MoveRegistry
 from .pdp import Decision, PdpClient, PdpUnavailable
 from .postfilter import Batcher, FindReview
-from .pseudonyms import PseudonymSource
+from .pseudonyms import PseudonymSource, PseudonymsUnavailable
 from .records import Recorder
 from .refusals import refusal_comment
 from .research import ResearchFinds
@@ -79,6 +91,7 @@ class Retrieval:
 
     facts: Facts
     sub_operations: int = 0  # permitted
+    deid: DeidRetrieval | None = None  # a research view's: its sub-operations are de-identified
 
 
 @dataclass(slots=True)
@@ -234,6 +247,8 @@ class ServerAssociation:
         facts = self.facts(question, action, sub_operation_of)
         if sub_operation_of is not None and retrieval is None:
             return self._refuse(facts, Reason.UNSOLICITED_SUB_OPERATION, "C-STORE without an authorized C-GET")
+        if retrieval is not None and retrieval.deid is not None:
+            return sub_operation(self, question, facts, retrieval, retrieval.deid)
         return self.decide(facts, retrieval)
 
     def facts(self, question: RequestQuestion, action: Action | None, sub_operation_of: Action | None,
@@ -242,9 +257,10 @@ class ServerAssociation:
                           complete=question.data_set_complete, action=action, sub_operation_of=sub_operation_of,
                           move_destination=move_destination)
 
-    def decide(self, facts: Facts,
-               retrieval: Retrieval | Move | None = None) -> RequestVerdict | Awaitable[RequestVerdict]:
-        """A request (or a sub-operation of ``retrieval``): at once when no I/O is needed."""
+    def decide(self, facts: Facts, retrieval: Retrieval | Move | None = None,
+               sub: SubOperation | None = None) -> RequestVerdict | Awaitable[RequestVerdict]:
+        """A request (or a sub-operation of ``retrieval``, ``sub`` if it is de-identified): at once when
+        no I/O is needed."""
         started = time.perf_counter()
         subject, context = self.subject, self.context
         if subject is None or context is None:
@@ -264,11 +280,11 @@ class ServerAssociation:
         if not self.config.identity.introspect:
             decision = self.factory.pdp.cached(prepared.request)
             if decision is not None:
-                return self._concluded(facts, decision, retrieval, started)
-        return self._decide_later(facts, prepared, retrieval, started)
+                return self._concluded(facts, decision, retrieval, started, sub)
+        return self._decide_later(facts, prepared, retrieval, started, sub)
 
     async def _decide_later(self, facts: Facts, query: PdpQuery, retrieval: Retrieval | Move | None,
-                            started: float) -> RequestVerdict:
+                            started: float, sub: SubOperation | None) -> RequestVerdict:
         assert self.subject is not None
         why = None
         if self.session is None or time.time() < self.session.token_expires_at:
@@ -283,13 +299,15 @@ class ServerAssociation:
             log.error("PDP unavailable, request denied: %s", error)
             return self._refuse(facts, Reason.PDP_UNAVAILABLE, "authorization service unavailable", started,
                                 detail=str(error))
-        verdict = self._concluded(facts, decision, retrieval, started)
+        verdict = self._concluded(facts, decision, retrieval, started, sub)
         return await verdict if inspect.isawaitable(verdict) else verdict
 
     def _concluded(self, facts: Facts, decision: Decision, retrieval: Retrieval | Move | None,
-                   started: float) -> RequestVerdict | Awaitable[RequestVerdict]:
+                   started: float, sub: SubOperation | None = None) -> RequestVerdict | Awaitable[RequestVerdict]:
         assert self.subject is not None and self.context is not None
         conclusion = conclude(facts, decision, pseudonymizer=self.factory.pseudonyms is not None)
+        if retrieval is not None and conclusion.allowed and (sub is not None or conclusion.deid is not None):
+            return self._disclosing(facts, decision, conclusion.deid, retrieval, sub, started)
         if conclusion.deid is not None and facts.action is Action.C_FIND:
             # The research view: keys translated back before the PACS sees them; recorded there.
             if self.research is None:  # conclude() refuses a view without a service: never identified
@@ -304,6 +322,8 @@ class ServerAssociation:
             return Refuse(comment=comment(conclusion.text, conclusion.reason, decision.reason))
         if retrieval is not None:
             return self._counted(retrieval, Permit())
+        if conclusion.deid is not None and facts.action in (Action.C_GET, Action.C_MOVE):
+            return self._deid_retrieval(facts, conclusion.deid)
         if facts.action is Action.C_FIND:
             return self._find_permitted(facts, conclusion.filter_results)
         if facts.action is Action.C_MOVE:
@@ -341,13 +361,17 @@ class ServerAssociation:
             return Refuse(comment=comment("query identifier could not be read", Reason.MALFORMED))
         return Rewrite(data_set=asked, review=FindReview(facts=facts, pinned=None, strip_patient_id=True))
 
-    async def _move_permitted(self, facts: Facts) -> RequestVerdict:
+    async def _move_permitted(self, facts: Facts, deid: DeidRetrieval | None = None,
+                              rewrite: bytes | None = None) -> RequestVerdict:
         """Outstanding in the shared store before the PACS sees the C-MOVE (its sub-operations may reach
-        any worker or instance); refused when it cannot be (fail closed)."""
+        any worker or instance); refused when it cannot be (fail closed). ``deid``: a research view's
+        (its sub-operations are de-identified by this process only: a record that reaches another
+        process carries no view, and there the researcher's obligation finds no retrieval to honour it,
+        so it is refused); ``rewrite``: the identifier the PACS gets instead of the client's."""
         assert self.context is not None
         move = Move(owner=self, facts=facts, destination=facts.command.move_destination or "",
                     calling_ae=self.context.calling_ae, message_id=facts.command.message_id,
-                    expires=time.monotonic() + self.config.move_timeout)
+                    expires=time.monotonic() + self.config.move_timeout, deid=deid)
         try:
             await self.factory.moves.add(move)
         except (SharedUnavailable, MoveRefused) as error:
@@ -356,7 +380,54 @@ class ServerAssociation:
             return self._refuse(facts, reason, "the return path cannot be opened now", detail=str(error))
         self.moves.append(move)
         self.retrievals.append(move)
-        return Permit(review=move)
+        return Permit(review=move) if rewrite is None else Rewrite(data_set=rewrite, review=move)
+
+    # ---- the research view of a retrieval (server_agent.deidretrieve) ------------------------------------
+    async def _deid_retrieval(self, facts: Facts, view: DeidView) -> RequestVerdict:
+        """A researcher's C-GET or C-MOVE: its pseudonymous keys translated into the identifier the PACS
+        gets, its sub-operations (the review object's) de-identified."""
+        assert self.factory.pseudonyms is not None  # conclude() refuses a research view without a service
+        deid = DeidRetrieval(view=view, source=self.factory.pseudonyms)
+        try:
+            translated = await deid.translate(facts.keys, facts.data_set, facts.transfer_syntax)
+        except NotTranslatable as error:
+            return self._refuse(facts, error.reason, str(error))
+        except PseudonymsUnavailable as error:
+            return self._refuse(facts, Reason.PSEUDONYMIZER_UNAVAILABLE, "pseudonymisation service unavailable",
+                                detail=str(error))
+        real = read_facts(facts.command, translated, facts.transfer_syntax, complete=True, action=facts.action)
+        if real.malformed:  # our own encoding: never, unless a real value is not one
+            return self._refuse(real, Reason.NOT_DEIDENTIFIABLE, "retrieval keys could not be translated",
+                                detail=real.malformed)
+        if self.pacs is not None and self.context is not None:  # its pseudonyms in one call (deidprefetch)
+            pacs, ssl_context, calling = self.pacs, self.factory.pacs_ssl.get(self.pacs.name), self.context.calling_ae
+            deid.ask_ahead(lambda: members(pacs, ssl_context, calling, real.resource), PREFETCH_DEADLINE)
+        if facts.action is Action.C_MOVE:
+            return await self._move_permitted(real, deid, translated)
+        retrieval = Retrieval(facts=real, deid=deid)
+        self.retrievals.append(retrieval)
+        return Rewrite(data_set=translated, review=retrieval)
+
+    def _disclosing(self, facts: Facts, decision: Decision, view: DeidView | None, retrieval: Retrieval | Move,
+                    sub: SubOperation | None, started: float) -> RequestVerdict | Awaitable[RequestVerdict]:
+        """A permitted sub-operation to disclose de-identified: in its retrieval's view, no other."""
+        if sub is None or (view is not None and view != sub.retrieval.view):
+            why = ("a research view for an image of an identified retrieval" if sub is None
+                   else "another research view than its retrieval's")
+            self.record.authorization(facts, self.subject, self.context, Reason.OBLIGATION_NOT_UNDERSTOOD, False,
+                                      started, pdp=decision, detail=why)
+            return Refuse(comment=comment(why))
+        return sub.finish(self, facts, decision, retrieval, started)
+
+    def disclosed(self, facts: Facts, decision: Decision, retrieval: Retrieval | Move, started: float,
+                  disclosure: Disclosure) -> None:
+        """A sub-operation disclosed de-identified: the permit, with what it showed (issue 16 item 5)."""
+        self.record.authorization(facts, self.subject, self.context, Reason.PDP, True, started, pdp=decision,
+                                  disclosure=disclosure)
+        self._counted(retrieval, Permit())
+
+    def refused(self, facts: Facts, reason: Reason, text: str, started: float | None, detail: str = "") -> Refuse:
+        return self._refuse(facts, reason, text, started, detail)
 
     def _refuse(self, facts: Facts, reason: Reason, text: str, started: float | None = None,
                 detail: str = "") -> Refuse:
@@ -369,8 +440,12 @@ class ServerAssociation:
     # ---- responses under review --------------------------------------------------------------------------
     def response(self, question: ResponseQuestion) -> ResponseVerdict | Awaitable[ResponseVerdict]:
         review = question.review
+        if isinstance(review, StoreReview):  # a C-GET's de-identified C-STORE, answered by the researcher's app
+            return store_response(question, review)
         if isinstance(review, Move):
             return self._move_responded(review, question)
+        if isinstance(review, Retrieval) and review.deid is not None:
+            return retrieve_response(question, review.deid)
         if isinstance(review, ResearchFind):
             assert self.research is not None and self.subject is not None and self.context is not None
             if question.final:
@@ -383,12 +458,16 @@ class ServerAssociation:
 
     async def _move_responded(self, move: Move, question: ResponseQuestion) -> ResponseVerdict:
         """The counts the PACS announced reach every process; the final response ends the move. A store
-        that cannot be told is logged: its return path then refuses (it is unreachable) or expires."""
+        that cannot be told is logged: its return path then refuses (it is unreachable) or expires. A
+        research view's response shows pseudonyms (deidretrieve.retrieve_response)."""
         try:
             await self.factory.moves.respond(move, question.command, question.final)
         except SharedUnavailable as error:
             log.error("association %s: C-MOVE response not shared: %s", self.connection.association_id, error)
-        return Permit()
+        if move.deid is None:
+            return Permit()
+        verdict = retrieve_response(question, move.deid)
+        return await verdict if inspect.isawaitable(verdict) else verdict
 
     def _match(self, question: ResponseQuestion, review: FindReview) -> ResponseVerdict | Awaitable[ResponseVerdict]:
         assert self.subject is not None and self.context is not None
@@ -443,6 +522,9 @@ class ServerAssociation:
         if self.moves:  # gone from the shared store (else its TTL, move_timeout, removes it)
             with contextlib.suppress(RuntimeError):  # no loop: nothing was shared by this object
                 asyncio.get_running_loop().create_task(_removed(self.factory.moves, list(self.moves)))
+        for retrieval in self.retrievals:
+            if retrieval.deid is not None:
+                retrieval.deid.close()
         self.batcher.close()
         if self.research is not None:
             self.research.close()

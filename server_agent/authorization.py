@@ -32,10 +32,9 @@ from .resources import Context, authzen_request, scope_allows
 FILTER_RESULTS = "filter-results"  # C-FIND: each match is decided before the user sees it (post-filter)
 SECURITY_ALERT = "security-alert"  # break-glass: the agent raises a security alert (audit, decision log)
 UNDERSTOOD = frozenset({FILTER_RESULTS, SECURITY_ALERT, DEIDENTIFY})
-# What a research view can be given for. Retrievals (C-GET, C-MOVE and their sub-operations) join
-# when their images are rewritten in transit (issue 16 item 3): until then a de-identify permit on one
-# is refused here, never carried out identified. Never a store.
-_DEIDENTIFIABLE = frozenset({Action.C_ECHO, Action.C_FIND})
+# What a research view can be given for: queries, and retrievals with their sub-operations, whose images
+# are rewritten in transit (issue 16 item 3, server_agent.deidretrieve). Never a store.
+_DEIDENTIFIABLE = frozenset({Action.C_ECHO, Action.C_FIND, Action.C_GET, Action.C_MOVE})
 
 ACTIONS = {CommandField.C_ECHO_RQ: Action.C_ECHO, CommandField.C_FIND_RQ: Action.C_FIND,
            CommandField.C_GET_RQ: Action.C_GET, CommandField.C_MOVE_RQ: Action.C_MOVE,

@@ -37,6 +37,7 @@ from .shared import LEVEL_KEY, LocalShared, MoveRecord, SharedState
 
 if TYPE_CHECKING:
     from .association import ServerAssociation
+    from .deidretrieve import DeidRetrieval
 
 _COUNTS = (Tag.NUMBER_OF_REMAINING_SUBOPERATIONS, Tag.NUMBER_OF_COMPLETED_SUBOPERATIONS,
            Tag.NUMBER_OF_FAILED_SUBOPERATIONS, Tag.NUMBER_OF_WARNING_SUBOPERATIONS)
@@ -57,6 +58,7 @@ class Move:
     ended: bool = False
     members: dict[str, frozenset[str]] = field(default_factory=dict)  # key -> the values the move named
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    deid: DeidRetrieval | None = None  # a research view's: its sub-operations are de-identified
 
     def __post_init__(self) -> None:
         resource = self.facts.resource
@@ -141,6 +143,16 @@ class MoveRegistry:
 
     async def active(self, destination: str) -> bool:
         return await self.shared.move_active(destination)
+
+    def researching(self, destination: str, originator_ae: str | None, originator_id: int | None) -> bool:
+        """Whether a live move of this process in a research view may own a sub-operation for
+        ``destination``: its header must be whole before the move is claimed (a claim counts, and a
+        header asked again after ``Extend`` must not count twice). Conservative when the originator is
+        not named."""
+        now = self._clock()
+        return any(move.deid is not None and move.destination == destination and move.live(now)
+                   and originator_ae in (None, move.calling_ae) and originator_id in (None, move.message_id)
+                   for move in self._mine.values())
 
     async def match(self, destination: str, originator_ae: str | None, originator_id: int | None,
                     image: dict[str, str]) -> tuple[Move | MoveRecord | None, Reason]:

@@ -12,6 +12,10 @@ permitted by this process is decided by its association (as ever); one permitted
 :class:`~server_agent.association.ServerAssociation` of ``deciders`` standing for the move's user
 (the PDP asked the same question, recorded under this association). Without the shared store the
 association is refused (A-ASSOCIATE-RJ transient) and so is each store (fail closed).
+
+A move made in a research view has each C-STORE de-identified in transit (:mod:`server_agent.deidretrieve`),
+by the process that permitted it (another process finds no view to honour the researcher's obligation
+with, and refuses), and the workstation's C-STORE-RSP carries the real SOP Instance UID back to the PACS.
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ from dicomwire.questions import (
     AssociationQuestion,
     AssociationVerdict,
     ForwardAssociation,
+    Permit,
     Refuse,
     RejectAssociation,
     RequestQuestion,
     RequestVerdict,
+    ResponseQuestion,
+    ResponseVerdict,
 )
 from dicomwire.tls import certificate_names
 from dicomwire.upstream import Upstream
@@ -43,6 +50,7 @@ from .association import Retrieval, ServerPolicy, comment
 from .authorization import Facts, read_facts
 from .config import ServerAgentConfig
 from .decisions import Decisions
+from .deidretrieve import StoreReview, header_wanted, store_response, sub_operation
 from .moves import Move, MoveRegistry, originator, subject_of
 from .records import Recorder
 from .routing import pacs_addresses, return_source
@@ -118,9 +126,15 @@ class ReturnAssociation(Forwarding):
             self.record.authorization(facts, None, None, Reason.MALFORMED, False, None, detail=facts.malformed)
             return Refuse(comment=comment("data set could not be read one way only", Reason.MALFORMED),
                           status=facts.status)
-        return self._matched(facts, *originator(command))
+        ae, message_id = originator(command)
+        if self.factory.moves.researching(self.destination, ae, message_id):
+            wanted = header_wanted(question)
+            if wanted is not None:
+                return wanted
+        return self._matched(question, facts, ae, message_id)
 
-    async def _matched(self, facts: Facts, ae: str | None, message_id: int | None) -> RequestVerdict:
+    async def _matched(self, question: RequestQuestion, facts: Facts, ae: str | None,
+                       message_id: int | None) -> RequestVerdict:
         try:
             move, reason = await self.factory.moves.match(self.destination, ae, message_id, facts.resource)
         except SharedUnavailable as error:
@@ -129,7 +143,10 @@ class ReturnAssociation(Forwarding):
         if move is None:
             self.record.authorization(facts, None, None, reason, False, None)
             return Refuse(comment=comment("no C-MOVE this image belongs to", reason))
-        verdict = move.owner.decide(facts, move) if isinstance(move, Move) else self._elsewhere(facts, move)
+        if isinstance(move, Move) and move.deid is not None:
+            verdict = sub_operation(move.owner, question, facts, move, move.deid)
+        else:
+            verdict = move.owner.decide(facts, move) if isinstance(move, Move) else self._elsewhere(facts, move)
         return await verdict if inspect.isawaitable(verdict) else verdict
 
     def _elsewhere(self, facts: Facts, move: MoveRecord) -> RequestVerdict | Awaitable[RequestVerdict]:
@@ -142,6 +159,11 @@ class ReturnAssociation(Forwarding):
         stand_in = self.factory.deciders.open(self.connection)
         stand_in.subject, stand_in.context = who
         return stand_in.decide(facts, Retrieval(facts=facts))
+
+    def response(self, question: ResponseQuestion) -> ResponseVerdict:
+        if isinstance(question.review, StoreReview):
+            return store_response(question, question.review)
+        return Permit()
 
     def notice(self, notice: Notice) -> None:
         self.record.notice(notice, None, None)

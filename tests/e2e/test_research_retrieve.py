@@ -1,0 +1,236 @@
+"""Issue 16 item 3 end to end: a researcher's DCMTK ``getscu`` and ``movescu``, unchanged, through
+``dicom-agent launch`` and both agents, against an unchanged Orthanc; the HIAL's PDP permits project
+STUDY-A's patient de-identified and the pseudonymisation service hands out the pseudonyms.
+
+Every file the researcher's apps write is read raw, byte for byte, for each real value (names, IDs,
+UIDs, dates, places) and must hold none; its Pixel Data is Orthanc's; its UIDs are the pseudonyms the
+service hands out for the project (those a de-identified C-FIND shows). An ultrasound instance without
+Burned In Annotation is refused and counted as failed. A radiologist's retrieval of the same study
+is byte for byte what Orthanc sends to ``getscu`` directly."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from deid import Needs
+from devtools.dicomdata import identified_header
+from devtools.peers import DCMTK_BIN, dcmtk_env, free_port
+from devtools.pseudonymizer import TRANSLATE_CLIENT, TRANSLATE_SECRET
+from devtools.site import Site
+from oauthclient import AuthMethod, ClientAuth, OAuthClient, SyncExecutor
+from pseudonymizer.client import PseudonymizerClient
+from server_agent.config import Pacs
+from server_agent.deidprefetch import members
+
+STUDY = "1.2.826.0.1.3680043.10.1447.77.1"
+PATIENT = "PAT-RES-1"  # in STUDY-A (configs/demo/policy.toml)
+CT_INSTANCES = 3
+# What must never reach the researcher: the patient's names and IDs, every real UID (they all start
+# with the study's root), unshifted dates, institution, operator and physician names. Station name and
+# device serial stay (the project retains device identity, PS3.15 E.3.4).
+REAL = ("PAT-RES-1", "DOE", "JANE", "WELBY", "MARCUS", "HOUSE^GREGORY", "RATCHED", "KILDARE", "ANNA",
+        "ACC-99812", "SSN-078", "S-1234", "RP-5521", "SPS-5521", "20260114", "19610704", "SAINT ELSEWHERE",
+        "HOSPITAL ROAD", "RADIOLOGY WEST", "EVERGREEN", "IODINE", "SPRINGFIELD GENERAL",
+        "1.2.826.0.1.3680043.10.1447.77")
+
+
+def write(ds: object, path: Path) -> Path:
+    ds.file_meta = FileMetaDataset()  # type: ignore[attr-defined]
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID  # type: ignore[attr-defined]
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID  # type: ignore[attr-defined]
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # type: ignore[attr-defined]
+    ds.save_as(path, enforce_file_format=True)  # type: ignore[attr-defined]
+    return path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("research")
+    site = Site(root, research=True).start()
+    assert site.orthanc is not None
+    data = root / "data"
+    data.mkdir()
+    files = [write(identified_header(patient_id=PATIENT, instance=n), data / f"ct{n}.dcm")
+             for n in range(1, CT_INSTANCES + 1)]
+    files.append(write(identified_header("US", patient_id=PATIENT, series=2, instance=1), data / "us.dcm"))
+    site.orthanc.upload(files)
+    yield site
+    site.stop()
+
+
+def pseudonyms(site: Site, uids: set[str]) -> dict[str, str]:
+    """What the pseudonymisation service hands out for STUDY-A: the values a de-identified C-FIND shows."""
+    assert site.pseudonymizer is not None and site.hial is not None
+    auth = ClientAuth(client_id=TRANSLATE_CLIENT, method=AuthMethod.CLIENT_SECRET_BASIC, secret=TRANSLATE_SECRET)
+    with SyncExecutor() as executor:
+        client = PseudonymizerClient(site.pseudonymizer.url, OAuthClient(site.hial.issuer, auth, executor), executor)
+        return dict(client.pseudonyms("STUDY-A", Needs(uids=frozenset(uids))).uids)
+
+
+def shown_by_find(site: Site, level: str, *keys: str) -> list[str]:
+    """The researcher's own de-identified C-FIND (findscu through launch): the UIDs of ``level`` it shows."""
+    tag = {"STUDY": "0020,000d", "SERIES": "0020,000e"}[level]
+    args = [arg for key in (f"QueryRetrieveLevel={level}", *keys, "StudyInstanceUID", "SeriesInstanceUID")
+            for arg in ("-k", key)]
+    result = site.launch("researcher", "findscu", "-v", "-S", *args, "-aec", "ORTHANC@GW1", "127.0.0.1",
+                         site.ports["agent"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = re.findall(rf"\({tag}\) UI \[([^\]]*)\]", result.stderr.split("Find Response", 1)[-1])
+    return [uid.rstrip("\x00") for uid in found]  # a UI value's NUL padding (PS3.5 6.2) is no part of the UID
+
+
+def real_uids() -> dict[str, str]:
+    """Instance UID -> series UID of the study's CT images."""
+    return {f"{STUDY}.1.{n}": f"{STUDY}.1" for n in range(1, CT_INSTANCES + 1)}
+
+
+def data_set(path: Path) -> bytes:
+    """A Part 10 file's data set: what follows the preamble, DICM and the file meta group (PS3.10 7.1)."""
+    raw = path.read_bytes()
+    assert raw[128:132] == b"DICM" and raw[132:136] == b"\x02\x00\x00\x00"
+    meta_length = int.from_bytes(raw[140:144], "little")
+    return raw[144 + meta_length:]
+
+
+def getscu(site: Site, user: str, study: str, out: Path, *, direct: bool = False) -> subprocess.CompletedProcess[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    args = ["-d", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "-od", str(out)]
+    if direct:
+        assert site.orthanc is not None
+        return subprocess.run([str(DCMTK_BIN / "getscu"), *args, "-aec", "ORTHANC", "127.0.0.1",
+                               str(site.orthanc.dicom_port)], capture_output=True, text=True, env=dcmtk_env(),
+                              timeout=60)
+    return site.launch(user, "getscu", *args, "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+
+
+def failed_count(output: str) -> int:
+    """Number of Failed Suboperations in the final C-GET/C-MOVE response, as DCMTK's debug output shows it."""
+    found = re.findall(r"(?:Number of )?Failed Sub-?operations\s*:\s*(\d+|none)", output)
+    assert found, output[-2000:]
+    return 0 if found[-1] == "none" else int(found[-1])
+
+
+def check_researchers_copy(files: list[Path], shown_study: str, site: Site) -> None:
+    shown = pseudonyms(site, set(real_uids()) | {STUDY, f"{STUDY}.1"})
+    originals = {dcmread(p).SOPInstanceUID: dcmread(p) for p in (site.root / "data").glob("ct*.dcm")}
+    assert len(files) == CT_INSTANCES
+    instances = set()
+    for path in files:
+        raw = path.read_bytes()
+        assert [value for value in REAL if value.encode() in raw] == [], path  # the raw file, meta included
+        ds = dcmread(path)
+        assert ds.PatientIdentityRemoved == "YES" and ds.StudyInstanceUID == shown_study
+        assert "113100" in [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
+        real = next(uid for uid, pseudonym in shown.items() if pseudonym == ds.SOPInstanceUID)
+        assert ds.SeriesInstanceUID == shown[real_uids()[real]]
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID  # the command's UID, as shown
+        assert ds.PixelData == originals[real].PixelData  # the pixels as Orthanc sent them
+        assert ds.PatientID.startswith("SA-") and ds.PatientName == ds.PatientID.replace("-", "^")
+        instances.add(real)
+    assert instances == set(real_uids())
+
+
+def records(site: Site) -> list[dict]:
+    return [json.loads(line) for line in site.decisions().splitlines()]
+
+
+def test_a_researchers_get_is_de_identified_in_transit(site: Site, tmp_path: Path) -> None:
+    (shown_study,) = shown_by_find(site, "STUDY")  # what the researcher's C-FIND showed
+    assert shown_study == pseudonyms(site, {STUDY})[STUDY]
+    result = getscu(site, "researcher", shown_study, tmp_path / "got")
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_researchers_copy(sorted((tmp_path / "got").iterdir()), shown_study, site)
+    assert failed_count(result.stderr + result.stdout) == 1  # the ultrasound: Burned In Annotation absent
+    disclosed = [r for r in records(site) if r.get("de_identified") and r.get("sub_operation_of") == "C-GET"]
+    assert len(disclosed) == CT_INSTANCES
+    for record in disclosed:
+        assert record["user"]["username"] == "researcher" and record["project"] == "STUDY-A"
+        assert record["resource"]["patient_id"] == PATIENT and record["profile"].startswith("basic+")
+        assert shown_study in record["pseudonyms"] and PATIENT not in record["pseudonyms"]
+    refused = [r for r in records(site) if r.get("reason") == "not_deidentifiable"]
+    assert refused and "Burned In Annotation" in refused[-1]["detail"]
+
+
+def movescu(site: Site, user: str, *keys: str) -> subprocess.CompletedProcess[str]:
+    args = [arg for key in ("QueryRetrieveLevel=SERIES", *keys) for arg in ("-k", key)]
+    return site.launch(user, "movescu", "-d", "-S", "-aet", "MOVESCP", "-aem", "MOVESCP", *args, "-aec", "ORTHANC@GW1",
+                       "127.0.0.1", site.ports["agent"])
+
+
+def test_a_researchers_move_is_de_identified_on_the_return_path(site: Site) -> None:
+    assert site.scp is not None
+    for old in site.scp.received():
+        old.unlink()
+    shown = pseudonyms(site, {STUDY, f"{STUDY}.1", f"{STUDY}.2"})
+    assert sorted(shown_by_find(site, "SERIES", f"StudyInstanceUID={shown[STUDY]}")) == sorted(
+        [shown[f"{STUDY}.1"], shown[f"{STUDY}.2"]])  # the series the researcher's C-FIND shows
+    result = movescu(site, "researcher", f"StudyInstanceUID={shown[STUDY]}", f"SeriesInstanceUID={shown[STUDY + '.1']}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    deadline = time.monotonic() + 10
+    while len(site.scp.received()) < CT_INSTANCES and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check_researchers_copy(sorted(site.scp.received()), shown[STUDY], site)
+    assert failed_count(result.stderr + result.stdout) == 0
+    disclosed = [r for r in records(site) if r.get("de_identified") and r.get("sub_operation_of") == "C-MOVE"]
+    assert len(disclosed) == CT_INSTANCES and all(r["resource"]["patient_id"] == PATIENT for r in disclosed)
+
+
+def test_a_burned_in_risk_is_never_moved(site: Site) -> None:
+    """The ultrasound series: refused on the return path. Orthanc (1.10) ends a C-MOVE at its first
+    failed sub-operation and answers C000H with no counts, so that is what the researcher sees."""
+    assert site.scp is not None
+    for old in site.scp.received():
+        old.unlink()
+    shown = pseudonyms(site, {STUDY, f"{STUDY}.2"})
+    result = movescu(site, "researcher", f"StudyInstanceUID={shown[STUDY]}", f"SeriesInstanceUID={shown[STUDY + '.2']}")
+    time.sleep(0.5)
+    assert site.scp.received() == []
+    assert "0xc000" in (result.stderr + result.stdout).lower() or failed_count(result.stderr + result.stdout) == 1
+    refused = [r for r in records(site) if r.get("reason") == "not_deidentifiable"
+               and r.get("sub_operation_of") == "C-MOVE"]
+    assert refused and "Burned In Annotation is absent for Ultrasound Image Storage" in refused[-1]["detail"]
+    assert refused[-1]["resource"]["patient_id"] == PATIENT
+
+
+def test_a_researcher_cannot_retrieve_by_the_real_uid(site: Site, tmp_path: Path) -> None:
+    result = getscu(site, "researcher", STUDY, tmp_path / "got")
+    assert list((tmp_path / "got").iterdir()) == []
+    assert "Not authorized: a key names no pseudonym of this project" in result.stderr
+    denied = [r for r in records(site) if r.get("action") == "C-GET" and r.get("decision") == "deny"]
+    assert denied[-1]["reason"] == "identifying_key" and denied[-1]["user"]["username"] == "researcher"
+
+
+def test_a_clinicians_get_is_what_orthanc_sends(site: Site, tmp_path: Path) -> None:
+    direct = getscu(site, "", STUDY, tmp_path / "direct", direct=True)
+    relayed = getscu(site, "rad", STUDY, tmp_path / "relayed")
+    assert direct.returncode == 0 and relayed.returncode == 0, relayed.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "direct").iterdir())
+    assert len(names) == CT_INSTANCES + 1 and names == sorted(p.name for p in (tmp_path / "relayed").iterdir())
+    for name in names:
+        assert data_set(tmp_path / "relayed" / name) == data_set(tmp_path / "direct" / name), name
+    assert b"PAT-RES-1" in data_set(tmp_path / "relayed" / names[0])  # identified: the clinician's view
+
+
+def test_what_a_retrieval_will_bring_is_asked_of_orthanc_ahead(site: Site) -> None:
+    """server_agent.deidprefetch: the C-FIND that lets a retrieval's pseudonyms come in one call."""
+    assert site.orthanc is not None
+    pacs = Pacs(host="127.0.0.1", port=site.orthanc.dicom_port, ae_title="ORTHANC")
+    study = members(pacs, None, "GETSCU@WS1", {"level": "STUDY", "study_instance_uid": STUDY})
+    assert study == Needs(patient_ids=frozenset({PATIENT}), uids=frozenset(
+        {STUDY, f"{STUDY}.1", f"{STUDY}.2", f"{STUDY}.2.1", *real_uids()}))
+    series = members(pacs, None, "GETSCU@WS1", {"level": "SERIES", "study_instance_uid": STUDY,
+                                                 "series_instance_uid": f"{STUDY}.2"})
+    assert series is not None and series.uids == {STUDY, f"{STUDY}.2", f"{STUDY}.2.1"}
+    assert members(pacs, None, "GETSCU@WS1", {"study_instance_uid": "1.2.3.4"}) == Needs()
+    closed = Pacs(host="127.0.0.1", port=free_port(), ae_title="ORTHANC")
+    assert members(closed, None, "GETSCU@WS1", {"study_instance_uid": STUDY}) is None
