@@ -353,8 +353,9 @@ def test_a_move_in_a_research_view_carries_its_view_to_the_return_path() -> None
     verdict = resolve(owner.request(question))
     assert isinstance(verdict, Rewrite) and isinstance(verdict.review, Move)
     move = verdict.review
-    assert move.deid is not None and move.covers({"study_instance_uid": STUDY})  # matched by the real UID
-    assert owner.factory.moves.match("MOVESCP@WS1", "MOVESCU@WS1", 5, {"study_instance_uid": STUDY})[0] is move
+    assert move.deid is not None and move.record("test").covers({"study_instance_uid": STUDY})  # the real UID
+    matched = asyncio.run(owner.factory.moves.match("MOVESCP@WS1", "MOVESCU@WS1", 5, {"study_instance_uid": STUDY}))
+    assert matched[0] is move
 
 
 # ---- pseudonyms asked ahead (deidprefetch) ---------------------------------------------------------------
