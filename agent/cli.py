@@ -159,7 +159,11 @@ def cmd_launch(config: WorkstationConfig, args: argparse.Namespace) -> int:
     except (SharingError, OSError) as error:
         print(f"dicom-agent: {error}", file=sys.stderr)
         return 2
-    return launch(config, endpoint, args, [program, *app[1:]], login)
+    try:
+        return launch(config, endpoint, args, [program, *app[1:]], login)
+    except SharingError as error:  # a host that cannot be trusted (another user's socket): a sentence
+        print(f"dicom-agent: {error}", file=sys.stderr)
+        return 2
 
 
 def cmd_login(config: WorkstationConfig, args: argparse.Namespace) -> int:

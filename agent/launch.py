@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import WorkstationConfig
+from .messages import printable
 from .notices import Notifier
 from .oidc import OidcClient, Tokens
 from .service import Session, WorkstationAgent
@@ -98,9 +99,14 @@ def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
                     "interrupted): this app's next connections fail; start it again")
                 return
 
-    if isinstance(welcome.get("welcome"), dict) and welcome["welcome"].get("break_glass") is True:
-        say("dicom-agent: this app runs under the BREAK-GLASS login of another window; every use is audited as a "
-            "security alert")
+    given = welcome.get("welcome")
+    hosted: dict[str, Any] = given if isinstance(given, dict) else {}
+    who = printable(str(hosted.get("user") or "?"), 64)
+    if hosted.get("break_glass") is True:
+        say(f"dicom-agent: this app runs as {who} under the BREAK-GLASS login of another window; every use is "
+            "audited as a security alert")
+    else:  # always said: on a shared account the person at the keyboard may not be the one logged in
+        say(f"dicom-agent: this app runs as {who}, on the login of another window")
     process = subprocess.Popen(app)
     try:
         reader = threading.Thread(target=listen, daemon=True)
@@ -141,6 +147,10 @@ def _welcome(tokens: Tokens, request: dict[str, Any]) -> str | None:
     if request.get("break_glass") and tokens.purpose_of_use != "BTG":
         return ("break-glass needs a login of its own: close the apps already running under your login, then "
                 "launch again with --break-glass")
+    if tokens.purpose_of_use == "BTG" and not request.get("break_glass"):
+        # Break-glass is asked for, app by app: an ordinary launch never inherits it silently.
+        return ("a BREAK-GLASS login runs in another window: launch this app with --break-glass REASON to join "
+                "it, or wait until it ends")
     return None
 
 

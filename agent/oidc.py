@@ -45,6 +45,7 @@ from oauthclient import (
 from oauthclient.exchange import advertised
 
 from .config import IdentityProvider
+from .messages import printable
 
 DeviceStart = DeviceAuthorization  # what `login --device` shows the user, and polls with
 BREAK_GLASS = "BTG"  # HL7 v3 ActReason "break the glass", the purpose of use the policy knows
@@ -100,7 +101,8 @@ def tokens_from(response: TokenResponse, username: str | None) -> Tokens:
     if not username:
         try:
             claims = jwt.decode(response.id_token or response.access_token, options={"verify_signature": False})
-            username = str(claims.get("preferred_username") or claims.get("sub") or "?")
+            # The provider's words reach the terminal: no control characters, bounded (issue 17).
+            username = printable(str(claims.get("preferred_username") or claims.get("sub") or "?"), 64)
         except jwt.PyJWTError:
             username = "?"
     return Tokens(access_token=response.access_token, refresh_token=response.refresh_token,

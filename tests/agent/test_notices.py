@@ -196,3 +196,4 @@ def test_who_may_join_a_login() -> None:
     assert "break-glass needs a login of its own" in (launching._welcome(ordinary, {"break_glass": True}) or "")
     emergency = Tokens(access_token="a", refresh_token=None, expires_at=0, username="rad", purpose_of_use="BTG")
     assert launching._welcome(emergency, {"break_glass": True}) is None
+    assert "BREAK-GLASS login runs in another window" in (launching._welcome(emergency, {"user": None}) or "")
