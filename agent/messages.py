@@ -73,9 +73,14 @@ def printable(text: str, limit: int = 200) -> str:
     return " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 2]).split())[:limit]
 
 
-def from_comment(app: str, what: str, status: int, comment: str | None) -> Refusal:
-    """A failure response's Status and Error Comment (PS3.7 C.4) in words."""
+def from_comment(app: str, what: str, status: int, comment: str | None, failed: int = 0) -> Refusal:
+    """A failure response's Status and Error Comment (PS3.7 C.4) in words; ``failed``: the sub-operations a
+    C-GET or C-MOVE reports failed (a partial refusal, often B000H, which apps take as a warning)."""
     text = printable(comment or "")
+    if failed and not (status in (0x0124, 0xA801, 0x0122) or _CODE.match(text)):
+        return Refusal(app=app, what=what, reason=f"{failed} image(s) of it were not delivered (refused by access "
+                       "control or failed at the PACS)", step=f"check which are missing; if you need them, {HELP_DESK}",
+                       detail=text)
     match = _CODE.match(text)
     if match and match.group(1) in REFUSALS:
         reason, step = REFUSALS[match.group(1)]

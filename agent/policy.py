@@ -216,8 +216,9 @@ class WorkstationAssociation:
         route = self.route.name if self.route else "?"
         if notice.kind is NoticeKind.FAILED and notice.command is not None:
             command = notice.command
+            failed = command.get(Tag.NUMBER_OF_FAILED_SUBOPERATIONS)
             self._tell(messages.from_comment(self.app, command.name.removesuffix("-RSP"), command.status or 0,
-                                             command.error_comment))
+                                             command.error_comment, failed if isinstance(failed, int) else 0))
         elif notice.kind is NoticeKind.REJECTED:
             self._tell(messages.from_reject(self.app, route, notice.code))
         elif notice.kind is NoticeKind.ABORTED:

@@ -135,6 +135,16 @@ def is_failure(status: int | None) -> bool:
     return not (status in (0x0000, 0x0001, STATUS_CANCEL) or status in STATUS_PENDING or 0xB000 <= status <= 0xBFFF)
 
 
+def partly_failed(command: CommandSet) -> bool:
+    """A final C-GET-RSP or C-MOVE-RSP that reports failed sub-operations (PS3.4 C.4.2.1.4, C.4.3.1.4:
+    B000H "one or more failures", or any status with a failed count): some images were refused or lost,
+    which a person must hear of although the app may take it as a warning."""
+    if command.command_field not in (CommandField.C_GET_RQ | 0x8000, CommandField.C_MOVE_RQ | 0x8000):
+        return False
+    failed = command.get(Tag.NUMBER_OF_FAILED_SUBOPERATIONS)
+    return isinstance(failed, int) and failed > 0
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSet:
     """A decoded command set: raw values by tag, in wire order; ``raw`` is the encoding received."""

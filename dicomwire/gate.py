@@ -32,7 +32,7 @@ from .commands import (
     Trace,
 )
 from .dialogue import Dialogue, DimseViolation, Violation, is_final
-from .dimse import CommandField, CommandSet, decode_command, is_failure, refusal_response
+from .dimse import CommandField, CommandSet, decode_command, is_failure, partly_failed, refusal_response
 from .errors import ProtocolError
 from .held import Fate, Held, Message, kept_pdvs
 from .limits import RelayLimits
@@ -249,7 +249,7 @@ class Gate:
             if isinstance(answered, Violation):
                 return self._breach(event, answered, out)
             final = self.dialogue.respond(answered, command)
-            if final and is_failure(command.status):
+            if final and (is_failure(command.status) or partly_failed(command)):
                 out.append(Tell(Notice(kind=NoticeKind.FAILED, side=self.side, command=command,
                                        detail=f"{command.name} status 0x{command.status or 0:04X}")))
             if answered.review is None:

@@ -143,3 +143,10 @@ def test_a_taken_port_names_the_address_and_what_to_do() -> None:
     assert os_message(OSError(errno.EADDRINUSE, "Address already in use"), config) == (
         "the agent's address 127.0.0.1:11112 is taken by another program (is `dicom-agent serve` running? then start "
         "the app without launch); otherwise close that program, or call the help desk")
+
+
+def test_a_partly_refused_retrieval_is_told_with_its_count() -> None:
+    refusal = from_comment("GETSCU", "C-GET", 0xB000, None, failed=3)
+    assert "3 image(s) of it were not delivered" in refusal.line()
+    coded = from_comment("GETSCU", "C-GET", 0xB000, "NOT-DEIDENT: pixels may identify", failed=1)
+    assert "identity in its pixels" in coded.line()  # the server agent's own code still wins

@@ -148,7 +148,9 @@ def test_a_researchers_get_is_de_identified_in_transit(site: Site, tmp_path: Pat
     (shown_study,) = shown_by_find(site, "STUDY")  # what the researcher's C-FIND showed
     assert shown_study == pseudonyms(site, {STUDY})[STUDY]
     result = getscu(site, "researcher", shown_study, tmp_path / "got")
-    assert result.returncode == 0, result.stderr[-3000:]
+    # The ultrasound was refused: the person is told, and the launch says so (exit 4, a refusal).
+    assert result.returncode == 4, result.stderr[-3000:]
+    assert "1 image(s) of it were not delivered" in result.stderr, result.stderr[-3000:]
     check_researchers_copy(sorted((tmp_path / "got").iterdir()), shown_study, site)
     assert failed_count(result.stderr + result.stdout) == 1  # the ultrasound: Burned In Annotation absent
     disclosed = [r for r in records(site) if r.get("de_identified") and r.get("sub_operation_of") == "C-GET"]

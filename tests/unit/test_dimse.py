@@ -239,3 +239,19 @@ def test_an_odd_value_length_is_refused_strictly_and_every_refusal_reads_back_st
         decode_command(odd, strict=True)
     even = b"\x00\x00\x02\x00\x02\x00\x00\x001\x00" + odd[9:]  # "1" padded with its NUL
     assert decode_command(decode_command(even, strict=True).raw, strict=True).get(0x00000002) == "1"
+
+
+def test_a_retrieval_that_reports_failed_sub_operations_is_partly_failed_whatever_its_status() -> None:
+    """Found by the attacker review of issue 17: a C-GET whose images were partly refused ends B000H
+    ("one or more failures", a warning to apps) and no one told the person. PS3.4 C.4.2.1.4, C.4.3.1.4."""
+    from dicomwire.dimse import partly_failed
+
+    def final(kind: str, status: int, failed: int) -> object:
+        fields = {Tag.COMMAND_FIELD: kind, Tag.MESSAGE_ID_BEING_RESPONDED_TO: 1, Tag.STATUS: status,
+                  Tag.COMMAND_DATA_SET_TYPE: 0x0101, Tag.NUMBER_OF_FAILED_SUBOPERATIONS: failed}
+        return decode_command(encode_command(fields))
+
+    assert partly_failed(final(0x8010, 0xB000, 2))  # C-GET-RSP
+    assert partly_failed(final(0x8021, 0x0000, 1))  # C-MOVE-RSP with a failure counted
+    assert not partly_failed(final(0x8021, 0x0000, 0))
+    assert not partly_failed(final(0x8001, 0xB000, 1))  # a C-STORE-RSP's B000H is a coercion, not a refusal
