@@ -55,6 +55,7 @@ from .authorization import Facts
 from .deidview import DeidView
 from .keys import PATIENT_ID, DecisionKeys, Matching, identifier_keys
 from .pseudonyms import PseudonymSource
+from .window import Window
 
 # Keys every query may carry with a value: they say nothing about a patient (PS3.4 C.4.1.2.1, C.6.1.1).
 QUERY_CONTROL = frozenset({0x00080005, 0x00080052})  # Specific Character Set, Query/Retrieve Level
@@ -243,65 +244,30 @@ def match_needs(data: bytes, transfer_syntax: str, view: DeidView) -> Needs:
     return needs(data, transfer_syntax, view.profile)
 
 
-@dataclass(eq=False, slots=True)
 class PseudonymBatcher:
     """One association's pseudonym requests for one project, gathered into one call per window."""
 
-    source: PseudonymSource
-    project: str
-    window: float = BATCH_WINDOW
-    size: int = BATCH_MAX
-    _batch: list[tuple[Needs, asyncio.Future[Pseudonyms]]] = field(default_factory=list)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _timer: asyncio.TimerHandle | None = None
+    def __init__(self, source: PseudonymSource, project: str, window: float = BATCH_WINDOW,
+                 size: int = BATCH_MAX) -> None:
+        self.source, self.project = source, project
+        self._window: Window[Needs, Pseudonyms] = Window(self._ask, window, size)
 
     async def get(self, wanted: Needs) -> Pseudonyms:
         """The pseudonyms ``wanted`` asks for (and others asked within the window: a superset)."""
         if not wanted:
             return Pseudonyms()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Pseudonyms] = loop.create_future()
-        self._batch.append((wanted, future))
-        if len(self._batch) >= self.size:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.window, self._flush)
-        return await future
+        return await self._window.ask(wanted)
 
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._batch = self._batch, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._ask(batch))
-            self._tasks.add(task)  # asyncio keeps only a weak reference to running tasks
-            task.add_done_callback(self._tasks.discard)
-
-    async def _ask(self, batch: list[tuple[Needs, asyncio.Future[Pseudonyms]]]) -> None:
+    async def _ask(self, batch: list[Needs]) -> list[Pseudonyms]:
+        """One call for every need of the window; each waiter gets the whole answer."""
         wanted = Needs()
-        for needed, _ in batch:
+        for needed in batch:
             wanted = wanted | needed
-        try:
-            answer = await self.source.pseudonyms(self.project, wanted)
-        except Exception as error:  # every waiter must learn of it (fail closed)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for _, future in batch:
-            if not future.done():
-                future.set_result(answer)
+        answer = await self.source.pseudonyms(self.project, wanted)
+        return [answer] * len(batch)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for _, future in self._batch:
-            future.cancel()
-        self._batch = []
-        for task in list(self._tasks):
-            task.cancel()
+        self._window.close()
 
 
 __all__ = ["PseudonymBatcher", "Query", "ResearchFind", "ResearchRefusal", "asked_patient_id", "deidentified_match",

@@ -11,11 +11,11 @@ more loosely than the decision assumed) is dropped: a decision covers only what 
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from .authorization import Facts
 from .pdp import Decision, PdpClient, PdpUnavailable
+from .window import Window
 
 BATCH_WINDOW = 0.003  # seconds to gather post-filter questions into one PDP call
 BATCH_MAX = 64  # = RelayLimits.max_pending_reviews: a full batch goes at once
@@ -35,58 +35,20 @@ class Batcher:
 
     def __init__(self, pdp: PdpClient, window: float = BATCH_WINDOW, size: int = BATCH_MAX) -> None:
         self.pdp = pdp
-        self.window = window
-        self.size = size
-        self._batch: list[tuple[dict[str, object], asyncio.Future[Decision]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        # The PDP looked up when a window closes, not now (a policy may be given its PDP after this).
+        self._window: Window[dict[str, object], Decision] = Window(lambda batch: self.pdp.evaluate(batch), window,
+                                                                     size, errors=(PdpUnavailable,))
 
     async def decide(self, request: dict[str, object]) -> Decision:
         """The PDP's decision on ``request``, made together with the others asked within the window."""
         cached = self.pdp.cached(request)
         if cached is not None:
             return cached
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Decision] = loop.create_future()
-        self._batch.append((request, future))
-        if len(self._batch) >= self.size:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.window, self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._batch = self._batch, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._evaluate(batch))
-            self._tasks.add(task)  # asyncio keeps only a weak reference to running tasks
-            task.add_done_callback(self._tasks.discard)
-
-    async def _evaluate(self, batch: list[tuple[dict[str, object], asyncio.Future[Decision]]]) -> None:
-        try:
-            decisions = await self.pdp.evaluate([request for request, _ in batch])
-        except PdpUnavailable as error:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for (_, future), decision in zip(batch, decisions, strict=True):
-            if not future.done():
-                future.set_result(decision)
+        return await self._window.ask(request)
 
     def close(self) -> None:
         """The association is over: nothing more is decided for it."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for _, future in self._batch:
-            future.cancel()
-        self._batch = []
-        for task in list(self._tasks):
-            task.cancel()
+        self._window.close()
 
 
 __all__ = ["BATCH_MAX", "BATCH_WINDOW", "Batcher", "FindReview"]
