@@ -8,10 +8,11 @@ reads them): a peer sends something (an A-ASSOCIATE-RQ/AC, a DIMSE message answe
 has outstanding, a fixed PDU, raw bytes; mutated or not), its bytes are read in chunks, a peer half-closes
 or resets, a timer fires (any running: ARTIM, CONNECT, IDLE, a question's deadline), the upstream
 connection is made or fails, the relay shuts down or runs out of pre-association budget, and the policy
-answers a question (permit, permit with review, refuse, drop, rewrite, reject, a verdict of the wrong
-kind, a stale answer, or never). The harness executes the core's commands as dicomwire.aio does: it reads
-a side only while the core lets it, fires only timers that run, connects only after OpenUpstream, and
-applies verdicts given at once after the batch that asked.
+answers a question (permit, permit with review, refuse, drop, rewrite, reject, hold more of a data set,
+replace a data set's head and stream the rest, a verdict of the wrong kind, a stale answer, or never).
+The harness executes the core's commands as dicomwire.aio does: it reads a side only while the core lets
+it, fires only timers that run, connects only after OpenUpstream, and applies verdicts given at once
+after the batch that asked.
 
 Invariants, checked after every command and every step (fuzz/relay_watch.py), any failure an exception
 that stops the run with its input:
@@ -69,6 +70,7 @@ with atheris.instrument_imports(include=["dicomwire"]):
         AcceptQuestion,
         AssociationQuestion,
         Drop,
+        Extend,
         ForwardAccept,
         ForwardAssociation,
         Permit,
@@ -191,8 +193,9 @@ class Run:
         if not isinstance(question, RequestQuestion | ResponseQuestion):
             return
         response = isinstance(question, ResponseQuestion)
-        passes = isinstance(verdict, Permit | Rewrite) and not (
-            isinstance(verdict, Rewrite) and verdict.data_set is not None and not question.data_set_complete)
+        passes = isinstance(verdict, Permit) or (isinstance(verdict, Rewrite) and (
+            verdict.data_set is None or (question.data_set_complete if verdict.keep_from is None
+                                         else 0 <= verdict.keep_from <= len(question.data_set))))
         if response and not (passes and (isinstance(verdict, Permit) or verdict.command is None)):  # type: ignore[union-attr]
             self.watch.settled(question.side.other, question.command)  # dropped, or sent as rewritten
         if passes:  # (a data set can be replaced only when the question held all of it: else refused)
@@ -321,7 +324,8 @@ class Run:
         kind = choice & 7
         if isinstance(question, RequestQuestion):
             if kind == 3:
-                return Rewrite(command=rewritten(question), review=review)
+                return Rewrite(command=rewritten(question), review=review) if choice & 0x40 == 0 else \
+                    self.head_verdict(question, review)
             return (Permit(), Permit(review=review), Refuse(comment=COMMENTS[choice >> 4 & 3], status=0xA700),
                     None, Rewrite(data_set=IDENTIFIER), Refuse(comment="Not authorized"), Drop(),
                     ForwardAccept())[kind] or Permit()
@@ -331,6 +335,19 @@ class Run:
             return Drop()  # a data set rewritten from its head: the first finding (test_relay_fuzz_findings.py)
         return (Permit(), Drop(reason_text="not for this user"), None, Rewrite(data_set=IDENTIFIER),
                 Refuse(comment="wrong kind"), Permit(), Permit(), Drop())[kind] or Permit()
+
+
+    def head_verdict(self, question: RequestQuestion, review: str | None) -> Verdict:
+        """What the research view answers a C-STORE by its head: hold more of it (``Extend``, perhaps
+        beyond what the gate may hold or less than it holds), or replace its first ``keep_from`` bytes
+        and let the rest stream (perhaps beyond what the question held: refused)."""
+        pick, size = self.r.u8(), self.r.u8()
+        held = len(question.data_set)
+        if pick & 1:
+            return Extend(length=held + size * 64 - 512 if pick & 2 else held + 1 + size)
+        keep_from = held - size if pick & 2 else size
+        return Rewrite(data_set=IDENTIFIER[: pick >> 2], keep_from=keep_from, review=review,
+                       command=rewritten(question) if pick & 0x80 else None)
 
 
 def association_verdict(question: AssociationQuestion, choice: int, size: int) -> Verdict:
