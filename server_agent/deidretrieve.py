@@ -49,15 +49,17 @@ from audit.events import Disclosure, Reason
 from deid import (
     Deidentified,
     DeidError,
+    Header,
     MissingPseudonym,
     Needs,
     PatientPseudonym,
     Pseudonyms,
-    deidentify_header,
+    deidentify_read,
     header_end,
-    needs,
+    needs_of,
+    pixel_risk_of,
+    read_header,
 )
-from deid import pixel_identity_risk as pixel_risk
 from dicomwire.dataset import (
     DEFLATED_EXPLICIT_VR_LE,
     DataSet,
@@ -333,9 +335,12 @@ class SubOperation:
 
     retrieval: DeidRetrieval
     command: CommandSet
-    header: bytes
+    header: Header  # read once: the pixel check, the pseudonyms it needs and the rewrite all use it
     transfer_syntax: str
-    end: int
+
+    @property
+    def end(self) -> int:
+        return self.header.end
 
     @classmethod
     def of(cls, question: RequestQuestion, retrieval: DeidRetrieval) -> SubOperation | Extend | str:
@@ -343,18 +348,17 @@ class SubOperation:
         anyone is asked (pixels that may identify, a data set that cannot be de-identified in transit)."""
         ts = question.transfer_syntax
         try:
-            end = header_end(question.data_set, ts, complete=question.data_set_complete)
-            if end is None:
+            header = read_header(question.data_set, ts, complete=question.data_set_complete)
+            if header is None:
                 return _extend(question)
-            header = question.data_set[:end]
-            risk = pixel_risk(header, ts, retrieval.view.pixels)
+            risk = pixel_risk_of(header.read, retrieval.view.pixels)
         except (DeidError, MalformedDataSet) as error:
             return str(error)[:200]
         if risk is not None:
             return f"pixels may identify the patient: {risk}"
         if not question.command.affected_sop_instance_uid:
             return "a C-STORE without an Affected SOP Instance UID"
-        return cls(retrieval=retrieval, command=question.command, header=header, transfer_syntax=ts, end=end)
+        return cls(retrieval=retrieval, command=question.command, header=header, transfer_syntax=ts)
 
     def finish(self, owner: Owner, facts: Facts, decision: Decision, transfer: Any,
                started: float) -> RequestVerdict | Awaitable[RequestVerdict]:
@@ -364,7 +368,7 @@ class SubOperation:
         real = self.command.affected_sop_instance_uid or ""
         pseudonyms = self.retrieval.cached()
         try:
-            new = deidentify_header(self.header, self.transfer_syntax, self.retrieval.view.profile, pseudonyms)
+            new = deidentify_read(self.header, self.retrieval.view.profile, pseudonyms)
         except MissingPseudonym:
             return self._asked(owner, facts, decision, transfer, started)
         except (DeidError, MalformedDataSet) as error:
@@ -375,11 +379,11 @@ class SubOperation:
 
     async def _asked(self, owner: Owner, facts: Facts, decision: Decision, transfer: Any,
                      started: float) -> RequestVerdict:
-        retrieval, ts, profile = self.retrieval, self.transfer_syntax, self.retrieval.view.profile
+        retrieval, profile = self.retrieval, self.retrieval.view.profile
         real = self.command.affected_sop_instance_uid or ""
         try:
-            pseudonyms = await retrieval.pseudonyms(needs(self.header, ts, profile) | Needs(uids=frozenset({real})))
-            new = deidentify_header(self.header, ts, profile, pseudonyms)
+            pseudonyms = await retrieval.pseudonyms(needs_of(self.header, profile) | Needs(uids=frozenset({real})))
+            new = deidentify_read(self.header, profile, pseudonyms)
         except PseudonymsUnavailable as error:
             retrieval.refused += 1
             return owner.refused(facts, Reason.PSEUDONYMIZER_UNAVAILABLE, "pseudonymisation service unavailable",
