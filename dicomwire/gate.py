@@ -99,13 +99,13 @@ class Gate:
 
     def _streaming(self) -> Message | None:
         """The one message followed, when nothing is held: its head replaced and gone, its rest streaming
-        through its cut (PS3.8 E.2: no other message's fragment comes before it ends)."""
+        through its cut, within a value (PS3.8 E.2: no other message's fragment comes before it ends)."""
         if self.held or len(self.messages) != 1:
             return None
         (message,) = self.messages.values()
         if message.cut is None or message.fate is not Fate.REWRITE or not message.data_set_sent or \
-                message.data_offset < (message.keep_from or 0):
-            return None
+                message.data_offset < (message.keep_from or 0) or not message.cut.room:
+            return None  # (no room: a header to read, or the data set cut: what follows is dropped)
         return message
 
     def _look(self, frames: list[Frame]) -> tuple[Plain, Message | None] | None:

@@ -249,3 +249,15 @@ def test_a_cut_without_a_head_replaced_is_refused() -> None:
     assert book.take(Side.SERVER) == b""
     (pdv,) = [p for p in iter_pdvs(book.take(Side.CLIENT)) if p.is_command]
     assert decode_command(pdv.value).status == 0x0124
+
+
+def test_nothing_of_the_data_set_passes_once_it_was_cut() -> None:
+    """The pixels end exactly with a fragment: that fragment is flagged last, and what follows (the
+    trailing elements, then an empty last fragment) is dropped, not a second end of the data set."""
+    head = header(IMPLICIT_VR_LE)
+    kept = native(IMPLICIT_VR_LE)
+    for split in ([head + kept, trailing(IMPLICIT_VR_LE), b""], [head, kept, b""], [head + kept, b""]):
+        book = established(cutter(len(head)), RelayLimits(store_head_length=len(head) // 2), asks=None)
+        book.take(Side.SERVER)
+        book.client(store(split))
+        check(book, kept, [len(p) for p in split])
