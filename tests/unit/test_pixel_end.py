@@ -5,10 +5,13 @@ the relay, however the PDVs are cut, and the data set still ends with a last fra
 
 from __future__ import annotations
 
+import itertools
 import struct
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dicomwire.association import Side, State
 from dicomwire.commands import NoticeKind
@@ -109,6 +112,30 @@ def test_items_that_cannot_be_read_end_the_data_set_where_they_start(ts: str) ->
             cut = PixelEnd(ts)
             assert feed(cut, parts) == start and cut.done
             assert cut.broken is not None and "PS3.5 A.4" in cut.broken
+
+
+@settings(max_examples=300, deadline=None)
+@given(ts=st.sampled_from(SYNTAXES), pieces=st.lists(st.sampled_from(["native", "encapsulated", "trailing", "item",
+                                                                     "delimiter", "noise"]), max_size=6),
+       noise=st.binary(max_size=40), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8))
+def test_however_a_stream_is_split_the_same_bytes_pass_and_nothing_past_them(
+        ts: str, pieces: list[str], noise: bytes, cuts: list[int]) -> None:
+    """Any stream (well-formed or not) split anywhere: the bytes that pass are those that pass fed
+    whole, a prefix of the stream, and the withheld header never exceeds 12 bytes."""
+    make = {"native": lambda: native(ts, 6), "encapsulated": lambda: encapsulated(ts),
+            "trailing": lambda: trailing(ts), "item": lambda: item(ts, b"\x01\x02"),
+            "delimiter": lambda: item(ts, b"", 0xFFFEE0DD), "noise": lambda: noise}
+    data = b"".join(make[name]() for name in pieces)
+    whole = PixelEnd(ts)
+    reference = feed(whole, [data])
+    assert data.startswith(reference)
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    cut = PixelEnd(ts)
+    out = b""
+    for start, stop in itertools.pairwise(bounds):
+        out += b"".join(bytes(p) for p in cut.feed(data[start:stop]))
+        assert len(cut._head) <= 12
+    assert out == reference and cut.done == whole.done
 
 
 def test_an_empty_pixel_data_ends_the_data_set_at_once() -> None:
