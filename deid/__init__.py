@@ -5,26 +5,40 @@ encoded in its transfer syntax, becomes its de-identified encoding; pixel data n
 here (the relay streams it on unchanged). Nothing here does I/O or keeps state: pseudonyms come in as
 values (:class:`Pseudonyms`) that the pseudonymisation service (:mod:`pseudonymizer`) handed out.
 
-    end = header_end(head, ts)                         # None: read more of the stream first
-    check_pixels(head[:end], ts, pixel_policy)         # PixelIdentityRisk: refuse the instance
-    wanted = needs(head[:end], ts, profile)            # batch these across matches
+    header = read_header(head, ts)                     # None: read more of the stream first
+    pixel_risk_of(header.read, pixel_policy)           # a reason: refuse the instance
+    wanted = needs_of(header, profile)                 # batch these across matches
     pseudonyms = service.pseudonyms(project, wanted)   # one HTTP call (pseudonymizer.client)
-    new = deidentify_header(head[:end], ts, profile, pseudonyms).data
-    send(new); send(head[end:]); stream the rest unchanged
+    new = deidentify_read(header, profile, pseudonyms).data
+    send(new); send(head[header.end:]); stream the rest unchanged (to the end of its Pixel Data)
+
+The header is read once (:class:`Header`); the bytes-taking forms (``header_end``, ``needs``,
+``deidentify_header``, ``pixel_identity_risk``) read it themselves.
 
 The actions are PS3.15 Table E.1-1 of edition ``deid.table.EDITION``, generated from maintained
 packages by devtools/gen_deid_table.py; :mod:`deid.profile` says how each action code is carried out.
 """
 
 from .errors import DeidError, MissingPseudonym, NotDeidentifiable, PixelIdentityRisk
-from .header import Deidentified, deidentify_header, deidentify_identifier, header_end, needs
-from .pixels import PixelPolicy, check_pixels, pixel_identity_risk
+from .header import (
+    Deidentified,
+    Header,
+    deidentify_header,
+    deidentify_identifier,
+    deidentify_read,
+    header_end,
+    needs,
+    needs_of,
+    read_header,
+)
+from .pixels import PixelPolicy, check_pixels, pixel_identity_risk, pixel_risk_of
 from .profile import Option, Profile, SafePrivate
 from .pseudonyms import Needs, PatientPseudonym, Pseudonyms
 from .table import EDITION
 
 __all__ = [
-    "EDITION", "DeidError", "Deidentified", "MissingPseudonym", "Needs", "NotDeidentifiable", "Option",
+    "EDITION", "DeidError", "Deidentified", "Header", "MissingPseudonym", "Needs", "NotDeidentifiable", "Option",
     "PatientPseudonym", "PixelIdentityRisk", "PixelPolicy", "Profile", "Pseudonyms", "SafePrivate", "check_pixels",
-    "deidentify_header", "deidentify_identifier", "header_end", "needs", "pixel_identity_risk",
+    "deidentify_header", "deidentify_identifier", "deidentify_read", "header_end", "needs", "needs_of",
+    "pixel_identity_risk", "pixel_risk_of", "read_header",
 ]

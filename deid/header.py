@@ -59,19 +59,39 @@ class Deidentified:
     patient_id: str | None
 
 
-def header_end(head: bytes, transfer_syntax: str | None, *, complete: bool = False) -> int | None:
-    """Where the header of a data set ends: the offset of its first element of group 7FE0 (or the
-    end of a complete data set that has none); None while ``head`` does not reach that far yet."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Header:
+    """A C-STORE data set's header read once (:func:`read_header`): the strict reader's result for
+    the head held and where the header ends in it. The pixel check (:func:`deid.pixels.pixel_risk_of`),
+    :func:`needs_of` and :func:`deidentify_read` take it, so an instance's header is read once."""
+
+    read: DataSet
+    end: int
+
+    @property
+    def data(self) -> bytes:
+        return self.read.data[: self.end]
+
+
+def read_header(head: bytes, transfer_syntax: str | None, *, complete: bool = False) -> Header | None:
+    """The header of a data set whose first bytes are ``head``: it ends at its first element of group
+    7FE0 (or with a complete data set that has none); None while ``head`` does not reach that far."""
     if (transfer_syntax or IMPLICIT_VR_LE) == DEFLATED_EXPLICIT_VR_LE:
         raise NotDeidentifiable("a deflated data set cannot be de-identified in transit (PS3.5 A.5: one "
                                 "deflate stream, so its pixel data cannot pass unchanged)")
     read = read_data_set(head, transfer_syntax, complete=complete)
-    for element in read.elements:
-        if element.tag >= PIXEL_GROUP:
-            return element.start
-    if read.cut is not None:
-        return read.cut.start if read.cut.tag is not None and read.cut.tag >= PIXEL_GROUP else None
-    return len(head) if complete else None
+    end = next((element.start for element in read.elements if element.tag >= PIXEL_GROUP), None)
+    if end is None and read.cut is not None:
+        end = read.cut.start if read.cut.tag is not None and read.cut.tag >= PIXEL_GROUP else None
+    elif end is None and complete:
+        end = len(head)
+    return None if end is None else Header(read=read, end=end)
+
+
+def header_end(head: bytes, transfer_syntax: str | None, *, complete: bool = False) -> int | None:
+    """Where the header of a data set ends (:func:`read_header`), or None while ``head`` is too short."""
+    header = read_header(head, transfer_syntax, complete=complete)
+    return None if header is None else header.end
 
 
 def needs(data: bytes, transfer_syntax: str | None, profile: Profile, *, patient_id: str | None = None) -> Needs:
@@ -82,6 +102,20 @@ def needs(data: bytes, transfer_syntax: str | None, profile: Profile, *, patient
     patient = recorder.patient(patient_key) if patient_key else None
     _walk(read, syntax, profile, recorder, patient, markers=False)
     return Needs(patient_ids=frozenset(recorder.patients), uids=frozenset(recorder.uids))
+
+
+def needs_of(header: Header, profile: Profile) -> Needs:
+    """:func:`needs` of a header already read."""
+    recorder = _Recorder()
+    patient_key = _patient_id(header.read)
+    patient = recorder.patient(patient_key) if patient_key else None
+    _walk(header.read, _syntax(header.read), profile, recorder, patient, markers=False, stop=header.end)
+    return Needs(patient_ids=frozenset(recorder.patients), uids=frozenset(recorder.uids))
+
+
+def deidentify_read(header: Header, profile: Profile, pseudonyms: Pseudonyms) -> Deidentified:
+    """:func:`deidentify_header` of a header already read: the same bytes for the same header."""
+    return _deidentify(header.read, _syntax(header.read), profile, pseudonyms, None, markers=True, stop=header.end)
 
 
 def deidentify_header(header: bytes, transfer_syntax: str | None, profile: Profile, pseudonyms: Pseudonyms, *,
@@ -107,28 +141,35 @@ def deidentify_identifier(identifier: bytes, transfer_syntax: str | None, profil
 
 
 def _deidentify(read: DataSet, syntax: Syntax, profile: Profile, pseudonyms: Pseudonyms, patient_id: str | None,
-                *, markers: bool) -> Deidentified:
+                *, markers: bool, stop: int | None = None) -> Deidentified:
     source = _Lookup(pseudonyms)
     patient_key = _patient_id(read) or patient_id
     patient = source.patient(patient_key) if patient_key else None
-    data = _walk(read, syntax, profile, source, patient, markers=markers)
+    data = _walk(read, syntax, profile, source, patient, markers=markers, stop=stop)
     return Deidentified(data=data, patient_id=patient.patient_id if patient else None)
 
 
 def _walk(read: DataSet, syntax: Syntax, profile: Profile, source: _Lookup | _Recorder,
-          patient: PatientPseudonym | None, *, markers: bool) -> bytes:
+          patient: PatientPseudonym | None, *, markers: bool, stop: int | None = None) -> bytes:
+    """The walk over ``read``'s top level up to ``stop`` (its end when None: a header or identifier
+    read on its own)."""
+    stop = len(read.data) if stop is None else stop
     walk = Walk(data=read.data, profile=profile, source=source, patient=patient,
-                identifying=_identifying(read, syntax, profile) if profile.vocabulary else frozenset(),
+                identifying=_identifying(read, syntax, profile, stop) if profile.vocabulary else frozenset(),
                 inserts=list(_markers(profile, syntax)) if markers else [])
     out: list[bytes] = []
-    walk.elements(0, len(read.data), syntax, 0, out)
+    walk.elements(0, stop, syntax, 0, out)
     return b"".join(out)
 
 
 def _read(data: bytes, transfer_syntax: str | None) -> tuple[DataSet, Syntax]:
     read = read_data_set(data, transfer_syntax)
+    return read, _syntax(read)
+
+
+def _syntax(read: DataSet) -> Syntax:
     uid = read.transfer_syntax
-    return read, IMPLICIT if uid == IMPLICIT_VR_LE else EXPLICIT_BE if uid == EXPLICIT_VR_BE else EXPLICIT_LE
+    return IMPLICIT if uid == IMPLICIT_VR_LE else EXPLICIT_BE if uid == EXPLICIT_VR_BE else EXPLICIT_LE
 
 
 def _patient_id(read: DataSet) -> str | None:
@@ -138,10 +179,12 @@ def _patient_id(read: DataSet) -> str | None:
     return read.value(element).strip(b" \x00").decode("latin-1") or None
 
 
-def _identifying(read: DataSet, syntax: Syntax, profile: Profile) -> frozenset[bytes]:
+def _identifying(read: DataSet, syntax: Syntax, profile: Profile, stop: int) -> frozenset[bytes]:
     """Words of the top-level names and identifiers the table replaces: never kept by cleaning."""
     found: set[bytes] = set()
     for element in read.elements:
+        if element.start >= stop:
+            break
         vr = element.vr if element.vr and element.vr != "UN" else dictionary_vr(element.tag)
         if vr in ("PN", "LO", "SH") and profile.op(element.tag, vr) in _IDENTIFYING_OPS:
             found |= words(read.value(element))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydicom import uid as uids
 
-from dicomwire.dataset import read_data_set
+from dicomwire.dataset import DataSet, read_data_set
 
 from .errors import PixelIdentityRisk
 
@@ -51,7 +51,13 @@ def pixel_identity_risk(header: bytes, transfer_syntax: str | None, policy: Pixe
     first bytes), as long as it reaches past (0028,0302)."""
     if policy.allow:
         return None
-    read = read_data_set(header, transfer_syntax, complete=False)
+    return pixel_risk_of(read_data_set(header, transfer_syntax, complete=False), policy)
+
+
+def pixel_risk_of(read: DataSet, policy: PixelPolicy) -> str | None:
+    """:func:`pixel_identity_risk` of a header (or head) already read."""
+    if policy.allow:
+        return None
 
     def text(tag: int) -> str:
         element = read.get(tag)

@@ -11,13 +11,18 @@ verdict (TCP does the buffering) and while too many responses do. A request that
 
 Output to each side goes through an :class:`~dicomwire.output.Output`: a refusal we make is sent only
 between messages, never inside one.
+
+A data set whose head was replaced streams on (``Rewrite(keep_from=)``); when it is cut after its Pixel
+Data (:mod:`dicomwire.pixelend`) its message stays followed until it ends, and its fragments keep the
+pass-through path while they lie within the current value (the bulk of the pixels); the fragment
+where the cut falls, or where a header is to be read, takes the general path.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from .assembly import MessageAssembler, MessageCompleted, MessageStarted
+from .assembly import AssemblyEvent, MessageAssembler, MessageCompleted, MessageStarted
 from .association import Side
 from .commands import (
     Ask,
@@ -31,6 +36,7 @@ from .commands import (
     Tell,
     Trace,
 )
+from .dataset import DEFLATED_EXPLICIT_VR_LE
 from .dialogue import Dialogue, DimseViolation, Violation, is_final
 from .dimse import CommandField, CommandSet, decode_command, is_failure, partly_failed, refusal_response
 from .errors import ProtocolError
@@ -38,13 +44,17 @@ from .held import Fate, Held, Message, kept_pdvs
 from .limits import RelayLimits
 from .output import Output
 from .pdu import Frame, PduFramer, PduType
-from .pdv import COMMAND, COMMAND_WHOLE, Pdv, Spans, fragment_message, pack, pdv_spans
+from .pdv import COMMAND, COMMAND_WHOLE, LAST, Pdv, Spans, fragment_message, pack, pdv_spans
+from .pixelend import PixelEnd
 from .policy import Asks, asked
 from .questions import Drop, Extend, Permit, Refuse, RequestQuestion, ResponseQuestion, Rewrite, Verdict
 from .trace import MessageFact, PduFact
 
 Buffer = bytes | bytearray | memoryview
 DimseQuestion = RequestQuestion | ResponseQuestion
+# What the pass-through path learnt looking ahead: each frame's PDV spans, the command sets whole in one
+# PDV (by frame index and value start), and how many bytes of a streaming message's data set it carries.
+Plain = tuple[list[Spans], dict[tuple[int, int], CommandSet], int]
 
 # Requests whose whole identifier the decision needs (and C-FIND matches); any other data set is
 # decided from its head.
@@ -87,6 +97,38 @@ class Gate:
     def idle(self) -> bool:
         return not self.held and not self.messages
 
+    def _streaming(self) -> Message | None:
+        """The one message followed, when nothing is held: its head replaced and gone, its rest streaming
+        through its cut, within a value (PS3.8 E.2: no other message's fragment comes before it ends)."""
+        if self.held or len(self.messages) != 1:
+            return None
+        (message,) = self.messages.values()
+        if message.cut is None or message.fate is not Fate.REWRITE or not message.data_set_sent or \
+                message.data_offset < (message.keep_from or 0) or not message.cut.room:
+            return None  # (no room: a header to read, or the data set cut: what follows is dropped)
+        return message
+
+    def _look(self, frames: list[Frame]) -> tuple[Plain, Message | None] | None:
+        """:meth:`_plain` when the frames may take the pass-through path at all (no tracing; nothing
+        held, or only a message streaming through its cut), with that message."""
+        if self.tracing:
+            return None
+        stream = None if self.idle else self._streaming()
+        if stream is None and not self.idle:
+            return None
+        plain = self._plain(frames, None if stream is None or stream.cut is None else stream.cut.room)
+        return None if plain is None else (plain, stream)
+
+    def _streamed(self, stream: Message | None, length: int, events: list[AssemblyEvent]) -> None:
+        """A streaming message's ``length`` bytes went by on the pass-through path: its cut follows
+        them, and the message is forgotten once its data set ended."""
+        if stream is None or stream.cut is None:
+            return
+        stream.cut.advance(length)
+        seq = stream.started.seq
+        if any(isinstance(event, MessageCompleted) and event.seq == seq for event in events):
+            del self.messages[seq]
+
     # -- the pass-through path ----------------------------------------------------------------------
     def pass_through(self, frames: list[Frame], data: Buffer, out: list[Command]) -> bool:
         """Forward a chunk of P-DATA-TF PDUs that need no decision as one slice of what was read.
@@ -97,12 +139,12 @@ class Gate:
         need the general path (tracing, something held, a command that needs a question or breaks a
         rule, or one split across PDVs).
         """
-        if self.tracing or not self.idle:
+        look = self._look(frames)
+        if look is None:
             return False
-        plain = self._plain(frames)
-        if plain is None:
-            return False
-        events = self.assembler.feed_p_data(frames, *plain)  # ProtocolError: the caller aborts
+        (spans, commands, streamed), stream = look
+        events = self.assembler.feed_p_data(frames, spans, commands)  # ProtocolError: the caller aborts
+        self._streamed(stream, streamed, events)
         for event in events:
             if isinstance(event, MessageStarted):
                 self.messages_seen += 1
@@ -118,14 +160,17 @@ class Gate:
             self.to_other.emit(buffer, self.assembler.idle if n == last else False, out)
         return True
 
-    def _plain(self, frames: list[Frame]) -> tuple[list[Spans], dict[tuple[int, int], CommandSet]] | None:
+    def _plain(self, frames: list[Frame], room: int | None = None) -> Plain | None:
         """Whether every command in these PDUs is whole in one PDV and passes without a question or a
-        broken rule: their PDV spans and decoded commands if so (for the assembler), None if not. Looks
-        ahead without changing anything."""
+        broken rule: their PDV spans and decoded commands if so (for the assembler), None if not. With
+        ``room``, the PDUs begin with the rest of a streaming message's data set, of which ``room``
+        bytes may pass unread: its fragments must end within it (its last exactly at its end, flagged
+        last). Looks ahead without changing anything."""
         opened: set[int] = set()
         ended: set[int] = set()
         all_spans: list[Spans] = []
         commands: dict[tuple[int, int], CommandSet] = {}
+        streamed = 0
         for index, frame in enumerate(frames):
             if frame.type is not PduType.P_DATA_TF:
                 return None
@@ -136,6 +181,13 @@ class Gate:
                 return None
             all_spans.append(spans)
             for start, stop, context_id, control in spans:
+                if room is not None:  # a fragment of the streaming message
+                    size = stop - start
+                    if control & COMMAND or size > room or (size == room) != bool(control & LAST):
+                        return None
+                    streamed += size
+                    room = None if control & LAST else room - size
+                    continue
                 if not control & COMMAND:
                     continue
                 if control != COMMAND_WHOLE:
@@ -147,7 +199,7 @@ class Gate:
                 if not self._passes(command, context_id, opened, ended):
                     return None
                 commands[(index, start)] = command
-        return all_spans, commands
+        return all_spans, commands, streamed
 
     def _passes(self, command: CommandSet, context_id: int, opened: set[int], ended: set[int]) -> bool:
         if command.is_request:
@@ -168,9 +220,9 @@ class Gate:
     def relay(self, frame: Frame, out: list[Command]) -> bool:
         """Process one P-DATA-TF; False if a question stopped processing inside it (it stays first in
         the queue and is resumed when the answer comes)."""
-        plain = None if self.tracing or not self.idle else self._plain([frame])
-        if plain is not None:
-            self._relay_plain(frame, plain, out)
+        look = self._look([frame])
+        if look is not None:
+            self._relay_plain(frame, *look, out)
             return True
         if self.held and self.held[-1].frame is frame:
             held = self.held[-1]  # resuming a frame a question interrupted
@@ -198,9 +250,11 @@ class Gate:
         self.flush(out)
         return True
 
-    def _relay_plain(self, frame: Frame, plain: tuple[list[Spans], dict[tuple[int, int], CommandSet]],
-                     out: list[Command]) -> None:
-        for event in self.assembler.feed_p_data([frame], *plain):
+    def _relay_plain(self, frame: Frame, plain: Plain, stream: Message | None, out: list[Command]) -> None:
+        spans, commands, streamed = plain
+        events = self.assembler.feed_p_data([frame], spans, commands)
+        self._streamed(stream, streamed, events)
+        for event in events:
             if isinstance(event, MessageStarted):
                 self.messages_seen += 1
                 if self._admit(event, out, checked=True) is not Fate.PASS:
@@ -329,6 +383,8 @@ class Gate:
                 message.new_command = verdict.command
                 message.new_data_set = verdict.data_set
                 message.keep_from = verdict.keep_from
+                if verdict.cut_after_pixel_data:
+                    message.cut = PixelEnd(question.transfer_syntax)
             if isinstance(question, RequestQuestion) and exchange is not None:
                 exchange.review, exchange.forwarded = verdict.review, True
         elif isinstance(verdict, Refuse) and isinstance(question, RequestQuestion):
@@ -356,6 +412,9 @@ class Gate:
                 return question.fail_closed("identifier too long to be checked")
             if verdict.keep_from is not None and not 0 <= verdict.keep_from <= held:
                 return question.fail_closed("data set rewritten beyond what was held")
+        if isinstance(verdict, Rewrite) and verdict.cut_after_pixel_data and (
+                verdict.keep_from is None or question.transfer_syntax == DEFLATED_EXPLICIT_VR_LE):
+            return question.fail_closed("data set cannot be cut after its pixel data")
         return verdict
 
     def expire(self, question: DimseQuestion, out: list[Command]) -> None:
@@ -399,6 +458,7 @@ class Gate:
                 self.to_other.emit(first.frame.data, first.ends_idle, out)
                 continue
             kept = kept_pdvs(first, fates, messages, self.to_other.max_length)
+            self._tell_broken(first, out)
             # Only the frame's last PDU can end at a message boundary: one before it would let a waiting
             # refusal in between the fragments of a message.
             pdus = pack(kept, self.to_other.max_length)
@@ -409,6 +469,15 @@ class Gate:
         live = {s for h in held for s in h.seqs}
         for seq in [s for s, m in messages.items() if s not in live and m.settled]:
             del messages[seq]
+
+    def _tell_broken(self, held: Held, out: list[Command]) -> None:
+        """A data set cut short because what follows its head could not be read (once per message)."""
+        for seq in set(held.seqs):
+            message = self.messages.get(seq)
+            if message is not None and message.cut is not None and message.cut.broken:
+                out.append(Tell(Notice(kind=NoticeKind.MALFORMED, side=self.side, command=message.started.command,
+                                       detail=f"data set ended early: {message.cut.broken}")))
+                message.cut.broken = None
 
     def clear(self) -> None:
         self.queue.clear()

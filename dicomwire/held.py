@@ -2,7 +2,8 @@
 
 A held frame's PDVs leave, in order, once every message in them has a fate; :func:`kept_pdvs` says what
 of a frame goes on (passed PDVs, a rewritten command or data set in place of the original's, or, for a
-head replaced, the original's bytes after the head).
+head replaced, the original's bytes after the head, up to the end of its Pixel Data when it is cut
+there: :mod:`dicomwire.pixelend`, the last of them flagged last, PS3.8 E.2).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .assembly import MessageStarted
 from .dialogue import Exchange
 from .pdu import Frame
 from .pdv import Pdv, fragment
+from .pixelend import PixelEnd
 from .questions import Refuse, RequestQuestion, ResponseQuestion
 
 DimseQuestion = RequestQuestion | ResponseQuestion
@@ -57,6 +59,7 @@ class Message:
     new_command: bytes | None = None
     new_data_set: bytes | None = None
     keep_from: int | None = None  # new_data_set replaces this many bytes; the rest streams on
+    cut: PixelEnd | None = None  # the rest streams on only to the end of its Pixel Data
     data_offset: int = 0  # bytes of the original data set the rewrite went past
     limit: int | None = None  # how much of the data set to gather (an Extend verdict), if not the default
     command_sent: bool = False
@@ -64,9 +67,10 @@ class Message:
 
     @property
     def rewritten(self) -> bool:
-        """Every replacement went out and, for a head replaced, every byte of the original head was passed."""
+        """Every replacement went out and, for a head replaced, every byte of the original head was passed
+        (for one cut after its Pixel Data: every byte of the data set, so that the rest is dropped)."""
         replaced = self.new_data_set is None or (self.data_set_sent and (
-            self.keep_from is None or self.data_offset >= self.keep_from or self.complete))
+            self.keep_from is None or self.complete or (self.cut is None and self.data_offset >= self.keep_from)))
         return (self.new_command is None or self.command_sent) and replaced
 
     @property
@@ -109,10 +113,19 @@ def _replaced(message: Message, pdv: Pdv, replacement: bytes, max_length: int) -
         return out  # the whole data set replaced: the original's fragments are skipped
     start = message.data_offset
     message.data_offset = start + len(pdv.value)
-    if message.data_offset > keep_from:
-        out.append(Pdv(pdv.context_id, pdv.control, pdv.value[max(0, keep_from - start):]))
-    elif pdv.is_last:
-        out.append(Pdv(pdv.context_id, pdv.control, b""))  # the data set ended within the head
+    rest = pdv.value[max(0, keep_from - start):] if message.data_offset > keep_from else b""
+    cut = message.cut
+    if cut is None:
+        if rest or pdv.is_last:  # (an empty last fragment: the data set ended within the head)
+            out.append(Pdv(pdv.context_id, pdv.control, rest))
+        return out
+    if cut.done:
+        return out  # after its Pixel Data: dropped (its end was flagged on the fragment that held it)
+    parts = cut.feed(rest) if rest else []
+    ends = cut.done or pdv.is_last
+    value = parts[0] if len(parts) == 1 else b"".join(parts)
+    if value or ends:
+        out.extend(fragment(pdv.context_id, value, is_command=False, max_length=max_length, last=ends))
     return out
 
 

@@ -89,12 +89,15 @@ class Rewrite:
     key added). What is None passes unchanged. A whole data set can be replaced only when the question
     held all of it (``data_set_complete``); with ``keep_from``, ``data_set`` replaces only the data set's
     first ``keep_from`` bytes (at most what the question held: a header, PS3.5 7.1) and the rest of the
-    data set streams on unchanged, as read (a de-identified header before untouched Pixel Data).
-    ``review`` as for :class:`Permit`."""
+    data set streams on unchanged, as read (a de-identified header before untouched Pixel Data). With
+    ``cut_after_pixel_data`` as well, that rest ends with its Pixel Data element and what follows it is
+    dropped (:mod:`dicomwire.pixelend`; the held bytes and the streamed ones alike). ``review`` as for
+    :class:`Permit`."""
 
     command: bytes | None = None
     data_set: bytes | None = None
     keep_from: int | None = None
+    cut_after_pixel_data: bool = False
     review: Any = None
 
 

@@ -21,11 +21,15 @@ each (:class:`DeidRetrieval` remembers them: a study's Patient ID, Study and Ser
 with its first instance only). A C-GET-RSP or C-MOVE-RSP keeps only what the researcher may see: its
 Failed SOP Instance UID List (0008,0058) as pseudonyms, no Error Comment (the PACS's free text).
 
-What follows a data set's Pixel Data (group 7FE0) streams on with it: when the question held the data
-set whole, elements after group 7FE0 (Digital Signatures, trailing padding, a private group) are left
-out; a data set that streams cannot be cut there by the relay (``Rewrite`` has no end offset), so such
-elements of a large instance would pass unchanged: the lead's relay work (a cut at the end of the
-Pixel Data element, and for encapsulated pixel data at its sequence delimiter).
+Nothing after a data set's Pixel Data element reaches the researcher: the rewrite is cut there
+(``Rewrite(cut_after_pixel_data=True)``, :mod:`dicomwire.pixelend`: native pixels end with their
+defined length, encapsulated ones with their Sequence Delimitation Item, PS3.5 A.4), whether the data
+set was held whole or streams. What may follow (Digital Signatures (FFFA,FFFA), a private group,
+Data Set Trailing Padding (FFFC,FFFC), a retired (7FE0,0020)) is dropped. That is the profile's own
+rule: PS3.15 Table E.1-1 (2026c, :mod:`deid.table`) removes Digital Signatures Sequence and Data Set
+Trailing Padding (action X), and E.1.1 removes private attributes unless Retain Safe Private keeps
+them (E.3.10: the safe ones the project names, which a header carries); the header's de-identifier
+(:mod:`deid.header`) never sees these elements, so the relay drops them rather than pass them unread.
 
 Every sub-operation disclosed is written to the decision log with the disclosure (project, profile,
 the pseudonyms shown) beside the real Patient ID of its resource, so that the patient's accounting of
@@ -45,15 +49,17 @@ from audit.events import Disclosure, Reason
 from deid import (
     Deidentified,
     DeidError,
+    Header,
     MissingPseudonym,
     Needs,
     PatientPseudonym,
     Pseudonyms,
-    deidentify_header,
+    deidentify_read,
     header_end,
-    needs,
+    needs_of,
+    pixel_risk_of,
+    read_header,
 )
-from deid import pixel_identity_risk as pixel_risk
 from dicomwire.dataset import (
     DEFLATED_EXPLICIT_VR_LE,
     DataSet,
@@ -329,13 +335,12 @@ class SubOperation:
 
     retrieval: DeidRetrieval
     command: CommandSet
-    header: bytes
+    header: Header  # read once: the pixel check, the pseudonyms it needs and the rewrite all use it
     transfer_syntax: str
-    end: int
-    # A data set held whole with elements after its group 7FE0 (Digital Signatures, padding, a private
-    # group): its pixel part, sent without them (E.1-1 removes signatures and private data; padding is
-    # nothing). None: nothing follows, or the data set streams on (see the module's docstring).
-    pixels: bytes | None = None
+
+    @property
+    def end(self) -> int:
+        return self.header.end
 
     @classmethod
     def of(cls, question: RequestQuestion, retrieval: DeidRetrieval) -> SubOperation | Extend | str:
@@ -343,20 +348,17 @@ class SubOperation:
         anyone is asked (pixels that may identify, a data set that cannot be de-identified in transit)."""
         ts = question.transfer_syntax
         try:
-            end = header_end(question.data_set, ts, complete=question.data_set_complete)
-            if end is None:
+            header = read_header(question.data_set, ts, complete=question.data_set_complete)
+            if header is None:
                 return _extend(question)
-            header = question.data_set[:end]
-            risk = pixel_risk(header, ts, retrieval.view.pixels)
-            tail = _trailing(question.data_set, ts) if question.data_set_complete else None
+            risk = pixel_risk_of(header.read, retrieval.view.pixels)
         except (DeidError, MalformedDataSet) as error:
             return str(error)[:200]
         if risk is not None:
             return f"pixels may identify the patient: {risk}"
         if not question.command.affected_sop_instance_uid:
             return "a C-STORE without an Affected SOP Instance UID"
-        return cls(retrieval=retrieval, command=question.command, header=header, transfer_syntax=ts, end=end,
-                   pixels=None if tail is None else question.data_set[end:tail])
+        return cls(retrieval=retrieval, command=question.command, header=header, transfer_syntax=ts)
 
     def finish(self, owner: Owner, facts: Facts, decision: Decision, transfer: Any,
                started: float) -> RequestVerdict | Awaitable[RequestVerdict]:
@@ -366,7 +368,7 @@ class SubOperation:
         real = self.command.affected_sop_instance_uid or ""
         pseudonyms = self.retrieval.cached()
         try:
-            new = deidentify_header(self.header, self.transfer_syntax, self.retrieval.view.profile, pseudonyms)
+            new = deidentify_read(self.header, self.retrieval.view.profile, pseudonyms)
         except MissingPseudonym:
             return self._asked(owner, facts, decision, transfer, started)
         except (DeidError, MalformedDataSet) as error:
@@ -377,11 +379,11 @@ class SubOperation:
 
     async def _asked(self, owner: Owner, facts: Facts, decision: Decision, transfer: Any,
                      started: float) -> RequestVerdict:
-        retrieval, ts, profile = self.retrieval, self.transfer_syntax, self.retrieval.view.profile
+        retrieval, profile = self.retrieval, self.retrieval.view.profile
         real = self.command.affected_sop_instance_uid or ""
         try:
-            pseudonyms = await retrieval.pseudonyms(needs(self.header, ts, profile) | Needs(uids=frozenset({real})))
-            new = deidentify_header(self.header, ts, profile, pseudonyms)
+            pseudonyms = await retrieval.pseudonyms(needs_of(self.header, profile) | Needs(uids=frozenset({real})))
+            new = deidentify_read(self.header, profile, pseudonyms)
         except PseudonymsUnavailable as error:
             retrieval.refused += 1
             return owner.refused(facts, Reason.PSEUDONYMIZER_UNAVAILABLE, "pseudonymisation service unavailable",
@@ -401,23 +403,13 @@ class SubOperation:
         self.retrieval.disclosed += 1
         owner.disclosed(facts, decision, transfer, started,
                         disclosure(self.retrieval.view, pseudonyms, new.patient_id, facts, shown))
-        if self.pixels is not None:  # held whole: sent whole, without what followed its pixels
-            return Rewrite(command=command, data_set=new.data + self.pixels, review=StoreReview(real=real, shown=shown))
-        return Rewrite(command=command, data_set=new.data, keep_from=self.end,
+        return Rewrite(command=command, data_set=new.data, keep_from=self.end, cut_after_pixel_data=True,
                        review=StoreReview(real=real, shown=shown))
 
     def _not_deidentifiable(self, owner: Owner, facts: Facts, started: float, error: Exception) -> Refuse:
         self.retrieval.refused += 1
         return owner.refused(facts, Reason.NOT_DEIDENTIFIABLE, "instance cannot be de-identified", started,
                              str(error)[:200])
-
-
-def _trailing(data: bytes, transfer_syntax: str) -> int | None:
-    """Where the elements after group 7FE0 of a whole data set begin, or None if there are none."""
-    for element in read_data_set(data, transfer_syntax).elements:
-        if element.tag > 0x7FE0FFFF:
-            return int(element.start)
-    return None
 
 
 def disclosure(view: DeidView, pseudonyms: Pseudonyms, patient: str | None, facts: Facts, shown: str) -> Disclosure:
