@@ -32,6 +32,8 @@ that stops the run with its input:
 5. Whenever the core is closed, a Close was issued for each side whose transport is up.
 6. Every response to a side answers one of that side's outstanding requests (Message ID, kind, context);
    one the core synthesises is a final failure status without a data set.
+7. A data set whose head was replaced and which is cut after its Pixel Data carries nothing of what
+   followed its Pixel Data (the peers put a secret there).
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ with atheris.instrument_imports(include=["dicomwire"]):
     from dicomwire.relay import RelayCore
     from dicomwire.trace import format_fact
 
-from fuzz.relay_peers import AVOID_KNOWN_FINDINGS, IDENTIFIER, Reader, chunks, pdus
+from fuzz.relay_peers import AVOID_KNOWN_FINDINGS, IDENTIFIER, PIXEL_DATA_TAG, SECRET, Reader, chunks, pdus
 from fuzz.relay_watch import Watch
 
 LIMITS = (
@@ -195,9 +197,14 @@ class Run:
         response = isinstance(question, ResponseQuestion)
         passes = isinstance(verdict, Permit) or (isinstance(verdict, Rewrite) and (
             verdict.data_set is None or (question.data_set_complete if verdict.keep_from is None
-                                         else 0 <= verdict.keep_from <= len(question.data_set))))
+                                         else 0 <= verdict.keep_from <= len(question.data_set)))
+            and (not verdict.cut_after_pixel_data or verdict.keep_from is not None))
         if response and not (passes and (isinstance(verdict, Permit) or verdict.command is None)):  # type: ignore[union-attr]
             self.watch.settled(question.side.other, question.command)  # dropped, or sent as rewritten
+        if passes and not response and SECRET in bytes(question.data_set):  # an image (fuzz/relay_peers.py)
+            rewrite = verdict if isinstance(verdict, Rewrite) else None
+            sent = (rewrite.command if rewrite else None) or question.command.raw
+            self.watch.image(question.side.other, sent, bool(rewrite and rewrite.cut_after_pixel_data))
         if passes:  # (a data set can be replaced only when the question held all of it: else refused)
             self.watch.permit(question.side.other if response else question.side, question.command,
                               verdict.command if isinstance(verdict, Rewrite) else None,
@@ -345,9 +352,11 @@ class Run:
         held = len(question.data_set)
         if pick & 1:
             return Extend(length=held + size * 64 - 512 if pick & 2 else held + 1 + size)
-        keep_from = held - size if pick & 2 else size
-        return Rewrite(data_set=IDENTIFIER[: pick >> 2], keep_from=keep_from, review=review,
-                       command=rewritten(question) if pick & 0x80 else None)
+        pixels = bytes(question.data_set).find(PIXEL_DATA_TAG)
+        # where the research view's header ends, or anywhere
+        keep_from = pixels if pick & 0x40 and pixels >= 0 else held - size if pick & 2 else size
+        return Rewrite(data_set=IDENTIFIER[: (pick >> 2 & 7) * 5], keep_from=keep_from, review=review,
+                       command=rewritten(question) if pick & 0x80 else None, cut_after_pixel_data=bool(pick & 0x20))
 
 
 def association_verdict(question: AssociationQuestion, choice: int, size: int) -> Verdict:

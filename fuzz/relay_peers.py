@@ -198,8 +198,33 @@ def _data_set(r: Reader, kind: int) -> bytes | None:
     if not wanted:
         return None
     if kind == CommandField.C_STORE_RQ:  # up to 3 KiB: past every store_head_length of the harness's limits
+        if size & 0x20:
+            return image(size)
         return bytes(range(256)) * (size >> 6) + IDENTIFIER
     return IDENTIFIER + b"\x20\x00\x0d\x00\x00\x00\x00\x00" * (size & 0x1F)  # up to 280 bytes: past some bounds
+
+
+# Behind the Pixel Data of an image (implicit VR little endian: tag, length, value): what a de-identified
+# copy cut after its Pixel Data must never carry (fuzz/relay_watch.py checks every data set delivered).
+SECRET = b"SECRET-AFTER-PIXELS!"
+PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+_TRAILERS = (b"\xe1\x7f\x10\x00" + len(SECRET).to_bytes(4, "little") + SECRET,  # a private group after 7FE0
+             b"\xfa\xff\xfa\xff\xff\xff\xff\xff\xfe\xff\x00\xe0" + len(SECRET).to_bytes(4, "little") + SECRET
+             + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00\xfe\xff\xdd\xe0\x00\x00\x00\x00",  # Digital Signatures
+             b"\xfc\xff\xfc\xff" + len(SECRET).to_bytes(4, "little") + SECRET)  # trailing padding
+
+
+def image(size: int) -> bytes:
+    """A C-STORE data set: a small header, Pixel Data (native of a defined length, or encapsulated:
+    items then a Sequence Delimitation Item, PS3.5 A.4) and an element after it that holds SECRET."""
+    pixels = bytes(range(256)) * (size >> 6 & 3) + bytes(size & 0x1F) * 8
+    if size & 0x40:
+        items = b"".join(b"\xfe\xff\x00\xe0" + len(part).to_bytes(4, "little") + part
+                         for part in (b"", pixels[: len(pixels) // 2], pixels[len(pixels) // 2 :]))
+        element = PIXEL_DATA_TAG + b"\xff\xff\xff\xff" + items + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    else:
+        element = PIXEL_DATA_TAG + len(pixels).to_bytes(4, "little") + pixels
+    return IDENTIFIER + element + _TRAILERS[size % 3]
 
 
 def _fragments(how: int, context: int, command: bytes, data_set: bytes | None) -> bytes:

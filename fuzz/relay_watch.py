@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import fuzz.plainwire  # noqa: F401 - registers plainwire: the codec, not instrumented (see that module)
 
 # isort: split
-from plainwire.assembly import MessageAssembler, MessageStarted
+from plainwire.assembly import MessageAssembler, MessageCompleted, MessageStarted
 from plainwire.dimse import STATUS_PENDING, CommandField, CommandSet
 from plainwire.errors import ProtocolError
 from plainwire.pdu import HEADER_LENGTH, Frame, PduFramer, PduType, decode_associate, decode_pdu
@@ -23,7 +23,7 @@ from plainwire.pdv import PDV_HEADER_LENGTH, pdv_spans
 from plainwire.policy import Asks, asked
 
 from dicomwire.association import Side
-from fuzz.relay_peers import AVOID_KNOWN_FINDINGS
+from fuzz.relay_peers import AVOID_KNOWN_FINDINGS, SECRET
 
 _UNBOUNDED = 1 << 30
 
@@ -86,6 +86,7 @@ class Outbound:
     requests: list[int] = field(default_factory=list)  # Message IDs of requests that reached it, unanswered
     first_sent: int = 0  # Watch.clock when the command set now arriving began to leave
     injected: MessageAssembler | None = None  # a refusal sent inside another message (a known finding)
+    data_set: bytearray = field(default_factory=bytearray)  # the data set of the message arriving now
 
 
 class Watch:
@@ -104,6 +105,8 @@ class Watch:
         self.needs: Counter[tuple[Side, bytes]] = Counter()  # responses read while under review, by requester
         self.premature: Counter[tuple[Side, bytes]] = Counter()  # responses to requests not forwarded yet
         self.rewritten: set[bytes] = set()  # response command sets a policy wrote
+        # images let through, by (destination, command set): [cut after their Pixel Data, not cut]
+        self.images: defaultdict[tuple[Side, bytes], list[int]] = defaultdict(lambda: [0, 0])
         self.server_transport = False
 
     # -- what the harness tells -----------------------------------------------------------------------
@@ -116,6 +119,11 @@ class Watch:
             self.rewritten.add(sent)
         if review and not response and command.message_id is not None:
             self.reviewed[(requester, command.message_id)] += 1
+
+    def image(self, destination: Side, command: bytes, cut: bool) -> None:
+        """An image (a data set with the peers' secret after its Pixel Data) let through to ``destination``,
+        cut after its Pixel Data or not."""
+        self.images[(destination, command)][0 if cut else 1] += 1
 
     def settled(self, requester: Side, command: CommandSet) -> None:
         """A response under review the core will not forward as it came (dropped, or its command set
@@ -221,9 +229,28 @@ class Watch:
             started = [e.command for e in events if isinstance(e, MessageStarted)]
             assert started and started[0].is_response and started[0].raw not in \
                 self.inbound[out.side.other].responses, f"{started} sent inside another message to the {out.side.value}"
+        if not control & 1 and out.injected is None:
+            out.data_set += value
         for event in events:
             if isinstance(event, MessageStarted):
+                out.data_set.clear()
                 self._message(out, event.command, context_id)
+            elif isinstance(event, MessageCompleted):
+                self._completed(out, event.command)
+
+    def _completed(self, out: Outbound, command: CommandSet) -> None:
+        """Invariant 7: an image cut after its Pixel Data arrives without what followed it. (When the
+        same command set was also let through uncut, the arrival is matched to either by its content.)"""
+        counts = self.images.get((out.side, command.raw))
+        if counts is None:
+            return
+        leaked = SECRET in out.data_set
+        if counts[0] and not counts[1]:
+            assert not leaked, f"{command.summary()} reached the {out.side.value} with what followed its " \
+                               "Pixel Data, though cut there"
+        counts[0 if counts[0] and not (leaked and counts[1]) else 1] -= 1
+        if counts == [0, 0] or min(counts) < 0:
+            del self.images[(out.side, command.raw)]
 
     def _message(self, out: Outbound, command: CommandSet, context_id: int) -> None:
         side = out.side
