@@ -88,8 +88,10 @@ class WorkstationAdmin:
         return CheckResult(ok=True, detail="discovery answered")
 
     async def check_routes(self) -> CheckResult:
+        """Each route reachable at one of its addresses at least (``[routes.X] addresses``: the agent
+        fails over to them, so one that answers carries the apps' associations)."""
         routes_ = sorted(self.config.routes.values(), key=lambda r: r.name)
-        answers = await asyncio.gather(*(_connects(r.host, r.port) for r in routes_))
+        answers = await asyncio.gather(*(_any_connects([(r.host, r.port), *r.addresses]) for r in routes_))
         down = [r.name for r, up in zip(routes_, answers, strict=True) if not up]
         if down:
             return CheckResult(ok=False, detail=f"server agent not reachable: {', '.join(down)}")
@@ -103,6 +105,10 @@ class WorkstationAdmin:
         await self.server.stop()
         self.readiness.close()
         await self.http.aclose()
+
+
+async def _any_connects(addresses: list[tuple[str, int]]) -> bool:
+    return any(await asyncio.gather(*(_connects(host, port) for host, port in addresses)))
 
 
 async def _connects(host: str, port: int, timeout: float = 3.0) -> bool:
