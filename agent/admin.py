@@ -36,11 +36,16 @@ class WorkstationMetrics(RelayMetrics):
 
     def __init__(self, config: WorkstationConfig, credentials: Callable[[], Credentials]) -> None:
         super().__init__("workstation", config.name)
+        self.config = config  # the running generation's (WorkstationAdmin.follow): its certificate files
         Gauge("dicom_agent_session_token_seconds", "Seconds the user's access token is still valid for "
               "(negative: expired)", registry=self.registry).set_function(
             lambda: credentials().tokens.expires_at - time.time())
-        files: dict[str, Path] = {"tls.certificate": config.tls.certificate, "tls.ca": config.tls.ca}
-        self.registry.register(CertificateExpiry(lambda: files))
+        self.registry.register(CertificateExpiry(lambda: certificates(self.config)))
+
+
+def certificates(config: WorkstationConfig) -> dict[str, Path]:
+    """The certificate files of the configuration, by key (read when scraped: a reload's are seen)."""
+    return {"tls.certificate": config.tls.certificate, "tls.ca": config.tls.ca}
 
 
 class WorkstationAdmin:
@@ -49,6 +54,7 @@ class WorkstationAdmin:
     def __init__(self, admin: AdminSection, config: WorkstationConfig, metrics: WorkstationMetrics,
                  servers: Callable[[], list[RelayServer]], credentials: Callable[[], Credentials]) -> None:
         self.config = config
+        self.metrics = metrics
         provider = config.identity_provider
         self.http = AsyncExecutor(tls=TlsFiles(ca_file=provider.ca_file), timeouts=Timeouts.within(provider.timeout))
         self.credentials = credentials
@@ -58,6 +64,13 @@ class WorkstationAdmin:
             interval=admin.check_interval, timeout=min(provider.timeout, CHECK_TIMEOUT))
         self.server = AdminServer(routes(self.readiness, metrics.registry,
                                          lambda: metrics.checks(self.readiness.last)), *admin.listen)
+
+    def follow(self, config: WorkstationConfig) -> None:
+        """A reload (issue 15 item 1): the routes checked and the certificates measured are ``config``'s
+        from now on, and nothing found about the old routes is given again. (The identity provider cannot
+        change without a restart: agent.reload.RESTART_KEYS.)"""
+        self.config = self.metrics.config = config
+        self.readiness.renew()
 
     def check_session(self) -> CheckResult:
         tokens = self.credentials().tokens
@@ -75,8 +88,10 @@ class WorkstationAdmin:
         return CheckResult(ok=True, detail="discovery answered")
 
     async def check_routes(self) -> CheckResult:
+        """Each route reachable at one of its addresses at least (``[routes.X] addresses``: the agent
+        fails over to them, so one that answers carries the apps' associations)."""
         routes_ = sorted(self.config.routes.values(), key=lambda r: r.name)
-        answers = await asyncio.gather(*(_connects(r.host, r.port) for r in routes_))
+        answers = await asyncio.gather(*(_any_connects([(r.host, r.port), *r.addresses]) for r in routes_))
         down = [r.name for r, up in zip(routes_, answers, strict=True) if not up]
         if down:
             return CheckResult(ok=False, detail=f"server agent not reachable: {', '.join(down)}")
@@ -92,6 +107,10 @@ class WorkstationAdmin:
         await self.http.aclose()
 
 
+async def _any_connects(addresses: list[tuple[str, int]]) -> bool:
+    return any(await asyncio.gather(*(_connects(host, port) for host, port in addresses)))
+
+
 async def _connects(host: str, port: int, timeout: float = 3.0) -> bool:
     try:
         async with asyncio.timeout(timeout):
@@ -102,4 +121,4 @@ async def _connects(host: str, port: int, timeout: float = 3.0) -> bool:
     return True
 
 
-__all__ = ["WorkstationAdmin", "WorkstationMetrics"]
+__all__ = ["WorkstationAdmin", "WorkstationMetrics", "certificates"]

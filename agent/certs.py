@@ -53,8 +53,8 @@ def init_ca(folder: Path, name: str = "DICOM identity agents site CA") -> Path:
     return folder / "ca.crt"
 
 
-def issue(folder: Path, name: str, hosts: list[str] | None = None) -> tuple[Path, Path]:
-    """Issue ``name.crt``/``name.key`` signed by the CA in ``folder``; ``hosts`` become SANs."""
+def issue(folder: Path, name: str, hosts: list[str] | None = None, days: int = LEAF_DAYS) -> tuple[Path, Path]:
+    """Issue ``name.crt``/``name.key`` signed by the CA in ``folder``, valid ``days``; ``hosts`` become SANs."""
     ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -71,7 +71,7 @@ def issue(folder: Path, name: str, hosts: list[str] | None = None) -> tuple[Path
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
+            .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),

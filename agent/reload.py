@@ -116,6 +116,8 @@ def reload(agent: WorkstationAgent) -> Reloaded:
     agent.returns.reconfigure(agent.metered_returns, limits=generation.limits, ssl=generation.return_ssl,
                               max_associations=config.return_.max_associations)
     agent.warm()
+    if agent.admin is not None:  # /readyz checks the new routes, /metrics the new certificates
+        agent.admin.follow(config)
     log.info("configuration reloaded: generation %d (sha256 %.12s), %s; live associations keep generation %d",
                 generation.number, generation.digest,
                 f"changed {', '.join(changed)}" if changed else "nothing changed", running.number)

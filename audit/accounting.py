@@ -24,12 +24,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .events import AuthorizationEvent, Stored, TransferSummary, Who, read
+from .events import AuthorizationEvent, TransferSummary, Who
 from .fields import mapping, strings, text, whole
 from .integrity import Integrity
 from .page import Card, cards, document, esc, long, meta, status, table
 from .period import Bound, instant, shown, within
 from .reading import records
+from .stored import Stored, read
 
 CHAIN_RECORDS = frozenset({"file-start", "checkpoint"})
 LISTED = 5000  # accesses a page lists (the counts are always whole)

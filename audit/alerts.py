@@ -30,9 +30,10 @@ from typing import Any
 
 import orjson
 
-from .events import AuthenticationEvent, AuthorizationEvent, Decision, Stored
+from .events import AuthenticationEvent, AuthorizationEvent, Decision
 from .period import instant
 from .rows import one_patient
+from .stored import Stored
 from .syslog import NOTICE, WARNING, plain, rfc5424, structured_data
 
 MAX_KEYS = 10_000

@@ -50,7 +50,6 @@ from dicomwire.version import add_version
 from . import accounting, index, period, report_page
 from .alerts import SD_ID, Detector, Thresholds
 from .chain import Report, verify
-from .events import Stored, read
 from .integrity import check
 from .page import write_private
 from .progress import Progress
@@ -58,6 +57,7 @@ from .reading import events, everything_then_follow, follow, last_lines, parsed,
 from .report import Hours, summarize, text
 from .rows import COLUMNS, FILTERS, bookkeeping, line, matches, row, wanted_reason
 from .signing import KeyFileError, Keys, read_hmac_key, read_public_key
+from .stored import Stored, read
 from .syslog import SpooledSender, SyslogTarget
 
 WARNED = 3  # verify's exit code for a chain that holds with a warning: a sealed torn tail, or nothing signed

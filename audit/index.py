@@ -23,10 +23,10 @@ from pathlib import Path
 import orjson
 
 from .chain import log_files
-from .events import Stored, read
 from .period import Bound, instant
 from .progress import Progress
 from .rows import FILTERS, row
+from .stored import Stored, read
 
 # Raised whenever what the index holds changes (2: reasons as codes, read through audit.events; files
 # known by inode; 3: times in one canonical UTC form, compared as strings): an index built by another

@@ -3,7 +3,7 @@
 Until the decision events of :mod:`audit.events`, a record's ``reason`` was whatever the code at the
 call site wrote: some codes with spaces (``"node policy"``), some fixed sentences, and for an
 authentication failure the exception's prose (``"token rejected: Signature verification failed"``).
-Those logs are evidence and stay readable: :func:`audit.events.from_record` maps each onto a
+Those logs are evidence and stay readable: :func:`audit.stored.from_record` maps each onto a
 :class:`audit.events.Reason` and keeps the prose in ``detail``. Codes are plain strings here so that
 this table needs nothing from the events module (a test checks each one is a ``Reason``).
 

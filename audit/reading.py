@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from .chain import MAX_LINE, iter_lines, log_files
-from .events import Stored, read
+from .stored import Stored, read
 
 
 def parsed(raw: bytes) -> dict[str, Any] | None:

@@ -28,12 +28,12 @@ from .events import (
     Decision,
     Kind,
     LogTruncated,
-    Stored,
 )
 from .fields import text as as_text
 from .page import Bucket
 from .period import instant, shown
 from .rows import one_patient, row
+from .stored import Stored
 
 LISTED = 200  # records a page lists per reason (or for break-glass, off hours); the count is always whole
 TIMELINES = 300  # users with a timeline row (the most active); the totals count every user

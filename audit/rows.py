@@ -19,12 +19,12 @@ from .events import (
     AuthenticationEvent,
     AuthorizationEvent,
     LogTruncated,
-    Stored,
     TransferSummary,
     Who,
 )
 from .fields import text
 from .period import Bound, instant, within
+from .stored import Stored
 
 COLUMNS = ["seq", "time", "event", "user", "action", "patient", "study", "workstation", "calling_ae", "decision",
            "reason", "rule_id", "policy_version", "latency_ms", "association", "pacs", "detail"]

@@ -118,7 +118,7 @@ Verdict = ForwardAssociation | RejectAssociation | ForwardAccept | Permit | Refu
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class AssociationQuestion:
-    """An A-ASSOCIATE-RQ arrived (already checked by :func:`~dicomwire.pdu.check_associate_rq`)."""
+    """An A-ASSOCIATE-RQ arrived (already checked by :func:`~dicomwire.negotiation.check_associate_rq`)."""
 
     rq: AssociatePdu
     id: int = field(default_factory=lambda: next(_ids))

@@ -50,16 +50,13 @@ from .dialogue import Dialogue, DimseViolation
 from .errors import AbortReason, AbortSource, AssociationRejected, ProtocolError, RejectReason
 from .gate import Gate
 from .limits import RelayLimits
+from .negotiation import accepted_contexts, capped, read_accept, read_request
 from .output import Output
 from .pdu import (
     AssociatePdu,
     Frame,
     PduType,
     abort_pdu,
-    accepted_contexts,
-    capped,
-    read_accept,
-    read_request,
     reject_pdu,
 )
 from .policy import NO_REQUEST, Asks, Ending

@@ -42,6 +42,7 @@ with atheris.instrument_imports(include=["dicomwire"]):
         strip_user_identity,
     )
     from dicomwire.items import ItemType
+    from dicomwire.negotiation import check_associate_rq
     from dicomwire.pdu import (
         HEADER,
         HEADER_LENGTH,
@@ -52,7 +53,6 @@ with atheris.instrument_imports(include=["dicomwire"]):
         PduType,
         ReleaseRP,
         ReleaseRQ,
-        check_associate_rq,
         decode_associate,
         decode_pdu,
     )

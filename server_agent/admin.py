@@ -73,6 +73,7 @@ class Readiness:
         self._clock = clock
         self._results: dict[str, tuple[float, CheckResult]] = {}
         self._probes: dict[str, asyncio.Task[CheckResult]] = {}
+        self._epoch = 0  # which servers the remote checks ask: one more at each renew()
         self.last: dict[str, CheckResult] = {}  # the latest report, for the metrics
 
     async def report(self) -> dict[str, CheckResult]:
@@ -98,19 +99,30 @@ class Readiness:
             return cached[1]
         probe = self._probes.get(name)
         if probe is None:
-            probe = asyncio.get_running_loop().create_task(self._probe(name))
+            probe = asyncio.get_running_loop().create_task(self._probe(name, self._epoch))
             self._probes[name] = probe
-            probe.add_done_callback(lambda _: self._probes.pop(name, None))
+            probe.add_done_callback(lambda done: self._probes.pop(name) if self._probes.get(name) is done else None)
         if cached is not None and age < self.interval + self.timeout:
             return cached[1]  # being refreshed
         return await asyncio.shield(probe)  # a caller that leaves does not cancel the others' probe
+
+    def renew(self) -> list[asyncio.Task[CheckResult]]:
+        """Forget what the remote checks found: the servers they ask were replaced (a reload), so the next
+        report probes the new ones, never answering with what the old ones said. A probe under way still
+        answers the callers already waiting for it, but its result is not kept; the probes under way are
+        returned, so that the clients they use can be closed once they end (within ``timeout``)."""
+        self._epoch += 1
+        self._results.clear()
+        under_way = list(self._probes.values())
+        self._probes.clear()
+        return under_way
 
     def close(self) -> None:
         """Cancel the probes under way (the agent is stopping)."""
         for probe in list(self._probes.values()):
             probe.cancel()
 
-    async def _probe(self, name: str) -> CheckResult:
+    async def _probe(self, name: str, epoch: int) -> CheckResult:
         try:
             async with asyncio.timeout(self.timeout):
                 result = await self.remote[name]()
@@ -119,6 +131,8 @@ class Readiness:
         except Exception as error:
             log.warning("readiness check %s failed: %r", name, error)
             result = CheckResult(ok=False, detail="the check itself failed (see the agent's log)")
+        if epoch != self._epoch:
+            return result  # about servers a reload replaced: for its waiting callers only
         if not result.ok and self._results.get(name, (0.0, CheckResult(ok=True)))[1].ok:
             log.warning("not ready: %s: %s", name, result.detail)  # said when it changes, not every check
         self._results[name] = (self._clock(), result)

@@ -20,11 +20,9 @@ import ssl
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from audit.events import Action, Disclosure, Reason
 from dicomwire.commands import Notice
-from dicomwire.dataset import MalformedDataSet, with_element, without_element
 from dicomwire.dimse import CommandField
 from dicomwire.identity import add_identity_response, extract_user_identity, strip_user_identity
 from dicomwire.policy import EVERY_REQUEST, Asks, ConnectionInfo, Ending
@@ -64,15 +62,14 @@ from .deidretrieve import (
     sub_operation,
 )
 from .deidview import DeidView
-from .keys import PATIENT_ID, match_keys
 from .moves import Move, MoveRegistry
 from .pdp import Decision, PdpClient, PdpUnavailable
-from .postfilter import Batcher, FindReview
+from .postfilter import Batcher, FindReview, decide_match, find_permitted
 from .pseudonyms import PseudonymSource, PseudonymsUnavailable
 from .records import Recorder
 from .refusals import refusal_comment
 from .research import ResearchFinds
-from .resources import Context, authzen_request
+from .resources import Context
 from .routing import pacs_upstream, route, workstation_claim
 from .sessions import Binding, Sessions, session_claims
 from .shared import MoveRefused, SharedUnavailable
@@ -325,7 +322,7 @@ class ServerAssociation:
         if conclusion.deid is not None and facts.action in (Action.C_GET, Action.C_MOVE):
             return self._deid_retrieval(facts, conclusion.deid)
         if facts.action is Action.C_FIND:
-            return self._find_permitted(facts, conclusion.filter_results)
+            return find_permitted(self, facts, conclusion.filter_results)
         if facts.action is Action.C_MOVE:
             return self._move_permitted(facts)
         if facts.action is Action.C_GET:
@@ -340,26 +337,6 @@ class ServerAssociation:
         elif isinstance(retrieval, Move):
             retrieval.relayed += 1
         return verdict
-
-    def _find_permitted(self, facts: Facts, filtering: bool) -> RequestVerdict:
-        """A C-FIND pinned to one patient has its matches checked to be that patient's; one the PDP
-        permitted on ``filter-results`` has each match decided. If such a query does not ask for the
-        Patient ID, it is asked of the PACS too and removed from the matches again, so that the user
-        sees what was asked (PS3.4 C.4.1.1.3)."""
-        if facts.patient is not None or not filtering:
-            return Permit(review=FindReview(facts=facts, pinned=facts.patient) if facts.patient else None)
-        if facts.keys.patient_id.present:
-            return Permit(review=FindReview(facts=facts, pinned=None))
-        return self._with_patient_id(facts)
-
-    def _with_patient_id(self, facts: Facts) -> RequestVerdict:
-        try:
-            asked = with_element(facts.data_set, facts.transfer_syntax, PATIENT_ID, "LO")
-        except MalformedDataSet as error:
-            log.warning("association %s: C-FIND identifier unreadable (%s): refused", self.connection.association_id,
-                        error)
-            return Refuse(comment=comment("query identifier could not be read", Reason.MALFORMED))
-        return Rewrite(data_set=asked, review=FindReview(facts=facts, pinned=None, strip_patient_id=True))
 
     async def _move_permitted(self, facts: Facts, deid: DeidRetrieval | None = None,
                               rewrite: bytes | None = None) -> RequestVerdict:
@@ -454,7 +431,7 @@ class ServerAssociation:
                 else Drop(reason_text="a pending C-FIND response without its match")
         if not isinstance(review, FindReview) or question.final or not question.data_set:
             return Permit()
-        return self._match(question, review)
+        return decide_match(self, question, review)
 
     async def _move_responded(self, move: Move, question: ResponseQuestion) -> ResponseVerdict:
         """The counts the PACS announced reach every process; the final response ends the move. A store
@@ -468,51 +445,6 @@ class ServerAssociation:
             return Permit()
         verdict = retrieve_response(question, move.deid)
         return await verdict if inspect.isawaitable(verdict) else verdict
-
-    def _match(self, question: ResponseQuestion, review: FindReview) -> ResponseVerdict | Awaitable[ResponseVerdict]:
-        assert self.subject is not None and self.context is not None
-        try:
-            keys = match_keys(question.data_set, question.transfer_syntax)
-        except MalformedDataSet as error:
-            facts = Facts(action=Action.C_FIND, command=question.request, malformed=error.detail)
-            self.record.match(facts, self.subject, self.context, Reason.MALFORMED, False, detail=error.detail)
-            return Drop(reason_text="a match that cannot be read one way only")
-        pinned = keys.pinned_patient
-        patient = pinned.id if pinned is not None else None
-        facts = Facts(action=Action.C_FIND, command=question.request, keys=keys, patient=patient)
-        if review.pinned is not None:
-            if patient != review.pinned:
-                self.record.match(facts, self.subject, self.context, Reason.OTHER_PATIENT, False)
-                return Drop(reason_text="a match of another patient than the one decided")
-            return self._shown(question, review)
-        if patient is None:
-            self.record.match(facts, self.subject, self.context, Reason.NO_PATIENT_ID_TO_CHECK, False)
-            return Drop(reason_text="match without a Patient ID cannot be checked")
-        request = authzen_request(self.subject, "C-FIND", question.request, keys, patient, self.context)
-        return self._filtered(question, review, facts, request)
-
-    async def _filtered(self, question: ResponseQuestion, review: FindReview, facts: Facts,
-                        request: dict[str, Any]) -> ResponseVerdict:
-        assert self.subject is not None and self.context is not None
-        started = time.perf_counter()
-        try:
-            decision = await self.batcher.decide(request)
-        except PdpUnavailable as error:
-            self.record.match(facts, self.subject, self.context, Reason.PDP_UNAVAILABLE, False, started,
-                              detail=str(error))
-            return Drop(reason_text="authorization service unavailable")
-        self.record.match(facts, self.subject, self.context, Reason.PDP, decision.allowed, started, pdp=decision)
-        if not decision.allowed:
-            return Drop(reason_text=decision.reason)
-        return self._shown(question, review)
-
-    def _shown(self, question: ResponseQuestion, review: FindReview) -> ResponseVerdict:
-        if not review.strip_patient_id:
-            return Permit()
-        try:
-            return Rewrite(data_set=without_element(question.data_set, question.transfer_syntax, PATIENT_ID))
-        except MalformedDataSet:  # read once already; the match was allowed, only a key not asked for stays
-            return Permit()
 
     # ---- what the core did on its own, and the end ---------------------------------------------------------
     def notice(self, notice: Notice) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Protocol, Self, TypeVar
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -42,6 +42,35 @@ from .shared_config import SharedSection
 
 ACTIONS = ("C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE")
 Action = Literal["C-ECHO", "C-FIND", "C-GET", "C-MOVE", "C-STORE"]
+
+
+class _Client(Protocol):
+    """A table with a client of its own at an authorization server (:func:`client_secret`)."""
+
+    client_secret: str
+    client_secret_file: Path | None
+
+    def _fill(self, **values: Any) -> Self: ...
+
+
+C = TypeVar("C", bound=_Client)
+
+
+def client_secret(table: C, info: ValidationInfo, *, required: bool) -> C:
+    """A client's secret at an authorization server (RFC 6749 section 2.3.1), for every table that has
+    one (``[identity]``, ``[pdp]``, ``[pseudonymizer]``): ``client_secret``, or what
+    ``client_secret_file`` holds, surrounding white space dropped (so that the configuration file can be
+    readable by more than the agent), never both. Each problem names its key, never the secret."""
+    if table.client_secret_file is not None and from_file(info):
+        if table.client_secret:
+            raise problem("client_secret_file", "client_secret and client_secret_file exclude each other")
+        try:
+            table._fill(client_secret=table.client_secret_file.read_text().strip())
+        except OSError as error:
+            raise problem("client_secret_file", str(error)) from None
+    if required and not table.client_secret:
+        raise problem("client_secret", "client_secret or client_secret_file is required")
+    return table
 
 
 class ServerSection(Schema):
@@ -131,16 +160,7 @@ class IdentityConfig(Schema):
 
     @model_validator(mode="after")
     def _secret(self, info: ValidationInfo) -> IdentityConfig:
-        if self.client_secret_file is not None and from_file(info):
-            if self.client_secret:
-                raise problem("client_secret_file", "client_secret and client_secret_file exclude each other")
-            try:
-                self._fill(client_secret=self.client_secret_file.read_text().strip())
-            except OSError as error:
-                raise problem("client_secret_file", str(error)) from None
-        if not self.client_secret:
-            raise problem("client_secret", "client_secret or client_secret_file is required")
-        return self
+        return client_secret(self, info, required=True)
 
 
 class PdpConfig(Schema):
@@ -169,13 +189,7 @@ class PdpConfig(Schema):
 
     @model_validator(mode="after")
     def _auth(self, info: ValidationInfo) -> PdpConfig:
-        if self.client_secret_file is not None and from_file(info):
-            if self.client_secret:
-                raise problem("client_secret_file", "client_secret and client_secret_file exclude each other")
-            try:
-                self._fill(client_secret=self.client_secret_file.read_text().strip())
-            except OSError as error:
-                raise problem("client_secret_file", str(error)) from None
+        client_secret(self, info, required=False)  # required by auth = "client_secret" only, below
         for key in _PDP_KEYS[self.auth][0]:
             if not getattr(self, key):
                 raise problem(key, f"required with auth = {self.auth!r}")
@@ -223,16 +237,7 @@ class PseudonymizerSection(Schema):
 
     @model_validator(mode="after")
     def _secret(self, info: ValidationInfo) -> PseudonymizerSection:
-        if self.client_secret_file is not None and from_file(info):
-            if self.client_secret:
-                raise problem("client_secret_file", "client_secret and client_secret_file exclude each other")
-            try:
-                self._fill(client_secret=self.client_secret_file.read_text().strip())
-            except OSError as error:
-                raise problem("client_secret_file", str(error)) from None
-        if not self.client_secret:
-            raise problem("client_secret", "required (or client_secret_file)")
-        return self
+        return client_secret(self, info, required=True)
 
 
 class SessionsSection(Schema):

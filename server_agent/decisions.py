@@ -15,7 +15,7 @@ when the log opens (``audit/chain.py``) and the agent starts; the seal goes to t
 too, as a Security Alert (Audit Recording Stopped, PS3.15 A.5.3.11).
 
 ``write(kind, **fields)``, the call of earlier versions, still writes its fields as they are (and
-audits them read back through :func:`audit.events.from_record`) until the last call site is gone.
+audits them read back through :func:`audit.stored.from_record`) until the last call site is gone.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ from dicomwire.dataset import IMPLICIT_VR_LE, MalformedDataSet, encode_element, 
 from dicomwire.dimse import CommandField, Tag, decode_command, encode_command
 from dicomwire.errors import EncodeError, ProtocolError
 from dicomwire.items import Item, ItemType
-from dicomwire.pdu import RELEASE_RQ_BYTES, AssociatePdu, PduType, accepted_contexts, decode_associate, encode_ae_title
+from dicomwire.negotiation import accepted_contexts
+from dicomwire.pdu import RELEASE_RQ_BYTES, AssociatePdu, PduType, decode_associate, encode_ae_title
 from dicomwire.pdv import Pdv, encode_p_data, iter_pdvs
 
 from .config import Pacs

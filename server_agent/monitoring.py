@@ -5,7 +5,8 @@ Ready means able to decide and record: the DICOM listeners are up; the identity 
 answers (its AuthZEN metadata, section 9.1); the decision log is healthy (no write failed, its writer not
 behind), its writer lock is held by this process and its directory takes new files (its next segment);
 and the audit spool is within ``[admin] max_audit_spool``. The provider and the PDP are asked with
-HTTP clients of the checks' own, at most once per ``[admin] check_interval``.
+HTTP clients of the checks' own, at most once per ``[admin] check_interval``: the running generation's
+(:mod:`server_agent.probes`; after a reload, the new file's servers, and nothing the old ones said).
 
 The counts of decisions come from the decision events themselves (:class:`MeteredDecisionLog`): the
 reason label is the agent's :class:`~audit.events.Reason` (a decision the PDP made is ``pdp``, whatever
@@ -14,6 +15,7 @@ code the PDP gave: its vocabulary is not ours to bound).
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -27,15 +29,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from audit.events import AuthenticationEvent, AuthorizationEvent, DecisionEvent
 from audit.syslog import SpooledSender
 from dicomwire.listener import RelayServer
-from oauthclient import AsyncExecutor, AsyncOAuthClient, AuthMethod, ClientAuth, OAuthClientError, Timeouts, TlsFiles
-from oauthclient.discovery import JwksRequest
 from tomlconf.admin import AdminSection
 
 from .admin import CHECK_TIMEOUT, AdminServer, CheckResult, Readiness, routes, throttled
 from .config import ServerAgentConfig
 from .decisions import DecisionLog, Decisions, UnloggedDecisions
 from .metrics import PDP_CALL, CertificateExpiry, RelayMetrics
-from .pdp import Decision, PdpClient, metadata_request
+from .pdp import Decision, PdpClient
+from .probes import Probes
 
 log = logging.getLogger("server_agent.admin")
 
@@ -192,51 +193,38 @@ def _lock_held(path: Path) -> bool:
 
 
 class ServerAdmin:
-    """``[admin]``: the listener, its checks against this agent's parts, and its metrics."""
+    """``[admin]``: the listener, its checks against this agent's parts, and its metrics. The checks that
+    ask the identity provider and the PDP ask the running generation's (:meth:`follow`)."""
 
     def __init__(self, admin: AdminSection, config: ServerAgentConfig, metrics: ServerMetrics,
                  servers: Callable[[], list[RelayServer]], decisions: Decisions) -> None:
-        self.config = config
         self.metrics = metrics
         spool = decisions.audit if isinstance(decisions, DecisionLog) else None
         metrics.watch_log(decisions, spool)
-        identity, pdp = config.identity, config.pdp
-        self.identity_http = AsyncExecutor(tls=TlsFiles(ca_file=identity.ca_file),
-                                           timeouts=Timeouts.within(identity.timeout))
-        self.pdp_http = AsyncExecutor(tls=TlsFiles(ca_file=pdp.ca_file, certificate=pdp.certificate, key=pdp.key),
-                                      timeouts=Timeouts.within(pdp.timeout))
-        # Discovery and the JWKS are public (OIDC Discovery 1.0 section 4, RFC 7517): no client secret here.
-        self.provider = AsyncOAuthClient(identity.issuer, ClientAuth(client_id=identity.client_id,
-                                                                     method=AuthMethod.NONE), self.identity_http)
+        self.probes = Probes(config)
+        self.retiring: set[asyncio.Task[None]] = set()  # the probes of replaced generations, closing
         self.max_spool = admin.max_audit_spool
         self.spool = spool
         self.readiness = Readiness(
             local={"listeners": lambda: check_listeners(servers()),
                    "decision_log": throttled(lambda: check_decision_log(decisions), DECISION_LOG_CHECK_EVERY)},
-            remote={"identity_provider": self.check_provider, "pdp": self.check_pdp, "audit_spool": self.check_spool},
-            interval=admin.check_interval, timeout=min(max(identity.timeout, pdp.timeout), CHECK_TIMEOUT))
+            remote={"identity_provider": lambda: self.probes.check_provider(),
+                    "pdp": lambda: self.probes.check_pdp(), "audit_spool": self.check_spool},
+            interval=admin.check_interval, timeout=check_timeout(config))
         paths = routes(self.readiness, metrics.registry, lambda: metrics.checks(self.readiness.last))
         self.server = AdminServer(paths, *admin.listen)
         # [server] workers: this worker alone, for a scrape that always reaches the same counters
         self.worker_server = AdminServer(paths, *admin.worker_listen) if admin.worker_listen else None
 
-    async def check_provider(self) -> CheckResult:
-        try:
-            keys = await self.provider.run(JwksRequest())
-        except OAuthClientError as error:
-            log.warning("readiness: identity provider: %s", error)
-            return CheckResult(ok=False, detail="identity provider unreachable (discovery or JWKS; see the log)")
-        return CheckResult(ok=True, detail=f"JWKS fetched ({len(keys)} keys)")
-
-    async def check_pdp(self) -> CheckResult:
-        try:
-            response = await self.pdp_http.send(metadata_request(self.config.pdp.url))
-        except OAuthClientError as error:
-            log.warning("readiness: PDP: %s", error)
-            return CheckResult(ok=False, detail="PDP unreachable (see the log)")
-        if response.status != 200:
-            return CheckResult(ok=False, detail=f"PDP metadata answered HTTP {response.status}")
-        return CheckResult(ok=True, detail="PDP metadata answered")
+    def follow(self, config: ServerAgentConfig) -> None:
+        """A reload (issue 15 item 1): from now on ``/readyz`` asks ``config``'s identity provider and PDP,
+        and no result about the old ones is given again; their clients close once their last probe ends."""
+        old, self.probes = self.probes, Probes(config)
+        under_way = self.readiness.renew()
+        self.readiness.timeout = check_timeout(config)
+        task = asyncio.get_running_loop().create_task(_retire(old, under_way))
+        self.retiring.add(task)
+        task.add_done_callback(self.retiring.discard)
 
     async def check_spool(self) -> CheckResult:
         if self.spool is None:
@@ -258,8 +246,22 @@ class ServerAdmin:
         if self.worker_server is not None:
             await self.worker_server.stop()
         self.readiness.close()
-        await self.identity_http.aclose()
-        await self.pdp_http.aclose()
+        await asyncio.gather(*self.retiring, return_exceptions=True)
+        await self.probes.aclose()
+
+
+def check_timeout(config: ServerAgentConfig) -> float:
+    """Seconds a probe may take: the slower server's own timeout, within the admin listener's bound."""
+    return min(max(config.identity.timeout, config.pdp.timeout), CHECK_TIMEOUT)
+
+
+async def _retire(probes: Probes, under_way: list[asyncio.Task[CheckResult]]) -> None:
+    """Close a replaced generation's probe clients once the probes using them have ended."""
+    try:
+        if under_way:
+            await asyncio.wait(under_way)
+    finally:
+        await probes.aclose()
 
 
 __all__ = ["MeteredDecisionLog", "MeteredUnlogged", "ServerAdmin", "ServerMetrics", "TimedPdpClient", "certificates",

@@ -11,11 +11,27 @@ more loosely than the decision assumed) is dropped: a decision covers only what 
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from audit.events import Action, Reason
+from dicomwire.dataset import MalformedDataSet, with_element, without_element
+from dicomwire.questions import Drop, Permit, Refuse, RequestVerdict, ResponseQuestion, ResponseVerdict, Rewrite
 
 from .authorization import Facts
+from .keys import PATIENT_ID, match_keys
 from .pdp import Decision, PdpClient, PdpUnavailable
+from .refusals import refusal_comment
+from .resources import authzen_request
 from .window import Window
+
+if TYPE_CHECKING:
+    from .association import ServerAssociation
+
+log = logging.getLogger("server_agent")
 
 BATCH_WINDOW = 0.003  # seconds to gather post-filter questions into one PDP call
 BATCH_MAX = 64  # = RelayLimits.max_pending_reviews: a full batch goes at once
@@ -51,4 +67,77 @@ class Batcher:
         self._window.close()
 
 
-__all__ = ["BATCH_MAX", "BATCH_WINDOW", "Batcher", "FindReview"]
+# ---- a C-FIND's review: set when it is permitted, applied to each of its matches -----------------------
+def find_permitted(owner: ServerAssociation, facts: Facts, filtering: bool) -> RequestVerdict:
+    """A C-FIND pinned to one patient has its matches checked to be that patient's; one the PDP
+    permitted on ``filter-results`` has each match decided. If such a query does not ask for the
+    Patient ID, it is asked of the PACS too and removed from the matches again, so that the user
+    sees what was asked (PS3.4 C.4.1.1.3)."""
+    if facts.patient is not None or not filtering:
+        return Permit(review=FindReview(facts=facts, pinned=facts.patient) if facts.patient else None)
+    if facts.keys.patient_id.present:
+        return Permit(review=FindReview(facts=facts, pinned=None))
+    return _with_patient_id(owner, facts)
+
+
+def _with_patient_id(owner: ServerAssociation, facts: Facts) -> RequestVerdict:
+    try:
+        asked = with_element(facts.data_set, facts.transfer_syntax, PATIENT_ID, "LO")
+    except MalformedDataSet as error:
+        log.warning("association %s: C-FIND identifier unreadable (%s): refused", owner.connection.association_id,
+                    error)
+        return Refuse(comment=refusal_comment("query identifier could not be read", Reason.MALFORMED))
+    return Rewrite(data_set=asked, review=FindReview(facts=facts, pinned=None, strip_patient_id=True))
+
+
+def decide_match(owner: ServerAssociation, question: ResponseQuestion,
+                 review: FindReview) -> ResponseVerdict | Awaitable[ResponseVerdict]:
+    """A pending C-FIND response of ``owner``'s under ``review``: its match shown, or dropped and recorded."""
+    assert owner.subject is not None and owner.context is not None
+    try:
+        keys = match_keys(question.data_set, question.transfer_syntax)
+    except MalformedDataSet as error:
+        facts = Facts(action=Action.C_FIND, command=question.request, malformed=error.detail)
+        owner.record.match(facts, owner.subject, owner.context, Reason.MALFORMED, False, detail=error.detail)
+        return Drop(reason_text="a match that cannot be read one way only")
+    pinned = keys.pinned_patient
+    patient = pinned.id if pinned is not None else None
+    facts = Facts(action=Action.C_FIND, command=question.request, keys=keys, patient=patient)
+    if review.pinned is not None:
+        if patient != review.pinned:
+            owner.record.match(facts, owner.subject, owner.context, Reason.OTHER_PATIENT, False)
+            return Drop(reason_text="a match of another patient than the one decided")
+        return _shown(question, review)
+    if patient is None:
+        owner.record.match(facts, owner.subject, owner.context, Reason.NO_PATIENT_ID_TO_CHECK, False)
+        return Drop(reason_text="match without a Patient ID cannot be checked")
+    request = authzen_request(owner.subject, "C-FIND", question.request, keys, patient, owner.context)
+    return _filtered(owner, question, review, facts, request)
+
+
+async def _filtered(owner: ServerAssociation, question: ResponseQuestion, review: FindReview, facts: Facts,
+                    request: dict[str, Any]) -> ResponseVerdict:
+    assert owner.subject is not None and owner.context is not None
+    started = time.perf_counter()
+    try:
+        decision = await owner.batcher.decide(request)
+    except PdpUnavailable as error:
+        owner.record.match(facts, owner.subject, owner.context, Reason.PDP_UNAVAILABLE, False, started,
+                           detail=str(error))
+        return Drop(reason_text="authorization service unavailable")
+    owner.record.match(facts, owner.subject, owner.context, Reason.PDP, decision.allowed, started, pdp=decision)
+    if not decision.allowed:
+        return Drop(reason_text=decision.reason)
+    return _shown(question, review)
+
+
+def _shown(question: ResponseQuestion, review: FindReview) -> ResponseVerdict:
+    if not review.strip_patient_id:
+        return Permit()
+    try:
+        return Rewrite(data_set=without_element(question.data_set, question.transfer_syntax, PATIENT_ID))
+    except MalformedDataSet:  # read once already; the match was allowed, only a key not asked for stays
+        return Permit()
+
+
+__all__ = ["BATCH_MAX", "BATCH_WINDOW", "Batcher", "FindReview", "decide_match", "find_permitted"]

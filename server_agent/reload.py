@@ -114,6 +114,8 @@ def _switch(agent: ServerAgent, generation: Generation) -> None:
                               max_associations=config.return_.max_associations, proxies=proxies)
     if agent.logout is not None:
         agent.logout.verifier = agent.logout_verifier()
+    if agent.admin is not None:  # /readyz asks the new identity provider and PDP (certificates: when scraped)
+        agent.admin.follow(config)
     task = asyncio.get_running_loop().create_task(_retire(running, live))
     agent.retired.add(task)
     task.add_done_callback(agent.retired.discard)

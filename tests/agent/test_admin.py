@@ -43,3 +43,12 @@ def test_the_routes_check_names_the_server_agent_that_does_not_answer(tmp_path: 
         assert not result.ok and result.detail == "server agent not reachable: GW2"
         admin = _admin(tmp_path / "c", {"GW1": up.getsockname()[1]}, 60)
         assert asyncio.run(admin.check_routes()).ok
+        # A route whose first server agent is down but another of its addresses answers: the agent
+        # fails over to it, so the route carries associations (issue 15 item 6).
+        admin = _admin(tmp_path / "d", {"GW1": free_port()}, 60)
+        route = admin.config.routes["GW1"]
+        admin.follow(admin.config.replace(routes={"GW1": route.replace(addresses=(("127.0.0.1", free_port()),
+                                                                                ("127.0.0.1", up.getsockname()[1])))}))
+        assert asyncio.run(admin.check_routes()).ok
+        admin.follow(admin.config.replace(routes={"GW1": route}))
+        assert asyncio.run(admin.check_routes()).detail == "server agent not reachable: GW1"

@@ -12,10 +12,11 @@ import orjson
 
 from audit.chain import encode
 from audit.dicom_audit import audit_message
-from audit.events import AuthenticationEvent, DecisionEvent, Stored, read
+from audit.events import AuthenticationEvent, DecisionEvent
 from audit.integrity import check
 from audit.report import summarize, text
 from audit.report_page import html_page
+from audit.stored import Stored, read
 from server_agent.authn import Subject
 from server_agent.exchanged import exchanged
 from server_agent.records import Recorder

@@ -16,8 +16,8 @@ from audit.events import (
     PdpAnswer,
     Reason,
     Who,
-    from_record,
 )
+from audit.stored import from_record
 from server_agent.decisions import DecisionLog, UnloggedDecisions
 from tests.audit.fakes import Repository
 

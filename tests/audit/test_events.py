@@ -28,10 +28,9 @@ from audit.events import (
     Reason,
     TransferSummary,
     Who,
-    from_record,
-    read,
 )
 from audit.rows import row
+from audit.stored import from_record, read
 
 RAD = {"kind": "user", "sub": "u-1", "username": "rad", "roles": ["radiologist"], "organization": "org-a"}
 

@@ -97,6 +97,38 @@ def test_a_check_that_hangs_or_raises_fails_and_says_no_more_than_its_own_words(
     assert b"no answer within 0.05 s" in answer.body and b"secret-token-value" not in answer.body
 
 
+def test_after_a_renew_nothing_the_old_servers_said_is_given_and_a_late_old_probe_is_not_kept() -> None:
+    """A reload replaces the servers asked: a result about the old ones, kept or still under way, never
+    answers a report made after it (issue 15 item 1)."""
+    clock, server = Clock(), {"name": "old"}
+    release = asyncio.Event()
+
+    async def idp() -> CheckResult:
+        asked = server["name"]
+        if asked == "old-slow":
+            await release.wait()
+        return CheckResult(ok=asked != "new", detail=asked)
+
+    readiness = Readiness(local={}, remote={"idp": idp}, interval=60.0, timeout=5.0, clock=clock)
+
+    async def main() -> None:
+        assert (await readiness.report())["idp"].detail == "old"  # kept a minute
+        server["name"] = "old-slow"
+        readiness.renew()
+        slow = asyncio.ensure_future(readiness.report())  # a caller before the reload, its probe under way
+        await asyncio.sleep(0.01)
+        server["name"] = "new"
+        under_way = readiness.renew()
+        assert len(under_way) == 1
+        fresh = await readiness.report()  # after the reload: a new probe, not the one under way
+        assert fresh["idp"].detail == "new" and not fresh["idp"].ok
+        release.set()
+        assert (await slow)["idp"].detail == "old-slow"  # its own caller still gets its answer
+        await asyncio.wait(under_way)
+        assert (await readiness.report())["idp"].detail == "new"  # the late old answer was not kept
+    asyncio.run(main())
+
+
 def test_a_throttled_local_check_runs_at_most_once_per_period() -> None:
     clock, runs = Clock(), []
     check = throttled(lambda: runs.append(clock.now) or CheckResult(ok=len(runs) == 1), 1.0, clock)

@@ -214,3 +214,28 @@ def test_several_workers_load_with_a_shared_redis(tmp_path: Path, pki: Path) -> 
                                                                                "username": "gw-agent"}}))
     assert config.server.workers == 2 and config.shared.redis == "rediss://redis.example:6380/0"
     assert config.shared.timeout == 1.0 and config.shared.prefix == ""  # dia:SITE: at run time
+
+
+@pytest.mark.parametrize("table, extra", [
+    ("identity", {}),
+    ("pdp", {"auth": "client_secret", "client_id": "gw1-at-pdp", "url": "https://pdp.example.org"}),
+    ("pseudonymizer", {"url": "https://pseudo.example.org", "client_id": "gw1-translate"}),
+])
+def test_each_client_secret_is_read_from_its_file_and_each_problem_names_its_key(
+        tmp_path: Path, pki: Path, table: str, extra: dict[str, Any]) -> None:
+    """One rule for every table with a client of its own: the file's secret read, both refused, an
+    unreadable file named by file and key, and the secret never in a message or a repr."""
+    secret = tmp_path / f"{table}-secret"
+    secret.write_text("  t0p-s3cret\n")
+    section = {**extra, "client_secret_file": str(secret)}
+    if table == "identity":
+        section["client_secret"] = None  # BASE's, taken out
+    config = load(_config(tmp_path, pki, {table: section}))
+    assert getattr(config, table).client_secret == "t0p-s3cret" and "t0p-s3cret" not in repr(config)
+    for patch, key in (({"client_secret": "inline-s3cret"}, "client_secret_file"),
+                       ({"client_secret_file": str(tmp_path / "missing")}, "client_secret_file")):
+        path = _config(tmp_path, pki, {table: {**section, **patch}})
+        with pytest.raises(ConfigError) as raised:
+            load(path)
+        assert raised.value.key == f"{table}.{key}" and str(path) in str(raised.value)
+        assert "s3cret" not in str(raised.value)

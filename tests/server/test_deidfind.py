@@ -14,7 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from audit.dicom_audit import audit_message
-from audit.events import Action, AuthorizationEvent, Decision, Disclosure, Reason, Who, from_record
+from audit.events import Action, AuthorizationEvent, Decision, Disclosure, Reason, Who
+from audit.stored import from_record
 from deid import Needs, Option, PatientPseudonym, Profile, Pseudonyms
 from devtools.dicomdata import decode_data_set, encode_data_set
 from dicomwire.association import Side

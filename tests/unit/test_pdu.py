@@ -11,6 +11,7 @@ from pynetdicom import pdu as pn_pdu
 
 from dicomwire.errors import AbortReason, AssociationRejected, ProtocolError, RejectReason
 from dicomwire.items import MIN_MAX_LENGTH, ItemType
+from dicomwire.negotiation import check_associate_rq, read_accept
 from dicomwire.pdu import (
     DEFAULT_MAX_PDU_LENGTH,
     RELEASE_RP_BYTES,
@@ -21,10 +22,8 @@ from dicomwire.pdu import (
     PduType,
     ReleaseRP,
     ReleaseRQ,
-    check_associate_rq,
     decode_associate,
     decode_pdu,
-    read_accept,
 )
 from dicomwire.pdv import PDataTF, Pdv, fragment_message, iter_pdvs
 from tests.support.wire import feed_three_ways, golden, hex_bytes, pynetdicom_ac, pynetdicom_rq
