@@ -87,7 +87,7 @@ with atheris.instrument_imports(include=["dicomwire"]):
     from dicomwire.relay import RelayCore
     from dicomwire.trace import format_fact
 
-from fuzz.relay_peers import AVOID_KNOWN_FINDINGS, IDENTIFIER, PIXEL_DATA_TAG, SECRET, Reader, chunks, pdus
+from fuzz.relay_peers import AVOID_KNOWN_FINDINGS, IDENTIFIER, PIXEL_DATA_TAG, Reader, chunks, pdus
 from fuzz.relay_watch import Watch
 
 LIMITS = (
@@ -201,7 +201,7 @@ class Run:
             and (not verdict.cut_after_pixel_data or verdict.keep_from is not None))
         if response and not (passes and (isinstance(verdict, Permit) or verdict.command is None)):  # type: ignore[union-attr]
             self.watch.settled(question.side.other, question.command)  # dropped, or sent as rewritten
-        if passes and not response and SECRET in bytes(question.data_set):  # an image (fuzz/relay_peers.py)
+        if passes and not response and question.command.command_field == CommandField.C_STORE_RQ:  # perhaps an image
             rewrite = verdict if isinstance(verdict, Rewrite) else None
             sent = (rewrite.command if rewrite else None) or question.command.raw
             self.watch.image(question.side.other, sent, bool(rewrite and rewrite.cut_after_pixel_data))

@@ -17,6 +17,8 @@ SEND_CLIENT, SEND_SERVER, READ_CLIENT, READ_SERVER, HALF_CLOSE, RESET, TIMER, AN
 ECHO_RQ, FIND_RQ, MOVE_RQ, GET_RQ, STORE_RQ, CANCEL_RQ, N_ACTION_RQ, ECHO_RSP, FIND_RSP, MOVE_RSP, GET_RSP, \
     STORE_RSP = range(12)
 PERMIT, PERMIT_REVIEW, REFUSE, REWRITE = 0x00, 0x81, 0x02, 0x03  # request verdicts (choice % 8, review bit)
+HEAD = 0x43  # a request's head verdict (fuzz/relay_fuzz.py head_verdict), then its two bytes
+CUT_AT_PIXELS = 0x6C  # replace the head up to the Pixel Data with part of the identifier; cut after it
 RELEASE_RQ, RELEASE_RP = 0xA0, 0xA1  # fuzz/relay_peers.py FIXED
 
 
@@ -108,7 +110,16 @@ def scenarios() -> list[Program]:
 
     more = Program(limits=0, asks=2, flags=1).associate(rq=3, ac=3)
     more.message(SEND_CLIENT, MOVE_RQ, pick=1, how=1, asks=[(PERMIT,)]).fixed(SEND_SERVER, 0xA3)
-    return [transparent, reviewed, retrieve, late, mid, shared, long_match, bad_title, more]
+    # The research view: a C-GET whose images come back with their head replaced and cut after their
+    # Pixel Data (fuzz/relay_peers.py image: native and encapsulated, held whole and streamed).
+    research = []
+    for limits, size in ((0, 0xA5), (1, 0xE5), (1, 0xA1), (3, 0xE2)):
+        program = Program(limits=limits, asks=3).associate()
+        program.message(SEND_CLIENT, GET_RQ, pick=1, asks=[(PERMIT_REVIEW,)])
+        program.message(SEND_SERVER, STORE_RQ, pick=5, size=size, how=1, asks=[(HEAD, CUT_AT_PIXELS, 0x00)])
+        program.message(SEND_CLIENT, STORE_RSP, status=1)
+        research.append(program.message(SEND_SERVER, GET_RSP, status=1, asks=[(0x00,)]).release())
+    return [transparent, reviewed, retrieve, late, mid, shared, long_match, bad_title, more, *research]
 
 
 def seeds(messages: Callable[[int], list[list[bytes]]]) -> list[bytes]:

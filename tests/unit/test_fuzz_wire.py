@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from dicomwire.association import Side
-from dicomwire.dimse import decode_command
-from dicomwire.pdv import iter_pdvs
+from dicomwire.dimse import CommandField, Tag, decode_command, encode_command
+from dicomwire.pdv import fragment_message, iter_pdvs
 from dicomwire.policy import EVERY_REQUEST
+from fuzz.relay_peers import SECRET, image
 from fuzz.relay_watch import Watch
 from tests.support.wire import pynetdicom_ac, pynetdicom_message, pynetdicom_rq
 
@@ -76,3 +77,22 @@ def test_the_relay_watch_sees_sends_after_close_and_responses_the_core_made_up()
     watch.close(Side.CLIENT)
     with pytest.raises(AssertionError, match="after Close"):
         watch.send(Side.CLIENT, echo_response(1, 0x0124))
+
+
+def test_the_relay_watch_sees_an_image_cut_after_its_pixel_data_arrive_with_what_followed() -> None:
+    """Invariant 7: what followed the Pixel Data of an image the policy cut there never arrives."""
+    command = encode_command({Tag.COMMAND_FIELD: CommandField.C_STORE_RQ, Tag.MESSAGE_ID: 2, Tag.PRIORITY: 0,
+                              Tag.AFFECTED_SOP_CLASS_UID: "1.2.840.10008.5.1.4.1.1.2",
+                              Tag.AFFECTED_SOP_INSTANCE_UID: "1.2.3.4", Tag.COMMAND_DATA_SET_TYPE: 1})
+    whole = image(0xA5)
+    cut = whole[: whole.index(SECRET) - 8]  # up to the end of the Pixel Data element
+    for data_set, cut_there, fails in ((whole, True, True), (cut, True, False), (whole, False, False)):
+        watch, _ = _watch_with_association()
+        watch.permit(Side.CLIENT, decode_command(command), None, review=False, response=False)
+        watch.image(Side.SERVER, command, cut=cut_there)
+        sent = b"".join(fragment_message(3, command, data_set, 16384))
+        if fails:
+            with pytest.raises(AssertionError, match="what followed its Pixel Data"):
+                watch.send(Side.SERVER, sent)
+        else:
+            watch.send(Side.SERVER, sent)
