@@ -8,12 +8,18 @@ pynetdicom's ``findscu``, ``storescu``... would otherwise stand in front of DCMT
 Exit status: the app's own; 4 when the app exited 0 although access control refused something it
 asked (each such refusal was told on standard error, see :mod:`agent.notices`); 2 for a usage or
 configuration problem, 3 when the login failed, 130 when interrupted.
+
+The host logs out (RFC 7009 revocation of its tokens) however it ends: the app's end, Ctrl-C, and
+the signals that end a terminal program without asking it: SIGHUP when its terminal is closed
+(POSIX.1 "Controlling terminal": the session's processes are sent SIGHUP) and SIGTERM from a
+session manager or ``kill``. A second such signal never cuts the logout short.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -22,6 +28,7 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +40,38 @@ from .service import Session, WorkstationAgent
 from .shared import Endpoint, Guest, Host
 
 REFUSED = 4  # the exit status of a launch whose app exited 0 but was refused something
+# The signals that end us without a word from the user: the terminal closed, the session ending.
+ENDING = tuple(getattr(signal, name) for name in ("SIGHUP", "SIGTERM") if hasattr(signal, name))
+
+
+class Ended(BaseException):
+    """SIGHUP or SIGTERM outside the agent's event loop (logging in, logging out): unwinds as Ctrl-C does,
+    so that the logout in :func:`_host`'s ``finally`` runs. A BaseException: no ``except Exception`` of
+    the login code may swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_ended(signum: int, frame: object) -> None:
+    raise Ended(signum)
+
+
+@contextlib.contextmanager
+def _on_ending(handler: Callable[[int, Any], None] | int) -> Iterator[None]:
+    """SIGHUP and SIGTERM handled by ``handler`` (a function, or ``signal.SIG_IGN``) within the block."""
+    previous = {sig: signal.signal(sig, handler) for sig in ENDING}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):  # a terminal closed under us (EIO) must not stop the logout
+        print(text, file=sys.stderr, flush=True)
 
 
 def resolve_app(name: str, path: str | None = None) -> str | None:
@@ -125,17 +160,23 @@ def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
 def _host(config: WorkstationConfig, endpoint: Endpoint, args: argparse.Namespace, app: list[str], login: Any) -> int:
     from dicomwire.aio import run
 
-    with OidcClient(config.provider) as client:
-        tokens, password = login(client, args)
-        session = Session(config.provider, tokens, password, config.refresh_margin)
-        if args.verbose:
-            say(f"dicom-agent: {tokens.username} logged in; starting {app[0]}")
+    with OidcClient(config.provider) as client, _on_ending(_raise_ended):
         try:
-            return int(run(lambda: _serve(config, endpoint, session, tokens, app)))
-        finally:
-            client.revoke(session.current().tokens)  # logout, even if the app crashed or we were interrupted
+            tokens, password = login(client, args)
+        except Ended as ended:
+            return 128 + ended.signum  # no login yet: nothing to log out of
+        session = Session(config.provider, tokens, password, config.refresh_margin)
+        try:
             if args.verbose:
-                say(f"dicom-agent: {tokens.username} logged out")
+                say(f"dicom-agent: {tokens.username} logged in; starting {app[0]}")
+            return int(run(lambda: _serve(config, endpoint, session, tokens, app)))
+        except Ended as ended:  # between the login and the agent's loop
+            return 128 + ended.signum
+        finally:
+            with _on_ending(signal.SIG_IGN):  # logout, even if the app crashed or we were interrupted or hung up
+                client.revoke(session.current().tokens)
+                if args.verbose:
+                    say(f"dicom-agent: {tokens.username} logged out")
 
 
 def _welcome(tokens: Tokens, request: dict[str, Any]) -> str | None:
@@ -163,7 +204,7 @@ async def _serve(config: WorkstationConfig, endpoint: Endpoint, session: Session
                 break_glass=tokens.purpose_of_use == "BTG")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, *ENDING):  # the terminal closed (SIGHUP) ends the app and logs out, as Ctrl-C
         loop.add_signal_handler(sig, stop.set)
     try:
         await host.start()
@@ -177,8 +218,9 @@ async def _serve(config: WorkstationConfig, endpoint: Endpoint, session: Session
         await notifier.drain()
         return exit_status(code, refusals)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        # SIGHUP and SIGTERM stay ours (stop is set already) until _host ignores them for the logout:
+        # removed, they would kill us while the agent stops, before it.
+        loop.remove_signal_handler(signal.SIGINT)
         host.close()
         await agent.stop()
 
