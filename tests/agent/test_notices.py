@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -101,7 +102,59 @@ def test_the_runtime_directory_must_be_private(tmp_path: Path, monkeypatch: pyte
     folder = shared.runtime_dir()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     folder.chmod(0o755)
-    with pytest.raises(SharingError, match="is not a private directory"):
+    with pytest.raises(SharingError, match="is not a private folder of this user"):
+        shared.runtime_dir()
+
+
+NOBODY = 65534  # another user (the tests run as root, who can make folders in a stranger's name)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making another user's folder needs root")
+def test_without_xdg_runtime_dir_a_folder_another_user_made_first_is_refused_in_a_sentence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the attacker review: with XDG_RUNTIME_DIR unset another user could create
+    /tmp/dicom-agent-UID first. logind's /run/user/UID is used when it exists (nobody else can make it);
+    else the temporary folder, and a squatted one is named, with its owner, in a sentence."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    temporary.chmod(0o1777)  # as /tmp is
+    monkeypatch.setattr(shared.tempfile, "tempdir", str(temporary))
+    logind = tmp_path / "run-user"
+    monkeypatch.setattr(shared, "USER_RUNTIME", logind)
+    squatted = temporary / f"dicom-agent-{os.getuid()}"
+    squatted.mkdir()
+    squatted.chmod(0o777)
+    os.chown(squatted, NOBODY, NOBODY)
+    with pytest.raises(SharingError) as refused:
+        shared.runtime_dir()
+    assert str(refused.value) == (
+        f"{squatted} is not a private folder of this user (it is a folder of user {pwd.getpwuid(NOBODY).pw_name}, "
+        "mode 0777; it must be yours, mode 0700): another user may be blocking you. Ask the help desk to remove it, "
+        "or set XDG_RUNTIME_DIR to a private directory of yours")
+    (logind / str(os.getuid())).mkdir(parents=True, mode=0o700)
+    assert shared.runtime_dir() == logind / str(os.getuid()) / "dicom-agent"  # the squatter is out of the way
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making another user's folder needs root")
+def test_every_folder_above_the_runtime_folder_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the attacker review: only the last folder was checked; one above it that another user can
+    write lets them swap it (rename the folder, put theirs in its place)."""
+    shared_above = tmp_path / "open"
+    (shared_above / "run").mkdir(parents=True, mode=0o700)
+    shared_above.chmod(0o777)  # writable by all, no sticky bit
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared_above / "run"))
+    with pytest.raises(SharingError, match=f"^{shared_above} may be changed by another user, so "
+                                           f"{shared_above}/run/dicom-agent cannot be trusted"):
+        shared.runtime_dir()
+    shared_above.chmod(0o755)
+    os.chown(shared_above, NOBODY, NOBODY)  # another user's folder: they may rename what is in it
+    with pytest.raises(SharingError, match="may be changed by another user"):
+        shared.runtime_dir()
+    os.chown(shared_above, 0, 0)
+    assert shared.runtime_dir() == shared_above / "run" / "dicom-agent"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "gone"))
+    with pytest.raises(SharingError, match=f"^{tmp_path}/gone does not exist: set XDG_RUNTIME_DIR"):
         shared.runtime_dir()
 
 
