@@ -2,8 +2,9 @@
 
 The first launch of a login is the host (it logs in, runs the agent, see :mod:`agent.shared`); a
 launch while it runs joins it. Either way the app is the one the clinician chose: a bare name is
-looked up on ``PATH`` without this project's own scripts directory (:func:`resolve_app`), where
-pynetdicom's ``findscu``, ``storescu``... would otherwise stand in front of DCMTK's.
+looked up on ``PATH`` passing over the scripts this installation's packages installed
+(:func:`resolve_app`): pynetdicom's ``findscu``, ``storescu``... would otherwise stand in front of
+DCMTK's.
 
 Exit status: the app's own; 4 when the app exited 0 although access control refused something it
 asked (each such refusal was told on standard error, see :mod:`agent.notices`); 2 for a usage or
@@ -20,12 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -75,15 +76,32 @@ def say(text: str) -> None:
 
 
 def resolve_app(name: str, path: str | None = None) -> str | None:
-    """The program ``name`` names: as given if it has a slash, else the first on ``PATH`` outside this
-    installation's own scripts directory (the project's commands are there, and so are its
-    dependencies' scripts, never meant for the clinician)."""
+    """The program ``name`` names: as given if it has a slash, else the first on ``PATH`` that is not a
+    script this installation's Python packages put there (:func:`installed_scripts`: pynetdicom's
+    ``findscu``, never meant for the clinician). Only those files are passed over, not their folder:
+    with a system install the scripts folder is ``/usr/bin`` or ``/usr/local/bin``, DCMTK's too."""
     if "/" in name:
         return name
-    ours = {Path(sysconfig.get_path("scripts")).resolve(), Path(sys.executable).parent.resolve()}
-    entries = [entry for entry in (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep)
-               if entry and Path(entry).resolve() not in ours]
-    return shutil.which(name, path=os.pathsep.join(entries))
+    ours = installed_scripts(name)
+    for entry in (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep):
+        found = shutil.which(name, path=entry) if entry else None
+        if found is not None and Path(found).resolve() not in ours:
+            return found
+    return None
+
+
+def installed_scripts(name: str) -> frozenset[Path]:
+    """The files named ``name`` that the Python distributions of this installation declare as their
+    console or GUI scripts and installed (their RECORD, PEP 376 / the binary distribution format)."""
+    found: set[Path] = set()
+    for group in ("console_scripts", "gui_scripts"):
+        for entry in importlib.metadata.entry_points(group=group, name=name):
+            distribution = entry.dist
+            if distribution is None:
+                continue
+            found.update(Path(str(distribution.locate_file(file))).resolve() for file in distribution.files or ()
+                         if file.name in (name, f"{name}.exe"))
+    return frozenset(found)
 
 
 def exit_status(code: int | None, refusals: int) -> int:

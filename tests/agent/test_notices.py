@@ -214,22 +214,30 @@ def test_another_uid_is_not_answered(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_the_app_is_found_outside_the_projects_own_scripts(tmp_path: Path) -> None:
     ours = Path(sys.executable).parent
+    shadow = ours / "findscu"  # pynetdicom's, installed beside us by its package
+    assert shadow.exists() and shadow.resolve() in launching.installed_scripts("findscu")
     theirs = tmp_path / "dcmtk"
     theirs.mkdir()
-    for folder in (tmp_path, theirs):
-        program = folder / "findscu-probe"
-        program.write_text("#!/bin/sh\n")
-        program.chmod(0o755)
-    shadow = ours / "findscu-probe"
-    shadow.write_text("#!/bin/sh\n")
-    shadow.chmod(0o755)
+    program = theirs / "findscu"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    assert shutil.which("findscu", path=f"{ours}:{theirs}") == str(shadow)  # what PATH alone picks
+    assert launching.resolve_app("findscu", f"{ours}:{theirs}") == str(program)
+    assert launching.resolve_app("findscu", str(ours)) is None
+    assert launching.resolve_app("./anything") == "./anything"
+
+
+def test_a_program_beside_the_python_of_a_system_install_is_found(tmp_path: Path) -> None:
+    """Found by the attacker review: with a system (non-venv) install, the folder of the interpreter and of
+    the scripts is /usr/bin (or /usr/local/bin), and excluding it dropped DCMTK's apps with it. Only the
+    files the installation's packages put there are passed over, not their folder."""
+    beside = Path(sys.executable).parent / "dcmtk-beside-python-probe"  # as /usr/bin/findscu beside /usr/bin/python3
+    beside.write_text("#!/bin/sh\n")
+    beside.chmod(0o755)
     try:
-        assert shutil.which("findscu-probe", path=f"{ours}:{theirs}") == str(shadow)  # what PATH alone picks
-        assert launching.resolve_app("findscu-probe", f"{ours}:{theirs}") == str(theirs / "findscu-probe")
-        assert launching.resolve_app("findscu-probe", str(ours)) is None
-        assert launching.resolve_app("./anything") == "./anything"
+        assert launching.resolve_app(beside.name, f"{beside.parent}:{tmp_path}") == str(beside)
     finally:
-        shadow.unlink()
+        beside.unlink()
 
 
 def test_the_exit_status_says_refusal_only_when_the_app_said_success() -> None:
