@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent import launch as launching
-from agent import shared
+from agent import notices, shared
 from agent.messages import Refusal
 from agent.notices import Notifier
 from agent.shared import Endpoint, Guest, Host, SharingError
@@ -90,6 +90,55 @@ def test_a_refusal_is_a_desktop_notification_on_a_real_session_bus(tmp_path: Pat
     assert 'string "dicom-agent"' in seen and 'string "DICOM access refused"' in seen
     assert ('string "FINDSCU C-FIND: this patient is not in your care.\nNext step: ask &lt;someone&gt; &amp; go."'
             in seen)
+
+
+def fake_notify_send(folder: Path) -> Path:
+    """A notify-send that records its arguments and how many of it run at once, then waits for ``release``."""
+    folder.mkdir(exist_ok=True)
+    program = folder / "notify-send"
+    program.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        echo start >> {folder}/events
+        printf '%s\\n' "$@" >> {folder}/calls
+        while [ ! -e {folder}/release ]; do sleep 0.05; done
+        echo end >> {folder}/events
+    """))
+    program.chmod(0o755)
+    return program
+
+
+def most_at_once(events: list[str]) -> int:
+    running = peak = 0
+    for event in events:
+        running += 1 if event == "start" else -1
+        peak = max(peak, running)
+    return peak
+
+
+def test_a_burst_of_refusals_runs_a_bounded_number_of_notify_sends(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the attacker review: one notify-send per refusal, unbounded (a storescu of 500 images, each
+    refused for its own reason, started 500 processes). Now a few at once; the rest merged into one."""
+    fake = fake_notify_send(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+
+    async def burst() -> None:
+        notifier = Notifier(desktop=True)
+        assert notifier._notify_send == str(fake)
+        for n in range(50):  # each its own words: no repeat to count
+            notifier.refused(Refusal(app=f"APP{n}", what="C-STORE", reason="refused", step="call"))
+        await asyncio.sleep(1.0)  # let them all start that would
+        (fake.parent / "release").touch()
+        await notifier.drain()
+
+    asyncio.run(burst())
+    events = (fake.parent / "events").read_text().split()
+    calls = (fake.parent / "calls").read_text()
+    assert most_at_once(events) <= 2
+    assert events.count("start") == 3 == events.count("end")  # 2, then the merged one
+    assert notices.MAX_NOTIFYING == 2
+    assert "APP0 C-STORE: refused." in calls and "APP1 C-STORE: refused." in calls
+    assert "APP49 C-STORE: refused.\nNext step: call.\n(47 more before it: see the terminal window)" in calls
 
 
 def test_without_a_session_bus_no_desktop_notification_is_tried(monkeypatch: pytest.MonkeyPatch) -> None:
