@@ -35,7 +35,7 @@ from typing import Any
 
 from .config import WorkstationConfig
 from .messages import printable
-from .notices import Notifier
+from .notices import NOTIFY_TIMEOUT, Notifier, notify_now
 from .oidc import OidcClient, Tokens
 from .service import Session, WorkstationAgent
 from .shared import Endpoint, Guest, Host
@@ -131,10 +131,30 @@ def launch(config: WorkstationConfig, endpoint: Endpoint, args: argparse.Namespa
             time.sleep(0.2)
             continue
         if "refused" in answer:
-            say(f"dicom-agent: {answer['refused']}")
+            _wait(told(f"dicom-agent: {printable(str(answer['refused']), 400)}", "DICOM app not started"))
             guest.close()
             return 2
         return _guest(guest, app, answer)
+
+
+def told(text: str, summary: str, urgency: str = "critical") -> threading.Thread | None:
+    """A joining launch's news for the person: on stderr and, when stderr is no terminal (an app started
+    from a desktop icon, whose stderr nobody reads), as a desktop notification too, sent by the thread
+    returned (the app need not wait for the desktop). The host tells the desktop of refusals itself
+    (:class:`agent.notices.Notifier`); this is what only the joiner knows."""
+    say(text)
+    if sys.stderr is not None and sys.stderr.isatty():
+        return None
+    thread = threading.Thread(target=notify_now, args=(summary, text.removeprefix("dicom-agent: "), urgency),
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait(thread: threading.Thread | None) -> None:
+    """A notification told before this launch ends, however short its app."""
+    if thread is not None:
+        thread.join(NOTIFY_TIMEOUT)
 
 
 def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
@@ -148,18 +168,19 @@ def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
                 if isinstance(message.get("line"), str):
                     say(message["line"][:2000])
             elif "ended" in message:
-                say("dicom-agent: the agent this app shared stopped (the window that started it was closed or "
-                    "interrupted): this app's next connections fail; start it again")
+                _wait(told("dicom-agent: the agent this app shared stopped (the window that started it was closed "
+                           "or interrupted): this app's next connections fail; start it again", "DICOM login ended"))
                 return
 
     given = welcome.get("welcome")
     hosted: dict[str, Any] = given if isinstance(given, dict) else {}
     who = printable(str(hosted.get("user") or "?"), 64)
     if hosted.get("break_glass") is True:
-        say(f"dicom-agent: this app runs as {who} under the BREAK-GLASS login of another window; every use is "
-            "audited as a security alert")
+        telling = told(f"dicom-agent: this app runs as {who} under the BREAK-GLASS login of another window; every "
+                       "use is audited as a security alert", "DICOM app on a BREAK-GLASS login")
     else:  # always said: on a shared account the person at the keyboard may not be the one logged in
-        say(f"dicom-agent: this app runs as {who}, on the login of another window")
+        telling = told(f"dicom-agent: this app runs as {who}, on the login of another window", "DICOM app started",
+                       "normal")
     process = subprocess.Popen(app)
     try:
         reader = threading.Thread(target=listen, daemon=True)
@@ -173,6 +194,7 @@ def _guest(guest: Guest, app: list[str], welcome: dict[str, Any]) -> int:
         return exit_status(code, refusals[0])
     finally:
         guest.close()
+        _wait(telling)
 
 
 def _host(config: WorkstationConfig, endpoint: Endpoint, args: argparse.Namespace, app: list[str], login: Any) -> int:
@@ -277,4 +299,4 @@ async def _first(*waits: Any) -> None:
         task.cancel()
 
 
-__all__ = ["REFUSED", "exit_status", "launch", "resolve_app"]
+__all__ = ["REFUSED", "exit_status", "launch", "resolve_app", "told"]

@@ -19,6 +19,7 @@ import html
 import logging
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -135,11 +136,26 @@ class Notifier:
             await asyncio.wait(set(self._tasks), timeout=left)
 
 
-def notify_argv(program: str, summary: str, body: str) -> list[str]:
+def notify_argv(program: str, summary: str, body: str, urgency: str = "critical") -> list[str]:
     """notify-send's arguments; the body may be read as markup (the specification's "body-markup"): the
-    peers' words in it are escaped."""
-    return [program, "--app-name=dicom-agent", "--urgency=critical", "--icon=dialog-warning", "--", summary,
+    peers' words in it are escaped. ``urgency`` "critical" stays until dismissed; "normal" expires."""
+    icon = "dialog-warning" if urgency == "critical" else "dialog-information"
+    return [program, "--app-name=dicom-agent", f"--urgency={urgency}", f"--icon={icon}", "--", summary,
             html.escape(body, quote=False)]
 
 
-__all__ = ["MAX_NOTIFYING", "Notifier", "notify_argv", "session_bus"]
+def notify_now(summary: str, body: str, urgency: str = "critical") -> None:
+    """One desktop notification from a process without an event loop (a joining launch, which may have
+    been started from a desktop icon, with no terminal to read): blocking at most :data:`NOTIFY_TIMEOUT`
+    seconds, best effort."""
+    program = shutil.which("notify-send") if session_bus() else None
+    if program is None:
+        return
+    try:
+        subprocess.run(notify_argv(program, summary, body, urgency), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=NOTIFY_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.debug("notify-send failed: %s", error)
+
+
+__all__ = ["MAX_NOTIFYING", "Notifier", "notify_argv", "notify_now", "session_bus"]

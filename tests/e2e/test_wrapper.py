@@ -181,6 +181,27 @@ def test_an_ordinary_app_never_inherits_a_break_glass_login(site: Site) -> None:
                                               "app with --break-glass REASON to join it, or wait until it ends")
 
 
+def test_a_joiner_without_a_terminal_is_told_on_the_desktop_too(site: Site, tmp_path: Path) -> None:
+    """Found by the attacker review: an app started from a desktop icon joins a login and is told whose it is
+    (or why it may not join) on stderr only, which nobody reads there. Now a desktop notification too."""
+    calls = tmp_path / "notify-send-calls"
+    fake = tmp_path / "bin" / "notify-send"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nprintf '%s|' \"$@\" >> {calls}\necho >> {calls}\n")
+    fake.chmod(0o755)
+    desktop = {"PATH": f"{fake.parent}:{os.environ['PATH']}", "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent"}
+    first = host(site, "rad", seconds=8)
+    joined = run(site, "launch", "--", "/bin/true", env=desktop)  # stderr a pipe: no terminal
+    refused = run(site, "launch", "--user", "tech", "--", "/bin/true", env=desktop)
+    first.communicate(timeout=60)
+    assert (joined.returncode, refused.returncode) == (0, 2)
+    assert calls.read_text().splitlines() == [
+        "--app-name=dicom-agent|--urgency=normal|--icon=dialog-information|--|DICOM app started|this app runs as rad, "
+        "on the login of another window|",
+        "--app-name=dicom-agent|--urgency=critical|--icon=dialog-warning|--|DICOM app not started|rad is logged in "
+        "for the apps already running from another window: close them first to log in as tech|"]
+
+
 def revocations(site: Site, user: str) -> int:
     """The sessions of ``user`` the HIAL has ended at a revocation request (RFC 7009), from its log."""
     assert site.hial is not None
