@@ -113,7 +113,7 @@ def exit_status(code: int | None, refusals: int) -> int:
 def launch(config: WorkstationConfig, endpoint: Endpoint, args: argparse.Namespace, app: list[str],
            login: Any) -> int:
     """Host or join, whichever the lock says; ``login(client, args)`` logs in when we host."""
-    waiting = False
+    waiting: set[str] = set()  # what we said we wait for, once each
     request = {"user": args.user, "break_glass": bool(args.break_glass)}
     while True:
         lock = endpoint.try_lock()
@@ -124,10 +124,15 @@ def launch(config: WorkstationConfig, endpoint: Endpoint, args: argparse.Namespa
                 os.close(lock)  # released only once the agent is stopped and the tokens revoked
         guest = Guest(endpoint)
         answer = guest.join(request)
-        if answer is None:  # the host is still logging in (or just stopped): wait for it, or for the lock
-            if not waiting:
-                say("dicom-agent: waiting for the login in progress in another window")
-                waiting = True
+        if answer is None or "closing" in answer:
+            # No host answers (it is still logging in, or it just stopped), or it is stopping: wait for it,
+            # or for the lock, and log in anew. Never the app on an agent about to stop.
+            why = "closing" if answer else "login"
+            if why not in waiting:
+                say("dicom-agent: the agent of another window is stopping; this app logs in anew once it has"
+                    if answer else "dicom-agent: waiting for the login in progress in another window")
+                waiting.add(why)
+            guest.close()
             time.sleep(0.2)
             continue
         if "refused" in answer:

@@ -182,6 +182,9 @@ class Host:
             if uid != os.getuid() or peer_pid <= 0:
                 return  # not this user: not a word
             request = json.loads(await reader.readline())
+            if self._server is None:  # closed while this one was connecting: never welcomed to a stopping agent
+                writer.write(encode({"closing": "the agent is stopping"}))
+                return
             why = self.welcome(request) if isinstance(request, dict) else "malformed request"
             if why is not None:
                 writer.write(encode({"refused": why}))
@@ -212,7 +215,8 @@ class Guest:
         self._buffer = b""
 
     def join(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        """The host's answer (``welcome`` or ``refused``), or None if no host answers (start over)."""
+        """The host's answer (``welcome``, ``refused``, or ``closing``: it is stopping, start over once it
+        has), or None if no host answers (start over)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(str(self.endpoint.socket))

@@ -3,6 +3,7 @@ shared through a private socket; the app the clinician named, not a dependency's
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import pwd
@@ -239,6 +240,55 @@ def test_a_second_launch_joins_the_first_and_hears_its_own_refusals(tmp_path: Pa
     assert refused == {"refused": "other user"}
     assert heard == [{"line": REFUSAL.line()}]
     assert not endpoint.socket.exists()
+
+
+def test_a_launch_joining_while_the_host_closes_is_told_so_never_welcomed(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the attacker review: a launch that connected just before the host closed (its last app
+    ended) was welcomed by an agent about to stop, and its app ran on a dead agent."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    endpoint = Endpoint.of(tmp_path / "workstation.toml")
+
+    async def scenario() -> tuple[dict | None, int]:
+        host = Host(endpoint, lambda request: None, "rad", Notifier(desktop=False))
+        await host.start()
+        late = Guest(endpoint)
+        late.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await asyncio.get_running_loop().sock_connect(late.sock, str(endpoint.socket))  # accepted...
+        await asyncio.sleep(0.05)
+        host.close()  # ...and then the host's last app ended
+        late.sock.sendall(shared.encode({"user": None}))
+        answer = await asyncio.to_thread(late.receive)
+        late.close()
+        await asyncio.sleep(0.05)
+        return answer, len(host.guests)
+
+    assert asyncio.run(scenario()) == ({"closing": "the agent is stopping"}, 0)
+
+
+def test_a_launch_told_the_host_is_closing_waits_and_logs_in_anew(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    endpoint = Endpoint.of(tmp_path / "workstation.toml")
+    held = endpoint.try_lock()  # the closing host's
+    assert held is not None
+    answers = iter([{"closing": "the agent is stopping"}, {"closing": "the agent is stopping"}])
+
+    def join(guest: Guest, request: dict) -> dict | None:
+        answer = next(answers, None)
+        if answer is None:
+            os.close(held)  # the host has logged out and let go of the lock
+        return answer
+
+    hosted: list[list[str]] = []
+    monkeypatch.setattr(Guest, "join", join)
+    monkeypatch.setattr(launching, "_host", lambda config, endpoint, args, app, login: hosted.append(app) or 0)
+    args = argparse.Namespace(user=None, break_glass=None)
+    assert launching.launch(None, endpoint, args, ["/bin/true"], None) == 0  # type: ignore[arg-type]
+    assert hosted == [["/bin/true"]]  # it became the host: a login of its own
+    assert capsys.readouterr().err == ("dicom-agent: the agent of another window is stopping; this app logs in "
+                                       "anew once it has\ndicom-agent: waiting for the login in progress in another "
+                                       "window\n")
 
 
 def test_another_uid_is_not_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
