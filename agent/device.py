@@ -42,6 +42,12 @@ def can_open_browser(environ: Mapping[str, str] = os.environ) -> bool:
     return any(environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER"))
 
 
+def address(start: DeviceStart) -> str:
+    """Where the user signs in, printed, shown and opened alike: ``verification_uri_complete`` (RFC 8628
+    section 3.3.1: the code already in it) when the provider gives one, else ``verification_uri``."""
+    return start.verification_uri_complete or start.verification_uri
+
+
 def open_in_background(url: str, opener: Callable[[str], bool] = webbrowser.open) -> threading.Thread:
     """Open ``url`` without waiting for the browser: some (a ``BROWSER`` command) run until closed,
     and the device code must be polled for meanwhile (RFC 8628 section 3.4)."""
@@ -70,7 +76,7 @@ def device_login(client: OidcClient, *, browser: bool, out: TextIO | None = None
     with no display for it, the printed line alone."""
     out = out or sys.stderr
     start = client.device_start()
-    where = start.verification_uri_complete or start.verification_uri
+    where = address(start)
     print(f"To sign in, open {where} and enter the code {start.user_code}", file=out, flush=True)
     if browser:
         open_in_background(where, opener)
@@ -126,7 +132,9 @@ class DeviceWindow:
             row=0, column=0, columnspan=2, sticky="w")
         ttk.Label(frame, text=f"Identity provider: {issuer}").grid(row=1, column=0, columnspan=2, sticky="w",
                                                                   pady=(4, 8))
-        ttk.Label(frame, text=f"Open {start.verification_uri}\nand check that the page shows this code:",
+        # The address the browser was sent to: the complete one (RFC 8628 3.3.1) when the provider gave it,
+        # so that what the window says is what was opened, and what to type if nothing was.
+        ttk.Label(frame, text=f"Open {address(start)}\nand check that the page shows this code:",
                   justify="left").grid(row=2, column=0, columnspan=2, sticky="w")
         ttk.Label(frame, text=start.user_code, font=("TkFixedFont", 16, "bold")).grid(
             row=3, column=0, columnspan=2, pady=8)

@@ -47,6 +47,8 @@ REFUSALS: dict[str, tuple[str, str]] = {
                      "search by the pseudonymous Patient ID or study UID your results show, or by study attributes"),
     "NOT-DEIDENT": ("this image may show the patient's identity in its pixels, so the research view leaves it out",
                     "ask your project's data steward if the project needs such images"),
+    # Not ours: the PACS's own Error Comment follows, relayed by the server agent (server_agent.pacstext).
+    "PACS": ("the PACS refused it", f"if you need this access, {HELP_DESK}"),
 }
 _CODE = re.compile(r"([A-Z][A-Z-]{1,15})(?::\s*(.*))?$", re.DOTALL)
 
@@ -75,21 +77,44 @@ def printable(text: str, limit: int = 200) -> str:
 
 def from_comment(app: str, what: str, status: int, comment: str | None, failed: int = 0) -> Refusal:
     """A failure response's Status and Error Comment (PS3.7 C.4) in words; ``failed``: the sub-operations a
-    C-GET or C-MOVE reports failed (a partial refusal, often B000H, which apps take as a warning)."""
+    C-GET or C-MOVE reports failed (a partial refusal, often B000H, which apps take as a warning). A comment
+    under the code ``PACS`` is the PACS's own (:mod:`server_agent.pacstext`): labelled as such, never ours."""
     text = printable(comment or "")
-    if failed and not (status in (0x0124, 0xA801, 0x0122) or _CODE.match(text)):
-        return Refusal(app=app, what=what, reason=f"{failed} image(s) of it were not delivered (refused by access "
-                       "control or failed at the PACS)", step=f"check which are missing; if you need them, {HELP_DESK}",
-                       detail=text)
     match = _CODE.match(text)
-    if match and match.group(1) in REFUSALS:
-        reason, step = REFUSALS[match.group(1)]
-        return Refusal(app=app, what=what, reason=reason, step=step, detail=(match.group(2) or "").strip())
-    if status in (0x0124, 0xA801, 0x0122):  # refused: not authorized / destination unknown / class not supported
+    code, words = (match.group(1), (match.group(2) or "").strip()) if match else (None, text)
+    if code == "PACS":
+        return _from_pacs(app, what, status, words, failed)
+    if failed and not (status in _REFUSED or match):
+        return Refusal(app=app, what=what, reason=_undelivered(failed), step=f"check which are missing; if you need "
+                       f"them, {HELP_DESK}", detail=text)
+    if code in REFUSALS:
+        reason, step = REFUSALS[code]
+        return Refusal(app=app, what=what, reason=reason, step=step, detail=words)
+    if status in _REFUSED:
         reason, step = REFUSALS["DENIED"]
     else:
         reason, step = f"it failed with status {status:04X}H", f"try again; if it persists, {HELP_DESK}"
     return Refusal(app=app, what=what, reason=reason, step=step, detail=text)
+
+
+_REFUSED = (0x0124, 0xA801, 0x0122)  # refused: not authorized / destination unknown / class not supported
+
+
+def _undelivered(failed: int) -> str:
+    return f"{failed} image(s) of it were not delivered (refused by access control or failed at the PACS)"
+
+
+def _from_pacs(app: str, what: str, status: int, words: str, failed: int) -> Refusal:
+    """The PACS's own failure: its words quoted as its (a quote of theirs cannot end ours early)."""
+    detail = f'the PACS said: "{words.replace(chr(34), chr(39))}"' if words else ""
+    if failed:
+        return Refusal(app=app, what=what, reason=_undelivered(failed), step=f"check which are missing; if you "
+                       f"need them, {HELP_DESK}", detail=detail)
+    if status in _REFUSED:
+        reason, step = REFUSALS["PACS"]
+    else:
+        reason, step = f"the PACS could not do it (status {status:04X}H)", f"try again; if it persists, {HELP_DESK}"
+    return Refusal(app=app, what=what, reason=reason, step=step, detail=detail)
 
 
 def from_reject(app: str, route: str, code: tuple[int, ...]) -> Refusal:

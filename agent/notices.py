@@ -8,7 +8,8 @@ Desktop Notifications Specification's ``org.freedesktop.Notifications.Notify`` (
 as ``notify-send`` (libnotify-bin) sends it: a small, audited program, run without a shell, its
 arguments a list. The same refusal repeated (a storescu of 500 images, each refused alike) is told
 once per :data:`REPEAT_QUIET` seconds and counted, so the terminal stays readable and the desktop is
-not flooded.
+not flooded. Different refusals in a burst are bounded too: at most :data:`MAX_NOTIFYING`
+``notify-send`` run at once, and what comes meanwhile is merged into one notification, sent next.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import html
 import logging
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -28,6 +30,7 @@ log = logging.getLogger("dicom_agent")
 
 REPEAT_QUIET = 10.0  # seconds during which the same refusal is counted, not told again
 NOTIFY_TIMEOUT = 5.0  # seconds notify-send may take (a hung session bus never holds the agent)
+MAX_NOTIFYING = 2  # notify-send processes at once; notifications meanwhile are merged into the next one
 SUMMARY = "DICOM access refused"
 
 
@@ -47,6 +50,7 @@ class Notifier:
         self._clock = clock
         self._last: dict[tuple[int | None, str], float] = {}  # (launch, line) -> when it was last told
         self._tasks: set[asyncio.Task[None]] = set()
+        self._merged: tuple[str, str, int] | None = None  # what waits for a free notify-send: summary, body, count
 
     def owner(self, peer: tuple[str, int] | None, local: tuple[str, int] | None) -> int | None:
         """The launch (its app's pid) whose process tree holds the app's end of this connection."""
@@ -85,22 +89,35 @@ class Notifier:
                 log.debug("a listener failed: %r", error)
 
     def _desktop(self, summary: str, body: str) -> None:
+        """A notification, or, while :data:`MAX_NOTIFYING` are under way, merged into the next one."""
+        if len(self._tasks) >= MAX_NOTIFYING:
+            if self._merged is None:
+                self._merged = (summary, body, 1)
+            else:  # the latest words, and how many came before them
+                first, _, count = self._merged
+                self._merged = (first if first == summary else "DICOM notices", body, count + 1)
+            return
         try:
             task = asyncio.get_running_loop().create_task(self._send(summary, body))
         except RuntimeError:
             return  # no loop (a test calling from outside the agent): the terminal line was told
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._merged is not None:
+            summary, body, count = self._merged
+            self._merged = None
+            more = f"\n({count - 1} more before it: see the terminal window)" if count > 1 else ""
+            self._desktop(summary, body + more)
 
     async def _send(self, summary: str, body: str) -> None:
         assert self._notify_send is not None
-        # The body may be read as markup (the specification's "body-markup"): the server's words are escaped.
-        body = html.escape(body, quote=False)
         try:
             process = await asyncio.create_subprocess_exec(
-                self._notify_send, "--app-name=dicom-agent", "--urgency=critical", "--icon=dialog-warning",
-                "--", summary, body, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL)
+                *notify_argv(self._notify_send, summary, body), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         except OSError as error:
             log.debug("notify-send could not start: %s", error)
             return
@@ -111,9 +128,34 @@ class Notifier:
             await process.wait()
 
     async def drain(self) -> None:
-        """Let the desktop notifications under way finish (at the end of a launch)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=NOTIFY_TIMEOUT)
+        """Let the desktop notifications under way, and the merged one after them, finish (at the end of a
+        launch), for at most :data:`NOTIFY_TIMEOUT` seconds in all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + NOTIFY_TIMEOUT
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
 
 
-__all__ = ["Notifier", "session_bus"]
+def notify_argv(program: str, summary: str, body: str, urgency: str = "critical") -> list[str]:
+    """notify-send's arguments; the body may be read as markup (the specification's "body-markup"): the
+    peers' words in it are escaped. ``urgency`` "critical" stays until dismissed; "normal" expires."""
+    icon = "dialog-warning" if urgency == "critical" else "dialog-information"
+    return [program, "--app-name=dicom-agent", f"--urgency={urgency}", f"--icon={icon}", "--", summary,
+            html.escape(body, quote=False)]
+
+
+def notify_now(summary: str, body: str, urgency: str = "critical") -> None:
+    """One desktop notification from a process without an event loop (a joining launch, which may have
+    been started from a desktop icon, with no terminal to read): blocking at most :data:`NOTIFY_TIMEOUT`
+    seconds, best effort."""
+    program = shutil.which("notify-send") if session_bus() else None
+    if program is None:
+        return
+    try:
+        subprocess.run(notify_argv(program, summary, body, urgency), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=NOTIFY_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.debug("notify-send failed: %s", error)
+
+
+__all__ = ["MAX_NOTIFYING", "Notifier", "notify_argv", "notify_now", "session_bus"]

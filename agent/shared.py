@@ -8,8 +8,9 @@ listener: no ``address in use``), and hears of its own refusals. The host's agen
 app launched through it runs, then logs out.
 
 Who may join: only this OS user. The directory is the user's own (``$XDG_RUNTIME_DIR``, XDG Base
-Directory Specification: owned by the user, mode 0700; else ``/tmp/dicom-agent-UID``, created 0700
-and checked), the socket is 0600, and each end checks the other's uid from the kernel
+Directory Specification: owned by the user, mode 0700; else ``/run/user/UID``, else
+``/tmp/dicom-agent-UID``, created 0700; it and every directory above it checked, see
+:func:`runtime_dir`), the socket is 0600, and each end checks the other's uid from the kernel
 (``SO_PEERCRED``, unix(7)). Messages are JSON lines of at most :data:`MAX_LINE` bytes.
 """
 
@@ -21,8 +22,10 @@ import fcntl
 import hashlib
 import json
 import os
+import pwd
 import socket
 import stat
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,17 +41,64 @@ class SharingError(Exception):
     """The runtime directory or the host cannot be trusted or used; the message is for the user."""
 
 
+USER_RUNTIME = Path("/run/user")  # systemd-logind's per-user runtime directories (/run/user/UID, 0700)
+
+
 def runtime_dir() -> Path:
-    """This user's private directory for the lock and the socket (0700, owned by us, else refused)."""
+    """This user's private directory for the lock and the socket (0700, owned by us, else refused).
+
+    ``$XDG_RUNTIME_DIR/dicom-agent`` (XDG Base Directory Specification); when the variable is lost
+    (``su``, a desktop that does not set it) logind's ``/run/user/UID``, which no other user can
+    create; only then ``dicom-agent-UID`` in the temporary directory, which another user could have
+    created first: then refused, by a sentence naming it. Every directory above it is checked too
+    (:func:`_unsafe`): one that another user may write could have it swapped under us."""
+    uid = os.getuid()
     base = os.environ.get("XDG_RUNTIME_DIR")
-    folder = Path(base) / "dicom-agent" if base else Path(f"/tmp/dicom-agent-{os.getuid()}")
+    if base:
+        folder = Path(base) / "dicom-agent"
+    elif (USER_RUNTIME / str(uid)).is_dir():
+        folder = USER_RUNTIME / str(uid) / "dicom-agent"
+    else:
+        folder = Path(tempfile.gettempdir()) / f"dicom-agent-{uid}"
+    try:
+        parent = folder.parent.resolve(strict=True)
+    except OSError:
+        raise SharingError(f"{folder.parent} does not exist: set XDG_RUNTIME_DIR to a private directory of yours "
+                           "(mode 0700), or call the help desk") from None
+    unsafe = _unsafe(parent, uid)
+    if unsafe is not None:
+        raise SharingError(f"{unsafe} may be changed by another user, so {folder} cannot be trusted: set "
+                           "XDG_RUNTIME_DIR to a private directory of yours (mode 0700), or call the help desk")
+    folder = parent / folder.name
     with contextlib.suppress(FileExistsError):
-        folder.mkdir(mode=0o700, parents=bool(base))
-    info = folder.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise SharingError(f"{folder} is not a private directory of this user (owner, mode 0700): remove it, "
-                           "or call the help desk")
+        folder.mkdir(mode=0o700)
+    info = folder.lstat()  # never followed: a link planted there is refused like another user's folder
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o077:
+        kind = "folder" if stat.S_ISDIR(info.st_mode) else "file"
+        raise SharingError(f"{folder} is not a private folder of this user (it is a {kind} of {_user(info.st_uid)}, "
+                           f"mode {stat.S_IMODE(info.st_mode):04o}; it must be yours, mode 0700): another user may "
+                           "be blocking you. Ask the help desk to remove it, or set XDG_RUNTIME_DIR to a private "
+                           "directory of yours")
     return folder
+
+
+def _unsafe(folder: Path, uid: int) -> Path | None:
+    """The first of ``folder`` (resolved) and the directories above it that another user could change
+    (OpenSSH's rule for the paths it trusts): not owned by root or us, or writable by others without the
+    sticky bit that keeps them from renaming what is not theirs (``/tmp`` is fine)."""
+    for path in (folder, *folder.parents):
+        info = path.lstat()
+        writable = info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (0, uid) or writable:
+            return path
+    return None
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"uid {uid}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +182,9 @@ class Host:
             if uid != os.getuid() or peer_pid <= 0:
                 return  # not this user: not a word
             request = json.loads(await reader.readline())
+            if self._server is None:  # closed while this one was connecting: never welcomed to a stopping agent
+                writer.write(encode({"closing": "the agent is stopping"}))
+                return
             why = self.welcome(request) if isinstance(request, dict) else "malformed request"
             if why is not None:
                 writer.write(encode({"refused": why}))
@@ -162,7 +215,8 @@ class Guest:
         self._buffer = b""
 
     def join(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        """The host's answer (``welcome`` or ``refused``), or None if no host answers (start over)."""
+        """The host's answer (``welcome``, ``refused``, or ``closing``: it is stopping, start over once it
+        has), or None if no host answers (start over)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(str(self.endpoint.socket))

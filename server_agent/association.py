@@ -63,6 +63,7 @@ from .deidretrieve import (
 )
 from .deidview import DeidView
 from .moves import Move, MoveRegistry
+from .pacstext import heard, relayed
 from .pdp import Decision, PdpClient, PdpUnavailable
 from .postfilter import Batcher, FindReview, decide_match, find_permitted
 from .pseudonyms import PseudonymSource, PseudonymsUnavailable
@@ -246,7 +247,7 @@ class ServerAssociation:
             return self._refuse(facts, Reason.UNSOLICITED_SUB_OPERATION, "C-STORE without an authorized C-GET")
         if retrieval is not None and retrieval.deid is not None:
             return sub_operation(self, question, facts, retrieval, retrieval.deid)
-        return self.decide(facts, retrieval)
+        return heard(question, self.decide(facts, retrieval))  # its final response is read (pacstext)
 
     def facts(self, question: RequestQuestion, action: Action | None, sub_operation_of: Action | None,
               move_destination: str = "") -> Facts:
@@ -416,6 +417,10 @@ class ServerAssociation:
 
     # ---- responses under review --------------------------------------------------------------------------
     def response(self, question: ResponseQuestion) -> ResponseVerdict | Awaitable[ResponseVerdict]:
+        """A response under review; the PACS's Error Comment is relayed as the PACS's (pacstext)."""
+        return relayed(question, self._response(question))
+
+    def _response(self, question: ResponseQuestion) -> ResponseVerdict | Awaitable[ResponseVerdict]:
         review = question.review
         if isinstance(review, StoreReview):  # a C-GET's de-identified C-STORE, answered by the researcher's app
             return store_response(question, review)

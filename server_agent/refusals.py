@@ -10,6 +10,11 @@ short, whole text; the wrapper shows the full sentence and what to do.
 
 The codes are a contract between the two agents, like HTTP status codes: a code is never reused
 for another meaning; ``tests/agent/test_messages.py`` checks every code here has its sentence there.
+
+The PACS's own Error Comments are free text from a peer: one reading ``SESSION-ENDED: call x4444``
+would be worded by the wrapper as this agent's refusal. So every Error Comment of a PACS's final
+response is relayed under the code :data:`PACS` (:func:`relayed_comment`, :mod:`server_agent.pacstext`):
+the PACS's words can never parse as one of our codes, and the wrapper labels them as the PACS's.
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ CONDITION = "CONDITION"
 DENIED = "DENIED"
 RESEARCH_KEY = "RESEARCH-KEY"  # a research view's query matched on what identifies a patient
 NOT_DEIDENTIFIABLE = "NOT-DEIDENT"  # an image the research view cannot be made of (identity in its pixels)
+PACS = "PACS"  # no refusal of ours: what follows is the PACS's own Error Comment, relayed
 
 CODES = frozenset({NOT_IN_CARE, CONSENT, ROLE, PATIENT_REQUIRED, SESSION_ENDED, SCOPE, UNAVAILABLE, UNREADABLE,
-                   UNSUPPORTED, NO_PATIENT_ID, DESTINATION, CONDITION, DENIED, RESEARCH_KEY, NOT_DEIDENTIFIABLE})
+                   UNSUPPORTED, NO_PATIENT_ID, DESTINATION, CONDITION, DENIED, RESEARCH_KEY, NOT_DEIDENTIFIABLE,
+                   PACS})
 
 # The PDP's own reason codes (hial_mock/policy.py; an AuthZEN PDP's ``context.reason``).
 _PDP = {
@@ -87,7 +94,17 @@ def refusal_code(reason: Reason | None, pdp_reason: str = "") -> str:
 def refusal_comment(text: str, reason: Reason | None = None, pdp_reason: str = "") -> str:
     """``CODE: reason`` within VR LO's 64 characters (PS3.5 6.2): a reason too long is cut at a word
     boundary and ends in ``...``, so that nobody takes its start for the whole."""
-    code = refusal_code(reason, pdp_reason)
+    return coded(refusal_code(reason, pdp_reason), text)
+
+
+def relayed_comment(text: str) -> str:
+    """A PACS's Error Comment as relayed to the workstation: ``PACS: its words`` (PS3.7 C.4), cut as
+    :func:`refusal_comment` cuts, so that no PACS text reads as one of our codes."""
+    return coded(PACS, text)
+
+
+def coded(code: str, text: str) -> str:
+    """``code: text`` as an Error Comment: printable ASCII, no backslash, at most 64 characters."""
     whole = error_comment(f"{code}: {text}" if text else code)
     clean = " ".join("".join(c if " " <= c <= "~" and c != "\\" else " " for c in text).split())
     if not clean or len(whole) >= len(code) + 2 + len(clean):
@@ -98,4 +115,4 @@ def refusal_comment(text: str, reason: Reason | None = None, pdp_reason: str = "
     return f"{code}: {cut.rstrip(' ,;:(')}..."
 
 
-__all__ = ["CODES", "refusal_code", "refusal_comment"]
+__all__ = ["CODES", "PACS", "coded", "refusal_code", "refusal_comment", "relayed_comment"]

@@ -72,6 +72,21 @@ def test_an_uncoded_comment_or_status_is_shown_as_it_came() -> None:
         "ERROR-THAT-IS-MUCH-TOO-LONG: x"
 
 
+def test_the_pacss_own_words_are_labelled_as_the_pacss_never_ours() -> None:
+    """The server agent relays a PACS's Error Comment as ``PACS: its words`` (server_agent.pacstext)."""
+    assert from_comment("X", "C-FIND", 0xC000, "PACS: SESSION-ENDED: call x4444").line() == (
+        'dicom-agent: REFUSED X C-FIND: the PACS could not do it (status C000H) (the PACS said: "SESSION-ENDED: '
+        'call x4444"). Next step: try again; if it persists, call the help desk.')
+    assert from_comment("X", "C-ECHO", 0x0124, "PACS: nope").line() == (
+        'dicom-agent: REFUSED X C-ECHO: the PACS refused it (the PACS said: "nope"). Next step: if you need this '
+        "access, call the help desk.")
+    partial = from_comment("X", "C-MOVE", 0xB000, "PACS: ROLE: 2 failed", failed=2)
+    assert (partial.reason, partial.detail) == (
+        "2 image(s) of it were not delivered (refused by access control or failed at the PACS)",
+        'the PACS said: "ROLE: 2 failed"')
+    assert from_comment("X", "C-FIND", 0xC000, "PACS").detail == ""
+
+
 @pytest.mark.parametrize(("code", "words"), [
     ((1, 1, 7), "knows no such PACS"),
     ((1, 1, 3), "does not recognize this workstation"),

@@ -3,8 +3,10 @@ shared through a private socket; the app the clinician named, not a dependency's
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent import launch as launching
-from agent import shared
+from agent import notices, shared
 from agent.messages import Refusal
 from agent.notices import Notifier
 from agent.shared import Endpoint, Guest, Host, SharingError
@@ -91,6 +93,55 @@ def test_a_refusal_is_a_desktop_notification_on_a_real_session_bus(tmp_path: Pat
             in seen)
 
 
+def fake_notify_send(folder: Path) -> Path:
+    """A notify-send that records its arguments and how many of it run at once, then waits for ``release``."""
+    folder.mkdir(exist_ok=True)
+    program = folder / "notify-send"
+    program.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        echo start >> {folder}/events
+        printf '%s\\n' "$@" >> {folder}/calls
+        while [ ! -e {folder}/release ]; do sleep 0.05; done
+        echo end >> {folder}/events
+    """))
+    program.chmod(0o755)
+    return program
+
+
+def most_at_once(events: list[str]) -> int:
+    running = peak = 0
+    for event in events:
+        running += 1 if event == "start" else -1
+        peak = max(peak, running)
+    return peak
+
+
+def test_a_burst_of_refusals_runs_a_bounded_number_of_notify_sends(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the attacker review: one notify-send per refusal, unbounded (a storescu of 500 images, each
+    refused for its own reason, started 500 processes). Now a few at once; the rest merged into one."""
+    fake = fake_notify_send(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+
+    async def burst() -> None:
+        notifier = Notifier(desktop=True)
+        assert notifier._notify_send == str(fake)
+        for n in range(50):  # each its own words: no repeat to count
+            notifier.refused(Refusal(app=f"APP{n}", what="C-STORE", reason="refused", step="call"))
+        await asyncio.sleep(1.0)  # let them all start that would
+        (fake.parent / "release").touch()
+        await notifier.drain()
+
+    asyncio.run(burst())
+    events = (fake.parent / "events").read_text().split()
+    calls = (fake.parent / "calls").read_text()
+    assert most_at_once(events) <= 2
+    assert events.count("start") == 3 == events.count("end")  # 2, then the merged one
+    assert notices.MAX_NOTIFYING == 2
+    assert "APP0 C-STORE: refused." in calls and "APP1 C-STORE: refused." in calls
+    assert "APP49 C-STORE: refused.\nNext step: call.\n(47 more before it: see the terminal window)" in calls
+
+
 def test_without_a_session_bus_no_desktop_notification_is_tried(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
     assert Notifier()._notify_send is None
@@ -101,7 +152,59 @@ def test_the_runtime_directory_must_be_private(tmp_path: Path, monkeypatch: pyte
     folder = shared.runtime_dir()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     folder.chmod(0o755)
-    with pytest.raises(SharingError, match="is not a private directory"):
+    with pytest.raises(SharingError, match="is not a private folder of this user"):
+        shared.runtime_dir()
+
+
+NOBODY = 65534  # another user (the tests run as root, who can make folders in a stranger's name)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making another user's folder needs root")
+def test_without_xdg_runtime_dir_a_folder_another_user_made_first_is_refused_in_a_sentence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the attacker review: with XDG_RUNTIME_DIR unset another user could create
+    /tmp/dicom-agent-UID first. logind's /run/user/UID is used when it exists (nobody else can make it);
+    else the temporary folder, and a squatted one is named, with its owner, in a sentence."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    temporary.chmod(0o1777)  # as /tmp is
+    monkeypatch.setattr(shared.tempfile, "tempdir", str(temporary))
+    logind = tmp_path / "run-user"
+    monkeypatch.setattr(shared, "USER_RUNTIME", logind)
+    squatted = temporary / f"dicom-agent-{os.getuid()}"
+    squatted.mkdir()
+    squatted.chmod(0o777)
+    os.chown(squatted, NOBODY, NOBODY)
+    with pytest.raises(SharingError) as refused:
+        shared.runtime_dir()
+    assert str(refused.value) == (
+        f"{squatted} is not a private folder of this user (it is a folder of user {pwd.getpwuid(NOBODY).pw_name}, "
+        "mode 0777; it must be yours, mode 0700): another user may be blocking you. Ask the help desk to remove it, "
+        "or set XDG_RUNTIME_DIR to a private directory of yours")
+    (logind / str(os.getuid())).mkdir(parents=True, mode=0o700)
+    assert shared.runtime_dir() == logind / str(os.getuid()) / "dicom-agent"  # the squatter is out of the way
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making another user's folder needs root")
+def test_every_folder_above_the_runtime_folder_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the attacker review: only the last folder was checked; one above it that another user can
+    write lets them swap it (rename the folder, put theirs in its place)."""
+    shared_above = tmp_path / "open"
+    (shared_above / "run").mkdir(parents=True, mode=0o700)
+    shared_above.chmod(0o777)  # writable by all, no sticky bit
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared_above / "run"))
+    with pytest.raises(SharingError, match=f"^{shared_above} may be changed by another user, so "
+                                           f"{shared_above}/run/dicom-agent cannot be trusted"):
+        shared.runtime_dir()
+    shared_above.chmod(0o755)
+    os.chown(shared_above, NOBODY, NOBODY)  # another user's folder: they may rename what is in it
+    with pytest.raises(SharingError, match="may be changed by another user"):
+        shared.runtime_dir()
+    os.chown(shared_above, 0, 0)
+    assert shared.runtime_dir() == shared_above / "run" / "dicom-agent"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "gone"))
+    with pytest.raises(SharingError, match=f"^{tmp_path}/gone does not exist: set XDG_RUNTIME_DIR"):
         shared.runtime_dir()
 
 
@@ -139,6 +242,55 @@ def test_a_second_launch_joins_the_first_and_hears_its_own_refusals(tmp_path: Pa
     assert not endpoint.socket.exists()
 
 
+def test_a_launch_joining_while_the_host_closes_is_told_so_never_welcomed(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the attacker review: a launch that connected just before the host closed (its last app
+    ended) was welcomed by an agent about to stop, and its app ran on a dead agent."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    endpoint = Endpoint.of(tmp_path / "workstation.toml")
+
+    async def scenario() -> tuple[dict | None, int]:
+        host = Host(endpoint, lambda request: None, "rad", Notifier(desktop=False))
+        await host.start()
+        late = Guest(endpoint)
+        late.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await asyncio.get_running_loop().sock_connect(late.sock, str(endpoint.socket))  # accepted...
+        await asyncio.sleep(0.05)
+        host.close()  # ...and then the host's last app ended
+        late.sock.sendall(shared.encode({"user": None}))
+        answer = await asyncio.to_thread(late.receive)
+        late.close()
+        await asyncio.sleep(0.05)
+        return answer, len(host.guests)
+
+    assert asyncio.run(scenario()) == ({"closing": "the agent is stopping"}, 0)
+
+
+def test_a_launch_told_the_host_is_closing_waits_and_logs_in_anew(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    endpoint = Endpoint.of(tmp_path / "workstation.toml")
+    held = endpoint.try_lock()  # the closing host's
+    assert held is not None
+    answers = iter([{"closing": "the agent is stopping"}, {"closing": "the agent is stopping"}])
+
+    def join(guest: Guest, request: dict) -> dict | None:
+        answer = next(answers, None)
+        if answer is None:
+            os.close(held)  # the host has logged out and let go of the lock
+        return answer
+
+    hosted: list[list[str]] = []
+    monkeypatch.setattr(Guest, "join", join)
+    monkeypatch.setattr(launching, "_host", lambda config, endpoint, args, app, login: hosted.append(app) or 0)
+    args = argparse.Namespace(user=None, break_glass=None)
+    assert launching.launch(None, endpoint, args, ["/bin/true"], None) == 0  # type: ignore[arg-type]
+    assert hosted == [["/bin/true"]]  # it became the host: a login of its own
+    assert capsys.readouterr().err == ("dicom-agent: the agent of another window is stopping; this app logs in "
+                                       "anew once it has\ndicom-agent: waiting for the login in progress in another "
+                                       "window\n")
+
+
 def test_another_uid_is_not_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     endpoint = Endpoint.of(tmp_path / "workstation.toml")
@@ -161,22 +313,30 @@ def test_another_uid_is_not_answered(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_the_app_is_found_outside_the_projects_own_scripts(tmp_path: Path) -> None:
     ours = Path(sys.executable).parent
+    shadow = ours / "findscu"  # pynetdicom's, installed beside us by its package
+    assert shadow.exists() and shadow.resolve() in launching.installed_scripts("findscu")
     theirs = tmp_path / "dcmtk"
     theirs.mkdir()
-    for folder in (tmp_path, theirs):
-        program = folder / "findscu-probe"
-        program.write_text("#!/bin/sh\n")
-        program.chmod(0o755)
-    shadow = ours / "findscu-probe"
-    shadow.write_text("#!/bin/sh\n")
-    shadow.chmod(0o755)
+    program = theirs / "findscu"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    assert shutil.which("findscu", path=f"{ours}:{theirs}") == str(shadow)  # what PATH alone picks
+    assert launching.resolve_app("findscu", f"{ours}:{theirs}") == str(program)
+    assert launching.resolve_app("findscu", str(ours)) is None
+    assert launching.resolve_app("./anything") == "./anything"
+
+
+def test_a_program_beside_the_python_of_a_system_install_is_found(tmp_path: Path) -> None:
+    """Found by the attacker review: with a system (non-venv) install, the folder of the interpreter and of
+    the scripts is /usr/bin (or /usr/local/bin), and excluding it dropped DCMTK's apps with it. Only the
+    files the installation's packages put there are passed over, not their folder."""
+    beside = Path(sys.executable).parent / "dcmtk-beside-python-probe"  # as /usr/bin/findscu beside /usr/bin/python3
+    beside.write_text("#!/bin/sh\n")
+    beside.chmod(0o755)
     try:
-        assert shutil.which("findscu-probe", path=f"{ours}:{theirs}") == str(shadow)  # what PATH alone picks
-        assert launching.resolve_app("findscu-probe", f"{ours}:{theirs}") == str(theirs / "findscu-probe")
-        assert launching.resolve_app("findscu-probe", str(ours)) is None
-        assert launching.resolve_app("./anything") == "./anything"
+        assert launching.resolve_app(beside.name, f"{beside.parent}:{tmp_path}") == str(beside)
     finally:
-        shadow.unlink()
+        beside.unlink()
 
 
 def test_the_exit_status_says_refusal_only_when_the_app_said_success() -> None:

@@ -302,7 +302,11 @@ def test_device_login_configured_shows_the_code_while_the_browser_signs_in(deskt
         time.sleep(0.2)
     code = parse_qs(urlsplit(seen.read_text()).query)["user_code"][0]
     text = _shows(desktop, window, tmp_path / "device-sign-in-window.png", code)
-    assert near("Sign in in your browser", text) and near(f"{desktop.hial.issuer}/device", text)
+    assert near("Sign in in your browser", text)
+    # The address it opened, not another (the attacker review: it opened verification_uri_complete and
+    # showed verification_uri).
+    assert seen.read_text() == f"{desktop.hial.issuer}/device?user_code={code}"
+    assert near(f"Open {desktop.hial.issuer}/device?user_code={code}", text), text
     assert not desktop.xvfb.windows(TITLE)  # no password dialog: the provider's page asks
     assert approve(desktop.hial.issuer, seen.read_text(), "tech")
     _, err = launch.communicate(timeout=120)

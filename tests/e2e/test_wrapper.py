@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -141,13 +143,15 @@ def test_two_apps_at_once_share_one_agent_and_one_login(site: Site) -> None:
     assert err == "dicom-agent: 1 other app(s) use this login; it ends when they end\n"
 
 
-def host(site: Site, user: str, *options: str, seconds: float = 5) -> subprocess.Popen[str]:
-    """A launch of ``user`` whose app waits ``seconds``; returns once that app runs (the agent is up)."""
+def host(site: Site, user: str, *options: str, seconds: float = 5, session: bool = False) -> subprocess.Popen[str]:
+    """A launch of ``user`` whose app waits ``seconds``; returns once that app runs (the agent is up).
+    ``session``: in a process group of its own, as a terminal's foreground job is."""
     started = site.root / f"started-{time.monotonic_ns()}"
     first = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "--config", str(site.root / "workstation.toml"), "launch", "--user",
          user, "--password-stdin", *options, "--", "/bin/sh", "-c", f"touch {started}; sleep {seconds}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT)
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT,
+        start_new_session=session)
     assert first.stdin is not None
     first.stdin.write(f"demo-{user}\n")
     first.stdin.flush()
@@ -175,6 +179,53 @@ def test_an_ordinary_app_never_inherits_a_break_glass_login(site: Site) -> None:
     assert joined.returncode == 2
     assert joined.stderr.splitlines()[-1] == ("dicom-agent: a BREAK-GLASS login runs in another window: launch this "
                                               "app with --break-glass REASON to join it, or wait until it ends")
+
+
+def test_a_joiner_without_a_terminal_is_told_on_the_desktop_too(site: Site, tmp_path: Path) -> None:
+    """Found by the attacker review: an app started from a desktop icon joins a login and is told whose it is
+    (or why it may not join) on stderr only, which nobody reads there. Now a desktop notification too."""
+    calls = tmp_path / "notify-send-calls"
+    fake = tmp_path / "bin" / "notify-send"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nprintf '%s|' \"$@\" >> {calls}\necho >> {calls}\n")
+    fake.chmod(0o755)
+    desktop = {"PATH": f"{fake.parent}:{os.environ['PATH']}", "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent"}
+    first = host(site, "rad", seconds=8)
+    joined = run(site, "launch", "--", "/bin/true", env=desktop)  # stderr a pipe: no terminal
+    refused = run(site, "launch", "--user", "tech", "--", "/bin/true", env=desktop)
+    first.communicate(timeout=60)
+    assert (joined.returncode, refused.returncode) == (0, 2)
+    assert calls.read_text().splitlines() == [
+        "--app-name=dicom-agent|--urgency=normal|--icon=dialog-information|--|DICOM app started|this app runs as rad, "
+        "on the login of another window|",
+        "--app-name=dicom-agent|--urgency=critical|--icon=dialog-warning|--|DICOM app not started|rad is logged in "
+        "for the apps already running from another window: close them first to log in as tech|"]
+
+
+def revocations(site: Site, user: str) -> int:
+    """The sessions of ``user`` the HIAL has ended at a revocation request (RFC 7009), from its log."""
+    assert site.hial is not None
+    return site.hial.log.count(f"revoked the session of {user}'s refresh token")
+
+
+@pytest.mark.parametrize("how", ["terminal closed", "SIGTERM"])
+def test_a_host_that_is_hung_up_or_terminated_logs_out(site: Site, how: str) -> None:
+    """Found by the attacker review: closing the host's terminal (SIGHUP to its process group, the app
+    included) killed the launch without the logout; its tokens lived on until they expired."""
+    before = revocations(site, "rad")
+    first = host(site, "rad", "--verbose", seconds=60, session=True)
+    if how == "terminal closed":
+        os.killpg(first.pid, signal.SIGHUP)  # what the kernel does to the foreground job when the terminal goes
+    else:
+        first.send_signal(signal.SIGTERM)  # a session manager, or kill
+    _, err = first.communicate(timeout=60)
+    assert "dicom-agent: rad logged out" in err
+    assert first.returncode == 128 + (signal.SIGHUP if how == "terminal closed" else signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while revocations(site, "rad") == before and time.monotonic() < deadline:  # the HIAL's log lags a little
+        time.sleep(0.1)
+    assert revocations(site, "rad") == before + 1  # its session ended at the provider: no token of it lives on
+    no_traceback(SimpleNamespace(stderr=err))  # type: ignore[arg-type]
 
 
 def test_wrong_password_is_a_sentence(site: Site) -> None:
