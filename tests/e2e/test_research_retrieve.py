@@ -236,3 +236,81 @@ def test_what_a_retrieval_will_bring_is_asked_of_orthanc_ahead(site: Site) -> No
     assert members(pacs, None, "GETSCU@WS1", {"study_instance_uid": "1.2.3.4"}) == Needs()
     closed = Pacs(host="127.0.0.1", port=free_port(), ae_title="ORTHANC")
     assert members(closed, None, "GETSCU@WS1", {"study_instance_uid": STUDY}) is None
+
+
+# ---- retrieval by the pseudonymous Patient ID (server_agent.deidpatient) ----------------------------------------
+def shown_patient_id(site: Site) -> str:
+    """The pseudonymous Patient ID the researcher's own de-identified C-FIND shows."""
+    result = site.launch("researcher", "findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID",
+                         "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    (shown,) = set(re.findall(r"\(0010,0020\) LO \[([^\]]+)\]", result.stderr.split("Find Response", 1)[-1]))
+    return shown.strip()
+
+
+def test_a_researcher_gets_by_the_pseudonymous_patient_id(site: Site, tmp_path: Path) -> None:
+    """getscu, Patient Root, PATIENT level, naming only the Patient ID the C-FIND showed: the PDP decides
+    the real patient (its consent), the PACS gets the real Patient ID, the images arrive de-identified."""
+    patient = shown_patient_id(site)
+    assert patient.startswith("SA-")
+    out = tmp_path / "got"
+    out.mkdir()
+    result = site.launch("researcher", "getscu", "-d", "-P", "-k", "QueryRetrieveLevel=PATIENT", "-k",
+                         f"PatientID={patient}", "-od", out, "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+    assert result.returncode == 4, result.stderr[-3000:]  # the ultrasound: refused, the person is told
+    (shown_study,) = {dcmread(p).StudyInstanceUID for p in out.iterdir()}
+    check_researchers_copy(sorted(out.iterdir()), shown_study, site)
+    assert {dcmread(p).PatientID for p in out.iterdir()} == {patient}
+    log = records(site)
+    (asked,) = [r for r in log if r["event"] == "authorization" and r.get("resource", {}).get("level") == "PATIENT"
+                and r["resource"].get("patient_id") == patient]  # the request's record keeps the key as asked
+    assert asked["decision"] == "permit" and asked["reason"] == "permit_deidentified", asked
+    images = [r for r in log if r.get("sub_operation_of") == "C-GET" and r.get("de_identified")]
+    assert images and images[-1]["resource"]["patient_id"] == PATIENT
+
+
+def test_a_researcher_moves_a_series_naming_the_pseudonymous_patient_id(site: Site) -> None:
+    assert site.scp is not None
+    for old in site.scp.received():
+        old.unlink()
+    patient = shown_patient_id(site)
+    shown = pseudonyms(site, {STUDY, f"{STUDY}.1"})
+    result = movescu(site, "researcher", f"PatientID={patient}", f"StudyInstanceUID={shown[STUDY]}",
+                     f"SeriesInstanceUID={shown[STUDY + '.1']}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    deadline = time.monotonic() + 10
+    while len(site.scp.received()) < CT_INSTANCES and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check_researchers_copy(sorted(site.scp.received()), shown[STUDY], site)
+
+
+def other_project_pseudonym(site: Site) -> str:
+    """PAT-RES-1's pseudonym in project STUDY-B (configs/demo/pseudonymizer.toml), as that project sees it."""
+    assert site.pseudonymizer is not None and site.hial is not None
+    auth = ClientAuth(client_id=TRANSLATE_CLIENT, method=AuthMethod.CLIENT_SECRET_BASIC, secret=TRANSLATE_SECRET)
+    with SyncExecutor() as executor:
+        client = PseudonymizerClient(site.pseudonymizer.url, OAuthClient(site.hial.issuer, auth, executor), executor)
+        return client.pseudonyms("STUDY-B", Needs(patient_ids=frozenset({PATIENT}))).patients[PATIENT].patient_id
+
+
+def test_no_value_but_a_pseudonym_of_the_project_retrieves_and_none_tells_which(site: Site) -> None:
+    """A real Patient ID (consented, refusing, unknown to the policy), a made-up pseudonym, another project's
+    pseudonym: one and the same refusal, logged identifying_key, nothing reaches the PACS. The PDP's answer
+    about the value itself (consent_denied for PAT-NORES, permit for PAT-RES-1) is never what decides."""
+    assert site.orthanc is not None
+    before = site.orthanc.log_text().count("Incoming Move request")
+    seen = set()
+    for named in (PATIENT, "PAT-NORES", "PAT-NOBODY", "SA-AAAAAAAAAAAAAAAA", other_project_pseudonym(site)):
+        result = site.launch("researcher", "movescu", "-v", "-P", "-aet", "MOVESCP", "-aem", "MOVESCP", "-k",
+                             "QueryRetrieveLevel=PATIENT", "-k", f"PatientID={named}", "-aec", "ORTHANC@GW1",
+                             "127.0.0.1", site.ports["agent"])
+        told = [line for line in (result.stderr + result.stdout).splitlines()
+                if "REFUSED" in line or "Move Response" in line]
+        assert told and result.returncode != 0, result.stderr[-2000:]
+        seen.add((result.returncode, tuple(told)))
+        denied = [r for r in records(site) if r["event"] == "authorization" and r.get("action") == "C-MOVE"
+                  and r["decision"] == "deny"][-1]
+        assert denied["reason"] == "identifying_key" and denied["resource"]["patient_id"] == named
+        assert denied["detail"] == "Patient ID is no pseudonym of project STUDY-A"
+    assert len(seen) == 1, seen
+    assert site.orthanc.log_text().count("Incoming Move request") == before, "nothing reached the PACS"
