@@ -15,11 +15,13 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from deid import Needs
@@ -31,6 +33,8 @@ from oauthclient import AuthMethod, ClientAuth, OAuthClient, SyncExecutor
 from pseudonymizer.client import PseudonymizerClient
 from server_agent.config import Pacs
 from server_agent.deidprefetch import members
+from tests.e2e.test_research_find import Tee
+from tests.e2e.test_research_find import data_sets as received_sets
 
 STUDY = "1.2.826.0.1.3680043.10.1447.77.1"
 PATIENT = "PAT-RES-1"  # in STUDY-A (configs/demo/policy.toml)
@@ -86,7 +90,9 @@ def shown_by_find(site: Site, level: str, *keys: str) -> list[str]:
                          site.ports["agent"])
     assert result.returncode == 0, result.stderr[-2000:]
     found = re.findall(rf"\({tag}\) UI \[([^\]]*)\]", result.stderr.split("Find Response", 1)[-1])
-    return [uid.rstrip("\x00") for uid in found]  # a UI value's NUL padding (PS3.5 6.2) is no part of the UID
+    # DCMTK 3.6.7's findscu prints an odd-length UI value's trailing NUL pad (PS3.5 6.2), from any SCP
+    # (a pynetdicom one too): no part of the UID. The bytes are checked by the padding test below.
+    return [uid.rstrip("\x00") for uid in found]
 
 
 def real_uids() -> dict[str, str]:
@@ -314,3 +320,59 @@ def test_no_value_but_a_pseudonym_of_the_project_retrieves_and_none_tells_which(
         assert denied["detail"] == "Patient ID is no pseudonym of project STUDY-A"
     assert len(seen) == 1, seen
     assert site.orthanc.log_text().count("Incoming Move request") == before, "nothing reached the PACS"
+
+
+# ---- UI values as the app receives them (PS3.5 6.2, 9.1) ----------------------------------------------------------
+UID = re.compile(rb"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def ui_values(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Every UI element's raw value in an Explicit VR Little Endian data set, sequences' items included."""
+    ds = read_dataset(BytesIO(data), is_implicit_VR=False, is_little_endian=True)
+    yield from _ui_values(ds)
+
+
+def _ui_values(ds: Dataset) -> Iterator[tuple[int, bytes]]:
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        if raw.VR == "SQ":
+            for item in ds[tag].value:
+                yield from _ui_values(item)
+        elif raw.VR == "UI" and isinstance(raw.value, bytes):
+            yield int(tag), raw.value
+
+
+def ui_problem(value: bytes) -> str:
+    """Why a UI value is not as PS3.5 6.2 and 9.1 say (empty: it is): even length, one trailing NUL only to
+    make it so, no other padding, components of digits without leading zeros, at most 64 characters."""
+    if len(value) % 2:
+        return "odd length"
+    body = value[:-1] if value.endswith(b"\x00") else value
+    if body is not value and len(body) % 2 == 0:
+        return "a NUL that pads nothing"
+    for uid in body.split(b"\\") if body else []:
+        if not UID.fullmatch(uid) or len(uid) > 64:
+            return f"{uid!r} is no UID"
+    return ""
+
+
+@pytest.mark.parametrize("level", ["STUDY", "SERIES", "IMAGE"])
+def test_every_ui_value_a_research_find_returns_is_padded_as_the_standard_says(site: Site, level: str) -> None:
+    """findscu through launch, every UI key the levels have: each value as the app received it (the bytes, not
+    DCMTK's print: DCMTK 3.6.7's findscu prints a UI value's trailing NUL pad, as it does for a pynetdicom
+    SCP's, where dcmdump does not) is even, padded with one NUL only when odd, no NUL inside, and no real UID."""
+    keys = [f"QueryRetrieveLevel={level}", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+            "SOPClassUID", "SOPClassesInStudy", "FrameOfReferenceUID", "ReferencedSOPSequence"]
+    tee = Tee(site.ports["agent"])
+    try:
+        result = site.launch("researcher", "findscu", "-S", *[a for k in keys for a in ("-k", k)], "-aec",
+                             "ORTHANC@GW1", "127.0.0.1", tee.port)
+    finally:
+        tee.close()
+    assert result.returncode == 0, result.stderr[-2000:]
+    matches = [m for m in received_sets(bytes(tee.received)) if b"SA-" in m]
+    assert len(matches) == {"STUDY": 1, "SERIES": 2, "IMAGE": CT_INSTANCES + 1}[level]
+    seen = [(tag, value) for match in matches for tag, value in ui_values(match)]
+    assert {tag for tag, _ in seen} >= {0x0020000D} and len(seen) >= len(matches)
+    assert [(f"{tag:08X}", value, ui_problem(value)) for tag, value in seen if ui_problem(value)] == []
+    assert not [value for _, value in seen if STUDY.encode() in value], "a real UID"
