@@ -56,7 +56,6 @@ from deid import (
 from deid import pixel_identity_risk as pixel_risk
 from dicomwire.dataset import (
     DEFLATED_EXPLICIT_VR_LE,
-    IMPLICIT_VR_LE,
     DataSet,
     MalformedDataSet,
     encode_element,
@@ -66,7 +65,6 @@ from dicomwire.dimse import CommandSet, Tag, command_values, encode_command
 from dicomwire.errors import EncodeError
 from dicomwire.limits import RelayLimits
 from dicomwire.questions import (
-    Drop,
     Extend,
     Permit,
     Refuse,
@@ -77,6 +75,7 @@ from dicomwire.questions import (
     Rewrite,
 )
 
+from .deidresponse import failed_list_value, whole_response
 from .deidview import DeidView
 from .keys import (
     PATIENT_ID,
@@ -99,10 +98,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("server_agent.deid")
 
 FAILED_SOP_INSTANCES = 0x00080058  # Failed SOP Instance UID List (PS3.4 C.4.2.1.4.2, C.4.3.1.3.2)
-# The longest Failed SOP Instance UID List shown to a researcher in explicit VR: a UI value's length is
-# 16 bits there (PS3.5 7.1.2), even (6.2), and pseudonyms (2.25.<39 digits>) may be longer than the real
-# UIDs the PACS fitted into it. In implicit VR (32-bit lengths) the bound is MAX_HEADER, past what is held.
-SHOWN_LIST = 0xFFFE
 # Pseudonyms one retrieval remembers (real value -> pseudonym): a study of 10,000 instances with a few
 # UIDs each; past it the retrieval asks again instead of growing.
 MAX_REMEMBERED = 50_000
@@ -448,24 +443,11 @@ def store_response(question: ResponseQuestion, review: StoreReview) -> ResponseV
         return Permit()
 
 
-def whole_response(question: ResponseQuestion) -> Drop | None:
-    """A Drop for a response whose identifier the relay did not hold whole: it can be neither shown (its
-    real UIDs) nor cut (the rest would stream on as it came), so the final response is dropped and logged.
-    The relay holds a C-GET-RSP's or C-MOVE-RSP's first ``store_head_length`` bytes (16 KiB: some 400
-    UIDs); holding these identifiers whole, as a C-FIND's, is the relay's change (the gate's
-    ``_WHOLE_DATA_SET``), until which a longer list ends the researcher's retrieval without its response."""
-    if not question.command.has_data_set or question.data_set_complete:
-        return None
-    log.warning("research view: a %s whose identifier is longer than the %d bytes held is dropped (its Failed SOP "
-                "Instance UID List cannot be made pseudonymous)", question.command.name, len(question.data_set))
-    return Drop(reason_text="a response identifier too long to be made pseudonymous")
-
-
 def retrieve_response(question: ResponseQuestion, retrieval: DeidRetrieval) -> ResponseVerdict | Awaitable[
         ResponseVerdict]:
     """A C-GET-RSP or C-MOVE-RSP of a de-identified retrieval: without the PACS's Error Comment, and
-    its data set (PS3.4 C.4.2.1.4.2, C.4.3.1.3.2: only the Failed SOP Instance UID List) with pseudonyms,
-    held whole first (:func:`whole_response`)."""
+    its data set (PS3.4 C.4.2.1.4.2, C.4.3.1.3.2: only the Failed SOP Instance UID List) with pseudonyms
+    (:mod:`server_agent.deidresponse`: held whole, as many as fit)."""
     more = whole_response(question)
     if more is not None:
         return more
@@ -480,10 +462,8 @@ def retrieve_response(question: ResponseQuestion, retrieval: DeidRetrieval) -> R
 
 async def _failed_list(question: ResponseQuestion, retrieval: DeidRetrieval,
                        new_command: bytes | None) -> ResponseVerdict:
-    """The list as pseudonyms, as many whole ones as fit in the element (:data:`SHOWN_LIST`), in the PACS's order.
-    The standard asks for the list in a final response with failures, and for nothing that says it is
-    whole: the counts (Number of Failed Sub-operations, the PACS's) say how many failed; a shortened list
-    is logged. None at all when the service cannot make them (never a real UID)."""
+    """The list as pseudonyms that fit (:func:`failed_list_value`); none at all when the service cannot
+    make them (never a real UID): the counts still say how many failed."""
     ts = question.transfer_syntax
     uids: list[str] = []
     try:
@@ -495,24 +475,10 @@ async def _failed_list(question: ResponseQuestion, retrieval: DeidRetrieval,
         uids = [shown[uid] for uid in uids]
     except (MalformedDataSet, UnicodeDecodeError, PseudonymsUnavailable):
         uids = []  # what cannot be made pseudonymous is not shown: the counts still say how many failed
-    value = _fitting(uids, SHOWN_LIST if ts != IMPLICIT_VR_LE else MAX_HEADER)
-    if len(value) < len("\\".join(uids)):
-        log.info("research view: %d failed instances, %d shown (a UI value's bound)", len(uids),
-                 value.count(b"\\") + 1 if value else 0)
+    value = failed_list_value(uids, ts)
     return Rewrite(command=new_command, data_set=encode_element(ts, FAILED_SOP_INSTANCES, "UI", value))
-
-
-def _fitting(uids: list[str], most: int) -> bytes:
-    """The UIDs joined (PS3.5 6.4), whole ones only, padded to even (6.2), within ``most`` bytes (even)."""
-    kept, size = [], -1
-    for uid in uids:
-        if size + 1 + len(uid) > most:
-            break
-        kept.append(uid)
-        size += 1 + len(uid)
-    return _pad("\\".join(kept).encode("ascii"), "UI")
 
 
 __all__ = ["DeidRetrieval", "NotTranslatable", "StoreReview", "SubOperation", "Translated", "disclosure",
            "more_of_header", "pseudonymous_keys", "retrieve_response", "store_response", "sub_operation",
-           "translate", "whole_response"]
+           "translate"]

@@ -24,7 +24,8 @@ from dicomwire.limits import RelayLimits
 from dicomwire.pdv import iter_pdvs
 from dicomwire.questions import DimseQuestion, Permit, Question, Verdict
 from dicomwire.relay import RelayCore
-from server_agent.deidretrieve import FAILED_SOP_INSTANCES, SHOWN_LIST, DeidRetrieval, retrieve_response
+from server_agent.deidresponse import SHOWN_LIST
+from server_agent.deidretrieve import FAILED_SOP_INSTANCES, DeidRetrieval, retrieve_response
 from tests.server.test_deidretrieve import VIEW, Source
 from tests.support.playbook import Playbook, transparent
 from tests.support.wire import pynetdicom_ac, pynetdicom_rq
