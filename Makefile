@@ -21,6 +21,8 @@ STAMP  := $(VENV)/.installed
 # desktop sign-in dialog's tests (tests/e2e/test_desktop_login.py; about 20 MB with OCR's English data).
 # python3-tk: Tk for Debian's python3.11, which the venv is built from (the sign-in dialog, agent/dialog.py; a
 # Python built without _tkinter falls back to the device flow).
+# faketime: libfaketime, preloaded into a whole test site to move its clocks a day ahead while it runs
+# (tests/e2e/test_research_days.py: pseudonyms stable across days; about 100 KB).
 # One group per line, with the commands that tell whether it is installed in SYSTEM_COMMANDS below.
 APT_PACKAGES := dcmtk orthanc rsyslog rsyslog-gnutls chromium haproxy nodejs npm
 APT_PACKAGES += prometheus redis-server
@@ -28,6 +30,7 @@ APT_PACKAGES += stunnel4 socat
 APT_PACKAGES += libnotify-bin dbus-daemon dbus-bin dunst xvfb
 APT_PACKAGES += systemd
 APT_PACKAGES += xdotool tesseract-ocr python3-tk
+APT_PACKAGES += faketime
 SYSTEM_COMMANDS := /usr/bin/storescu /usr/sbin/Orthanc /usr/sbin/rsyslogd /usr/bin/chromium /usr/sbin/haproxy
 SYSTEM_COMMANDS += /usr/bin/node /usr/bin/npm
 SYSTEM_COMMANDS += /usr/bin/promtool /usr/bin/redis-server
@@ -35,6 +38,7 @@ SYSTEM_COMMANDS += /usr/bin/stunnel4 /usr/bin/socat
 SYSTEM_COMMANDS += /usr/bin/notify-send /usr/bin/dbus-run-session /usr/bin/dbus-monitor /usr/bin/dunst /usr/bin/xvfb-run
 SYSTEM_COMMANDS += /usr/bin/systemd-analyze
 SYSTEM_COMMANDS += /usr/bin/Xvfb /usr/bin/xdotool /usr/bin/tesseract
+SYSTEM_COMMANDS += /usr/bin/faketime
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system-deps venv clean fuzz lock foreign-idp install

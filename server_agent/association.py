@@ -45,6 +45,7 @@ from dicomwire.questions import (
 )
 from dicomwire.tls import certificate_names
 
+from . import deidpatient
 from .authn import AuthenticationFailed, Authenticator, Subject
 from .authorization import ACTIONS, Facts, Outcome, PdpQuery, conclude, prepare, read_facts
 from .config import Pacs, ServerAgentConfig
@@ -275,7 +276,7 @@ class ServerAssociation:
             if prepared.allowed:
                 return self._counted(retrieval, Permit())
             return Refuse(comment=comment(prepared.text, prepared.reason), status=prepared.status)
-        if not self.config.identity.introspect:
+        if not self.config.identity.introspect and not self._names_patient(facts):
             decision = self.factory.pdp.cached(prepared.request)
             if decision is not None:
                 return self._concluded(facts, decision, retrieval, started, sub)
@@ -291,14 +292,29 @@ class ServerAssociation:
             why = await self.factory.authn.still_valid(self.subject)
         if why is not None:
             return self._refuse(facts, why.reason, why.text, started)
+        decided: Decision | deidpatient.Refusal
         try:
-            (decision,) = await self.factory.pdp.evaluate([query.request])
+            if self._names_patient(facts):  # perhaps by a pseudonym: translated first (deidpatient)
+                assert self.context is not None and self.factory.pseudonyms is not None
+                decided = await deidpatient.decide(facts, query.request, subject=self.subject, context=self.context,
+                                                   pdp=self.factory.pdp, source=self.factory.pseudonyms)
+            else:
+                (decided,) = await self.factory.pdp.evaluate([query.request])
         except PdpUnavailable as error:
             log.error("PDP unavailable, request denied: %s", error)
             return self._refuse(facts, Reason.PDP_UNAVAILABLE, "authorization service unavailable", started,
                                 detail=str(error))
+        if isinstance(decided, deidpatient.Refusal):
+            self.record.authorization(facts, self.subject, self.context, decided.reason, False, started,
+                                      pdp=decided.decision, detail=decided.detail)
+            return Refuse(comment=comment(decided.text, decided.reason))
+        decision = decided
         verdict = self._concluded(facts, decision, retrieval, started, sub)
         return await verdict if inspect.isawaitable(verdict) else verdict
+
+    def _names_patient(self, facts: Facts) -> bool:
+        """A request decided for one Patient ID that may be a research view's pseudonym."""
+        return self.factory.pseudonyms is not None and deidpatient.names_patient(facts)
 
     def _concluded(self, facts: Facts, decision: Decision, retrieval: Retrieval | Move | None,
                    started: float, sub: SubOperation | None = None) -> RequestVerdict | Awaitable[RequestVerdict]:

@@ -81,6 +81,7 @@ from dicomwire.questions import (
     Rewrite,
 )
 
+from .deidresponse import failed_list_value, whole_response
 from .deidview import DeidView
 from .keys import (
     PATIENT_ID,
@@ -437,7 +438,11 @@ def store_response(question: ResponseQuestion, review: StoreReview) -> ResponseV
 def retrieve_response(question: ResponseQuestion, retrieval: DeidRetrieval) -> ResponseVerdict | Awaitable[
         ResponseVerdict]:
     """A C-GET-RSP or C-MOVE-RSP of a de-identified retrieval: without the PACS's Error Comment, and
-    its data set (PS3.4 C.4.2.1.4.2: only the Failed SOP Instance UID List) with pseudonyms."""
+    its data set (PS3.4 C.4.2.1.4.2, C.4.3.1.3.2: only the Failed SOP Instance UID List) with pseudonyms
+    (:mod:`server_agent.deidresponse`: held whole, as many as fit)."""
+    more = whole_response(question)
+    if more is not None:
+        return more
     command = question.command
     values = command_values(command)
     comment = values.pop(Tag.ERROR_COMMENT, None)
@@ -449,19 +454,20 @@ def retrieve_response(question: ResponseQuestion, retrieval: DeidRetrieval) -> R
 
 async def _failed_list(question: ResponseQuestion, retrieval: DeidRetrieval,
                        new_command: bytes | None) -> ResponseVerdict:
+    """The list as pseudonyms that fit (:func:`failed_list_value`); none at all when the service cannot
+    make them (never a real UID): the counts still say how many failed."""
     ts = question.transfer_syntax
     uids: list[str] = []
     try:
-        if question.data_set_complete:
-            read: DataSet = read_data_set(question.data_set, ts)
-            element = read.get(FAILED_SOP_INSTANCES)
-            raw = read.value(element).rstrip(b"\x00 ").decode("ascii") if element is not None else ""
-            uids = [uid.strip("\x00 ") for uid in raw.split("\\") if uid.strip("\x00 ")]
-            shown = (await retrieval.pseudonyms(Needs(uids=frozenset(uids)))).uids if uids else {}
-            uids = [shown[uid] for uid in uids]
+        read: DataSet = read_data_set(question.data_set, ts)
+        element = read.get(FAILED_SOP_INSTANCES)
+        raw = read.value(element).rstrip(b"\x00 ").decode("ascii") if element is not None else ""
+        uids = [uid.strip("\x00 ") for uid in raw.split("\\") if uid.strip("\x00 ")]
+        shown = (await retrieval.pseudonyms(Needs(uids=frozenset(uids)))).uids if uids else {}
+        uids = [shown[uid] for uid in uids]
     except (MalformedDataSet, UnicodeDecodeError, PseudonymsUnavailable):
         uids = []  # what cannot be made pseudonymous is not shown: the counts still say how many failed
-    value = _pad("\\".join(uids).encode("ascii"), "UI")
+    value = failed_list_value(uids, ts)
     return Rewrite(command=new_command, data_set=encode_element(ts, FAILED_SOP_INSTANCES, "UI", value))
 
 

@@ -200,6 +200,7 @@ def test_pseudonymous_keys_find_the_real_study(site: Site) -> None:
 
 @pytest.mark.parametrize(("key", "named"), [
     ("PatientName=RESEARCH^ROSALIND", "PatientName"), ("PatientID=PAT-RES-1", "Patient ID"),
+    ("PatientID=PAT-NORES", "Patient ID"),  # a real patient who refused research: told no more than any value
     ("PatientBirthDate=19700101", "PatientBirthDate"), ("AccessionNumber=ACCRES1", "AccessionNumber"),
 ])
 def test_matching_on_what_identifies_a_patient_is_refused_with_a_reason(site: Site, key: str, named: str) -> None:

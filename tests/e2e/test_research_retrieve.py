@@ -15,11 +15,13 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from deid import Needs
@@ -31,6 +33,8 @@ from oauthclient import AuthMethod, ClientAuth, OAuthClient, SyncExecutor
 from pseudonymizer.client import PseudonymizerClient
 from server_agent.config import Pacs
 from server_agent.deidprefetch import members
+from tests.e2e.test_research_find import Tee
+from tests.e2e.test_research_find import data_sets as received_sets
 
 STUDY = "1.2.826.0.1.3680043.10.1447.77.1"
 PATIENT = "PAT-RES-1"  # in STUDY-A (configs/demo/policy.toml)
@@ -86,7 +90,9 @@ def shown_by_find(site: Site, level: str, *keys: str) -> list[str]:
                          site.ports["agent"])
     assert result.returncode == 0, result.stderr[-2000:]
     found = re.findall(rf"\({tag}\) UI \[([^\]]*)\]", result.stderr.split("Find Response", 1)[-1])
-    return [uid.rstrip("\x00") for uid in found]  # a UI value's NUL padding (PS3.5 6.2) is no part of the UID
+    # DCMTK 3.6.7's findscu prints an odd-length UI value's trailing NUL pad (PS3.5 6.2), from any SCP
+    # (a pynetdicom one too): no part of the UID. The bytes are checked by the padding test below.
+    return [uid.rstrip("\x00") for uid in found]
 
 
 def real_uids() -> dict[str, str]:
@@ -236,3 +242,137 @@ def test_what_a_retrieval_will_bring_is_asked_of_orthanc_ahead(site: Site) -> No
     assert members(pacs, None, "GETSCU@WS1", {"study_instance_uid": "1.2.3.4"}) == Needs()
     closed = Pacs(host="127.0.0.1", port=free_port(), ae_title="ORTHANC")
     assert members(closed, None, "GETSCU@WS1", {"study_instance_uid": STUDY}) is None
+
+
+# ---- retrieval by the pseudonymous Patient ID (server_agent.deidpatient) ----------------------------------------
+def shown_patient_id(site: Site) -> str:
+    """The pseudonymous Patient ID the researcher's own de-identified C-FIND shows."""
+    result = site.launch("researcher", "findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID",
+                         "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    (shown,) = set(re.findall(r"\(0010,0020\) LO \[([^\]]+)\]", result.stderr.split("Find Response", 1)[-1]))
+    return shown.strip()
+
+
+def test_a_researcher_gets_by_the_pseudonymous_patient_id(site: Site, tmp_path: Path) -> None:
+    """getscu, Patient Root, PATIENT level, naming only the Patient ID the C-FIND showed: the PDP decides
+    the real patient (its consent), the PACS gets the real Patient ID, the images arrive de-identified."""
+    patient = shown_patient_id(site)
+    assert patient.startswith("SA-")
+    out = tmp_path / "got"
+    out.mkdir()
+    result = site.launch("researcher", "getscu", "-d", "-P", "-k", "QueryRetrieveLevel=PATIENT", "-k",
+                         f"PatientID={patient}", "-od", out, "-aec", "ORTHANC@GW1", "127.0.0.1", site.ports["agent"])
+    assert result.returncode == 4, result.stderr[-3000:]  # the ultrasound: refused, the person is told
+    (shown_study,) = {dcmread(p).StudyInstanceUID for p in out.iterdir()}
+    check_researchers_copy(sorted(out.iterdir()), shown_study, site)
+    assert {dcmread(p).PatientID for p in out.iterdir()} == {patient}
+    log = records(site)
+    (asked,) = [r for r in log if r["event"] == "authorization" and r.get("resource", {}).get("level") == "PATIENT"
+                and r["resource"].get("patient_id") == patient]  # the request's record keeps the key as asked
+    assert asked["decision"] == "permit" and asked["reason"] == "permit_deidentified", asked
+    images = [r for r in log if r.get("sub_operation_of") == "C-GET" and r.get("de_identified")]
+    assert images and images[-1]["resource"]["patient_id"] == PATIENT
+
+
+def test_a_researcher_moves_a_series_naming_the_pseudonymous_patient_id(site: Site) -> None:
+    assert site.scp is not None
+    for old in site.scp.received():
+        old.unlink()
+    patient = shown_patient_id(site)
+    shown = pseudonyms(site, {STUDY, f"{STUDY}.1"})
+    result = movescu(site, "researcher", f"PatientID={patient}", f"StudyInstanceUID={shown[STUDY]}",
+                     f"SeriesInstanceUID={shown[STUDY + '.1']}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    deadline = time.monotonic() + 10
+    while len(site.scp.received()) < CT_INSTANCES and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check_researchers_copy(sorted(site.scp.received()), shown[STUDY], site)
+
+
+def other_project_pseudonym(site: Site) -> str:
+    """PAT-RES-1's pseudonym in project STUDY-B (configs/demo/pseudonymizer.toml), as that project sees it."""
+    assert site.pseudonymizer is not None and site.hial is not None
+    auth = ClientAuth(client_id=TRANSLATE_CLIENT, method=AuthMethod.CLIENT_SECRET_BASIC, secret=TRANSLATE_SECRET)
+    with SyncExecutor() as executor:
+        client = PseudonymizerClient(site.pseudonymizer.url, OAuthClient(site.hial.issuer, auth, executor), executor)
+        return client.pseudonyms("STUDY-B", Needs(patient_ids=frozenset({PATIENT}))).patients[PATIENT].patient_id
+
+
+def test_no_value_but_a_pseudonym_of_the_project_retrieves_and_none_tells_which(site: Site) -> None:
+    """A real Patient ID (consented, refusing, unknown to the policy), a made-up pseudonym, another project's
+    pseudonym: one and the same refusal, logged identifying_key, nothing reaches the PACS. The PDP's answer
+    about the value itself (consent_denied for PAT-NORES, permit for PAT-RES-1) is never what decides."""
+    assert site.orthanc is not None
+    before = site.orthanc.log_text().count("Incoming Move request")
+    seen = set()
+    for named in (PATIENT, "PAT-NORES", "PAT-NOBODY", "SA-AAAAAAAAAAAAAAAA", other_project_pseudonym(site)):
+        result = site.launch("researcher", "movescu", "-v", "-P", "-aet", "MOVESCP", "-aem", "MOVESCP", "-k",
+                             "QueryRetrieveLevel=PATIENT", "-k", f"PatientID={named}", "-aec", "ORTHANC@GW1",
+                             "127.0.0.1", site.ports["agent"])
+        told = [line for line in (result.stderr + result.stdout).splitlines()
+                if "REFUSED" in line or "Move Response" in line]
+        assert told and result.returncode != 0, result.stderr[-2000:]
+        seen.add((result.returncode, tuple(told)))
+        denied = [r for r in records(site) if r["event"] == "authorization" and r.get("action") == "C-MOVE"
+                  and r["decision"] == "deny"][-1]
+        assert denied["reason"] == "identifying_key" and denied["resource"]["patient_id"] == named
+        assert denied["detail"] == "Patient ID is no pseudonym of project STUDY-A"
+    assert len(seen) == 1, seen
+    assert site.orthanc.log_text().count("Incoming Move request") == before, "nothing reached the PACS"
+
+
+# ---- UI values as the app receives them (PS3.5 6.2, 9.1) ----------------------------------------------------------
+UID = re.compile(rb"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def ui_values(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Every UI element's raw value in an Explicit VR Little Endian data set, sequences' items included."""
+    ds = read_dataset(BytesIO(data), is_implicit_VR=False, is_little_endian=True)
+    yield from _ui_values(ds)
+
+
+def _ui_values(ds: Dataset) -> Iterator[tuple[int, bytes]]:
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        if raw.VR == "SQ":
+            for item in ds[tag].value:
+                yield from _ui_values(item)
+        elif raw.VR == "UI" and isinstance(raw.value, bytes):
+            yield int(tag), raw.value
+
+
+def ui_problem(value: bytes) -> str:
+    """Why a UI value is not as PS3.5 6.2 and 9.1 say (empty: it is): even length, one trailing NUL only to
+    make it so, no other padding, components of digits without leading zeros, at most 64 characters."""
+    if len(value) % 2:
+        return "odd length"
+    body = value[:-1] if value.endswith(b"\x00") else value
+    if body is not value and len(body) % 2 == 0:
+        return "a NUL that pads nothing"
+    for uid in body.split(b"\\") if body else []:
+        if not UID.fullmatch(uid) or len(uid) > 64:
+            return f"{uid!r} is no UID"
+    return ""
+
+
+@pytest.mark.parametrize("level", ["STUDY", "SERIES", "IMAGE"])
+def test_every_ui_value_a_research_find_returns_is_padded_as_the_standard_says(site: Site, level: str) -> None:
+    """findscu through launch, every UI key the levels have: each value as the app received it (the bytes, not
+    DCMTK's print: DCMTK 3.6.7's findscu prints a UI value's trailing NUL pad, as it does for a pynetdicom
+    SCP's, where dcmdump does not) is even, padded with one NUL only when odd, no NUL inside, and no real UID."""
+    keys = [f"QueryRetrieveLevel={level}", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+            "SOPClassUID", "SOPClassesInStudy", "FrameOfReferenceUID", "ReferencedSOPSequence"]
+    tee = Tee(site.ports["agent"])
+    try:
+        result = site.launch("researcher", "findscu", "-S", *[a for k in keys for a in ("-k", k)], "-aec",
+                             "ORTHANC@GW1", "127.0.0.1", tee.port)
+    finally:
+        tee.close()
+    assert result.returncode == 0, result.stderr[-2000:]
+    matches = [m for m in received_sets(bytes(tee.received)) if b"SA-" in m]
+    assert len(matches) == {"STUDY": 1, "SERIES": 2, "IMAGE": CT_INSTANCES + 1}[level]
+    seen = [(tag, value) for match in matches for tag, value in ui_values(match)]
+    assert {tag for tag, _ in seen} >= {0x0020000D} and len(seen) >= len(matches)
+    assert [(f"{tag:08X}", value, ui_problem(value)) for tag, value in seen if ui_problem(value)] == []
+    assert not [value for _, value in seen if STUDY.encode() in value], "a real UID"

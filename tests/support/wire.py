@@ -78,7 +78,7 @@ def pynetdicom_rq(
 
 
 def pynetdicom_ac(*, max_length: int = 16384, contexts: Iterable[int] = (1,),
-                  abstract: str = "1.2.840.10008.1.1") -> bytes:
+                  abstract: str = "1.2.840.10008.1.1", transfer_syntax: str = "1.2.840.10008.1.2") -> bytes:
     """An A-ASSOCIATE-AC encoded by pynetdicom, accepting ``contexts``."""
     primitive = pn_prim.A_ASSOCIATE()
     primitive.application_context_name = "1.2.840.10008.3.1.1.1"
@@ -90,7 +90,7 @@ def pynetdicom_ac(*, max_length: int = 16384, contexts: Iterable[int] = (1,),
         pc = PresentationContext()
         pc.context_id = cid
         pc.abstract_syntax = abstract
-        pc.transfer_syntax = ["1.2.840.10008.1.2"]
+        pc.transfer_syntax = [transfer_syntax]
         pc.result = 0
         pcs.append(pc)
     primitive.presentation_context_definition_results_list = pcs
