@@ -56,10 +56,11 @@ DimseQuestion = RequestQuestion | ResponseQuestion
 # PDV (by frame index and value start), and how many bytes of a streaming message's data set it carries.
 Plain = tuple[list[Spans], dict[tuple[int, int], CommandSet], int]
 
-# Requests whose whole identifier the decision needs (and C-FIND matches); any other data set is
-# decided from its head.
+# Requests whose whole identifier the decision needs, C-FIND matches, and the data set of a C-GET/C-MOVE
+# response (its Failed SOP Instance UID List, PS3.4 C.4.2.1.4.2, C.4.3.1.3.2: a view that shows other UIDs
+# must rewrite all of it); held up to ``max_identifier_length``. Any other data set is decided from its head.
 _WHOLE_DATA_SET = frozenset({CommandField.C_FIND_RQ, CommandField.C_GET_RQ, CommandField.C_MOVE_RQ,
-                             CommandField.C_FIND_RSP})
+                             CommandField.C_FIND_RSP, CommandField.C_GET_RSP, CommandField.C_MOVE_RSP})
 
 
 class Gate:

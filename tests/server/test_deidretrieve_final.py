@@ -4,10 +4,8 @@ element (PS3.5 7.1.2: a UI value's length is 16 bits in explicit VR), never a re
 
 Pseudonyms (2.25.<39 digits>) are longer than most real UIDs: a list the PACS fitted into its 64 KiB
 element did not fit as pseudonyms, the encoding failed, and the final response never reached the app.
-The relay holds a C-GET-RSP's or C-MOVE-RSP's first ``store_head_length`` bytes only (16 KiB, some 400
-UIDs); these tests give it room for the whole identifier (``HOLDS``), as holding these identifiers whole
-(the gate's ``_WHOLE_DATA_SET``, up to ``max_identifier_length``) would. With today's gate a longer list
-is dropped, logged (the last test)."""
+The relay holds a C-GET-RSP's or C-MOVE-RSP's data set whole (the gate's ``_WHOLE_DATA_SET``), up to
+``max_identifier_length`` (256 KiB, some 6,000 UIDs); a longer list is dropped, logged (the last test)."""
 
 from __future__ import annotations
 
@@ -49,7 +47,7 @@ async def _await(verdict: Any) -> Any:
     return await verdict
 
 
-HOLDS = RelayLimits(store_head_length=RelayLimits().max_identifier_length)
+HOLDS = RelayLimits()
 
 
 def established(syntax: str, decide: Any, limits: RelayLimits = HOLDS) -> Playbook:
@@ -110,8 +108,8 @@ def moved(book: Playbook, identifier: bytes) -> bytes:
 
 
 def test_a_list_longer_than_the_relay_holds_is_dropped_never_shown(caplog: pytest.LogCaptureFixture) -> None:
-    """Longer than the relay holds (today 16 KiB of a response identifier; 256 KiB once held whole; this
-    list is 280 KB): neither the real UIDs nor a cut list leave; the response is dropped, logged."""
+    """Longer than the relay holds (256 KiB; this list is 280 KB): neither the real UIDs nor a cut list
+    leave; the response is dropped, logged."""
     retrieval = DeidRetrieval(view=VIEW, source=Source())
     value = "\\".join(f"{ROOT}{n}" for n in range(1, 7001)).encode()
     received = moved(established(IMPLICIT_VR_LE, researcher(retrieval), RelayLimits()),
