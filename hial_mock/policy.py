@@ -264,7 +264,10 @@ def _research(policy: Policy, request: Request, role: RoleRule, project: Researc
         if _consent_denies(rule, consent, request, role):
             return decide(False, "consent_denied", f"consent:{rule.oid}", f"patient consent {rule.oid} ({rule.title})"
                           " denies this access", consent_document=consent.document_id)
-        consented = consented or consent.policy == project.consent_policy
+        # A consent that names an issuer counts toward a permit only for a request naming that issuer:
+        # a match without one may be another issuer's patient of the same ID (toward a deny it counts).
+        consented = consented or (consent.policy == project.consent_policy
+                                  and consent.issuer in ("", request.patient_id_issuer))
     rule_id = f"research:{project.id}"
     if consented:
         return decide(True, "permit_deidentified", rule_id, f"{request.action} permitted de-identified for project "

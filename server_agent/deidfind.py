@@ -53,7 +53,7 @@ from dicomwire.sequence_tags import is_sequence
 
 from .authorization import Facts
 from .deidview import DeidView
-from .keys import PATIENT_ID, DecisionKeys, Matching, identifier_keys
+from .keys import ISSUER_OF_PATIENT_ID, PATIENT_ID, DecisionKeys, Matching, identifier_keys
 from .pseudonyms import PseudonymSource
 from .window import Window
 
@@ -209,9 +209,11 @@ def _same_reading(rewritten: bytes, transfer_syntax: str, patient: str | None, v
 
 def asked_patient_id(identifier: bytes, transfer_syntax: str) -> tuple[bytes, bool]:
     """The identifier with Patient ID as a return key (each match is decided by it), and whether it was
-    added (then removed from each match again: the researcher sees what was asked, PS3.4 C.4.1.1.3)."""
+    added (then removed from each match again: the researcher sees what was asked, PS3.4 C.4.1.1.3).
+    Issuer of Patient ID is asked too: a consent given at one issuer must not admit another issuer's
+    patient of the same ID (PS3.3 C.7.1.1); Table E.1-1 removes it from what the researcher sees (X)."""
     added = with_element(identifier, transfer_syntax, PATIENT_ID, "LO")
-    return added, added is not identifier
+    return with_element(added, transfer_syntax, ISSUER_OF_PATIENT_ID, "LO"), added is not identifier
 
 
 def match_acceptable(decision_view: DeidView | None, obligations: Iterable[str], problem: str,

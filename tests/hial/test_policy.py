@@ -139,3 +139,23 @@ def test_bad_policy_names_file_and_key(tmp_path: Path, text: str, key: str) -> N
         load_policy(path)
     assert raised.value.key == key and raised.value.path == str(path)
     assert str(path) in str(raised.value)
+
+
+def test_a_research_consent_at_one_issuer_admits_only_that_issuers_patient(tmp_path: Path) -> None:
+    """A consent recorded at issuer HOSPITAL-A permits research on PAT-RES-1 of HOSPITAL-A only: a match of
+    another issuer, or one that does not say its issuer (the PACS may hold the ID under several), is not
+    the consented patient (attacker review of issue 16, F7)."""
+    consent = 'patient_id = "PAT-RES-1"\n'
+    text = (DEMO / "policy.toml").read_text().replace(consent, consent + 'issuer = "HOSPITAL-A"\n')
+    (tmp_path / "policy.toml").write_text(text)
+    policy = load_policy(tmp_path / "policy.toml")
+
+    def research(issuer: str) -> str:
+        u = USERS["researcher"]
+        return evaluate(policy, Request(subject="researcher", roles=u.roles, organization=u.organization,
+                                        action="C-GET", patient_id="PAT-RES-1", patient_id_issuer=issuer,
+                                        purpose_of_use="HRESCH", time=NOW)).reason
+
+    assert research("HOSPITAL-A") == "permit_deidentified"
+    assert research("CLINIC-B") == "no_research_consent"
+    assert research("") == "no_research_consent"
