@@ -7,10 +7,13 @@ researcher sees the PACS's list as pseudonyms, in its order, as many whole ones 
 UI value's length is 16 bits in explicit VR (PS3.5 7.1.2) and a pseudonym (``2.25.`` and 39 digits) is
 often longer than the real UID the PACS fitted into it. Never a real UID.
 
-The relay holds the first ``store_head_length`` bytes (16 KiB, some 400 UIDs) of a C-GET-RSP's or
-C-MOVE-RSP's identifier before the policy is asked. A longer one can be neither shown (its real UIDs) nor
-cut (the rest would stream on as it came): that final response is dropped, logged. Holding these
-identifiers whole, as a C-FIND's, is the relay's change (the gate's ``_WHOLE_DATA_SET``).
+The relay holds a C-GET-RSP's or C-MOVE-RSP's identifier whole, as a C-FIND's (the gate's
+``_WHOLE_DATA_SET``), up to ``max_identifier_length`` (256 KiB, some 6,000 UIDs). A longer one can be
+neither shown (its real UIDs) nor cut (the rest would stream on as it came): that final response is
+dropped, logged.
+
+Any response a research view lets through loses the PACS's Error Comment (:func:`without_comment`): free
+text of the PACS's choosing, which may echo the real keys the request was translated to.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 
 from dicomwire.dataset import IMPLICIT_VR_LE
+from dicomwire.dimse import CommandSet, Tag, command_values, encode_command
 from dicomwire.limits import RelayLimits
 from dicomwire.questions import Drop, ResponseQuestion
 
@@ -27,6 +31,14 @@ log = logging.getLogger("server_agent.deid")
 # lengths: there the bound is what the relay may hold of a header at all.
 SHOWN_LIST = 0xFFFE
 SHOWN_LIST_IMPLICIT = RelayLimits().max_header_length
+
+
+def without_comment(command: CommandSet) -> bytes | None:
+    """The command set without its Error Comment (0000,0902), or None when it has none."""
+    values = command_values(command)
+    if values.pop(Tag.ERROR_COMMENT, None) is None:
+        return None
+    return encode_command(values)  # decoded values, one fewer: they fit
 
 
 def whole_response(question: ResponseQuestion) -> Drop | None:

@@ -81,7 +81,7 @@ from dicomwire.questions import (
     Rewrite,
 )
 
-from .deidresponse import failed_list_value, whole_response
+from .deidresponse import failed_list_value, whole_response, without_comment
 from .deidview import DeidView
 from .keys import (
     PATIENT_ID,
@@ -271,13 +271,14 @@ class DeidRetrieval:
         if missing:
             answer = await self.source.pseudonyms(self.view.project.id, missing)
             self.lookups += 1
-            if len(self.uids) + len(self.patients) + len(answer.uids) > MAX_REMEMBERED:
-                self.uids.clear()
+            shown = Pseudonyms(patients={p: (answer.patients.get(p) or self.patients[p]) for p in wanted.patient_ids},
+                               uids={u: (answer.uids.get(u) or self.uids[u]) for u in wanted.uids})
+            if len(self.uids) + len(self.patients) + len(answer.uids) > MAX_REMEMBERED:  # (after the answer
+                self.uids.clear()  # is made of what was remembered: the bound must not lose what it needs)
                 self.patients.clear()
             self.uids.update(answer.uids)
             self.patients.update(answer.patients)
-            return Pseudonyms(patients={p: (answer.patients.get(p) or self.patients[p]) for p in wanted.patient_ids},
-                              uids={u: (answer.uids.get(u) or self.uids[u]) for u in wanted.uids})
+            return shown
         return Pseudonyms(patients={p: self.patients[p] for p in wanted.patient_ids},
                           uids={u: self.uids[u] for u in wanted.uids})
 
@@ -444,9 +445,7 @@ def retrieve_response(question: ResponseQuestion, retrieval: DeidRetrieval) -> R
     if more is not None:
         return more
     command = question.command
-    values = command_values(command)
-    comment = values.pop(Tag.ERROR_COMMENT, None)
-    new_command = encode_command(values) if comment is not None else None  # decoded values: they fit
+    new_command = without_comment(command)
     if not command.has_data_set:
         return Rewrite(command=new_command) if new_command is not None else Permit()
     return _failed_list(question, retrieval, new_command)

@@ -33,6 +33,7 @@ from .deidfind import (
     read_query,
     translate,
 )
+from .deidresponse import without_comment
 from .deidview import DeidView
 from .keys import match_keys
 from .pdp import Decision, PdpUnavailable
@@ -115,7 +116,8 @@ class ResearchFinds:
             await review.quiet.wait()
         status = question.command.status
         if not review.withheld or (status is not None and status != 0x0000):
-            return Permit()
+            command = without_comment(question.command)  # the PACS's words may echo the real keys
+            return Permit() if command is None else Rewrite(command=command)
         text = f"research view: {review.withheld} match(es) withheld: {review.why}"
         return Rewrite(command=refusal_response(question.request, status=STATUS_UNABLE_TO_PROCESS, comment=text))
 

@@ -252,12 +252,14 @@ class Written:
         self.events.append(event)
 
 
-def response(status: int, data: bytes, review: ResearchFind) -> ResponseQuestion:
+def response(status: int, data: bytes, review: ResearchFind, comment: str | None = None) -> ResponseQuestion:
     request = decode_command(encode_command({0x00000002: "1.2.840.10008.5.1.4.1.2.2.1", 0x00000100: 0x0020,
                                              0x00000110: 7, 0x00000700: 0, 0x00000800: 0x0000}))
-    command = decode_command(encode_command({0x00000002: "1.2.840.10008.5.1.4.1.2.2.1", 0x00000100: 0x8020,
-                                             0x00000120: 7, 0x00000800: 0x0000 if data else 0x0101,
-                                             0x00000900: status}))
+    values: dict[int, int | str] = {0x00000002: "1.2.840.10008.5.1.4.1.2.2.1", 0x00000100: 0x8020, 0x00000120: 7,
+                                    0x00000800: 0x0000 if data else 0x0101, 0x00000900: status}
+    if comment is not None:
+        values[0x00000902] = comment
+    command = decode_command(encode_command(values))
     return ResponseQuestion(side=Side.SERVER, context_id=1, abstract_syntax="1.2.840.10008.5.1.4.1.2.2.1",
                             transfer_syntax=EXPLICIT, command=command, data_set=data, data_set_complete=True,
                             request=request, review=review, final=not data)
@@ -292,3 +294,17 @@ def test_the_final_response_says_when_matches_were_withheld(service_up: bool) ->
         assert told.error_comment == "research view: 2 match(es) withheld: pseudonymisation service"  # LO: 64
         reasons = [e.reason for e in written.events if isinstance(e, AuthorizationEvent)]
         assert reasons == [Reason.PSEUDONYMIZER_UNAVAILABLE] * 2
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xC000, 0xA700])
+def test_the_pacss_words_never_reach_a_researcher(status: int) -> None:
+    """The final response of a research C-FIND loses the PACS's Error Comment: free text that may echo the
+    real keys the request was translated to (attacker review of issue 16, F9); status and ids stand."""
+    finds = ResearchFinds(Recorder(Written(), "a1"), Batcher(FakePdp(Decision_(allowed=True, reason="permit"))),  # type: ignore[arg-type]
+                          FakeService(fail=False))
+    review = ResearchFind(facts=None, view=VIEW, pinned=None, strip_patient_id=False)  # type: ignore[arg-type]
+    final = asyncio.run(finds.final(response(status, b"", review, comment="no match for PatientID=PAT-RES-1"), review))
+    assert isinstance(final, Rewrite) and final.command is not None and final.data_set is None
+    told = decode_command(final.command)
+    assert told.error_comment is None and told.status == status and told.message_id_responded_to == 7
+    assert isinstance(asyncio.run(finds.final(response(status, b"", review), review)), Permit)  # nothing to remove

@@ -451,3 +451,26 @@ def test_what_follows_the_pixels_of_a_data_set_held_whole_is_left_out() -> None:
     assert b"DOE" not in sent and b"ACME CINE" not in sent
     shown = decode_data_set(sent, EXPLICIT)
     assert shown.PixelData == ds.PixelData and shown.PatientIdentityRemoved == "YES"
+
+
+def test_a_retrieval_past_its_memory_bound_still_answers_what_it_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_REMEMBERED the retrieval forgets what it remembered, but not before its answer is made of it:
+    the image that passes the bound is de-identified, not refused by a lookup of what was just forgotten
+    (attacker review of issue 16, F8: a KeyError, an image refused and never written to the log)."""
+    from server_agent import deidretrieve
+
+    class Service:
+        async def pseudonyms(self, project: str, wanted: Needs) -> Pseudonyms:
+            return answer(wanted)
+
+    monkeypatch.setattr(deidretrieve, "MAX_REMEMBERED", 3)
+    retrieval = deidretrieve.DeidRetrieval(view=VIEW, source=Service())  # type: ignore[arg-type]
+
+    async def run() -> Pseudonyms:
+        await retrieval.pseudonyms(Needs(patient_ids=frozenset({"P"}), uids=frozenset({"1.2.3"})))
+        more = Needs(patient_ids=frozenset({"P"}), uids=frozenset({"1.2.3", "1.2.4", "1.2.5"}))
+        return await retrieval.pseudonyms(more)
+
+    shown = asyncio.run(run())
+    assert set(shown.uids) == {"1.2.3", "1.2.4", "1.2.5"} and set(shown.patients) == {"P"}
+    assert "1.2.3" not in shown.uids.values()
