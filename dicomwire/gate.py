@@ -47,7 +47,7 @@ from .pdu import Frame, PduFramer, PduType
 from .pdv import COMMAND, COMMAND_WHOLE, LAST, Pdv, Spans, fragment_message, pack, pdv_spans
 from .pixelend import PixelEnd
 from .policy import Asks, asked
-from .questions import Drop, Extend, Permit, Refuse, RequestQuestion, ResponseQuestion, Rewrite, Verdict
+from .questions import Drop, Extend, Permit, Refuse, RequestQuestion, ResponseQuestion, Rewrite, Verdict, reviewed
 from .trace import MessageFact, PduFact
 
 Buffer = bytes | bytearray | memoryview
@@ -211,7 +211,7 @@ class Gate:
                 opened.add(command.message_id)
             return True
         exchange = self.dialogue.check_response(self.side, command, context_id, ended)
-        if isinstance(exchange, Violation) or exchange.review is not None:
+        if isinstance(exchange, Violation) or reviewed(exchange.review, command):
             return False
         if is_final(command):
             ended.add(exchange.message_id)
@@ -307,7 +307,7 @@ class Gate:
             if final and (is_failure(command.status) or partly_failed(command)):
                 out.append(Tell(Notice(kind=NoticeKind.FAILED, side=self.side, command=command,
                                        detail=f"{command.name} status 0x{command.status or 0:04X}")))
-            if answered.review is None:
+            if not reviewed(answered.review, command):
                 return Fate.PASS
             message = Message(event, Fate.GATHER, answered, final)
         self.messages[event.seq] = message

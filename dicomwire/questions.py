@@ -62,9 +62,25 @@ class ForwardAccept:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Permit:
     """Forward the message unchanged. A request's ``review``, if not None, makes every response to it a
-    :class:`ResponseQuestion` carrying this same object (the policy's own state for that request)."""
+    :class:`ResponseQuestion` carrying this same object (the policy's own state for that request), or
+    only those it :meth:`~Selective.wants` when it is a :class:`Selective`."""
 
     review: Any = None
+
+
+class Selective:
+    """A review that wants only some of its request's responses asked about; the others pass as they
+    came, without a question (and keep the relay's pass-through path)."""
+
+    __slots__ = ()
+
+    def wants(self, response: CommandSet) -> bool:
+        raise NotImplementedError
+
+
+def reviewed(review: object, response: CommandSet) -> bool:
+    """Whether ``response``, to a request whose verdict gave ``review``, is asked about."""
+    return review is not None and (not isinstance(review, Selective) or review.wants(response))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,6 +243,8 @@ __all__ = [
     "ResponseQuestion",
     "ResponseVerdict",
     "Rewrite",
+    "Selective",
     "Verdict",
     "answers",
+    "reviewed",
 ]

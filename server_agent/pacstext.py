@@ -11,7 +11,9 @@ wrapper labels it as the PACS's (:func:`agent.messages.from_comment`).
 
 Only the final response is read (PS3.7 C.4: Pending responses carry no failure), and only when
 there is a comment is it rewritten; the others pass unchanged. A request the policy permitted
-without a review of its own gets :data:`HEARD`, so that its final response is asked about too.
+without a review of its own gets :data:`HEARD`, a :class:`~dicomwire.questions.Selective` review: the
+relay asks about its final response only when that carries an Error Comment, and every other response
+passes without a question (a C-STORE's success keeps the pass-through path).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import inspect
 from collections.abc import Awaitable
 
 from dicomwire.association import Side
-from dicomwire.dimse import Tag, command_values, encode_command
+from dicomwire.dimse import STATUS_PENDING, CommandSet, Tag, command_values, encode_command
 from dicomwire.questions import (
     Permit,
     RequestQuestion,
@@ -29,15 +31,20 @@ from dicomwire.questions import (
     ResponseQuestion,
     ResponseVerdict,
     Rewrite,
+    Selective,
 )
 
 from .refusals import relayed_comment
 
 
-class Heard:
-    """The review object of a request whose responses are read only for the PACS's Error Comment."""
+class Heard(Selective):
+    """The review object of a request whose responses are read only for the PACS's Error Comment: only
+    a final response that carries one is asked about (the others keep the relay's pass-through path)."""
 
     __slots__ = ()
+
+    def wants(self, response: CommandSet) -> bool:
+        return response.status not in STATUS_PENDING and response.error_comment is not None
 
     def __repr__(self) -> str:
         return "HEARD"

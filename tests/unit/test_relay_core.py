@@ -25,6 +25,7 @@ from dicomwire.questions import (
     Permit,
     Refuse,
     Rewrite,
+    Selective,
 )
 from dicomwire.relay import RelayCore
 from tests.support.playbook import Playbook, transparent
@@ -174,6 +175,42 @@ def test_response_review_drops_pending_matches() -> None:
     final = message("C_FIND_RSP", MessageIDBeingRespondedTo=9, AffectedSOPClassUID=FIND, Status=0)
     book.server(visible + hidden + final)
     assert book.take(Side.CLIENT) == visible + final
+
+
+def test_a_selective_review_is_asked_only_about_the_responses_it_wants() -> None:
+    """A Selective review (the server agent's HEARD) asks about a final response with an Error Comment and
+    lets the pending matches and a final without one pass without a question."""
+    class FinalWithComment(Selective):
+        def wants(self, response):  # type: ignore[no-untyped-def]
+            return response.status == 0xC000
+
+    asked: list[int | None] = []
+
+    def decide(question):  # type: ignore[no-untyped-def]
+        if isinstance(question, DimseQuestion):
+            if question.side is Side.CLIENT:
+                return Permit(review=FinalWithComment())
+            asked.append(question.command.status)
+            return Rewrite(command=_pynetdicom_command("C_FIND_RSP", MessageIDBeingRespondedTo=question.command
+                                                       .message_id_responded_to, AffectedSOPClassUID=FIND,
+                                                       Status=0xC000, ErrorComment="PACS: no"))
+        return transparent(question)
+
+    for status in (0x0000, 0xC000):
+        asked.clear()
+        book = established(decide, asks=None)
+        book.take(Side.CLIENT)
+        book.client(message("C_FIND_RQ", b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ", MessageID=9,
+                            AffectedSOPClassUID=FIND, Priority=0))
+        match = message("C_FIND_RSP", b"\x10\x00\x20\x00\x06\x00\x00\x00PUBLIC", MessageIDBeingRespondedTo=9,
+                        AffectedSOPClassUID=FIND, Status=0xFF00)
+        final = message("C_FIND_RSP", MessageIDBeingRespondedTo=9, AffectedSOPClassUID=FIND, Status=status,
+                        **({"ErrorComment": "call x4444"} if status else {}))
+        book.server(match + final)
+        received = book.take(Side.CLIENT)
+        assert asked == ([0xC000] if status else [])
+        assert received.startswith(match) and (received == match + final) == (status == 0)
+        assert (b"PACS: no" in received) == (status == 0xC000)
 
 
 def test_malformed_p_data_aborts_both_and_is_never_forwarded() -> None:
