@@ -63,7 +63,7 @@ with atheris.instrument_imports(include=["dicomwire"]):
         TimerKey,
         Trace,
     )
-    from dicomwire.dimse import CommandField, Tag, command_values, encode_command
+    from dicomwire.dimse import CommandField, CommandSet, Tag, command_values, encode_command
     from dicomwire.errors import EncodeError
     from dicomwire.identity import UserIdentity, add_identity_response, insert_user_identity, strip_user_identity
     from dicomwire.limits import RelayLimits
@@ -82,6 +82,7 @@ with atheris.instrument_imports(include=["dicomwire"]):
         RequestQuestion,
         ResponseQuestion,
         Rewrite,
+        Selective,
         Verdict,
     )
     from dicomwire.relay import RelayCore
@@ -102,6 +103,19 @@ ASKS: tuple[Asks, ...] = (EVERY_REQUEST, NO_REQUEST, frozenset({CommandField.C_M
 COMMENTS = ("Not authorized", "Not authorized: patient under consent restriction " * 3, "é\\\x00" * 30, "")
 _PRE_ASSOCIATION = (State.AWAIT_RQ, State.DECIDING)
 MAX_STEPS_CLOSED = 4  # events still given to a closed core: it must ignore them
+
+
+class FinalFailures(Selective):
+    """A review that wants only a final response that is not a success (as the server agent's HEARD
+    wants only one with an Error Comment): the rest must pass without a question."""
+
+    __slots__ = ()
+
+    def wants(self, response: CommandSet) -> bool:
+        return response.status not in (0xFF00, 0xFF01, 0x0000)
+
+
+FINAL_FAILURES = FinalFailures()
 
 
 class Run:
@@ -208,7 +222,7 @@ class Run:
         if passes:  # (a data set can be replaced only when the question held all of it: else refused)
             self.watch.permit(question.side.other if response else question.side, question.command,
                               verdict.command if isinstance(verdict, Rewrite) else None,
-                              verdict.review is not None, response)  # type: ignore[union-attr]
+                              verdict.review, response)  # type: ignore[union-attr]
 
     # -- the operations ---------------------------------------------------------------------------------
     def send_client(self) -> None:
@@ -333,6 +347,8 @@ class Run:
             if kind == 3:
                 return Rewrite(command=rewritten(question), review=review) if choice & 0x40 == 0 else \
                     self.head_verdict(question, review)
+            if kind == 1 and choice & 0x40:
+                return Permit(review=FINAL_FAILURES)
             return (Permit(), Permit(review=review), Refuse(comment=COMMENTS[choice >> 4 & 3], status=0xA700),
                     None, Rewrite(data_set=IDENTIFIER), Refuse(comment="Not authorized"), Drop(),
                     ForwardAccept())[kind] or Permit()

@@ -17,6 +17,7 @@ SEND_CLIENT, SEND_SERVER, READ_CLIENT, READ_SERVER, HALF_CLOSE, RESET, TIMER, AN
 ECHO_RQ, FIND_RQ, MOVE_RQ, GET_RQ, STORE_RQ, CANCEL_RQ, N_ACTION_RQ, ECHO_RSP, FIND_RSP, MOVE_RSP, GET_RSP, \
     STORE_RSP = range(12)
 PERMIT, PERMIT_REVIEW, REFUSE, REWRITE = 0x00, 0x81, 0x02, 0x03  # request verdicts (choice % 8, review bit)
+SELECTIVE = 0x41  # a permit whose review wants only final failures
 HEAD = 0x43  # a request's head verdict (fuzz/relay_fuzz.py head_verdict), then its two bytes
 CUT_AT_PIXELS = 0x6C  # replace the head up to the Pixel Data with part of the identifier; cut after it
 RELEASE_RQ, RELEASE_RP = 0xA0, 0xA1  # fuzz/relay_peers.py FIXED
@@ -119,7 +120,15 @@ def scenarios() -> list[Program]:
         program.message(SEND_SERVER, STORE_RQ, pick=5, size=size, how=1, asks=[(HEAD, CUT_AT_PIXELS, 0x00)])
         program.message(SEND_CLIENT, STORE_RSP, status=1)
         research.append(program.message(SEND_SERVER, GET_RSP, status=1, asks=[(0x00,)]).release())
-    return [transparent, reviewed, retrieve, late, mid, shared, long_match, bad_title, more, *research]
+    # A selective review (fuzz/relay_fuzz.py FinalFailures): the match and a success pass unasked, a final
+    # failure is asked about.
+    selective = []
+    for final in (1, 3):
+        program = Program(asks=0).associate()
+        program.message(SEND_CLIENT, FIND_RQ, pick=1, asks=[(SELECTIVE,)])
+        program.message(SEND_SERVER, FIND_RSP, size=1)
+        selective.append(program.message(SEND_SERVER, FIND_RSP, status=final, asks=[(PERMIT,)] if final == 3 else []))
+    return [transparent, reviewed, retrieve, late, mid, shared, long_match, bad_title, more, *research, *selective]
 
 
 def seeds(messages: Callable[[int], list[list[bytes]]]) -> list[bytes]:

@@ -101,7 +101,9 @@ class Watch:
         # (destination, command set) allowed to pass, with the clock of each permit
         self.tokens: defaultdict[tuple[Side, bytes], list[int]] = defaultdict(list)
         self.clock = 0  # counts permits: a command set may leave only after its own
-        self.reviewed: Counter[tuple[Side, int]] = Counter()  # (requester, Message ID) whose responses are asked
+        # (requester, Message ID) whose responses are asked: the reviews given, oldest first (a Selective
+        # one wants some of them only)
+        self.reviewed: defaultdict[tuple[Side, int], list[object]] = defaultdict(list)
         self.needs: Counter[tuple[Side, bytes]] = Counter()  # responses read while under review, by requester
         self.premature: Counter[tuple[Side, bytes]] = Counter()  # responses to requests not forwarded yet
         self.rewritten: set[bytes] = set()  # response command sets a policy wrote
@@ -110,15 +112,15 @@ class Watch:
         self.server_transport = False
 
     # -- what the harness tells -----------------------------------------------------------------------
-    def permit(self, requester: Side, command: CommandSet, sent: bytes | None, review: bool, response: bool) -> None:
+    def permit(self, requester: Side, command: CommandSet, sent: bytes | None, review: object, response: bool) -> None:
         """A verdict the core took lets ``command`` (or ``sent`` instead) go to the other side."""
         destination = requester.other if not response else requester
         self.tokens[(destination, sent or command.raw)].append(self.clock)
         self.clock += 1
         if response and sent is not None:
             self.rewritten.add(sent)
-        if review and not response and command.message_id is not None:
-            self.reviewed[(requester, command.message_id)] += 1
+        if review is not None and not response and command.message_id is not None:
+            self.reviewed[(requester, command.message_id)].append(review)
 
     def image(self, destination: Side, command: bytes, cut: bool) -> None:
         """An image (a data set with the peers' secret after its Pixel Data) let through to ``destination``,
@@ -148,11 +150,14 @@ class Watch:
                 self.premature[(side.other, command.raw)] += 1
             elif command.status not in STATUS_PENDING and mid in delivered:
                 delivered.remove(mid)
-            if self.reviewed[(side.other, mid)] <= 0:
+            reviews = self.reviewed.get((side.other, mid))
+            if not reviews:
                 continue
-            self.needs[(side.other, command.raw)] += 1
+            wants = getattr(reviews[0], "wants", None)  # a Selective review (of dicomwire, not plainwire)
+            if wants is None or wants(command):
+                self.needs[(side.other, command.raw)] += 1
             if command.status not in STATUS_PENDING:
-                self.reviewed[(side.other, mid)] -= 1
+                reviews.pop(0)
 
     def answerable(self, side: Side) -> tuple[list[tuple[int, int, int]], set[int]]:
         """What ``side``'s peer may answer: the requests the core forwarded to it, and the Message IDs it
