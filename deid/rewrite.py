@@ -51,12 +51,14 @@ class Source(Protocol):
 
 @dataclass(slots=True, kw_only=True)
 class Walk:
-    """One data set's rewrite. ``patient`` is the data set's own (its top-level Patient ID)."""
+    """One data set's rewrite. ``patient`` is the data set's own pseudonym, ``patient_key`` the real
+    Patient ID it is the pseudonym of (the top-level one, or the one the caller named)."""
 
     data: bytes
     profile: Profile
     source: Source
     patient: PatientPseudonym | None
+    patient_key: str | None = None
     identifying: frozenset[bytes] = frozenset()
     inserts: list[tuple[int, bytes]] = field(default_factory=list)  # top level, in tag order
 
@@ -102,7 +104,7 @@ class Walk:
         if known == "SQ":
             return  # a sequence not encoded as one (UN of defined length, a wrong VR): unreadable, so removed
         vr = code if code and code != "UN" else known
-        op = self.profile.op(tag, vr)
+        op = self.profile.op(tag, code)  # judged by the dictionary's VR: a disagreeing one is removed
         if op is Op.KEEP:
             out.append(self.data[pos:end])
             return
@@ -128,6 +130,8 @@ class Walk:
             return DUMMIES.get(vr, b"") if op is Op.DUMMY else b""
         if op is Op.PSEUDO_ID:
             real = _text(value)
+            if depth and real and real != self.patient_key:
+                return DUMMIES["LO"]  # another patient (a group, a source): no pseudonym of theirs is made
             return padded(self.source.patient(real).patient_id.encode("latin-1"), vr) if real else b""
         if op is Op.PSEUDO_NAME:
             if depth or self.patient is None:
