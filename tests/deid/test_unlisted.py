@@ -208,3 +208,21 @@ def test_another_patients_id_in_a_kept_sequence_gets_no_pseudonym() -> None:
     assert (group[0].PatientID, group[1].PatientID) == (new.PatientID, "DEIDENTIFIED")
     assert needs(data, EXPLICIT, DEMO, patient_id="PAT-4711") == Needs(patient_ids=frozenset({"PAT-4711"}),
                                                                         uids=wanted.uids)
+
+
+# ---- Retain Safe Private: the list says where a safe value is, not what a PACS wrote there ----------------
+@pytest.mark.parametrize("ts", SYNTAXES)
+def test_a_name_in_a_safe_private_slot_is_not_kept(ts: str) -> None:
+    ds = identified_header(patient_id="PAT-4711")
+    ds.add_new(0x00190010, "LO", "GEMS_ACQU_01")
+    ds.add_new(0x00191010, "LO", "DOE^JANE PAT-4711")  # the listed slot, holding a name and an ID
+    ds.add_new(0x00190011, "LO", "SAFE VENDOR")
+    ds.add_new(0x00191105, "DS", "1.25\\2.5")
+    ds.add_new(0x00191106, "US", 512)
+    safe = Profile(options=frozenset({Option.RETAIN_SAFE_PRIVATE}), safe_private=frozenset(
+        {SafePrivate(group=0x0019, creator="GEMS_ACQU_01", element=0x10),
+         SafePrivate(group=0x0019, creator="SAFE VENDOR", element=0x05),
+         SafePrivate(group=0x0019, creator="SAFE VENDOR", element=0x06)}))
+    _, new_bytes, new = deidentify(ds, ts, safe)
+    assert b"DOE" not in new_bytes and 0x00191010 not in new
+    assert 0x00191105 in new and 0x00191106 in new  # numbers: kept, in every syntax
