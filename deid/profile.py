@@ -110,11 +110,14 @@ class Profile:
     vocabulary: frozenset[str] = frozenset()
     _ops: dict[int, Op] = field(init=False, repr=False, compare=False, hash=False)
     _fallback: dict[int, Op] = field(init=False, repr=False, compare=False, hash=False)
+    # unlisted dictionary tags already decided: at most one entry per PS3.6 tag, so bounded
+    _unlisted_ops: dict[int, Op] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         ops, fallback = _compile(self.options)
         object.__setattr__(self, "_ops", ops)
         object.__setattr__(self, "_fallback", fallback)
+        object.__setattr__(self, "_unlisted_ops", {})
 
     @property
     def shifts_dates(self) -> bool:
@@ -141,9 +144,14 @@ class Profile:
         if not written_as_defined(tag, vr):
             return Op.REMOVE  # PS3.5 7.1.2: not this attribute as PS3.6 defines it
         op = self._ops.get(tag)
+        if op is None:
+            op = self._unlisted_ops.get(tag)
         if op is not None:
             return op
-        return self._unlisted(tag)
+        op = self._unlisted(tag)
+        if tag in DicomDictionary:
+            self._unlisted_ops[tag] = op
+        return op
 
     def fallback(self, tag: int) -> Op:
         """The Basic action of a tag whose option action could not be carried out."""

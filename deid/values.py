@@ -43,7 +43,7 @@ def written_as_defined(tag: int, written: str | None) -> bool:
     entry = DicomDictionary.get(tag)
     if not written or written == "UN" or entry is None:
         return True
-    return written in entry[0].split(" or ")
+    return written == entry[0] or (len(entry[0]) > 2 and written in entry[0].split(" or "))
 
 
 def padded(value: bytes, vr: str) -> bytes:
