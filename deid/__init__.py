@@ -17,6 +17,11 @@ The header is read once (:class:`Header`); the bytes-taking forms (``header_end`
 
 The actions are PS3.15 Table E.1-1 of edition ``deid.table.EDITION``, generated from maintained
 packages by devtools/gen_deid_table.py; :mod:`deid.profile` says how each action code is carried out.
+What the table does not name is removed or cleaned, never kept by default (PS3.15 E.1.1: the
+profile's "all other attributes", and the Clean options of E.3): :mod:`deid.supplement`, reviewed
+by hand beside the generated table, gives each such attribute an action by its PS3.6 VR and lists
+the few kept as they are (codes, equipment, technique, definition UIDs), each with its reason.
+A clinician's copy is never touched: it does not go through here.
 """
 
 from .errors import DeidError, MissingPseudonym, NotDeidentifiable, PixelIdentityRisk

@@ -100,7 +100,7 @@ def needs(data: bytes, transfer_syntax: str | None, profile: Profile, *, patient
     recorder = _Recorder()
     patient_key = _patient_id(read) or patient_id
     patient = recorder.patient(patient_key) if patient_key else None
-    _walk(read, syntax, profile, recorder, patient, markers=False)
+    _walk(read, syntax, profile, recorder, patient, patient_key, markers=False)
     return Needs(patient_ids=frozenset(recorder.patients), uids=frozenset(recorder.uids))
 
 
@@ -109,7 +109,8 @@ def needs_of(header: Header, profile: Profile) -> Needs:
     recorder = _Recorder()
     patient_key = _patient_id(header.read)
     patient = recorder.patient(patient_key) if patient_key else None
-    _walk(header.read, _syntax(header.read), profile, recorder, patient, markers=False, stop=header.end)
+    _walk(header.read, _syntax(header.read), profile, recorder, patient, patient_key, markers=False,
+          stop=header.end)
     return Needs(patient_ids=frozenset(recorder.patients), uids=frozenset(recorder.uids))
 
 
@@ -145,16 +146,17 @@ def _deidentify(read: DataSet, syntax: Syntax, profile: Profile, pseudonyms: Pse
     source = _Lookup(pseudonyms)
     patient_key = _patient_id(read) or patient_id
     patient = source.patient(patient_key) if patient_key else None
-    data = _walk(read, syntax, profile, source, patient, markers=markers, stop=stop)
+    data = _walk(read, syntax, profile, source, patient, patient_key, markers=markers, stop=stop)
     return Deidentified(data=data, patient_id=patient.patient_id if patient else None)
 
 
 def _walk(read: DataSet, syntax: Syntax, profile: Profile, source: _Lookup | _Recorder,
-          patient: PatientPseudonym | None, *, markers: bool, stop: int | None = None) -> bytes:
+          patient: PatientPseudonym | None, patient_key: str | None, *, markers: bool,
+          stop: int | None = None) -> bytes:
     """The walk over ``read``'s top level up to ``stop`` (its end when None: a header or identifier
     read on its own)."""
     stop = len(read.data) if stop is None else stop
-    walk = Walk(data=read.data, profile=profile, source=source, patient=patient,
+    walk = Walk(data=read.data, profile=profile, source=source, patient=patient, patient_key=patient_key,
                 identifying=_identifying(read, syntax, profile, stop) if profile.vocabulary else frozenset(),
                 inserts=list(_markers(profile, syntax)) if markers else [])
     out: list[bytes] = []
@@ -186,7 +188,7 @@ def _identifying(read: DataSet, syntax: Syntax, profile: Profile, stop: int) -> 
         if element.start >= stop:
             break
         vr = element.vr if element.vr and element.vr != "UN" else dictionary_vr(element.tag)
-        if vr in ("PN", "LO", "SH") and profile.op(element.tag, vr) in _IDENTIFYING_OPS:
+        if vr in ("PN", "LO", "SH") and profile.op(element.tag, element.vr) in _IDENTIFYING_OPS:
             found |= words(read.value(element))
     return frozenset(found)
 

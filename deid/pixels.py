@@ -2,9 +2,11 @@
 
 Header de-identification leaves pixels unchanged, so an instance whose pixels may carry burned-in
 text (names, IDs, dates on ultrasound screens, scanned forms, screenshots) or a recognisable face is
-refused unless the project allows such instances. Burned In Annotation (0028,0301) ``YES`` is
-refused; so is Recognizable Visual Features (0028,0302) ``YES``; when (0028,0301) is absent or not
-``NO``, the SOP classes and modalities known to carry burned-in text are refused as well.
+refused unless the project allows such instances. Burned In Annotation (0028,0301) and Recognizable
+Visual Features (0028,0302) are Enumerated Values YES or NO (PS3.3 C.7.6.1.1.3, C.7.6.1.1.4): either
+present with a value that is not exactly ``NO`` (``YES``, ``YES\\NO``, ``Y``, ``UNKNOWN``) is refused;
+when (0028,0301) is absent or empty, the SOP classes and modalities known to carry burned-in text are
+refused as well.
 """
 
 from __future__ import annotations
@@ -64,15 +66,16 @@ def pixel_risk_of(read: DataSet, policy: PixelPolicy) -> str | None:
         return read.value(element).strip(b" \x00").decode("latin-1").upper() if element else ""
 
     burned = text(BURNED_IN_ANNOTATION)
-    if burned == "YES":
-        return "Burned In Annotation (0028,0301) is YES"
-    if text(RECOGNIZABLE_VISUAL_FEATURES) == "YES":
-        return "Recognizable Visual Features (0028,0302) is YES"
+    if burned and burned != "NO":
+        return "Burned In Annotation (0028,0301) is not NO"  # its value is the PACS's: not echoed
+    features = text(RECOGNIZABLE_VISUAL_FEATURES)
+    if features and features != "NO":
+        return "Recognizable Visual Features (0028,0302) is not NO"
     if burned == "NO":
         return None
     if read.known_below <= RECOGNIZABLE_VISUAL_FEATURES:
         return "the head ends before Burned In Annotation (0028,0301) could be read"
-    said = "absent" if not burned else f"{burned[:16]!r}"
+    said = "absent"
     sop_class = text(SOP_CLASS_UID)
     if sop_class in policy.sop_classes:
         name = uids.UID(sop_class).name

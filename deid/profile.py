@@ -12,11 +12,17 @@ viewers are what researchers use:
 | X/Z | Z, zero length | Type 2 attributes stay present |
 | X/Z/U* | a sequence: its items processed; a UI: a new UID; else Z | references stay consistent |
 
-Attributes the table does not list are kept (E.1.1), with three safety nets: an unknown public tag
-(not in pydicom's PS3.6 dictionary) is removed, an unlisted PN gets a dummy name, and an unlisted
-DA/DT is treated as dates are (shifted with Modified Dates, else a dummy). Private attributes (odd
-groups) are removed unless the Retain Safe Private option names them (E.3.10), and group lengths
-(gggg,0000) always, since rewritten groups no longer have the length they announce.
+What the table does not name is removed or cleaned, never kept because no row names it (E.1.1: the
+profile's "all other attributes", and the Clean options): :mod:`deid.supplement` gives each unlisted
+public attribute an action by its PS3.6 VR (structured values kept, UIDs replaced, names a dummy,
+dates shifted or a dummy, free text cleaned or removed, URLs and opaque bytes removed) and lists the
+few text and definition-UID attributes reviewed as safe to keep. An element is judged by the
+dictionary's VR: one whose explicit VR the dictionary does not give its tag is removed (the stream
+must not decide that a date or a name is "just text"). Unknown public tags, group lengths (rewritten
+groups no longer have the length they announce), command and file meta elements (groups 0000, 0002:
+never part of a data set, PS3.5 7.1, PS3.7 6.3.1), curves and overlays and anything of group 7FE0
+(pixels the header check has not vouched for: an icon, a C-FIND match's Pixel Data) are removed.
+Private attributes (odd groups) are removed unless the Retain Safe Private option names them (E.3.10).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from dataclasses import dataclass, field
 
 from pydicom._dicom_dict import DicomDictionary
 
-from . import table
+from . import supplement, table
+from .values import written_as_defined
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -77,6 +84,9 @@ class Option(enum.Enum):
 _BASIC_OPS = {"K": Op.KEEP, "X": Op.REMOVE, "Z": Op.ZERO, "D": Op.DUMMY, "U": Op.UID, "Z/D": Op.DUMMY,
               "X/D": Op.DUMMY, "X/Z/D": Op.DUMMY, "X/Z": Op.ZERO, "X/Z/U*": Op.UID_OR_ZERO}
 _RANK = {"K": 2, "C": 1}
+_SUPPLEMENT_OPS = {"K": Op.KEEP, "X": Op.REMOVE, "D": Op.DUMMY, "U": Op.UID}
+_WHEN = frozenset({"DA", "DT", "TM"})
+_NEVER_KEPT_GROUPS = frozenset({0x0000, 0x0002, 0x7FE0})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,11 +110,14 @@ class Profile:
     vocabulary: frozenset[str] = frozenset()
     _ops: dict[int, Op] = field(init=False, repr=False, compare=False, hash=False)
     _fallback: dict[int, Op] = field(init=False, repr=False, compare=False, hash=False)
+    # unlisted dictionary tags already decided: at most one entry per PS3.6 tag, so bounded
+    _unlisted_ops: dict[int, Op] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         ops, fallback = _compile(self.options)
         object.__setattr__(self, "_ops", ops)
         object.__setattr__(self, "_fallback", fallback)
+        object.__setattr__(self, "_unlisted_ops", {})
 
     @property
     def shifts_dates(self) -> bool:
@@ -121,30 +134,46 @@ class Profile:
             chosen.remove(Option.RETAIN_SAFE_PRIVATE)  # nothing retained: not claimed
         return (BASIC_PROFILE_CODE, *(option.code for option in chosen))
 
-    def op(self, tag: int, vr: str) -> Op:
-        """The operation for a public or masked tag (private tags: see ``safe``)."""
+    @property
+    def cleans_descriptors(self) -> bool:
+        return Option.CLEAN_DESCRIPTORS in self.options
+
+    def op(self, tag: int, vr: str | None = None) -> Op:
+        """The operation for a public or masked tag written with explicit VR ``vr`` (None or "" in implicit VR,
+        or UN: the dictionary's). Private tags: :mod:`deid.rewrite` keeps what Retain Safe Private lists."""
+        if not written_as_defined(tag, vr):
+            return Op.REMOVE  # PS3.5 7.1.2: not this attribute as PS3.6 defines it
         op = self._ops.get(tag)
+        if op is None:
+            op = self._unlisted_ops.get(tag)
         if op is not None:
             return op
-        return self._unlisted(tag, vr)
+        op = self._unlisted(tag)
+        if tag in DicomDictionary:
+            self._unlisted_ops[tag] = op
+        return op
 
     def fallback(self, tag: int) -> Op:
         """The Basic action of a tag whose option action could not be carried out."""
         return self._fallback.get(tag, Op.REMOVE)
 
-    def _unlisted(self, tag: int, vr: str) -> Op:
+    def _unlisted(self, tag: int) -> Op:
+        """A tag Table E.1-1 does not list: the module docstring, then :func:`deid.supplement.action`."""
         for value, mask, code in table.BASIC_MASKED:
             if tag & mask == value:
                 return _BASIC_OPS[code]
-        if tag & 0xFFFF == 0:
-            return Op.REMOVE  # group length (PS3.5 7.2): wrong once the group is rewritten
-        if tag not in DicomDictionary or (tag >> 24) in (0x50, 0x60):
+        if tag & 0xFFFF == 0 or (tag >> 16) in _NEVER_KEPT_GROUPS:
+            return Op.REMOVE  # group lengths (PS3.5 7.2); command, file meta and pixel groups
+        entry = DicomDictionary.get(tag)
+        if entry is None or (tag >> 24) in (0x50, 0x60):
             return Op.REMOVE  # unknown, retired repeating, or curves and overlays (E.1-1 removes their data)
-        if vr == "PN":
-            return Op.DUMMY
-        if vr in ("DA", "DT"):
+        vr = entry[0]
+        code = supplement.action(tag, vr)
+        if code == "C" and vr in _WHEN:
             return Op.SHIFT if self.shifts_dates else Op.DUMMY
-        return Op.KEEP
+        if code == "C":
+            return Op.CLEAN if self.cleans_descriptors else Op.REMOVE
+        return _SUPPLEMENT_OPS.get(code, Op.REMOVE)
 
 
 def _compile(options: frozenset[Option]) -> tuple[dict[int, Op], dict[int, Op]]:

@@ -10,11 +10,13 @@ is a sequence encoded in Implicit VR Little Endian (PS3.5 6.2.2) and is rewritte
 Private attributes (PS3.5 7.8.1): a creator element (gggg,0010-00FF) reserves a block; the data
 elements of block xx are (gggg,xx00-xxFF). With Retain Safe Private, a data element is kept when its
 block's creator, group and low byte are on the profile's list (never a private sequence: its content
-is unknown), with its creator; everything else private goes.
+is unknown) and its value is a number (:func:`numeric_value`: the list says where a safe value is,
+not what a PACS wrote there), with its creator; everything else private goes.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -51,12 +53,14 @@ class Source(Protocol):
 
 @dataclass(slots=True, kw_only=True)
 class Walk:
-    """One data set's rewrite. ``patient`` is the data set's own (its top-level Patient ID)."""
+    """One data set's rewrite. ``patient`` is the data set's own pseudonym, ``patient_key`` the real
+    Patient ID it is the pseudonym of (the top-level one, or the one the caller named)."""
 
     data: bytes
     profile: Profile
     source: Source
     patient: PatientPseudonym | None
+    patient_key: str | None = None
     identifying: frozenset[bytes] = frozenset()
     inserts: list[tuple[int, bytes]] = field(default_factory=list)  # top level, in tag order
 
@@ -102,7 +106,7 @@ class Walk:
         if known == "SQ":
             return  # a sequence not encoded as one (UN of defined length, a wrong VR): unreadable, so removed
         vr = code if code and code != "UN" else known
-        op = self.profile.op(tag, vr)
+        op = self.profile.op(tag, code)  # judged by the dictionary's VR: a disagreeing one is removed
         if op is Op.KEEP:
             out.append(self.data[pos:end])
             return
@@ -128,6 +132,8 @@ class Walk:
             return DUMMIES.get(vr, b"") if op is Op.DUMMY else b""
         if op is Op.PSEUDO_ID:
             real = _text(value)
+            if depth and real and real != self.patient_key:
+                return DUMMIES["LO"]  # another patient (a group, a source): no pseudonym of theirs is made
             return padded(self.source.patient(real).patient_id.encode("latin-1"), vr) if real else b""
         if op is Op.PSEUDO_NAME:
             if depth or self.patient is None:
@@ -234,11 +240,30 @@ class Walk:
         if sequence or creator is None or number < 0x1000:
             return
         wanted = SafePrivate(group=group, creator=creator.decode("latin-1"), element=number & 0xFF)
-        if wanted in self.profile.safe_private:
+        if wanted in self.profile.safe_private and numeric_value(code, self.data[value_start:end]):
             out.append(self.data[pos:end])
 
 
 _CLEANABLE = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
+
+
+_BINARY_SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8, "OF": 4, "OD": 8,
+                 "OL": 4, "OV": 8}
+_NUMBER_TEXT = re.compile(rb"[0-9+\-.eE \\]*")  # PS3.5 6.2 DS and IS characters, and the value separator
+_PRINTABLE = re.compile(rb"[ -~]*")
+
+
+def numeric_value(code: str, value: bytes) -> bool:
+    """Whether a safe private value is a number or numbers, so a name or an ID written in its place is
+    not kept: an explicit binary number VR whose length fits it, a DS/IS (or, with no VR to go by,
+    implicit or UN, any value) that reads as decimal text, or an implicit short value that is binary
+    (up to 8 bytes, an even count, not all printable: no text)."""
+    size = _BINARY_SIZES.get(code)
+    if size is not None:
+        return len(value) % size == 0
+    if code in ("DS", "IS", "", "UN") and _NUMBER_TEXT.fullmatch(value):
+        return True
+    return code in ("", "UN") and 0 < len(value) <= 8 and not _PRINTABLE.fullmatch(value)
 
 
 def _u32(data: bytes, pos: int, syntax: Syntax) -> int:

@@ -25,7 +25,6 @@ DUMMIES = {
 }
 TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
                       "UR", "UT"})
-DICOM_ROOT = "1.2.840.10008."  # PS3.5 9.1: UIDs the standard itself defines, never an instance's
 _WORD = re.compile(rb"[A-Za-z0-9]+")
 _DIGITS = re.compile(rb"[0-9]*")
 _DATE_FORMATS = {4: "%Y", 6: "%Y%m", 8: "%Y%m%d"}
@@ -35,6 +34,16 @@ def dictionary_vr(tag: int) -> str:
     """PS3.6 VR of a public tag (the first of "US or SS"-style choices); "UN" when unknown."""
     entry = DicomDictionary.get(tag)
     return entry[0][:2] if entry else "UN"
+
+
+def written_as_defined(tag: int, written: str | None) -> bool:
+    """Whether an element's explicit VR is one PS3.6 gives its tag (PS3.5 7.1.2): None or "" (implicit VR),
+    UN (PS3.5 6.2.2: the sender did not know) and unknown tags pass; "US or SS" allows both. A VR the
+    dictionary does not give would make the stream, not the standard, decide what the value is."""
+    entry = DicomDictionary.get(tag)
+    if not written or written == "UN" or entry is None:
+        return True
+    return written == entry[0] or (len(entry[0]) > 2 and written in entry[0].split(" or "))
 
 
 def padded(value: bytes, vr: str) -> bytes:
@@ -49,8 +58,10 @@ def split_values(value: bytes) -> list[bytes]:
 
 
 def well_known_uid(uid: str) -> bool:
-    """A UID the standard defines (SOP classes, transfer syntaxes, coding schemes...): not an instance's."""
-    return uid.startswith(DICOM_ROOT) or uid in UID_dictionary
+    """A UID PS3.6 Annex A defines (SOP classes, transfer syntaxes, well-known frames of reference and
+    instances...): exactly one of its entries. Any other UID, even one under the standard's own root
+    1.2.840.10008 (PS3.5 9.1: a PACS may write anything there), is an instance's and is replaced."""
+    return uid in UID_dictionary
 
 
 def shift_dates(value: bytes, vr: str, days: int) -> bytes | None:

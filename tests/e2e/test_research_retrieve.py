@@ -376,3 +376,76 @@ def test_every_ui_value_a_research_find_returns_is_padded_as_the_standard_says(s
     assert {tag for tag, _ in seen} >= {0x0020000D} and len(seen) >= len(matches)
     assert [(f"{tag:08X}", value, ui_problem(value)) for tag, value in seen if ui_problem(value)] == []
     assert not [value for _, value in seen if STUDY.encode() in value], "a real UID"
+
+
+# ---- identity where the generated Table E.1-1 does not look (attacker review of issue 16, F1, F4, F10) --------
+# Uploaded by the tests below, after the tests above (which count this patient's studies and instances):
+# keep this section last in the module.
+SMUGGLED_STUDY = "1.2.826.0.1.3680043.10.1447.77.7"
+SOURCE_UID = "1.2.826.0.1.3680043.10.1447.77.1.1.1"  # a real SOP Instance UID of another image
+NAME, MRN = "SMUGGLED^NAME", "MRN-SMUGGLED-42"
+NEEDLES = (NAME, MRN, "SMUGGLED", SOURCE_UID, "20260114", "https://pacs")
+
+
+def smuggling_instance() -> object:
+    """PAT-RES-1's CT whose header carries identity in attributes the generated table does not list:
+    unlisted UIDs, free text at the top level and in a kept sequence, URLs, a date in an LO, and a
+    person's name (PN) and a date (DA) written as LO."""
+    from pydicom.datadict import tag_for_keyword
+    ds = identified_header(patient_id=PATIENT, study_uid=SMUGGLED_STUDY)
+    ds.MultiFrameSourceSOPInstanceUID = SOURCE_UID
+    ds.SOPInstanceUIDOfConcatenationSource = SOURCE_UID
+    ds.TextValue = f"{NAME} {MRN}"
+    ds.CommentsOnTheScheduledProcedureStep = f"pt {NAME} claustrophobic"
+    ds.HL7InstanceIdentifier = f"{MRN}^^^HOSP"
+    ds.ImageID = MRN
+    ds.RetrieveURL = f"https://pacs/studies/{STUDY}"
+    modifier = Dataset()
+    modifier.ValueType, modifier.TextValue = "TEXT", f"referred by {NAME}"
+    ds.ContentItemModifierSequence = [modifier]
+    ds.add_new(tag_for_keyword("AcquisitionProtocolName"), "LO", "CHEST 20260114")
+    ds.add_new(tag_for_keyword("EvaluatorName"), "LO", NAME)
+    ds.add_new(tag_for_keyword("ExpiryDate"), "LO", "20260114")
+    return ds
+
+
+@pytest.fixture(scope="module")
+def smuggled(site: Site) -> str:
+    """The smuggling instance in Orthanc; its study's pseudonym, as the researcher knows it."""
+    assert site.orthanc is not None
+    (site.root / "smuggle").mkdir(exist_ok=True)
+    site.orthanc.upload([write(smuggling_instance(), site.root / "smuggle" / "ct.dcm")])
+    return pseudonyms(site, {SMUGGLED_STUDY})[SMUGGLED_STUDY]
+
+
+def test_a_researchers_copy_carries_no_identity_the_table_does_not_name(site: Site, smuggled: str,
+                                                                        tmp_path: Path) -> None:
+    result = getscu(site, "researcher", smuggled, tmp_path / "got")
+    files = sorted((tmp_path / "got").iterdir())
+    assert len(files) == 1 and result.returncode == 0, result.stderr[-3000:]
+    raw = files[0].read_bytes()
+    assert [n for n in (*NEEDLES, *REAL) if n.encode() in raw] == []
+    ds = dcmread(files[0])
+    assert ds.PatientIdentityRemoved == "YES" and ds.Manufacturer == "ACME MEDICAL"
+    shown = pseudonyms(site, {SOURCE_UID, f"{SMUGGLED_STUDY}.1.1"})
+    assert ds.MultiFrameSourceSOPInstanceUID == shown[SOURCE_UID]  # a reference: the project's pseudonym
+    assert ds.SOPInstanceUID == shown[f"{SMUGGLED_STUDY}.1.1"]
+    assert ds.AcquisitionProtocolName == "CHEST"  # cleaned: the demo vocabulary keeps CHEST, not the date
+    assert "TextValue" not in ds and "ImageID" not in ds and "RetrieveURL" not in ds
+    assert "TextValue" not in ds.ContentItemModifierSequence[0]
+
+
+def test_a_researchers_find_return_keys_carry_no_identity_the_table_does_not_name(site: Site, smuggled: str) -> None:
+    keys = ["QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={smuggled}", "SOPInstanceUID",
+            "MultiFrameSourceSOPInstanceUID", "SOPInstanceUIDOfConcatenationSource", "TextValue",
+            "CommentsOnTheScheduledProcedureStep", "HL7InstanceIdentifier", "ImageID", "RetrieveURL",
+            "AcquisitionProtocolName"]
+    tee = Tee(site.ports["agent"])
+    try:
+        result = site.launch("researcher", "findscu", "-v", "-S", *[a for k in keys for a in ("-k", k)],
+                             "-aec", "ORTHANC@GW1", "127.0.0.1", tee.port)
+    finally:
+        tee.close()
+    matches = [s for s in received_sets(bytes(tee.received)) if b"2.25." in s]
+    assert len(matches) == 1, result.stderr[-3000:]
+    assert [n for n in (*NEEDLES, *REAL) if n.encode() in matches[0]] == []
