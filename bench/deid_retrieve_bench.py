@@ -86,7 +86,15 @@ def pseudonymous_study(site: Site, uid: str) -> str:
         return client.pseudonyms("STUDY-A", Needs(uids=frozenset({uid}))).uids[uid]
 
 
-def getscu(port: int, called: str, study_uid: str, out: Path, count: int) -> float:
+def check_view(files: list[Path], deid: bool) -> None:
+    """The files are the view the row claims: de-identified (Patient Identity Removed YES, no real
+    Patient ID) or Orthanc's own."""
+    ds = dcmread(files[0], stop_before_pixels=True)
+    if (ds.get("PatientIdentityRemoved") == "YES") != deid or (ds.PatientID == PATIENT) == deid:
+        raise BenchError(f"{files[0]} is not the {'de-' if deid else ''}identified view")
+
+
+def getscu(port: int, called: str, study_uid: str, out: Path, count: int, deid: bool = False) -> float:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     args = [str(DCMTK_BIN / "getscu"), "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
@@ -98,10 +106,11 @@ def getscu(port: int, called: str, study_uid: str, out: Path, count: int) -> flo
     if result.returncode != 0 or got != count:
         raise BenchError(f"getscu via port {port} failed ({result.returncode}, {got} of {count} files): "
                          f"{result.stderr[-2000:]}")
+    check_view(sorted(out.iterdir()), deid)
     return elapsed
 
 
-def movescu(site: Site, port: int, study_uid: str, count: int) -> float:
+def movescu(site: Site, port: int, study_uid: str, count: int, deid: bool = False) -> float:
     assert site.scp is not None
     for old in site.scp.received():
         old.unlink()
@@ -114,6 +123,7 @@ def movescu(site: Site, port: int, study_uid: str, count: int) -> float:
     if result.returncode != 0 or got != count:
         raise BenchError(f"movescu via port {port} failed ({result.returncode}, {got} of {count} files): "
                          f"{result.stderr[-2000:]}")
+    check_view(site.scp.received(), deid)
     for old in site.scp.received():
         old.unlink()
     return elapsed
@@ -158,9 +168,9 @@ def run(work: Path, quick: bool, profile: Path | None = None, rounds: int | None
         paths: list[tuple[str, int | None, Callable[[], float]]] = [
             ("direct", None, lambda: getscu(pacs, "ORTHANC", real_study, out, count)),
             (GET_ROWS[0], site.server.pid, lambda: getscu(agent, "ORTHANC@GW1", real_study, out, count)),
-            (GET_ROWS[1], site.server.pid, lambda: getscu(researcher, "ORTHANC@GW1", shown, out, count)),
+            (GET_ROWS[1], site.server.pid, lambda: getscu(researcher, "ORTHANC@GW1", shown, out, count, True)),
             (MOVE_ROWS[0], site.server.pid, lambda: movescu(site, agent, real_study, count)),
-            (MOVE_ROWS[1], site.server.pid, lambda: movescu(site, researcher, shown, count))]
+            (MOVE_ROWS[1], site.server.pid, lambda: movescu(site, researcher, shown, count, True))]
         samples: dict[str, list[float]] = {name: [] for name, *_ in paths}
         cpu: dict[str, float] = {name: 0.0 for name, *_ in paths}
         for _name, _, retrieve in paths:  # warm up every path once (PDP cache, TLS, pseudonyms)
