@@ -145,8 +145,10 @@ class Pseudonymizer:
     def reidentify(self, caller: Caller, project: Project, body: dict[str, Any]) -> tuple[dict[str, Any],
                                                                                          dict[str, Any]]:
         """A separate, audited action (issue 16 item 4): a person with the role, one value, a reason."""
-        if not caller.is_user or not set(caller.roles) & self.config.access.reidentify_roles:
-            raise forbidden("re-identification is for users with a re-identification role")
+        trustees = project.reidentify_roles or self.config.access.reidentify_roles  # a project's own, if named
+        if not caller.is_user or not set(caller.roles) & trustees:
+            raise forbidden(f"re-identification in project {project.project_id} is for users with its "
+                            "re-identification role")
         if SCOPE_REIDENTIFY not in caller.scopes:
             raise forbidden(f"the token lacks scope {SCOPE_REIDENTIFY}")
         if set(body) - {"patient_id", "uid", "reason"} or len(set(body) & {"patient_id", "uid"}) != 1:

@@ -9,7 +9,8 @@
                  roles that may re-identify, one pseudonym at a time, with a reason
     [limits]     max_values per call, max_entries per scope (the reverse mapping's bound)
     [projects.ID] scope (the key and mapping it uses: projects sharing a scope share pseudonyms),
-                 prefix of pseudonymous Patient IDs, uid_root ("2.25" or an organisation's root)
+                 prefix of pseudonymous Patient IDs, uid_root ("2.25" or an organisation's root),
+                 reidentify_roles (this project's trustees, in place of [access]'s for it)
 
 Every error names the file, the key and what is wrong (:mod:`tomlconf`).
 """
@@ -44,6 +45,8 @@ class Project(Schema):
     scope: str = ""  # the ID unless the file says
     prefix: str
     uid_root: str = "2.25"
+    # Who may re-identify this project's pseudonyms (its own trustees); empty: [access] reidentify_roles.
+    reidentify_roles: Annotated[frozenset[str], AS_FROZENSET] = frozenset()
 
     @field_validator("scope")
     @classmethod

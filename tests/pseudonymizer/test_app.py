@@ -54,7 +54,8 @@ def config(state: Path) -> ServiceConfig:
         access=Access(translate_clients=frozenset({"server-agent-pseudonyms"}),
                       reidentify_roles=frozenset({"pseudonym_trustee"})),
         projects={"STUDY-A": Project(prefix="SA"), "STUDY-A2": Project(scope="STUDY-A", prefix="SA"),
-                  "STUDY-B": Project(prefix="SB")},
+                  "STUDY-B": Project(prefix="SB"),
+                  "STUDY-C": Project(prefix="SC", reidentify_roles=frozenset({"study_c_trustee"}))},
         limits=Limits(max_values=50, max_entries=40))
 
 
@@ -207,3 +208,16 @@ def test_derivations_are_keyed_and_well_formed() -> None:
     assert min(offsets) == -365 and max(offsets) == -1
     assert Needs(uids=frozenset({"1"})) | Needs(patient_ids=frozenset({"P"})) == Needs(
         uids=frozenset({"1"}), patient_ids=frozenset({"P"}))
+
+
+def test_a_project_with_its_own_trustees_is_re_identified_by_them_only(service: Pseudonymizer) -> None:
+    """A project that names its re-identification roles is closed to the service-wide trustee (attacker
+    review of issue 16: re-identification was not limited per project)."""
+    _, answer = post(service, "/v1/projects/STUDY-C/pseudonyms", {"patient_ids": ["PAT-4711"]}, token())
+    body = {"patient_id": answer["patients"]["PAT-4711"]["patient_id"], "reason": "incidental finding"}
+    own = {**TRUSTEE, "sub": "c-trustee", "roles": ["study_c_trustee"], "username": "c-trustee"}
+    assert post(service, "/v1/projects/STUDY-C/reidentify", body, token(**TRUSTEE))[0] == 403
+    assert post(service, "/v1/projects/STUDY-C/reidentify", body, token(**own)) == (200, {"patient_id": "PAT-4711"})
+    _, answer = post(service, "/v1/projects/STUDY-A/pseudonyms", {"patient_ids": ["PAT-4711"]}, token())
+    body["patient_id"] = answer["patients"]["PAT-4711"]["patient_id"]
+    assert post(service, "/v1/projects/STUDY-A/reidentify", body, token(**own))[0] == 403  # not STUDY-A's
