@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -71,8 +72,9 @@ def _serve_as(site: Site, user: str) -> subprocess.Popen[bytes]:
     pages), then `dicom-agent serve` with that session."""
     config = str(site.root / "workstation.toml")
     site.agent("logout")
+    headless = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}  # the printed line
     login = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", config, "login", "--device"],
-                             cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=headless)
     assert login.stderr is not None
     line = login.stderr.readline()
     while "enter the code" not in line:
