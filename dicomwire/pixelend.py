@@ -9,9 +9,10 @@ and Encapsulated Pixel Data Value Total Length, (7FE0,0008)/(7FE0,0009) Float/Do
 and private attributes, and padding carries nothing, so the de-identified copy ends with its Pixel
 Data element: :class:`PixelEnd` follows those bytes and says which of them pass.
 
-Elements pass while their tags are in group 7FE0, at most (7FE0,0010), in ascending order (PS3.5 7.1);
-the first other element, and everything after it, is dropped, and the end of (7FE0,0010) ends the
-data set. A native value is skipped by its defined length; an undefined length is a sequence of items
+Elements pass while they are pixel elements of group 7FE0 (:data:`PIXEL_ELEMENTS`, each with its own
+VR; only Pixel Data of undefined length), at most (7FE0,0010), in ascending order (PS3.5 7.1); the
+first other element, and everything after it, is dropped (one that is no pixel element as ``broken``),
+and the end of (7FE0,0010) ends the data set. A native value is skipped by its defined length; an undefined length is a sequence of items
 (PS3.5 A.4: encapsulated fragments, each of defined length) ended by a Sequence Delimitation Item. An
 element or item header is withheld until it is whole (at most 12 bytes), so no byte of a dropped
 element leaves. Anything that cannot be read one way only (an item without a defined length, another
@@ -32,6 +33,12 @@ PIXEL_DATA = 0x7FE00010
 ITEM = 0xFFFEE000
 SEQUENCE_DELIMITATION = 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
+# The pixel elements (PS3.3 C.7.6.3; PS3.6 group 7FE0) with the VRs PS3.6 gives them. Nothing else of the
+# group passes: another tag may hold a sequence of identifying elements (it precedes Pixel Data, after the
+# header the de-identifier read), and an unknown VR would be read with a 4-byte length by the receiver
+# (PS3.5 7.1.2) where we read 2: the two would disagree where the next element starts.
+PIXEL_ELEMENTS = {0x7FE00001: (b"OV",), 0x7FE00002: (b"OV",), 0x7FE00003: (b"UV",), 0x7FE00008: (b"OF",),
+                  0x7FE00009: (b"OD",), PIXEL_DATA: (b"OB", b"OW")}
 
 
 class PixelEnd:
@@ -123,6 +130,13 @@ class PixelEnd:
             return self._item(tag, length)
         if not PIXEL_GROUP <= tag <= PIXEL_DATA or tag <= self._last:
             self.done = True  # an element after the pixels (or out of order): it and the rest are dropped
+            return False
+        vrs = PIXEL_ELEMENTS.get(tag)
+        if vrs is None or (self._explicit and header[4:6] not in vrs) or (length == UNDEFINED and tag != PIXEL_DATA):
+            self.done = True
+            vr = header[4:6].decode("latin-1") if self._explicit else "implicit"
+            self.broken = (f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {vr} of length {length:#x} is not a pixel element "
+                           "as PS3.6 defines them")
             return False
         self._last, self._pixel = tag, tag == PIXEL_DATA
         if length == UNDEFINED:

@@ -103,6 +103,31 @@ def test_an_element_out_of_order_or_outside_group_7fe0_ends_the_data_set(ts: str
 
 
 @pytest.mark.parametrize("ts", SYNTAXES)
+def test_only_the_pixel_elements_of_ps3_6_pass_before_the_pixel_data(ts: str) -> None:
+    """Group 7FE0 before Pixel Data is not the header the de-identifier read: a sequence there (7FE0,0005)
+    holding a name and an ID, text under a pixel element's tag, an unknown VR (whose length the receiver
+    reads as 4 bytes where we read 2, PS3.5 7.1.2), a pixel element of undefined length: the data set ends
+    there, told as broken, and none of it leaves (second attacker review of issue 16, H1 and M1)."""
+    person = encode_element(ts, 0x00100010, "PN", b"DOE^JANE") + encode_element(ts, 0x00100020, "LO", b"PAT-4711")
+    smuggled = [undefined(ts, 0x7FE00005, "SQ") + item(ts, person) + item(ts, b"", 0xFFFEE0DD),
+                encode_element(ts, 0x7FE00004, "LO", b"PAT-4711"),
+                undefined(ts, 0x7FE00001, "OV") + item(ts, person) + item(ts, b"", 0xFFFEE0DD)]
+    if ts != IMPLICIT_VR_LE:  # explicit VR: the VR must be the one PS3.6 gives the tag
+        smuggled += [encode_element(ts, 0x7FE00002, "LO", b"PAT-4711"),
+                     struct.pack(_order(ts) + "HH2sH", 0x7FE0, 0x0002, b"ZZ", 0) + struct.pack(_order(ts) + "I", 24)
+                     + encode_element(ts, 0x7FE11000, "LO", b"DOE^JANE PAT-4711 ")]
+    for bad in smuggled:
+        for parts in splits(bad + native(ts))[:: 5]:
+            cut = PixelEnd(ts)
+            sent = feed(cut, parts)
+            assert sent == b"" and b"PAT-4711" not in sent and cut.done
+            assert cut.broken is not None and "not a pixel element" in cut.broken
+    offsets = encode_element(ts, 0x7FE00001, "OV", bytes(8)) + encode_element(ts, 0x7FE00003, "UV", bytes(8))
+    cut = PixelEnd(ts)
+    assert feed(cut, [offsets + native(ts)]) == offsets + native(ts) and cut.broken is None  # the real ones pass
+
+
+@pytest.mark.parametrize("ts", SYNTAXES)
 def test_items_that_cannot_be_read_end_the_data_set_where_they_start(ts: str) -> None:
     start = undefined(ts, 0x7FE00010, "OB") + item(ts, bytes(4))
     for bad in (item(ts, b"", length=0xFFFFFFFF),  # an item of undefined length among fragments
