@@ -12,8 +12,9 @@ Data element: :class:`PixelEnd` follows those bytes and says which of them pass.
 Elements pass while they are pixel elements of group 7FE0 (:data:`PIXEL_ELEMENTS`, each with its own
 VR; only Pixel Data of undefined length), at most (7FE0,0010), in ascending order (PS3.5 7.1); the
 first other element, and everything after it, is dropped (one that is no pixel element as ``broken``),
-and the end of (7FE0,0010) ends the data set. A native value is skipped by its defined length; an undefined length is a sequence of items
-(PS3.5 A.4: encapsulated fragments, each of defined length) ended by a Sequence Delimitation Item. An
+and the end of (7FE0,0010) ends the data set. A native value is skipped by its defined length; an
+undefined length is a sequence of items (PS3.5 A.4: encapsulated fragments, each of defined length)
+ended by a Sequence Delimitation Item. An
 element or item header is withheld until it is whole (at most 12 bytes), so no byte of a dropped
 element leaves. Anything that cannot be read one way only (an item without a defined length, another
 tag among the items, a delimiter with a length) ends the data set where it starts, as ``broken``.
