@@ -18,7 +18,7 @@ import fuzz.plainwire  # noqa: F401 - registers plainwire: the codec, not instru
 from plainwire.assembly import MessageAssembler, MessageCompleted, MessageStarted
 from plainwire.dimse import STATUS_PENDING, CommandField, CommandSet
 from plainwire.errors import ProtocolError
-from plainwire.pdu import HEADER_LENGTH, Frame, PduFramer, PduType, decode_associate, decode_pdu
+from plainwire.pdu import HEADER_LENGTH, PduFramer, PduType, decode_associate, decode_pdu
 from plainwire.pdv import PDV_HEADER_LENGTH, pdv_spans
 from plainwire.policy import Asks, asked
 
@@ -60,16 +60,19 @@ class Inbound:
             self.max_length = (info.maximum_length if info else None) or 0
         elif kind is PduType.P_DATA_TF:
             self.p_data.add(data)
-            self.pdv_items.update(data[start - PDV_HEADER_LENGTH : stop] for start, stop, _, _ in pdv_spans(data))
-            for event in self.assembler.feed_p_data([Frame(kind, data)]):
-                if not isinstance(event, MessageStarted):
-                    continue
-                command = event.command
-                messages.append((command, event.context_id))
-                if command.is_response:
-                    self.responses.add(command.raw)
-                elif command.command_field != CommandField.C_CANCEL_RQ and command.message_id is not None:
-                    self.outstanding.append((command.message_id, command.command_field, event.context_id))
+            spans = pdv_spans(data)
+            self.pdv_items.update(data[start - PDV_HEADER_LENGTH : stop] for start, stop, _, _ in spans)
+            for start, stop, context_id, control in spans:  # PDV by PDV: a message before a broken one counts
+                for event in self.assembler.feed(context_id, control, data[start:stop]):
+                    if isinstance(event, MessageStarted):
+                        self._started(event.command, event.context_id, messages)
+
+    def _started(self, command: CommandSet, context_id: int, messages: list[tuple[CommandSet, int]]) -> None:
+        messages.append((command, context_id))
+        if command.is_response:
+            self.responses.add(command.raw)
+        elif command.command_field != CommandField.C_CANCEL_RQ and command.message_id is not None:
+            self.outstanding.append((command.message_id, command.command_field, context_id))
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 
 from dicomwire.association import Side
 from dicomwire.dimse import CommandField, Tag, decode_command, encode_command
-from dicomwire.pdv import fragment_message, iter_pdvs
+from dicomwire.pdv import COMMAND, COMMAND_WHOLE, Pdv, encode_p_data, fragment_message, iter_pdvs
 from dicomwire.policy import EVERY_REQUEST
 from fuzz.relay_peers import SECRET, image
 from fuzz.relay_watch import Watch
@@ -96,3 +96,17 @@ def test_the_relay_watch_sees_an_image_cut_after_its_pixel_data_arrive_with_what
                 watch.send(Side.SERVER, sent)
         else:
             watch.send(Side.SERVER, sent)
+
+
+def test_the_relay_watch_keeps_a_request_read_before_a_broken_pdv_of_the_same_pdu() -> None:
+    """A request whose PDV comes before a broken one in the same P-DATA-TF was read by the core, which may
+    answer it (a refusal) before it aborts: the watch must know it too (its first long run's finding was
+    the watch's own: it parsed the PDU as a whole and lost the request)."""
+    echo = iter_pdvs(b"".join(pynetdicom_message("C_ECHO_RQ", context_id=7, MessageID=2,
+                                                 AffectedSOPClassUID="1.2.840.10008.1.1")))[0]
+    broken = [Pdv(7, COMMAND, b"\x00\x00"), Pdv(1, COMMAND_WHOLE, b"\x00\x00")]  # another context mid-message
+    watch, _ = _watch_with_association()
+    watch.received(Side.CLIENT, encode_p_data([echo, *broken]))
+    refusal = b"".join(pynetdicom_message("C_ECHO_RSP", context_id=7, MessageIDBeingRespondedTo=2,
+                                          AffectedSOPClassUID="1.2.840.10008.1.1", Status=0x0124))
+    watch.send(Side.CLIENT, refusal)
