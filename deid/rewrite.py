@@ -27,7 +27,9 @@ from dicomwire.sequence_tags import is_sequence
 from .errors import MissingPseudonym, NotDeidentifiable
 from .profile import PATIENT_ID, Op, Profile, SafePrivate
 from .pseudonyms import PatientPseudonym
-from .values import DUMMIES, clean_text, dictionary_vr, padded, shift_dates, split_values, well_known_uid
+from .values import DUMMIES, clean_text, dictionary_vr, of_its_vr, padded, shift_dates, split_values, well_known_uid
+
+SOP_CLASS_UID = 0x00080016  # kept as written: the receiver checks it against the command's (PS3.4 B.2.2)
 
 
 class Syntax(NamedTuple):
@@ -108,6 +110,11 @@ class Walk:
         vr = code if code and code != "UN" else known
         op = self.profile.op(tag, code)  # judged by the dictionary's VR: a disagreeing one is removed
         if op is Op.KEEP:
+            if not of_its_vr(self.data[value_start:end], known):
+                return  # not a value of its VR (PS3.5 6.2): not what the keep-list vouches for
+            if known == "UI" and tag != SOP_CLASS_UID:  # a definition UID holds one, or it is an instance's
+                out.append(encode(syntax, tag, code, self.uids(self.data[value_start:end])))
+                return
             out.append(self.data[pos:end])
             return
         if op is Op.REMOVE:

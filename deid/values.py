@@ -57,6 +57,24 @@ def split_values(value: bytes) -> list[bytes]:
     return [part.strip(b" \x00") for part in value.split(b"\\")]
 
 
+# What a kept value of a text VR may be (PS3.5 Table 6.2-1: characters and length of one value). A value
+# that is not its VR's (a name in a Code String, an MRN in an Integer String) is not kept: it is whatever
+# a hostile or careless sender put there.
+_SHAPES: dict[str, re.Pattern[bytes]] = {
+    "CS": re.compile(rb"[A-Z0-9 _]{0,16}"),
+    "IS": re.compile(rb" *[+-]?[0-9]{1,11} *|"),
+    "DS": re.compile(rb"(?=.{0,16}$) *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *|"),
+}
+
+
+def of_its_vr(value: bytes, vr: str) -> bool:
+    """Whether every value of a kept element of text VR ``vr`` is as PS3.5 6.2 allows (other VRs: True)."""
+    shape = _SHAPES.get(vr)
+    if shape is None:
+        return True
+    return all(shape.fullmatch(part) for part in value.rstrip(b" \x00").split(b"\\"))
+
+
 def well_known_uid(uid: str) -> bool:
     """A UID PS3.6 Annex A defines (SOP classes, transfer syntaxes, well-known frames of reference and
     instances...): exactly one of its entries. Any other UID, even one under the standard's own root

@@ -226,3 +226,48 @@ def test_a_name_in_a_safe_private_slot_is_not_kept(ts: str) -> None:
     _, new_bytes, new = deidentify(ds, ts, safe)
     assert b"DOE" not in new_bytes and 0x00191010 not in new
     assert 0x00191105 in new and 0x00191106 in new  # numbers: kept, in every syntax
+
+
+# ---- kept values must be of their VR; kept UIDs must be definitions (second attacker review, M2 and M3) --
+@pytest.mark.parametrize(("keyword", "vr", "value"), [
+    ("BodyPartExamined", "CS", b"doe^jane PAT-4711 19610704"),  # not Code String characters, nor 16 bytes
+    ("SliceThickness", "DS", b"PAT-4711 DOE^JANE "),  # not a Decimal String
+    ("SeriesNumber", "IS", b"PAT-4711"),  # not an Integer String
+    ("ImageType", "CS", b"ORIGINAL\\PAT4711 DOE JANE X"),  # one value of a list too long
+])
+def test_a_kept_value_that_is_not_of_its_vr_is_not_kept(keyword: str, vr: str, value: bytes) -> None:
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = identified_header(patient_id="PAT-4711")
+    tag = Tag(tag_for_keyword(keyword))
+    ds[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+    _, new, _ = deidentify(ds, EXPLICIT, VIEW.profile)
+    assert b"4711" not in new and keyword not in decode_data_set(new, EXPLICIT)
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("Modality", "CT"), ("SliceThickness", "2.5"),
+                                                ("SeriesNumber", "-12"), ("ImageType", "ORIGINAL\\PRIMARY\\AXIAL")])
+def test_a_kept_value_of_its_vr_is_kept(keyword: str, value: str) -> None:
+    ds = identified_header(patient_id="PAT-4711")
+    setattr(ds, keyword, value.split("\\") if "\\" in value else value)
+    _, new, _ = deidentify(ds, EXPLICIT, VIEW.profile)
+    assert keyword in decode_data_set(new, EXPLICIT) and value.encode() in new
+
+
+def test_a_definition_uid_holding_an_instance_uid_is_replaced_and_a_real_one_kept() -> None:
+    ds = identified_header(patient_id="PAT-4711")
+    real_study = ds.StudyInstanceUID
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = real_study  # a "SOP class" as a PACS wrote it: a link to the real study
+    ref.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.1447.77.1.1.2"
+    other = Dataset()
+    other.ReferencedSOPClassUID = CTImageStorage  # a real SOP class: kept
+    other.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.1447.77.1.1.3"
+    ds.ReferencedImageSequence = [ref, other]
+    ds.add_new(0x0008010C, "UI", real_study)  # Coding Scheme UID at the top level
+    _, new, _ = deidentify(ds, EXPLICIT, VIEW.profile)
+    assert real_study.encode() not in new
+    shown = decode_data_set(new, EXPLICIT)
+    assert shown.ReferencedImageSequence[1].ReferencedSOPClassUID == CTImageStorage
+    assert shown.SOPClassUID == ds.SOPClassUID  # the instance's own class: as the command names it
