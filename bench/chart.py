@@ -26,7 +26,7 @@ def draw(path: Path, ratios: list[tuple[str, float, float | None]], latencies: l
         if target:
             left.plot([target, target], [n - 0.4, n + 0.4], color="#222", linewidth=2)
     left.invert_yaxis()
-    left.set_xlabel("wall time, multiple of direct (log scale; red: target missed)")
+    left.set_xlabel("multiple of the row's baseline: direct, or the C tunnel (log scale; red: target missed)")
     left.tick_params(axis="y", labelsize=8)
     lat_names = [r[0] for r in latencies]
     ys = range(len(latencies))

@@ -203,6 +203,11 @@ def chart_ratios(rows: list[Row], ws_data: dict[str, Any], sa_data: dict[str, An
     ratios.append(("both agents vs direct (storescp)", float(sa_data["store_ratio"]), 2.0))
     ratios.append(("both agents vs two stunnel (TLS 1.3, C)", float(sa_data["store_ratio_over_stunnel"]),
                    server_bench.STUNNEL_TARGET))
+    cpu = sa_data["cpu_ratio_over_stunnel"]
+    assert isinstance(cpu, dict)
+    ratios += [("CPU per 100 MB: workstation agent vs stunnel client", float(cpu["workstation side"]),
+                server_bench.CPU_TARGET),
+               ("CPU per 100 MB: server agent vs stunnel server", float(cpu["server side"]), server_bench.CPU_TARGET)]
     store_s = sa_data["store"]
     assert isinstance(store_s, dict)
     plain_ratio = store_s["C-STORE 100 MB, through both agents, no TLS between them"] / store_s[
