@@ -55,7 +55,7 @@ def _stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     """The live children of every thread of ``pid`` (Linux ``/proc/PID/task/TID/children``)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -78,8 +78,17 @@ def tree_cpu(pid: int) -> float:
         try:
             fields = _stat_fields(current)
             total += sum(int(fields[n]) for n in (11, 12, 13, 14)) / ticks  # utime stime cutime cstime
-            todo += _children(current)
+            todo += children(current)
         except (OSError, IndexError, ValueError):  # gone meanwhile (a forked child that finished)
             if current == pid:
                 raise
     return total
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) seconds of every core since boot, all processes (Linux /proc/stat): the share of the
+    machine a measurement had, others' work included (``busy`` excludes idle and I/O wait)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return (total - values[3] - values[4]) / ticks, total / ticks
