@@ -113,8 +113,8 @@ async def _find(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rq: 
     return ""
 
 
-async def _burst(port: int, count: int, pids: dict[str, int]) -> dict[str, Any]:
-    rq = pynetdicom_rq(called="ORTHANC@GW1", calling="LOAD", contexts=[(1, FIND_MODEL, ["1.2.840.10008.1.2"])])
+async def _burst(port: int, count: int, pids: dict[str, int], route: str = "GW1") -> dict[str, Any]:
+    rq = pynetdicom_rq(called=f"ORTHANC@{route}", calling="LOAD", contexts=[(1, FIND_MODEL, ["1.2.840.10008.1.2"])])
     find = _find_pdus("Q00001")
     release = asyncio.Event()
     answered: list[float] = []
@@ -136,11 +136,12 @@ async def _burst(port: int, count: int, pids: dict[str, int]) -> dict[str, Any]:
             "rss_before": {n: b[0] for n, b in before.items()}, "rss_idle": idle, "cpu_seconds": cpu}
 
 
-def run(work: Path, quick: bool, count: int | None = None) -> dict[str, Any]:
+def run(work: Path, quick: bool, count: int | None = None, route: str = "GW1") -> dict[str, Any]:
     count = count or (200 if quick else 1000)
     margin = count + 100
     raise_open_files(count + 256)
     site = Site((work / "idle").resolve(), hial_server={"access_token_lifetime": 3600}, max_associations=margin,
+                bench_routes=route != "GW1",
                 limits={"max_pending_per_source": margin, "max_pending_connections": margin},
                 orthanc_options={"DicomThreadsCount": margin, "DicomScpTimeout": 300}).start()
     agent = None
@@ -153,8 +154,8 @@ def run(work: Path, quick: bool, count: int | None = None) -> dict[str, Any]:
         agent = site.serve_agent("rad")
         time.sleep(0.5)
         pids = {"workstation agent": agent.pid, "server agent": site.server.pid}
-        asyncio.run(_burst(site.ports["agent"], 20, pids))  # warm: JWKS, decision cache, code paths
-        out = asyncio.run(_burst(site.ports["agent"], count, pids))
+        asyncio.run(_burst(site.ports["agent"], 20, pids, route))  # warm: JWKS, decision cache, code paths
+        out = asyncio.run(_burst(site.ports["agent"], count, pids, route))
         print(f"  {count} associations held: {len(out['failures'])} failures, burst {out['burst_s']:.1f} s",
               file=sys.stderr)
         return out
