@@ -34,7 +34,7 @@ def draw(path: Path, ratios: list[tuple[str, float, float | None]], latencies: l
     right.barh([y + 0.2 for y in ys], [r[2] for r in latencies], height=0.4, label="p99", color="#9bb7d6")
     right.set_yticks(list(ys), lat_names, fontsize=8)
     right.invert_yaxis()
-    right.set_xlabel("association set-up + C-ECHO + release, ms")
+    right.set_xlabel("association set-up + C-ECHO + release (release not timed where a row says so), ms")
     right.legend()
     fig.suptitle(title)
     fig.tight_layout()
