@@ -26,7 +26,7 @@ def draw(path: Path, ratios: list[tuple[str, float, float | None]], latencies: l
         if target:
             left.plot([target, target], [n - 0.4, n + 0.4], color="#222", linewidth=2)
     left.invert_yaxis()
-    left.set_xlabel("wall time, multiple of direct (log scale; red: target missed)")
+    left.set_xlabel("multiple of the row's baseline: direct, or the C tunnel (log scale; red: target missed)")
     left.tick_params(axis="y", labelsize=8)
     lat_names = [r[0] for r in latencies]
     ys = range(len(latencies))
@@ -34,7 +34,7 @@ def draw(path: Path, ratios: list[tuple[str, float, float | None]], latencies: l
     right.barh([y + 0.2 for y in ys], [r[2] for r in latencies], height=0.4, label="p99", color="#9bb7d6")
     right.set_yticks(list(ys), lat_names, fontsize=8)
     right.invert_yaxis()
-    right.set_xlabel("association set-up + C-ECHO + release, ms")
+    right.set_xlabel("association set-up + C-ECHO + release (release not timed where a row says so), ms")
     right.legend()
     fig.suptitle(title)
     fig.tight_layout()

@@ -30,7 +30,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import audit_bench, chart, flood_bench, hial_bench, server_bench, site_bench, workstation_bench
+from bench import (
+    audit_bench,
+    chart,
+    flood_bench,
+    hial_bench,
+    idle_bench,
+    server_bench,
+    site_bench,
+    workers_bench,
+    workstation_bench,
+)
 from bench.stats import proc_usage
 from devtools.dicomdata import make_ct_study
 from devtools.peers import DCMTK_BIN, RelayProcess, StoreSCP, dcmtk_env, free_port, wait_for_port
@@ -203,6 +213,11 @@ def chart_ratios(rows: list[Row], ws_data: dict[str, Any], sa_data: dict[str, An
     ratios.append(("both agents vs direct (storescp)", float(sa_data["store_ratio"]), 2.0))
     ratios.append(("both agents vs two stunnel (TLS 1.3, C)", float(sa_data["store_ratio_over_stunnel"]),
                    server_bench.STUNNEL_TARGET))
+    cpu = sa_data["cpu_ratio_over_stunnel"]
+    assert isinstance(cpu, dict)
+    ratios += [("CPU per 100 MB: workstation agent vs stunnel client", float(cpu["workstation side"]),
+                server_bench.CPU_TARGET),
+               ("CPU per 100 MB: server agent vs stunnel server", float(cpu["server side"]), server_bench.CPU_TARGET)]
     store_s = sa_data["store"]
     assert isinstance(store_s, dict)
     plain_ratio = store_s["C-STORE 100 MB, through both agents, no TLS between them"] / store_s[
@@ -236,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         ws_latency, ws_throughput = workstation_bench.run(work, files, args.quick)
         sa_latency, sa_store, sa_ratio = server_bench.run(work, files, args.quick)
         site_data = site_bench.run(work, files, args.quick)
+        workers_data = workers_bench.run(work, files, args.quick)
+        idle_data = idle_bench.run(work, args.quick)
         audit_rows = audit_bench.run(work, args.quick)
         flood_data = flood_bench.run(work, args.quick)
     except (BenchError, RuntimeError, OSError) as error:
@@ -244,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     ws_text, ws_data = workstation_bench.report(ws_latency, ws_throughput)
     sa_text, sa_data = server_bench.report(sa_latency, sa_store, sa_ratio)
     site_text, site_out = site_bench.report(site_data)
+    workers_text, workers_out = workers_bench.report(workers_data)
+    idle_text, idle_out = idle_bench.report(idle_data)
     flood_text, flood_out = flood_bench.report(flood_data)
     text = "\n\n".join((report(rows, usage, info, args.quick), hial_bench.report(hial_rows), ws_text, sa_text,
-                         site_text, audit_bench.report(audit_rows), flood_text))
+                         site_text, workers_text, idle_text, audit_bench.report(audit_rows), flood_text))
     print(text)
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -255,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [asdict(r) | {"median": r.median} for r in rows],
         "hial": [{"name": r.name, "p50_ms": r.p50, "p90_ms": r.pct(0.9), "p99_ms": r.pct(0.99),
                   "per_second": r.per_second, "target_p50_ms": r.target_p50_ms, "met": r.met} for r in hial_rows],
-        "workstation": ws_data, "server_agent": sa_data, "site": site_out,
+        "workstation": ws_data, "server_agent": sa_data, "site": site_out, "workers": workers_out,
+        "idle_associations": idle_out,
         "decision_log": [{"name": n, "seconds": t, "target_s": g, "met": m} for n, t, g, m in audit_rows],
         "flood": flood_out})
     print(f"\nresults written to {out.relative_to(ROOT.parent)}", file=sys.stderr)

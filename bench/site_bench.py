@@ -131,8 +131,10 @@ def _concurrency(site: Site, agent_pid: int, levels: tuple[int, ...]) -> list[di
 
 
 def run(work: Path, files: list[Path], quick: bool) -> dict[str, Any]:
+    # 500 associations at once from 127.0.0.1 (and as many TLS connections from the workstation agent):
+    # past issue 13's per-source bound on pending connections (32), which would close the rest at once.
     site = Site((work / "site").resolve(), hial_server={"access_token_lifetime": 3600}, bench_routes=True,
-                max_associations=600).start()
+                max_associations=600, limits={"max_pending_per_source": 600, "max_pending_connections": 600}).start()
     agent = None
     try:
         assert site.orthanc is not None

@@ -108,6 +108,7 @@ class Orthanc:
     # Modalities Orthanc reaches with DICOM TLS ("UseDicomTls"), presenting its certificate: C-MOVE
     # sub-operations to a return listener that requires it.
     tls_modalities: frozenset[str] = frozenset()
+    options: dict[str, object] = field(default_factory=dict)  # more configuration keys, over these
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Orthanc:
@@ -140,7 +141,7 @@ class Orthanc:
                        "DicomTlsPrivateKey": str(key), "DicomTlsTrustedCertificates": str(trusted),
                        "DicomTlsRemoteCertificateRequired": True}
         path = self.folder / "orthanc.json"
-        path.write_text(json.dumps(config, indent=2))
+        path.write_text(json.dumps(config | self.options, indent=2))
         log = open(self.folder / "orthanc.log", "wb")  # noqa: SIM115 - kept open for the process
         self.process = subprocess.Popen([ORTHANC, "--verbose", str(path)], stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.http_port, 30, self.process)

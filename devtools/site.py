@@ -33,6 +33,7 @@ from server_agent.config import (
 from server_agent.config import ReturnSection as ServerReturn
 from server_agent.config import TlsFiles as ServerTls
 from tomlconf import write
+from tomlconf.limits import Limits
 
 from .hial import HialProcess
 from .peers import DCMTK_BIN, PROJECT, Orthanc, StoreSCP, dcmtk_env, free_port, wait_for_port
@@ -56,6 +57,8 @@ class Site:
     pacs_scp: bool = False  # the PACS is a DCMTK storescp --ignore (benchmarks) instead of Orthanc
     audit_port: int | None = None  # an audit record repository (rsyslog, TLS) to send audit messages to
     max_associations: int = 200  # of each agent
+    limits: dict[str, Any] = field(default_factory=dict)  # both agents' [limits] (keys over the defaults)
+    orthanc_options: dict[str, Any] = field(default_factory=dict)  # more keys of Orthanc's configuration
     pacs_tls: bool = False  # Orthanc speaks DICOM over TLS (client certificates required); the agent uses it
     # The server agent's return listener requires DICOM over TLS with the PACS's certificate, and Orthanc
     # sends its C-MOVE sub-operations that way (the PACS is then Orthanc with DICOM TLS as well).
@@ -103,7 +106,8 @@ class Site:
             tls = (self.pki / "pacs.crt", self.pki / "pacs.key", self.pki / "ca.crt") if self.orthanc_tls else None
             self.orthanc = Orthanc(self.root / "orthanc", tls=tls,
                                    modalities={"ws1-app": ("MOVESCP@WS1", "127.0.0.1", self.ports["return"])},
-                                   tls_modalities=frozenset({"ws1-app"} if self.return_tls else ())).start()
+                                   tls_modalities=frozenset({"ws1-app"} if self.return_tls else ()),
+                                   options=self.orthanc_options).start()
         self.scp = StoreSCP(self.root / "scp" / "in", aet="MOVESCP", port=self.ports["scp"]).start()
         self._write_configs()
         self.start_server()
@@ -125,11 +129,12 @@ class Site:
         if self.bench_routes:
             routes = {"GW1P": Route(host="127.0.0.1", port=self.ports["plain"], tls=False),
                       "GW1N": Route(host="127.0.0.1", port=self.ports["unlogged"], server_name="gw1")}
-        write_workstation_config(self.root / "workstation.toml", pki=self.pki, issuer=self.issuer,
-                                 listen=self.ports["agent"], route_port=self.ports["server"],
-                                 return_port=self.ports["agent_return"], apps={"MOVESCP": self.ports["scp"]},
-                                 routes=routes, log_file=self.root / "associations.jsonl", refresh_margin=2,
-                                 max_associations=self.max_associations)
+        workstation = workstation_config(pki=self.pki, issuer=self.issuer, listen=self.ports["agent"],
+                                         route_port=self.ports["server"], return_port=self.ports["agent_return"],
+                                         session_file=self.root / "session.json", apps={"MOVESCP": self.ports["scp"]},
+                                         routes=routes, log_file=self.root / "associations.jsonl", refresh_margin=2,
+                                         max_associations=self.max_associations)
+        write(self.root / "workstation.toml", workstation.replace(limits=Limits(**self.limits)))
 
     @property
     def issuer(self) -> str:
@@ -158,7 +163,7 @@ class Site:
             pacs={"ORTHANC": pacs},
             workstations={"WS1": Workstation(host="127.0.0.1", port=p["agent_return"], server_name="ws1")},
             nodes={"CTSCANNER": Node(addresses=("127.0.0.1",), actions=("C-ECHO", "C-STORE"))},
-            audit=audit, return_=ServerReturn(tls=self.return_tls),
+            audit=audit, return_=ServerReturn(tls=self.return_tls), limits=Limits(**self.limits),
             pseudonymizer=None if self.pseudonymizer is None else PseudonymizerSection(
                 url=self.pseudonymizer.url, client_id=TRANSLATE_CLIENT, client_secret=TRANSLATE_SECRET),
             sessions=SessionsSection() if self.sessions is None else

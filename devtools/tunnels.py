@@ -37,6 +37,11 @@ class Socat:
         wait_for_port(self.port, 20, self.process)
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
     def stop(self) -> None:
         _stop(self.process)
 
@@ -72,6 +77,11 @@ class Stunnel:
                                         stderr=subprocess.DEVNULL)
         wait_for_port(self.port, 20, self.process)
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
 
     def stop(self) -> None:
         _stop(self.process)

@@ -58,6 +58,11 @@ def server_context(certificate: PathLike, key: PathLike, *, ca: PathLike | Seque
         context.verify_mode = ssl.CERT_REQUIRED if require_client_certificate else ssl.CERT_OPTIONAL
     # The server picks among the suites both offer, in its own order (RFC 9325 4.2: AES-GCM first).
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    # No TLS 1.3 session tickets (RFC 8446 4.6.1 lets a server send none): no client of ours resumes a
+    # session (asyncio and the workstation agent's warm connections always handshake in full), so each
+    # ticket was work for nothing, and a client kept it for the connection's life (measured: ~8% of the
+    # server agent's CPU per handshake, 3-4 KiB per workstation-agent connection; docs/performance.md).
+    context.num_tickets = 0
     return context
 
 

@@ -140,3 +140,31 @@ def test_no_compression_no_renegotiation_and_mutual_authentication_needs_a_ca(pk
         server_context(pki / "server.crt", pki / "server.key")
     https = server_context(pki / "server.crt", pki / "server.key", require_client_certificate=False)
     assert https.verify_mode == ssl.CERT_NONE
+
+
+def tickets_after_handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> bool:
+    """Whether a TLS 1.3 client holds a session ticket once the handshake and one byte of data are done
+    (tickets come after the handshake: the client takes them in with the data it reads)."""
+    client_in, client_out, server_in, server_out = (ssl.MemoryBIO() for _ in range(4))
+    tls_client = client.wrap_bio(client_in, client_out, server_hostname="server")
+    tls_server = server.wrap_bio(server_in, server_out, server_side=True)
+    for _ in range(10):
+        for end, peer_in, out in ((tls_client, server_in, client_out), (tls_server, client_in, server_out)):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                end.do_handshake()
+            peer_in.write(out.read())
+    tls_server.write(b"x")
+    client_in.write(server_out.read())
+    assert tls_client.read(1) == b"x" and tls_client.version() == "TLSv1.3"
+    session = tls_client.session
+    return session is not None and session.has_ticket
+
+
+def test_the_server_sends_no_session_tickets_nobody_would_use(pki: Path) -> None:
+    """RFC 8446 4.6.1: none of our clients resumes a session, so a ticket is only work for the server
+    and memory at the client for the connection's life (issue 15: memory per idle association)."""
+    client = client_context(ca=pki / "ca.crt", certificate=pki / "client.crt", key=pki / "client.key")
+    ours = server_context(pki / "server.crt", pki / "server.key", ca=pki / "ca.crt")
+    assert not tickets_after_handshake(ours, client)
+    ours.num_tickets = 2  # OpenSSL's default: what a server context made without our profile sends
+    assert tickets_after_handshake(ours, client)
