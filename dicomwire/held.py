@@ -116,8 +116,11 @@ def _replaced(message: Message, pdv: Pdv, replacement: bytes, max_length: int) -
     rest = pdv.value[max(0, keep_from - start):] if message.data_offset > keep_from else b""
     cut = message.cut
     if cut is None:
-        if rest or pdv.is_last:  # (an empty last fragment: the data set ended within the head)
-            out.append(Pdv(pdv.context_id, pdv.control, rest))
+        if len(rest) == len(pdv.value):
+            out.append(pdv)  # as it came
+        elif rest or pdv.is_last:  # (an empty last fragment: the data set ended within the head)
+            # a fragment we cut is one we make: it fits what the receiver announced (PS3.8 D.3.3.1)
+            out.extend(fragment(pdv.context_id, rest, is_command=False, max_length=max_length, last=pdv.is_last))
         return out
     if cut.done:
         return out  # after its Pixel Data: dropped (its end was flagged on the fragment that held it)

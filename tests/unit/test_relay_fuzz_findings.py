@@ -154,3 +154,27 @@ def test_an_accept_with_a_context_item_that_cannot_be_read_aborts_as_a_protocol_
         assert book.core.state is State.CLOSED
         assert not any("relay core failed" in line for line in book.logs), book.logs
         assert decode_pdu(book.take(Side.CLIENT)).__class__.__name__ in ("Abort", "AssociateRJ")
+
+
+def test_a_fragment_cut_after_a_replaced_head_fits_what_the_receiver_announced() -> None:
+    """A data set whose head is replaced (``Rewrite(keep_from=)``) goes on with the rest of the fragment the
+    head ends in: a fragment the core makes, which must fit the receiver's Maximum Length (PS3.8 D.3.3.1)
+    even when the sender's fragments did not (found by fuzz/relay_fuzz.py after 106,508 executions: a
+    99-byte PDV to a client that announced 64)."""
+    def decide(question: Question) -> Verdict | None:
+        if isinstance(question, RequestQuestion) and question.side is Side.SERVER:
+            return Rewrite(data_set=b"", keep_from=1)
+        return transparent(question)
+
+    book = Playbook(RelayCore(RelayLimits(store_head_length=64), asks=None), decide)
+    book.client(pynetdicom_rq(contexts=[(3, CT, ["1.2.840.10008.1.2"])], max_length=64))
+    book.server(pynetdicom_ac(contexts=(3,)))
+    book.take(Side.CLIENT), book.take(Side.SERVER)
+    command, _ = _store(1, b"")
+    data_set = b"\x08\x00\x16\x00\x5c\x00\x00\x00" + b"1" * 92  # one 100-byte fragment: more than 64 allows
+    book.server(encode_p_data((Pdv(3, COMMAND_WHOLE, command),)) + encode_p_data((Pdv(3, 0x02, data_set),)))
+    frames = [decode_pdu(frame.data) for frame in PduFramer().feed(book.take(Side.CLIENT))]
+    data = [f for f in frames if isinstance(f, PDataTF) and not any(p.is_command for p in f.pdvs)]  # (command: as came)
+    assert data and all(sum(6 + len(pdv.value) for pdv in frame.pdvs) <= 64 for frame in data)
+    assert b"".join(bytes(pdv.value) for frame in data for pdv in frame.pdvs) == data_set[1:]
+    assert data[-1].pdvs[-1].is_last
