@@ -120,7 +120,12 @@ def _one_test_at_a_time(desktop: Desktop) -> Iterator[None]:
 
 def _dialog(desktop: Desktop, process: subprocess.Popen[str]) -> str:
     try:
-        return desktop.xvfb.find_window(TITLE, timeout=30)
+        window = desktop.xvfb.find_window(TITLE, timeout=30)
+        # Visible is not yet ready for keys: Tk gives its field the keyboard once it has drawn the window.
+        # Under load, keys typed at once were lost ("invalid username or password" instead of the
+        # one-time code prompt, in one full run).
+        time.sleep(1.0)
+        return window
     except TimeoutError:
         process.kill()
         _, err = process.communicate()
