@@ -235,22 +235,17 @@ def evaluate(policy: Policy, request: Request) -> Decision:
         if request.patient_id not in policy.care.get(request.subject, frozenset()):
             return decide(False, "no_care_relationship", f"care:{request.subject}",
                           f"no care relationship between {request.subject} and this patient")
-    if request.patient_id:
-        for consent in policy.consents:
-            if consent.patient_id != request.patient_id or not consent.active(request.time):
-                continue
-            if consent.issuer and request.patient_id_issuer and consent.issuer != request.patient_id_issuer:
-                continue
-            rule = policy.consent_policies.get(consent.policy)
-            if rule is None or not _consent_denies(rule, consent, request, role):
-                continue
-            if request.purpose_of_use == BREAK_GLASS and role.break_glass and rule.break_glass:
-                return decide(True, "break_glass", f"consent:{rule.oid}:break-glass",
-                              f"break-glass override of patient consent {rule.oid}", break_glass=True,
-                              consent_document=consent.document_id)
-            return decide(False, "consent_denied", f"consent:{rule.oid}",
-                          f"patient consent {rule.oid} ({rule.title}) denies this access",
+    for consent in _active(policy, request):
+        rule = policy.consent_policies.get(consent.policy)
+        if rule is None or not _consent_denies(rule, consent, request, role):
+            continue
+        if request.purpose_of_use == BREAK_GLASS and role.break_glass and rule.break_glass:
+            return decide(True, "break_glass", f"consent:{rule.oid}:break-glass",
+                          f"break-glass override of patient consent {rule.oid}", break_glass=True,
                           consent_document=consent.document_id)
+        return decide(False, "consent_denied", f"consent:{rule.oid}",
+                      f"patient consent {rule.oid} ({rule.title}) denies this access",
+                      consent_document=consent.document_id)
     return decide(True, "permit", f"role:{role.name}", f"{request.action} permitted for role {role.name}")
 
 
