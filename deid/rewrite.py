@@ -110,10 +110,11 @@ class Walk:
         vr = code if code and code != "UN" else known
         op = self.profile.op(tag, code)  # judged by the dictionary's VR: a disagreeing one is removed
         if op is Op.KEEP:
-            if not of_its_vr(self.data[value_start:end], known):
+            kept = self.data[value_start:end]
+            if not of_its_vr(kept, known):
                 return  # not a value of its VR (PS3.5 6.2): not what the keep-list vouches for
             if known == "UI" and tag != SOP_CLASS_UID:  # a definition UID holds one, or it is an instance's
-                out.append(encode(syntax, tag, code, self.uids(self.data[value_start:end])))
+                out.append(encode(syntax, tag, code, self.uids(kept)))
                 return
             out.append(self.data[pos:end])
             return
